@@ -1,0 +1,151 @@
+"""`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
+
+DEFAULT_CONFIG = "configs/workspace.yaml"
+OBJECT_STORE_BYTES = 256 * 1024 * 1024
+
+
+def start_ray(address: str | None, num_cpus: int | None = None) -> None:
+    import ray
+
+    from cdp_actors.partition import NAMESPACE
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",  # always a fresh embedded instance, never a stray one found on the machine
+            namespace=NAMESPACE,
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            log_to_driver=False,
+        )
+
+
+def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int) -> None:
+    """Serve on host:port, the runtime's actors, and every HTTP app; Ray must be initialised."""
+    from ray import serve
+
+    from cdp_actors.runtime import ensure_runtime
+    from serve_apps.app import deploy
+
+    serve.start(http_options={"host": host, "port": port})
+    ensure_runtime(config, data_dir)
+    deploy(config, data_dir)
+
+
+def stop_platform(config: WorkspaceConfig) -> None:
+    import ray
+    from ray import serve
+
+    from cdp_actors.runtime import stop_runtime
+
+    serve.shutdown()
+    stop_runtime(config)
+    ray.shutdown()
+
+
+def _load(path: str) -> WorkspaceConfig:
+    try:
+        return load_workspace(path)
+    except ConfigError as error:
+        print(f"cdp: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    data_dir = str(Path(args.data_dir).resolve())
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    start_ray(args.address)
+    start_platform(config, data_dir, args.host, args.port)
+    print(
+        f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
+        f"(data in {data_dir}); Ctrl-C stops",
+        flush=True,
+    )
+    stop.wait()
+    print("cdp: stopping", flush=True)
+    stop_platform(config)
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            line = json.dumps(json.loads(body), separators=(",", ":"))
+        except ValueError:
+            line = json.dumps({"unparsed_body": body.decode(errors="replace")})
+        print(line, flush=True)
+        return web.Response(status=200)
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", receive)
+    print(f"cdp sink: listening on http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.ingest import run_ingest_bench
+
+    config = _load(args.config)
+    report = asyncio.run(run_ingest_bench(config, args)) if args.scenario == "ingest" else None
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="cdp", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the platform (embedded local Ray unless --address)")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+    serve.add_argument("--data-dir", default=".cdp-data")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--address", default=None, help="join an existing Ray cluster, e.g. auto or ray://...")
+    serve.set_defaults(run=cmd_serve)
+
+    sink = commands.add_parser("sink", help="a local webhook receiver printing each body as one JSON line")
+    sink.add_argument("--host", default="127.0.0.1")
+    sink.add_argument("--port", type=int, default=9999)
+    sink.set_defaults(run=cmd_sink)
+
+    bench = commands.add_parser("bench", help="run a load benchmark and write a JSON report and a PNG plot")
+    bench.add_argument("scenario", choices=["ingest"])
+    bench.add_argument("--config", default=DEFAULT_CONFIG)
+    bench.add_argument("--duration", type=float, default=30.0, help="seconds of load per phase")
+    bench.add_argument("--out", default="bench-out")
+    bench.add_argument("--users", type=int, default=10_000)
+    bench.add_argument("--concurrency", type=int, default=8)
+    bench.set_defaults(run=cmd_bench)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The workspace configuration: inputs, outputs, connections, identity and runtime settings.
+
+Loaded from YAML and validated by pydantic; a bad file raises `ConfigError` whose message names each bad
+field by its path (``outputs[0].settings.url: ...``). Secrets may be written as ``${ENV_VAR}`` and are
+held as `SecretStr`, so they never appear in reprs or logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """The workspace file is missing, unparsable or invalid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _expand_env(value: str) -> str:
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(lookup, value)
+
+
+class Workspace(_Strict):
+    org_id: int = 1
+    account_id: int = 1
+    workspace_id: int = 1
+    name: str = "demo"
+
+
+class Input(_Strict):
+    """A platform or feed input; its key/secret authenticate Events API calls."""
+
+    id: int
+    name: str
+    kind: Literal["platform", "feed"] = "platform"
+    platform: str = "server"
+    key: str = Field(min_length=1)
+    secret: SecretStr
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _secret_from_env(cls, value: Any) -> Any:
+        return _expand_env(value) if isinstance(value, str) else value
+
+    def credentials_match(self, key: str, secret: str) -> bool:
+        key_ok = hmac.compare_digest(key.encode(), self.key.encode())
+        secret_ok = hmac.compare_digest(secret.encode(), self.secret.get_secret_value().encode())
+        return key_ok and secret_ok
+
+
+class WebhookSettings(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    auth_header: SecretStr | None = None
+    """Sent verbatim as the Authorization header when set (e.g. ``Bearer abc``)."""
+
+    @field_validator("auth_header", mode="before")
+    @classmethod
+    def _header_from_env(cls, value: Any) -> Any:
+        return _expand_env(value) if isinstance(value, str) else value
+
+
+class Output(_Strict):
+    id: int
+    name: str
+    kind: Literal["webhook"]
+    settings: WebhookSettings
+
+
+class Connection(_Strict):
+    id: int
+    name: str = ""
+    input: int
+    output: int
+    active: bool = True
+
+
+class Identity(_Strict):
+    strategy: Literal["profile_conversion", "profile_link", "profile_isolation", "best_match"] = (
+        "profile_conversion"
+    )
+
+
+class Limits(_Strict):
+    max_batch_bytes: int = Field(128 * 1024, gt=0)
+    max_request_bytes: int = Field(256 * 1024, gt=0)
+    max_bulk_batches: int = Field(100, gt=0)
+    max_intake_lag_batches: int = Field(200_000, gt=0)
+    """Past this many accepted-but-unprocessed batches the Events API answers 429."""
+    dedupe_retention_days: int = Field(30, gt=0)
+
+
+class Retry(_Strict):
+    max_attempts: int = Field(8, ge=1)
+    base_delay_s: float = Field(0.5, gt=0)
+    max_delay_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(10.0, gt=0)
+
+
+class Runtime(_Strict):
+    shards: int = Field(2, ge=1, le=256)
+    forwarders: int = Field(1, ge=1, le=64)
+    ingest_replicas: int = Field(1, ge=1)
+    max_chunk_batches: int = Field(2000, ge=1)
+    history_per_user: int = Field(200, ge=0)
+    forwarder_window: int = Field(5_000, ge=1)
+    """Undelivered outbox rows a shard hands to one forwarder at a time; the rest wait in LMDB."""
+    output_concurrency: int = Field(64, ge=1)
+
+
+class Telemetry(_Strict):
+    exporter: Literal["none", "console", "file"] = "none"
+    file: str = "spans.jsonl"
+    """With exporter ``file``: where spans go, relative to the data dir."""
+
+
+class WorkspaceConfig(_Strict):
+    workspace: Workspace = Workspace()
+    inputs: list[Input] = Field(min_length=1)
+    outputs: list[Output] = []
+    connections: list[Connection] = []
+    identity: Identity = Identity()
+    limits: Limits = Limits()
+    retry: Retry = Retry()
+    runtime: Runtime = Runtime()
+    telemetry: Telemetry = Telemetry()
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> WorkspaceConfig:
+        for kind, items in (("inputs", self.inputs), ("outputs", self.outputs), ("connections", self.connections)):
+            ids = [item.id for item in items]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"{kind}: ids must be unique, got {ids}")
+        keys = [i.key for i in self.inputs]
+        if len(keys) != len(set(keys)):
+            raise ValueError("inputs: keys must be unique")
+        input_ids = {i.id for i in self.inputs}
+        output_ids = {o.id for o in self.outputs}
+        for n, conn in enumerate(self.connections):
+            if conn.input not in input_ids:
+                raise ValueError(f"connections[{n}].input: no input with id {conn.input}")
+            if conn.output not in output_ids:
+                raise ValueError(f"connections[{n}].output: no output with id {conn.output}")
+        return self
+
+    def input_by_key(self, key: str) -> Input | None:
+        return next((i for i in self.inputs if hmac.compare_digest(i.key.encode(), key.encode())), None)
+
+    def input_by_id(self, input_id: int) -> Input:
+        return next(i for i in self.inputs if i.id == input_id)
+
+    def output_by_id(self, output_id: int) -> Output:
+        return next(o for o in self.outputs if o.id == output_id)
+
+    def active_connections(self, input_id: int) -> list[Connection]:
+        return [c for c in self.connections if c.active and c.input == input_id]
+
+    def with_output_url(self, output_id: int, url: str) -> WorkspaceConfig:
+        """A copy whose webhook output points elsewhere (the benchmark and tests use local sinks)."""
+        outputs = [
+            o.model_copy(update={"settings": o.settings.model_copy(update={"url": url})}) if o.id == output_id else o
+            for o in self.outputs
+        ]
+        return self.model_copy(update={"outputs": outputs})
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ""
+        for part in item["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        lines.append(f"{path or '<root>'}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_workspace(data: Any, source: str = "<workspace>") -> WorkspaceConfig:
+    try:
+        return WorkspaceConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{source} is invalid:\n{_describe(error)}") from None
+
+
+def load_workspace(path: str | Path) -> WorkspaceConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return parse_workspace(data, str(path))

@@ -1,0 +1,113 @@
+"""Dispatcher: tails the intake log, resolves each batch to an MPID and hands chunks to profile shards.
+
+The cursor advances, and the processed log is trimmed, only after every shard has committed its part
+of a chunk; after any crash the chunk is sent again and shards skip what they already applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import ray
+
+from cdp_actors.identity.resolve import IdentityIndex, decode_head, fresh_mpid, identity_key, identity_pairs, resolve
+from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
+from cdp_actors.partition import NAMESPACE, partition_of, shard_name
+from cdp_actors.profiles.outbound import stable_id64
+from cdp_actors.schema.records import ShardRecord, decode_log_record
+from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
+from cdp_actors.telemetry import count, span
+
+log = logging.getLogger(__name__)
+IDLE_POLL_S = 0.005
+
+
+class DispatcherCore:
+    def __init__(self, data_dir: str | Path, intake_name: str, shards: int, max_chunk: int) -> None:
+        self.origin = intake_name
+        self.intake = Store(intake_path(data_dir, intake_name), INTAKE_DBS)
+        self.index = IdentityIndex(str(Path(data_dir) / "identity"))
+        self.shards = shards
+        self.max_chunk = max_chunk
+
+    def read_chunk(self) -> list[tuple[int, object]]:
+        with self.intake.read() as txn:
+            cursor = read_cursor(txn, self.intake.db("meta"))
+            items = iter_from(txn, self.intake.db("log"), u64(cursor), self.max_chunk)
+            return [(from_u64(key), decode_log_record(value)) for key, value in items]
+
+    def route(self, chunk: list[tuple[int, object]]) -> dict[int, list[ShardRecord]]:
+        """Resolve every batch of the chunk to an MPID and group the batches by owning shard."""
+        heads = [(seq, record, decode_head(record.raw)) for seq, record in chunk]
+        keyed = [(seq, record, head, [identity_key(t, v) for t, v in identity_pairs(head)]) for seq, record, head in heads]
+        known = self.index.lookup({key for *_, keys in keyed for key in keys})
+        claims: dict[bytes, int] = {}
+        routed: dict[int, list[ShardRecord]] = defaultdict(list)
+        for seq, record, head, keys in keyed:
+            mpid = resolve(keys, head.mpid, known, fresh_mpid(self.origin, seq))
+            for key in keys:
+                if key not in known:
+                    known[key] = claims[key] = mpid
+            batch_id = stable_id64("batch", self.origin, seq)
+            shard_record = ShardRecord(seq, batch_id, mpid, record.input_id, record.received_ms, record.raw)
+            routed[partition_of(mpid, self.shards)].append(shard_record)
+        self.index.claim(claims)
+        return routed
+
+    def advance(self, next_seq: int) -> None:
+        """Persist the cursor and trim the log below it, in one transaction."""
+        log_db = self.intake.db("log")
+        with self.intake.write() as txn:
+            txn.put(CURSOR, u64(next_seq), db=self.intake.db("meta"))
+            cursor = txn.cursor(log_db)
+            while cursor.first() and from_u64(cursor.key()) < next_seq:
+                cursor.delete()
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class Dispatcher:
+    def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
+        from cdp_actors.telemetry import setup_process
+
+        setup_process(config, data_dir, "dispatcher")
+        self.core = DispatcherCore(data_dir, intake_name, shards, max_chunk)
+        self.shard_handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
+        self.sent_upto: dict[int, int] = {}
+        self.dispatched = 0
+        asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                moved = await self._dispatch_once()
+            except Exception:
+                log.exception("dispatch failed; retrying the chunk from the cursor")
+                self.sent_upto.clear()
+                await asyncio.sleep(0.5)
+                continue
+            if not moved:
+                await asyncio.sleep(IDLE_POLL_S)
+
+    async def _dispatch_once(self) -> int:
+        chunk = self.core.read_chunk()
+        if not chunk:
+            return 0
+        with span("dispatch.chunk", batches=len(chunk)):
+            routed = self.core.route(chunk)
+            calls = [
+                self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
+                for shard, records in routed.items()
+            ]
+            await asyncio.gather(*calls)
+            for shard, records in routed.items():
+                self.sent_upto[shard] = records[-1].seq
+            self.core.advance(chunk[-1][0] + 1)
+        self.dispatched += len(chunk)
+        count("cdp_batches_dispatched", len(chunk))
+        return len(chunk)
+
+    def status(self) -> dict[str, int]:
+        return {"dispatched": self.dispatched}

@@ -1,0 +1,152 @@
+"""The intake log: accepted batches, durably appended before the Events API answers 202.
+
+Concurrent `append` calls share one LMDB commit (group commit): while a commit is being synced, new
+arrivals queue and go together in the next one. De-duplication by `source_request_id` happens in the
+same transaction, so a re-sent batch is acknowledged but never logged twice. The dispatcher tails the
+log from a persisted cursor in the same environment and trims what it has processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+
+from cdp_actors.schema.records import LogRecord, encode_log_record
+from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, u64
+
+INTAKE_DBS = ("log", "srid", "srid_age", "meta")
+CURSOR = b"cursor"
+
+
+def intake_path(data_dir: str | Path, name: str) -> Path:
+    return Path(data_dir) / name
+
+
+def srid_key(input_id: int, source_request_id: str) -> bytes:
+    return input_id.to_bytes(4, "big") + source_request_id.encode()
+
+
+def read_cursor(txn, meta_db) -> int:
+    value = txn.get(CURSOR, db=meta_db)
+    return from_u64(value) if value else 1
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int = 0
+    duplicates: int = 0
+    overloaded: bool = False
+    lag: int = 0
+
+
+@dataclass
+class _Pending:
+    input_id: int
+    received_ms: int
+    batches: list[tuple[str | None, bytes]]
+    done: asyncio.Future = field(repr=False)
+
+
+class IntakeLogCore:
+    """The log itself, without Ray: tests and the benchmark baseline use it directly."""
+
+    def __init__(self, path: str | Path, max_lag: int) -> None:
+        self.store = Store(path, INTAKE_DBS)
+        self.max_lag = max_lag
+        with self.store.read() as txn:
+            last = last_key(txn, self.store.db("log"))
+            self.cursor = read_cursor(txn, self.store.db("meta"))
+        self.next_seq = max(from_u64(last) + 1 if last else 1, self.cursor)
+
+    @property
+    def lag(self) -> int:
+        return self.next_seq - self.cursor
+
+    def refresh_cursor(self) -> None:
+        with self.store.read() as txn:
+            self.cursor = read_cursor(txn, self.store.db("meta"))
+
+    def write(self, group: list[_Pending]) -> list[AppendResult]:
+        """One synced transaction for a whole group of requests."""
+        log, srid, srid_age, meta = (self.store.db(n) for n in INTAKE_DBS)
+        results = []
+        with self.store.write() as txn:
+            self.cursor = read_cursor(txn, meta)
+            seq = self.next_seq
+            for item in group:
+                accepted = duplicates = 0
+                for source_request_id, raw in item.batches:
+                    if source_request_id:
+                        key = srid_key(item.input_id, source_request_id)
+                        if not txn.put(key, u64(item.received_ms), db=srid, overwrite=False):
+                            duplicates += 1
+                            continue
+                        txn.put(u64(item.received_ms) + key, b"", db=srid_age)
+                    record = LogRecord(item.input_id, item.received_ms, raw)
+                    txn.put(u64(seq), encode_log_record(record), db=log, append=True)
+                    seq += 1
+                    accepted += 1
+                results.append(AppendResult(accepted, duplicates, lag=seq - self.cursor))
+        self.next_seq = seq
+        return results
+
+    def prune_dedupe(self, older_than_ms: int) -> int:
+        """Forget source_request_ids accepted before `older_than_ms`."""
+        srid, srid_age = self.store.db("srid"), self.store.db("srid_age")
+        removed = 0
+        with self.store.write() as txn:
+            cursor = txn.cursor(srid_age)
+            while cursor.first() and cursor.key()[:8] < u64(older_than_ms):
+                txn.delete(cursor.key()[8:], db=srid)
+                cursor.delete()
+                removed += 1
+        return removed
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class IntakeLog:
+    def __init__(self, data_dir: str, name: str, max_lag: int, dedupe_retention_days: int) -> None:
+        self.core = IntakeLogCore(intake_path(data_dir, name), max_lag)
+        self.retention_ms = dedupe_retention_days * 86_400_000
+        self.pending: list[_Pending] = []
+        self.committing = False
+        asyncio.get_running_loop().create_task(self._prune_forever())
+
+    async def append(self, input_id: int, received_ms: int, batches: list[tuple[str | None, bytes]]) -> AppendResult:
+        if self.core.lag >= self.core.max_lag:
+            return AppendResult(overloaded=True, lag=self.core.lag)
+        done = asyncio.get_running_loop().create_future()
+        self.pending.append(_Pending(input_id, received_ms, batches, done))
+        if not self.committing:
+            self.committing = True
+            asyncio.get_running_loop().create_task(self._commit_pending())
+        return await done
+
+    async def _commit_pending(self) -> None:
+        try:
+            while self.pending:
+                group, self.pending = self.pending, []
+                try:
+                    results = await asyncio.to_thread(self.core.write, group)
+                except Exception as error:  # nothing in this group was committed: fail every request
+                    for item in group:
+                        item.done.set_exception(error)
+                else:
+                    for item, result in zip(group, results):
+                        item.done.set_result(result)
+        finally:
+            self.committing = False
+
+    async def _prune_forever(self) -> None:
+        while True:
+            cutoff = int(time.time() * 1000) - self.retention_ms
+            await asyncio.to_thread(self.core.prune_dedupe, cutoff)
+            await asyncio.sleep(3600)
+
+    def status(self) -> dict:
+        self.core.refresh_cursor()
+        return {"next_seq": self.core.next_seq, "cursor": self.core.cursor, "lag": self.core.lag}

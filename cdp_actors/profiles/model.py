@@ -1,0 +1,51 @@
+"""The stored profile of one user (MPID) and its msgpack codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class Stamped(msgspec.Struct, array_like=True):
+    """A value with the time it was written; `value` None on an attribute means deleted (a tombstone)."""
+
+    value: Any
+    ts: int
+
+
+class ConsentRecord(msgspec.Struct, omit_defaults=True):
+    consented: bool
+    timestamp_unixtime_ms: int
+    document: str | None = None
+    location: str | None = None
+    hardware_id: str | None = None
+
+
+class Profile(msgspec.Struct, omit_defaults=True):
+    mpid: int
+    user_identities: dict[str, Stamped] = {}
+    device_identities: dict[str, Stamped] = {}
+    attributes: dict[str, Stamped] = {}
+    consent: dict[str, dict[str, ConsentRecord]] = {}
+    first_seen_ms: int = 0
+    last_seen_ms: int = 0
+    inputs: list[int] = []
+    batches: int = 0
+    events: int = 0
+    history: int = 0
+
+    def live_attributes(self) -> dict[str, Any]:
+        return {name: item.value for name, item in self.attributes.items() if item.value is not None}
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Profile)
+
+
+def encode_profile(profile: Profile) -> bytes:
+    return _encoder.encode(profile)
+
+
+def decode_profile(data: bytes) -> Profile:
+    return _decoder.decode(data)

@@ -1,0 +1,66 @@
+"""The enriched outbound batch: what raw-JSON outputs (webhook, later Firehose) receive.
+
+Every id in it derives from the intake position, so a replay produces byte-identical output and
+partners can dedupe on `batch_id` / event `message_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from cdp_actors.profiles.model import Profile
+from cdp_actors.schema.events import Batch
+from cdp_actors.schema.records import ShardRecord
+
+_INPUT_ONLY = ("api_key", "api_keys", "mpid", "batch_id", "timestamp_unixtime_ms")
+
+
+def stable_id64(*parts: object) -> int:
+    """A signed 64-bit id from its parts: the same parts always give the same id."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def outbound_consent(profile: Profile) -> dict[str, Any] | None:
+    if not profile.consent:
+        return None
+    return {regulation: msgspec.to_builtins(purposes) for regulation, purposes in profile.consent.items()}
+
+
+def build_outbound(
+    batch: Batch, profile: Profile, record: ShardRecord, notifications: list[dict[str, Any]], created: set[str]
+) -> dict[str, Any]:
+    out = msgspec.to_builtins(batch)
+    for name in _INPUT_ONLY:
+        out.pop(name, None)
+    for n, event in enumerate(out.get("events", ())):
+        data = event.setdefault("data", {})
+        data.setdefault("timestamp_unixtime_ms", record.received_ms)
+        data.setdefault("event_id", stable_id64("event", record.batch_id, n))
+        data["message_id"] = stable_id64("message", record.batch_id, n)
+    out.update(
+        mpid=profile.mpid,
+        batch_id=record.batch_id,
+        timestamp_unixtime_ms=record.received_ms,
+        schema_version=2,
+        environment=batch.environment or "production",
+        user_identities=[
+            {
+                "identity_type": name,
+                "identity": item.value,
+                "timestamp_unixtime_ms": item.ts,
+                "created_this_batch": name in created,
+            }
+            for name, item in profile.user_identities.items()
+        ],
+        user_attributes=profile.live_attributes(),
+    )
+    consent = outbound_consent(profile)
+    if consent:
+        out["consent_state"] = consent
+    if notifications:
+        out["system_notifications"] = notifications
+    return out

@@ -1,0 +1,220 @@
+"""ProfileShard: owns the profiles of the users hashed to it, in its own LMDB environment.
+
+One transaction per chunk applies every batch to its profile, appends event history and writes an
+outbox row per active connection (the transactional outbox), together with the shard's high-water
+mark: a replayed chunk is skipped, never applied twice. Outbox rows are handed to forwarders in
+bounded windows and deleted when the forwarder acknowledges them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import ray
+
+from cdp_actors.config import WorkspaceConfig
+from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
+from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
+from cdp_actors.profiles.outbound import build_outbound
+from cdp_actors.profiles.update import apply_batch
+from cdp_actors.schema.events import decode_batch, encode
+from cdp_actors.schema.records import OutboxRow, ShardRecord
+from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, iter_prefix, mpid_key, u64
+from cdp_actors.telemetry import count, span
+
+log = logging.getLogger(__name__)
+SHARD_DBS = ("profiles", "history", "outbox", "meta")
+LAST_SEQ = b"last_seq"
+_row_encoder = msgspec.msgpack.Encoder()
+_row_decoder = msgspec.msgpack.Decoder(OutboxRow)
+
+
+class SequenceGap(RuntimeError):
+    """The shard has not applied a chunk the dispatcher believes it sent: resend from the cursor."""
+
+
+def outbox_key(forwarder: int, seq: int, connection_id: int) -> bytes:
+    return forwarder.to_bytes(2, "big") + u64(seq) + connection_id.to_bytes(4, "big")
+
+
+def history_key(mpid: int, seq: int, index: int) -> bytes:
+    return mpid_key(mpid) + u64(seq) + index.to_bytes(2, "big")
+
+
+class ShardCore:
+    """The shard's state and storage, without Ray."""
+
+    def __init__(self, path: str | Path, index: int, config: WorkspaceConfig) -> None:
+        self.index = index
+        self.config = config
+        self.forwarders = config.runtime.forwarders
+        self.history_cap = config.runtime.history_per_user
+        self.store = Store(path, SHARD_DBS)
+        with self.store.read() as txn:
+            value = txn.get(LAST_SEQ, db=self.store.db("meta"))
+        self.last_seq = from_u64(value) if value else 0
+
+    def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
+        if prev_seq is not None and prev_seq > self.last_seq:
+            raise SequenceGap(f"shard {self.index} applied up to {self.last_seq}, dispatcher sent {prev_seq}")
+        fresh = [r for r in records if r.seq > self.last_seq]
+        if not fresh:
+            return 0
+        with self.store.write() as txn:
+            profiles: dict[int, Profile] = {}
+            for record in fresh:
+                profiles[record.mpid] = self._apply_one(txn, record, profiles)
+            profiles_db = self.store.db("profiles")
+            for mpid, profile in profiles.items():
+                txn.put(mpid_key(mpid), encode_profile(profile), db=profiles_db)
+            txn.put(LAST_SEQ, u64(fresh[-1].seq), db=self.store.db("meta"))
+        self.last_seq = fresh[-1].seq
+        return len(fresh)
+
+    def _load(self, txn: Any, mpid: int) -> Profile:
+        data = txn.get(mpid_key(mpid), db=self.store.db("profiles"))
+        return decode_profile(data) if data else Profile(mpid=mpid)
+
+    def _apply_one(self, txn: Any, record: ShardRecord, profiles: dict[int, Profile]) -> Profile:
+        batch = decode_batch(record.raw)
+        before = profiles.get(record.mpid) or self._load(txn, record.mpid)
+        profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
+        profile = self._append_history(txn, profile, record, batch.events)
+        connections = self.config.active_connections(record.input_id)
+        if connections:
+            created = {n for n, v in profile.user_identities.items() if before.user_identities.get(n) != v}
+            payload = encode(build_outbound(batch, profile, record, notifications, created))
+            forwarder = partition_of(record.mpid, self.forwarders)
+            for connection in connections:
+                row = OutboxRow(
+                    key=outbox_key(forwarder, record.seq, connection.id),
+                    shard=self.index,
+                    connection_id=connection.id,
+                    input_id=record.input_id,
+                    output_id=connection.output,
+                    environment=batch.environment or "production",
+                    mpid=record.mpid,
+                    event_count=len(batch.events),
+                    payload=payload,
+                )
+                txn.put(row.key, _row_encoder.encode(row), db=self.store.db("outbox"))
+        return profile
+
+    def _append_history(self, txn: Any, profile: Profile, record: ShardRecord, events: list) -> Profile:
+        """Keep the newest `history_cap` events per user, oldest dropped first."""
+        if not self.history_cap or not events:
+            return profile
+        history = self.store.db("history")
+        for n, event in enumerate(events):
+            txn.put(history_key(record.mpid, record.seq, n), encode(event), db=history)
+        size = profile.history + len(events)
+        excess = size - self.history_cap
+        if excess > 0:
+            cursor = txn.cursor(history)
+            cursor.set_range(mpid_key(record.mpid))
+            for _ in range(excess):
+                cursor.delete()
+            size = self.history_cap
+        return msgspec.structs.replace(profile, history=size)
+
+    def outbox_window(self, forwarder: int, after: bytes | None, limit: int) -> list[OutboxRow]:
+        start = after + b"\x00" if after else forwarder.to_bytes(2, "big")
+        rows = []
+        with self.store.read() as txn:
+            for key, value in iter_from(txn, self.store.db("outbox"), start, limit):
+                if key[:2] != start[:2]:
+                    break
+                rows.append(_row_decoder.decode(value))
+        return rows
+
+    def delete_outbox(self, keys: list[bytes]) -> None:
+        with self.store.write() as txn:
+            for key in keys:
+                txn.delete(key, db=self.store.db("outbox"))
+
+    def profile(self, mpid: int, recent: int = 20) -> dict[str, Any] | None:
+        with self.store.read() as txn:
+            data = txn.get(mpid_key(mpid), db=self.store.db("profiles"))
+            if not data:
+                return None
+            events = [msgspec.json.decode(v) for _, v in iter_prefix(txn, self.store.db("history"), mpid_key(mpid))]
+        view = msgspec.to_builtins(decode_profile(data))
+        view["recent_events"] = events[-recent:]
+        return view
+
+    def stats(self) -> dict[str, int]:
+        with self.store.read() as txn:
+            return {
+                "shard": self.index,
+                "last_seq": self.last_seq,
+                "profiles": txn.stat(self.store.db("profiles"))["entries"],
+                "outbox": txn.stat(self.store.db("outbox"))["entries"],
+            }
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class ProfileShard:
+    """Sync actor: calls from the dispatcher run one at a time, in the order they were sent."""
+
+    def __init__(self, data_dir: str, index: int, config: WorkspaceConfig) -> None:
+        from cdp_actors.telemetry import setup_process
+
+        setup_process(config, data_dir, f"shard-{index}")
+        self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config)
+        self.window = config.runtime.forwarder_window
+        self.handed: list[set[bytes]] = [set() for _ in range(config.runtime.forwarders)]
+        self.handed_upto: list[bytes | None] = [None] * config.runtime.forwarders
+        self.forwarder_handles: dict[int, Any] = {}
+        for forwarder in range(config.runtime.forwarders):
+            self._pump(forwarder)
+
+    def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
+        with span("profile.apply", shard=self.core.index, batches=len(records)):
+            applied = self.core.apply(records, prev_seq)
+        count("cdp_batches_applied", applied, shard=str(self.core.index))
+        for forwarder in range(len(self.handed)):
+            self._pump(forwarder)
+        return applied
+
+    def ack(self, forwarder: int, keys: list[bytes]) -> None:
+        self.core.delete_outbox(keys)
+        self.handed[forwarder].difference_update(keys)
+        self._pump(forwarder)
+
+    def resend(self, forwarder: int) -> None:
+        """The forwarder restarted: everything it held is undelivered again."""
+        self.handed[forwarder].clear()
+        self.handed_upto[forwarder] = None
+        self.forwarder_handles.pop(forwarder, None)
+        self._pump(forwarder)
+
+    def _pump(self, forwarder: int) -> None:
+        room = self.window - len(self.handed[forwarder])
+        if room <= 0:
+            return
+        rows = self.core.outbox_window(forwarder, self.handed_upto[forwarder], room)
+        if not rows:
+            return
+        handle = self._forwarder(forwarder)
+        if handle is None:
+            return
+        handle.deliver.remote(rows)
+        self.handed[forwarder].update(row.key for row in rows)
+        self.handed_upto[forwarder] = rows[-1].key
+
+    def _forwarder(self, forwarder: int) -> Any:
+        if forwarder not in self.forwarder_handles:
+            try:
+                self.forwarder_handles[forwarder] = ray.get_actor(forwarder_name(forwarder), namespace=NAMESPACE)
+            except ValueError:  # not started yet; it asks for a resend when it starts
+                return None
+        return self.forwarder_handles[forwarder]
+
+    def profile(self, mpid: int) -> dict[str, Any] | None:
+        return self.core.profile(mpid)
+
+    def stats(self) -> dict[str, int]:
+        return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed)}

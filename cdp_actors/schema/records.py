@@ -1,0 +1,60 @@
+"""Internal records that travel between actors and live in LMDB (msgpack, array-like for compactness)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class LogRecord(msgspec.Struct, array_like=True, frozen=True):
+    """One accepted batch in the intake log; `raw` is the batch JSON exactly as validated."""
+
+    input_id: int
+    received_ms: int
+    raw: bytes
+
+
+class ShardRecord(msgspec.Struct, array_like=True, frozen=True):
+    """A resolved batch on its way to the profile shard that owns `mpid`."""
+
+    seq: int
+    batch_id: int
+    mpid: int
+    input_id: int
+    received_ms: int
+    raw: bytes
+
+
+class OutboxRow(msgspec.Struct, array_like=True, frozen=True):
+    """One outbound batch for one connection, waiting for delivery."""
+
+    key: bytes
+    shard: int
+    connection_id: int
+    input_id: int
+    output_id: int
+    environment: str
+    mpid: int
+    event_count: int
+    payload: bytes
+
+
+class Alert(msgspec.Struct, array_like=True, frozen=True):
+    ts_ms: int
+    connection_id: int
+    input_id: int
+    output_id: int
+    environment: str
+    type: str
+    severity: str
+    message: str
+
+
+LOG_CODEC = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(LogRecord))
+
+
+def encode_log_record(record: LogRecord) -> bytes:
+    return LOG_CODEC[0].encode(record)
+
+
+def decode_log_record(data: bytes) -> LogRecord:
+    return LOG_CODEC[1].decode(data)

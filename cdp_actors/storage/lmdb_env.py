@@ -1,0 +1,91 @@
+"""LMDB helpers: one environment per owning actor, named sub-databases, fixed-width keys.
+
+Open an environment inside the process that uses it (an actor's `__init__`), never before a fork and
+never twice in one process. Every write transaction commits with fsync (`sync=True`): a commit is the
+point at which data is durable.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+
+MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
+Db = Any  # py-lmdb does not export its database handle type
+_U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
+
+
+class Store:
+    """An LMDB environment with named sub-databases."""
+
+    def __init__(self, path: str | Path, names: tuple[str, ...]) -> None:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(
+            str(path), map_size=MAP_SIZE, max_dbs=len(names) + 1, sync=True, metasync=True, max_readers=256
+        )
+        self.env.reader_check()  # clear reader slots left by a killed process
+        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+
+    def write(self) -> lmdb.Transaction:
+        return self.env.begin(write=True)
+
+    def read(self) -> lmdb.Transaction:
+        return self.env.begin(buffers=False)
+
+    def db(self, name: str) -> Db:
+        return self.dbs[name]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def from_u64(b: bytes) -> int:
+    return _U64.unpack(b)[0]
+
+
+def mpid_key(mpid: int) -> bytes:
+    """MPIDs are signed; flip the sign bit so keys sort like the numbers."""
+    return _U64.pack(mpid + (1 << 63))
+
+
+def mpid_from_key(b: bytes) -> int:
+    return _U64.unpack(b[:8])[0] - (1 << 63)
+
+
+def i64(n: int) -> bytes:
+    return _I64.pack(n)
+
+
+def iter_from(txn: lmdb.Transaction, db: Db, start: bytes, limit: int) -> Iterator[tuple[bytes, bytes]]:
+    """Up to `limit` items with key >= start, in key order."""
+    cursor = txn.cursor(db)
+    if not cursor.set_range(start):
+        return
+    for n, item in enumerate(cursor.iternext()):
+        if n >= limit:
+            return
+        yield item
+
+
+def iter_prefix(txn: lmdb.Transaction, db: Db, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    cursor = txn.cursor(db)
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor.iternext():
+        if not key.startswith(prefix):
+            return
+        yield key, value
+
+
+def last_key(txn: lmdb.Transaction, db: Db) -> bytes | None:
+    cursor = txn.cursor(db)
+    return cursor.key() if cursor.last() else None

@@ -1,0 +1,128 @@
+"""Counters, structured logs and OpenTelemetry spans.
+
+Counters go to Ray's metrics (Prometheus, `ray_` prefix) and to an in-process tally that actors
+report in their status. Spans wrap whole chunks and requests, never single events; with the exporter
+set to `none` (the default) they cost a no-op context manager.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter as Tally
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+TALLY: Tally[str] = Tally()
+_ray_counters: dict[tuple[str, tuple[str, ...]], Any] = {}
+_tracer = trace.NoOpTracer()
+
+
+def count(name: str, value: int = 1, **tags: str) -> None:
+    if value <= 0:
+        return
+    TALLY[name] += value
+    key = (name, tuple(sorted(tags)))
+    counter = _ray_counters.get(key)
+    if counter is None:
+        counter = _ray_counter(name, key[1])
+        _ray_counters[key] = counter
+    if counter is not None:
+        counter.inc(value, tags=tags or None)
+
+
+def _ray_counter(name: str, tag_keys: tuple[str, ...]) -> Any:
+    try:
+        from ray.util.metrics import Counter
+
+        return Counter(name, description=name.replace("_", " "), tag_keys=tag_keys)
+    except Exception:  # outside a Ray worker (unit tests, the baseline): the local tally is enough
+        return None
+
+
+@contextmanager
+def span(name: str, **attributes: Any) -> Iterator[Any]:
+    with _tracer.start_as_current_span(name, attributes=attributes) as current:
+        yield current
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends one JSON object per finished span to a file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        with self.path.open("a") as out:
+            for item in spans:
+                record = {
+                    "name": item.name,
+                    "trace_id": f"{item.context.trace_id:032x}",
+                    "span_id": f"{item.context.span_id:016x}",
+                    "start_ns": item.start_time,
+                    "end_ns": item.end_time,
+                    "attributes": dict(item.attributes or {}),
+                    "service": item.resource.attributes.get("service.name"),
+                }
+                out.write(json.dumps(record) + "\n")
+        return SpanExportResult.SUCCESS
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "component": self.component,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_process(config: Any, data_dir: str | Path, component: str) -> None:
+    """Structured logs to stderr and, if configured, a span exporter for this process."""
+    global _tracer
+    root = logging.getLogger("cdp_actors")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(component))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+    telemetry = config.telemetry
+    if telemetry.exporter == "none" or not isinstance(_tracer, trace.NoOpTracer):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"cdp.{component}"}))
+    if telemetry.exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    else:
+        path = Path(data_dir) / telemetry.file
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+    _tracer = provider.get_tracer("cdp_actors")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

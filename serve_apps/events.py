@@ -1,0 +1,177 @@
+"""Events API: `POST /v2/events` and `POST /v2/bulkevents`, a thin HTTP face over the intake log.
+
+Authenticate the input, bound the sizes, validate every batch, then one actor call appends all valid
+batches durably; 202 only after that commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cdp_actors.config import Input, WorkspaceConfig
+from cdp_actors.intake.log import AppendResult
+from cdp_actors.partition import INTAKE_NAME, NAMESPACE
+from cdp_actors.runtime import ensure_runtime
+from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
+from cdp_actors.telemetry import count, now_ms, setup_process, span
+from serve_apps.errors import bad_request, error_response, json_response
+
+RETRY_AFTER_S = "2"
+
+
+class TooLarge(Exception):
+    pass
+
+
+def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    key, sep, secret = decoded.partition(":")
+    return (key, secret) if sep else None
+
+
+def authenticate(config: WorkspaceConfig, header: str | None) -> Input | Response:
+    credentials = parse_basic_auth(header)
+    if credentials is None:
+        return error_response(401, "UNAUTHORIZED", "Authentication missing: send HTTP Basic auth with key:secret.")
+    found = config.input_by_key(credentials[0])
+    if found is None or not found.credentials_match(*credentials):
+        return error_response(403, "FORBIDDEN", "API key/secret are present but not valid.")
+    return found
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@dataclass
+class Validated:
+    accepted: list[tuple[str | None, bytes]]
+    events: int
+    rejected: list[dict[str, Any]]
+    too_large: bool = False
+
+
+def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
+    accepted: list[tuple[str | None, bytes]] = []
+    rejected: list[dict[str, Any]] = []
+    events = 0
+    too_large = False
+    for index, raw in enumerate(items):
+        if len(raw) > max_batch_bytes:
+            too_large = True
+            rejected.append(
+                {"index": index, "code": "REQUEST_TOO_LARGE", "message": f"Batch is {len(raw)} bytes; the limit is {max_batch_bytes}."}
+            )
+            continue
+        try:
+            batch = decode_batch(raw)
+        except BatchError as error:
+            rejected.append({"index": index, "code": "BAD_REQUEST", "message": error.message})
+            continue
+        accepted.append((batch.source_request_id, raw))
+        events += len(batch.events)
+    return Validated(accepted, events, rejected, too_large)
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+class EventsApi:
+    def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
+        setup_process(config, data_dir, "events-api")
+        ensure_runtime(config, data_dir)
+        self.config = config
+        self.limits = config.limits
+        self.intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path.rstrip("/")
+        if path.endswith("/bulkevents"):
+            bulk = True
+        elif path.endswith("/events"):
+            bulk = False
+        else:
+            return error_response(404, "NOT_FOUND", f"No such endpoint: {request.url.path}")
+        if request.method != "POST":
+            return error_response(405, "METHOD_NOT_ALLOWED", "Use POST.", {"Allow": "POST"})
+        with span("ingest.request", bulk=bulk):
+            return await self._ingest(request, bulk)
+
+    async def _ingest(self, request: Request, bulk: bool) -> Response:
+        source = authenticate(self.config, request.headers.get("authorization"))
+        if isinstance(source, Response):
+            return source
+        try:
+            body = await read_body(request, self.limits.max_request_bytes)
+        except TooLarge:
+            return error_response(
+                413, "REQUEST_TOO_LARGE", f"Request body exceeds {self.limits.max_request_bytes} bytes."
+            )
+        items = self._split(body, bulk)
+        if isinstance(items, Response):
+            return items
+        checked = validate_batches(items, self.limits.max_batch_bytes)
+        if not checked.accepted:
+            return self._all_rejected(checked, bulk)
+        try:
+            result: AppendResult = await self.intake.append.remote(source.id, now_ms(), checked.accepted)
+        except ray.exceptions.RayError:
+            return error_response(
+                503, "SERVICE_UNAVAILABLE", "Intake is restarting; retry shortly.", {"Retry-After": RETRY_AFTER_S}
+            )
+        if result.overloaded:
+            return error_response(
+                429, "TOO_MANY_REQUESTS", f"Intake is {result.lag} batches behind; retry later.",
+                {"Retry-After": RETRY_AFTER_S},
+            )  # fmt: skip
+        count("cdp_events_received", checked.events, input=str(source.id))
+        count("cdp_batches_deduplicated", result.duplicates, input=str(source.id))
+        if not checked.rejected:
+            return Response(status_code=202)
+        return json_response(
+            202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": checked.rejected}
+        )
+
+    def _split(self, body: bytes, bulk: bool) -> list[bytes] | Response:
+        if not bulk:
+            return [body]
+        try:
+            items = decode_raw_list(body)
+        except BatchError as error:
+            return bad_request(error.message)
+        if len(items) > self.limits.max_bulk_batches:
+            return error_response(
+                413, "REQUEST_TOO_LARGE",
+                f"A bulk request holds at most {self.limits.max_bulk_batches} batches; got {len(items)}.",
+            )  # fmt: skip
+        if not items:
+            return bad_request("Expected at least one batch - at `$`")
+        return [bytes(item) for item in items]
+
+    def _all_rejected(self, checked: Validated, bulk: bool) -> Response:
+        if not bulk:
+            error = checked.rejected[0]
+            return error_response(413 if checked.too_large else 400, error["code"], error["message"])
+        errors = [{"code": r["code"], "message": f"batch {r['index']}: {r['message']}", "index": r["index"]}
+                  for r in checked.rejected]  # fmt: skip
+        return json_response(400, {"errors": errors})

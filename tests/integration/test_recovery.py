@@ -1,0 +1,124 @@
+"""Invariant 1: after a kill -9, every acknowledged batch is applied exactly once and delivered."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import ray
+import requests
+import yaml
+
+from cdp_actors.partition import NAMESPACE
+from tests.conftest import ROOT, demo_config
+from tests.samples import batch, custom
+from tests.support import Api, Receiver, free_port, wait_for
+
+PATIENT_RETRY = {"max_attempts": 1000, "base_delay_s": 0.05, "max_delay_s": 0.3, "request_timeout_s": 2}
+T0 = 1_700_000_000_000
+
+
+def send_load(api: Api, users: int, requests_: int, per_request: int, tag: str) -> list[dict]:
+    sent = []
+    for r in range(requests_):
+        bodies = [
+            batch(f"{tag}-{(r * per_request + b) % users}", [custom("e", T0 + r * 100 + b), custom("f", T0 + r * 100 + b)],
+                  user_attributes={"last_request": str(r)})
+            for b in range(per_request)
+        ]  # fmt: skip
+        response = api.post("/v2/bulkevents", bodies)
+        assert response.status_code == 202, response.text
+        sent += bodies
+    return sent
+
+
+def start_serve(config_path: Path, data_dir: Path, port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "cdp_actors.cli", "serve", "--config", str(config_path),
+               "--data-dir", str(data_dir), "--port", str(port)]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def up() -> bool:
+        assert process.poll() is None, process.stdout.read().decode()
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/cdp/status", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, timeout=180, interval=0.5, what="cdp serve to come up")
+    return process
+
+
+def kill_9(process: subprocess.Popen) -> None:
+    """SIGKILL the runtime: the driver and every process it started (GCS, raylet, workers, actors)."""
+    tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait(30)
+    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in tree),
+             timeout=30, what="every runtime process gone")  # fmt: skip
+
+
+def check_profiles(api: Api, receiver: Receiver, sent: list[dict]) -> None:
+    expected_batches = Counter(b["user_identities"]["customer_id"] for b in sent)
+    mpids = {}
+    for body in receiver.bodies():
+        customer = next(i["identity"] for i in body["user_identities"] if i["identity_type"] == "customer_id")
+        mpids[customer] = body["mpid"]
+    for customer, n in expected_batches.items():
+        profile = api.get(f"/cdp/users/{mpids[customer]}").json()
+        assert (profile["batches"], profile["events"]) == (n, 2 * n), customer
+
+
+def test_kill_9_the_whole_runtime_then_restart_delivers_everything_once(tmp_path: Path) -> None:
+    sink = Receiver()
+    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
+    config["outputs"][0]["settings"]["url"] = sink.url  # the sink is down until after the crash
+    config["retry"] = PATIENT_RETRY
+    config_path, data_dir, port = tmp_path / "workspace.yaml", tmp_path / "data", free_port()
+    config_path.write_text(yaml.safe_dump(config))
+
+    process = start_serve(config_path, data_dir, port)
+    api = Api(port)
+    try:
+        sent = send_load(api, users=50, requests_=30, per_request=20, tag="crash")
+        assert api.accepted_batches() == len(sent)
+        kill_9(process)
+
+        sink.start()
+        process = start_serve(config_path, data_dir, port)
+        want = {b["source_request_id"] for b in sent}
+        wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=180,
+                 what="every acknowledged batch delivered after the restart")  # fmt: skip
+        wait_for(api.settled, timeout=60, what="outboxes drained")
+        assert len(sink.received) == len(sent)  # nothing was delivered before the crash, so exactly once
+        check_profiles(api, sink, sent)
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0
+    finally:
+        if process.poll() is None:
+            kill_9(process)
+        sink.stop()
+
+
+def test_a_crashed_shard_and_forwarder_restart_without_loss(platform, receiver) -> None:
+    api = platform(demo_config(receiver.url, retry=PATIENT_RETRY))
+    sent = send_load(api, users=30, requests_=5, per_request=20, tag="shard")
+    ray.kill(ray.get_actor("shard-0", namespace=NAMESPACE), no_restart=False)
+    sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
+    ray.kill(ray.get_actor("forwarder-0", namespace=NAMESPACE), no_restart=False)
+    sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
+    want = {b["source_request_id"] for b in sent}
+    wait_for(lambda: {b["source_request_id"] for b in receiver.bodies()} >= want, timeout=120,
+             what="every batch delivered")  # fmt: skip
+    wait_for(api.settled, timeout=60, what="outboxes drained")
+    check_profiles(api, receiver, sent)

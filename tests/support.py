@@ -1,0 +1,130 @@
+"""Test helpers: a real local HTTP receiver that records and fails on demand, polling, HTTP clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from aiohttp import web
+
+DEMO_AUTH = "Basic " + base64.b64encode(b"demo-key:demo-secret").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Received:
+    body: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An aiohttp server on its own thread. `script` holds the statuses to answer next (then 200)."""
+
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+    attempt_times: list[float] = field(default_factory=list)
+    script: list[int] = field(default_factory=list)
+    retry_after: str | None = None
+    always: int | None = None
+    delay_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhook"
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [r.body for r in list(self.received)]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.attempt_times.append(time.monotonic())
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        status = self.script.pop(0) if self.script else (self.always or 200)
+        if status == 200:
+            self.received.append(Received(json.loads(body), dict(request.headers), time.time()))
+        headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else None
+        return web.Response(status=status, headers=headers)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.attempt_times)
+
+    def start(self) -> Receiver:
+        ready = threading.Event()
+        self.loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            app = web.Application(client_max_size=16 * 1024 * 1024)
+            app.router.add_post("/webhook", self._handle)
+            self.runner = web.AppRunner(app, access_log=None)
+            await self.runner.setup()
+            await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+            ready.set()
+
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self.loop)
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+class Api:
+    """The platform's HTTP surface, as a client sees it."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.http = requests.Session()
+
+    def post(self, path: str, body: Any, auth: str | None = DEMO_AUTH, raw: bytes | None = None) -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = auth
+        data = raw if raw is not None else json.dumps(body).encode()
+        return self.http.post(self.base + path, data=data, headers=headers, timeout=30)
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return self.http.get(self.base + path, params=params, timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        return self.get("/cdp/status").json()
+
+    def accepted_batches(self) -> int:
+        return self.status()["intake"]["next_seq"] - 1
+
+    def settled(self) -> bool:
+        """Everything accepted has been applied and handed over, and no outbox row is left."""
+        state = self.status()
+        return state["intake"]["lag"] == 0 and all(s["outbox"] == 0 for s in state["shards"])
