@@ -1,0 +1,606 @@
+"""The Events API batch (mParticle JSON reference §1) as msgspec Structs, and its validation.
+
+Liberal where the docs and the official SDKs disagree (`customerid` and `customer_id`, enum values from any
+documented source), strict about types. Unknown fields are ignored; re-encoding emits only known fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+import msgspec
+from msgspec import Struct
+
+Scalar = Union[str, int, float, bool, None]
+AttributeValue = Union[str, int, float, bool, list[str], None]
+
+
+class _Base(Struct, kw_only=True, omit_defaults=True):
+    pass
+
+
+# ---- common pieces ---------------------------------------------------------------------------------------
+
+
+class Location(_Base, kw_only=True):
+    latitude: float
+    longitude: float
+    accuracy: float | None = None
+    country_code: str | None = None
+    region_code: str | None = None
+    city_name: str | None = None
+    postal_code: str | None = None
+    dma_code: str | None = None
+    location_source: Literal["unknown", "ip_lookup", "lat_long"] | None = None
+
+
+class DeviceCurrentState(_Base, kw_only=True):
+    time_since_start_ms: int | None = None
+    battery_level: float | None = None
+    data_connection_type: Literal["offline", "wifi", "mobile"] | None = None
+    data_connection_type_detail: str | None = None
+    gps_state: bool | str | None = None
+    total_system_memory_usage_bytes: int | None = None
+    disk_space_free_bytes: int | None = None
+    external_disk_space_free_bytes: int | None = None
+    cpu: str | None = None
+    system_memory_available_bytes: float | None = None
+    system_memory_low: bool | None = None
+    system_memory_threshold_bytes: float | None = None
+    application_memory_available_bytes: float | None = None
+    application_memory_max_bytes: float | None = None
+    application_memory_total_bytes: float | None = None
+    device_orientation: str | None = None
+    status_bar_orientation: str | None = None
+
+
+class SystemNotificationInfo(_Base, kw_only=True):
+    type: str | None = None
+
+
+class EventData(_Base, kw_only=True):
+    timestamp_unixtime_ms: int | None = None
+    event_id: int | None = None
+    event_num: int | None = None
+    source_message_id: str | None = None
+    session_id: int | None = None
+    session_uuid: str | None = None
+    session_start_unixtime_ms: int | None = None
+    event_start_unixtime_ms: int | None = None
+    location: Location | None = None
+    device_current_state: DeviceCurrentState | None = None
+    custom_attributes: dict[str, Scalar] | None = None
+    custom_flags: dict[str, str | list[str]] | None = None
+    is_goal_defined: bool | None = None
+    lifetime_value_change: bool | float | None = None
+    lifetime_value_attribute_name: str | None = None
+    data_connection_type: str | None = None
+    view_controller: str | None = None
+    is_main_thread: bool | None = None
+    canonical_name: str | None = None
+    event_system_notification_info: SystemNotificationInfo | None = None
+
+
+# ---- per-event-type data ---------------------------------------------------------------------------------
+
+CustomEventType = Literal[
+    "attribution", "location", "media", "navigation", "search", "social", "transaction",
+    "user_content", "user_preference", "other", "unknown",
+]  # fmt: skip
+CommerceEventType = Literal[
+    "add_to_cart", "remove_from_cart", "checkout", "checkout_option", "click", "view_detail", "purchase",
+    "refund", "promotion_view", "promotion_click", "add_to_wishlist", "remove_from_wishlist", "impression",
+    "attribution", "location", "media", "navigation", "search", "social", "transaction", "user_content",
+    "user_preference", "other", "unknown", "consent_granted", "consent_denied",
+]  # fmt: skip
+ProductActionType = Literal[
+    "add_to_cart", "remove_from_cart", "checkout", "checkout_option", "click", "view_detail", "purchase",
+    "refund", "add_to_wishlist", "remove_from_wish_list", "remove_from_wishlist", "unknown",
+]  # fmt: skip
+
+
+class CustomEventData(EventData, kw_only=True):
+    event_name: str | None = None
+    custom_event_type: CustomEventType
+
+
+class Product(_Base, kw_only=True):
+    id: str | None = None
+    name: str | None = None
+    brand: str | None = None
+    category: str | None = None
+    variant: str | None = None
+    position: int | None = None
+    price: float | None = None
+    quantity: float | None = None
+    coupon_code: str | None = None
+    added_to_cart_time_ms: int | None = None
+    total_product_amount: float | None = None
+    custom_attributes: dict[str, Scalar] | None = None
+
+
+class ProductAction(_Base, kw_only=True):
+    action: ProductActionType
+    checkout_step: int | None = None
+    checkout_options: str | None = None
+    product_action_list: str | None = None
+    product_list_source: str | None = None
+    transaction_id: str | None = None
+    affiliation: str | None = None
+    total_amount: float | None = None
+    tax_amount: float | None = None
+    shipping_amount: float | None = None
+    coupon_code: str | None = None
+    products: list[Product] | None = None
+
+
+class Promotion(_Base, kw_only=True):
+    id: str | None = None
+    name: str | None = None
+    creative: str | None = None
+    position: str | None = None
+
+
+class PromotionAction(_Base, kw_only=True):
+    action: Literal["view", "click", "unknown"]
+    promotions: list[Promotion] | None = None
+
+
+class ProductImpression(_Base, kw_only=True):
+    product_impression_list: str | None = None
+    products: list[Product] | None = None
+
+
+class ShoppingCart(_Base, kw_only=True):
+    products: list[Product] | None = None
+
+
+class CommerceEventData(EventData, kw_only=True):
+    product_action: ProductAction | None = None
+    promotion_action: PromotionAction | None = None
+    product_impressions: list[ProductImpression] | None = None
+    shopping_cart: ShoppingCart | None = None
+    currency_code: str | None = None
+    screen_name: str | None = None
+    is_non_interactive: bool | None = None
+    event_name: str | None = None
+    custom_event_type: CommerceEventType | None = None
+
+
+class SessionEndData(EventData, kw_only=True):
+    session_duration_ms: int | None = None
+
+
+class ScreenViewData(EventData, kw_only=True):
+    screen_name: str | None = None
+    activity_type: str | None = None
+
+
+class BreadcrumbData(EventData, kw_only=True):
+    label: str | None = None
+    session_number: int | None = None
+
+
+class CrashReportData(EventData, kw_only=True):
+    class_name: str | None = None
+    breadcrumbs: list[Any] | None = None
+    severity: str | None = None
+    message: str | None = None
+    stack_trace: str | None = None
+    exception_handled: bool | None = None
+    topmost_context: str | None = None
+    pl_crash_report_file_base64: str | None = None
+    ios_image_base_address: int | None = None
+    ios_image_size: int | None = None
+    session_number: int | None = None
+
+
+class OptOutData(EventData, kw_only=True):
+    is_opted_out: bool = False
+
+
+class PushRegistrationData(EventData, kw_only=True):
+    register: bool | None = None
+    registration_token: str | None = None
+
+
+class ApplicationStateTransitionData(EventData, kw_only=True):
+    application_transition_type: Literal[
+        "application_initialized", "application_exit", "application_background", "application_foreground"
+    ]
+    is_first_run: bool | None = None
+    is_upgrade: bool | None = None
+    successfully_closed: bool | None = None
+    push_notification_payload: str | None = None
+    launch_referral: str | None = None
+
+
+class PushMessageData(EventData, kw_only=True):
+    push_message_token: str | None = None
+    push_message_type: Literal["sent", "received", "action"] | None = None
+    message: str | None = None
+    network: Literal["apn", "gcm"] | None = None
+    push_notification_payload: str | None = None
+    application_state: Literal["not_running", "background", "foreground"] | None = None
+    action_identifier: str | None = None
+    push_message_behavior: int | str | None = None
+
+
+class NetworkPerformanceData(EventData, kw_only=True):
+    http_verb: str | None = None
+    url: str | None = None
+    time_elapsed: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    response_code: int | str | None = None
+    data: str | None = None
+
+
+class ProfileEventData(EventData, kw_only=True):
+    previous_mpid: int | None = None
+    current_mpid: int | None = None
+    profile_event_type: Literal["signup", "login", "logout", "update", "delete"] | None = None
+
+
+class UserAttributeChangeData(EventData, kw_only=True):
+    user_attribute_name: str | None = None
+    new: str | list[str] | None = None
+    old: str | list[str] | None = None
+    deleted: bool | None = None
+    is_new_attribute: bool | None = None
+
+
+class UserIdentity(_Base, kw_only=True):
+    identity_type: str | None = None
+    identity: str | None = None
+    timestamp_unixtime_ms: int | None = None
+    created_this_batch: bool | None = None
+
+
+class UserIdentityChangeData(EventData, kw_only=True):
+    new: UserIdentity | None = None
+    old: UserIdentity | None = None
+
+
+# ---- events: a union tagged by `event_type` --------------------------------------------------------------
+
+
+def _event(tag: str, data_type: type) -> type:
+    return msgspec.defstruct(
+        "".join(part.title() for part in tag.split("_")) + ("" if tag.endswith("event") else "Event"),
+        [("data", data_type, msgspec.field(default_factory=data_type) if _all_optional(data_type) else msgspec.NODEFAULT)],
+        bases=(_Base,),
+        tag_field="event_type",
+        tag=tag,
+        module=__name__,
+    )
+
+
+def _all_optional(data_type: type) -> bool:
+    return not any(f.required for f in msgspec.structs.fields(data_type))
+
+
+_EVENT_DATA: dict[str, type] = {
+    "session_start": EventData,
+    "session_end": SessionEndData,
+    "screen_view": ScreenViewData,
+    "custom_event": CustomEventData,
+    "crash_report": CrashReportData,
+    "opt_out": OptOutData,
+    "first_run": EventData,
+    "pre_attribution": EventData,
+    "push_registration": PushRegistrationData,
+    "application_state_transition": ApplicationStateTransitionData,
+    "push_message": PushMessageData,
+    "network_performance": NetworkPerformanceData,
+    "breadcrumb": BreadcrumbData,
+    "profile": ProfileEventData,
+    "push_reaction": EventData,
+    "commerce_event": CommerceEventData,
+    "user_attribute_change": UserAttributeChangeData,
+    "user_identity_change": UserIdentityChangeData,
+    "uninstall": EventData,
+}
+EVENT_CLASSES: dict[str, type] = {tag: _event(tag, data) for tag, data in _EVENT_DATA.items()}
+for _cls in EVENT_CLASSES.values():
+    globals()[_cls.__name__] = _cls  # importable by name, so pickled copies keep their fields
+EVENT_TYPES = tuple(EVENT_CLASSES)
+Event = Union[tuple(EVENT_CLASSES.values())]  # noqa: UP007  (a runtime-built union)
+
+
+def event_type_of(event: Any) -> str:
+    return type(event).__struct_config__.tag
+
+
+# ---- batch-level objects ---------------------------------------------------------------------------------
+
+USER_IDENTITY_FIELDS = (
+    "customer_id", "email", "facebook", "twitter", "google", "microsoft", "yahoo", "other",
+    *(f"other_id_{n}" for n in range(2, 11)),
+    "mobile_number", "phone_number_2", "phone_number_3", "alias", "facebook_custom_audience_id",
+)  # fmt: skip
+UserIdentities = msgspec.defstruct(
+    "UserIdentities",
+    [(name, Union[str, None], None) for name in (*USER_IDENTITY_FIELDS, "customerid")],
+    bases=(_Base,),
+    module=__name__,
+)
+
+DEVICE_ID_FIELDS = (
+    "ios_advertising_id", "ios_idfv", "android_advertising_id", "android_uuid", "push_token",
+    "roku_advertising_id", "roku_publisher_id", "microsoft_advertising_id", "microsoft_publisher_id",
+    "fire_advertising_id", "amp_id",
+)  # fmt: skip
+Platform = Literal[
+    "iOS", "Android", "web", "tvOS", "roku", "out_of_band", "alexa", "smart_tv", "fire_tv", "xbox", "desktop",
+    "Unknown", "unknown",
+]  # fmt: skip
+
+
+class DeviceInfo(_Base, kw_only=True):
+    brand: str | None = None
+    product: str | None = None
+    device: str | None = None
+    android_uuid: str | None = None
+    device_manufacturer: str | None = None
+    platform: Platform | None = None
+    os_version: str | None = None
+    device_model: str | None = None
+    screen_height: int | None = None
+    screen_width: int | None = None
+    screen_dpi: int | None = None
+    device_country: str | None = None
+    locale_language: str | None = None
+    locale_country: str | None = None
+    network_country: str | None = None
+    network_carrier: str | None = None
+    network_code: str | None = None
+    network_mobile_country_code: str | None = None
+    timezone_offset: int | None = None
+    build_identifier: str | None = None
+    http_header_user_agent: str | None = None
+    ios_advertising_id: str | None = None
+    push_token: str | None = None
+    cpu_architecture: str | None = None
+    is_tablet: bool | None = None
+    push_notification_sound_enabled: bool | None = None
+    push_notification_vibrate_enabled: bool | None = None
+    radio_access_technology: str | None = None
+    supports_telephony: bool | None = None
+    has_nfc: bool | None = None
+    bluetooth_enabled: bool | None = None
+    bluetooth_version: str | None = None
+    ios_idfv: str | None = None
+    android_advertising_id: str | None = None
+    build_version_release: str | None = None
+    limit_ad_tracking: bool | None = None
+    amp_id: str | None = None
+    is_dst: bool | None = None
+    roku_advertising_id: str | None = None
+    roku_publisher_id: str | None = None
+    microsoft_advertising_id: str | None = None
+    microsoft_publisher_id: str | None = None
+    fire_advertising_id: str | None = None
+    att_authorization_status: Literal["authorized", "denied", "not_determined", "restricted"] | None = None
+    att_timestamp_unixtime_ms: int | None = None
+
+
+class ApplicationInfo(_Base, kw_only=True):
+    application_name: str | None = None
+    application_version: str | None = None
+    application_build_number: str | None = None
+    install_referrer: str | None = None
+    package: str | None = None
+    os: Literal[
+        "Unknown", "IOS", "Android", "WindowsPhone", "MobileWeb", "UnityIOS", "UnityAndroid", "Desktop", "TVOS",
+        "Roku", "OutOfBand", "Alexa", "SmartTV", "FireTV", "Xbox",
+    ] | None = None  # fmt: skip
+    apple_search_ads_attributes: dict[str, dict[str, str]] | None = None
+
+
+class Consent(_Base, kw_only=True):
+    consented: bool
+    document: str | None = None
+    timestamp_unixtime_ms: int | None = None
+    location: str | None = None
+    hardware_id: str | None = None
+    regulation: str | None = None
+
+
+class ConsentState(_Base, kw_only=True):
+    gdpr: dict[str, Consent] | None = None
+    ccpa: dict[str, Consent] | None = None
+
+
+class DataPlan(_Base, kw_only=True):
+    plan_id: str
+    plan_version: int | None = None
+
+
+class BatchContext(_Base, kw_only=True):
+    data_plan: DataPlan | None = None
+    location: Location | None = None
+
+
+class SourceInfo(_Base, kw_only=True):
+    channel: Literal["native", "javascript", "pixel", "desktop", "partner", "server_to_server", "unknown"] | None = None
+    partner: str | None = None
+    replay_request_id: str | None = None
+    replay_job_id: str | None = None
+    is_historical: bool | None = None
+
+
+class AttributionInfo(_Base, kw_only=True):
+    service_provider: str | None = None
+    publisher: str | None = None
+    campaign: str | None = None
+
+
+class Batch(_Base, kw_only=True):
+    events: list[Event] = []  # type: ignore[valid-type]
+    source_request_id: str | None = None
+    environment: Literal["production", "development", "unknown"] | None = None
+    schema_version: int | None = None
+    device_info: DeviceInfo | None = None
+    application_info: ApplicationInfo | None = None
+    user_attributes: dict[str, AttributeValue] | None = None
+    deleted_user_attributes: list[str] | None = None
+    user_identities: UserIdentities | None = None  # type: ignore[valid-type]
+    partner_identities: dict[str, str] | None = None
+    partner_identity: str | None = None
+    integration_attributes: dict[str, dict[str, str]] | None = None
+    consent_state: ConsentState | None = None
+    context: BatchContext | None = None
+    mpid: int | None = None
+    mp_deviceid: str | None = None
+    ip: str | None = None
+    api_key: str | None = None
+    api_keys: list[str] | None = None
+    source_info: SourceInfo | None = None
+    attribution_info: AttributionInfo | None = None
+    timestamp_unixtime_ms: int | None = None
+    batch_id: int | None = None
+    origin_mpid: int | None = None
+    sdk_version: str | None = None
+    job_id: str | None = None
+    modified: bool | None = None
+
+
+# ---- decoding and checks ---------------------------------------------------------------------------------
+
+MAX_USER_ATTRIBUTES = 100
+MAX_NAME_CHARS = 256
+MAX_VALUE_CHARS = 4096
+MAX_LIST_ENTRIES = 1000
+MAX_LIST_ENTRY_CHARS = 512
+MAX_EVENT_ATTRIBUTES = 100
+COMMERCE_ACTIONS = ("product_action", "promotion_action", "product_impressions")
+
+
+class BatchError(ValueError):
+    """The batch is malformed; `message` names the JSON path."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+_decoder = msgspec.json.Decoder(Batch)
+_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_encoder = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _encoder.encode(obj)
+
+
+def decode_batch(raw: bytes) -> Batch:
+    try:
+        batch = _decoder.decode(raw)
+    except msgspec.DecodeError as error:  # ValidationError is a DecodeError with a path
+        raise BatchError(_describe(error)) from None
+    check_batch(batch)
+    return batch
+
+
+def _describe(error: msgspec.DecodeError) -> str:
+    text = str(error)
+    return text if " - at `" in text else f"{text} - at `$`"
+
+
+def decode_raw_list(body: bytes) -> list[msgspec.Raw]:
+    try:
+        return _list_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise BatchError(_describe(error)) from None
+
+
+def check_batch(batch: Batch) -> None:
+    """Rules the types cannot express; raises BatchError naming the path."""
+    for n, event in enumerate(batch.events):
+        _check_event(n, event)
+    _check_user_attributes(batch.user_attributes or {})
+    ccpa = batch.consent_state.ccpa if batch.consent_state else None
+    for purpose in ccpa or {}:
+        if purpose != "data_sale_opt_out":
+            raise BatchError(
+                f'CCPA consent only has the purpose "data_sale_opt_out", got "{purpose}"'
+                f' - at `$.consent_state.ccpa["{purpose}"]`'
+            )
+
+
+def _check_event(n: int, event: Any) -> None:
+    data = event.data
+    tag = event_type_of(event)
+    if tag == "custom_event" and not data.event_name:
+        raise BatchError(f'Required event field "event_name" is missing or empty - at `$.events[{n}].data.event_name`')
+    if tag == "commerce_event":
+        present = [name for name in COMMERCE_ACTIONS if getattr(data, name) is not None]
+        if len(present) != 1:
+            raise BatchError(
+                f"A commerce event needs exactly one of {', '.join(COMMERCE_ACTIONS)}; got "
+                f"{', '.join(present) or 'none'} - at `$.events[{n}].data`"
+            )
+    attributes = data.custom_attributes
+    if attributes:
+        if len(attributes) > MAX_EVENT_ATTRIBUTES:
+            raise BatchError(
+                f"At most {MAX_EVENT_ATTRIBUTES} attributes per event, got {len(attributes)}"
+                f" - at `$.events[{n}].data.custom_attributes`"
+            )
+        for name, value in attributes.items():
+            if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+                raise BatchError(
+                    f"Attribute values are at most {MAX_VALUE_CHARS} characters"
+                    f' - at `$.events[{n}].data.custom_attributes["{name}"]`'
+                )
+
+
+def _check_user_attributes(attributes: dict[str, Any]) -> None:
+    if len(attributes) > MAX_USER_ATTRIBUTES:
+        raise BatchError(
+            f"At most {MAX_USER_ATTRIBUTES} user attributes per batch, got {len(attributes)} - at `$.user_attributes`"
+        )
+    for name, value in attributes.items():
+        where = f'$.user_attributes["{name[:40]}"]'
+        if len(name) > MAX_NAME_CHARS:
+            raise BatchError(f"User attribute names are at most {MAX_NAME_CHARS} characters - at `{where}`")
+        if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+            raise BatchError(f"User attribute values are at most {MAX_VALUE_CHARS} characters - at `{where}`")
+        if isinstance(value, list):
+            if len(value) > MAX_LIST_ENTRIES:
+                raise BatchError(f"User attribute lists hold at most {MAX_LIST_ENTRIES} entries - at `{where}`")
+            if any(len(entry) > MAX_LIST_ENTRY_CHARS for entry in value):
+                raise BatchError(
+                    f"User attribute list entries are at most {MAX_LIST_ENTRY_CHARS} characters - at `{where}`"
+                )
+
+
+# ---- what the pipeline reads off a batch -----------------------------------------------------------------
+
+
+def identities_of(batch: Batch) -> dict[str, str]:
+    """Non-empty user identities, with the Python SDK's `customerid` folded into `customer_id`."""
+    found = batch.user_identities
+    if found is None:
+        return {}
+    result = {name: value for name in USER_IDENTITY_FIELDS if (value := getattr(found, name))}
+    if found.customerid and "customer_id" not in result:
+        result["customer_id"] = found.customerid
+    return result
+
+
+def device_ids_of(batch: Batch) -> dict[str, str]:
+    info = batch.device_info
+    result = {name: value for name in DEVICE_ID_FIELDS if (value := getattr(info, name))} if info else {}
+    if batch.mp_deviceid:
+        result["device_application_stamp"] = batch.mp_deviceid
+    return result
+
+
+def batch_time_ms(batch: Batch, default_ms: int) -> int:
+    """The batch's time for last-write-wins: its latest event time, else its own timestamp, else `default_ms`."""
+    stamps = [e.data.timestamp_unixtime_ms for e in batch.events if e.data.timestamp_unixtime_ms]
+    if stamps:
+        return max(stamps)
+    return batch.timestamp_unixtime_ms or default_ms
