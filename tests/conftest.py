@@ -38,33 +38,64 @@ def serve_port() -> Iterator[int]:
     ray.shutdown()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@pytest.fixture(scope="session")
+def shared_receiver() -> Iterator[Receiver]:
     server = Receiver().start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def platform(serve_port: int, tmp_path: Path) -> Iterator[Callable[[WorkspaceConfig], Api]]:
-    """Call with a config to deploy the runtime and apps on a fresh data dir; torn down after the test."""
-    from ray import serve
+def receiver(shared_receiver: Receiver) -> Receiver:
+    """The session's receiver, emptied and answering 200 again."""
+    shared_receiver.reset()
+    return shared_receiver
 
-    from cdp_actors.runtime import ensure_runtime, stop_runtime
-    from serve_apps.app import APPS, deploy
 
-    started: list[WorkspaceConfig] = []
+class Platforms:
+    """Deploys the runtime and apps for a config; a test asking for the running config reuses it."""
 
-    def start(config: WorkspaceConfig, data_dir: Path | None = None) -> Api:
-        directory = str(data_dir or tmp_path / "data")
-        ensure_runtime(config, directory)
-        deploy(config, directory)
-        started.append(config)
-        return Api(serve_port)
+    def __init__(self, port: int, base_dir: Path) -> None:
+        self.port, self.base_dir = port, base_dir
+        self.current: WorkspaceConfig | None = None
+        self.data_dir = base_dir
+        self.started = 0
 
-    yield start
-    for name, _ in APPS:
-        with contextlib.suppress(Exception):
-            serve.delete(name)
-    for config in started:
-        stop_runtime(config)
+    def __call__(self, config: WorkspaceConfig) -> Api:
+        from cdp_actors.runtime import ensure_runtime
+        from serve_apps.app import deploy
+
+        if config != self.current:
+            self.stop()
+            self.started += 1
+            self.data_dir = self.base_dir / f"data-{self.started}"
+            ensure_runtime(config, self.data_dir)
+            deploy(config, str(self.data_dir))
+            self.current = config
+        return Api(self.port)
+
+    def stop(self) -> None:
+        from ray import serve
+
+        from cdp_actors.runtime import stop_runtime
+        from serve_apps.app import APPS
+
+        if self.current is None:
+            return
+        for name, _ in APPS:
+            with contextlib.suppress(Exception):
+                serve.delete(name)
+        stop_runtime(self.current)
+        self.current = None
+
+
+@pytest.fixture(scope="session")
+def platforms(serve_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platforms]:
+    deployed = Platforms(serve_port, tmp_path_factory.mktemp("platform"))
+    yield deployed
+    deployed.stop()
+
+
+@pytest.fixture
+def platform(platforms: Platforms) -> Callable[[WorkspaceConfig], Api]:
+    return platforms

@@ -55,6 +55,13 @@ class Receiver:
     always: int | None = None
     delay_s: float = 0.0
 
+    def reset(self) -> None:
+        self.received.clear()
+        self.attempt_times.clear()
+        self.script.clear()
+        self.always = self.retry_after = None
+        self.delay_s = 0.0
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/webhook"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from tests.conftest import demo_config
 from tests.samples import batch, custom
 from tests.support import Api, free_port, wait_for
@@ -9,51 +11,63 @@ from tests.support import Api, free_port, wait_for
 FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.05, "max_delay_s": 0.2, "request_timeout_s": 2}
 
 
-def alert_types(api: Api, **params) -> dict[tuple[str, str], int]:
+def alert_counts(api: Api, **params) -> Counter:
     connections = api.get("/cdp/alerts", **params).json()["connections"]
-    return {(t["type"], t["severity"]): t["count"] for c in connections for t in c["types"]}
+    return Counter({(t["type"], t["severity"]): t["count"] for c in connections for t in c["types"]})
+
+
+def new_alerts(api: Api, before: Counter) -> dict:
+    """Alerts raised since `before` was read (the alert store outlives a single test)."""
+    return dict(alert_counts(api) - before)
 
 
 def test_503_twice_then_200_is_delivered_once_with_warning_alerts(platform, receiver) -> None:
     receiver.script = [503, 503]
     api = platform(demo_config(receiver.url, retry=FAST_RETRY))
+    before = alert_counts(api)
     assert api.post("/v2/events", batch("retry", [custom("x", 1)])).status_code == 202
     wait_for(lambda: receiver.received and api.settled(), what="delivery after retries")
     assert receiver.attempts == 3 and len(receiver.received) == 1
-    wait_for(lambda: alert_types(api) == {("503-Service Unavailable", "Warning"): 2}, what="two warnings")
+    wait_for(lambda: new_alerts(api, before) == {("503-Service Unavailable", "Warning"): 2}, what="two warnings")
     connection = api.get("/cdp/alerts").json()["connections"][0]
     assert connection["connection"] == "demo-server → demo-webhook" and connection["output"] == "demo-webhook"
-    assert connection["types"][0]["inputs"] == [{"input_id": 1, "count": 2, "input": "demo-server"}]
-    assert alert_types(api, environment="development") == {}
-    assert alert_types(api, since="2100-01-01T00:00:00Z", until="2100-01-02T00:00:00Z") == {}
+    kind = next(t for t in connection["types"] if t["type"] == "503-Service Unavailable")
+    assert [(i["input_id"], i["input"]) for i in kind["inputs"]] == [(1, "demo-server")]
+    assert "HTTP 503" in kind["latest_message"]
+    assert alert_counts(api, environment="development") == Counter()
+    assert alert_counts(api, since="2100-01-01T00:00:00Z", until="2100-01-02T00:00:00Z") == Counter()
+    assert api.get("/cdp/alerts", since="yesterday").status_code == 400
 
 
 def test_400_is_not_retried_and_is_fatal(platform, receiver) -> None:
     receiver.always = 400
     api = platform(demo_config(receiver.url, retry=FAST_RETRY))
+    before = alert_counts(api)
     assert api.post("/v2/events", batch("bad", [custom("x", 1)])).status_code == 202
-    wait_for(api.settled, what="the batch dropped")
+    wait_for(lambda: receiver.attempts and api.settled(), what="the batch dropped")
     assert receiver.attempts == 1
-    wait_for(lambda: alert_types(api) == {("400-Bad Request", "Fatal"): 1}, what="a fatal alert")
-
-
-def test_an_output_down_past_the_limit_raises_retry_count_exceeded(platform) -> None:
-    nowhere = f"http://127.0.0.1:{free_port()}/webhook"
-    api = platform(demo_config(nowhere, retry=FAST_RETRY))
-    assert api.post("/v2/bulkevents", [batch(f"down-{n}", [custom("x", 1)]) for n in range(2)]).status_code == 202
-    wait_for(api.settled, what="both batches dropped")
-    expected = {("306-Unknown", "Warning"): 4, ("Retry Count Exceeded", "Fatal"): 2}
-    wait_for(lambda: alert_types(api) == expected, what="retry alerts")
+    wait_for(lambda: new_alerts(api, before) == {("400-Bad Request", "Fatal"): 1}, what="a fatal alert")
 
 
 def test_429_retry_after_is_honoured_and_a_failing_output_does_not_block_ingest(platform, receiver) -> None:
     receiver.script = [429]
     receiver.retry_after = "1"
     api = platform(demo_config(receiver.url, retry=FAST_RETRY))
+    before = alert_counts(api)
     assert api.post("/v2/events", batch("slow", [custom("x", 1)])).status_code == 202
     for n in range(5):
         assert api.post("/v2/events", batch(f"other-{n}", [custom("y", 1)])).status_code == 202
     wait_for(lambda: len(receiver.received) == 6 and api.settled(), what="all six delivered")
-    assert ("429-Too Many Requests", "Warning") in alert_types(api)
-    first, second = receiver.attempt_times[0], sorted(receiver.attempt_times)[-1]
-    assert second - first >= 0.9  # Retry-After: 1 beats the 0.2 s backoff cap
+    assert new_alerts(api, before) == {("429-Too Many Requests", "Warning"): 1}
+    first, last = receiver.attempt_times[0], max(receiver.attempt_times)
+    assert last - first >= 0.9  # Retry-After: 1 beats the 0.2 s backoff cap
+
+
+def test_an_output_down_past_the_limit_raises_retry_count_exceeded(platform) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/webhook"
+    api = platform(demo_config(nowhere, retry=FAST_RETRY))
+    before = alert_counts(api)
+    assert api.post("/v2/bulkevents", [batch(f"down-{n}", [custom("x", 1)]) for n in range(2)]).status_code == 202
+    wait_for(api.settled, what="both batches dropped")
+    expected = {("306-Unknown", "Warning"): 4, ("Retry Count Exceeded", "Fatal"): 2}
+    wait_for(lambda: new_alerts(api, before) == expected, what="retry alerts")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 from tests.conftest import demo_config
 from tests.samples import batch, custom
@@ -89,21 +88,23 @@ def test_attributes_last_write_wins_deletes_and_consent_notifications(platform, 
 
 def test_same_source_request_id_is_forwarded_once(platform, receiver) -> None:
     api = platform(demo_config(receiver.url))
+    start = api.accepted_batches()
     body = batch("dup", [custom("once", T0)])
     for _ in range(3):
         assert api.post("/v2/events", body).status_code == 202
     assert api.post("/v2/bulkevents", [body, batch("dup", [custom("other", T0 + 1)])]).status_code == 202
+    before = api.accepted_batches()
     wait_for(lambda: len(receiver.received) == 2 and api.settled(), what="two deliveries")
     assert sorted(e["data"]["event_name"] for b in receiver.bodies() for e in b["events"]) == ["once", "other"]
-    assert api.accepted_batches() == 2
+    assert api.accepted_batches() == before == start + 2
     profile = api.get(f"/cdp/users/{receiver.bodies()[0]['mpid']}").json()
     assert profile["batches"] == 2
 
 
-def test_spans_are_exported_around_ingest_profile_update_and_delivery(platform, receiver, tmp_path: Path) -> None:
-    api = platform(demo_config(receiver.url, telemetry={"exporter": "file"}))
+def test_spans_are_exported_around_ingest_profile_update_and_delivery(platforms, receiver) -> None:
+    api = platforms(demo_config(receiver.url, telemetry={"exporter": "file"}))
     assert api.post("/v2/events", batch("traced", [custom("t", T0)])).status_code == 202
-    spans_file = tmp_path / "data" / "spans.jsonl"
+    spans_file = platforms.data_dir / "spans.jsonl"
 
     def names() -> set[str]:
         if not spans_file.exists():
