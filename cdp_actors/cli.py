@@ -70,11 +70,11 @@ def _load(path: str) -> WorkspaceConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     start_ray(args.address)
     start_platform(config, data_dir, args.host, args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
+        signal.signal(sig, lambda *_: stop.set())
     print(
         f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
         f"(data in {data_dir}); Ctrl-C stops",
@@ -82,7 +82,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     stop.wait()
     print("cdp: stopping", flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean stop short
+        signal.signal(sig, signal.SIG_IGN)
     stop_platform(config)
+    print("cdp: stopped", flush=True)
     return 0
 
 

@@ -91,6 +91,7 @@ def test_kill_9_the_whole_runtime_then_restart_delivers_everything_once(tmp_path
     try:
         sent = send_load(api, users=50, requests_=30, per_request=20, tag="crash")
         assert api.accepted_batches() == len(sent)
+        assert not api.settled()  # nothing could be delivered yet: the crash lands mid-processing
         kill_9(process)
 
         sink.start()
