@@ -6,6 +6,7 @@ Actors are detached and created with `get_if_exists`, so whoever needs them firs
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -70,10 +71,8 @@ def stop_runtime(config: WorkspaceConfig, timeout_s: float = 30.0) -> None:
     """Kill the runtime's actors (they are detached, so nothing else would) and wait until their names are free."""
     names = runtime_actor_names(config)
     for name in names:
-        try:
+        with contextlib.suppress(ValueError):
             ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-        except ValueError:
-            pass
     deadline = time.monotonic() + timeout_s
     while any(_exists(name) for name in names):
         if time.monotonic() > deadline:

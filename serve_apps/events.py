@@ -81,9 +81,8 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
     for index, raw in enumerate(items):
         if len(raw) > max_batch_bytes:
             too_large = True
-            rejected.append(
-                {"index": index, "code": "REQUEST_TOO_LARGE", "message": f"Batch is {len(raw)} bytes; the limit is {max_batch_bytes}."}
-            )
+            message = f"Batch is {len(raw)} bytes; the limit is {max_batch_bytes}."
+            rejected.append({"index": index, "code": "REQUEST_TOO_LARGE", "message": message})
             continue
         try:
             batch = decode_batch(raw)

@@ -42,7 +42,9 @@ class DispatcherCore:
     def route(self, chunk: list[tuple[int, object]]) -> dict[int, list[ShardRecord]]:
         """Resolve every batch of the chunk to an MPID and group the batches by owning shard."""
         heads = [(seq, record, decode_head(record.raw)) for seq, record in chunk]
-        keyed = [(seq, record, head, [identity_key(t, v) for t, v in identity_pairs(head)]) for seq, record, head in heads]
+        keyed = [
+            (seq, record, head, [identity_key(t, v) for t, v in identity_pairs(head)]) for seq, record, head in heads
+        ]
         known = self.index.lookup({key for *_, keys in keyed for key in keys})
         claims: dict[bytes, int] = {}
         routed: dict[int, list[ShardRecord]] = defaultdict(list)

@@ -136,7 +136,7 @@ class IntakeLog:
                     for item in group:
                         item.done.set_exception(error)
                 else:
-                    for item, result in zip(group, results):
+                    for item, result in zip(group, results, strict=True):
                         item.done.set_result(result)
         finally:
             self.committing = False

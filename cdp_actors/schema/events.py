@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, Literal, Union
 
 import msgspec
-from msgspec import Struct
+from msgspec import NODEFAULT, Struct
 
-Scalar = Union[str, int, float, bool, None]
-AttributeValue = Union[str, int, float, bool, list[str], None]
+Scalar = str | int | float | bool | None
+AttributeValue = str | int | float | bool | list[str] | None
 
 
 class _Base(Struct, kw_only=True, omit_defaults=True):
@@ -268,7 +268,7 @@ class UserIdentityChangeData(EventData, kw_only=True):
 def _event(tag: str, data_type: type) -> type:
     return msgspec.defstruct(
         "".join(part.title() for part in tag.split("_")) + ("" if tag.endswith("event") else "Event"),
-        [("data", data_type, msgspec.field(default_factory=data_type) if _all_optional(data_type) else msgspec.NODEFAULT)],
+        [("data", data_type, msgspec.field(default_factory=data_type) if _all_optional(data_type) else NODEFAULT)],
         bases=(_Base,),
         tag_field="event_type",
         tag=tag,
@@ -321,7 +321,7 @@ USER_IDENTITY_FIELDS = (
 )  # fmt: skip
 UserIdentities = msgspec.defstruct(
     "UserIdentities",
-    [(name, Union[str, None], None) for name in (*USER_IDENTITY_FIELDS, "customerid")],
+    [(name, str | None, None) for name in (*USER_IDENTITY_FIELDS, "customerid")],
     bases=(_Base,),
     module=__name__,
 )

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 from tests.conftest import demo_config
 from tests.samples import batch, custom
-from tests.support import Api, wait_for
+from tests.support import wait_for
 
 USERS, BATCHES_PER_USER, EVENTS_PER_BATCH = 40, 5, 3
 T0 = 1_700_000_000_000
@@ -17,11 +17,8 @@ def test_many_users_each_batch_delivered_once_in_order_and_enriched(platform, re
     api = platform(demo_config(receiver.url))
     sent = []
     for round_no in range(BATCHES_PER_USER):
-        bodies = [
-            batch(f"user-{u}", [custom("step", T0 + round_no * 10 + e, round=round_no) for e in range(EVENTS_PER_BATCH)],
-                  user_attributes={"round": str(round_no)})
-            for u in range(USERS)
-        ]  # fmt: skip
+        events = [custom("step", T0 + round_no * 10 + e, round=round_no) for e in range(EVENTS_PER_BATCH)]
+        bodies = [batch(f"user-{u}", events, user_attributes={"round": str(round_no)}) for u in range(USERS)]
         for start in range(0, USERS, 20):
             assert api.post("/v2/bulkevents", bodies[start : start + 20]).status_code == 202
         sent += bodies

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -26,11 +27,11 @@ T0 = 1_700_000_000_000
 def send_load(api: Api, users: int, requests_: int, per_request: int, tag: str) -> list[dict]:
     sent = []
     for r in range(requests_):
-        bodies = [
-            batch(f"{tag}-{(r * per_request + b) % users}", [custom("e", T0 + r * 100 + b), custom("f", T0 + r * 100 + b)],
-                  user_attributes={"last_request": str(r)})
-            for b in range(per_request)
-        ]  # fmt: skip
+        bodies = []
+        for b in range(per_request):
+            ts = T0 + r * 100 + b
+            user = f"{tag}-{(r * per_request + b) % users}"
+            bodies.append(batch(user, [custom("e", ts), custom("f", ts)], user_attributes={"last_request": str(r)}))
         response = api.post("/v2/bulkevents", bodies)
         assert response.status_code == 202, response.text
         sent += bodies
@@ -58,10 +59,8 @@ def kill_9(process: subprocess.Popen) -> None:
     """SIGKILL the runtime: the driver and every process it started (GCS, raylet, workers, actors)."""
     tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
     for pid in tree:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait(30)
     wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in tree),
              timeout=30, what="every runtime process gone")  # fmt: skip
