@@ -1,0 +1,114 @@
+"""The benchmark's own processes: a counting webhook sink, and the no-Ray baseline ingest server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import multiprocessing
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from benchmarks.workload import sent_ms_of
+
+
+class _Head(msgspec.Struct):
+    source_request_id: str = ""
+    events: list[msgspec.Raw] = []
+
+
+_head = msgspec.json.Decoder(_Head)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p99": 0.0}
+    ordered = sorted(values)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50": round(pick(0.50), 2), "p99": round(pick(0.99), 2)}
+
+
+def run_sink(port: int) -> None:
+    """Answers 200 to every POST; GET /stats reports batches, events, e2e latency, events per second."""
+    batches, events, per_second = Counter(), Counter(), Counter()
+    latencies: list[float] = []
+    seen: set[str] = set()
+
+    async def receive(request: web.Request) -> web.Response:
+        head = _head.decode(await request.read())
+        now = time.time()
+        batches["all"] += 1
+        if head.source_request_id not in seen:
+            seen.add(head.source_request_id)
+            events["all"] += len(head.events)
+            per_second[int(now)] += len(head.events)
+            latencies.append(now * 1000 - sent_ms_of(head.source_request_id))
+        return web.Response(status=200)
+
+    async def stats(request: web.Request) -> web.Response:
+        body = {
+            "batches": batches["all"],
+            "unique_batches": len(seen),
+            "events": events["all"],
+            "latency_ms": percentiles(latencies),
+            "per_second": sorted(per_second.items()),
+        }
+        return web.json_response(body)
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/webhook", receive)
+    app.router.add_get("/stats", stats)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def run_baseline(port: int, key: str, secret: str, max_request_bytes: int) -> None:
+    """What the Events API does without Ray: auth, msgspec validation, synced LMDB group commit, 202."""
+    from cdp_actors.intake.log import IntakeLogCore, _Pending
+    from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
+
+    log = IntakeLogCore(tempfile.mkdtemp(prefix="cdp-baseline-"), max_lag=1 << 62)
+    expected = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+    pending: list[_Pending] = []
+    committing = False
+
+    async def commit() -> None:
+        nonlocal pending, committing
+        while pending:
+            group, pending = pending, []
+            for item, result in zip(group, await asyncio.to_thread(log.write, group), strict=True):
+                item.done.set_result(result)
+        committing = False
+
+    async def ingest(request: web.Request) -> web.Response:
+        nonlocal committing
+        if request.headers.get("Authorization") != expected:
+            return web.Response(status=403)
+        body = await request.read()
+        if len(body) > max_request_bytes:
+            return web.Response(status=413)
+        try:
+            items = [bytes(raw) for raw in decode_raw_list(body)]
+            accepted = [(decode_batch(raw).source_request_id, raw) for raw in items]
+        except BatchError:
+            return web.Response(status=400)
+        done = asyncio.get_running_loop().create_future()
+        pending.append(_Pending(1, int(time.time() * 1000), accepted, done))
+        if not committing:
+            committing = True
+            asyncio.get_running_loop().create_task(commit())
+        await done
+        return web.Response(status=202)
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/v2/bulkevents", ingest)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def start_process(target: Any, *args: Any) -> multiprocessing.Process:
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    process.start()
+    return process
