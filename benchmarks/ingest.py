@@ -51,16 +51,22 @@ class LoadResult:
         return self.acked_events / self.seconds
 
 
-def rss_mb(exclude: set[int]) -> float:
-    """RSS of this process and everything it started (Ray included), minus the sink."""
+def rss_mb(exclude: set[int]) -> tuple[float, float]:
+    """Private and total RSS of this process and everything it started (Ray included), minus the sink.
+
+    Private RSS leaves out file-backed and shared pages (LMDB's memory map, Ray's shared-memory object
+    store), which the total counts once per process that maps them.
+    """
     me = psutil.Process()
-    total = 0
+    private = total = 0
     for process in [me, *me.children(recursive=True)]:
         if process.pid in exclude:
             continue
         with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total / 2**20
+            info = process.memory_info()
+            private += info.rss - info.shared
+            total += info.rss
+    return private / 2**20, total / 2**20
 
 
 async def closed_loop(url: str, auth: str, workload: Workload, duration: float, concurrency: int,
@@ -77,7 +83,9 @@ async def closed_loop(url: str, auth: str, workload: Workload, duration: float, 
             async with session.post(url, data=body, headers=headers) as reply:
                 await reply.read()
             result.statuses[reply.status] += 1
-            if reply.status == 202:
+            if reply.status == 429:  # back off as the server asks, as the mParticle SDKs do
+                await asyncio.sleep(float(reply.headers.get("Retry-After", "1")))
+            elif reply.status == 202:
                 result.acked_events += events
                 result.acked_per_second[int(time.monotonic() - start)] += events
                 result.ack_latencies_ms.append((time.monotonic() - sent) * 1000)
@@ -203,7 +211,8 @@ def build_report(baseline: LoadResult, system: dict[str, Any], samples: dict[str
     load: LoadResult = system["load"]
     sink = system["sink"]
     e2e, span = e2e_rate(sink, system["started"])
-    rss = samples["rss_mb"]
+    rss = [private for private, _ in samples["rss_mb"]]
+    rss_total = [total for _, total in samples["rss_mb"]]
     return {
         "acked_events_per_s": round(load.events_per_s),
         "e2e_events_per_s": round(e2e),
@@ -216,6 +225,7 @@ def build_report(baseline: LoadResult, system: dict[str, Any], samples: dict[str
         "peak_rss_mb": round(max(rss)),
         "rss_start_mb": round(rss[1] if len(rss) > 1 else rss[0]),
         "rss_end_mb": round(rss[-1]),
+        "peak_rss_total_mb": round(max(rss_total)),
         "max_intake_lag_batches": max(samples["lag"], default=0),
         "acked_events": load.acked_events,
         "delivered_events": sink["events"],
@@ -251,7 +261,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                [report["ack_latency_ms"]["p50"], report["ack_latency_ms"]["p99"],
                 report["e2e_latency_ms"]["p50"], report["e2e_latency_ms"]["p99"]])  # fmt: skip
     middle.set(title="latency (ms)")
-    bottom.plot(timeline["rss_mb"], label="RSS (MB)")
+    bottom.plot(timeline["rss_mb"], label="private RSS (MB)")
     lag_axis = bottom.twinx()
     lag_axis.plot(timeline["intake_lag"], color="tab:red", label="intake lag (batches)")
     bottom.set(title="memory and intake lag", xlabel="sample (≈1 s)")

@@ -101,7 +101,7 @@ class Limits(_Strict):
     max_batch_bytes: int = Field(128 * 1024, gt=0)
     max_request_bytes: int = Field(256 * 1024, gt=0)
     max_bulk_batches: int = Field(100, gt=0)
-    max_intake_lag_batches: int = Field(200_000, gt=0)
+    max_intake_lag_batches: int = Field(20_000, gt=0)
     """Past this many accepted-but-unprocessed batches the Events API answers 429."""
     dedupe_retention_days: int = Field(30, gt=0)
 

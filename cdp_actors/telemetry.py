@@ -12,8 +12,7 @@ import logging
 import sys
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from opentelemetry.sdk.trace.export import (
 
 TALLY: Tally[str] = Tally()
 _ray_counters: dict[tuple[str, tuple[str, ...]], Any] = {}
-_tracer = trace.NoOpTracer()
+_tracer: trace.Tracer | None = None
 
 
 def count(name: str, value: int = 1, **tags: str) -> None:
@@ -55,10 +54,27 @@ def _ray_counter(name: str, tag_keys: tuple[str, ...]) -> Any:
         return None
 
 
-@contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Any]:
-    with _tracer.start_as_current_span(name, attributes=attributes) as current:
-        yield current
+class _NoSpan:
+    """What `span` yields while tracing is off: free to enter, ignores attributes."""
+
+    def __enter__(self) -> _NoSpan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
+def span(name: str, **attributes: Any) -> Any:
+    """A span around a chunk or request; nothing at all (not even OpenTelemetry's no-op) while tracing is off."""
+    if _tracer is None:
+        return _NO_SPAN
+    return _tracer.start_as_current_span(name, attributes=attributes)
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -113,7 +129,7 @@ def setup_process(config: Any, data_dir: str | Path, component: str) -> None:
         root.setLevel(logging.INFO)
         root.propagate = False
     telemetry = config.telemetry
-    if telemetry.exporter == "none" or not isinstance(_tracer, trace.NoOpTracer):
+    if telemetry.exporter == "none" or _tracer is not None:
         return
     provider = TracerProvider(resource=Resource.create({"service.name": f"cdp.{component}"}))
     if telemetry.exporter == "console":

@@ -24,7 +24,7 @@ from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.errors import bad_request, error_response, json_response
 
-RETRY_AFTER_S = "2"
+RETRY_AFTER_S = "1"
 
 
 class TooLarge(Exception):

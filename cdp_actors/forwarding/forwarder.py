@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from typing import Any
 
 import aiohttp
@@ -50,6 +50,7 @@ class Forwarder:
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
         self.delivered = self.dropped = 0
+        self.forwarded_events: Counter[int] = Counter()
         loop = asyncio.get_running_loop()
         loop.create_task(self._ask_for_resend())
         loop.create_task(self._flush_forever())
@@ -83,7 +84,7 @@ class Forwarder:
             attempt = await self._attempt(row)
             if attempt.ok:
                 self.delivered += 1
-                count("cdp_events_forwarded", row.event_count, output=str(row.output_id))
+                self.forwarded_events[row.output_id] += row.event_count
                 return
             verdict = self.policy.judge(attempt_no, attempt)
             self._raise_alert(row, attempt, verdict)
@@ -120,6 +121,9 @@ class Forwarder:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             await asyncio.gather(self._flush_acks(), self._flush_alerts(), return_exceptions=True)
+            forwarded, self.forwarded_events = self.forwarded_events, Counter()
+            for output, events in forwarded.items():
+                count("cdp_events_forwarded", events, output=str(output))
 
     async def _flush_acks(self) -> None:
         pending, self.acks = self.acks, defaultdict(list)

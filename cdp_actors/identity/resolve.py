@@ -6,7 +6,6 @@ strategies replace `resolve` later; the index and the determinism rules stay.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,12 +60,6 @@ def identity_pairs(head: BatchHead) -> list[tuple[str, str]]:
 
 def identity_key(identity_type: str, value: str) -> bytes:
     return f"{identity_type}\x00{value}".encode()
-
-
-def fresh_mpid(origin: str, seq: int) -> int:
-    """A new MPID derived from the log position, so a replay allocates the same one."""
-    digest = hashlib.blake2b(f"{origin}:{seq}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True) or 1
 
 
 def resolve(keys: list[bytes], batch_mpid: int | None, known: Mapping[bytes, int], new_mpid: int) -> int:

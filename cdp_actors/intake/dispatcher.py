@@ -13,10 +13,10 @@ from pathlib import Path
 
 import ray
 
-from cdp_actors.identity.resolve import IdentityIndex, decode_head, fresh_mpid, identity_key, identity_pairs, resolve
+from cdp_actors.identity.resolve import IdentityIndex, decode_head, identity_key, identity_pairs, resolve
+from cdp_actors.ids import batch_id, fresh_mpid, origin_key
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
 from cdp_actors.partition import NAMESPACE, partition_of, shard_name
-from cdp_actors.profiles.outbound import stable_id64
 from cdp_actors.schema.records import ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
 from cdp_actors.telemetry import count, span
@@ -27,7 +27,7 @@ IDLE_POLL_S = 0.005
 
 class DispatcherCore:
     def __init__(self, data_dir: str | Path, intake_name: str, shards: int, max_chunk: int) -> None:
-        self.origin = intake_name
+        self.origin = origin_key(intake_name)
         self.intake = Store(intake_path(data_dir, intake_name), INTAKE_DBS)
         self.index = IdentityIndex(str(Path(data_dir) / "identity"))
         self.shards = shards
@@ -53,9 +53,9 @@ class DispatcherCore:
             for key in keys:
                 if key not in known:
                     known[key] = claims[key] = mpid
-            batch_id = stable_id64("batch", self.origin, seq)
-            shard_record = ShardRecord(seq, batch_id, mpid, record.input_id, record.received_ms, record.raw)
-            routed[partition_of(mpid, self.shards)].append(shard_record)
+            routed[partition_of(mpid, self.shards)].append(
+                ShardRecord(seq, batch_id(self.origin, seq), mpid, record.input_id, record.received_ms, record.raw)
+            )
         self.index.claim(claims)
         return routed
 

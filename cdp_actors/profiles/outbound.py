@@ -6,22 +6,16 @@ partners can dedupe on `batch_id` / event `message_id`.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import msgspec
 
+from cdp_actors.ids import EVENT, MESSAGE, id_run
 from cdp_actors.profiles.model import Profile
 from cdp_actors.schema.events import Batch
 from cdp_actors.schema.records import ShardRecord
 
 _INPUT_ONLY = ("api_key", "api_keys", "mpid", "batch_id", "timestamp_unixtime_ms")
-
-
-def stable_id64(*parts: object) -> int:
-    """A signed 64-bit id from its parts: the same parts always give the same id."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 def outbound_consent(profile: Profile) -> dict[str, Any] | None:
@@ -36,11 +30,14 @@ def build_outbound(
     out = msgspec.to_builtins(batch)
     for name in _INPUT_ONLY:
         out.pop(name, None)
-    for n, event in enumerate(out.get("events", ())):
+    events = out.get("events", ())
+    event_ids = id_run(EVENT, record.batch_id, len(events))
+    message_ids = id_run(MESSAGE, record.batch_id, len(events))
+    for event, event_id, message_id in zip(events, event_ids, message_ids, strict=True):
         data = event.setdefault("data", {})
         data.setdefault("timestamp_unixtime_ms", record.received_ms)
-        data.setdefault("event_id", stable_id64("event", record.batch_id, n))
-        data["message_id"] = stable_id64("message", record.batch_id, n)
+        data.setdefault("event_id", event_id)
+        data["message_id"] = message_id
     out.update(
         mpid=profile.mpid,
         batch_id=record.batch_id,

@@ -20,7 +20,7 @@ from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
-from cdp_actors.schema.events import decode_batch, encode
+from cdp_actors.schema.events import decode_valid_batch, encode
 from cdp_actors.schema.records import OutboxRow, ShardRecord
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, iter_prefix, mpid_key, u64
 from cdp_actors.telemetry import count, span
@@ -40,8 +40,8 @@ def outbox_key(forwarder: int, seq: int, connection_id: int) -> bytes:
     return forwarder.to_bytes(2, "big") + u64(seq) + connection_id.to_bytes(4, "big")
 
 
-def history_key(mpid: int, seq: int, index: int) -> bytes:
-    return mpid_key(mpid) + u64(seq) + index.to_bytes(2, "big")
+def history_key(mpid: int, seq: int) -> bytes:
+    return mpid_key(mpid) + u64(seq)
 
 
 class ShardCore:
@@ -79,7 +79,7 @@ class ShardCore:
         return decode_profile(data) if data else Profile(mpid=mpid)
 
     def _apply_one(self, txn: Any, record: ShardRecord, profiles: dict[int, Profile]) -> Profile:
-        batch = decode_batch(record.raw)
+        batch = decode_valid_batch(record.raw)
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
@@ -104,20 +104,19 @@ class ShardCore:
         return profile
 
     def _append_history(self, txn: Any, profile: Profile, record: ShardRecord, events: list) -> Profile:
-        """Keep the newest `history_cap` events per user, oldest dropped first."""
+        """One record per batch (its event count, then its events); the oldest batches go past `history_cap`."""
         if not self.history_cap or not events:
             return profile
         history = self.store.db("history")
-        for n, event in enumerate(events):
-            txn.put(history_key(record.mpid, record.seq, n), encode(event), db=history)
+        txn.put(history_key(record.mpid, record.seq), len(events).to_bytes(2, "big") + encode(events), db=history)
         size = profile.history + len(events)
-        excess = size - self.history_cap
-        if excess > 0:
+        if size > self.history_cap:
+            prefix = mpid_key(record.mpid)
             cursor = txn.cursor(history)
-            cursor.set_range(mpid_key(record.mpid))
-            for _ in range(excess):
+            cursor.set_range(prefix)
+            while size > self.history_cap and cursor.key().startswith(prefix):
+                size -= int.from_bytes(cursor.value()[:2], "big")
                 cursor.delete()
-            size = self.history_cap
         return msgspec.structs.replace(profile, history=size)
 
     def outbox_window(self, forwarder: int, after: bytes | None, limit: int) -> list[OutboxRow]:
@@ -140,7 +139,8 @@ class ShardCore:
             data = txn.get(mpid_key(mpid), db=self.store.db("profiles"))
             if not data:
                 return None
-            events = [msgspec.json.decode(v) for _, v in iter_prefix(txn, self.store.db("history"), mpid_key(mpid))]
+            history = iter_prefix(txn, self.store.db("history"), mpid_key(mpid))
+            events = [event for _, value in history for event in msgspec.json.decode(value[2:])]
         view = msgspec.to_builtins(decode_profile(data))
         view["recent_events"] = events[-recent:]
         return view

@@ -503,6 +503,11 @@ def decode_batch(raw: bytes) -> Batch:
     return batch
 
 
+def decode_valid_batch(raw: bytes) -> Batch:
+    """Decode a batch that `decode_batch` already accepted (e.g. read back from the intake log)."""
+    return _decoder.decode(raw)
+
+
 def _describe(error: msgspec.DecodeError) -> str:
     text = str(error)
     return text if " - at `" in text else f"{text} - at `$`"

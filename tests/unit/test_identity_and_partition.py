@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cdp_actors.identity.resolve import BatchHead, fresh_mpid, identity_key, identity_pairs, resolve
+from cdp_actors.identity.resolve import BatchHead, identity_key, identity_pairs, resolve
+from cdp_actors.ids import EVENT, MESSAGE, batch_id, fresh_mpid, id_run, origin_key
 from cdp_actors.partition import partition_of
 
 
@@ -27,13 +28,18 @@ def test_resolve_prefers_the_batch_mpid_then_the_highest_priority_known_identity
 
 
 def test_fresh_mpids_are_deterministic_and_distinct() -> None:
-    assert fresh_mpid("intake-0", 5) == fresh_mpid("intake-0", 5)
-    assert len({fresh_mpid("intake-0", n) for n in range(10_000)}) == 10_000
+    origin = origin_key("intake-0")
+    assert fresh_mpid(origin, 5) == fresh_mpid(origin, 5) != fresh_mpid(origin_key("intake-1"), 5)
+    assert len({fresh_mpid(origin, n) for n in range(10_000)}) == 10_000
+    batches = [batch_id(origin, n) for n in range(1000)]
+    ids = {i for b in batches for kind in (EVENT, MESSAGE) for i in id_run(kind, b, 10)}
+    assert id_run(EVENT, batches[0], 10) == id_run(EVENT, batches[0], 10)
+    assert len(ids) == 20_000 and all(-(2**63) <= i < 2**63 for i in ids)
 
 
 def test_partitioning_is_stable_and_balanced() -> None:
     assert partition_of(123456789, 4) == partition_of(123456789, 4)
-    spread = Counter(partition_of(fresh_mpid("x", n), 4) for n in range(20_000))
+    spread = Counter(partition_of(fresh_mpid(origin_key("x"), n), 4) for n in range(20_000))
     assert min(spread.values()) > 4_500
     sequential = Counter(partition_of(n, 2) for n in range(1, 1001))
     assert min(sequential.values()) > 400
