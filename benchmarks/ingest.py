@@ -155,7 +155,7 @@ async def system_phase(config: WorkspaceConfig, args: Any, samples: dict[str, li
     config = config.with_output_url(config.outputs[0].id, f"http://127.0.0.1:{sink_port}/webhook")
     try:
         await wait_http(sink_stats)
-        start_ray(None)
+        start_ray(None, fast_ingress=args.fast_ingress)
         start_platform(config, tempfile.mkdtemp(prefix="cdp-bench-"), "127.0.0.1", port)
         status_url = f"http://127.0.0.1:{port}/cdp/status"
         exclude = {sink.pid}

@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -17,18 +19,34 @@ DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 
 
-FAST_INGRESS_ENV = {
-    # Serve's HAProxy ingress routes HTTP straight to replicas, bypassing the Python proxy: measured
-    # 1.7x the acknowledged events/s of the default proxy on 2 cores (benchmarks/README.md).
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-    # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
-    "RAY_SERVE_HAPROXY_MAXCONN": "4096",
-    "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-}
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return probe.getsockname()[1]
 
 
-def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bool = True) -> None:
+def fast_ingress_env() -> dict[str, str]:
+    """Settings for Serve's HAProxy ingress, which routes HTTP straight to replicas, bypassing the Python
+    proxy: measured 1.2x the acknowledged events/s on 2 cores (benchmarks/README.md). Opt-in, because
+    HAProxy makes `serve.delete` take ~30 s and Ray's defaults share files and ports machine-wide."""
+    state = tempfile.mkdtemp(prefix="cdp-haproxy-")
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
+        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        # Ray's defaults (/tmp/haproxy-serve, ports 9101 and 8404) collide between two Ray instances.
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+    }
+
+
+def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bool = False) -> None:
     """Join `address`, or start an embedded Ray; the ingress settings only apply to an embedded Ray."""
     import ray
 
@@ -36,7 +54,7 @@ def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bo
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if fast_ingress and not address:
-        for name, value in FAST_INGRESS_ENV.items():
+        for name, value in fast_ingress_env().items():
             os.environ.setdefault(name, value)
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
@@ -85,7 +103,7 @@ def _load(path: str) -> WorkspaceConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
-    start_ray(args.address, fast_ingress=not args.python_proxy)
+    start_ray(args.address, fast_ingress=args.fast_ingress)
     start_platform(config, data_dir, args.host, args.port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
@@ -142,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--address", default=None, help="join an existing Ray cluster, e.g. auto or ray://...")
-    serve.add_argument("--python-proxy", action="store_true", help="use Serve's Python HTTP proxy, not HAProxy")
+    serve.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
     serve.set_defaults(run=cmd_serve)
 
     sink = commands.add_parser("sink", help="a local webhook receiver printing each body as one JSON line")
@@ -157,6 +175,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out")
     bench.add_argument("--users", type=int, default=10_000)
     bench.add_argument("--concurrency", type=int, default=8)
+    bench.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
     bench.set_defaults(run=cmd_bench)
     return root
 

@@ -120,7 +120,7 @@ class Runtime(_Strict):
     max_chunk_batches: int = Field(2000, ge=1)
     history_per_user: int = Field(200, ge=0)
     forwarder_window: int = Field(5_000, ge=1)
-    """Undelivered outbox rows a shard hands to one forwarder at a time; the rest wait in LMDB."""
+    """Undelivered outbox rows a shard hands to one forwarder, per output, at a time; the rest wait in LMDB."""
     output_concurrency: int = Field(64, ge=1)
 
 

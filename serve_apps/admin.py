@@ -33,7 +33,12 @@ def parse_time_ms(value: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=32)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=32,
+    graceful_shutdown_timeout_s=5,  # requests are short; a stop should not wait Serve's default 20 s
+    graceful_shutdown_wait_loop_s=1,
+)
 @serve.ingress(app)
 class AdminApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:

@@ -94,7 +94,12 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
     return Validated(accepted, events, rejected, too_large)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=64,
+    graceful_shutdown_timeout_s=5,  # requests are short; a stop should not wait Serve's default 20 s
+    graceful_shutdown_wait_loop_s=1,
+)
 class EventsApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         setup_process(config, data_dir, "events-api")

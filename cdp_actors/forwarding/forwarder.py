@@ -129,7 +129,7 @@ class Forwarder:
         pending, self.acks = self.acks, defaultdict(list)
         for shard, keys in pending.items():
             try:
-                await self.shards[shard].ack.remote(self.index, keys)
+                await self.shards[shard].ack.remote(keys)
             except ray.exceptions.RayError:  # the shard is restarting: keep the keys and try again
                 self.acks[shard].extend(keys)
             else:

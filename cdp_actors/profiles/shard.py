@@ -36,8 +36,17 @@ class SequenceGap(RuntimeError):
     """The shard has not applied a chunk the dispatcher believes it sent: resend from the cursor."""
 
 
-def outbox_key(forwarder: int, seq: int, connection_id: int) -> bytes:
-    return forwarder.to_bytes(2, "big") + u64(seq) + connection_id.to_bytes(4, "big")
+def outbox_lane(forwarder: int, output_id: int) -> bytes:
+    """Outbox rows are grouped per (forwarder, output): each group has its own delivery window, so an
+    output that is down fills only its own window and never holds up the others."""
+    return forwarder.to_bytes(2, "big") + output_id.to_bytes(4, "big")
+
+
+def outbox_key(forwarder: int, output_id: int, seq: int, connection_id: int) -> bytes:
+    return outbox_lane(forwarder, output_id) + u64(seq) + connection_id.to_bytes(4, "big")
+
+
+LANE_BYTES = 6
 
 
 def history_key(mpid: int, seq: int) -> bytes:
@@ -90,7 +99,7 @@ class ShardCore:
             forwarder = partition_of(record.mpid, self.forwarders)
             for connection in connections:
                 row = OutboxRow(
-                    key=outbox_key(forwarder, record.seq, connection.id),
+                    key=outbox_key(forwarder, connection.output, record.seq, connection.id),
                     shard=self.index,
                     connection_id=connection.id,
                     input_id=record.input_id,
@@ -119,12 +128,13 @@ class ShardCore:
                 cursor.delete()
         return msgspec.structs.replace(profile, history=size)
 
-    def outbox_window(self, forwarder: int, after: bytes | None, limit: int) -> list[OutboxRow]:
-        start = after + b"\x00" if after else forwarder.to_bytes(2, "big")
+    def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> list[OutboxRow]:
+        """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
+        start = after + b"\x00" if after else lane
         rows = []
         with self.store.read() as txn:
             for key, value in iter_from(txn, self.store.db("outbox"), start, limit):
-                if key[:2] != start[:2]:
+                if key[:LANE_BYTES] != lane:
                     break
                 rows.append(_row_decoder.decode(value))
         return rows
@@ -165,45 +175,52 @@ class ProfileShard:
         setup_process(config, data_dir, f"shard-{index}")
         self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config)
         self.window = config.runtime.forwarder_window
-        self.handed: list[set[bytes]] = [set() for _ in range(config.runtime.forwarders)]
-        self.handed_upto: list[bytes | None] = [None] * config.runtime.forwarders
+        lanes = [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
+        self.handed: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # keys a forwarder holds
+        self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(lanes)
         self.forwarder_handles: dict[int, Any] = {}
-        for forwarder in range(config.runtime.forwarders):
-            self._pump(forwarder)
+        self._pump_all()
 
     def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
         with span("profile.apply", shard=self.core.index, batches=len(records)):
             applied = self.core.apply(records, prev_seq)
         count("cdp_batches_applied", applied, shard=str(self.core.index))
-        for forwarder in range(len(self.handed)):
-            self._pump(forwarder)
+        self._pump_all()
         return applied
 
-    def ack(self, forwarder: int, keys: list[bytes]) -> None:
+    def ack(self, keys: list[bytes]) -> None:
         self.core.delete_outbox(keys)
-        self.handed[forwarder].difference_update(keys)
-        self._pump(forwarder)
+        touched = {key[:LANE_BYTES] for key in keys}
+        for lane in touched:
+            self.handed[lane].difference_update(keys)
+            self._pump(lane)
 
     def resend(self, forwarder: int) -> None:
         """The forwarder restarted: everything it held is undelivered again."""
-        self.handed[forwarder].clear()
-        self.handed_upto[forwarder] = None
         self.forwarder_handles.pop(forwarder, None)
-        self._pump(forwarder)
+        for lane in self.handed:
+            if int.from_bytes(lane[:2], "big") == forwarder:
+                self.handed[lane].clear()
+                self.handed_upto[lane] = None
+                self._pump(lane)
 
-    def _pump(self, forwarder: int) -> None:
-        room = self.window - len(self.handed[forwarder])
+    def _pump_all(self) -> None:
+        for lane in self.handed:
+            self._pump(lane)
+
+    def _pump(self, lane: bytes) -> None:
+        room = self.window - len(self.handed[lane])
         if room <= 0:
             return
-        rows = self.core.outbox_window(forwarder, self.handed_upto[forwarder], room)
+        rows = self.core.outbox_window(lane, self.handed_upto[lane], room)
         if not rows:
             return
-        handle = self._forwarder(forwarder)
+        handle = self._forwarder(int.from_bytes(lane[:2], "big"))
         if handle is None:
             return
         handle.deliver.remote(rows)
-        self.handed[forwarder].update(row.key for row in rows)
-        self.handed_upto[forwarder] = rows[-1].key
+        self.handed[lane].update(row.key for row in rows)
+        self.handed_upto[lane] = rows[-1].key
 
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:
@@ -217,4 +234,4 @@ class ProfileShard:
         return self.core.profile(mpid)
 
     def stats(self) -> dict[str, int]:
-        return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed)}
+        return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed.values())}

@@ -71,3 +71,19 @@ def test_an_output_down_past_the_limit_raises_retry_count_exceeded(platform) -> 
     wait_for(api.settled, what="both batches dropped")
     expected = {("306-Unknown", "Warning"): 4, ("Retry Count Exceeded", "Fatal"): 2}
     wait_for(lambda: new_alerts(api, before) == expected, what="retry alerts")
+
+
+def test_a_dead_output_does_not_hold_up_a_healthy_one(platform, receiver) -> None:
+    config = demo_config(receiver.url, retry={**FAST_RETRY, "max_attempts": 1000}, runtime={"forwarder_window": 4})
+    dead = config.outputs[0].model_copy(update={"id": 2, "name": "dead-webhook", "settings": config.outputs[0].settings
+                                                .model_copy(update={"url": f"http://127.0.0.1:{free_port()}/x"})})
+    second = config.connections[0].model_copy(update={"id": 2, "name": "to the dead one", "output": 2})
+    api = platform(config.model_copy(update={"outputs": [*config.outputs, dead],
+                                             "connections": [*config.connections, second]}))  # fmt: skip
+    before = alert_counts(api)
+    for start in range(0, 40, 20):
+        bodies = [batch(f"iso-{n}", [custom("x", n)]) for n in range(start, start + 20)]
+        assert api.post("/v2/bulkevents", bodies).status_code == 202
+    wait_for(lambda: len(receiver.received) == 40, what="every batch at the healthy output")
+    assert new_alerts(api, before).get(("306-Unknown", "Warning"), 0) > 0
+    assert sum(shard["outbox"] for shard in api.status()["shards"]) == 40  # the dead output's rows wait
