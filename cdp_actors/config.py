@@ -16,6 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from cdp_actors.identity.strategy import Policy
+from cdp_actors.identity.types import ALL_TYPES
+
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -91,10 +94,47 @@ class Connection(_Strict):
     active: bool = True
 
 
+IdentityType = Literal[ALL_TYPES]  # type: ignore[valid-type]
+
+
 class Identity(_Strict):
+    """IDSync settings; unset lists take the strategy's documented defaults (cdp_actors/identity/strategy.py)."""
+
     strategy: Literal["profile_conversion", "profile_link", "profile_isolation", "best_match"] = (
         "profile_conversion"
     )
+    priority: list[IdentityType] | None = None
+    unique_ids: list[IdentityType] | None = None
+    login_ids: list[IdentityType] | None = None
+    immutable_ids: list[IdentityType] = []
+    """Immutable IDs are also unique and login IDs; they cannot be modified."""
+
+    @model_validator(mode="after")
+    def _strategy_allows_keys(self) -> Identity:
+        if self.strategy == "best_match" and (self.unique_ids or self.login_ids or self.immutable_ids):
+            raise ValueError("best_match has no unique, login or immutable IDs")
+        return self
+
+    def policy(self) -> Policy:
+        return Policy.of(self.strategy, self.priority, self.unique_ids, self.login_ids, self.immutable_ids)
+
+
+class ApiClient(_Strict):
+    """OAuth client credentials for the Profile API (`POST /oauth/token`)."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    token_ttl_s: int = Field(28_800, gt=0)
+
+    @field_validator("client_secret", mode="before")
+    @classmethod
+    def _secret_from_env(cls, value: Any) -> Any:
+        return _expand_env(value) if isinstance(value, str) else value
+
+    def credentials_match(self, client_id: str, secret: str) -> bool:
+        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
+        secret_ok = hmac.compare_digest(secret.encode(), self.client_secret.get_secret_value().encode())
+        return id_ok and secret_ok
 
 
 class Limits(_Strict):
@@ -136,6 +176,7 @@ class WorkspaceConfig(_Strict):
     outputs: list[Output] = []
     connections: list[Connection] = []
     identity: Identity = Identity()
+    api_clients: list[ApiClient] = []
     limits: Limits = Limits()
     retry: Retry = Retry()
     runtime: Runtime = Runtime()

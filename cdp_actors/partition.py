@@ -23,3 +23,4 @@ def forwarder_name(index: int) -> str:
 INTAKE_NAME = "intake-0"
 DISPATCHER_NAME = "dispatcher-0"
 ALERTS_NAME = "alerts"
+IDENTITY_NAME = "identity"

@@ -16,11 +16,13 @@ import ray
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.alerts import AlertStore
 from cdp_actors.forwarding.forwarder import Forwarder
+from cdp_actors.identity.index import IdentityIndex
 from cdp_actors.intake.dispatcher import Dispatcher
 from cdp_actors.intake.log import IntakeLog
 from cdp_actors.partition import (
     ALERTS_NAME,
     DISPATCHER_NAME,
+    IDENTITY_NAME,
     INTAKE_NAME,
     NAMESPACE,
     forwarder_name,
@@ -48,8 +50,9 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
     intake = _named(IntakeLog, INTAKE_NAME).remote(
         data_dir, INTAKE_NAME, limits.max_intake_lag_batches, limits.dedupe_retention_days
     )
+    identity = _named(IdentityIndex, IDENTITY_NAME).remote(data_dir, config)
     shards = [_named(ProfileShard, shard_name(i)).remote(data_dir, i, config) for i in range(runtime.shards)]
-    _ready(alerts, intake, *shards)
+    _ready(alerts, intake, identity, *shards)
     forwarders = [_named(Forwarder, forwarder_name(i)).remote(data_dir, i, config) for i in range(runtime.forwarders)]
     dispatcher = _named(Dispatcher, DISPATCHER_NAME).remote(
         data_dir, INTAKE_NAME, runtime.shards, runtime.max_chunk_batches, config
@@ -61,6 +64,7 @@ def runtime_actor_names(config: WorkspaceConfig) -> list[str]:
     return [
         DISPATCHER_NAME,
         INTAKE_NAME,
+        IDENTITY_NAME,
         *(forwarder_name(i) for i in range(config.runtime.forwarders)),
         *(shard_name(i) for i in range(config.runtime.shards)),
         ALERTS_NAME,

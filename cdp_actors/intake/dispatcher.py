@@ -13,11 +13,13 @@ from pathlib import Path
 
 import ray
 
-from cdp_actors.identity.resolve import IdentityIndex, decode_head, identity_key, identity_pairs, resolve
+from cdp_actors.identity.index import BatchRequest
+from cdp_actors.identity.resolve import batch_identities, decode_head
+from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, origin_key
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
-from cdp_actors.partition import NAMESPACE, partition_of, shard_name
-from cdp_actors.schema.records import ShardRecord, decode_log_record
+from cdp_actors.partition import IDENTITY_NAME, NAMESPACE, partition_of, shard_name
+from cdp_actors.schema.records import LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
 from cdp_actors.telemetry import count, span
 
@@ -29,34 +31,31 @@ class DispatcherCore:
     def __init__(self, data_dir: str | Path, intake_name: str, shards: int, max_chunk: int) -> None:
         self.origin = origin_key(intake_name)
         self.intake = Store(intake_path(data_dir, intake_name), INTAKE_DBS)
-        self.index = IdentityIndex(str(Path(data_dir) / "identity"))
         self.shards = shards
         self.max_chunk = max_chunk
 
-    def read_chunk(self) -> list[tuple[int, object]]:
+    def read_chunk(self) -> list[tuple[int, LogRecord]]:
         with self.intake.read() as txn:
             cursor = read_cursor(txn, self.intake.db("meta"))
             items = iter_from(txn, self.intake.db("log"), u64(cursor), self.max_chunk)
             return [(from_u64(key), decode_log_record(value)) for key, value in items]
 
-    def route(self, chunk: list[tuple[int, object]]) -> dict[int, list[ShardRecord]]:
-        """Resolve every batch of the chunk to an MPID and group the batches by owning shard."""
-        heads = [(seq, record, decode_head(record.raw)) for seq, record in chunk]
-        keyed = [
-            (seq, record, head, [identity_key(t, v) for t, v in identity_pairs(head)]) for seq, record, head in heads
-        ]
-        known = self.index.lookup({key for *_, keys in keyed for key in keys})
-        claims: dict[bytes, int] = {}
+    def identity_requests(self, chunk: list[tuple[int, LogRecord]]) -> list[BatchRequest]:
+        """What the IdentityIndex needs per batch; a new user's MPID derives from the log position."""
+        requests = []
+        for seq, record in chunk:
+            head = decode_head(record.raw)
+            requests.append((head.mpid, batch_identities(head), record.received_ms, fresh_mpid(self.origin, seq)))
+        return requests
+
+    def route(self, chunk: list[tuple[int, LogRecord]], outcomes: list[Outcome]) -> dict[int, list[ShardRecord]]:
+        """Group the chunk's batches, now resolved to MPIDs, by owning shard."""
         routed: dict[int, list[ShardRecord]] = defaultdict(list)
-        for seq, record, head, keys in keyed:
-            mpid = resolve(keys, head.mpid, known, fresh_mpid(self.origin, seq))
-            for key in keys:
-                if key not in known:
-                    known[key] = claims[key] = mpid
-            routed[partition_of(mpid, self.shards)].append(
-                ShardRecord(seq, batch_id(self.origin, seq), mpid, record.input_id, record.received_ms, record.raw)
-            )
-        self.index.claim(claims)
+        for (seq, record), outcome in zip(chunk, outcomes, strict=True):
+            routed[partition_of(outcome.mpid, self.shards)].append(
+                ShardRecord(seq, batch_id(self.origin, seq), outcome.mpid, record.input_id, record.received_ms,
+                            record.raw, outcome.changes)
+            )  # fmt: skip
         return routed
 
     def advance(self, next_seq: int) -> None:
@@ -77,6 +76,7 @@ class Dispatcher:
         setup_process(config, data_dir, "dispatcher")
         self.core = DispatcherCore(data_dir, intake_name, shards, max_chunk)
         self.shard_handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
+        self.identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
         asyncio.get_running_loop().create_task(self._run())
@@ -98,7 +98,8 @@ class Dispatcher:
         if not chunk:
             return 0
         with span("dispatch.chunk", batches=len(chunk)):
-            routed = self.core.route(chunk)
+            outcomes = await self.identity.resolve_batches.remote(self.core.identity_requests(chunk))
+            routed = self.core.route(chunk, outcomes)
             calls = [
                 self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
                 for shard, records in routed.items()

@@ -24,13 +24,30 @@ def outbound_consent(profile: Profile) -> dict[str, Any] | None:
     return {regulation: msgspec.to_builtins(purposes) for regulation, purposes in profile.consent.items()}
 
 
+def identity_change_events(record: ShardRecord) -> list[dict[str, Any]]:
+    """One outbound `user_identity_change` event per identity that resolving the batch added or replaced."""
+
+    def identity(name: str, value: str | None, created: bool) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return {"identity_type": name, "identity": value, "timestamp_unixtime_ms": record.received_ms,
+                "created_this_batch": created}  # fmt: skip
+
+    return [
+        {"event_type": "user_identity_change",
+         "data": {"new": identity(c.identity_type, c.new, c.created), "old": identity(c.identity_type, c.old, False)}}
+        for c in record.identity_changes
+    ]  # fmt: skip
+
+
 def build_outbound(
     batch: Batch, profile: Profile, record: ShardRecord, notifications: list[dict[str, Any]], created: set[str]
 ) -> dict[str, Any]:
     out = msgspec.to_builtins(batch)
     for name in _INPUT_ONLY:
         out.pop(name, None)
-    events = out.get("events", ())
+    events = out.setdefault("events", [])
+    events += identity_change_events(record)
     event_ids = id_run(EVENT, record.batch_id, len(events))
     message_ids = id_run(MESSAGE, record.batch_id, len(events))
     for event, event_id, message_id in zip(events, event_ids, message_ids, strict=True):

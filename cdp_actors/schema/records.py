@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from cdp_actors.identity.strategy import IdentityChange
+
 
 class LogRecord(msgspec.Struct, array_like=True, frozen=True):
     """One accepted batch in the intake log; `raw` is the batch JSON exactly as validated."""
@@ -22,6 +24,8 @@ class ShardRecord(msgspec.Struct, array_like=True, frozen=True):
     input_id: int
     received_ms: int
     raw: bytes
+    identity_changes: list[IdentityChange] = []
+    """What resolving the batch changed in its profile's identities (outbound `user_identity_change`)."""
 
 
 class OutboxRow(msgspec.Struct, array_like=True, frozen=True):

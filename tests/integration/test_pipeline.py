@@ -40,8 +40,12 @@ def test_many_users_each_batch_delivered_once_in_order_and_enriched(platform, re
     one = bodies[0]
     assert isinstance(one["batch_id"], int) and isinstance(one["timestamp_unixtime_ms"], int)
     assert one["schema_version"] == 2 and one["environment"] == "production"
-    assert len({e["data"]["message_id"] for b in bodies for e in b["events"]}) == len(sent) * EVENTS_PER_BATCH
-    assert all(e["data"]["source_message_id"] for e in one["events"])
+    changes = [e for b in bodies for e in b["events"] if e["event_type"] == "user_identity_change"]
+    assert len(changes) == USERS  # each user's customer ID is new in its first batch, and only then
+    assert all(c["data"]["new"]["created_this_batch"] and c["data"]["old"] is None for c in changes)
+    assert {c["data"]["new"]["identity"] for c in changes} == set(mpid_of_user)
+    assert len({e["data"]["message_id"] for b in bodies for e in b["events"]}) == len(sent) * EVENTS_PER_BATCH + USERS
+    assert all(e["data"]["source_message_id"] for e in one["events"] if e["event_type"] == "custom_event")
 
     profile = api.get(f"/cdp/users/{mpid_of_user['user-3']}").json()
     assert profile["batches"] == BATCHES_PER_USER and profile["events"] == BATCHES_PER_USER * EVENTS_PER_BATCH
@@ -92,7 +96,8 @@ def test_same_source_request_id_is_forwarded_once(platform, receiver) -> None:
     assert api.post("/v2/bulkevents", [body, batch("dup", [custom("other", T0 + 1)])]).status_code == 202
     before = api.accepted_batches()
     wait_for(lambda: len(receiver.received) == 2 and api.settled(), what="two deliveries")
-    assert sorted(e["data"]["event_name"] for b in receiver.bodies() for e in b["events"]) == ["once", "other"]
+    names = [e["data"]["event_name"] for b in receiver.bodies() for e in b["events"] if e["event_type"] == "custom_event"]
+    assert sorted(names) == ["once", "other"]
     assert api.accepted_batches() == before == start + 2
     profile = api.get(f"/cdp/users/{receiver.bodies()[0]['mpid']}").json()
     assert profile["batches"] == 2

@@ -2,29 +2,29 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cdp_actors.identity.resolve import BatchHead, identity_key, identity_pairs, resolve
+from cdp_actors.identity.resolve import BatchHead, batch_identities
+from cdp_actors.identity.types import CANONICAL_TO_IDSYNC, IDSYNC_TO_CANONICAL, canonical
 from cdp_actors.ids import EVENT, MESSAGE, batch_id, fresh_mpid, id_run, origin_key
 from cdp_actors.partition import partition_of
 
 
-def test_identity_pairs_are_in_priority_order_and_fold_customerid() -> None:
+def test_batch_identities_use_canonical_names_and_skip_empty_values() -> None:
     head = BatchHead(
         user_identities={"email": "a@x.io", "customerid": "c1", "other_id_3": "o3", "twitter": None},
         device_info={"ios_idfv": "idfv-1", "brand": "Apple"},
         mp_deviceid="das-1",
     )
-    assert identity_pairs(head) == [
-        ("customer_id", "c1"), ("email", "a@x.io"), ("other_id_3", "o3"),
-        ("ios_idfv", "idfv-1"), ("device_application_stamp", "das-1"),
-    ]  # fmt: skip
+    assert batch_identities(head) == {
+        "customer_id": "c1", "email": "a@x.io", "other_id_3": "o3",
+        "ios_idfv": "idfv-1", "device_application_stamp": "das-1",
+    }  # fmt: skip
 
 
-def test_resolve_prefers_the_batch_mpid_then_the_highest_priority_known_identity() -> None:
-    keys = [identity_key("customer_id", "c1"), identity_key("email", "a@x.io")]
-    assert resolve(keys, 42, {keys[0]: 7}, 99) == 42
-    assert resolve(keys, None, {keys[1]: 8, keys[0]: 7}, 99) == 7
-    assert resolve(keys, None, {keys[1]: 8}, 99) == 8
-    assert resolve(keys, None, {}, 99) == 99
+def test_every_idsync_spelling_maps_to_a_canonical_type_and_back() -> None:
+    for idsync, name in IDSYNC_TO_CANONICAL.items():
+        assert canonical(idsync) == name and CANONICAL_TO_IDSYNC[name] == idsync
+    assert canonical("other7") == "other_id_7" and canonical("ios_idfa") == "ios_advertising_id"
+    assert canonical("google_advertising_id") == "android_advertising_id" and canonical("nope") is None
 
 
 def test_fresh_mpids_are_deterministic_and_distinct() -> None:

@@ -1,0 +1,115 @@
+"""The documented IDSync flows (reference §2.7), step by step, on the in-memory identity state."""
+
+from __future__ import annotations
+
+import pytest
+
+from cdp_actors.identity import strategy as s
+from cdp_actors.identity.strategy import IdentityChange, IdentityError, MemoryState, Policy
+
+NOW = 1_700_000_000_000
+CONVERSION = Policy.of(s.CONVERSION, unique=["customer_id", "email"], login=["customer_id", "email"])
+
+
+def test_profile_conversion_flow() -> None:
+    state, policy = MemoryState(), CONVERSION
+    p1 = s.identify(state, policy, {"ios_idfv": "9876"}, NOW)
+    assert p1.created and not p1.logged_in
+    known = {"customer_id": "c1", "email": "a@x.io", "ios_idfv": "9876"}
+    login = s.login(state, policy, known, NOW, p1.mpid)
+    assert (login.mpid, login.created, login.logged_in) == (p1.mpid, False, True)  # same MPID, now known
+    assert {c.identity_type for c in login.changes} == {"customer_id", "email"}
+    logout = s.logout(state, policy, {"ios_idfv": "9876"}, NOW)
+    assert logout.created and logout.mpid != p1.mpid  # P1 is known now: a new anonymous profile
+    again = s.login(state, policy, known, NOW, logout.mpid)
+    assert again.mpid == p1.mpid and again.matched == known
+    # A feed created P3 with an email; modifying P1's email to it takes it from P3, which is orphaned.
+    p3 = s.identify(state, policy, {"email": "b@x.io"}, NOW)
+    s.modify(state, policy, p1.mpid, [IdentityChange("email", "a@x.io", "b@x.io")])
+    assert state.record(p3.mpid).orphaned
+    assert s.search(state, policy, {"email": "b@x.io", "customer_id": "c1"}).mpid == p1.mpid
+    assert s.search(state, policy, {"email": "a@x.io"}) is None
+    # A new device: identify with its Roku ID gives P4; logging in there returns P1, which gains the Roku ID.
+    p4 = s.identify(state, policy, {"roku_advertising_id": "r1"}, NOW)
+    assert p4.created and p4.mpid != p1.mpid
+    there = s.login(state, policy, {"customer_id": "c1", "roku_advertising_id": "r1"}, NOW, p4.mpid)
+    assert there.mpid == p1.mpid and "r1" in state.record(p1.mpid).identities["roku_advertising_id"]
+
+
+def test_profile_link_flow() -> None:
+    state, policy = MemoryState(), Policy.of(s.LINK)
+    p1 = s.identify(state, policy, {"ios_idfv": "d1"}, NOW)
+    p2 = s.login(state, policy, {"customer_id": "c1", "ios_idfv": "d1"}, NOW, p1.mpid)
+    assert p2.created and p2.mpid != p1.mpid
+    assert state.record(p2.mpid).alias_source == p1.mpid  # "Source: P1", for a later alias
+    p3 = s.logout(state, policy, {"ios_idfv": "d1"}, NOW)
+    assert p3.created and p3.mpid not in (p1.mpid, p2.mpid)
+    assert s.logout(state, policy, {"ios_idfv": "d1"}, NOW).mpid != p3.mpid  # always a new one
+    assert s.login(state, policy, {"customer_id": "c1"}, NOW).mpid == p2.mpid
+
+
+def test_profile_isolation_flow() -> None:
+    state, policy = MemoryState(), Policy.of(s.ISOLATION)
+    p1 = s.identify(state, policy, {"ios_idfv": "d1"}, NOW)
+    p2 = s.login(state, policy, {"email": "e@x.io", "ios_idfv": "d1"}, NOW, p1.mpid)
+    assert p2.created and p2.mpid != p1.mpid
+    assert state.record(p1.mpid).identities == {"ios_idfv": ["d1"]}  # anonymous data never carried over
+    assert s.logout(state, policy, {"ios_idfv": "d1"}, NOW).mpid == p1.mpid
+    assert s.login(state, policy, {"email": "e@x.io", "ios_idfv": "d1"}, NOW).mpid == p2.mpid
+
+
+def test_best_match_flow() -> None:
+    state, policy = MemoryState(), Policy.of(s.BEST_MATCH)
+    p1 = s.identify(state, policy, {"ios_idfv": "v1"}, NOW)
+    assert s.identify(state, policy, {"email": "e@x.io", "ios_idfv": "v1"}, NOW).mpid == p1.mpid
+    other_device = s.identify(state, policy, {"android_uuid": "a1", "email": "e@x.io"}, NOW)
+    assert other_device.mpid == p1.mpid  # email outranks the Android ID
+    assert s.identify(state, policy, {"android_uuid": "a1"}, NOW).mpid == p1.mpid
+    s.identify(state, policy, {"android_uuid": "a1", "email": "second@x.io"}, NOW)
+    assert state.record(p1.mpid).identities["email"] == ["e@x.io", "second@x.io"]  # no uniqueness
+    with pytest.raises(IdentityError):
+        s.login(state, policy, {"email": "e@x.io"}, NOW)
+
+
+def test_login_ids_protect_known_profiles() -> None:
+    state, policy = MemoryState(), Policy.of(s.CONVERSION, unique=["customer_id", "email"], login=["email"])
+    known = s.identify(state, policy, {"email": "e@x.io", "ios_idfv": "1234"}, NOW)
+    stranger = s.identify(state, policy, {"ios_idfv": "1234"}, NOW)
+    assert stranger.created and stranger.mpid != known.mpid
+    assert s.search(state, policy, {"ios_idfv": "1234"}).mpid == stranger.mpid
+
+
+def test_immutable_ids_gate_search_and_cannot_be_modified() -> None:
+    state, policy = MemoryState(), Policy.of(s.CONVERSION, immutable=["other"])
+    p = s.identify(state, policy, {"other": "imm-1", "email": "e@x.io"}, NOW)
+    assert s.search(state, policy, {"email": "e@x.io"}) is None  # "User Profile Not Found"
+    assert s.search(state, policy, {"other": "imm-1"}).mpid == p.mpid
+    with pytest.raises(IdentityError, match="immutable"):
+        s.modify(state, policy, p.mpid, [IdentityChange("other", "imm-1", "imm-2")])
+
+
+def test_search_never_creates_and_modify_never_creates() -> None:
+    state = MemoryState()
+    assert s.search(state, CONVERSION, {"email": "nobody@x.io"}) is None
+    assert state.records == {}
+    with pytest.raises(IdentityError) as raised:
+        s.modify(state, CONVERSION, 42, [IdentityChange("email", None, "e@x.io")])
+    assert raised.value.status == 404 and state.records == {}
+
+
+def test_modify_adds_replaces_and_removes() -> None:
+    state, policy = MemoryState(), CONVERSION
+    p = s.identify(state, policy, {"customer_id": "c1"}, NOW).mpid
+    s.modify(state, policy, p, [IdentityChange("email", None, "e@x.io"), IdentityChange("ios_idfv", None, "v")])
+    s.modify(state, policy, p, [IdentityChange("email", "e@x.io", "f@x.io"), IdentityChange("ios_idfv", "v", None)])
+    assert state.record(p).identities == {"customer_id": ["c1"], "email": ["f@x.io"]}
+    assert state.holders("email", "e@x.io") == [] and state.holders("ios_idfv", "v") == []
+
+
+def test_batches_with_an_mpid_keep_it_and_replay_resolves_identically() -> None:
+    state, policy = MemoryState(), CONVERSION
+    given = s.resolve_batch(state, policy, 777, {"email": "e@x.io"}, NOW, new_mpid=1)
+    assert (given.mpid, given.created) == (777, True)
+    first = s.resolve_batch(state, policy, None, {"customer_id": "new"}, NOW, new_mpid=555)
+    replay = s.resolve_batch(state, policy, None, {"customer_id": "new"}, NOW, new_mpid=555)
+    assert first.mpid == replay.mpid == 555 and first.changes[0].created and not replay.changes
