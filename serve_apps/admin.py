@@ -1,24 +1,35 @@
-"""Our own additions under `/cdp`: system alerts, pipeline status, profile lookup."""
+"""Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Literal
 
-import ray
-from fastapi import FastAPI, Query
+import msgspec
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool
 from ray import serve
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, INTAKE_NAME, NAMESPACE, partition_of
+from cdp_actors.identity.types import canonical, is_device_type
+from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, partition_of, shard_name
+from cdp_actors.profiles.shard import DAY_MS
+from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.runtime import actor
+from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.telemetry import now_ms
-from serve_apps.errors import bad_request, error_response, json_response
+from serve_apps.errors import bad_request, error_response, json_response, validation_error
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
+    return validation_error(error)
 
 
 def parse_time_ms(value: str) -> int:
@@ -27,10 +38,67 @@ def parse_time_ms(value: str) -> int:
         return int(value)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        from datetime import timezone
-
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
+
+
+class ProfileEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_id: int
+    environment: Literal["production", "development"] = "production"
+    user_attributes: dict[str, str | int | float | bool | list[str] | None] = {}
+    deleted_user_attributes: list[str] = []
+    gdpr: dict[str, StrictBool] = {}
+    """Consent per GDPR purpose: true or false only."""
+    ccpa_data_sale_opt_out: StrictBool | None = None
+    identities: dict[str, str] = {}
+
+    def batch(self, mpid: int, now: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"mpid": mpid, "environment": self.environment, "events": [],
+                                "timestamp_unixtime_ms": now}  # fmt: skip
+        if self.user_attributes:
+            body["user_attributes"] = self.user_attributes
+        if self.deleted_user_attributes:
+            body["deleted_user_attributes"] = self.deleted_user_attributes
+        consent: dict[str, Any] = {}
+        if self.gdpr:
+            consent["gdpr"] = {p: {"consented": c, "timestamp_unixtime_ms": now} for p, c in self.gdpr.items()}
+        if self.ccpa_data_sale_opt_out is not None:
+            consent["ccpa"] = {"data_sale_opt_out": {"consented": self.ccpa_data_sale_opt_out,
+                                                     "timestamp_unixtime_ms": now}}  # fmt: skip
+        if consent:
+            body["consent_state"] = consent
+        user, device = split_identities(self.identities)
+        if user:
+            body["user_identities"] = user
+        if device:
+            body["device_info"] = device
+        return body
+
+
+def split_identities(identities: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    user, device = {}, {}
+    for name, value in identities.items():
+        identity_type = canonical(name) or name  # an unknown name fails the batch validation, with its path
+        (device if is_device_type(identity_type) else user)[identity_type] = value
+    return user, device
+
+
+def parse_mpid_or_none(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 else None
+
+
+def parse_day(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000) // DAY_MS
+
+
+def day_text(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).date().isoformat()
 
 
 @serve.deployment(
@@ -87,14 +155,64 @@ class AdminApi:
             200, {"intake": intake, "dispatcher": dispatcher, "shards": shards, "forwarders": forwarders}
         )
 
+    async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
+        shard = actor(shard_name(partition_of(mpid, self.config.runtime.shards)))
+        return await shard.profile.remote(mpid)
+
+    @app.get("/users/search")
+    async def search(self, identity_type: str, value: str) -> Response:
+        """Exact match on any identity; several profiles may hold a non-unique one."""
+        canonical_type = canonical(identity_type)
+        if canonical_type is None:
+            return bad_request(f"Unknown identity type {identity_type!r}")
+        holders = await actor(IDENTITY_NAME).holders.remote(canonical_type, value)
+        profiles = await asyncio.gather(*(self._shard_profile(mpid) for mpid, _ in holders))
+        users = [user_detail(mpid, record, profile) for (mpid, record), profile in zip(holders, profiles, strict=True)]
+        for user in users:
+            user.pop("recent_events")
+        return json_response(200, {"identity_type": canonical_type, "value": value, "users": users})
+
     @app.get("/users/{mpid}")
     async def user(self, mpid: str) -> Response:
-        try:
-            value = int(mpid)
-        except ValueError:
+        value = parse_mpid_or_none(mpid)
+        if value is None:
             return bad_request(f"mpid must be a 64-bit integer, got {mpid!r}")
-        shard = ray.get_actor(f"shard-{partition_of(value, self.config.runtime.shards)}", namespace=NAMESPACE)
-        profile = await shard.profile.remote(value)
-        if profile is None:
+        record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(value), self._shard_profile(value))
+        if record is None and profile is None:
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
-        return json_response(200, profile)
+        return json_response(200, user_detail(value, record, profile))
+
+    @app.post("/users/{mpid}/edit")
+    async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
+        """Attributes, consent and identities change through an eventless batch from a chosen input, so
+        connected outputs receive the change like any other."""
+        value = parse_mpid_or_none(mpid)
+        if value is None:
+            return bad_request(f"mpid must be a 64-bit integer, got {mpid!r}")
+        if not any(i.id == edit.input_id for i in self.config.inputs):
+            return bad_request(f"input_id: no input with id {edit.input_id}")
+        if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
+            return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
+        raw = msgspec.json.encode(edit.batch(value, now_ms()))
+        try:
+            decode_batch(raw)
+        except BatchError as error:
+            return bad_request(error.message)
+        result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
+        if result.overloaded:
+            return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.", {"Retry-After": "1"})
+        return Response(status_code=202)
+
+    @app.get("/reports/identity")
+    async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
+        """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
+        try:
+            last = parse_day(until) if until else now_ms() // DAY_MS
+            first = parse_day(since) if since else last - 6
+        except ValueError:
+            return bad_request("since/until must be dates, YYYY-MM-DD")
+        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
+        names = {i.id: i.name for i in self.config.inputs}
+        return json_response(200, {"since": day_text(first), "until": day_text(last),
+                                   "days": identity_report(reports, names)})  # fmt: skip

@@ -15,8 +15,8 @@ from ray.serve import Application
 from cdp_actors.config import WorkspaceConfig, load_workspace
 from serve_apps.admin import AdminApi
 from serve_apps.events import EventsApi
-
-APPS = (("events", "/v2"), ("cdp", "/cdp"))
+from serve_apps.identity import IdentityApi
+from serve_apps.profile import ProfileApi
 
 
 def _args(args: dict[str, Any]) -> tuple[WorkspaceConfig, str]:
@@ -32,6 +32,22 @@ def admin_app(config: WorkspaceConfig, data_dir: str) -> Application:
     return AdminApi.bind(config, data_dir)
 
 
+def identity_app(config: WorkspaceConfig, data_dir: str) -> Application:
+    return IdentityApi.bind(config, data_dir)
+
+
+def profile_app(config: WorkspaceConfig, data_dir: str) -> Application:
+    return ProfileApi.bind(config, data_dir)
+
+
+APPS = {  # name: (route prefix, builder)
+    "events": ("/v2", events_app),
+    "identity": ("/v1", identity_app),
+    "cdp": ("/cdp", admin_app),
+    "profile": ("/", profile_app),
+}
+
+
 def build_events_app(args: dict[str, Any]) -> Application:
     return events_app(*_args(args))
 
@@ -40,7 +56,14 @@ def build_admin_app(args: dict[str, Any]) -> Application:
     return admin_app(*_args(args))
 
 
+def build_identity_app(args: dict[str, Any]) -> Application:
+    return identity_app(*_args(args))
+
+
+def build_profile_app(args: dict[str, Any]) -> Application:
+    return profile_app(*_args(args))
+
+
 def deploy(config: WorkspaceConfig, data_dir: str) -> None:
-    builders = {"events": events_app, "cdp": admin_app}
-    for name, prefix in APPS:
-        serve.run(builders[name](config, data_dir), name=name, route_prefix=prefix)
+    for name, (prefix, build) in APPS.items():
+        serve.run(build(config, data_dir), name=name, route_prefix=prefix)

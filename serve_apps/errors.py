@@ -20,3 +20,10 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 def bad_request(message: str) -> Response:
     return error_response(400, "BAD_REQUEST", message)
+
+
+def validation_error(error: Any) -> Response:
+    """FastAPI's request validation failure as an mParticle-style 400 naming the field."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return bad_request(f"{first['msg']} - at `{where}`")

@@ -6,8 +6,6 @@ batches durably; 202 only after that commit.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,53 +14,16 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cdp_actors.config import Input, WorkspaceConfig
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.intake.log import AppendResult
 from cdp_actors.partition import INTAKE_NAME, NAMESPACE
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
+from serve_apps.auth import TooLarge, authenticate, read_body
 from serve_apps.errors import bad_request, error_response, json_response
 
 RETRY_AFTER_S = "1"
-
-
-class TooLarge(Exception):
-    pass
-
-
-def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.lower().startswith("basic "):
-        return None
-    try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    key, sep, secret = decoded.partition(":")
-    return (key, secret) if sep else None
-
-
-def authenticate(config: WorkspaceConfig, header: str | None) -> Input | Response:
-    credentials = parse_basic_auth(header)
-    if credentials is None:
-        return error_response(401, "UNAUTHORIZED", "Authentication missing: send HTTP Basic auth with key:secret.")
-    found = config.input_by_key(credentials[0])
-    if found is None or not found.credentials_match(*credentials):
-        return error_response(403, "FORBIDDEN", "API key/secret are present but not valid.")
-    return found
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @dataclass

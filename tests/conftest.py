@@ -82,7 +82,7 @@ class Platforms:
 
         if self.current is None:
             return
-        for name, _ in APPS:
+        for name in APPS:
             with contextlib.suppress(Exception):
                 serve.delete(name)
         stop_runtime(self.current)

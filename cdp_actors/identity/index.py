@@ -14,7 +14,9 @@ here (`cdp bench identity`), well above what the rest of the pipeline can feed i
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,14 @@ import msgspec
 import ray
 
 from cdp_actors.identity import strategy
-from cdp_actors.identity.strategy import IdentityChange, IdentityRecord, Outcome, Policy
-from cdp_actors.storage.lmdb_env import Store, mpid_from_key, mpid_key
+from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
+from cdp_actors.partition import NAMESPACE, partition_of, shard_name
+from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
 
-IDENTITY_DBS = ("holders", "records")
+IDENTITY_DBS = ("holders", "records", "alias_jobs")
 _record_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(IdentityRecord))
+_job_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(AliasJob))
+log = logging.getLogger(__name__)
 
 
 def identity_key(identity_type: str, value: str) -> bytes:
@@ -48,6 +53,7 @@ class LmdbState:
 
     def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
         self.txn, self.holders_db, self.records_db = txn, store.db("holders"), store.db("records")
+        self.jobs_db = store.db("alias_jobs")
 
     def holders(self, identity_type: str, value: str) -> list[int]:
         data = self.txn.get(identity_key(identity_type, value), db=self.holders_db)
@@ -66,6 +72,20 @@ class LmdbState:
 
     def put(self, mpid: int, record: IdentityRecord) -> None:
         self.txn.put(mpid_key(mpid), _record_codec[0].encode(record), db=self.records_db)
+
+    def add_alias_job(self, source: int, destination: int, window: tuple[int, int]) -> AliasJob:
+        # Shards remember finished job ids, so ids must never repeat: microseconds, rising past the last.
+        last = last_key(self.txn, self.jobs_db)
+        job_id = max(time.time_ns() // 1000, from_u64(last) + 1 if last else 0)
+        job = AliasJob(job_id, source, destination, *window)
+        self.txn.put(u64(job.job), _job_codec[0].encode(job), db=self.jobs_db)
+        return job
+
+    def alias_jobs(self) -> list[AliasJob]:
+        return [_job_codec[1].decode(value) for value in self.txn.cursor(db=self.jobs_db).iternext(keys=False)]
+
+    def finish_alias_job(self, job: int) -> None:
+        self.txn.delete(u64(job), db=self.jobs_db)
 
 
 Operation = Callable[[LmdbState], Any]
@@ -124,9 +144,14 @@ class IdentityIndex:
         setup_process(config, data_dir, "identity")
         self.core = IdentityCore(Path(data_dir) / "identity", config.identity.policy())
         self.policy = self.core.policy
+        self.shards = config.runtime.shards
         self.pending: list[tuple[Operation, asyncio.Future]] = []
         self.wake = asyncio.Event()
-        asyncio.get_running_loop().create_task(self._commit_loop())
+        self.alias_wake = asyncio.Event()
+        self.alias_wake.set()  # jobs a previous incarnation accepted but did not finish
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._commit_loop())
+        loop.create_task(self._alias_loop())
 
     async def _commit_loop(self) -> None:
         while True:
@@ -163,6 +188,46 @@ class IdentityIndex:
             return [strategy.resolve_batch(state, self.policy, *batch) for batch in batches]
 
         return await self._submit(resolve_all)
+
+    async def alias(self, source: int, destination: int, start_ms: int | None, end_ms: int | None,
+                    now_ms: int) -> bool:  # fmt: skip
+        """Record an alias and queue the copy of the source's events; False if a rule says not to apply it."""
+
+        def record(state: LmdbState) -> bool:
+            window = strategy.alias(state, source, destination, start_ms, end_ms, now_ms)
+            if window is not None:
+                state.add_alias_job(source, destination, window)
+            return window is not None
+
+        applied = await self._submit(record)
+        self.alias_wake.set()
+        return applied
+
+    async def _alias_loop(self) -> None:
+        """Copy each pending alias job's events from the source's shard to the destination's; a job
+        leaves the queue only after the destination shard has committed it (idempotently, by job id)."""
+        while True:
+            await self.alias_wake.wait()
+            self.alias_wake.clear()
+            for job in self.core.read(lambda s: s.alias_jobs()):
+                try:
+                    await self._copy(job)
+                except Exception:
+                    log.exception("alias job %s failed; retrying", job.job)
+                    await asyncio.sleep(1)
+                    self.alias_wake.set()
+                    break
+                await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
+
+    async def _copy(self, job: AliasJob) -> None:
+        def shard(mpid: int) -> Any:
+            return ray.get_actor(shard_name(partition_of(mpid, self.shards)), namespace=NAMESPACE)
+
+        exported = await shard(job.source).alias_export.remote(job)
+        await shard(job.destination).alias_import.remote(job, *exported)
+
+    def pending_aliases(self) -> int:
+        return len(self.core.read(lambda s: s.alias_jobs()))
 
     def search(self, request: dict[str, str]) -> Outcome | None:
         return self.core.read(lambda s: strategy.search(s, self.policy, request))

@@ -39,6 +39,9 @@ class IdentityRecord(msgspec.Struct):
     orphaned: bool = False
     alias_source: int | None = None
     """Profile Link: the anonymous profile a newly known profile came from, for a later alias."""
+    aliased_windows: list[tuple[int, int]] = []
+    """Time windows this profile was the source of an alias for."""
+    alias_destination: bool = False
 
 
 class IdentityChange(msgspec.Struct):
@@ -61,6 +64,9 @@ class IdentityError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:
+        return IdentityError, (self.status, self.code, self.message)
 
 
 class IdentityState(Protocol):
@@ -336,6 +342,39 @@ def resolve_batch(
     if record.orphaned:
         return Outcome(batch_mpid)
     return _resolved(state, policy, batch_mpid, request)
+
+
+ALIAS_MAX_WINDOW_MS = 90 * 86_400_000
+
+
+class AliasJob(msgspec.Struct, array_like=True):
+    job: int
+    source: int
+    destination: int
+    start_ms: int
+    end_ms: int
+
+
+def alias(
+    state: IdentityState, source: int, destination: int, start_ms: int | None, end_ms: int | None, now_ms: int
+) -> tuple[int, int] | None:
+    """Validate an alias request and record it on both profiles; the window to copy, or None when a
+    server rule says not to apply it (which, as documented, is not an error)."""
+    end = end_ms if end_ms is not None else now_ms
+    start = max(start_ms if start_ms is not None else 0, now_ms - ALIAS_MAX_WINDOW_MS)
+    if end <= start:
+        raise IdentityError(400, "BAD_REQUEST", "Given time range is invalid.")
+    source_record, destination_record = state.record(source), state.record(destination)
+    if source_record is None or destination_record is None:
+        raise IdentityError(400, "BAD_REQUEST", "source MPID or target MPID does not exist.")
+    overlaps = any(s < end and start < e for s, e in source_record.aliased_windows)
+    if overlaps or source_record.alias_destination or destination_record.aliased_windows:
+        return None
+    source_record.aliased_windows = [*source_record.aliased_windows, (start, end)]
+    destination_record.alias_destination = True
+    state.put(source, source_record)
+    state.put(destination, destination_record)
+    return start, end
 
 
 def _needs_login_support(policy: Policy, operation: str) -> None:

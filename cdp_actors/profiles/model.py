@@ -34,6 +34,7 @@ class Profile(msgspec.Struct, omit_defaults=True):
     batches: int = 0
     events: int = 0
     history: int = 0
+    status_messages: list[str] = []
 
     def live_attributes(self) -> dict[str, Any]:
         return {name: item.value for name, item in self.attributes.items() if item.value is not None}

@@ -16,6 +16,7 @@ import msgspec
 import ray
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
@@ -26,8 +27,10 @@ from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, iter_prefix,
 from cdp_actors.telemetry import count, span
 
 log = logging.getLogger(__name__)
-SHARD_DBS = ("profiles", "history", "outbox", "meta")
+SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity")
+DAY_MS = 86_400_000
 LAST_SEQ = b"last_seq"
+ALIAS_DONE = b"alias-done:"
 _row_encoder = msgspec.msgpack.Encoder()
 _row_decoder = msgspec.msgpack.Decoder(OutboxRow)
 
@@ -53,6 +56,24 @@ def history_key(mpid: int, seq: int) -> bytes:
     return mpid_key(mpid) + u64(seq)
 
 
+def activity_key(day: int, input_id: int, mpid: int) -> bytes:
+    return day.to_bytes(4, "big") + input_id.to_bytes(4, "big") + mpid_key(mpid)
+
+
+class Activity(msgspec.Struct, array_like=True):
+    """A profile's state on one day, as seen through one input (the identity report's raw data)."""
+
+    known: bool
+    identity_types: list[str]
+
+
+_activity_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Activity))
+
+
+def event_time(event: dict[str, Any]) -> int:
+    return (event.get("data") or {}).get("timestamp_unixtime_ms", -1)
+
+
 class ShardCore:
     """The shard's state and storage, without Ray."""
 
@@ -61,6 +82,7 @@ class ShardCore:
         self.config = config
         self.forwarders = config.runtime.forwarders
         self.history_cap = config.runtime.history_per_user
+        self.login_ids = config.identity.policy().login
         self.store = Store(path, SHARD_DBS)
         with self.store.read() as txn:
             value = txn.get(LAST_SEQ, db=self.store.db("meta"))
@@ -92,6 +114,7 @@ class ShardCore:
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
+        self._note_activity(txn, profile, record)
         connections = self.config.active_connections(record.input_id)
         if connections:
             created = {n for n, v in profile.user_identities.items() if before.user_identities.get(n) != v}
@@ -112,6 +135,29 @@ class ShardCore:
                 txn.put(row.key, _row_encoder.encode(row), db=self.store.db("outbox"))
         return profile
 
+    def _note_activity(self, txn: Any, profile: Profile, record: ShardRecord) -> None:
+        types = sorted({*profile.user_identities, *profile.device_identities})
+        activity = Activity(any(t in self.login_ids for t in profile.user_identities), types)
+        key = activity_key(record.received_ms // DAY_MS, record.input_id, record.mpid)
+        txn.put(key, _activity_codec[0].encode(activity), db=self.store.db("activity"))
+
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+        """Per (day, input): active and known profiles, and how many had each identity type."""
+        report: dict[tuple[int, int], dict[str, Any]] = {}
+        with self.store.read() as txn:
+            for key, value in iter_from(txn, self.store.db("activity"), first_day.to_bytes(4, "big"), 10**12):
+                day = int.from_bytes(key[:4], "big")
+                if day > last_day:
+                    break
+                activity = _activity_codec[1].decode(value)
+                entry = report.setdefault((day, int.from_bytes(key[4:8], "big")),
+                                          {"active": 0, "known": 0, "coverage": {}})  # fmt: skip
+                entry["active"] += 1
+                entry["known"] += activity.known
+                for identity_type in activity.identity_types:
+                    entry["coverage"][identity_type] = entry["coverage"].get(identity_type, 0) + 1
+        return report
+
     def _append_history(self, txn: Any, profile: Profile, record: ShardRecord, events: list) -> Profile:
         """One record per batch (its event count, then its events); the oldest batches go past `history_cap`."""
         if not self.history_cap or not events:
@@ -127,6 +173,39 @@ class ShardCore:
                 size -= int.from_bytes(cursor.value()[:2], "big")
                 cursor.delete()
         return msgspec.structs.replace(profile, history=size)
+
+    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+        """The source's events stamped inside the job's window, and its first-seen time."""
+        note = f"aliased into {job.destination} (alias job {job.job})"
+        with self.store.write() as txn:
+            profile = self._load(txn, job.source)
+            if note not in profile.status_messages:
+                profile = msgspec.structs.replace(profile, status_messages=[*profile.status_messages, note])
+                txn.put(mpid_key(job.source), encode_profile(profile), db=self.store.db("profiles"))
+            history = iter_prefix(txn, self.store.db("history"), mpid_key(job.source))
+            stored = [e for _, value in history for e in msgspec.json.decode(value[2:])]
+        events = [e for e in stored if job.start_ms <= event_time(e) < job.end_ms]
+        return events, profile.first_seen_ms
+
+    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
+        """Add an alias job's events and first-seen time to the destination, once per job."""
+        done = ALIAS_DONE + u64(job.job)
+        with self.store.write() as txn:
+            if txn.get(done, db=self.store.db("meta")):
+                return False
+            profile = self._load(txn, job.destination)
+            if events:  # under sequence 0, so the copied past sorts before the destination's own batches
+                key = history_key(job.destination, 0) + u64(job.job)
+                txn.put(key, len(events).to_bytes(2, "big") + encode(events), db=self.store.db("history"))
+            profile = msgspec.structs.replace(
+                profile,
+                first_seen_ms=first_seen_ms or profile.first_seen_ms,
+                history=profile.history + len(events),
+                status_messages=[*profile.status_messages, f"merged from {job.source} (alias job {job.job})"],
+            )
+            txn.put(mpid_key(job.destination), encode_profile(profile), db=self.store.db("profiles"))
+            txn.put(done, b"1", db=self.store.db("meta"))
+        return True
 
     def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> list[OutboxRow]:
         """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
@@ -232,6 +311,15 @@ class ProfileShard:
 
     def profile(self, mpid: int) -> dict[str, Any] | None:
         return self.core.profile(mpid)
+
+    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+        return self.core.alias_export(job)
+
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+        return self.core.activity(first_day, last_day)
+
+    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
+        return self.core.alias_import(job, events, first_seen_ms)
 
     def stats(self) -> dict[str, int]:
         return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed.values())}

@@ -49,7 +49,8 @@ def test_many_users_each_batch_delivered_once_in_order_and_enriched(platform, re
 
     profile = api.get(f"/cdp/users/{mpid_of_user['user-3']}").json()
     assert profile["batches"] == BATCHES_PER_USER and profile["events"] == BATCHES_PER_USER * EVENTS_PER_BATCH
-    assert profile["attributes"]["round"][0] == str(BATCHES_PER_USER - 1)
+    assert profile["attributes"]["round"]["value"] == str(BATCHES_PER_USER - 1)
+    assert profile["identities"] == {"customer_id": ["user-3"]}
     assert len(profile["recent_events"]) == min(20, BATCHES_PER_USER * EVENTS_PER_BATCH)
 
 
@@ -84,7 +85,7 @@ def test_attributes_last_write_wins_deletes_and_consent_notifications(platform, 
     assert change["old"]["consented"] is True and change["current"]["consented"] is False
     profile = api.get(f"/cdp/users/{mpid}").json()
     assert profile["consent"]["gdpr"]["location"]["consented"] is False
-    assert {k: v[0] for k, v in profile["attributes"].items() if v[0] is not None} == {"plan": "gold", "color": "red"}
+    assert {k: v["value"] for k, v in profile["attributes"].items()} == {"plan": "gold", "color": "red"}
 
 
 def test_same_source_request_id_is_forwarded_once(platform, receiver) -> None:
@@ -96,7 +97,8 @@ def test_same_source_request_id_is_forwarded_once(platform, receiver) -> None:
     assert api.post("/v2/bulkevents", [body, batch("dup", [custom("other", T0 + 1)])]).status_code == 202
     before = api.accepted_batches()
     wait_for(lambda: len(receiver.received) == 2 and api.settled(), what="two deliveries")
-    names = [e["data"]["event_name"] for b in receiver.bodies() for e in b["events"] if e["event_type"] == "custom_event"]
+    events = [e for b in receiver.bodies() for e in b["events"]]
+    names = [e["data"]["event_name"] for e in events if e["event_type"] == "custom_event"]
     assert sorted(names) == ["once", "other"]
     assert api.accepted_batches() == before == start + 2
     profile = api.get(f"/cdp/users/{receiver.bodies()[0]['mpid']}").json()

@@ -1,0 +1,120 @@
+"""Read views of a profile: the Profile API body (reference §3) and the /cdp user detail.
+
+Both combine the IdentityIndex's record (the authoritative identities) with the shard's profile view
+(`ShardCore.profile`: attributes and consent as `[value, ts]` pairs, history, first/last seen).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from cdp_actors.identity.strategy import IdentityRecord
+from cdp_actors.identity.types import is_device_type, profile_api_name
+
+PROFILE_FIELDS = ("device_identities", "user_identities", "user_attributes", "audience_memberships", "attribution")
+RESERVED_ATTRIBUTES = ("$firstname", "$lastname", "$age", "$gender", "$mobile", "$address", "$city", "$state",
+                       "$zip", "$country")  # fmt: skip
+
+
+def _as_strings(value: Any) -> str | list[str]:
+    """The Profile API stores every attribute value as a string, or a list of strings."""
+    if isinstance(value, list):
+        return [_as_strings(v) for v in value]  # type: ignore[misc]
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def live_attributes(profile: dict[str, Any] | None) -> dict[str, Any]:
+    attributes = (profile or {}).get("attributes", {})
+    return {name: value for name, (value, _ts) in attributes.items() if value is not None}
+
+
+def identity_entries(record: IdentityRecord | None, devices: bool) -> list[dict[str, str]]:
+    return [
+        {"type": profile_api_name(t), "encoding": "none", "value": value}
+        for t, values in (record.identities if record else {}).items()
+        if is_device_type(t) == devices
+        for value in values
+    ]
+
+
+def profile_api_body(
+    mpid: int, record: IdentityRecord | None, profile: dict[str, Any] | None, fields: list[str]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "mpid": mpid,
+        "created_timestamp_ms": (record.created_ms if record else 0) or (profile or {}).get("first_seen_ms"),
+        "last_stored_timestamp_ms": (profile or {}).get("last_seen_ms"),
+        "is_opted_out": False,
+        "limit_ad_tracking": None,
+        "account_userattributes": None,
+    }
+    if "device_identities" in fields:
+        body["device_identities"] = identity_entries(record, devices=True)
+    if "user_identities" in fields:
+        body["user_identities"] = identity_entries(record, devices=False)
+    if "user_attributes" in fields:
+        body["user_attributes"] = {name: _as_strings(value) for name, value in live_attributes(profile).items()}
+    if "audience_memberships" in fields:
+        body["audience_memberships"] = []  # audiences arrive with their own issue
+    if "attribution" in fields:
+        body["attribution"] = []  # undocumented shape (reference §3); install attribution is not stored yet
+    return body
+
+
+def ordered_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Reserved attributes ($firstname, ...) first, in their documented order, then the rest by name."""
+    reserved = {name: attributes[name] for name in RESERVED_ATTRIBUTES if name in attributes}
+    return {**reserved, **{name: attributes[name] for name in sorted(attributes) if name not in reserved}}
+
+
+def user_detail(mpid: int, record: IdentityRecord | None, profile: dict[str, Any] | None) -> dict[str, Any]:
+    profile = profile or {}
+    devices = {name: {"value": value, "last_seen_ms": ts}
+               for name, (value, ts) in profile.get("device_identities", {}).items()}  # fmt: skip
+    return {
+        "mpid": mpid,
+        "orphaned": bool(record and record.orphaned),
+        "identities": {t: v for t, v in (record.identities if record else {}).items() if not is_device_type(t)},
+        "devices": devices,
+        "attributes": ordered_attributes({name: {"value": value, "updated_ms": ts}
+                                          for name, (value, ts) in profile.get("attributes", {}).items()
+                                          if value is not None}),  # fmt: skip
+        "consent": profile.get("consent", {}),
+        "first_seen_ms": profile.get("first_seen_ms"),
+        "last_seen_ms": profile.get("last_seen_ms"),
+        "inputs": profile.get("inputs", []),
+        "batches": profile.get("batches", 0),
+        "events": profile.get("events", 0),
+        "status_messages": profile.get("status_messages", []),
+        "recent_events": profile.get("recent_events", []),
+    }
+
+
+def identity_report(
+    shard_reports: list[dict[tuple[int, int], dict[str, Any]]], input_names: dict[int, str]
+) -> list[dict[str, Any]]:
+    """Merge the shards' per-(day, input) activity into report rows, by day then input."""
+    merged: dict[tuple[int, int], dict[str, Any]] = {}
+    for report in shard_reports:
+        for key, entry in report.items():
+            into = merged.setdefault(tuple(key), {"active": 0, "known": 0, "coverage": {}})
+            into["active"] += entry["active"]
+            into["known"] += entry["known"]
+            for identity_type, n in entry["coverage"].items():
+                into["coverage"][identity_type] = into["coverage"].get(identity_type, 0) + n
+    rows = []
+    for (day, input_id), entry in sorted(merged.items()):
+        active = entry["active"]
+        rows.append({
+            "date": datetime.fromtimestamp(day * 86_400, tz=timezone.utc).date().isoformat(),
+            "input_id": input_id,
+            "input": input_names.get(input_id, ""),
+            "active_profiles": active,
+            "known_profiles": entry["known"],
+            "anonymous_profiles": active - entry["known"],
+            "identifier_coverage": {t: round(n / active, 4) for t, n in sorted(entry["coverage"].items())},
+        })  # fmt: skip
+    return rows

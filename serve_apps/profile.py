@@ -1,0 +1,138 @@
+"""Profile API: `POST /oauth/token` (client credentials) and `/userprofile/v1/...` (reference §3).
+
+Deployed at the root prefix, so it also answers the unknown paths no other app claims (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from cdp_actors.config import WorkspaceConfig
+from cdp_actors.identity.types import canonical
+from cdp_actors.partition import IDENTITY_NAME, partition_of, shard_name
+from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
+from cdp_actors.runtime import actor
+from cdp_actors.telemetry import now_ms
+from cdp_actors.tokens import issue_token, verify_token
+from serve_apps.errors import bad_request, error_response, json_response, validation_error
+
+app = FastAPI(title="cdp profile api", docs_url=None, redoc_url=None)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
+    return validation_error(error)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "BAD_REQUEST")
+    message = f"No such endpoint: {request.url.path}" if error.status_code == 404 else str(error.detail)
+    return error_response(error.status_code, code, message)
+
+
+class TokenRequest(BaseModel):
+    client_id: str
+    client_secret: str
+    grant_type: Literal["client_credentials"] = "client_credentials"
+    audience: str | None = None
+
+
+class ResolveIdentity(BaseModel):
+    type: str
+    value: str
+
+
+class ResolveRequest(BaseModel):
+    environment_type: Literal["production", "development"] = "production"
+    identity: ResolveIdentity
+
+
+def parse_fields(fields: str | None) -> list[str] | Response:
+    wanted = [f.strip() for f in (fields or "").split(",") if f.strip()]
+    if not wanted:
+        return bad_request(f"fields is required: a comma-separated list of {', '.join(PROFILE_FIELDS)}")
+    unknown = [f for f in wanted if f not in PROFILE_FIELDS]
+    if unknown:
+        return bad_request(f"Unknown fields {unknown}; allowed: {', '.join(PROFILE_FIELDS)}")
+    return wanted
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    max_ongoing_requests=32,
+    graceful_shutdown_timeout_s=5,
+    graceful_shutdown_wait_loop_s=1,
+)
+@serve.ingress(app)
+class ProfileApi:
+    def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
+        self.config = config
+        self.workspace = config.workspace
+
+    @app.post("/oauth/token")
+    async def token(self, body: TokenRequest) -> Response:
+        client = next((c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)),
+                      None)  # fmt: skip
+        if client is None:
+            return error_response(401, "UNAUTHORIZED", "Unknown client_id or wrong client_secret.")
+        return json_response(200, {"access_token": issue_token(client, now_ms()), "expires_in": client.token_ttl_s,
+                                   "token_type": "Bearer"})  # fmt: skip
+
+    def _authorized(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or verify_token(self.config.api_clients, token.strip(), now_ms()) is None:
+            return error_response(401, "UNAUTHORIZED", "Send a valid, unexpired Bearer token from POST /oauth/token.")
+        return None
+
+    def _check_workspace(self, org: int, account: int, workspace: int) -> Response | None:
+        ours = (self.workspace.org_id, self.workspace.account_id, self.workspace.workspace_id)
+        if (org, account, workspace) != ours:
+            return error_response(404, "NOT_FOUND", f"No workspace {org}/{account}/{workspace}.")
+        return None
+
+    async def _body(self, mpid: int, fields: list[str]) -> Response:
+        shard = actor(shard_name(partition_of(mpid, self.config.runtime.shards)))
+        record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(mpid), shard.profile.remote(mpid))
+        if (record is None or record.orphaned) and profile is None:
+            return error_response(404, "NOT_FOUND", f"No profile with mpid {mpid}.")
+        return Response(msgspec.json.encode(profile_api_body(mpid, record, profile, fields)),
+                        media_type="application/json")  # fmt: skip
+
+    @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
+    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: int,
+                      fields: str | None = None) -> Response:  # fmt: skip
+        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
+        if refused:
+            return refused
+        wanted = parse_fields(fields)
+        return wanted if isinstance(wanted, Response) else await self._body(mpid, wanted)
+
+    @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}")
+    async def resolve(self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest,
+                      fields: str | None = None) -> Response:  # fmt: skip
+        """A profile by an immutable identity."""
+        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
+        if refused:
+            return refused
+        wanted = parse_fields(fields)
+        if isinstance(wanted, Response):
+            return wanted
+        identity_type = canonical(body.identity.type)
+        if identity_type not in self.config.identity.policy().immutable:
+            return bad_request(f"identity.type must be an immutable identity type; {body.identity.type!r} is not.")
+        holders: list[tuple[int, Any]] = await actor(IDENTITY_NAME).holders.remote(identity_type, body.identity.value)
+        live = [mpid for mpid, record in holders if not record.orphaned]
+        if not live:
+            return error_response(404, "NOT_FOUND", "No profile holds that identity.")
+        return await self._body(live[0], wanted)
