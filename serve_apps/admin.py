@@ -1,7 +1,6 @@
 """Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 import asyncio
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -145,14 +144,17 @@ class AdminApi:
     @app.get("/status")
     async def status(self) -> Response:
         runtime = self.config.runtime
-        intake, dispatcher, shards, forwarders = await asyncio.gather(
+        intake, dispatcher, identity, shards, forwarders = await asyncio.gather(
             actor(INTAKE_NAME).status.remote(),
             actor(DISPATCHER_NAME).status.remote(),
+            actor(IDENTITY_NAME).stats.remote(),
             asyncio.gather(*(actor(f"shard-{i}").stats.remote() for i in range(runtime.shards))),
             asyncio.gather(*(actor(f"forwarder-{i}").status.remote() for i in range(runtime.forwarders))),
         )
         return json_response(
-            200, {"intake": intake, "dispatcher": dispatcher, "shards": shards, "forwarders": forwarders}
+            200,
+            {"intake": intake, "dispatcher": dispatcher, "identity": identity, "shards": shards,
+             "forwarders": forwarders},  # fmt: skip
         )
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 Deployed at the root prefix, so it also answers the unknown paths no other app claims (404).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 
 import asyncio
 from typing import Any, Literal
@@ -109,15 +109,7 @@ class ProfileApi:
         return Response(msgspec.json.encode(profile_api_body(mpid, record, profile, fields)),
                         media_type="application/json")  # fmt: skip
 
-    @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
-    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: int,
-                      fields: str | None = None) -> Response:  # fmt: skip
-        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
-        if refused:
-            return refused
-        wanted = parse_fields(fields)
-        return wanted if isinstance(wanted, Response) else await self._body(mpid, wanted)
-
+    # Declared before the by-MPID route, which would otherwise claim /userprofile/v1/resolve/... paths.
     @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}")
     async def resolve(self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest,
                       fields: str | None = None) -> Response:  # fmt: skip
@@ -136,3 +128,12 @@ class ProfileApi:
         if not live:
             return error_response(404, "NOT_FOUND", "No profile holds that identity.")
         return await self._body(live[0], wanted)
+
+    @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
+    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: int,
+                      fields: str | None = None) -> Response:  # fmt: skip
+        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
+        if refused:
+            return refused
+        wanted = parse_fields(fields)
+        return wanted if isinstance(wanted, Response) else await self._body(mpid, wanted)

@@ -226,9 +226,6 @@ class IdentityIndex:
         exported = await shard(job.source).alias_export.remote(job)
         await shard(job.destination).alias_import.remote(job, *exported)
 
-    def pending_aliases(self) -> int:
-        return len(self.core.read(lambda s: s.alias_jobs()))
-
     def search(self, request: dict[str, str]) -> Outcome | None:
         return self.core.read(lambda s: strategy.search(s, self.policy, request))
 
@@ -239,4 +236,4 @@ class IdentityIndex:
         return self.core.holders_with_records(identity_type, value)
 
     def stats(self) -> dict[str, int]:
-        return self.core.count()
+        return {**self.core.count(), "pending_aliases": len(self.core.read(lambda s: s.alias_jobs()))}
