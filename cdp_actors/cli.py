@@ -104,10 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
     start_ray(args.address, fast_ingress=args.fast_ingress)
-    start_platform(config, data_dir, args.host, args.port)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(sig, lambda *_: stop.set())
+    start_platform(config, data_dir, args.host, args.port)  # a signal meanwhile stops it once it is up
     print(
         f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
         f"(data in {data_dir}); Ctrl-C stops",
@@ -141,12 +141,17 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_USERS = {"ingest": 10_000, "identity": 1_000_000}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.identity import run_identity_bench
     from benchmarks.ingest import run_ingest_bench
 
     config = _load(args.config)
-    report = asyncio.run(run_ingest_bench(config, args)) if args.scenario == "ingest" else None
-    print(json.dumps(report, indent=2))
+    args.users = args.users or BENCH_USERS[args.scenario]
+    run = {"ingest": run_ingest_bench, "identity": run_identity_bench}[args.scenario]
+    print(json.dumps(asyncio.run(run(config, args)), indent=2))
     return 0
 
 
@@ -169,11 +174,11 @@ def parser() -> argparse.ArgumentParser:
     sink.set_defaults(run=cmd_sink)
 
     bench = commands.add_parser("bench", help="run a load benchmark and write a JSON report and a PNG plot")
-    bench.add_argument("scenario", choices=["ingest"])
+    bench.add_argument("scenario", choices=sorted(BENCH_USERS))
     bench.add_argument("--config", default=DEFAULT_CONFIG)
     bench.add_argument("--duration", type=float, default=30.0, help="seconds of load per phase")
     bench.add_argument("--out", default="bench-out")
-    bench.add_argument("--users", type=int, default=10_000)
+    bench.add_argument("--users", type=int, default=None, help="ingest: 10,000; identity: 1,000,000 profiles")
     bench.add_argument("--concurrency", type=int, default=8)
     bench.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
     bench.set_defaults(run=cmd_bench)

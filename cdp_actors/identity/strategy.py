@@ -281,12 +281,14 @@ def identify(
 
 
 def login(state: IdentityState, policy: Policy, request: Mapping[str, str], now_ms: int,
-          previous_mpid: int | None = None) -> Outcome:  # fmt: skip
+          previous_mpid: int | None = None, new_mpid: int | None = None) -> Outcome:  # fmt: skip
     _needs_login_support(policy, "login")
-    return identify(state, policy, request, now_ms, previous_mpid)
+    return identify(state, policy, request, now_ms, previous_mpid, new_mpid)
 
 
-def logout(state: IdentityState, policy: Policy, request: Mapping[str, str], now_ms: int) -> Outcome:
+def logout(
+    state: IdentityState, policy: Policy, request: Mapping[str, str], now_ms: int, new_mpid: int | None = None
+) -> Outcome:
     """Back to an anonymous profile: Link always makes a new one; the others return to the device's
     anonymous profile when it still exists (under Conversion it became the known one, so a new one)."""
     _needs_login_support(policy, "logout")
@@ -294,7 +296,7 @@ def logout(state: IdentityState, policy: Policy, request: Mapping[str, str], now
     mpid = None if policy.strategy == LINK else find(state, policy, anonymous, anonymous_only=True)
     if mpid is not None:
         return _resolved(state, policy, mpid, anonymous)
-    return create(state, policy, anonymous, now_ms, random_mpid())
+    return create(state, policy, anonymous, now_ms, new_mpid or random_mpid())
 
 
 def search(state: IdentityState, policy: Policy, request: Mapping[str, str]) -> Outcome | None:

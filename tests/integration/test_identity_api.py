@@ -179,4 +179,7 @@ def test_batches_resolve_through_idsync_and_carry_identity_changes(platform, rec
     assert len(changes) == 1 and changes[0]["old"] is None and changes[0]["message_id"]
     new = changes[0]["new"]
     assert (new["identity_type"], new["identity"], new["created_this_batch"]) == ("email", "bu@x.io", True)
-    assert idsync(api, "search", email="bu@x.io")["mpid"] == known["mpid"]
+    found = idsync(api, "search", customerid="batch-user", email="bu@x.io")
+    assert (found["mpid"], found["matched_identities"]) == (known["mpid"], {"customerid": "batch-user",
+                                                                             "email": "bu@x.io"})  # fmt: skip
+    idsync(api, "search", status=404, email="bu@x.io")  # a known profile needs its login ID (customer ID)

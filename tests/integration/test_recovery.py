@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -18,7 +20,7 @@ import yaml
 from cdp_actors.partition import NAMESPACE
 from tests.conftest import ROOT, demo_config
 from tests.samples import batch, custom
-from tests.support import Api, Receiver, free_port, wait_for
+from tests.support import DEMO_AUTH, Api, Receiver, free_port, wait_for
 
 PATIENT_RETRY = {"max_attempts": 1000, "base_delay_s": 0.05, "max_delay_s": 0.3, "request_timeout_s": 2}
 T0 = 1_700_000_000_000
@@ -122,3 +124,60 @@ def test_a_crashed_shard_and_forwarder_restart_without_loss(platform, receiver) 
              what="every batch delivered")  # fmt: skip
     wait_for(api.settled, timeout=60, what="outboxes drained")
     check_profiles(api, receiver, sent)
+
+
+def test_kill_9_during_identity_traffic_keeps_index_and_profiles_in_agreement(tmp_path: Path) -> None:
+    sink = Receiver().start()
+    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
+    config["outputs"][0]["settings"]["url"] = sink.url
+    config_path, data_dir, port = tmp_path / "workspace.yaml", tmp_path / "data", free_port()
+    config_path.write_text(yaml.safe_dump(config))
+    process = start_serve(config_path, data_dir, port)
+    api = Api(port)
+    answered: dict[str, str] = {}  # customer -> the MPID an acknowledged identify/login returned
+    enough = threading.Event()
+
+    def identify(n: int) -> None:
+        body = {"environment": "production",
+                "known_identities": {"customerid": f"idk-{n}", "ios_idfv": f"dev-{n}"}}  # fmt: skip
+        with contextlib.suppress(requests.RequestException):
+            response = requests.post(f"{api.base}/v1/{'login' if n % 2 else 'identify'}", json=body, timeout=10,
+                                     headers={"Authorization": DEMO_AUTH})  # fmt: skip
+            if response.status_code == 200:
+                answered[f"idk-{n}"] = response.json()["mpid"]
+        if len(answered) >= 60:
+            enough.set()
+
+    try:
+        sent = send_load(api, users=20, requests_=5, per_request=20, tag="idk")  # batches resolve meanwhile
+        with ThreadPoolExecutor(16) as pool:
+            calls = [pool.submit(identify, n) for n in range(200)]
+            enough.wait(120)
+            kill_9(process)  # identify calls still in flight are cut off
+            for call in calls:
+                call.result()
+        process = start_serve(config_path, data_dir, port)
+
+        for customer, mpid in answered.items():  # every acknowledged answer survived
+            assert idsync_search(api, customer) == mpid, customer
+        for n in range(200):  # retried calls (and cut-off ones) still end with one MPID per customer
+            identify(n)
+            assert len(api.get("/cdp/users/search", identity_type="customer_id", value=f"idk-{n}").json()["users"]) == 1
+        want = {b["source_request_id"] for b in sent}
+        wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=180,
+                 what="every acknowledged batch delivered after the restart")  # fmt: skip
+        wait_for(api.settled, timeout=60, what="outboxes drained")
+        check_profiles(api, sink, sent)
+        for body in sink.bodies():  # the shard profile each batch went to is the one the index resolves
+            customer = next(i["identity"] for i in body["user_identities"] if i["identity_type"] == "customer_id")
+            assert idsync_search(api, customer) == str(body["mpid"])
+    finally:
+        if process.poll() is None:
+            kill_9(process)
+        sink.stop()
+
+
+def idsync_search(api: Api, customer: str) -> str:
+    response = api.post("/v1/search", {"environment": "production", "known_identities": {"customerid": customer}})
+    assert response.status_code == 200, response.text
+    return response.json()["mpid"]
