@@ -8,18 +8,24 @@ held as `SecretStr`, so they never appear in reprs or logs.
 from __future__ import annotations
 
 import hmac
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from cdp_actors.envvars import expand_env
 from cdp_actors.identity.strategy import Policy
 from cdp_actors.identity.types import ALL_TYPES
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ConfigError(ValueError):
@@ -28,16 +34,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _expand_env(value: str) -> str:
-    def lookup(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
-
-    return _ENV_REF.sub(lookup, value)
 
 
 class Workspace(_Strict):
@@ -60,7 +56,7 @@ class Input(_Strict):
     @field_validator("secret", mode="before")
     @classmethod
     def _secret_from_env(cls, value: Any) -> Any:
-        return _expand_env(value) if isinstance(value, str) else value
+        return expand_env(value)
 
     def credentials_match(self, key: str, secret: str) -> bool:
         key_ok = hmac.compare_digest(key.encode(), self.key.encode())
@@ -68,22 +64,57 @@ class Input(_Strict):
         return key_ok and secret_ok
 
 
-class WebhookSettings(_Strict):
-    url: str = Field(pattern=r"^https?://")
-    auth_header: SecretStr | None = None
-    """Sent verbatim as the Authorization header when set (e.g. ``Bearer abc``)."""
-
-    @field_validator("auth_header", mode="before")
-    @classmethod
-    def _header_from_env(cls, value: Any) -> Any:
-        return _expand_env(value) if isinstance(value, str) else value
-
-
 class Output(_Strict):
     id: int
     name: str
-    kind: Literal["webhook"]
-    settings: WebhookSettings
+    kind: str
+    settings: SerializeAsAny[BaseModel]
+    """The integration's own settings model (`integrations/<kind>.py`), validated on load."""
+    new_data_points: Literal["forward", "block"] = "forward"
+    """What the connections' data filters do with data points they do not list."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_settings(cls, data: Any) -> Any:
+        from cdp_actors.integrations.registry import settings_model
+
+        if not isinstance(data, dict) or isinstance(data.get("settings"), BaseModel):
+            return data
+        try:
+            model = settings_model(str(data.get("kind")))
+            return {**data, "settings": model.model_validate(data.get("settings") or {})}
+        except ValidationError as error:  # reported under the output's path, field by field (see _describe)
+            raise ValueError("\n".join(f".settings.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                       for e in error.errors())) from None  # fmt: skip
+
+
+class DataFilters(_Strict):
+    """Per data point: true forwards it, false blocks it; unlisted ones follow the output's
+    `new_data_points` default. Event names are matched as written; attributes by key."""
+
+    event_types: dict[str, bool] = {}
+    event_names: dict[str, bool] = {}
+    event_attributes: dict[str, bool] = {}
+    user_attributes: dict[str, bool] = {}
+    user_identities: dict[str, bool] = {}
+
+
+class ForwardingRule(_Strict):
+    """`only_forward` / `do_not_forward` data matching a condition:
+    - `event_attribute` (per event) or `user_attribute` (per batch) `name` equal to `value` (or present);
+    - `gdpr`: purpose `name` consented; `ccpa_data_sale_opt_out`: the user opted out of data sale;
+    - `identity`: the user has identity type `name` (equal to `value` when given)."""
+
+    on: Literal["event_attribute", "user_attribute", "gdpr", "ccpa_data_sale_opt_out", "identity"]
+    action: Literal["only_forward", "do_not_forward"]
+    name: str = ""
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _needs_name(self) -> ForwardingRule:
+        if self.on != "ccpa_data_sale_opt_out" and not self.name:
+            raise ValueError(f"a rule on {self.on} needs a name")
+        return self
 
 
 class Connection(_Strict):
@@ -92,6 +123,13 @@ class Connection(_Strict):
     input: int
     output: int
     active: bool = True
+    environments: list[Literal["production", "development"]] = ["production", "development"]
+    filters: DataFilters = DataFilters()
+    rules: list[ForwardingRule] = []
+    sample_percent: float = Field(100.0, ge=0, le=100)
+    """Share of users whose data flows, chosen deterministically by MPID."""
+    min_app_version: str | None = None
+    """Batches from an older `application_info.application_version` do not flow."""
 
 
 IdentityType = Literal[ALL_TYPES]  # type: ignore[valid-type]
@@ -129,7 +167,7 @@ class ApiClient(_Strict):
     @field_validator("client_secret", mode="before")
     @classmethod
     def _secret_from_env(cls, value: Any) -> Any:
-        return _expand_env(value) if isinstance(value, str) else value
+        return expand_env(value)
 
     def credentials_match(self, client_id: str, secret: str) -> bool:
         id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
@@ -227,7 +265,9 @@ def _describe(error: ValidationError) -> str:
         path = ""
         for part in item["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        lines.append(f"{path or '<root>'}: {item['msg']}")
+        for line in item["msg"].removeprefix("Value error, ").split("\n"):
+            # A validator may name fields below its own path as ".sub.field: message".
+            lines.append(f"{path}{line}" if line.startswith(".") else f"{path or '<root>'}: {line}")
     return "\n".join(lines)
 
 

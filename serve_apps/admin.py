@@ -17,6 +17,7 @@ from cdp_actors.identity.types import canonical, is_device_type
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, partition_of, shard_name
 from cdp_actors.profiles.shard import DAY_MS
 from cdp_actors.profiles.views import identity_report, user_detail
+from cdp_actors.reports import activity_rows, counter_key, forwarding_report
 from cdp_actors.runtime import actor
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.telemetry import now_ms
@@ -204,6 +205,53 @@ class AdminApi:
         if result.overloaded:
             return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.", {"Retry-After": "1"})
         return Response(status_code=202)
+
+    async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
+        """Report counters of every shard and of the alert store for hours first..last (UTC)."""
+        first, last = counter_key(first_hour, "", "", 0)[:10], counter_key(last_hour + 1, "", "", 0)[:10]
+        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        parts = await asyncio.gather(actor(ALERTS_NAME).counts.remote(first, last),
+                                     *(shard.counts.remote(first, last) for shard in shards))  # fmt: skip
+        return [item for part in parts for item in part]
+
+    @app.get("/reports/forwarding")
+    async def forwarding(self, date: str | None = None, hour: int | None = Query(None, ge=0, le=23)) -> Response:
+        """Event Forwarding: inbound counts per message type and event name, outbound per output (UTC)."""
+        try:
+            day = parse_day(date) if date else now_ms() // DAY_MS
+        except ValueError:
+            return bad_request("date must be YYYY-MM-DD")
+        first = day * 24 + (hour or 0)
+        last = first if hour is not None else first + 23
+        names = {o.id: (o.name, o.kind) for o in self.config.outputs}
+        report = forwarding_report(await self._counts(first, last), names)
+        return json_response(200, {"date": day_text(day), "hour": hour, **report})
+
+    @app.get("/reports/activity")
+    async def activity(self, since: str | None = None, until: str | None = None,
+                              environment: Literal["production", "development"] | None = None,
+                              input_id: int | None = None) -> Response:  # fmt: skip
+        """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
+        revenue. Active users are counted per input, whatever the environment."""
+        try:
+            last = parse_day(until) if until else now_ms() // DAY_MS
+            first = parse_day(since) if since else last - 6
+        except ValueError:
+            return bad_request("since/until must be dates, YYYY-MM-DD")
+        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        counts, fatal, activity = await asyncio.gather(
+            self._counts(first * 24, last * 24 + 23),
+            actor(ALERTS_NAME).fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
+            asyncio.gather(*(shard.activity.remote(first, last) for shard in shards)),
+        )
+        active: dict[str, int] = {}
+        for report in activity:
+            for (day, source), entry in report.items():
+                if input_id is None or source == input_id:
+                    active[day_text(day)] = active.get(day_text(day), 0) + entry["active"]
+        rows = activity_rows(counts, active, fatal, environment, input_id)
+        return json_response(200, {"since": day_text(first), "until": day_text(last), "environment": environment,
+                                   "input_id": input_id, "days": rows})  # fmt: skip
 
     @app.get("/reports/identity")
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:

@@ -14,8 +14,9 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors.reports import HOUR_MS, day_of
 from cdp_actors.schema.records import Alert
-from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
+from cdp_actors.storage.lmdb_env import Store, add_counts, from_u64, iter_from, read_counts, u64
 
 MINUTE_MS = 60_000
 
@@ -66,7 +67,30 @@ def summarize(
 
 class AlertLedger:
     def __init__(self, path: str | Path) -> None:
-        self.store = Store(path, ("buckets", "latest"))
+        self.store = Store(path, ("buckets", "latest", "counters"))
+
+    def record_forwarded(self, counts: dict[str, int]) -> None:
+        """Events forwarded per hour and output (report counters, `cdp_actors/reports.py`)."""
+        with self.store.write() as txn:
+            add_counts(txn, self.store.db("counters"), counts)
+
+    def counts(self, first: str, last: str) -> list[tuple[str, int]]:
+        with self.store.read() as txn:
+            return read_counts(txn, self.store.db("counters"), first, last)
+
+    def fatal_by_day(self, since_ms: int, until_ms: int, environment: str | None, input_id: int | None
+                     ) -> dict[str, int]:  # fmt: skip
+        days: dict[str, int] = defaultdict(int)
+        with self.store.read() as txn:
+            for raw, value in iter_from(txn, self.store.db("buckets"), u64(since_ms // MINUTE_MS), 1 << 62):
+                minute = from_u64(raw[:8])
+                if minute > until_ms // MINUTE_MS:
+                    break
+                key = _key_decoder.decode(raw[8:])
+                wanted = environment in (None, key.environment) and input_id in (None, key.input_id)
+                if key.severity == "Fatal" and wanted:
+                    days[day_of(minute * MINUTE_MS // HOUR_MS)] += from_u64(value)
+        return dict(days)
 
     def record(self, alerts: list[Alert]) -> None:
         added: dict[bytes, int] = defaultdict(int)
@@ -107,6 +131,16 @@ class AlertStore:
 
     def record(self, alerts: list[Alert]) -> None:
         self.ledger.record(alerts)
+
+    def record_forwarded(self, counts: dict[str, int]) -> None:
+        self.ledger.record_forwarded(counts)
+
+    def counts(self, first: str, last: str) -> list[tuple[str, int]]:
+        return self.ledger.counts(first, last)
+
+    def fatal_by_day(self, since_ms: int, until_ms: int, environment: str | None = None,
+                     input_id: int | None = None) -> dict[str, int]:  # fmt: skip
+        return self.ledger.fatal_by_day(since_ms, until_ms, environment, input_id)
 
     def summary(self, since_ms: int, until_ms: int, environment: str | None = None) -> list[dict[str, Any]]:
         return self.ledger.summary(since_ms, until_ms, environment)

@@ -9,6 +9,7 @@ shard's outbox, so pending retries survive any restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter, defaultdict, deque
 from typing import Any
@@ -17,9 +18,14 @@ import aiohttp
 import ray
 
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.forwarding.retry import Attempt, RetryPolicy, Verdict
-from cdp_actors.integrations.base import build_integration
+from cdp_actors.forwarding.breaker import Breaker
+from cdp_actors.forwarding.http import send
+from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
+from cdp_actors.forwarding.screening import screen
+from cdp_actors.integrations.base import HttpRequest, Prepared
+from cdp_actors.integrations.registry import build_adapter
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
+from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
 from cdp_actors.telemetry import count, now_ms, span
 
@@ -36,8 +42,11 @@ class Forwarder:
         setup_process(config, data_dir, f"forwarder-{index}")
         self.index = index
         self.policy = RetryPolicy(config.retry.max_attempts, config.retry.base_delay_s, config.retry.max_delay_s)
-        timeout = config.retry.request_timeout_s
-        self.integrations = {o.id: build_integration(o, timeout) for o in config.outputs}
+        self.timeout = aiohttp.ClientTimeout(total=config.retry.request_timeout_s)
+        self.outputs = {o.id: o for o in config.outputs}
+        self.adapters = {o.id: build_adapter(o.kind, o.settings) for o in config.outputs}
+        self.connections = {c.id: c for c in config.connections}
+        self.breakers = {o.id: Breaker() for o in config.outputs}
         limit = config.runtime.output_concurrency
         self.sessions = {
             o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
@@ -49,8 +58,10 @@ class Forwarder:
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
-        self.delivered = self.dropped = 0
+        self.delivered = self.dropped = self.screened_out = 0
         self.forwarded_events: Counter[int] = Counter()
+        self.skipped_events: Counter[tuple[int, str]] = Counter()
+        self.report_counts: Counter[str] = Counter()
         loop = asyncio.get_running_loop()
         loop.create_task(self._ask_for_resend())
         loop.create_task(self._flush_forever())
@@ -78,49 +89,86 @@ class Forwarder:
         del self.lanes[lane]
 
     async def _deliver_row(self, row: OutboxRow) -> None:
+        batch = json.loads(row.payload)
+        prepared = self._prepare(row, batch)
+        if prepared is None:
+            return
+        for rejection in prepared.rejections:
+            self._alert(row, rejection.alert_type, FATAL, rejection.message)
+        for kind, n in prepared.skipped.items():
+            self.skipped_events[(row.output_id, kind)] += n
+        delivered = [await self._deliver_request(row, request) for request in prepared.requests]
+        if all(delivered):
+            self.delivered += 1
+            self.forwarded_events[row.output_id] += prepared.forwarded_events
+            received_ms = batch.get("timestamp_unixtime_ms") or now_ms()
+            self.report_counts[outbound_key(received_ms, row.environment, row.input_id, row.output_id)] += (
+                prepared.forwarded_events
+            )
+        else:
+            self.dropped += 1
+
+    def _prepare(self, row: OutboxRow, batch: dict[str, Any]) -> Prepared | None:
+        """Screen the row for its connection and turn it into the output's requests; None: nothing to send."""
+        output = self.outputs[row.output_id]
+        screened = screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")
+        if screened.batch is None:
+            self.screened_out += 1
+            return None
+        try:
+            return self.adapters[row.output_id].prepare(screened.batch, now_ms())
+        except Exception as error:  # an adapter bug must not stall the lane: alert and drop the row
+            log.exception("adapter %s failed", output.kind)
+            self._alert(row, "Internal Error", FATAL, f"{output.kind} adapter failed: {error!r}")
+            return None
+
+    async def _deliver_request(self, row: OutboxRow, request: HttpRequest) -> bool:
         attempt_no = 0
         while True:
             attempt_no += 1
-            attempt = await self._attempt(row)
+            attempt = await self._attempt(row, request)
             if attempt.ok:
-                self.delivered += 1
-                self.forwarded_events[row.output_id] += row.event_count
-                return
+                return True
             verdict = self.policy.judge(attempt_no, attempt)
-            self._raise_alert(row, attempt, verdict)
+            named = self.adapters[row.output_id].status_alerts.get(attempt.status or 0)
+            alert_type = named if named and verdict.alert_type != RETRY_COUNT_EXCEEDED else verdict.alert_type
+            detail = f"HTTP {attempt.status}" if attempt.status is not None else (attempt.error or "no response")
+            self._alert(row, alert_type, verdict.severity, f"{detail} delivering to output {row.output_id}")
             if not verdict.retry:
-                self.dropped += 1
-                return
+                return False
             await asyncio.sleep(verdict.delay_s)
 
-    async def _attempt(self, row: OutboxRow) -> Attempt:
+    async def _attempt(self, row: OutboxRow, request: HttpRequest) -> Attempt:
+        breaker = self.breakers[row.output_id]
+        await breaker.admit()
         async with self.slots[row.output_id]:
             with span("forward.deliver", output=row.output_id, connection=row.connection_id, mpid=row.mpid) as s:
-                attempt = await self.integrations[row.output_id].send(self.sessions[row.output_id], row)
+                attempt = await send(self.sessions[row.output_id], request, self.timeout)
                 s.set_attribute("http.status_code", attempt.status or 0)
-                return attempt
+        breaker.record(attempt.ok or not attempt.retryable)
+        return attempt
 
-    def _raise_alert(self, row: OutboxRow, attempt: Attempt, verdict: Verdict) -> None:
-        detail = f"HTTP {attempt.status}" if attempt.status is not None else (attempt.error or "no response")
+    def _alert(self, row: OutboxRow, alert_type: str, severity: str, detail: str) -> None:
         alert = Alert(
             ts_ms=now_ms(),
             connection_id=row.connection_id,
             input_id=row.input_id,
             output_id=row.output_id,
             environment=row.environment,
-            type=verdict.alert_type,
-            severity=verdict.severity,
-            message=f"{detail} delivering batch to output {row.output_id} for mpid {row.mpid}",
+            type=alert_type,
+            severity=severity,
+            message=f"{detail} (mpid {row.mpid})",
         )
         if len(self.alerts) < MAX_BUFFERED_ALERTS:
             self.alerts.append(alert)
-        count("cdp_alerts", 1, type=verdict.alert_type, severity=verdict.severity)
-        log.warning("delivery failed", extra={"fields": {"alert": verdict.alert_type, "severity": verdict.severity}})
+        count("cdp_alerts", 1, type=alert_type, severity=severity)
+        log.warning("delivery failed", extra={"fields": {"alert": alert_type, "severity": severity}})
 
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            await asyncio.gather(self._flush_acks(), self._flush_alerts(), return_exceptions=True)
+            await asyncio.gather(self._flush_acks(), self._flush_alerts(), self._flush_report_counts(),
+                                 return_exceptions=True)  # fmt: skip
             forwarded, self.forwarded_events = self.forwarded_events, Counter()
             for output, events in forwarded.items():
                 count("cdp_events_forwarded", events, output=str(output))
@@ -144,6 +192,15 @@ class Forwarder:
         except ray.exceptions.RayError:
             self.alerts = batch + self.alerts
 
+    async def _flush_report_counts(self) -> None:
+        if not self.report_counts:
+            return
+        counts, self.report_counts = self.report_counts, Counter()
+        try:
+            await self.alerts_store.record_forwarded.remote(dict(counts))
+        except ray.exceptions.RayError:
+            self.report_counts.update(counts)
+
     async def _ask_for_resend(self) -> None:
         """After a (re)start nothing is held here: every shard hands its undelivered rows over again."""
         for shard in self.shards:
@@ -159,6 +216,9 @@ class Forwarder:
             "forwarder": self.index,
             "delivered_batches": self.delivered,
             "dropped_batches": self.dropped,
+            "screened_out_batches": self.screened_out,
+            "skipped_events": {f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
+            "breakers": {output: breaker.state for output, breaker in self.breakers.items()},
             "lanes": len(self.lanes),
             "held_rows": len(self.known),
         }

@@ -158,7 +158,11 @@ class IdentityIndex:
             await self.wake.wait()
             self.wake.clear()
             batch, self.pending = self.pending, []
-            results = self.core.run([operation for operation, _ in batch])
+            try:
+                results = self.core.run([operation for operation, _ in batch])
+            except Exception as error:  # the commit itself failed: every caller learns it, none hangs
+                log.exception("identity commit failed")
+                results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
                 if isinstance(result, Exception):
                     future.set_exception(result)

@@ -9,6 +9,7 @@ bounded windows and deleted when the forwarder acknowledges them.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,25 @@ from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
+from cdp_actors.reports import inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
 from cdp_actors.schema.records import OutboxRow, ShardRecord
-from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, iter_prefix, mpid_key, u64
+from cdp_actors.storage.lmdb_env import (
+    Store,
+    add_counts,
+    from_u64,
+    iter_from,
+    iter_prefix,
+    mpid_key,
+    read_counts,
+    u64,
+)
 from cdp_actors.telemetry import count, span
 
 log = logging.getLogger(__name__)
-SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity")
+SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters")
 DAY_MS = 86_400_000
+ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"
 _row_encoder = msgspec.msgpack.Encoder()
@@ -83,6 +95,7 @@ class ShardCore:
         self.forwarders = config.runtime.forwarders
         self.history_cap = config.runtime.history_per_user
         self.login_ids = config.identity.policy().login
+        self.trimmed_day = 0
         self.store = Store(path, SHARD_DBS)
         with self.store.read() as txn:
             value = txn.get(LAST_SEQ, db=self.store.db("meta"))
@@ -96,8 +109,10 @@ class ShardCore:
             return 0
         with self.store.write() as txn:
             profiles: dict[int, Profile] = {}
+            counts: Counter[str] = Counter()
             for record in fresh:
-                profiles[record.mpid] = self._apply_one(txn, record, profiles)
+                profiles[record.mpid] = self._apply_one(txn, record, profiles, counts)
+            add_counts(txn, self.store.db("counters"), counts)
             profiles_db = self.store.db("profiles")
             for mpid, profile in profiles.items():
                 txn.put(mpid_key(mpid), encode_profile(profile), db=profiles_db)
@@ -109,8 +124,9 @@ class ShardCore:
         data = txn.get(mpid_key(mpid), db=self.store.db("profiles"))
         return decode_profile(data) if data else Profile(mpid=mpid)
 
-    def _apply_one(self, txn: Any, record: ShardRecord, profiles: dict[int, Profile]) -> Profile:
+    def _apply_one(self, txn: Any, record: ShardRecord, profiles: dict[int, Profile], counts: Counter[str]) -> Profile:
         batch = decode_valid_batch(record.raw)
+        counts.update(inbound_counts(batch, record.input_id, record.received_ms))
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
@@ -138,8 +154,18 @@ class ShardCore:
     def _note_activity(self, txn: Any, profile: Profile, record: ShardRecord) -> None:
         types = sorted({*profile.user_identities, *profile.device_identities})
         activity = Activity(any(t in self.login_ids for t in profile.user_identities), types)
-        key = activity_key(record.received_ms // DAY_MS, record.input_id, record.mpid)
-        txn.put(key, _activity_codec[0].encode(activity), db=self.store.db("activity"))
+        day = record.received_ms // DAY_MS
+        txn.put(activity_key(day, record.input_id, record.mpid), _activity_codec[0].encode(activity),
+                db=self.store.db("activity"))  # fmt: skip
+        if day > self.trimmed_day:  # once a day: activity older than the retention goes
+            cursor = txn.cursor(self.store.db("activity"))
+            while cursor.first() and int.from_bytes(cursor.key()[:4], "big") <= day - ACTIVITY_RETENTION_DAYS:
+                cursor.delete()
+            self.trimmed_day = day
+
+    def counts(self, first: str, last: str) -> list[tuple[str, int]]:
+        with self.store.read() as txn:
+            return read_counts(txn, self.store.db("counters"), first, last)
 
     def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
         """Per (day, input): active and known profiles, and how many had each identity type."""
@@ -317,6 +343,9 @@ class ProfileShard:
 
     def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
         return self.core.activity(first_day, last_day)
+
+    def counts(self, first: str, last: str) -> list[tuple[str, int]]:
+        return self.core.counts(first, last)
 
     def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
         return self.core.alias_import(job, events, first_seen_ms)

@@ -89,3 +89,21 @@ def iter_prefix(txn: lmdb.Transaction, db: Db, prefix: bytes) -> Iterator[tuple[
 def last_key(txn: lmdb.Transaction, db: Db) -> bytes | None:
     cursor = txn.cursor(db)
     return cursor.key() if cursor.last() else None
+
+
+def add_counts(txn: lmdb.Transaction, db: Db, counts: dict[str, int]) -> None:
+    """Add to u64 counters under text keys, in the caller's transaction."""
+    for name, n in counts.items():
+        key = name.encode()
+        old = txn.get(key, db=db)
+        txn.put(key, u64((from_u64(old) if old else 0) + n), db=db)
+
+
+def read_counts(txn: lmdb.Transaction, db: Db, first: str, last: str) -> list[tuple[str, int]]:
+    """Counters with `first` <= key < `last` (text keys)."""
+    found = []
+    for key, value in iter_from(txn, db, first.encode(), 1 << 62):
+        if key >= last.encode():
+            break
+        found.append((key.decode(), from_u64(value)))
+    return found

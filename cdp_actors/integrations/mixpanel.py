@@ -1,0 +1,255 @@
+"""Mixpanel output: events to the Ingestion API's `/track` and `/import`, user attributes to `/engage`.
+
+Followed: the product docs' Mixpanel page (events at most 5 days old go to `/track`, older ones to `/import`
+with the API secret, dropped without it; `"true"`/`"false"` attribute values become booleans; people data as
+`$set` with the email identity; `$transaction` revenue for purchases; consent changes as `Consent Given` /
+`Consent Rejected` custom events), and Mixpanel's Ingestion API reference (JSON arrays of at most 2000 events;
+`time` in milliseconds; `$insert_id` of at most 36 alphanumeric-or-dash characters for de-duplication;
+`/import?strict=1` with the project secret as the HTTP Basic username and an empty password; `/engage`
+updates carrying `$token`, `$distinct_id` and `$set` / `$append`).
+
+Guessed, where neither says: screen views are named `Viewed <screen name>`; only custom, screen view and
+commerce events (and consent changes) are forwarded, other types are skipped; when the chosen distinct id is
+missing the MPID stands in; the mParticle reserved user attributes map as `$FirstName` → `$first_name`,
+`$LastName` → `$last_name`, `$Mobile` → `$phone`, `$City` → `$city`, `$State` → `$region`, the others just
+lose their `$`; the people update is one `/engage` request after the event requests; refunds record a
+negative `$transactions` amount; events of one expanded commerce event get `<event id>-<n>` insert ids.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal, NamedTuple
+
+from pydantic import Field, field_validator
+
+from cdp_actors.forwarding.commerce import TOTAL_ACTIONS, expand_commerce
+from cdp_actors.integrations.base import (
+    PARTNER_STATUS_ALERTS,
+    HttpRequest,
+    Prepared,
+    Rejection,
+    Secret,
+    SettingsModel,
+    consent_events,
+    events_of,
+    identities,
+    json_body,
+)
+
+DEFAULT_API_URL = "https://api.mixpanel.com"
+MAX_EVENTS_PER_REQUEST = 2000
+TRACK_WINDOW_MS = 5 * 24 * 60 * 60 * 1000
+SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event"})
+DEVICE_ID_TYPES = ("ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id")
+DistinctIdType = Literal[
+    "mpid", "customer_id", "email", "other", "other_id_2", "other_id_3", "other_id_4", "mobile_number",
+    "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id",
+]  # fmt: skip
+RESERVED_ATTRIBUTES = {"$FirstName": "$first_name", "$LastName": "$last_name", "$Mobile": "$phone",
+                       "$City": "$city", "$State": "$region"}  # fmt: skip
+DEVICE_PROPERTIES = {"platform": "$os", "os_version": "$os_version", "device_manufacturer": "$manufacturer",
+                     "brand": "$brand", "device_model": "$model", "network_carrier": "$carrier"}  # fmt: skip
+
+
+class Settings(SettingsModel):
+    project_token: Secret
+    api_secret: Secret | None = None
+    """Needed for events older than 5 days (sent to `/import`); without it they are dropped as late."""
+    api_url: str = Field(default=DEFAULT_API_URL, pattern=r"^https?://")
+    """`https://api-eu.mixpanel.com` for EU data residency, `https://api-in.mixpanel.com` for India."""
+    distinct_id_type: DistinctIdType = "mpid"
+    send_people: bool = True
+    """"Use Mixpanel People": user attributes as `$set`, purchases as `$transactions`, to `/engage`."""
+    include_user_attributes: bool = False
+    """Also put the user attributes and the email identity on every event."""
+    max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=MAX_EVENTS_PER_REQUEST)
+
+    @field_validator("project_token")
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class Plain(NamedTuple):
+    """One Mixpanel event out of a source event; `amount` is the revenue a purchase or refund records."""
+
+    name: str
+    attributes: dict[str, Any]
+    amount: float | None = None
+
+
+@dataclass
+class Routed:
+    """A batch's Mixpanel events by endpoint: `/track` (recent) or `/import` (historical)."""
+
+    recent: list[dict[str, Any]] = field(default_factory=list)
+    historical: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    amounts: list[tuple[int, float]] = field(default_factory=list)
+    """(time, amount) of each purchase and refund, for the profile's `$transactions`."""
+    forwarded: int = 0
+    without_products: int = 0
+
+
+class Adapter:
+    status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.token = settings.project_token.get_secret_value()
+        self.base_url = settings.api_url.rstrip("/")
+        self.json_headers = {"Content-Type": "application/json", "Accept": "application/json",
+                             "User-Agent": "cdp-actors/0.1"}  # fmt: skip
+        self.import_headers = dict(self.json_headers)
+        if settings.api_secret is not None:
+            credentials = f"{settings.api_secret.get_secret_value()}:".encode()
+            self.import_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+
+    def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
+        """`forwarded_events` counts source events (consent changes included), not the events they expand to."""
+        events, skipped = events_of(batch, SUPPORTED_EVENT_TYPES)
+        distinct_id = self._distinct_id(batch)
+        routed = self._route(batch, events + consent_events(batch), distinct_id, now_ms)
+        if routed.without_products:
+            skipped["commerce_event"] = skipped.get("commerce_event", 0) + routed.without_products
+        requests = self._event_requests("track", routed.recent, self.json_headers)
+        requests += self._event_requests("import?strict=1", routed.historical, self.import_headers)
+        requests += self._people_requests(batch, distinct_id, routed.amounts)
+        return Prepared(requests, routed.rejections, skipped, forwarded_events=routed.forwarded)
+
+    def _route(self, batch: dict[str, Any], events: list[dict[str, Any]], distinct_id: str, now_ms: int) -> Routed:
+        routed = Routed()
+        context = self._context_properties(batch)
+        envelope = self._envelope(batch, distinct_id)
+        for position, event in enumerate(events):
+            data = event.get("data") or {}
+            time_ms = data.get("timestamp_unixtime_ms") or batch.get("timestamp_unixtime_ms") or now_ms
+            plains = plain_events(event)
+            if not plains and event.get("event_type") == "commerce_event":
+                routed.without_products += 1
+                continue
+            rejection = self._rejection(event, plains, now_ms - time_ms)
+            if rejection is not None:
+                routed.rejections.append(rejection)
+                continue
+            target = routed.recent if now_ms - time_ms <= TRACK_WINDOW_MS else routed.historical
+            for plain, insert_id in zip(plains, insert_ids(batch, position, data, len(plains)), strict=True):
+                properties = {**context, **converted(plain.attributes), **envelope,  # reserved names win
+                              "time": time_ms, "$insert_id": insert_id}  # fmt: skip
+                target.append({"event": plain.name, "properties": properties})
+            routed.amounts += [(time_ms, plain.amount) for plain in plains if plain.amount is not None]
+            routed.forwarded += 1
+        return routed
+
+    def _distinct_id(self, batch: dict[str, Any]) -> str:
+        wanted = self.settings.distinct_id_type
+        if wanted != "mpid":
+            found = identities(batch).get(wanted) or (batch.get("device_info") or {}).get(wanted)
+            if found:
+                return str(found)
+        return str(batch.get("mpid", ""))
+
+    def _envelope(self, batch: dict[str, Any], distinct_id: str) -> dict[str, Any]:
+        envelope = {"token": self.token, "distinct_id": distinct_id}
+        return envelope | {"ip": batch["ip"]} if batch.get("ip") else envelope
+
+    def _context_properties(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The device, app and (when configured) user properties every event of the batch carries."""
+        device = batch.get("device_info") or {}
+        properties = {name: device[key] for key, name in DEVICE_PROPERTIES.items() if device.get(key)}
+        version = (batch.get("application_info") or {}).get("application_version")
+        if version:
+            properties["$app_version_string"] = version
+        if self.settings.include_user_attributes:
+            properties |= self._people_properties(batch)
+        return properties
+
+    def _rejection(self, event: dict[str, Any], plains: list[Plain], age_ms: int) -> Rejection | None:
+        if not plains:
+            kind = event.get("event_type")
+            return Rejection("Missing Event Name", f"a {kind} without a name cannot be sent to Mixpanel")
+        if age_ms > TRACK_WINDOW_MS and self.settings.api_secret is None:
+            days = age_ms / 86_400_000
+            return Rejection("Event Arrived Late", f"{plains[0].name!r} is {days:.1f} days old; events older than "
+                             "5 days go to Mixpanel's /import, which needs the api_secret setting")  # fmt: skip
+        return None
+
+    def _event_requests(self, path: str, events: list[dict[str, Any]], headers: dict[str, str]) -> list[HttpRequest]:
+        size = self.settings.max_events_per_request
+        url = f"{self.base_url}/{path}"
+        return [HttpRequest(url, json_body(events[i : i + size]), headers) for i in range(0, len(events), size)]
+
+    def _people_requests(
+        self, batch: dict[str, Any], distinct_id: str, amounts: list[tuple[int, float]]
+    ) -> list[HttpRequest]:
+        if not self.settings.send_people:
+            return []
+        envelope = {"$token": self.token, "$distinct_id": distinct_id, "$ip": batch.get("ip") or "0"}
+        updates = []
+        people = self._people_properties(batch)
+        if people:
+            stamp = {"$time": batch["timestamp_unixtime_ms"]} if batch.get("timestamp_unixtime_ms") else {}
+            updates.append({**envelope, **stamp, "$set": people})
+        for time_ms, amount in amounts:
+            transaction = {"$time": iso_seconds(time_ms), "$amount": amount}
+            updates.append({**envelope, "$time": time_ms, "$append": {"$transactions": transaction}})
+        if not updates:
+            return []
+        return [HttpRequest(f"{self.base_url}/engage", json_body(updates), self.json_headers)]
+
+    @staticmethod
+    def _people_properties(batch: dict[str, Any]) -> dict[str, Any]:
+        attributes = batch.get("user_attributes") or {}
+        people = {RESERVED_ATTRIBUTES.get(name, name.removeprefix("$")): value for name, value in attributes.items()}
+        email = identities(batch).get("email")
+        if email:
+            people["$email"] = email
+        return converted(people)
+
+
+def plain_events(event: dict[str, Any]) -> list[Plain]:
+    """The Mixpanel events one source event becomes; empty when it has no name to send."""
+    data = event.get("data") or {}
+    kind = event.get("event_type")
+    attributes = data.get("custom_attributes") or {}
+    if kind == "commerce_event":
+        return [Plain(item.name, item.attributes, transaction_amount(item.action, item.revenue))
+                for item in expand_commerce(data)]  # fmt: skip
+    name = data.get("event_name") if kind == "custom_event" else data.get("screen_name")
+    if not name:
+        return []
+    return [Plain(name if kind == "custom_event" else f"Viewed {name}", attributes)]
+
+
+def transaction_amount(action: str, revenue: float | None) -> float | None:
+    if revenue is None or action not in TOTAL_ACTIONS:
+        return None
+    return -abs(revenue) if action == "refund" else revenue
+
+
+def insert_ids(batch: dict[str, Any], position: int, data: dict[str, Any], count: int) -> list[str]:
+    """Stable across replays: the event id (consent events, which have none, use the batch id and position);
+    `-<n>` tells apart the events one commerce event expands to. At most 36 characters, as Mixpanel requires."""
+    event_id = data.get("event_id")
+    base = str(event_id) if event_id is not None else f"{batch.get('batch_id', 0)}-{position}"
+    return [base] if count == 1 else [f"{base}-{n}" for n in range(count)]
+
+
+def converted(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as Mixpanel takes them: `"true"` / `"false"` (any case) as booleans, unset values left out."""
+    return {name: as_boolean(value) for name, value in attributes.items() if value is not None}
+
+
+def as_boolean(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def iso_seconds(time_ms: int) -> str:
+    return datetime.fromtimestamp(time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

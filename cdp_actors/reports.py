@@ -1,0 +1,111 @@
+"""Counters behind the Event Forwarding report and the Activity overview, as pure functions.
+
+Counts are kept per UTC hour under text keys `<hour>|<kind>|<environment>|<input>|<name>`, summed in
+LMDB in the same transaction as the data they count (inbound by the shards, outbound and alerts by the
+alert store), so a report reads a key range per hour whatever the traffic.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from cdp_actors.schema.events import Batch
+
+HOUR_MS = 3_600_000
+LATE_MS = 72 * HOUR_MS
+"""Events stamped this long before their receipt are left out of the reports, as the product does."""
+REVENUE_SCALE = 100  # revenue is counted in hundredths, so counters stay integers
+
+
+def counter_key(hour: int, kind: str, environment: str, input_id: int, name: str = "") -> str:
+    return f"{hour:010d}|{kind}|{environment}|{input_id}|{name}"
+
+
+def parse_key(key: str) -> tuple[int, str, str, int, str]:
+    hour, kind, environment, input_id, name = key.split("|", 4)
+    return int(hour), kind, environment, int(input_id), name
+
+
+def event_name(event: Any) -> str | None:
+    data = event.data
+    return getattr(data, "event_name", None) or getattr(data, "screen_name", None)
+
+
+def inbound_counts(batch: Batch, input_id: int, received_ms: int) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    hour, environment = received_ms // HOUR_MS, batch.environment or "production"
+    for event in batch.events:
+        stamped = getattr(event.data, "timestamp_unixtime_ms", None)
+        if stamped is not None and stamped < received_ms - LATE_MS:
+            continue
+        counts[counter_key(hour, "events", environment, input_id)] += 1
+        counts[counter_key(hour, "type", environment, input_id, event.event_type)] += 1
+        name = event_name(event)
+        if name:
+            counts[counter_key(hour, "name", environment, input_id, name)] += 1
+        if event.event_type == "session_start":
+            counts[counter_key(hour, "sessions", environment, input_id)] += 1
+        action = getattr(event.data, "product_action", None)
+        if action is not None and action.action == "purchase" and action.total_amount:
+            counts[counter_key(hour, "revenue", environment, input_id)] += round(action.total_amount * REVENUE_SCALE)
+    return counts
+
+
+def outbound_key(received_ms: int, environment: str, input_id: int, output_id: int) -> str:
+    return counter_key(received_ms // HOUR_MS, "forwarded", environment, input_id, str(output_id))
+
+
+def day_of(hour: int) -> str:
+    return datetime.fromtimestamp(hour * 3600, tz=timezone.utc).date().isoformat()
+
+
+def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int, tuple[str, str]]) -> dict[str, Any]:
+    """Inbound counts per message type and event name, outbound counts per output."""
+    types: Counter[str] = Counter()
+    names: Counter[str] = Counter()
+    outbound: Counter[int] = Counter()
+    events = 0
+    for key, n in counts:
+        _hour, kind, _environment, _input, name = parse_key(key)
+        if kind == "events":
+            events += n
+        elif kind == "type":
+            types[name] += n
+        elif kind == "name":
+            names[name] += n
+        elif kind == "forwarded":
+            outbound[int(name)] += n
+    return {
+        "inbound": {"events": events, "message_types": dict(types.most_common()),
+                    "event_names": dict(names.most_common())},
+        "outbound": [{"output_id": output, "output": output_names.get(output, ("", ""))[0],
+                      "kind": output_names.get(output, ("", ""))[1], "events": n}
+                     for output, n in sorted(outbound.items())],
+    }  # fmt: skip
+
+
+def activity_rows(
+    counts: Iterable[tuple[str, int]],
+    active_users: dict[str, int],
+    fatal_alerts: dict[str, int],
+    environment: str | None,
+    input_id: int | None,
+) -> list[dict[str, Any]]:
+    """Per UTC day: events received and forwarded, Fatal alerts, active users, sessions, revenue."""
+    days: dict[str, Counter[str]] = {}
+    for key, n in counts:
+        hour, kind, env, source, _name = parse_key(key)
+        if (environment and env != environment) or (input_id is not None and source != input_id):
+            continue
+        days.setdefault(day_of(hour), Counter())[kind] += n
+    for day in {*active_users, *fatal_alerts}:
+        days.setdefault(day, Counter())
+    return [
+        {"date": day, "events_received": c["events"], "events_forwarded": c["forwarded"],
+         "fatal_alerts": fatal_alerts.get(day, 0), "active_users": active_users.get(day, 0),
+         "sessions": c["sessions"], "revenue": c["revenue"] / REVENUE_SCALE}
+        for day, c in sorted(days.items())
+    ]  # fmt: skip
