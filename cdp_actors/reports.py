@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from cdp_actors.schema.events import Batch
+from cdp_actors.schema.events import Batch, event_type_of
 
 HOUR_MS = 3_600_000
 LATE_MS = 72 * HOUR_MS
@@ -41,12 +41,13 @@ def inbound_counts(batch: Batch, input_id: int, received_ms: int) -> Counter[str
         stamped = getattr(event.data, "timestamp_unixtime_ms", None)
         if stamped is not None and stamped < received_ms - LATE_MS:
             continue
+        event_type = event_type_of(event)
         counts[counter_key(hour, "events", environment, input_id)] += 1
-        counts[counter_key(hour, "type", environment, input_id, event.event_type)] += 1
+        counts[counter_key(hour, "type", environment, input_id, event_type)] += 1
         name = event_name(event)
         if name:
             counts[counter_key(hour, "name", environment, input_id, name)] += 1
-        if event.event_type == "session_start":
+        if event_type == "session_start":
             counts[counter_key(hour, "sessions", environment, input_id)] += 1
         action = getattr(event.data, "product_action", None)
         if action is not None and action.action == "purchase" and action.total_amount:

@@ -38,9 +38,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: floa
 
 @dataclass
 class Received:
-    body: dict[str, Any]
+    body: Any
     headers: dict[str, str]
     at: float
+    path: str = "/webhook"
+    method: str = "POST"
+    query: str = ""
 
 
 @dataclass
@@ -64,7 +67,11 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhook"
+        return f"{self.base}/webhook"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def bodies(self) -> list[dict[str, Any]]:
         return [r.body for r in list(self.received)]
@@ -76,7 +83,12 @@ class Receiver:
             await asyncio.sleep(self.delay_s)
         status = self.script.pop(0) if self.script else (self.always or 200)
         if status == 200:
-            self.received.append(Received(json.loads(body), dict(request.headers), time.time()))
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = body.decode(errors="replace")
+            self.received.append(Received(parsed, dict(request.headers), time.time(), request.path, request.method,
+                                          request.query_string))  # fmt: skip
         headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else None
         return web.Response(status=status, headers=headers)
 
@@ -90,7 +102,7 @@ class Receiver:
 
         async def serve() -> None:
             app = web.Application(client_max_size=16 * 1024 * 1024)
-            app.router.add_post("/webhook", self._handle)
+            app.router.add_route("*", "/{tail:.*}", self._handle)  # any partner path
             self.runner = web.AppRunner(app, access_log=None)
             await self.runner.setup()
             await web.TCPSite(self.runner, "127.0.0.1", self.port).start()

@@ -40,6 +40,7 @@ COLUMNS: dict[str, tuple[MatchIdentity, ...]] = {
     "PHONE": ("mobile_number",),
     "MADID": ("ios_advertising_id", "android_advertising_id"),
 }
+MATCH_IDENTITIES = [kind for kinds in COLUMNS.values() for kind in kinds]
 METHODS = {"add": "POST", "delete": "DELETE"}
 
 
@@ -47,7 +48,7 @@ class Settings(SettingsModel):
     access_token: Secret
     audience_ids: dict[int, str] = {}
     """Our audience id → the Facebook custom audience id to keep in step with it."""
-    identities: tuple[MatchIdentity, ...] = ("email", "mobile_number", "ios_advertising_id", "android_advertising_id")
+    identities: tuple[MatchIdentity, ...] = Field(tuple(MATCH_IDENTITIES), min_length=1)
     """The identities forwarded as match keys."""
     api_url: str = Field("https://graph.facebook.com/v21.0", pattern=r"^https?://")
     bulk_max_age_s: float = Field(3 * 3600, gt=0)
@@ -73,37 +74,33 @@ class Adapter:
         for audience_id, members in members_by_audience(changes).items():
             facebook_id = self.audience_ids.get(audience_id)
             if facebook_id is None:
-                prepared.rejections.append(_unmapped(audience_id, len(members)))
+                message = f"audience {audience_id} is not in audience_ids; {len(members)} changes not sent"
+                prepared.rejections.append(Rejection("Missing Required Setting", message))
                 continue
-            for action, rows in self._rows(members, prepared.rejections).items():
+            for action, rows in self._rows(members, prepared).items():
                 for start in range(0, len(rows), self.max_batch):
                     chunk = rows[start : start + self.max_batch]
                     prepared.requests.append(self._request(facebook_id, action, chunk))
-                    prepared.forwarded_events += len(chunk)
         return prepared
 
-    def _rows(self, members: list[MembershipChange], rejections: list[Rejection]) -> dict[str, list[list[str]]]:
+    def _rows(self, members: list[MembershipChange], prepared: Prepared) -> dict[str, list[list[str]]]:
         """Each member's match-key row, by action; members without any match key are rejected."""
         rows: dict[str, list[list[str]]] = {"add": [], "delete": []}
         for change in members:
             row = [_match_key(column, change.identities, kinds) for column, kinds in self.columns.items()]
             if change.action not in rows:
-                rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            elif any(row):
-                rows[change.action].append(row)
-            else:
+                prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
+            elif not any(row):
                 wanted = ", ".join(kind for kinds in self.columns.values() for kind in kinds)
-                rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
+                prepared.rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
+            else:
+                rows[change.action].append(row)
+                prepared.forwarded_events += 1
         return rows
 
     def _request(self, facebook_id: str, action: str, rows: list[list[str]]) -> HttpRequest:
         body = json_body({"payload": {"schema": list(self.columns), "data": rows}})
         return HttpRequest(f"{self.api_url}/{facebook_id}/users", body, self.headers, METHODS[action])
-
-
-def _unmapped(audience_id: int, changes: int) -> Rejection:
-    message = f"audience {audience_id} has no Facebook custom audience in audience_ids; {changes} changes not sent"
-    return Rejection("Missing Required Setting", message)
 
 
 def _match_key(column: str, identities: dict[str, str], kinds: list[MatchIdentity]) -> str:

@@ -31,6 +31,8 @@ Guesses, where the docs are silent:
 - `push_token` is an Apple or Google token by platform; with no platform (membership changes) it is left out;
 - a batch with nothing to forward (no Firehose events and no consent change) is not sent unless
   `allow_eventless_batches`, after the registration permission of that name;
+- membership changes wait in the bulk queue up to `bulk_max_age_s` (default 5 minutes) or until 1,000 are
+  waiting; the partner's registration declares its own bulk settings, which we do not read;
 - `integration_attributes` and `platform_fields` are not sent (the outbound batch has no integration id and
   no workspace names); audiences carry no `audience_subscription_settings` (membership changes have none).
 """
@@ -77,6 +79,8 @@ class Settings(SettingsModel):
     """The partner-defined `account.account_settings` (e.g. ``apiKey``); values may be ``${ENV_VAR}``."""
     allow_eventless_batches: bool = False
     """Also send batches that carry no Firehose event and no consent change."""
+    bulk_max_age_s: float = Field(300, gt=0)
+    """How long a membership change may wait in the bulk queue (Firehose's `bulk_forward_wait_in_minutes`)."""
 
 
 # ---- ids, identities and values ------------------------------------------------------------------------
@@ -168,7 +172,10 @@ LOCATION_FIELDS = {"latitude": "latitude", "longitude": "longitude", "accuracy":
 
 
 def attributes_and_flags(data: Json) -> Json:
-    return {"attributes": string_map(data.get("custom_attributes")), "custom_flags": string_map(data.get("custom_flags"))}
+    return {
+        "attributes": string_map(data.get("custom_attributes")),
+        "custom_flags": string_map(data.get("custom_flags")),
+    }
 
 
 def custom_event(data: Json) -> Converted:
@@ -277,10 +284,12 @@ def promotion_action(data: Json, action: Json) -> Converted:
 
 def impression(data: Json, impressions: list[Json]) -> Converted:
     listed = [
-        compact({
-            "impression_list_name": item.get("product_impression_list"),
-            "products": [product(p) for p in item.get("products") or []],
-        })
+        compact(
+            {
+                "impression_list_name": item.get("product_impression_list"),
+                "products": [product(p) for p in item.get("products") or []],
+            }
+        )
         for item in impressions
     ]
     return "impression", {"impressions": listed, **attributes_and_flags(data)}
@@ -326,15 +335,17 @@ def firehose_event(event: Json, fallback_id: str) -> Json | None:
         return None
     kind, fields = converted
     event_id = data.get("event_id")
-    return compact({
-        "type": kind,
-        "id": derived_uuid("event", event_id) if event_id is not None else fallback_id,
-        "timestamp_ms": data.get("timestamp_unixtime_ms"),
-        "source_id": data.get("source_message_id"),
-        "session_id": data.get("session_id"),
-        "location": event_location(data),
-        **compact(fields),
-    })
+    return compact(
+        {
+            "type": kind,
+            "id": derived_uuid("event", event_id) if event_id is not None else fallback_id,
+            "timestamp_ms": data.get("timestamp_unixtime_ms"),
+            "source_id": data.get("source_message_id"),
+            "session_id": data.get("session_id"),
+            "location": event_location(data),
+            **compact(fields),
+        }
+    )
 
 
 def firehose_events(batch: Json, message_id: str) -> tuple[list[Json], dict[str, int]]:
@@ -398,15 +409,17 @@ def runtime_environment(batch: Json) -> Json:
         }
     else:
         specific = {**renamed(device, DEVICE_FIELDS), **renamed(application, APPLICATION_FIELDS)}
-    return compact({
-        "type": kind,
-        "is_debug": batch.get("environment") == "development" or None,  # the SDK omits false
-        "client_ip_address": batch.get("ip"),
-        "sdk_version": batch.get("sdk_version"),
-        "http_header_user_agent": device.get("http_header_user_agent"),
-        "identities": device_identities(device, kind),
-        **specific,
-    })
+    return compact(
+        {
+            "type": kind,
+            "is_debug": batch.get("environment") == "development" or None,  # the SDK omits false
+            "client_ip_address": batch.get("ip"),
+            "sdk_version": batch.get("sdk_version"),
+            "http_header_user_agent": device.get("http_header_user_agent"),
+            "identities": device_identities(device, kind),
+            **specific,
+        }
+    )
 
 
 def user_attribute_fields(batch: Json) -> Json:
@@ -439,12 +452,14 @@ def system_notification(note: Json) -> Json | None:
         return None
     data = note.get("data") or {}
     purpose = data.get("purpose") or ("data_sale_opt_out" if regulation == "ccpa" else None)
-    return compact({
-        "type": f"{regulation}_consent_state",
-        "purpose": purpose,
-        f"old_{regulation}_consent_state": consent(data.get("old")),
-        f"new_{regulation}_consent_state": consent(data.get("current")),
-    })
+    return compact(
+        {
+            "type": f"{regulation}_consent_state",
+            "purpose": purpose,
+            f"old_{regulation}_consent_state": consent(data.get("old")),
+            f"new_{regulation}_consent_state": consent(data.get("current")),
+        }
+    )
 
 
 def system_notifications(batch: Json) -> list[Json]:
@@ -465,39 +480,61 @@ def batch_key(batch: Json) -> object:
     return found if found is not None else hashlib.sha256(json_body(batch)).hexdigest()
 
 
-def event_processing_request(batch: Json, events: list[Json], message_id: str, account: Json, version: str,
-                             now_ms: int) -> Json:  # fmt: skip
+def batch_user_identities(batch: Json) -> list[Json]:
+    made = (user_identity(i.get("identity_type"), i.get("identity")) for i in batch.get("user_identities") or [])
+    return [found for found in made if found]
+
+
+def event_processing_request(
+    batch: Json, events: list[Json], message_id: str, timestamp_ms: int, account: Json, version: str
+) -> Json:
     mpid = batch.get("mpid")
-    user_identities = [user_identity(i.get("identity_type"), i.get("identity")) for i in batch.get("user_identities") or []]
-    return compact({
-        **message_base("event_processing_request", message_id, batch.get("timestamp_unixtime_ms") or now_ms, version),
-        "source_id": batch.get("source_request_id"), "account": account,
-        "mpid": str(mpid) if mpid is not None else None, "device_application_stamp": batch.get("mp_deviceid"),
-        "source_channel": source_channel(batch), "user_identities": [i for i in user_identities if i],
-        **user_attribute_fields(batch), "runtime_environment": runtime_environment(batch),
-        "consent_state": consent_state(batch), "system_notifications": system_notifications(batch),
-        "events": events,
-    })  # fmt: skip
+    return compact(
+        {
+            **message_base("event_processing_request", message_id, timestamp_ms, version),
+            "source_id": batch.get("source_request_id"),
+            "account": account,
+            "mpid": str(mpid) if mpid is not None else None,
+            "device_application_stamp": batch.get("mp_deviceid"),
+            "source_channel": source_channel(batch),
+            "user_identities": batch_user_identities(batch),
+            **user_attribute_fields(batch),
+            "runtime_environment": runtime_environment(batch),
+            "consent_state": consent_state(batch),
+            "system_notifications": system_notifications(batch),
+            "events": events,
+        }
+    )
 
 
 # ---- registration, subscription and membership messages ------------------------------------------------------
 
 
 def module_registration_request(now_ms: int, version: str = FIREHOSE_VERSION) -> Json:
-    return message_base("module_registration_request", derived_uuid("module_registration_request", now_ms), now_ms,
-                        version)  # fmt: skip
+    message_id = derived_uuid("module_registration_request", now_ms)
+    return message_base("module_registration_request", message_id, now_ms, version)
 
 
-def audience_subscription_request(audience_id: int, name: str, action: str, now_ms: int, *,
-                                  account: Json | None = None, version: str = FIREHOSE_VERSION) -> Json:  # fmt: skip
+def audience_subscription_request(
+    audience_id: int,
+    name: str,
+    action: str,
+    now_ms: int,
+    *,
+    account: Json | None = None,
+    version: str = FIREHOSE_VERSION,
+) -> Json:
     """Tells the partner an audience was connected (`add`), changed (`update`) or disconnected (`remove`)."""
     if action not in SUBSCRIPTION_ACTIONS:
         raise ValueError(f"audience subscription action must be one of {sorted(SUBSCRIPTION_ACTIONS)}, got {action!r}")
-    key = f"{audience_id}:{action}:{now_ms}"
-    return {**message_base("audience_subscription_request", derived_uuid("audience_subscription_request", key), now_ms,
-                           version),
-            "account": account or {"account_id": 0}, "audience_id": audience_id, "audience_name": name,
-            "action": action}  # fmt: skip
+    message_id = derived_uuid("audience_subscription_request", f"{audience_id}:{action}:{now_ms}")
+    return {
+        **message_base("audience_subscription_request", message_id, now_ms, version),
+        "account": account or {"account_id": 0},
+        "audience_id": audience_id,
+        "audience_name": name,
+        "action": action,
+    }
 
 
 def user_profile(mpid: int, changes: list[MembershipChange]) -> Json:
@@ -506,22 +543,35 @@ def user_profile(mpid: int, changes: list[MembershipChange]) -> Json:
         identities.update(change.identities)
     users = [made for name, value in identities.items() if (made := user_identity(name, value))]
     audiences = [{"audience_id": c.audience_id, "audience_name": c.audience_name, "action": c.action} for c in changes]
-    return compact({"user_identities": users, "device_identities": device_identities(identities, None),
-                    "mpid": str(mpid), "audiences": audiences})  # fmt: skip
+    return compact(
+        {
+            "user_identities": users,
+            "device_identities": device_identities(identities, None),
+            "mpid": str(mpid),
+            "audiences": audiences,
+        }
+    )
 
 
-def audience_membership_change_request(changes: list[MembershipChange], account: Json, version: str,
-                                       now_ms: int) -> Json:  # fmt: skip
-    """One user profile per MPID (in order of first change), each with its audience additions and removals."""
+def changes_key(changes: list[MembershipChange]) -> str:
+    return hashlib.sha256(json_body([(c.audience_id, c.mpid, c.action, c.timestamp_ms) for c in changes])).hexdigest()
+
+
+def audience_membership_change_request(
+    changes: list[MembershipChange], account: Json, version: str = FIREHOSE_VERSION
+) -> Json:
+    """One user profile per MPID (in order of first change), each with its audience additions and removals.
+    Id and time derive from the changes, so the same changes always make the same request."""
     by_mpid: dict[int, list[MembershipChange]] = {}
     for change in changes:
         by_mpid.setdefault(change.mpid, []).append(change)
-    key = hashlib.sha256(json_body([(c.audience_id, c.mpid, c.action, c.timestamp_ms) for c in changes])).hexdigest()
-    timestamp_ms = max((c.timestamp_ms for c in changes), default=now_ms)
-    return {**message_base("audience_membership_change_request",
-                           derived_uuid("audience_membership_change_request", key), timestamp_ms, version),
-            "account": account,
-            "user_profiles": [user_profile(mpid, grouped) for mpid, grouped in by_mpid.items()]}  # fmt: skip
+    message_id = derived_uuid("audience_membership_change_request", changes_key(changes))
+    timestamp_ms = max((c.timestamp_ms for c in changes), default=0)
+    return {
+        **message_base("audience_membership_change_request", message_id, timestamp_ms, version),
+        "account": account,
+        "user_profiles": [user_profile(mpid, grouped) for mpid, grouped in by_mpid.items()],
+    }
 
 
 # ---- adapters --------------------------------------------------------------------------------------------
@@ -534,7 +584,6 @@ class FirehoseClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.url = settings.url
         self.headers = {"Content-Type": "application/json", "User-Agent": "cdp-actors/0.1"}
         if settings.api_key is not None:
             self.headers["Authorization"] = f"Token {settings.api_key.get_secret_value()}"
@@ -544,7 +593,7 @@ class FirehoseClient:
         self.account = compact({"account_id": settings.account_id, "account_settings": account_settings})
 
     def request(self, message: Json) -> HttpRequest:
-        return HttpRequest(self.url, json_body(message), self.headers)
+        return HttpRequest(self.settings.url, json_body(message), self.headers)
 
 
 class Adapter(FirehoseClient):
@@ -553,21 +602,29 @@ class Adapter(FirehoseClient):
         events, skipped = firehose_events(batch, message_id)
         if not events and not batch.get("system_notifications") and not self.settings.allow_eventless_batches:
             return Prepared(skipped=skipped)
-        message = event_processing_request(batch, events, message_id, self.account, self.settings.firehose_version,
-                                           now_ms)  # fmt: skip
+        timestamp_ms = batch.get("timestamp_unixtime_ms") or now_ms  # receipt time, not the clock: replays match
+        version = self.settings.firehose_version
+        message = event_processing_request(batch, events, message_id, timestamp_ms, self.account, version)
         return Prepared([self.request(message)], skipped=skipped, forwarded_events=len(events))
+
+    def registration_request(self, now_ms: int) -> HttpRequest:
+        return self.request(module_registration_request(now_ms, self.settings.firehose_version))
 
 
 class AudienceAdapter(FirehoseClient):
     max_batch: ClassVar[int] = 1000
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.max_age_s = settings.bulk_max_age_s
+
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
-        chunks = [changes[start:start + self.max_batch] for start in range(0, len(changes), self.max_batch)]
-        messages = [audience_membership_change_request(chunk, self.account, self.settings.firehose_version, now_ms)
-                    for chunk in chunks]  # fmt: skip
-        return Prepared([self.request(message) for message in messages])
+        version = self.settings.firehose_version
+        chunks = [changes[start : start + self.max_batch] for start in range(0, len(changes), self.max_batch)]
+        return Prepared([self.request(audience_membership_change_request(c, self.account, version)) for c in chunks])
 
     def subscription_request(self, audience_id: int, name: str, action: str, now_ms: int) -> HttpRequest:
-        message = audience_subscription_request(audience_id, name, action, now_ms, account=self.account,
-                                                version=self.settings.firehose_version)  # fmt: skip
-        return self.request(message)
+        version, account = self.settings.firehose_version, self.account
+        return self.request(
+            audience_subscription_request(audience_id, name, action, now_ms, account=account, version=version)
+        )

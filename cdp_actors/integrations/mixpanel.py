@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, NamedTuple
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from cdp_actors.forwarding.commerce import TOTAL_ACTIONS, expand_commerce
 from cdp_actors.integrations.base import (
@@ -43,7 +43,6 @@ DEFAULT_API_URL = "https://api.mixpanel.com"
 MAX_EVENTS_PER_REQUEST = 2000
 TRACK_WINDOW_MS = 5 * 24 * 60 * 60 * 1000
 SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event"})
-DEVICE_ID_TYPES = ("ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id")
 DistinctIdType = Literal[
     "mpid", "customer_id", "email", "other", "other_id_2", "other_id_3", "other_id_4", "mobile_number",
     "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id",
@@ -61,6 +60,8 @@ class Settings(SettingsModel):
     api_url: str = Field(default=DEFAULT_API_URL, pattern=r"^https?://")
     """`https://api-eu.mixpanel.com` for EU data residency, `https://api-in.mixpanel.com` for India."""
     distinct_id_type: DistinctIdType = "mpid"
+    """Sent as `distinct_id`: the MPID (the docs' recommendation), a user identity or a device id; the MPID
+    stands in when the batch lacks the chosen one."""
     send_people: bool = True
     """"Use Mixpanel People": user attributes as `$set`, purchases as `$transactions`, to `/engage`."""
     include_user_attributes: bool = False
@@ -69,7 +70,7 @@ class Settings(SettingsModel):
 
     @field_validator("project_token")
     @classmethod
-    def _not_blank(cls, value: Any) -> Any:
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
             raise ValueError("must not be empty")
         return value
@@ -156,7 +157,9 @@ class Adapter:
 
     def _envelope(self, batch: dict[str, Any], distinct_id: str) -> dict[str, Any]:
         envelope = {"token": self.token, "distinct_id": distinct_id}
-        return envelope | {"ip": batch["ip"]} if batch.get("ip") else envelope
+        if batch.get("ip"):
+            envelope["ip"] = batch["ip"]  # Mixpanel geolocates events by it
+        return envelope
 
     def _context_properties(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The device, app and (when configured) user properties every event of the batch carries."""

@@ -9,7 +9,9 @@ Normalisation before hashing: emails trimmed and lower-cased, phones reduced to 
 zeros (country code expected in the value), advertising ids trimmed and lower-cased with their dashes.
 
 Guessed / simplified: the Snap segment id comes from the `segment_ids` setting (Snap assigns it when
-the segment is created); no value-based audiences.
+the segment is created); one segment takes every configured identifier type, in separate requests
+(some integrators describe Snap segments as single-key: if so, configure `identities` with one kind);
+no value-based audiences.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class Settings(SettingsModel):
     access_token: Secret
     segment_ids: dict[int, str] = {}
     """Our audience id → the Snap customer-list segment id to keep in step with it."""
-    identities: tuple[MatchIdentity, ...] = tuple(SCHEMAS)
+    identities: tuple[MatchIdentity, ...] = Field(tuple(SCHEMAS), min_length=1)
     """The identities forwarded, hashed."""
     api_url: str = Field("https://adsapi.snapchat.com/v1", pattern=r"^https?://")
     bulk_max_age_s: float = Field(3 * 3600, gt=0)
@@ -74,18 +76,20 @@ class Adapter:
         for audience_id, members in members_by_audience(changes).items():
             segment_id = self.segment_ids.get(audience_id)
             if segment_id is None:
-                message = f"audience {audience_id} has no Snap segment in segment_ids; {len(members)} changes not sent"
+                message = f"audience {audience_id} is not in segment_ids; {len(members)} changes not sent"
                 prepared.rejections.append(Rejection("Missing Required Setting", message))
                 continue
-            hashes = self._hashes(members, prepared)
-            for (action, schema), values in hashes.items():
+            for (action, schema), values in self._hashes(members, prepared).items():
                 for start in range(0, len(values), self.max_batch):
-                    prepared.requests.append(self._request(segment_id, action, schema, values[start : start + self.max_batch]))
+                    chunk = values[start : start + self.max_batch]
+                    prepared.requests.append(self._request(segment_id, action, schema, chunk))
         return prepared
 
     def _hashes(self, members: list[MembershipChange], prepared: Prepared) -> dict[tuple[str, str], list[str]]:
         """The members' hashed identifiers by (action, schema), deduplicated; members without any are rejected."""
-        hashes: dict[tuple[str, str], dict[str, None]] = {}
+        hashes: dict[tuple[str, str], dict[str, None]] = {
+            (action, schema): {} for action in METHODS for schema in dict.fromkeys(SCHEMAS.values())
+        }  # in request order: adds, then deletes; emails, phones, advertising ids
         for change in members:
             found = [(SCHEMAS[kind], _hashed(kind, change.identities.get(kind, ""))) for kind in self.identities]
             found = [(schema, value) for schema, value in found if value]
@@ -97,17 +101,12 @@ class Adapter:
             else:
                 prepared.forwarded_events += 1
                 for schema, value in found:
-                    hashes.setdefault((change.action, schema), {})[value] = None
-        return {key: list(values) for key, values in sorted(hashes.items(), key=_request_order)}
+                    hashes[(change.action, schema)][value] = None
+        return {key: list(values) for key, values in hashes.items() if values}
 
     def _request(self, segment_id: str, action: str, schema: str, values: list[str]) -> HttpRequest:
         body = json_body({"users": [{"schema": [schema], "data": [[value] for value in values]}]})
         return HttpRequest(f"{self.api_url}/segments/{segment_id}/users", body, self.headers, METHODS[action])
-
-
-def _request_order(item: tuple[tuple[str, str], object]) -> tuple[int, int]:
-    (action, schema), _ = item
-    return list(METHODS).index(action), list(dict.fromkeys(SCHEMAS.values())).index(schema)
 
 
 def _hashed(kind: MatchIdentity, value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,9 @@ import pytest
 from cdp_actors.config import Connection
 from cdp_actors.forwarding.commerce import expand_commerce
 from cdp_actors.forwarding.screening import sampled_in, screen
+from cdp_actors.reports import HOUR_MS, LATE_MS, inbound_counts, parse_key
+from cdp_actors.schema.events import decode_batch
+from tests.samples import batch, custom, event
 
 PRODUCT = {"id": "sku-1", "name": "Boots", "price": 49.5, "quantity": 2, "custom_attributes": {"size": "42"}}
 
@@ -123,3 +127,16 @@ def test_other_commerce_kinds_expand_per_product_or_promotion() -> None:
     impressions = expand_commerce({"product_impressions": [{"product_impression_list": "home", "products": [PRODUCT]},
                                                            {"products": [PRODUCT, PRODUCT]}]})  # fmt: skip
     assert len(impressions) == 3 and impressions[0].attributes["Product Impression List"] == "home"
+
+
+def test_report_counters_for_an_inbound_batch() -> None:
+    received = 500 * HOUR_MS + 5
+    purchase = {"product_action": {"action": "purchase", "total_amount": 12.5, "products": [{"id": "p"}]}}
+    raw = batch("r", [custom("Played", received), custom("Old", received - LATE_MS - 1),
+                      event("session_start", received), event("commerce_event", received, **purchase)])  # fmt: skip
+    counts = inbound_counts(decode_batch(json.dumps(raw).encode()), 7, received)
+    flat = {parse_key(k)[1:]: n for k, n in counts.items()}
+    assert flat[("events", "production", 7, "")] == 3  # the event stamped over 72 h before receipt is left out
+    assert flat[("name", "production", 7, "Played")] == 1 and ("name", "production", 7, "Old") not in flat
+    assert flat[("sessions", "production", 7, "")] == 1 and flat[("revenue", "production", 7, "")] == 1250
+    assert {parse_key(k)[0] for k in counts} == {500}

@@ -1,0 +1,90 @@
+"""Connection settings, isolation between outputs, and the forwarding and activity reports, over HTTP."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from cdp_actors.config import WorkspaceConfig
+from tests.conftest import demo_config
+from tests.samples import batch, custom, event
+from tests.support import Receiver, wait_for
+
+FAST_RETRY = {"max_attempts": 1000, "base_delay_s": 0.05, "max_delay_s": 0.2, "request_timeout_s": 1}
+CONSENTED = {"gdpr": {"marketing": {"consented": True, "timestamp_unixtime_ms": 1}}}
+
+
+def with_outputs(config: WorkspaceConfig, *outputs: dict[str, Any]) -> WorkspaceConfig:
+    """The demo config with these outputs (webhooks by url) instead of its own, each connected to input 1."""
+    data = config.model_dump(mode="python")
+    data["inputs"][0]["secret"] = "demo-secret"
+    data["outputs"] = [{"id": n, "name": f"out-{n}", "kind": o.get("kind", "webhook"), "settings": o["settings"],
+                        "new_data_points": o.get("new_data_points", "forward")}
+                       for n, o in enumerate(outputs, start=1)]  # fmt: skip
+    data["connections"] = [{"id": n, "name": f"conn-{n}", "input": 1, "output": n, **o.get("connection", {})}
+                           for n, o in enumerate(outputs, start=1)]  # fmt: skip
+    data["api_clients"] = [{"client_id": "demo-client", "client_secret": "demo-client-secret"}]
+    return WorkspaceConfig.model_validate(data)
+
+
+def test_connection_filters_rules_and_sampling_and_the_reports(platform, receiver) -> None:
+    rules = {"filters": {"event_types": {"screen_view": False}},
+             "rules": [{"on": "gdpr", "name": "marketing", "action": "only_forward"}]}  # fmt: skip
+    config = with_outputs(demo_config(receiver.url),
+                          {"settings": {"url": f"{receiver.base}/consented"}, "connection": rules},
+                          {"settings": {"url": f"{receiver.base}/sampled-out"}, "connection": {"sample_percent": 0}},
+                          {"settings": {"url": f"{receiver.base}/all"}})  # fmt: skip
+    api = platform(config)
+    now = int(time.time() * 1000)
+    purchase = {"product_action": {"action": "purchase", "total_amount": 12.5,
+                                   "products": [{"id": "p", "price": 12.5}]}}
+    consented = batch("fwd-1", [custom("Played", now), event("screen_view", now, screen_name="Home"),
+                                event("session_start", now), event("commerce_event", now, **purchase)],
+                      consent_state=CONSENTED)  # fmt: skip
+    unconsented = batch("fwd-2", [custom("Played", now)])
+    assert api.post("/v2/bulkevents", [consented, unconsented]).status_code == 202
+    wait_for(lambda: api.settled() and len([r for r in receiver.received if r.path == "/all"]) == 2,
+             what="both batches at the unfiltered output")  # fmt: skip
+
+    by_path = {path: [r.body for r in receiver.received if r.path == path] for path in ("/consented", "/sampled-out")}
+    assert by_path["/sampled-out"] == []
+    (only,) = by_path["/consented"]
+    assert [e["event_type"] for e in only["events"]] == ["custom_event", "session_start", "commerce_event",
+                                                         "user_identity_change"]  # fmt: skip
+    screened = api.status()["forwarders"][0]["screened_out_batches"]
+    assert screened >= 3  # fwd-2 at /consented, both at /sampled-out
+
+    def forwarding() -> dict[str, Any]:
+        return api.get("/cdp/reports/forwarding").json()
+
+    report = wait_for(lambda: forwarding() if forwarding()["outbound"] else None, what="outbound counts")
+    inbound = report["inbound"]
+    assert inbound["events"] == 5 and inbound["message_types"] == {"custom_event": 2, "screen_view": 1,
+                                                                   "session_start": 1, "commerce_event": 1}
+    assert inbound["event_names"] == {"Played": 2, "Home": 1}
+    outbound = {o["output"]: o["events"] for o in report["outbound"]}
+    assert outbound.get("out-1") == 4 and "out-2" not in outbound and outbound.get("out-3") == 7
+    assert api.get("/cdp/reports/forwarding", hour=25).status_code == 400
+
+    today = api.get("/cdp/reports/activity").json()["days"][-1]
+    assert (today["events_received"], today["sessions"], today["revenue"]) == (5, 1, 12.5)
+    assert today["events_forwarded"] == 11 and today["active_users"] == 2 and today["fatal_alerts"] == 0
+    assert api.get("/cdp/reports/activity", environment="development").json()["days"][-1]["events_received"] == 0
+
+
+def test_a_hanging_partner_does_not_hold_up_the_others(platform, receiver) -> None:
+    hanging = Receiver(delay_s=3).start()  # answers only after the 1 s request timeout
+    try:
+        config = with_outputs(demo_config(receiver.url, retry=FAST_RETRY),
+                              {"settings": {"url": receiver.url}}, {"settings": {"url": hanging.url}})  # fmt: skip
+        api = platform(config)
+        for start in range(0, 60, 20):
+            bodies = [batch(f"hang-{n}", [custom("x", n)]) for n in range(start, start + 20)]
+            assert api.post("/v2/bulkevents", bodies).status_code == 202
+        wait_for(lambda: len(receiver.received) == 60, timeout=60, what="every batch at the healthy output")
+        assert hanging.received == []
+        breakers = wait_for(lambda: api.status()["forwarders"][0]["breakers"]["2"] != "closed" and
+                            api.status()["forwarders"][0]["breakers"], what="the hanging output's breaker to open")
+        assert breakers["1"] == "closed"
+    finally:
+        hanging.stop()
