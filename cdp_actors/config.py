@@ -200,6 +200,8 @@ class Runtime(_Strict):
     forwarder_window: int = Field(5_000, ge=1)
     """Undelivered outbox rows a shard hands to one forwarder, per output, at a time; the rest wait in LMDB."""
     output_concurrency: int = Field(64, ge=1)
+    max_buffered_audience_changes: int = Field(100_000, ge=1)
+    """Membership changes an audience output's bulk queue holds per audience before refusing more."""
 
 
 class Telemetry(_Strict):
@@ -222,6 +224,8 @@ class WorkspaceConfig(_Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> WorkspaceConfig:
+        from cdp_actors.integrations.registry import takes_events
+
         for kind, items in (("inputs", self.inputs), ("outputs", self.outputs), ("connections", self.connections)):
             ids = [item.id for item in items]
             if len(ids) != len(set(ids)):
@@ -236,6 +240,9 @@ class WorkspaceConfig(_Strict):
                 raise ValueError(f"connections[{n}].input: no input with id {conn.input}")
             if conn.output not in output_ids:
                 raise ValueError(f"connections[{n}].output: no output with id {conn.output}")
+            kind = next(o.kind for o in self.outputs if o.id == conn.output)
+            if not takes_events(kind):
+                raise ValueError(f"connections[{n}].output: {kind} takes audience memberships, not event data")
         return self
 
     def input_by_key(self, key: str) -> Input | None:

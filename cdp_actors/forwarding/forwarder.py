@@ -9,9 +9,12 @@ shard's outbox, so pending retries survive any restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from collections import Counter, defaultdict, deque
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,11 +22,12 @@ import ray
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.breaker import Breaker
+from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import screen
-from cdp_actors.integrations.base import HttpRequest, Prepared
-from cdp_actors.integrations.registry import build_adapter
+from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
+from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
 from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
@@ -32,6 +36,17 @@ from cdp_actors.telemetry import count, now_ms, span
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.02
 MAX_BUFFERED_ALERTS = 100_000
+
+
+@dataclass(frozen=True)
+class AudienceTarget:
+    """Where an audience upload goes, in the fields alerts name (there is no connection or input)."""
+
+    output_id: int
+    mpid: int  # the audience id, shown where event alerts show the user
+    connection_id: int = 0
+    input_id: int = 0
+    environment: str = "production"
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -44,7 +59,12 @@ class Forwarder:
         self.policy = RetryPolicy(config.retry.max_attempts, config.retry.base_delay_s, config.retry.max_delay_s)
         self.timeout = aiohttp.ClientTimeout(total=config.retry.request_timeout_s)
         self.outputs = {o.id: o for o in config.outputs}
-        self.adapters = {o.id: build_adapter(o.kind, o.settings) for o in config.outputs}
+        self.adapters = {o.id: build_adapter(o.kind, o.settings) for o in config.outputs if takes_events(o.kind)}
+        audience = {o.id: build_audience_adapter(o.kind, o.settings) for o in config.outputs}
+        self.audience_adapters = {output: adapter for output, adapter in audience.items() if adapter is not None}
+        self.bulk: dict[tuple[int, int], BulkQueue] = {}
+        self.max_buffered_changes = config.runtime.max_buffered_audience_changes
+        self.bulk_wake = asyncio.Event()
         self.connections = {c.id: c for c in config.connections}
         self.breakers = {o.id: Breaker() for o in config.outputs}
         limit = config.runtime.output_concurrency
@@ -62,9 +82,11 @@ class Forwarder:
         self.forwarded_events: Counter[int] = Counter()
         self.skipped_events: Counter[tuple[int, str]] = Counter()
         self.report_counts: Counter[str] = Counter()
+        self.forwarded_memberships: Counter[int] = Counter()
         loop = asyncio.get_running_loop()
         loop.create_task(self._ask_for_resend())
         loop.create_task(self._flush_forever())
+        loop.create_task(self._flush_bulk_forever())
 
     async def deliver(self, rows: list[OutboxRow]) -> None:
         for row in rows:
@@ -122,7 +144,7 @@ class Forwarder:
             self._alert(row, "Internal Error", FATAL, f"{output.kind} adapter failed: {error!r}")
             return None
 
-    async def _deliver_request(self, row: OutboxRow, request: HttpRequest) -> bool:
+    async def _deliver_request(self, row: OutboxRow | AudienceTarget, request: HttpRequest) -> bool:
         attempt_no = 0
         while True:
             attempt_no += 1
@@ -138,7 +160,7 @@ class Forwarder:
                 return False
             await asyncio.sleep(verdict.delay_s)
 
-    async def _attempt(self, row: OutboxRow, request: HttpRequest) -> Attempt:
+    async def _attempt(self, row: OutboxRow | AudienceTarget, request: HttpRequest) -> Attempt:
         breaker = self.breakers[row.output_id]
         await breaker.admit()
         async with self.slots[row.output_id]:
@@ -148,7 +170,7 @@ class Forwarder:
         breaker.record(attempt.ok or not attempt.retryable)
         return attempt
 
-    def _alert(self, row: OutboxRow, alert_type: str, severity: str, detail: str) -> None:
+    def _alert(self, row: OutboxRow | AudienceTarget, alert_type: str, severity: str, detail: str) -> None:
         alert = Alert(
             ts_ms=now_ms(),
             connection_id=row.connection_id,
@@ -163,6 +185,45 @@ class Forwarder:
             self.alerts.append(alert)
         count("cdp_alerts", 1, type=alert_type, severity=severity)
         log.warning("delivery failed", extra={"fields": {"alert": alert_type, "severity": severity}})
+
+    async def deliver_memberships(self, output_id: int, changes: list[MembershipChange]) -> list[MembershipChange]:
+        """Queue audience membership changes for an audience output's bulk upload; returns those refused
+        because the queue is at its bound (the caller keeps them and offers them again later)."""
+        adapter = self.audience_adapters[output_id]
+        refused = []
+        now = time.monotonic()
+        for change in changes:
+            queue = self.bulk.get((output_id, change.audience_id))
+            if queue is None:
+                queue = self.bulk[(output_id, change.audience_id)] = BulkQueue.for_adapter(
+                    adapter, self.max_buffered_changes
+                )
+            if not queue.add(change, now):
+                refused.append(change)
+        self.bulk_wake.set()
+        return refused
+
+    async def _flush_bulk_forever(self) -> None:
+        """Upload each audience queue's due groups, one group after another per queue, so a user's last
+        change reaches the partner last."""
+        while True:
+            deadlines = [d for q in self.bulk.values() if (d := q.next_deadline()) is not None]
+            wait = min([*deadlines, time.monotonic() + 1.0]) - time.monotonic()
+            self.bulk_wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.bulk_wake.wait(), timeout=max(0.0, wait))
+            for (output_id, audience_id), queue in list(self.bulk.items()):
+                for group in queue.due(time.monotonic()):
+                    await self._upload_group(output_id, audience_id, group)
+
+    async def _upload_group(self, output_id: int, audience_id: int, group: list[MembershipChange]) -> None:
+        target = AudienceTarget(output_id=output_id, mpid=audience_id)
+        prepared = self.audience_adapters[output_id].prepare_memberships(group, now_ms())
+        for rejection in prepared.rejections:
+            self._alert(target, rejection.alert_type, FATAL, rejection.message)
+        for request in prepared.requests:
+            await self._deliver_request(target, request)
+        self.forwarded_memberships[output_id] += prepared.forwarded_events or len(group)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -219,6 +280,8 @@ class Forwarder:
             "screened_out_batches": self.screened_out,
             "skipped_events": {f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
             "breakers": {output: breaker.state for output, breaker in self.breakers.items()},
+            "audience_queues": {f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
+            "forwarded_memberships": dict(self.forwarded_memberships),
             "lanes": len(self.lanes),
             "held_rows": len(self.known),
         }

@@ -18,6 +18,10 @@ MODULES = {
 }  # fmt: skip
 
 
+AUDIENCE_ONLY = frozenset(kind for kind in MODULES if kind.endswith("_audience"))
+"""Outputs that take audience memberships only; Firehose takes both events and memberships."""
+
+
 def module_of(kind: str) -> Any:
     if kind not in MODULES:
         raise ValueError(f"unknown output kind {kind!r}; known: {', '.join(sorted(MODULES))}")
@@ -30,3 +34,15 @@ def settings_model(kind: str) -> type[BaseModel]:
 
 def build_adapter(kind: str, settings: BaseModel) -> Adapter:
     return module_of(kind).Adapter(settings)
+
+
+def takes_events(kind: str) -> bool:
+    return kind not in AUDIENCE_ONLY
+
+
+def build_audience_adapter(kind: str, settings: BaseModel) -> Any | None:
+    """The output's audience side (`AudienceAdapter` of a module that has both sides), or None."""
+    module = module_of(kind)
+    if hasattr(module, "AudienceAdapter"):
+        return module.AudienceAdapter(settings)
+    return module.Adapter(settings) if kind in AUDIENCE_ONLY else None

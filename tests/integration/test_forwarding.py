@@ -15,14 +15,15 @@ CONSENTED = {"gdpr": {"marketing": {"consented": True, "timestamp_unixtime_ms": 
 
 
 def with_outputs(config: WorkspaceConfig, *outputs: dict[str, Any]) -> WorkspaceConfig:
-    """The demo config with these outputs (webhooks by url) instead of its own, each connected to input 1."""
+    """The demo config with these outputs instead of its own, each but audience outputs connected to input 1."""
     data = config.model_dump(mode="python")
     data["inputs"][0]["secret"] = "demo-secret"
     data["outputs"] = [{"id": n, "name": f"out-{n}", "kind": o.get("kind", "webhook"), "settings": o["settings"],
                         "new_data_points": o.get("new_data_points", "forward")}
                        for n, o in enumerate(outputs, start=1)]  # fmt: skip
     data["connections"] = [{"id": n, "name": f"conn-{n}", "input": 1, "output": n, **o.get("connection", {})}
-                           for n, o in enumerate(outputs, start=1)]  # fmt: skip
+                           for n, o in enumerate(outputs, start=1)
+                           if not o.get("kind", "").endswith("_audience")]  # fmt: skip
     data["api_clients"] = [{"client_id": "demo-client", "client_secret": "demo-client-secret"}]
     return WorkspaceConfig.model_validate(data)
 
