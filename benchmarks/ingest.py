@@ -146,13 +146,20 @@ async def baseline_phase(config: WorkspaceConfig, args: Any) -> LoadResult:
         server.kill()
 
 
-async def system_phase(config: WorkspaceConfig, args: Any, samples: dict[str, list]) -> dict[str, Any]:
+def single_output(config: WorkspaceConfig, sink: str) -> tuple[WorkspaceConfig, list[str]]:
+    """The workspace's first output pointed at the sink; the sink paths that must receive everything."""
+    return config.with_output_url(config.outputs[0].id, f"{sink}/webhook"), ["/webhook"]
+
+
+async def system_phase(config: WorkspaceConfig, args: Any, samples: dict[str, list], label: str = "system",
+                       outputs: Any = single_output) -> dict[str, Any]:  # fmt: skip
+    """Load the platform; `outputs(config, sink_url)` says where it forwards and which sink paths to wait for."""
     from cdp_actors.cli import start_platform, start_ray, stop_platform
 
     sink_port, port = free_port(), free_port()
     sink = start_process(run_sink, sink_port)
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
-    config = config.with_output_url(config.outputs[0].id, f"http://127.0.0.1:{sink_port}/webhook")
+    config, paths = outputs(config, f"http://127.0.0.1:{sink_port}")
     try:
         await wait_http(sink_stats)
         start_ray(None, fast_ingress=args.fast_ingress)
@@ -171,8 +178,9 @@ async def system_phase(config: WorkspaceConfig, args: Any, samples: dict[str, li
         url = f"http://127.0.0.1:{port}/v2/bulkevents"
         started = time.time()
         load = await closed_loop(url, basic_auth(config), Workload(args.users), args.duration, args.concurrency,
-                                 "system", probe)  # fmt: skip
-        drained = await drain(sink_stats, load.acked_events, deadline_s=max(60.0, 2 * args.duration), probe=probe)
+                                 label, probe)  # fmt: skip
+        drained = await drain(sink_stats, load.acked_events, paths, deadline_s=max(60.0, 2 * args.duration),
+                              probe=probe)  # fmt: skip
         samples["rss_mb"].append(rss_mb(exclude))
         return {"load": load, "sink": drained, "started": started}
     finally:
@@ -187,12 +195,14 @@ def with_suppressed(action: Any) -> None:
         say(f"cleanup: {error}")
 
 
-async def drain(sink_stats: str, acked_events: int, deadline_s: float, probe: Any) -> dict[str, Any]:
-    """Wait until the sink has every acknowledged event (or the deadline passes)."""
+async def drain(sink_stats: str, acked_events: int, paths: list[str], deadline_s: float, probe: Any
+                ) -> dict[str, Any]:  # fmt: skip
+    """Wait until every sink path has every acknowledged event (or the deadline passes)."""
     deadline = time.monotonic() + deadline_s
     while True:
         stats = await get_json(sink_stats)
-        if stats["events"] >= acked_events or time.monotonic() > deadline:
+        done = all(stats["paths"].get(path, {}).get("events", 0) >= acked_events for path in paths)
+        if done or time.monotonic() > deadline:
             return stats
         say(f"[drain] {await probe()}")
         await asyncio.sleep(1)

@@ -42,19 +42,25 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def run_sink(port: int) -> None:
-    """Answers 200 to every POST; GET /stats reports batches, events, e2e latency, events per second."""
-    batches, events, per_second = Counter(), Counter(), Counter()
+    """Answers 200 to every POST; GET /stats reports, overall and per request path (one path per output in
+    the fan-out benchmark): unique batches, events, e2e latency and events per second."""
+    batches = Counter()
+    events: Counter[str] = Counter()
+    per_second: Counter[int] = Counter()
+    path_seconds: dict[str, Counter[int]] = {}
     latencies: list[float] = []
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
 
     async def receive(request: web.Request) -> web.Response:
         head = _head.decode(await request.read())
         now = time.time()
         batches["all"] += 1
-        if head.source_request_id not in seen:
-            seen.add(head.source_request_id)
-            events["all"] += inbound_events(head)
-            per_second[int(now)] += inbound_events(head)
+        if (request.path, head.source_request_id) not in seen:
+            seen.add((request.path, head.source_request_id))
+            count = inbound_events(head)
+            events[request.path] += count
+            per_second[int(now)] += count
+            path_seconds.setdefault(request.path, Counter())[int(now)] += count
             latencies.append(now * 1000 - sent_ms_of(head.source_request_id))
         return web.Response(status=200)
 
@@ -62,14 +68,16 @@ def run_sink(port: int) -> None:
         body = {
             "batches": batches["all"],
             "unique_batches": len(seen),
-            "events": events["all"],
+            "events": sum(events.values()),
             "latency_ms": percentiles(latencies),
             "per_second": sorted(per_second.items()),
-        }
+            "paths": {path: {"events": events[path], "last_second": max(seconds)}
+                      for path, seconds in path_seconds.items()},
+        }  # fmt: skip
         return web.json_response(body)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_post("/webhook", receive)
+    app.router.add_post("/{tail:.*}", receive)
     app.router.add_get("/stats", stats)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 

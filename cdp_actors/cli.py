@@ -141,16 +141,17 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_USERS = {"ingest": 10_000, "identity": 1_000_000}
+BENCH_USERS = {"ingest": 10_000, "identity": 1_000_000, "fanout": 10_000}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.fanout import run_fanout_bench
     from benchmarks.identity import run_identity_bench
     from benchmarks.ingest import run_ingest_bench
 
     config = _load(args.config)
     args.users = args.users or BENCH_USERS[args.scenario]
-    run = {"ingest": run_ingest_bench, "identity": run_identity_bench}[args.scenario]
+    run = {"ingest": run_ingest_bench, "identity": run_identity_bench, "fanout": run_fanout_bench}[args.scenario]
     print(json.dumps(asyncio.run(run(config, args)), indent=2))
     return 0
 

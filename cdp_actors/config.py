@@ -189,6 +189,9 @@ class Retry(_Strict):
     base_delay_s: float = Field(0.5, gt=0)
     max_delay_s: float = Field(60.0, gt=0)
     request_timeout_s: float = Field(10.0, gt=0)
+    max_age_s: float = Field(86_400.0, gt=0)
+    """A batch not delivered this long after its receipt (its output down, its breaker open) is dropped with
+    a Fatal `Retry Count Exceeded` alert: what bounds the outbox of an output that never comes back."""
 
 
 class Runtime(_Strict):

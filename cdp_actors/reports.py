@@ -34,25 +34,30 @@ def event_name(event: Any) -> str | None:
     return getattr(data, "event_name", None) or getattr(data, "screen_name", None)
 
 
-def inbound_counts(batch: Batch, input_id: int, received_ms: int) -> Counter[str]:
-    counts: Counter[str] = Counter()
+def inbound_counts(batch: Batch, input_id: int, received_ms: int, counts: Counter[tuple]) -> None:
+    """Add the batch's report counts to `counts`, keyed by `counter_key`'s parts (formatted once per chunk,
+    by `formatted`, because this runs for every batch a shard applies)."""
     hour, environment = received_ms // HOUR_MS, batch.environment or "production"
+    earliest = received_ms - LATE_MS
     for event in batch.events:
         stamped = getattr(event.data, "timestamp_unixtime_ms", None)
-        if stamped is not None and stamped < received_ms - LATE_MS:
+        if stamped is not None and stamped < earliest:
             continue
         event_type = event_type_of(event)
-        counts[counter_key(hour, "events", environment, input_id)] += 1
-        counts[counter_key(hour, "type", environment, input_id, event_type)] += 1
+        counts[(hour, "events", environment, input_id, "")] += 1
+        counts[(hour, "type", environment, input_id, event_type)] += 1
         name = event_name(event)
         if name:
-            counts[counter_key(hour, "name", environment, input_id, name)] += 1
+            counts[(hour, "name", environment, input_id, name)] += 1
         if event_type == "session_start":
-            counts[counter_key(hour, "sessions", environment, input_id)] += 1
+            counts[(hour, "sessions", environment, input_id, "")] += 1
         action = getattr(event.data, "product_action", None)
         if action is not None and action.action == "purchase" and action.total_amount:
-            counts[counter_key(hour, "revenue", environment, input_id)] += round(action.total_amount * REVENUE_SCALE)
-    return counts
+            counts[(hour, "revenue", environment, input_id, "")] += round(action.total_amount * REVENUE_SCALE)
+
+
+def formatted(counts: Counter[tuple]) -> dict[str, int]:
+    return {counter_key(*parts): n for parts, n in counts.items()}
 
 
 def outbound_key(received_ms: int, environment: str, input_id: int, output_id: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -20,18 +21,22 @@ class Breaker:
         self.probing = False
         self.changed = asyncio.Event()
 
-    async def admit(self) -> None:
-        """Wait until a request may go: always when closed; one probe at a time once the open time is up."""
+    async def admit(self, deadline: float = math.inf) -> bool:
+        """Wait until a request may go: at once when closed; one probe at a time once the open time is up.
+        False if `deadline` (monotonic) passes first."""
         while True:
             if self.state == CLOSED:
-                return
-            wait = self.reopens_at - time.monotonic()
-            if wait <= 0 and not self.probing:
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if now >= self.reopens_at and not self.probing:
                 self.state, self.probing = HALF_OPEN, True
-                return
+                return True
             self.changed.clear()
+            wait = min(max(self.reopens_at - now, 0.05), deadline - now)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=max(wait, 0.05))
+                await asyncio.wait_for(self.changed.wait(), timeout=wait)
 
     def record(self, healthy: bool) -> None:
         """`healthy`: the output answered (even with a non-retryable error); else it failed or timed out."""

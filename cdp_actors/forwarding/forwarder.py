@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import Counter, defaultdict, deque
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import msgspec
 import ray
 
 from cdp_actors.config import WorkspaceConfig
@@ -25,7 +25,7 @@ from cdp_actors.forwarding.breaker import Breaker
 from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
-from cdp_actors.forwarding.screening import screen
+from cdp_actors.forwarding.screening import Screened, passes_everything, screen
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
@@ -62,10 +62,14 @@ class Forwarder:
         self.adapters = {o.id: build_adapter(o.kind, o.settings) for o in config.outputs if takes_events(o.kind)}
         audience = {o.id: build_audience_adapter(o.kind, o.settings) for o in config.outputs}
         self.audience_adapters = {output: adapter for output, adapter in audience.items() if adapter is not None}
+        self.status_alerts = {o: a.status_alerts for o, a in {**self.audience_adapters, **self.adapters}.items()}
+        self.max_age_s = config.retry.max_age_s
         self.bulk: dict[tuple[int, int], BulkQueue] = {}
         self.max_buffered_changes = config.runtime.max_buffered_audience_changes
         self.bulk_wake = asyncio.Event()
         self.connections = {c.id: c for c in config.connections}
+        self.passthrough = {c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward")
+                            for c in config.connections}  # fmt: skip
         self.breakers = {o.id: Breaker() for o in config.outputs}
         limit = config.runtime.output_concurrency
         self.sessions = {
@@ -111,19 +115,23 @@ class Forwarder:
         del self.lanes[lane]
 
     async def _deliver_row(self, row: OutboxRow) -> None:
-        batch = json.loads(row.payload)
-        prepared = self._prepare(row, batch)
+        adapter = self.adapters[row.output_id]
+        if self.passthrough[row.connection_id] and hasattr(adapter, "prepare_raw"):
+            prepared = adapter.prepare_raw(row.payload, row.event_count)  # the hot path: no decode, no encode
+        else:
+            prepared = self._prepare(row, msgspec.json.decode(row.payload))
         if prepared is None:
             return
         for rejection in prepared.rejections:
             self._alert(row, rejection.alert_type, FATAL, rejection.message)
         for kind, n in prepared.skipped.items():
             self.skipped_events[(row.output_id, kind)] += n
-        delivered = [await self._deliver_request(row, request) for request in prepared.requests]
+        received_ms = row.received_ms or now_ms()
+        expires_at = time.monotonic() + self.max_age_s - (now_ms() - received_ms) / 1000
+        delivered = [await self._deliver_request(row, request, expires_at) for request in prepared.requests]
         if all(delivered):
             self.delivered += 1
             self.forwarded_events[row.output_id] += prepared.forwarded_events
-            received_ms = batch.get("timestamp_unixtime_ms") or now_ms()
             self.report_counts[outbound_key(received_ms, row.environment, row.input_id, row.output_id)] += (
                 prepared.forwarded_events
             )
@@ -133,7 +141,8 @@ class Forwarder:
     def _prepare(self, row: OutboxRow, batch: dict[str, Any]) -> Prepared | None:
         """Screen the row for its connection and turn it into the output's requests; None: nothing to send."""
         output = self.outputs[row.output_id]
-        screened = screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")
+        screened = Screened(batch) if self.passthrough[row.connection_id] else \
+            screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")  # fmt: skip
         if screened.batch is None:
             self.screened_out += 1
             return None
@@ -144,15 +153,20 @@ class Forwarder:
             self._alert(row, "Internal Error", FATAL, f"{output.kind} adapter failed: {error!r}")
             return None
 
-    async def _deliver_request(self, row: OutboxRow | AudienceTarget, request: HttpRequest) -> bool:
+    async def _deliver_request(self, row: OutboxRow | AudienceTarget, request: HttpRequest, expires_at: float) -> bool:
+        """Send with retries until delivered, refused, out of attempts, or held past `retry.max_age_s`."""
         attempt_no = 0
         while True:
             attempt_no += 1
+            if not await self.breakers[row.output_id].admit(expires_at):
+                detail = f"output {row.output_id} unavailable past retry.max_age_s"
+                self._alert(row, RETRY_COUNT_EXCEEDED, FATAL, detail)
+                return False
             attempt = await self._attempt(row, request)
             if attempt.ok:
                 return True
             verdict = self.policy.judge(attempt_no, attempt)
-            named = self.adapters[row.output_id].status_alerts.get(attempt.status or 0)
+            named = self.status_alerts[row.output_id].get(attempt.status or 0)
             alert_type = named if named and verdict.alert_type != RETRY_COUNT_EXCEEDED else verdict.alert_type
             detail = f"HTTP {attempt.status}" if attempt.status is not None else (attempt.error or "no response")
             self._alert(row, alert_type, verdict.severity, f"{detail} delivering to output {row.output_id}")
@@ -161,13 +175,11 @@ class Forwarder:
             await asyncio.sleep(verdict.delay_s)
 
     async def _attempt(self, row: OutboxRow | AudienceTarget, request: HttpRequest) -> Attempt:
-        breaker = self.breakers[row.output_id]
-        await breaker.admit()
         async with self.slots[row.output_id]:
             with span("forward.deliver", output=row.output_id, connection=row.connection_id, mpid=row.mpid) as s:
                 attempt = await send(self.sessions[row.output_id], request, self.timeout)
                 s.set_attribute("http.status_code", attempt.status or 0)
-        breaker.record(attempt.ok or not attempt.retryable)
+        self.breakers[row.output_id].record(attempt.ok or not attempt.retryable)
         return attempt
 
     def _alert(self, row: OutboxRow | AudienceTarget, alert_type: str, severity: str, detail: str) -> None:
@@ -221,8 +233,9 @@ class Forwarder:
         prepared = self.audience_adapters[output_id].prepare_memberships(group, now_ms())
         for rejection in prepared.rejections:
             self._alert(target, rejection.alert_type, FATAL, rejection.message)
+        expires_at = time.monotonic() + self.max_age_s
         for request in prepared.requests:
-            await self._deliver_request(target, request)
+            await self._deliver_request(target, request, expires_at)
         self.forwarded_memberships[output_id] += prepared.forwarded_events or len(group)
 
     async def _flush_forever(self) -> None:

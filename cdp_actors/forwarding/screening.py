@@ -76,6 +76,14 @@ def _filter_event(event: dict[str, Any], filters: DataFilters, default: bool) ->
     return event
 
 
+def passes_everything(connection: Connection, new_data_points_forward: bool) -> bool:
+    """True for a connection with no filters, rules, sampling or version floor: the common case, which the
+    forwarder passes through without screening (or copying) each batch."""
+    return (new_data_points_forward and not connection.rules and connection.filters == DataFilters()
+            and connection.sample_percent >= 100 and not connection.min_app_version
+            and len(connection.environments) == 2)  # fmt: skip
+
+
 def screen(batch: dict[str, Any], connection: Connection, new_data_points_forward: bool = True) -> Screened:
     if batch.get("environment", "production") not in connection.environments:
         return Screened(None, reason="environment")

@@ -24,20 +24,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from cdp_actors.forwarding.commerce import Expanded, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    ZERO_AD_ID,
     HttpRequest,
+    NonBlankSecret,
+    PartnerUrl,
     Prepared,
     Rejection,
-    Secret,
     SettingsModel,
+    chunks,
     consent_events,
     events_of,
-    identities,
+    identity_or_device_id,
+    insert_ids,
     json_body,
+    mpid_text,
+    present,
 )
 
 DEFAULT_API_URL = "https://api2.amplitude.com"
@@ -46,7 +52,6 @@ AMPLITUDE_MIN_ID_LENGTH = 5
 REVENUE_EVENT_TYPE = "revenue_amount"
 IDENTIFY_EVENT_TYPE = "$identify"
 SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event", "session_start", "session_end"})
-ALL_ZERO_ID = "00000000-0000-0000-0000-000000000000"  # a limited-ad-tracking IDFA; Amplitude rejects it
 UserIdType = Literal["customer_id", "email", "mpid", "other", "other_id_2", "other_id_3", "other_id_4", "none"]
 DeviceIdType = Literal[
     "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id", "roku_advertising_id",
@@ -63,8 +68,8 @@ DEVICE_FIELDS = {"platform": "platform", "os_version": "os_version", "brand": "d
 
 
 class Settings(SettingsModel):
-    api_key: Secret
-    api_url: str = Field(default=DEFAULT_API_URL, pattern=r"^https?://")
+    api_key: NonBlankSecret
+    api_url: PartnerUrl = DEFAULT_API_URL
     """`https://api.eu.amplitude.com` for an EU organisation."""
     user_id_type: UserIdType = "customer_id"
     device_id_types: tuple[DeviceIdType, ...] = DOCUMENTED_DEVICE_ID_ORDER
@@ -72,13 +77,6 @@ class Settings(SettingsModel):
     min_id_length: int | None = Field(default=None, ge=1)
     """Sent as `options.min_id_length` when set; shorter user and device ids are treated as missing."""
     max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=MAX_EVENTS_PER_REQUEST)
-
-    @field_validator("api_key")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 @dataclass
@@ -153,12 +151,9 @@ class Adapter:
     def _usable_id(self, batch: dict[str, Any], kind: str) -> str | None:
         if kind == "none":
             return None
-        if kind == "mpid":
-            value = batch.get("mpid")
-        else:
-            value = identities(batch).get(kind) or (batch.get("device_info") or {}).get(kind)
+        value = mpid_text(batch) if kind == "mpid" else identity_or_device_id(batch, kind)
         text = str(value) if value is not None else ""
-        return text if len(text) >= self.min_id_length and text != ALL_ZERO_ID else None
+        return text if len(text) >= self.min_id_length and text != ZERO_AD_ID else None  # Amplitude rejects it
 
     def _unidentified(self, batch: dict[str, Any], events: list[dict[str, Any]]) -> list[Rejection]:
         if not events and not batch.get("user_attributes"):
@@ -190,8 +185,7 @@ class Adapter:
     def _requests(self, events: list[dict[str, Any]]) -> list[HttpRequest]:
         options = {"options": {"min_id_length": self.settings.min_id_length}} if self.settings.min_id_length else {}
         size = self.settings.max_events_per_request
-        chunks = [events[i : i + size] for i in range(0, len(events), size)]
-        bodies = [{"api_key": self.api_key, "events": chunk, **options} for chunk in chunks]
+        bodies = [{"api_key": self.api_key, "events": chunk, **options} for chunk in chunks(events, size)]
         return [HttpRequest(self.url, json_body(body), self.headers) for body in bodies]
 
 
@@ -255,7 +249,7 @@ def session_of(event: dict[str, Any], time_ms: int) -> dict[str, int]:
 def device_fields(batch: dict[str, Any]) -> dict[str, Any]:
     device = batch.get("device_info") or {}
     fields = {name: device[key] for key, name in DEVICE_FIELDS.items() if device.get(key) not in (None, "")}
-    if fields.get("idfa") == ALL_ZERO_ID:
+    if fields.get("idfa") == ZERO_AD_ID:
         del fields["idfa"]
     version = (batch.get("application_info") or {}).get("application_version")
     if version:
@@ -263,15 +257,3 @@ def device_fields(batch: dict[str, Any]) -> dict[str, Any]:
     if batch.get("ip"):
         fields["ip"] = batch["ip"]
     return fields
-
-
-def insert_ids(batch: dict[str, Any], position: int, data: dict[str, Any], count: int) -> list[str]:
-    """Stable across replays: the event id (consent events, which have none, use the batch id and position);
-    `-<n>` tells apart the events one commerce event expands to."""
-    event_id = data.get("event_id")
-    base = str(event_id) if event_id is not None else f"{batch.get('batch_id', 0)}-{position}"
-    return [base] if count == 1 else [f"{base}-{n}" for n in range(count)]
-
-
-def present(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in attributes.items() if value is not None}

@@ -34,13 +34,16 @@ from cdp_actors.forwarding.commerce import Expanded, expand_commerce
 from cdp_actors.identity.types import ALL_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    ZERO_AD_ID,
     HttpRequest,
+    PartnerUrl,
     Prepared,
     Rejection,
     Secret,
     SettingsModel,
     events_of,
     identities,
+    identity_or_device_id,
     json_body,
 )
 
@@ -48,7 +51,6 @@ SUPPORTED = frozenset({"custom_event", "commerce_event"})
 APPSFLYER_KIT = "92"
 APPSFLYER_ID_KEY = "appsflyer_id_integration_setting"
 DEFAULT_CURRENCY = "USD"
-ZERO_AD_ID = "00000000-0000-0000-0000-000000000000"
 PLATFORMS = {"iOS": "ios", "tvOS": "ios", "Android": "android", "IOS": "ios", "TVOS": "ios"}
 ATT_STATUS = {"not_determined": 0, "restricted": 1, "denied": 2, "authorized": 3}
 PER_PRODUCT_EVENTS = {"add_to_cart": "af_add_to_cart", "add_to_wishlist": "af_add_to_wishlist"}
@@ -57,7 +59,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 class Settings(SettingsModel):
     dev_key: Secret = Field(min_length=1)
-    api_url: str = Field("https://api2.appsflyer.com", pattern=r"^https?://")
+    api_url: PartnerUrl = "https://api2.appsflyer.com"
     ios_app_id: str | None = Field(None, pattern=r"^(id)?\d+$")
     """The Apple App ID (``12345`` or ``id12345``); required for iOS data."""
     android_app_id: str | None = None
@@ -224,8 +226,7 @@ class Adapter:
         from_kit = ((batch.get("integration_attributes") or {}).get(APPSFLYER_KIT) or {}).get(APPSFLYER_ID_KEY)
         if from_kit or self.settings.appsflyer_id_identity is None:
             return from_kit
-        wanted = self.settings.appsflyer_id_identity
-        return identities(batch).get(wanted) or (batch.get("device_info") or {}).get(wanted)
+        return identity_or_device_id(batch, self.settings.appsflyer_id_identity)
 
     @staticmethod
     def _body(shared: dict[str, Any], name: str, values: dict[str, Any], time: str) -> dict[str, Any]:

@@ -25,21 +25,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cdp_actors.forwarding.commerce import expand_commerce
-from cdp_actors.identity.types import USER_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,
+    PartnerUrl,
     Prepared,
     Rejection,
     Secret,
     SettingsModel,
+    UserIdentityOrMpid,
+    bearer_json_headers,
     consent_events,
     events_of,
     identities,
     json_body,
+    mpid_text,
+    user_identity,
 )
 
 MAX_ITEMS_PER_ARRAY = 75
@@ -56,24 +60,17 @@ _GENDERS = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "
 
 
 class Settings(SettingsModel):
-    api_url: str = Field(pattern=r"^https?://")
+    api_url: PartnerUrl
     """The Braze instance's REST endpoint, e.g. ``https://rest.iad-01.braze.com``."""
     api_key: Secret = Field(min_length=1)
     """App Group REST API key with the ``users.track`` permission."""
     app_id: str | None = None
     """Braze app identifier, sent on every object when set."""
-    external_identity_type: str = "customer_id"
+    external_identity_type: UserIdentityOrMpid = "customer_id"
     """The user identity sent as `external_id`: a user identity type, or ``mpid``."""
     disable_external_id_constraint: bool = False
     """Forward users without the external identity too, under an alias of their MPID."""
     forward_session_events: bool = False
-
-    @field_validator("external_identity_type")
-    @classmethod
-    def _known_identity(cls, value: str) -> str:
-        if value != "mpid" and value not in USER_TYPES:
-            raise ValueError(f"unknown identity type {value!r}; use mpid or one of {', '.join(USER_TYPES)}")
-        return value
 
 
 def braze_time(ms: int) -> str:
@@ -120,8 +117,7 @@ class Adapter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.api_url.rstrip("/") + "/users/track"
-        self.headers = {"Content-Type": "application/json",
-                        "Authorization": f"Bearer {settings.api_key.get_secret_value()}"}  # fmt: skip
+        self.headers = bearer_json_headers(settings.api_key)
         self.supported = _ALWAYS_SUPPORTED | (frozenset(_SESSION_EVENT_NAMES) if settings.forward_session_events
                                               else frozenset())  # fmt: skip
 
@@ -144,16 +140,13 @@ class Adapter:
 
     def _user_key(self, batch: dict[str, Any]) -> dict[str, Any] | None:
         """How Braze objects name this user: `external_id`, else (push token or setting) an MPID alias."""
-        if self.settings.external_identity_type == "mpid":
-            external_id = str(batch["mpid"]) if batch.get("mpid") is not None else None
-        else:
-            external_id = identities(batch).get(self.settings.external_identity_type)
+        external_id = user_identity(batch, self.settings.external_identity_type)
         if external_id:
             return {"external_id": external_id}
+        mpid = mpid_text(batch)
         has_push_token = bool((batch.get("device_info") or {}).get("push_token"))
-        if batch.get("mpid") is not None and (has_push_token or self.settings.disable_external_id_constraint):
-            alias = {"alias_label": MPID_ALIAS_LABEL, "alias_name": str(batch["mpid"])}
-            return {"user_alias": alias, "_update_existing_only": False}
+        if mpid is not None and (has_push_token or self.settings.disable_external_id_constraint):
+            return {"user_alias": {"alias_label": MPID_ALIAS_LABEL, "alias_name": mpid}, "_update_existing_only": False}
         return None
 
     def _missing_identity(self) -> Rejection:

@@ -19,18 +19,23 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from cdp_actors.identity.types import USER_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    BulkMaxAge,
     HttpRequest,
     MembershipChange,
+    PartnerUrl,
     Prepared,
-    Rejection,
     Secret,
     SettingsModel,
+    bearer_json_headers,
+    chunks,
     json_body,
+    members_by_audience,
+    sendable,
 )
 
 ARRAY_ATTRIBUTE = "SegmentMembershipArray"
@@ -38,7 +43,7 @@ ARRAY_CHANGES = {"add": "add", "delete": "remove"}
 
 
 class Settings(SettingsModel):
-    api_url: str = Field(pattern=r"^https?://")
+    api_url: PartnerUrl
     """The Braze instance's REST endpoint, e.g. ``https://rest.iad-01.braze.com``."""
     api_key: Secret
     """A REST API key with the ``users.track`` permission."""
@@ -47,7 +52,7 @@ class Settings(SettingsModel):
     send_segments_as: Literal["one_attribute_per_segment", "single_array_attribute", "both"] = (
         "one_attribute_per_segment"
     )
-    bulk_max_age_s: float = Field(60.0, gt=0)
+    bulk_max_age_s: BulkMaxAge = 60.0
 
     @field_validator("external_id_type")
     @classmethod
@@ -67,31 +72,22 @@ class Adapter:
         self.per_segment = settings.send_segments_as in ("one_attribute_per_segment", "both")
         self.array = settings.send_segments_as in ("single_array_attribute", "both")
         self.max_age_s = settings.bulk_max_age_s
-        self.headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
-        }
+        self.missing_description = f"no {settings.external_id_type} to send as the Braze external_id"
+        self.headers = bearer_json_headers(settings.api_key)
 
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
         prepared = Prepared()
         objects = [self._attributes(change, prepared) for members in members_by_audience(changes).values()
                    for change in members]  # fmt: skip
         objects = [attributes for attributes in objects if attributes]
-        prepared.forwarded_events = len(objects)
-        for start in range(0, len(objects), self.max_batch):
-            body = json_body({"attributes": objects[start : start + self.max_batch]})
-            prepared.requests.append(HttpRequest(self.url, body, self.headers))
+        prepared.requests = [HttpRequest(self.url, json_body({"attributes": chunk}), self.headers)
+                             for chunk in chunks(objects, self.max_batch)]  # fmt: skip
         return prepared
 
     def _attributes(self, change: MembershipChange, prepared: Prepared) -> dict[str, Any] | None:
         """The user's attributes object for this change, or None (rejected) without an external id."""
         external_id = change.identities.get(self.external_id_type, "").strip()
-        if change.action not in ARRAY_CHANGES:
-            prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            return None
-        if not external_id:
-            message = f"mpid {change.mpid} has no {self.external_id_type} to send as the Braze external_id"
-            prepared.rejections.append(Rejection("Missing Identity", message))
+        if not sendable(change, ARRAY_CHANGES, bool(external_id), self.missing_description, prepared):
             return None
         attributes: dict[str, Any] = {"external_id": external_id}
         if self.per_segment:
@@ -99,11 +95,3 @@ class Adapter:
         if self.array:
             attributes[ARRAY_ATTRIBUTE] = {ARRAY_CHANGES[change.action]: [str(change.audience_id)]}
         return attributes
-
-
-def members_by_audience(changes: list[MembershipChange]) -> dict[int, list[MembershipChange]]:
-    """The changes by audience, keeping only the last one per user: membership is a state, not a log."""
-    grouped: dict[int, dict[int, MembershipChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.audience_id, {})[change.mpid] = change
-    return {audience_id: list(members.values()) for audience_id, members in grouped.items()}

@@ -17,20 +17,25 @@ token goes in an ``Authorization: Bearer`` header rather than the query string, 
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from cdp_actors.integrations.base import (
-    PARTNER_STATUS_ALERTS,
+    BULK_UPLOAD_INTERVAL_S,
+    BulkMaxAge,
     HttpRequest,
+    MappedAudienceAdapter,
     MembershipChange,
+    PartnerUrl,
     Prepared,
-    Rejection,
     Secret,
     SettingsModel,
+    bearer_json_headers,
+    chunks,
     json_body,
+    phone_digits,
+    sendable,
     sha256_hex,
 )
 
@@ -50,52 +55,36 @@ class Settings(SettingsModel):
     """Our audience id → the Facebook custom audience id to keep in step with it."""
     identities: tuple[MatchIdentity, ...] = Field(tuple(MATCH_IDENTITIES), min_length=1)
     """The identities forwarded as match keys."""
-    api_url: str = Field("https://graph.facebook.com/v21.0", pattern=r"^https?://")
-    bulk_max_age_s: float = Field(3 * 3600, gt=0)
+    api_url: PartnerUrl = "https://graph.facebook.com/v21.0"
+    bulk_max_age_s: BulkMaxAge = BULK_UPLOAD_INTERVAL_S
 
 
-class Adapter:
-    status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+class Adapter(MappedAudienceAdapter[str]):
     max_batch: ClassVar[int] = 10_000
+    mapping_setting: ClassVar[str] = "audience_ids"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.audience_ids, settings.bulk_max_age_s)
         self.api_url = settings.api_url.rstrip("/")
-        self.audience_ids = settings.audience_ids
-        self.max_age_s = settings.bulk_max_age_s
         self.columns = {column: [kind for kind in kinds if kind in settings.identities]
                         for column, kinds in COLUMNS.items() if set(kinds) & set(settings.identities)}  # fmt: skip
-        self.headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {settings.access_token.get_secret_value()}",
-        }
+        self.missing_description = "none of " + ", ".join(kind for kinds in self.columns.values() for kind in kinds)
+        self.headers = bearer_json_headers(settings.access_token)
 
-    def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
-        prepared = Prepared()
-        for audience_id, members in members_by_audience(changes).items():
-            facebook_id = self.audience_ids.get(audience_id)
-            if facebook_id is None:
-                message = f"audience {audience_id} is not in audience_ids; {len(members)} changes not sent"
-                prepared.rejections.append(Rejection("Missing Required Setting", message))
-                continue
-            for action, rows in self._rows(members, prepared).items():
-                for start in range(0, len(rows), self.max_batch):
-                    chunk = rows[start : start + self.max_batch]
-                    prepared.requests.append(self._request(facebook_id, action, chunk))
-        return prepared
+    def audience_requests(
+        self, facebook_id: str, members: list[MembershipChange], prepared: Prepared, now_ms: int
+    ) -> list[HttpRequest]:
+        rows_by_action = self._rows(members, prepared)
+        return [self._request(facebook_id, action, chunk)
+                for action, rows in rows_by_action.items() for chunk in chunks(rows, self.max_batch)]  # fmt: skip
 
     def _rows(self, members: list[MembershipChange], prepared: Prepared) -> dict[str, list[list[str]]]:
         """Each member's match-key row, by action; members without any match key are rejected."""
         rows: dict[str, list[list[str]]] = {"add": [], "delete": []}
         for change in members:
             row = [_match_key(column, change.identities, kinds) for column, kinds in self.columns.items()]
-            if change.action not in rows:
-                prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            elif not any(row):
-                wanted = ", ".join(kind for kinds in self.columns.values() for kind in kinds)
-                prepared.rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
-            else:
+            if sendable(change, rows, any(row), self.missing_description, prepared):
                 rows[change.action].append(row)
-                prepared.forwarded_events += 1
         return rows
 
     def _request(self, facebook_id: str, action: str, rows: list[list[str]]) -> HttpRequest:
@@ -110,16 +99,3 @@ def _match_key(column: str, identities: dict[str, str], kinds: list[MatchIdentit
     if column == "PHONE":
         value = phone_digits(value)
     return sha256_hex(value) if value else ""
-
-
-def phone_digits(value: str) -> str:
-    """Phone normalisation before hashing: digits only (country code included), no leading zeros."""
-    return re.sub(r"\D", "", value).lstrip("0")
-
-
-def members_by_audience(changes: list[MembershipChange]) -> dict[int, list[MembershipChange]]:
-    """The changes by audience, keeping only the last one per user: membership is a state, not a log."""
-    grouped: dict[int, dict[int, MembershipChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.audience_id, {})[change.mpid] = change
-    return {audience_id: list(members.values()) for audience_id, members in grouped.items()}

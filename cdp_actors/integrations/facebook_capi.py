@@ -29,21 +29,26 @@ import re
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from cdp_actors.forwarding.commerce import Expanded, expand_commerce
-from cdp_actors.identity.types import USER_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    ZERO_AD_ID,
     HttpRequest,
+    PartnerUrl,
     Prepared,
     Rejection,
     Secret,
     SettingsModel,
+    UserIdentityOrMpid,
+    chunks,
     events_of,
     identities,
     json_body,
+    phone_digits,
     sha256_hex,
+    user_identity,
 )
 
 ActionSource = Literal[
@@ -54,7 +59,6 @@ MAX_EVENTS_PER_REQUEST = 1000
 MAX_EVENT_AGE_MS = 7 * 24 * 3600 * 1000
 DEFAULT_CURRENCY = "USD"
 APP_PLATFORMS = {"iOS": "i2", "tvOS": "i2", "Android": "a2"}
-ZERO_AD_ID = "00000000-0000-0000-0000-000000000000"
 STANDARD_COMMERCE_EVENTS = {
     "add_to_cart": "AddToCart", "add_to_wishlist": "AddToWishlist", "view_detail": "ViewContent",
     "checkout": "InitiateCheckout", "purchase": "Purchase",
@@ -69,29 +73,17 @@ class Settings(SettingsModel):
     """The Pixel (dataset) id the events are sent to."""
     access_token: Secret = Field(min_length=1)
     """A Conversions API access token (a system user's, which does not expire)."""
-    api_url: str = Field("https://graph.facebook.com", pattern=r"^https?://")
+    api_url: PartnerUrl = "https://graph.facebook.com"
     api_version: str = Field("22.0", pattern=r"^\d+\.\d+$")
     action_source: ActionSource | None = None
     """Where the conversions happened; unset: by the batch's platform (web → website, mobile → app)."""
-    external_id_type: str = "customer_id"
+    external_id_type: UserIdentityOrMpid = "customer_id"
     """The user identity hashed into `external_id`: a user identity type, or ``mpid``."""
     test_event_code: str | None = None
     """Sends to Events Manager's Test Events instead of live data when set."""
 
-    @field_validator("external_id_type")
-    @classmethod
-    def _known_identity(cls, value: str) -> str:
-        if value != "mpid" and value not in USER_TYPES:
-            raise ValueError(f"unknown identity type {value!r}; use mpid or one of {', '.join(USER_TYPES)}")
-        return value
-
 
 # ---- customer information (Meta's normalisation, then SHA-256) -------------------------------------------
-
-
-def normalized_phone(value: str) -> str:
-    """Digits only, without leading zeros: ``+44 844 412 4653`` → ``448444124653``."""
-    return re.sub(r"\D", "", value).lstrip("0")
 
 
 def _letters_only(value: str) -> str:
@@ -133,20 +125,14 @@ def _attribute(user_attributes: dict[str, Any], reserved: str) -> Any:
     return next((v for k, v in user_attributes.items() if k.lower() == reserved), None)
 
 
-def _external_id(batch: dict[str, Any], external_id_type: str) -> str | None:
-    if external_id_type == "mpid":
-        return str(batch["mpid"]) if batch.get("mpid") is not None else None
-    return identities(batch).get(external_id_type)
-
-
 def user_data(batch: dict[str, Any], external_id_type: str, app: bool) -> dict[str, Any]:
     """Meta's customer information parameters for the batch's user: contact data hashed, the rest as is."""
     ids, device = identities(batch), batch.get("device_info") or {}
     attributes = batch.get("user_attributes") or {}
     phone = ids.get("mobile_number") or _attribute(attributes, "$mobile")
     data: dict[str, Any] = hashed_user_attributes(attributes)
-    for key, value in (("em", ids.get("email")), ("ph", normalized_phone(phone) if isinstance(phone, str) else None),
-                       ("external_id", _external_id(batch, external_id_type))):  # fmt: skip
+    for key, value in (("em", ids.get("email")), ("ph", phone_digits(phone) if isinstance(phone, str) else None),
+                       ("external_id", user_identity(batch, external_id_type))):  # fmt: skip
         if value and value.strip():
             data[key] = [sha256_hex(value)]
     ad_id = device.get("ios_advertising_id") or device.get("android_advertising_id")
@@ -335,6 +321,5 @@ class Adapter:
 
     def _requests(self, server_events: list[dict[str, Any]]) -> list[HttpRequest]:
         extra = {"test_event_code": self.settings.test_event_code} if self.settings.test_event_code else {}
-        return [HttpRequest(self.url, json_body({"data": server_events[n : n + MAX_EVENTS_PER_REQUEST], **extra}),
-                            self.headers)
-                for n in range(0, len(server_events), MAX_EVENTS_PER_REQUEST)]  # fmt: skip
+        return [HttpRequest(self.url, json_body({"data": chunk, **extra}), self.headers)
+                for chunk in chunks(server_events, MAX_EVENTS_PER_REQUEST)]  # fmt: skip

@@ -49,11 +49,13 @@ from pydantic import Field
 
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    BulkMaxAge,
     HttpRequest,
     MembershipChange,
     Prepared,
     Secret,
     SettingsModel,
+    chunks,
     json_body,
 )
 
@@ -79,7 +81,7 @@ class Settings(SettingsModel):
     """The partner-defined `account.account_settings` (e.g. ``apiKey``); values may be ``${ENV_VAR}``."""
     allow_eventless_batches: bool = False
     """Also send batches that carry no Firehose event and no consent change."""
-    bulk_max_age_s: float = Field(300, gt=0)
+    bulk_max_age_s: BulkMaxAge = 300
     """How long a membership change may wait in the bulk queue (Firehose's `bulk_forward_wait_in_minutes`)."""
 
 
@@ -620,8 +622,8 @@ class AudienceAdapter(FirehoseClient):
 
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
         version = self.settings.firehose_version
-        chunks = [changes[start : start + self.max_batch] for start in range(0, len(changes), self.max_batch)]
-        return Prepared([self.request(audience_membership_change_request(c, self.account, version)) for c in chunks])
+        return Prepared([self.request(audience_membership_change_request(chunk, self.account, version))
+                         for chunk in chunks(changes, self.max_batch)])  # fmt: skip
 
     def subscription_request(self, audience_id: int, name: str, action: str, now_ms: int) -> HttpRequest:
         version, account = self.settings.firehose_version, self.account

@@ -23,20 +23,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, NamedTuple
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field
 
 from cdp_actors.forwarding.commerce import TOTAL_ACTIONS, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,
+    NonBlankSecret,
+    PartnerUrl,
     Prepared,
     Rejection,
     Secret,
     SettingsModel,
+    as_boolean,
+    chunks,
     consent_events,
     events_of,
     identities,
+    identity_or_device_id,
+    insert_ids,
     json_body,
+    present,
 )
 
 DEFAULT_API_URL = "https://api.mixpanel.com"
@@ -54,10 +61,10 @@ DEVICE_PROPERTIES = {"platform": "$os", "os_version": "$os_version", "device_man
 
 
 class Settings(SettingsModel):
-    project_token: Secret
+    project_token: NonBlankSecret
     api_secret: Secret | None = None
     """Needed for events older than 5 days (sent to `/import`); without it they are dropped as late."""
-    api_url: str = Field(default=DEFAULT_API_URL, pattern=r"^https?://")
+    api_url: PartnerUrl = DEFAULT_API_URL
     """`https://api-eu.mixpanel.com` for EU data residency, `https://api-in.mixpanel.com` for India."""
     distinct_id_type: DistinctIdType = "mpid"
     """Sent as `distinct_id`: the MPID (the docs' recommendation), a user identity or a device id; the MPID
@@ -67,13 +74,6 @@ class Settings(SettingsModel):
     include_user_attributes: bool = False
     """Also put the user attributes and the email identity on every event."""
     max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=MAX_EVENTS_PER_REQUEST)
-
-    @field_validator("project_token")
-    @classmethod
-    def _not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
 
 
 class Plain(NamedTuple):
@@ -150,7 +150,7 @@ class Adapter:
     def _distinct_id(self, batch: dict[str, Any]) -> str:
         wanted = self.settings.distinct_id_type
         if wanted != "mpid":
-            found = identities(batch).get(wanted) or (batch.get("device_info") or {}).get(wanted)
+            found = identity_or_device_id(batch, wanted)
             if found:
                 return str(found)
         return str(batch.get("mpid", ""))
@@ -185,7 +185,7 @@ class Adapter:
     def _event_requests(self, path: str, events: list[dict[str, Any]], headers: dict[str, str]) -> list[HttpRequest]:
         size = self.settings.max_events_per_request
         url = f"{self.base_url}/{path}"
-        return [HttpRequest(url, json_body(events[i : i + size]), headers) for i in range(0, len(events), size)]
+        return [HttpRequest(url, json_body(chunk), headers) for chunk in chunks(events, size)]
 
     def _people_requests(
         self, batch: dict[str, Any], distinct_id: str, amounts: list[tuple[int, float]]
@@ -235,23 +235,9 @@ def transaction_amount(action: str, revenue: float | None) -> float | None:
     return -abs(revenue) if action == "refund" else revenue
 
 
-def insert_ids(batch: dict[str, Any], position: int, data: dict[str, Any], count: int) -> list[str]:
-    """Stable across replays: the event id (consent events, which have none, use the batch id and position);
-    `-<n>` tells apart the events one commerce event expands to. At most 36 characters, as Mixpanel requires."""
-    event_id = data.get("event_id")
-    base = str(event_id) if event_id is not None else f"{batch.get('batch_id', 0)}-{position}"
-    return [base] if count == 1 else [f"{base}-{n}" for n in range(count)]
-
-
 def converted(attributes: dict[str, Any]) -> dict[str, Any]:
     """Attributes as Mixpanel takes them: `"true"` / `"false"` (any case) as booleans, unset values left out."""
-    return {name: as_boolean(value) for name, value in attributes.items() if value is not None}
-
-
-def as_boolean(value: Any) -> Any:
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    return value
+    return {name: as_boolean(value) for name, value in present(attributes).items()}
 
 
 def iso_seconds(time_ms: int) -> str:

@@ -21,14 +21,19 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from cdp_actors.integrations.base import (
-    PARTNER_STATUS_ALERTS,
+    BULK_UPLOAD_INTERVAL_S,
+    BulkMaxAge,
     HttpRequest,
+    MappedAudienceAdapter,
     MembershipChange,
+    PartnerUrl,
     Prepared,
-    Rejection,
     Secret,
     SettingsModel,
+    bearer_json_headers,
+    chunks,
     json_body,
+    sendable,
     sha256_hex,
 )
 
@@ -52,40 +57,26 @@ class Settings(SettingsModel):
     access_token: Secret
     customer_lists: dict[int, CustomerLists] = {}
     """Our audience id → its Pinterest customer lists."""
-    api_url: str = Field("https://api.pinterest.com/v5", pattern=r"^https?://")
-    bulk_max_age_s: float = Field(3 * 3600, gt=0)
+    api_url: PartnerUrl = "https://api.pinterest.com/v5"
+    bulk_max_age_s: BulkMaxAge = BULK_UPLOAD_INTERVAL_S
 
 
-class Adapter:
-    status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+class Adapter(MappedAudienceAdapter[dict[ListKind, str]]):
     max_batch: ClassVar[int] = 10_000
+    mapping_setting: ClassVar[str] = "customer_lists"
 
     def __init__(self, settings: Settings) -> None:
+        list_ids = {audience_id: list_ids_of(lists) for audience_id, lists in settings.customer_lists.items()}
+        super().__init__({audience_id: ids for audience_id, ids in list_ids.items() if ids}, settings.bulk_max_age_s)
         self.lists_url = f"{settings.api_url.rstrip('/')}/ad_accounts/{settings.ad_account_id}/customer_lists"
-        self.customer_lists = settings.customer_lists
-        self.max_age_s = settings.bulk_max_age_s
-        self.headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {settings.access_token.get_secret_value()}",
-        }
+        self.headers = bearer_json_headers(settings.access_token)
 
-    def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
-        prepared = Prepared()
-        for audience_id, members in members_by_audience(changes).items():
-            lists = self._list_ids(audience_id)
-            if not lists:
-                message = f"audience {audience_id} is not in customer_lists; {len(members)} changes not sent"
-                prepared.rejections.append(Rejection("Missing Required Setting", message))
-                continue
-            for (action, kind), records in self._records(members, lists, prepared).items():
-                for start in range(0, len(records), self.max_batch):
-                    chunk = records[start : start + self.max_batch]
-                    prepared.requests.append(self._request(lists[kind], action, chunk))
-        return prepared
-
-    def _list_ids(self, audience_id: int) -> dict[ListKind, str]:
-        lists = self.customer_lists.get(audience_id) or CustomerLists()
-        return {kind: list_id for kind, list_id in (("email", lists.email), ("maid", lists.maid)) if list_id}
+    def audience_requests(
+        self, lists: dict[ListKind, str], members: list[MembershipChange], prepared: Prepared, now_ms: int
+    ) -> list[HttpRequest]:
+        records = self._records(members, lists, prepared)
+        return [self._request(lists[kind], action, chunk)
+                for (action, kind), values in records.items() for chunk in chunks(values, self.max_batch)]  # fmt: skip
 
     def _records(
         self, members: list[MembershipChange], lists: dict[ListKind, str], prepared: Prepared
@@ -94,16 +85,11 @@ class Adapter:
         records: dict[tuple[str, ListKind], dict[str, None]] = {
             (action, kind): {} for action in OPERATIONS for kind in lists
         }  # in request order: adds, then removes; emails, then advertising ids
+        missing_description = "none of " + ", ".join(identity for kind in lists for identity in LIST_IDENTITIES[kind])
         for change in members:
             found = [(kind, sha256_hex(change.identities[identity])) for kind in lists
                      for identity in LIST_IDENTITIES[kind] if change.identities.get(identity, "").strip()]  # fmt: skip
-            if change.action not in OPERATIONS:
-                prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            elif not found:
-                wanted = ", ".join(identity for kind in lists for identity in LIST_IDENTITIES[kind])
-                prepared.rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
-            else:
-                prepared.forwarded_events += 1
+            if sendable(change, OPERATIONS, bool(found), missing_description, prepared):
                 for kind, record in found:
                     records[(change.action, kind)][record] = None
         return {key: list(values) for key, values in records.items() if values}
@@ -113,9 +99,6 @@ class Adapter:
         return HttpRequest(f"{self.lists_url}/{list_id}", body, self.headers, "PATCH")
 
 
-def members_by_audience(changes: list[MembershipChange]) -> dict[int, list[MembershipChange]]:
-    """The changes by audience, keeping only the last one per user: membership is a state, not a log."""
-    grouped: dict[int, dict[int, MembershipChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.audience_id, {})[change.mpid] = change
-    return {audience_id: list(members.values()) for audience_id, members in grouped.items()}
+def list_ids_of(lists: CustomerLists) -> dict[ListKind, str]:
+    """An audience's customer list ids by kind, those set."""
+    return {kind: list_id for kind, list_id in (("email", lists.email), ("maid", lists.maid)) if list_id}

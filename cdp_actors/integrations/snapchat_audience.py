@@ -16,20 +16,25 @@ no value-based audiences.
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from cdp_actors.integrations.base import (
-    PARTNER_STATUS_ALERTS,
+    BULK_UPLOAD_INTERVAL_S,
+    BulkMaxAge,
     HttpRequest,
+    MappedAudienceAdapter,
     MembershipChange,
+    PartnerUrl,
     Prepared,
-    Rejection,
     Secret,
     SettingsModel,
+    bearer_json_headers,
+    chunks,
     json_body,
+    phone_digits,
+    sendable,
     sha256_hex,
 )
 
@@ -53,37 +58,28 @@ class Settings(SettingsModel):
     """Our audience id → the Snap customer-list segment id to keep in step with it."""
     identities: tuple[MatchIdentity, ...] = Field(tuple(SCHEMAS), min_length=1)
     """The identities forwarded, hashed."""
-    api_url: str = Field("https://adsapi.snapchat.com/v1", pattern=r"^https?://")
-    bulk_max_age_s: float = Field(3 * 3600, gt=0)
+    api_url: PartnerUrl = "https://adsapi.snapchat.com/v1"
+    bulk_max_age_s: BulkMaxAge = BULK_UPLOAD_INTERVAL_S
 
 
-class Adapter:
-    status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+class Adapter(MappedAudienceAdapter[str]):
     max_batch: ClassVar[int] = 100_000
+    mapping_setting: ClassVar[str] = "segment_ids"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.segment_ids, settings.bulk_max_age_s)
         self.api_url = settings.api_url.rstrip("/")
-        self.segment_ids = settings.segment_ids
         self.identities = [kind for kind in SCHEMAS if kind in settings.identities]
-        self.max_age_s = settings.bulk_max_age_s
-        self.headers = {
-            "Content-Type": "application/json",
-            "Authorization": f"Bearer {settings.access_token.get_secret_value()}",
-        }
+        self.missing_description = "none of " + ", ".join(self.identities)
+        self.headers = bearer_json_headers(settings.access_token)
 
-    def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
-        prepared = Prepared()
-        for audience_id, members in members_by_audience(changes).items():
-            segment_id = self.segment_ids.get(audience_id)
-            if segment_id is None:
-                message = f"audience {audience_id} is not in segment_ids; {len(members)} changes not sent"
-                prepared.rejections.append(Rejection("Missing Required Setting", message))
-                continue
-            for (action, schema), values in self._hashes(members, prepared).items():
-                for start in range(0, len(values), self.max_batch):
-                    chunk = values[start : start + self.max_batch]
-                    prepared.requests.append(self._request(segment_id, action, schema, chunk))
-        return prepared
+    def audience_requests(
+        self, segment_id: str, members: list[MembershipChange], prepared: Prepared, now_ms: int
+    ) -> list[HttpRequest]:
+        """One request per action and identifier type (Snap takes one schema per request)."""
+        hashes = self._hashes(members, prepared)
+        return [self._request(segment_id, action, schema, chunk)
+                for (action, schema), values in hashes.items() for chunk in chunks(values, self.max_batch)]  # fmt: skip
 
     def _hashes(self, members: list[MembershipChange], prepared: Prepared) -> dict[tuple[str, str], list[str]]:
         """The members' hashed identifiers by (action, schema), deduplicated; members without any are rejected."""
@@ -93,13 +89,7 @@ class Adapter:
         for change in members:
             found = [(SCHEMAS[kind], _hashed(kind, change.identities.get(kind, ""))) for kind in self.identities]
             found = [(schema, value) for schema, value in found if value]
-            if change.action not in METHODS:
-                prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            elif not found:
-                wanted = ", ".join(self.identities)
-                prepared.rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
-            else:
-                prepared.forwarded_events += 1
+            if sendable(change, METHODS, bool(found), self.missing_description, prepared):
                 for schema, value in found:
                     hashes[(change.action, schema)][value] = None
         return {key: list(values) for key, values in hashes.items() if values}
@@ -111,13 +101,5 @@ class Adapter:
 
 def _hashed(kind: MatchIdentity, value: str) -> str:
     if SCHEMAS[kind] == "PHONE_SHA256":
-        value = re.sub(r"\D", "", value).lstrip("0")
+        value = phone_digits(value)
     return sha256_hex(value) if value.strip() else ""
-
-
-def members_by_audience(changes: list[MembershipChange]) -> dict[int, list[MembershipChange]]:
-    """The changes by audience, keeping only the last one per user: membership is a state, not a log."""
-    grouped: dict[int, dict[int, MembershipChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.audience_id, {})[change.mpid] = change
-    return {audience_id: list(members.values()) for audience_id, members in grouped.items()}

@@ -26,14 +26,18 @@ from urllib.parse import quote
 from pydantic import Field
 
 from cdp_actors.integrations.base import (
-    PARTNER_STATUS_ALERTS,
+    BULK_UPLOAD_INTERVAL_S,
+    BulkMaxAge,
     HttpRequest,
+    MappedAudienceAdapter,
     MembershipChange,
+    PartnerUrl,
     Prepared,
-    Rejection,
     Secret,
     SettingsModel,
+    chunks,
     json_body,
+    sendable,
     sha256_hex,
 )
 
@@ -57,8 +61,8 @@ class Settings(SettingsModel):
     """Our audience id → the X custom audience id to keep in step with it."""
     identities: tuple[MatchIdentity, ...] = Field(tuple(USER_FIELDS), min_length=1)
     """The identities forwarded, hashed (``twitter`` is the user's handle)."""
-    api_url: str = Field("https://ads-api.x.com/12", pattern=r"^https?://")
-    bulk_max_age_s: float = Field(3 * 3600, gt=0)
+    api_url: PartnerUrl = "https://ads-api.x.com/12"
+    bulk_max_age_s: BulkMaxAge = BULK_UPLOAD_INTERVAL_S
 
 
 @dataclass(frozen=True)
@@ -69,45 +73,32 @@ class OAuth1Keys:
     token_secret: str
 
 
-class Adapter:
-    status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+class Adapter(MappedAudienceAdapter[str]):
     max_batch: ClassVar[int] = 2_500
+    mapping_setting: ClassVar[str] = "audience_ids"
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.audience_ids, settings.bulk_max_age_s)
         self.audiences_url = f"{settings.api_url.rstrip('/')}/accounts/{settings.account_id}/custom_audiences"
-        self.audience_ids = settings.audience_ids
         self.identities = [kind for kind in USER_FIELDS if kind in settings.identities]
-        self.max_age_s = settings.bulk_max_age_s
+        self.missing_description = "none of " + ", ".join(self.identities)
         secrets = (settings.consumer_key, settings.consumer_secret, settings.access_token, settings.access_token_secret)
         self.keys = OAuth1Keys(*(secret.get_secret_value() for secret in secrets))
 
-    def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
-        prepared = Prepared()
-        for audience_id, members in members_by_audience(changes).items():
-            x_audience_id = self.audience_ids.get(audience_id)
-            if x_audience_id is None:
-                message = f"audience {audience_id} is not in audience_ids; {len(members)} changes not sent"
-                prepared.rejections.append(Rejection("Missing Required Setting", message))
-                continue
-            for action, users in self._users(members, prepared).items():
-                for start in range(0, len(users), self.max_batch):
-                    chunk = users[start : start + self.max_batch]
-                    prepared.requests.append(self._request(x_audience_id, action, chunk, now_ms))
-        return prepared
+    def audience_requests(
+        self, x_audience_id: str, members: list[MembershipChange], prepared: Prepared, now_ms: int
+    ) -> list[HttpRequest]:
+        users_by_action = self._users(members, prepared)
+        return [self._request(x_audience_id, action, chunk, now_ms)
+                for action, users in users_by_action.items() for chunk in chunks(users, self.max_batch)]  # fmt: skip
 
     def _users(self, members: list[MembershipChange], prepared: Prepared) -> dict[str, list[dict[str, list[str]]]]:
         """The members as X user objects, by action; members without any accepted identity are rejected."""
         users: dict[str, list[dict[str, list[str]]]] = {"add": [], "delete": []}
         for change in members:
             user = self._user(change.identities)
-            if change.action not in users:
-                prepared.rejections.append(Rejection("Invalid Required Attribute", f"unknown action {change.action!r}"))
-            elif not user:
-                wanted = ", ".join(self.identities)
-                prepared.rejections.append(Rejection("Missing Identity", f"mpid {change.mpid} has none of {wanted}"))
-            else:
+            if sendable(change, users, bool(user), self.missing_description, prepared):
                 users[change.action].append(user)
-                prepared.forwarded_events += 1
         return users
 
     def _user(self, identities: dict[str, str]) -> dict[str, list[str]]:
@@ -149,11 +140,3 @@ def oauth1_header(
 
 def _encode(value: str) -> str:
     return quote(value, safe="")  # RFC 3986 percent-encoding, as OAuth 1.0a requires
-
-
-def members_by_audience(changes: list[MembershipChange]) -> dict[int, list[MembershipChange]]:
-    """The changes by audience, keeping only the last one per user: membership is a state, not a log."""
-    grouped: dict[int, dict[int, MembershipChange]] = {}
-    for change in changes:
-        grouped.setdefault(change.audience_id, {})[change.mpid] = change
-    return {audience_id: list(members.values()) for audience_id, members in grouped.items()}

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
-
-from cdp_actors.integrations.base import HttpRequest, Prepared, Secret, SettingsModel, json_body
+from cdp_actors.integrations.base import HttpRequest, PartnerUrl, Prepared, Secret, SettingsModel, json_body
 
 
 class Settings(SettingsModel):
-    url: str = Field(pattern=r"^https?://")
+    url: PartnerUrl
     auth_header: Secret | None = None
     """Sent verbatim as the Authorization header when set (e.g. ``Bearer abc``)."""
 
@@ -27,3 +25,7 @@ class Adapter:
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
         events = len(batch.get("events") or [])
         return Prepared([HttpRequest(self.url, json_body(batch), self.headers)], forwarded_events=events)
+
+    def prepare_raw(self, payload: bytes, event_count: int) -> Prepared:
+        """The outbound batch exactly as the shard encoded it, when the connection changes nothing."""
+        return Prepared([HttpRequest(self.url, payload, self.headers)], forwarded_events=event_count)

@@ -22,7 +22,7 @@ from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
-from cdp_actors.reports import inbound_counts
+from cdp_actors.reports import formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
 from cdp_actors.schema.records import OutboxRow, ShardRecord
 from cdp_actors.storage.lmdb_env import (
@@ -109,10 +109,10 @@ class ShardCore:
             return 0
         with self.store.write() as txn:
             profiles: dict[int, Profile] = {}
-            counts: Counter[str] = Counter()
+            counts: Counter[tuple] = Counter()
             for record in fresh:
                 profiles[record.mpid] = self._apply_one(txn, record, profiles, counts)
-            add_counts(txn, self.store.db("counters"), counts)
+            add_counts(txn, self.store.db("counters"), formatted(counts))
             profiles_db = self.store.db("profiles")
             for mpid, profile in profiles.items():
                 txn.put(mpid_key(mpid), encode_profile(profile), db=profiles_db)
@@ -124,9 +124,11 @@ class ShardCore:
         data = txn.get(mpid_key(mpid), db=self.store.db("profiles"))
         return decode_profile(data) if data else Profile(mpid=mpid)
 
-    def _apply_one(self, txn: Any, record: ShardRecord, profiles: dict[int, Profile], counts: Counter[str]) -> Profile:
+    def _apply_one(
+        self, txn: Any, record: ShardRecord, profiles: dict[int, Profile], counts: Counter[tuple]
+    ) -> Profile:
         batch = decode_valid_batch(record.raw)
-        counts.update(inbound_counts(batch, record.input_id, record.received_ms))
+        inbound_counts(batch, record.input_id, record.received_ms, counts)
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
@@ -147,6 +149,7 @@ class ShardCore:
                     mpid=record.mpid,
                     event_count=len(batch.events),
                     payload=payload,
+                    received_ms=record.received_ms,
                 )
                 txn.put(row.key, _row_encoder.encode(row), db=self.store.db("outbox"))
         return profile

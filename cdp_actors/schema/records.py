@@ -40,6 +40,7 @@ class OutboxRow(msgspec.Struct, array_like=True, frozen=True):
     mpid: int
     event_count: int
     payload: bytes
+    received_ms: int = 0
 
 
 class Alert(msgspec.Struct, array_like=True, frozen=True):

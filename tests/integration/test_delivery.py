@@ -73,6 +73,15 @@ def test_an_output_down_past_the_limit_raises_retry_count_exceeded(platform) -> 
     wait_for(lambda: new_alerts(api, before) == expected, what="retry alerts")
 
 
+def test_batches_held_past_the_max_age_by_a_dead_output_are_dropped_with_a_fatal_alert(platform) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}/webhook"
+    api = platform(demo_config(nowhere, retry={**FAST_RETRY, "max_attempts": 10_000, "max_age_s": 2}))
+    before = alert_counts(api)
+    assert api.post("/v2/bulkevents", [batch(f"aged-{n}", [custom("x", 1)]) for n in range(30)]).status_code == 202
+    wait_for(api.settled, timeout=60, what="every batch dropped once past its max age")  # the outbox stays bounded
+    assert new_alerts(api, before).get(("Retry Count Exceeded", "Fatal")) == 30
+
+
 def test_a_dead_output_does_not_hold_up_a_healthy_one(platform, receiver) -> None:
     config = demo_config(receiver.url, retry={**FAST_RETRY, "max_attempts": 1000}, runtime={"forwarder_window": 4})
     dead = config.outputs[0].model_copy(update={"id": 2, "name": "dead-webhook", "settings": config.outputs[0].settings

@@ -1,16 +1,13 @@
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import Any, ClassVar
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations import (
     braze_audience,
     facebook_audience,
@@ -20,7 +17,7 @@ from cdp_actors.integrations import (
 )
 from cdp_actors.integrations.base import PARTNER_STATUS_ALERTS, HttpRequest, MembershipChange, Prepared, sha256_hex
 from cdp_actors.integrations.registry import build_adapter, settings_model
-from tests.support import free_port
+from tests.unit.partners import LocalPartner, Received
 
 # SHA-256 values: test@example.com's is the widely published one, @AdsAPI's is from X's "Custom Audiences
 # User Data" page; the rest were computed once with hashlib and pinned.
@@ -338,50 +335,31 @@ def test_credentials_stay_out_of_reprs(kind: str) -> None:
 # --- over real HTTP ---------------------------------------------------------------------------------
 
 
-async def deliver_to_fake_partner(requests: list[HttpRequest], port: int) -> tuple[list[int | None], list[dict]]:
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"method": request.method, "path": request.path, "body": await request.read(),
-                         "headers": dict(request.headers)})  # fmt: skip
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            timeout = aiohttp.ClientTimeout(total=5)
-            attempts = [await send(session, request, timeout) for request in requests]
-    finally:
-        await runner.cleanup()
-    return [a.status for a in attempts], received
+def ok_json(received: Received) -> web.Response:
+    return web.json_response({"ok": True})
 
 
 def test_prepared_requests_reach_a_partner_over_http() -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    facebook = facebook_audience.Adapter(FACEBOOK.model_copy(update={"api_url": f"{base}/v21.0"}))
-    pinterest = pinterest_audience.Adapter(PINTEREST.model_copy(update={"api_url": f"{base}/v5"}))
+    partner = LocalPartner()
+    facebook = facebook_audience.Adapter(FACEBOOK.model_copy(update={"api_url": f"{partner.url}/v21.0"}))
+    pinterest = pinterest_audience.Adapter(PINTEREST.model_copy(update={"api_url": f"{partner.url}/v5"}))
     changes = [change(1, **FULL), change(2, "delete", email="other@example.com")]
     requests = [
         *facebook.prepare_memberships(changes, NOW_MS).requests,
         *pinterest.prepare_memberships(changes, NOW_MS).requests,
     ]
 
-    statuses, received = asyncio.run(deliver_to_fake_partner(requests, port))
+    attempts, received = partner.deliver(requests, ok_json, timeout_s=5)
 
-    assert statuses == [200] * len(requests)
-    assert [(r["method"], r["path"]) for r in received] == [
+    assert [a.status for a in attempts] == [200] * len(requests)
+    assert [(r.method, r.path) for r in received] == [
         ("POST", "/v21.0/23850001/users"),
         ("DELETE", "/v21.0/23850001/users"),
         ("PATCH", "/v5/ad_accounts/549755885175/customer_lists/643"),
         ("PATCH", "/v5/ad_accounts/549755885175/customer_lists/644"),
         ("PATCH", "/v5/ad_accounts/549755885175/customer_lists/643"),
     ]
-    assert [r["body"] for r in received] == [r.body for r in requests]
-    assert received[1]["headers"]["Authorization"] == "Bearer fb-token"
-    assert received[1]["headers"]["Content-Type"] == "application/json"
-    assert json.loads(received[4]["body"]) == {"records": OTHER_EMAIL_HASH, "operation_type": "REMOVE"}
+    assert [r.body for r in received] == [r.body for r in requests]
+    assert received[1].headers["Authorization"] == "Bearer fb-token"
+    assert received[1].headers["Content-Type"] == "application/json"
+    assert received[4].json() == {"records": OTHER_EMAIL_HASH, "operation_type": "REMOVE"}

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations.amplitude import Adapter, Settings
 from cdp_actors.integrations.base import HttpRequest
 from cdp_actors.integrations.registry import build_adapter, settings_model
+from tests.unit import partners
+from tests.unit.partners import NOW_MS as NOW
+from tests.unit.partners import LocalPartner, Received, custom, event, user_identities
 
-NOW = 1_700_000_000_000
 HEADERS = {"Content-Type": "application/json", "Accept": "*/*", "User-Agent": "cdp-actors/0.1"}
 BOOTS = {"id": "sku-1", "name": "Boots", "price": 49.5, "quantity": 2}
 HAT = {"id": "sku-2", "name": "Hat", "price": 10.0, "quantity": 1}
@@ -29,43 +28,24 @@ def adapter(**settings: Any) -> Adapter:
     return Adapter(Settings(api_key="key-1", **settings))
 
 
-def custom(name: str | None, event_id: int = 101, ts: int = NOW - 60_000, **attributes: Any) -> dict[str, Any]:
-    data = {"custom_event_type": "navigation", "custom_attributes": attributes, "timestamp_unixtime_ms": ts,
-            "event_id": event_id, "message_id": event_id + 1000, "source_message_id": "src-1"}  # fmt: skip
-    if name is not None:
-        data["event_name"] = name
-    return {"event_type": "custom_event", "data": data}
-
-
-def event(event_type: str, event_id: int = 201, ts: int = NOW - 60_000, **data: Any) -> dict[str, Any]:
-    stamps = {"timestamp_unixtime_ms": ts, "event_id": event_id, "message_id": event_id + 1000}
-    return {"event_type": event_type, "data": {**data, **stamps}}
-
-
 def commerce(action: str = "purchase", products: list[dict[str, Any]] | None = None, event_id: int = 301,
              total: float | None = 59.5) -> dict[str, Any]:  # fmt: skip
-    product_action = {"action": action, "transaction_id": "t-9", "products": [BOOTS, HAT] if products is None else
-                      products} | ({"total_amount": total} if total is not None else {})  # fmt: skip
-    return event("commerce_event", event_id, product_action=product_action, currency_code="EUR")
+    products = [BOOTS, HAT] if products is None else products
+    return partners.commerce_event(action, products, event_id, total=total, transaction_id="t-9")
+
+
+IOS_BATCH = {
+    "mpid": MPID, "batch_id": 77, "ip": "203.0.113.9", "user_attributes": {},
+    "user_identities": user_identities(customer_id="cust-1", email="ann@example.com"),
+    "device_info": {"platform": "iOS", "os_version": "17.1", "brand": "Apple", "device_model": "iPhone15,2",
+                    "ios_advertising_id": "idfa-1234", "ios_idfv": "idfv-1234"},
+    "application_info": {"application_version": "2.0"},
+}  # fmt: skip
 
 
 def outbound(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """An enriched outbound batch, as `profiles/outbound.py` builds it (an iOS device)."""
-    batch = {
-        "environment": "production", "mpid": MPID, "batch_id": 77, "timestamp_unixtime_ms": NOW,
-        "ip": "203.0.113.9", "schema_version": 2,
-        "user_identities": [{"identity_type": "customer_id", "identity": "cust-1", "timestamp_unixtime_ms": NOW,
-                             "created_this_batch": False},
-                            {"identity_type": "email", "identity": "ann@example.com", "timestamp_unixtime_ms": NOW,
-                             "created_this_batch": False}],
-        "user_attributes": {},
-        "device_info": {"platform": "iOS", "os_version": "17.1", "brand": "Apple", "device_model": "iPhone15,2",
-                        "ios_advertising_id": "idfa-1234", "ios_idfv": "idfv-1234"},
-        "application_info": {"application_version": "2.0"},
-        "events": list(events),
-    }  # fmt: skip
-    batch.update(fields)
-    return batch
+    """An enriched outbound batch from an iOS device."""
+    return partners.outbound_batch(*events, **{**IOS_BATCH, **fields})
 
 
 def sent_events(requests: list[HttpRequest]) -> list[dict[str, Any]]:
@@ -297,37 +277,19 @@ def test_partner_statuses_are_named() -> None:
 # ---- over real HTTP ---------------------------------------------------------------------------------------
 
 
-async def deliver_to_local_server(batch: dict[str, Any], **settings: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Prepare `batch` for an adapter pointed at a local aiohttp server, send it, and return what arrived."""
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"path": request.path_qs, "headers": dict(request.headers), "body": await request.read()})
-        return web.json_response({"code": 200, "events_ingested": 1})
-
-    app = web.Application()
-    app.router.add_post("/{path:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        prepared = adapter(api_url=f"http://127.0.0.1:{port}", **settings).prepare(batch, NOW)
-        async with aiohttp.ClientSession() as session:
-            attempts = [await send(session, r, aiohttp.ClientTimeout(total=10)) for r in prepared.requests]
-    finally:
-        await runner.cleanup()
-    return attempts, received
+def amplitude_reply(received: Received) -> web.Response:
+    return web.json_response({"code": 200, "events_ingested": 1})
 
 
 def test_requests_arrive_over_http_as_prepared() -> None:
     batch = outbound(*(custom(f"E{n}", n) for n in range(3)), commerce(), user_attributes={"plan": "gold"})
-    attempts, received = asyncio.run(deliver_to_local_server(batch, max_events_per_request=4))
+    partner = LocalPartner()
+    prepared = adapter(api_url=partner.url, max_events_per_request=4).prepare(batch, NOW)
+    attempts, received = partner.deliver(prepared.requests, amplitude_reply)
     assert all(a.ok for a in attempts) and len(attempts) == 2
-    assert [r["path"] for r in received] == ["/2/httpapi", "/2/httpapi"]
-    assert all(r["headers"]["Content-Type"] == "application/json" for r in received)
-    first, second = (json.loads(r["body"]) for r in received)
+    assert [(r.method, r.path_qs) for r in received] == [("POST", "/2/httpapi"), ("POST", "/2/httpapi")]
+    assert all(r.headers["Content-Type"] == "application/json" for r in received)
+    first, second = (r.json() for r in received)
     assert first["api_key"] == second["api_key"] == "key-1"
     assert [e["event_type"] for e in first["events"] + second["events"]] == [
         "E0", "E1", "E2", "eCommerce - purchase - Item", "eCommerce - purchase - Item",

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import web
 from pydantic import ValidationError
 
 from cdp_actors.config import Output
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations import appsflyer
-from cdp_actors.integrations.base import HttpRequest, Prepared
+from cdp_actors.integrations.base import Prepared
 from cdp_actors.integrations.registry import build_adapter
-from tests.support import free_port
+from tests.unit import partners
+from tests.unit.partners import EVENT_MS, NOW_MS, LocalPartner, user_identities
+from tests.unit.partners import nth_commerce as commerce
+from tests.unit.partners import nth_event as event
 
-NOW_MS = 1_700_000_000_000
-EVENT_MS = NOW_MS - 60_000
 EVENT_TIME = "2023-11-14 22:12:20.000"
 AF_ID = "1700000000000-1234567"
 IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
@@ -39,34 +36,23 @@ def adapter(**settings: Any) -> appsflyer.Adapter:
     return appsflyer.Adapter(appsflyer.Settings(**{"dev_key": "dev-key", "ios_app_id": "123456789", **settings}))
 
 
-def event(event_type: str, n: int = 1, **data: Any) -> dict[str, Any]:
-    ids = {"timestamp_unixtime_ms": EVENT_MS, "event_id": 1000 + n, "message_id": 2000 + n}
-    return {"event_type": event_type, "data": {**ids, **data}}
-
-
 def custom(name: str = "level_up", n: int = 1, **attributes: Any) -> dict[str, Any]:
-    return event("custom_event", n, event_name=name, custom_event_type="other", custom_attributes=attributes)
+    return partners.custom_event(name, 1000 + n, EVENT_MS, attributes, custom_event_type="other")
 
 
-def commerce(action: str, products: list[dict[str, Any]], **data: Any) -> dict[str, Any]:
-    product_action = {"action": action, "transaction_id": "t-1", "total_amount": 102.0, "products": products}
-    return event("commerce_event", product_action=product_action, currency_code="EUR", **data)
+IOS_BATCH = {
+    "mpid": 8_000_000_000_000_001, "batch_id": 42, "user_identities": user_identities(customer_id="cust-1"),
+    "user_attributes": {"plan": "gold"},
+    "device_info": {"platform": "iOS", "os_version": "17.1", "ios_advertising_id": IDFA, "ios_idfv": IDFV,
+                    "att_authorization_status": "authorized"},
+    "application_info": {"package": "com.example.app", "application_version": "1.2.0"},
+    "integration_attributes": {"92": {"appsflyer_id_integration_setting": AF_ID}},
+    "ip": "203.0.113.7",
+}  # fmt: skip
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    batch = {
-        "environment": "production", "mpid": 8_000_000_000_000_001, "batch_id": 42, "timestamp_unixtime_ms": NOW_MS,
-        "user_identities": [{"identity_type": "customer_id", "identity": "cust-1"}],
-        "user_attributes": {"plan": "gold"},
-        "device_info": {"platform": "iOS", "os_version": "17.1", "ios_advertising_id": IDFA, "ios_idfv": IDFV,
-                        "att_authorization_status": "authorized"},
-        "application_info": {"package": "com.example.app", "application_version": "1.2.0"},
-        "integration_attributes": {"92": {"appsflyer_id_integration_setting": AF_ID}},
-        "ip": "203.0.113.7",
-        "events": list(events),
-    }  # fmt: skip
-    batch.update(overrides)
-    return batch
+    return partners.outbound_batch(*events, **{**IOS_BATCH, **overrides})
 
 
 def android(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -217,37 +203,15 @@ def test_settings_are_validated_on_load() -> None:
 # ---- over real HTTP --------------------------------------------------------------------------------------
 
 
-async def deliver(requests: list[HttpRequest], port: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """POST the requests with the forwarder's `send` to a local server that records what it receives."""
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
-                         "body": json.loads(await request.read())})  # fmt: skip
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            attempts = [await send(session, r, aiohttp.ClientTimeout(total=10)) for r in requests]
-    finally:
-        await runner.cleanup()
-    return attempts, received
-
-
 def test_prepared_requests_reach_a_real_http_server() -> None:
-    port = free_port()
-    local = appsflyer.Adapter(appsflyer.Settings(dev_key="dev-key", api_url=f"http://127.0.0.1:{port}"))
+    partner = LocalPartner()
+    local = appsflyer.Adapter(appsflyer.Settings(dev_key="dev-key", api_url=partner.url))
     prepared = local.prepare(android(custom("level_up", level=3), commerce("purchase", PRODUCTS)), NOW_MS)
 
-    attempts, received = asyncio.run(deliver(prepared.requests, port))
+    attempts, received = partner.deliver(prepared.requests)
 
     assert [a.status for a in attempts] == [200, 200]
-    assert {(r["method"], r["path"]) for r in received} == {("POST", "/inappevent/com.example.app")}
-    assert all(r["headers"]["authentication"] == "dev-key" for r in received)
-    assert [r["body"]["eventName"] for r in received] == ["level_up", "af_purchase"]
-    assert [r["body"] for r in received] == bodies(prepared)
+    assert {(r.method, r.path) for r in received} == {("POST", "/inappevent/com.example.app")}
+    assert all(r.headers["authentication"] == "dev-key" for r in received)
+    assert [r.json()["eventName"] for r in received] == ["level_up", "af_purchase"]
+    assert [r.json() for r in received] == bodies(prepared)

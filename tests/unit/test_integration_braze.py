@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
 from cdp_actors.config import Output
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations import braze
-from cdp_actors.integrations.base import HttpRequest, Prepared
+from cdp_actors.integrations.base import Prepared
 from cdp_actors.integrations.registry import build_adapter, settings_model
-from tests.support import free_port
+from tests.unit import partners
+from tests.unit.partners import EVENT_MS, NOW_MS, LocalPartner, Received, user_identities
+from tests.unit.partners import nth_commerce as commerce
+from tests.unit.partners import nth_event as event
 
-NOW_MS = 1_700_000_000_000
-EVENT_MS = NOW_MS - 60_000
 EVENT_TIME = "2023-11-14T22:12:20.000+00:00"
 MPID = 8_000_000_000_000_001
 URL = "https://rest.iad-01.braze.com/users/track"
@@ -39,36 +37,23 @@ def adapter(**settings: Any) -> braze.Adapter:
     return braze.Adapter(braze.Settings(api_url="https://rest.iad-01.braze.com", api_key="rest-key", **settings))
 
 
-def event(event_type: str, n: int = 1, **data: Any) -> dict[str, Any]:
-    ids = {"timestamp_unixtime_ms": EVENT_MS, "event_id": 1000 + n, "message_id": 2000 + n}
-    return {"event_type": event_type, "data": {**ids, **data}}
-
-
 def custom(name: str = "Played", n: int = 1, **attributes: Any) -> dict[str, Any]:
-    return event("custom_event", n, event_name=name, custom_event_type="media", custom_attributes=attributes)
+    return partners.custom_event(name, 1000 + n, EVENT_MS, attributes, custom_event_type="media")
 
 
-def commerce(action: str, products: list[dict[str, Any]], **data: Any) -> dict[str, Any]:
-    product_action = {"action": action, "transaction_id": "t-1", "total_amount": 102.0, "products": products}
-    return event("commerce_event", product_action=product_action, currency_code="EUR", **data)
+BATCH = {
+    "mpid": MPID, "batch_id": 42, "user_identities": user_identities(customer_id="cust-1", email="ada@example.com"),
+    "user_attributes": {"$FirstName": "Ada", "$LastName": "Lovelace", "$Gender": "female", "$City": "London",
+                        "$Country": "GB", "$Mobile": "+442079460000", "$Zip": "N1 9GU", "plan": "gold",
+                        "tags": ["a", "b"]},
+    "device_info": {"platform": "iOS", "os_version": "17.1"},
+    "application_info": {"application_version": "1.2.0", "package": "com.example.app"},
+    "ip": "203.0.113.7",
+}  # fmt: skip
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    batch = {
-        "environment": "production", "mpid": MPID, "batch_id": 42, "timestamp_unixtime_ms": NOW_MS,
-        "schema_version": 2,
-        "user_identities": [{"identity_type": "customer_id", "identity": "cust-1", "created_this_batch": False},
-                            {"identity_type": "email", "identity": "ada@example.com", "created_this_batch": False}],
-        "user_attributes": {"$FirstName": "Ada", "$LastName": "Lovelace", "$Gender": "female", "$City": "London",
-                            "$Country": "GB", "$Mobile": "+442079460000", "$Zip": "N1 9GU", "plan": "gold",
-                            "tags": ["a", "b"]},
-        "device_info": {"platform": "iOS", "os_version": "17.1"},
-        "application_info": {"application_version": "1.2.0", "package": "com.example.app"},
-        "ip": "203.0.113.7",
-        "events": list(events),
-    }  # fmt: skip
-    batch.update(overrides)
-    return batch
+    return partners.outbound_batch(*events, **{**BATCH, **overrides})
 
 
 def bodies(prepared: Prepared) -> list[dict[str, Any]]:
@@ -264,39 +249,21 @@ def test_workspace_output_reports_missing_settings_by_path() -> None:
 # ---- over real HTTP --------------------------------------------------------------------------------------
 
 
-async def deliver(requests: list[HttpRequest], port: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """POST the requests with the forwarder's `send` to a local server that records what it receives."""
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"method": request.method, "path": request.path_qs, "headers": dict(request.headers),
-                         "body": json.loads(await request.read())})  # fmt: skip
-        return web.json_response({"message": "success"}, status=201)
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            attempts = [await send(session, r, aiohttp.ClientTimeout(total=10)) for r in requests]
-    finally:
-        await runner.cleanup()
-    return attempts, received
+def braze_reply(received: Received) -> web.Response:
+    return web.json_response({"message": "success"}, status=201)
 
 
 def test_prepared_requests_reach_a_real_http_server() -> None:
-    port = free_port()
-    local = braze.Adapter(braze.Settings(api_url=f"http://127.0.0.1:{port}/", api_key="rest-key"))
+    partner = LocalPartner()
+    local = braze.Adapter(braze.Settings(api_url=f"{partner.url}/", api_key="rest-key"))
     prepared = local.prepare(outbound(*[custom(f"E{n}", n) for n in range(80)]), NOW_MS)
 
-    attempts, received = asyncio.run(deliver(prepared.requests, port))
+    attempts, received = partner.deliver(prepared.requests, braze_reply)
 
     assert [a.status for a in attempts] == [201, 201]
-    assert [r["method"] for r in received] == ["POST", "POST"]
-    assert [r["path"] for r in received] == ["/users/track", "/users/track"]
-    assert all(r["headers"]["Authorization"] == "Bearer rest-key" for r in received)
-    assert all(r["headers"]["Content-Type"] == "application/json" for r in received)
-    assert [r["body"] for r in received] == bodies(prepared)
-    assert [len(r["body"]["events"]) for r in received] == [75, 5]
+    assert [r.method for r in received] == ["POST", "POST"]
+    assert [r.path_qs for r in received] == ["/users/track", "/users/track"]
+    assert all(r.headers["Authorization"] == "Bearer rest-key" for r in received)
+    assert all(r.headers["Content-Type"] == "application/json" for r in received)
+    assert [r.json() for r in received] == bodies(prepared)
+    assert [len(r.json()["events"]) for r in received] == [75, 5]

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
 from cdp_actors.config import Output
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations import facebook_capi as fb
-from cdp_actors.integrations.base import HttpRequest, Prepared
+from cdp_actors.integrations.base import Prepared
 from cdp_actors.integrations.registry import build_adapter
-from tests.support import free_port
+from tests.unit import partners
+from tests.unit.partners import EVENT_MS, NOW_MS, LocalPartner, Received, user_identities
 
-NOW_MS = 1_700_000_000_000
-EVENT_MS = NOW_MS - 60_000
 URL = "https://graph.facebook.com/v22.0/1234567890/events?access_token=tok%2Fen"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64)"
 PAGE = "https://shop.example.com/boots"
@@ -53,34 +49,36 @@ def adapter(**settings: Any) -> fb.Adapter:
     return fb.Adapter(fb.Settings(pixel_id="1234567890", access_token="tok/en", **settings))
 
 
+def page_stamps(n: int) -> dict[str, Any]:
+    """What every sample event carries for Facebook: its source message id and the page it happened on."""
+    return {"source_message_id": f"smid-{n}", "custom_flags": {"Facebook.EventSourceUrl": PAGE}}
+
+
 def event(event_type: str, n: int = 1, ts: int = EVENT_MS, **data: Any) -> dict[str, Any]:
-    ids = {"timestamp_unixtime_ms": ts, "event_id": 1000 + n, "message_id": 2000 + n, "source_message_id": f"smid-{n}"}
-    return {"event_type": event_type, "data": {**ids, "custom_flags": {"Facebook.EventSourceUrl": PAGE}, **data}}
+    return partners.nth_event(event_type, n, ts=ts, **{**page_stamps(n), **data})
 
 
 def custom(name: str = "Signed Up", n: int = 1, ts: int = EVENT_MS, **attributes: Any) -> dict[str, Any]:
-    return event("custom_event", n, ts, event_name=name, custom_event_type="other", custom_attributes=attributes)
+    return partners.custom_event(name, 1000 + n, ts, attributes, custom_event_type="other", **page_stamps(n))
 
 
 def commerce(action: str, products: list[dict[str, Any]], n: int = 1) -> dict[str, Any]:
-    product_action = {"action": action, "transaction_id": "t-1", "total_amount": 102.0, "products": products}
-    return event("commerce_event", n, product_action=product_action, currency_code="EUR")
+    return partners.nth_commerce(action, products, n, **page_stamps(n))
+
+
+WEB_BATCH = {
+    "mpid": 8_000_000_000_000_001, "batch_id": 42,
+    "user_identities": user_identities(customer_id="Cust-1", email=" Person@Example.com "),
+    "user_attributes": {"$FirstName": " Ada ", "$LastName": "Lovelace", "$Gender": "Female",
+                        "$City": "San Francisco", "$State": "CA", "$Zip": "94107-1234", "$Country": "US",
+                        "$Mobile": "+44 844 412 4653", "plan": "gold"},
+    "device_info": {"platform": "web", "http_header_user_agent": USER_AGENT},
+    "ip": "203.0.113.7",
+}  # fmt: skip
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    batch = {
-        "environment": "production", "mpid": 8_000_000_000_000_001, "batch_id": 42, "timestamp_unixtime_ms": NOW_MS,
-        "user_identities": [{"identity_type": "customer_id", "identity": "Cust-1"},
-                            {"identity_type": "email", "identity": " Person@Example.com "}],
-        "user_attributes": {"$FirstName": " Ada ", "$LastName": "Lovelace", "$Gender": "Female",
-                            "$City": "San Francisco", "$State": "CA", "$Zip": "94107-1234", "$Country": "US",
-                            "$Mobile": "+44 844 412 4653", "plan": "gold"},
-        "device_info": {"platform": "web", "http_header_user_agent": USER_AGENT},
-        "ip": "203.0.113.7",
-        "events": list(events),
-    }  # fmt: skip
-    batch.update(overrides)
-    return batch
+    return partners.outbound_batch(*events, **{**WEB_BATCH, **overrides})
 
 
 def app_batch(*events: dict[str, Any], **device: Any) -> dict[str, Any]:
@@ -100,8 +98,8 @@ def server_events(prepared: Prepared) -> list[dict[str, Any]]:
 
 
 def test_customer_information_is_normalised_then_hashed_as_meta_documents() -> None:
-    assert fb.normalized_phone("+44 844 412 4653") == "448444124653"
-    assert fb.normalized_phone("(0044) 844-412-4653") == "448444124653"
+    assert fb.phone_digits("+44 844 412 4653") == "448444124653"
+    assert fb.phone_digits("(0044) 844-412-4653") == "448444124653"
     assert fb.user_data(outbound(), "customer_id", app=False) == WEB_USER_DATA
 
 
@@ -288,38 +286,20 @@ def test_pixel_id_and_access_token_are_required_settings() -> None:
 # ---- over real HTTP --------------------------------------------------------------------------------------
 
 
-async def deliver(requests: list[HttpRequest], port: int) -> tuple[list[Any], list[dict[str, Any]]]:
-    """POST the requests with the forwarder's `send` to a local server that records what it receives."""
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"method": request.method, "path": request.path, "query": dict(request.query),
-                         "headers": dict(request.headers), "body": json.loads(await request.read())})  # fmt: skip
-        return web.json_response({"events_received": 1, "fbtrace_id": "A"})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            attempts = [await send(session, r, aiohttp.ClientTimeout(total=10)) for r in requests]
-    finally:
-        await runner.cleanup()
-    return attempts, received
+def facebook_reply(received: Received) -> web.Response:
+    return web.json_response({"events_received": 1, "fbtrace_id": "A"})
 
 
 def test_prepared_requests_reach_a_real_http_server() -> None:
-    port = free_port()
-    local = fb.Adapter(fb.Settings(pixel_id="555", access_token="a b/c", api_url=f"http://127.0.0.1:{port}"))
+    partner = LocalPartner()
+    local = fb.Adapter(fb.Settings(pixel_id="555", access_token="a b/c", api_url=partner.url))
     prepared = local.prepare(outbound(custom(), commerce("purchase", PRODUCTS, 2)), NOW_MS)
 
-    attempts, [received] = asyncio.run(deliver(prepared.requests, port))
+    attempts, [received] = partner.deliver(prepared.requests, facebook_reply)
 
     assert [a.status for a in attempts] == [200]
-    assert (received["method"], received["path"], received["query"]) == ("POST", "/v22.0/555/events",
-                                                                         {"access_token": "a b/c"})  # fmt: skip
-    assert received["headers"]["Content-Type"] == "application/json"
-    assert [e["event_name"] for e in received["body"]["data"]] == ["Signed Up", "Purchase"]
-    assert received["body"] == json.loads(prepared.requests[0].body)
+    assert (received.method, received.path, received.query) == ("POST", "/v22.0/555/events",
+                                                                {"access_token": "a b/c"})  # fmt: skip
+    assert received.headers["Content-Type"] == "application/json"
+    assert [e["event_name"] for e in received.json()["data"]] == ["Signed Up", "Purchase"]
+    assert received.json() == json.loads(prepared.requests[0].body)

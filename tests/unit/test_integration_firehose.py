@@ -3,25 +3,23 @@ and one delivery over real HTTP to a local aiohttp server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
 from pydantic import ValidationError
 
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations import firehose
-from cdp_actors.integrations.base import HttpRequest, MembershipChange
+from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.integrations.registry import build_adapter, settings_model
 from cdp_actors.profiles.model import ConsentRecord, Profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.schema.events import decode_batch
 from cdp_actors.schema.records import ShardRecord
+from tests.unit.partners import LocalPartner, Received
 
 MPID, BATCH_ID, RECEIVED_MS = 8675309, 4242, 1714592744067
 MESSAGE_ID = "1d3517ce-095a-5b80-a737-026d90cb7b59"  # literal: a change here breaks partners' dedupe of replays
@@ -411,32 +409,12 @@ def test_membership_requests_carry_at_most_max_batch_changes() -> None:
 # ---- over real HTTP --------------------------------------------------------------------------------------
 
 
-async def deliver_to_local_partner(requests: list[HttpRequest]) -> tuple[list[int], list[tuple[dict, dict]]]:
-    """POST `requests` with the forwarder's `send` to an aiohttp server answering like a Firehose partner."""
-    received: list[tuple[dict, dict]] = []
-
-    async def firehose_endpoint(request: web.Request) -> web.Response:
-        message = await request.json()
-        received.append((message, dict(request.headers)))
-        reply = {"type": message["type"].replace("_request", "_response"), "id": message["id"],
-                 "timestamp_ms": message["timestamp_ms"], "firehose_version": message["firehose_version"]}  # fmt: skip
-        return web.json_response(reply)
-
-    app = web.Application()
-    app.router.add_post("/firehose", firehose_endpoint)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session:
-            timeout = aiohttp.ClientTimeout(total=10)
-            local = [msgspec.structs.replace(r, url=f"http://127.0.0.1:{port}/firehose") for r in requests]
-            statuses = [(await send(session, request, timeout)).status for request in local]
-    finally:
-        await runner.cleanup()
-    return statuses, received
+def firehose_reply(received: Received) -> web.Response:
+    """A Firehose partner's answer: the request's type as a response, with its id, time and version."""
+    message = received.json()
+    return web.json_response({"type": message["type"].replace("_request", "_response"), "id": message["id"],
+                              "timestamp_ms": message["timestamp_ms"],
+                              "firehose_version": message["firehose_version"]})  # fmt: skip
 
 
 def test_prepared_requests_reach_a_partner_over_http() -> None:
@@ -445,10 +423,15 @@ def test_prepared_requests_reach_a_partner_over_http() -> None:
     membership = firehose.AudienceAdapter(SETTINGS).prepare_memberships([change(11, 456, "add", 1000)], 0)
     registration = firehose.Adapter(SETTINGS).registration_request(RECEIVED_MS)
 
-    statuses, received = asyncio.run(deliver_to_local_partner([event_request, *membership.requests, registration]))
+    partner = LocalPartner()
+    requests = [msgspec.structs.replace(r, url=f"{partner.url}/firehose")
+                for r in [event_request, *membership.requests, registration]]  # fmt: skip
+    attempts, received = partner.deliver(requests, firehose_reply)
 
-    assert statuses == [200, 200, 200]
-    [(events, headers), (memberships, _), (registers, _)] = received
+    assert [attempt.status for attempt in attempts] == [200, 200, 200]
+    assert [(r.method, r.path) for r in received] == [("POST", "/firehose")] * 3
+    events, memberships, registers = (r.json() for r in received)
+    headers = received[0].headers
     assert events == json.loads(event_request.body)
     assert events["id"] == MESSAGE_ID and events["events"][0]["name"] == "Signup"
     assert headers["Content-Type"] == "application/json"

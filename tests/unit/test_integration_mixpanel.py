@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
 from cdp_actors.config import ConfigError, parse_workspace
-from cdp_actors.forwarding.http import send
 from cdp_actors.integrations.base import HttpRequest
 from cdp_actors.integrations.mixpanel import Adapter, Settings
 from cdp_actors.integrations.registry import build_adapter, settings_model
+from tests.unit import partners
+from tests.unit.partners import NOW_MS as NOW
+from tests.unit.partners import LocalPartner, Received, custom, event, user_identities
 
-NOW = 1_700_000_000_000
 DAY = 86_400_000
 JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "cdp-actors/0.1"}
 BOOTS = {"id": "sku-1", "name": "Boots", "price": 49.5, "quantity": 2}
@@ -32,40 +31,20 @@ def adapter(**settings: Any) -> Adapter:
     return Adapter(Settings(project_token="tok-1", **settings))
 
 
-def custom(name: str | None, event_id: int = 101, ts: int = NOW - 60_000, **attributes: Any) -> dict[str, Any]:
-    data = {"custom_event_type": "navigation", "custom_attributes": attributes, "timestamp_unixtime_ms": ts,
-            "event_id": event_id, "message_id": event_id + 1000, "source_message_id": "src-1"}  # fmt: skip
-    if name is not None:
-        data["event_name"] = name
-    return {"event_type": "custom_event", "data": data}
-
-
-def event(event_type: str, event_id: int = 201, ts: int = NOW - 60_000, **data: Any) -> dict[str, Any]:
-    stamps = {"timestamp_unixtime_ms": ts, "event_id": event_id, "message_id": event_id + 1000}
-    return {"event_type": event_type, "data": {**data, **stamps}}
-
-
 def purchase(event_id: int = 301, ts: int = NOW - 60_000, action: str = "purchase") -> dict[str, Any]:
-    product_action = {"action": action, "transaction_id": "t-9", "total_amount": 109.0, "products": [BOOTS, HAT]}
-    return event("commerce_event", event_id, ts, product_action=product_action, currency_code="EUR")
+    return partners.commerce_event(action, [BOOTS, HAT], event_id, ts, total=109.0, transaction_id="t-9")
+
+
+BATCH = {
+    "mpid": 4242, "batch_id": 77, "ip": "203.0.113.9", "user_attributes": {},
+    "user_identities": user_identities(customer_id="cust-1", email="ann@example.com"),
+    "device_info": {"platform": "iOS", "os_version": "17.1", "ios_idfv": "idfv-1"},
+    "application_info": {"application_version": "2.0"},
+}  # fmt: skip
 
 
 def outbound(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    """An enriched outbound batch, as `profiles/outbound.py` builds it."""
-    batch = {
-        "environment": "production", "mpid": 4242, "batch_id": 77, "timestamp_unixtime_ms": NOW,
-        "ip": "203.0.113.9", "schema_version": 2,
-        "user_identities": [{"identity_type": "customer_id", "identity": "cust-1", "timestamp_unixtime_ms": NOW,
-                             "created_this_batch": False},
-                            {"identity_type": "email", "identity": "ann@example.com", "timestamp_unixtime_ms": NOW,
-                             "created_this_batch": False}],
-        "user_attributes": {},
-        "device_info": {"platform": "iOS", "os_version": "17.1", "ios_idfv": "idfv-1"},
-        "application_info": {"application_version": "2.0"},
-        "events": list(events),
-    }  # fmt: skip
-    batch.update(fields)
-    return batch
+    return partners.outbound_batch(*events, **{**BATCH, **fields})
 
 
 def bodies(prepared_requests: list[HttpRequest]) -> list[Any]:
@@ -316,40 +295,23 @@ def test_partner_statuses_are_named() -> None:
 # ---- over real HTTP ---------------------------------------------------------------------------------------
 
 
-async def deliver_to_local_server(batch: dict[str, Any], **settings: Any) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Prepare `batch` for an adapter pointed at a local aiohttp server, send it, and return what arrived."""
-    received: list[dict[str, Any]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        received.append({"path": request.path_qs, "headers": dict(request.headers), "body": await request.read()})
-        return web.Response(text="1")
-
-    app = web.Application()
-    app.router.add_post("/{path:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        prepared = adapter(api_url=f"http://127.0.0.1:{port}", **settings).prepare(batch, NOW)
-        async with aiohttp.ClientSession() as session:
-            attempts = [await send(session, r, aiohttp.ClientTimeout(total=10)) for r in prepared.requests]
-    finally:
-        await runner.cleanup()
-    return attempts, received
+def mixpanel_reply(received: Received) -> web.Response:
+    return web.Response(text="1")
 
 
 def test_requests_arrive_over_http_as_prepared() -> None:
     batch = outbound(custom("Played", vip="true"), custom("Old", event_id=7, ts=NOW - 10 * DAY),
                      user_attributes={"plan": "gold"})  # fmt: skip
-    attempts, received = asyncio.run(deliver_to_local_server(batch, api_secret="sec-1"))
+    partner = LocalPartner()
+    prepared = adapter(api_url=partner.url, api_secret="sec-1").prepare(batch, NOW)
+    attempts, received = partner.deliver(prepared.requests, mixpanel_reply)
     assert all(a.ok for a in attempts) and len(attempts) == 3
-    assert [r["path"] for r in received] == ["/track", "/import?strict=1", "/engage"]
-    assert [r["headers"]["Content-Type"] for r in received] == ["application/json"] * 3
-    assert "Authorization" not in received[0]["headers"]
-    assert received[1]["headers"]["Authorization"] == "Basic " + base64.b64encode(b"sec-1:").decode()
-    track, imported, engage = (json.loads(r["body"]) for r in received)
+    assert [r.path_qs for r in received] == ["/track", "/import?strict=1", "/engage"]
+    assert [r.method for r in received] == ["POST"] * 3
+    assert [r.headers["Content-Type"] for r in received] == ["application/json"] * 3
+    assert "Authorization" not in received[0].headers
+    assert received[1].headers["Authorization"] == "Basic " + base64.b64encode(b"sec-1:").decode()
+    track, imported, engage = (r.json() for r in received)
     assert track[0]["event"] == "Played" and track[0]["properties"]["vip"] is True
     assert imported[0]["properties"]["$insert_id"] == "7"
     assert engage[0]["$set"] == {"plan": "gold", "$email": "ann@example.com"}

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from cdp_actors.config import Connection
 from cdp_actors.forwarding.commerce import expand_commerce
-from cdp_actors.forwarding.screening import sampled_in, screen
-from cdp_actors.reports import HOUR_MS, LATE_MS, inbound_counts, parse_key
+from cdp_actors.forwarding.screening import passes_everything, sampled_in, screen
+from cdp_actors.reports import HOUR_MS, LATE_MS, formatted, inbound_counts, parse_key
 from cdp_actors.schema.events import decode_batch
 from tests.samples import batch, custom, event
 
@@ -134,9 +135,19 @@ def test_report_counters_for_an_inbound_batch() -> None:
     purchase = {"product_action": {"action": "purchase", "total_amount": 12.5, "products": [{"id": "p"}]}}
     raw = batch("r", [custom("Played", received), custom("Old", received - LATE_MS - 1),
                       event("session_start", received), event("commerce_event", received, **purchase)])  # fmt: skip
-    counts = inbound_counts(decode_batch(json.dumps(raw).encode()), 7, received)
+    tallies: Counter[tuple] = Counter()
+    inbound_counts(decode_batch(json.dumps(raw).encode()), 7, received, tallies)
+    counts = formatted(tallies)
     flat = {parse_key(k)[1:]: n for k, n in counts.items()}
     assert flat[("events", "production", 7, "")] == 3  # the event stamped over 72 h before receipt is left out
     assert flat[("name", "production", 7, "Played")] == 1 and ("name", "production", 7, "Old") not in flat
     assert flat[("sessions", "production", 7, "")] == 1 and flat[("revenue", "production", 7, "")] == 1250
     assert {parse_key(k)[0] for k in counts} == {500}
+
+
+def test_only_an_unconfigured_connection_passes_everything_unscreened() -> None:
+    assert passes_everything(connection(), new_data_points_forward=True)
+    assert not passes_everything(connection(), new_data_points_forward=False)
+    assert not passes_everything(connection(sample_percent=50), new_data_points_forward=True)
+    assert not passes_everything(connection(environments=["production"]), new_data_points_forward=True)
+    assert not passes_everything(connection(filters={"event_types": {"x": True}}), new_data_points_forward=True)
