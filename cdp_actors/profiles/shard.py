@@ -147,7 +147,7 @@ class ShardCore:
                     output_id=connection.output,
                     environment=batch.environment or "production",
                     mpid=record.mpid,
-                    event_count=len(batch.events),
+                    event_count=len(batch.events) + len(record.identity_changes),  # as sent: with identity changes
                     payload=payload,
                     received_ms=record.received_ms,
                 )
