@@ -179,7 +179,7 @@ async def system_phase(config: WorkspaceConfig, args: Any, samples: dict[str, li
         started = time.time()
         load = await closed_loop(url, basic_auth(config), Workload(args.users), args.duration, args.concurrency,
                                  label, probe)  # fmt: skip
-        drained = await drain(sink_stats, load.acked_events, paths, deadline_s=max(60.0, 2 * args.duration),
+        drained = await drain(sink_stats, load.acked_events, paths, deadline_s=max(120.0, 4 * args.duration),
                               probe=probe)  # fmt: skip
         samples["rss_mb"].append(rss_mb(exclude))
         return {"load": load, "sink": drained, "started": started}
