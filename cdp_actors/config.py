@@ -19,13 +19,12 @@ from pydantic import (
     SecretStr,
     SerializeAsAny,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from cdp_actors.envvars import expand_env
 from cdp_actors.identity.strategy import Policy
 from cdp_actors.identity.types import ALL_TYPES
+from cdp_actors.integrations.base import Secret
 
 
 class ConfigError(ValueError):
@@ -34,6 +33,13 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def credentials_match(given: tuple[str, str], expected: tuple[str, SecretStr]) -> bool:
+    """Both parts compared in constant time, always both, so timing tells nothing about either."""
+    id_ok = hmac.compare_digest(given[0].encode(), expected[0].encode())
+    secret_ok = hmac.compare_digest(given[1].encode(), expected[1].get_secret_value().encode())
+    return id_ok and secret_ok
 
 
 class Workspace(_Strict):
@@ -51,17 +57,10 @@ class Input(_Strict):
     kind: Literal["platform", "feed"] = "platform"
     platform: str = "server"
     key: str = Field(min_length=1)
-    secret: SecretStr
-
-    @field_validator("secret", mode="before")
-    @classmethod
-    def _secret_from_env(cls, value: Any) -> Any:
-        return expand_env(value)
+    secret: Secret
 
     def credentials_match(self, key: str, secret: str) -> bool:
-        key_ok = hmac.compare_digest(key.encode(), self.key.encode())
-        secret_ok = hmac.compare_digest(secret.encode(), self.secret.get_secret_value().encode())
-        return key_ok and secret_ok
+        return credentials_match((key, secret), (self.key, self.secret))
 
 
 class Output(_Strict):
@@ -161,18 +160,11 @@ class ApiClient(_Strict):
     """OAuth client credentials for the Profile API (`POST /oauth/token`)."""
 
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr
+    client_secret: Secret
     token_ttl_s: int = Field(28_800, gt=0)
 
-    @field_validator("client_secret", mode="before")
-    @classmethod
-    def _secret_from_env(cls, value: Any) -> Any:
-        return expand_env(value)
-
     def credentials_match(self, client_id: str, secret: str) -> bool:
-        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
-        secret_ok = hmac.compare_digest(secret.encode(), self.client_secret.get_secret_value().encode())
-        return id_ok and secret_ok
+        return credentials_match((client_id, secret), (self.client_id, self.client_secret))
 
 
 class Limits(_Strict):

@@ -15,6 +15,7 @@ from typing import Any
 from cdp_actors.schema.events import Batch, event_type_of
 
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 LATE_MS = 72 * HOUR_MS
 """Events stamped this long before their receipt are left out of the reports, as the product does."""
 REVENUE_SCALE = 100  # revenue is counted in hundredths, so counters stay integers
@@ -64,8 +65,24 @@ def outbound_key(received_ms: int, environment: str, input_id: int, output_id: i
     return counter_key(received_ms // HOUR_MS, "forwarded", environment, input_id, str(output_id))
 
 
+def day_text(day: int) -> str:
+    """A UTC day number (days since the epoch) as YYYY-MM-DD."""
+    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).date().isoformat()
+
+
+def parse_day(text: str) -> int:
+    """YYYY-MM-DD (UTC) as a day number; ValueError when it is not a date."""
+    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000) // DAY_MS
+
+
+def day_range(since: str | None, until: str | None, now_ms: int, default_days: int = 7) -> tuple[int, int]:
+    """The first and last day of a report: `until` defaults to today, `since` to `default_days` back."""
+    last = parse_day(until) if until else now_ms // DAY_MS
+    return (parse_day(since) if since else last - default_days + 1), last
+
+
 def day_of(hour: int) -> str:
-    return datetime.fromtimestamp(hour * 3600, tz=timezone.utc).date().isoformat()
+    return day_text(hour // 24)
 
 
 def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int, tuple[str, str]]) -> dict[str, Any]:

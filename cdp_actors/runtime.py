@@ -26,6 +26,7 @@ from cdp_actors.partition import (
     INTAKE_NAME,
     NAMESPACE,
     forwarder_name,
+    partition_of,
     shard_name,
 )
 from cdp_actors.profiles.shard import ProfileShard
@@ -94,3 +95,8 @@ def _exists(name: str) -> bool:
 
 def actor(name: str) -> Any:
     return ray.get_actor(name, namespace=NAMESPACE)
+
+
+def shard_for(mpid: int, shards: int) -> Any:
+    """The ProfileShard actor that owns `mpid`."""
+    return actor(shard_name(partition_of(mpid, shards)))

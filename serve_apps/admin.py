@@ -14,12 +14,12 @@ from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.types import canonical, is_device_type
-from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, partition_of, shard_name
-from cdp_actors.profiles.shard import DAY_MS
+from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
-from cdp_actors.reports import activity_rows, counter_key, forwarding_report
-from cdp_actors.runtime import actor
+from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
+from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
+from cdp_actors.schema.identity import RequestError, parse_mpid
 from cdp_actors.telemetry import now_ms
 from serve_apps.errors import bad_request, error_response, json_response, validation_error
 
@@ -85,20 +85,18 @@ def split_identities(identities: dict[str, str]) -> tuple[dict[str, str], dict[s
     return user, device
 
 
-def parse_mpid_or_none(text: str) -> int | None:
+def mpid_or_error(text: str) -> int | Response:
     try:
-        value = int(text)
+        return parse_mpid(text, "mpid")
+    except RequestError as error:
+        return bad_request(error.message)
+
+
+def report_days(since: str | None, until: str | None) -> tuple[int, int] | Response:
+    try:
+        return day_range(since, until, now_ms())
     except ValueError:
-        return None
-    return value if -(2**63) <= value < 2**63 else None
-
-
-def parse_day(text: str) -> int:
-    return int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp() * 1000) // DAY_MS
-
-
-def day_text(day: int) -> str:
-    return datetime.fromtimestamp(day * 86_400, tz=timezone.utc).date().isoformat()
+        return bad_request("dates must be YYYY-MM-DD (UTC)")
 
 
 @serve.deployment(
@@ -159,8 +157,7 @@ class AdminApi:
         )
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
-        shard = actor(shard_name(partition_of(mpid, self.config.runtime.shards)))
-        return await shard.profile.remote(mpid)
+        return await shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
 
     @app.get("/users/search")
     async def search(self, identity_type: str, value: str) -> Response:
@@ -177,9 +174,9 @@ class AdminApi:
 
     @app.get("/users/{mpid}")
     async def user(self, mpid: str) -> Response:
-        value = parse_mpid_or_none(mpid)
-        if value is None:
-            return bad_request(f"mpid must be a 64-bit integer, got {mpid!r}")
+        value = mpid_or_error(mpid)
+        if isinstance(value, Response):
+            return value
         record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(value), self._shard_profile(value))
         if record is None and profile is None:
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
@@ -189,9 +186,9 @@ class AdminApi:
     async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
         connected outputs receive the change like any other."""
-        value = parse_mpid_or_none(mpid)
-        if value is None:
-            return bad_request(f"mpid must be a 64-bit integer, got {mpid!r}")
+        value = mpid_or_error(mpid)
+        if isinstance(value, Response):
+            return value
         if not any(i.id == edit.input_id for i in self.config.inputs):
             return bad_request(f"input_id: no input with id {edit.input_id}")
         if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
@@ -217,10 +214,10 @@ class AdminApi:
     @app.get("/reports/forwarding")
     async def forwarding(self, date: str | None = None, hour: int | None = Query(None, ge=0, le=23)) -> Response:
         """Event Forwarding: inbound counts per message type and event name, outbound per output (UTC)."""
-        try:
-            day = parse_day(date) if date else now_ms() // DAY_MS
-        except ValueError:
-            return bad_request("date must be YYYY-MM-DD")
+        days = report_days(date, date)
+        if isinstance(days, Response):
+            return days
+        day = days[1]
         first = day * 24 + (hour or 0)
         last = first if hour is not None else first + 23
         names = {o.id: (o.name, o.kind) for o in self.config.outputs}
@@ -233,11 +230,10 @@ class AdminApi:
                               input_id: int | None = None) -> Response:  # fmt: skip
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
-        try:
-            last = parse_day(until) if until else now_ms() // DAY_MS
-            first = parse_day(since) if since else last - 6
-        except ValueError:
-            return bad_request("since/until must be dates, YYYY-MM-DD")
+        days = report_days(since, until)
+        if isinstance(days, Response):
+            return days
+        first, last = days
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
@@ -256,11 +252,10 @@ class AdminApi:
     @app.get("/reports/identity")
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
-        try:
-            last = parse_day(until) if until else now_ms() // DAY_MS
-            first = parse_day(since) if since else last - 6
-        except ValueError:
-            return bad_request("since/until must be dates, YYYY-MM-DD")
+        days = report_days(since, until)
+        if isinstance(days, Response):
+            return days
+        first, last = days
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}

@@ -18,9 +18,9 @@ from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.types import canonical
-from cdp_actors.partition import IDENTITY_NAME, partition_of, shard_name
+from cdp_actors.partition import IDENTITY_NAME
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
-from cdp_actors.runtime import actor
+from cdp_actors.runtime import actor, shard_for
 from cdp_actors.telemetry import now_ms
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.errors import bad_request, error_response, json_response, validation_error
@@ -102,7 +102,7 @@ class ProfileApi:
         return None
 
     async def _body(self, mpid: int, fields: list[str]) -> Response:
-        shard = actor(shard_name(partition_of(mpid, self.config.runtime.shards)))
+        shard = shard_for(mpid, self.config.runtime.shards)
         record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(mpid), shard.profile.remote(mpid))
         if (record is None or record.orphaned) and profile is None:
             return error_response(404, "NOT_FOUND", f"No profile with mpid {mpid}.")

@@ -27,7 +27,6 @@ import ray
 
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
-from cdp_actors.partition import NAMESPACE, partition_of, shard_name
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
 
 IDENTITY_DBS = ("holders", "records", "alias_jobs")
@@ -224,11 +223,10 @@ class IdentityIndex:
                 await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
 
     async def _copy(self, job: AliasJob) -> None:
-        def shard(mpid: int) -> Any:
-            return ray.get_actor(shard_name(partition_of(mpid, self.shards)), namespace=NAMESPACE)
+        from cdp_actors.runtime import shard_for  # runtime imports this module
 
-        exported = await shard(job.source).alias_export.remote(job)
-        await shard(job.destination).alias_import.remote(job, *exported)
+        exported = await shard_for(job.source, self.shards).alias_export.remote(job)
+        await shard_for(job.destination, self.shards).alias_import.remote(job, *exported)
 
     def search(self, request: dict[str, str]) -> Outcome | None:
         return self.core.read(lambda s: strategy.search(s, self.policy, request))

@@ -22,7 +22,7 @@ from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
-from cdp_actors.reports import formatted, inbound_counts
+from cdp_actors.reports import DAY_MS, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
 from cdp_actors.schema.records import OutboxRow, ShardRecord
 from cdp_actors.storage.lmdb_env import (
@@ -39,7 +39,6 @@ from cdp_actors.telemetry import count, span
 
 log = logging.getLogger(__name__)
 SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters")
-DAY_MS = 86_400_000
 ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"

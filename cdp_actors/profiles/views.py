@@ -6,11 +6,11 @@ Both combine the IdentityIndex's record (the authoritative identities) with the 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from cdp_actors.identity.strategy import IdentityRecord
 from cdp_actors.identity.types import is_device_type, profile_api_name
+from cdp_actors.reports import day_text
 
 PROFILE_FIELDS = ("device_identities", "user_identities", "user_attributes", "audience_memberships", "attribution")
 RESERVED_ATTRIBUTES = ("$firstname", "$lastname", "$age", "$gender", "$mobile", "$address", "$city", "$state",
@@ -109,7 +109,7 @@ def identity_report(
     for (day, input_id), entry in sorted(merged.items()):
         active = entry["active"]
         rows.append({
-            "date": datetime.fromtimestamp(day * 86_400, tz=timezone.utc).date().isoformat(),
+            "date": day_text(day),
             "input_id": input_id,
             "input": input_names.get(input_id, ""),
             "active_profiles": active,
