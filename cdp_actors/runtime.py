@@ -2,11 +2,18 @@
 
 Actors are detached and created with `get_if_exists`, so whoever needs them first creates them: the
 `cdp serve` driver, or a Serve replica when the apps are deployed with `serve run configs/serve.yaml`.
+
+On a cluster, the actors that own LMDB files are pinned to a machine (`cdp_actors/placement.py` says how
+and why): the intake log, dispatcher, identity index and alert store to the head node, which holds the data
+directory; each profile shard to the node recorded for it in the head's `placement.json`. Forwarders keep
+no local state and go wherever Ray puts them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,12 +36,34 @@ from cdp_actors.partition import (
     partition_of,
     shard_name,
 )
+from cdp_actors.placement import (
+    HEAD,
+    HEAD_RESOURCE,
+    PIN_AMOUNT,
+    PLACEMENT_FILE,
+    NodeInfo,
+    NodeKey,
+    assign_shards,
+    decode_record,
+    describe,
+    encode_record,
+    missing_nodes,
+    pin_options,
+    shard_order,
+)
 from cdp_actors.profiles.shard import ProfileShard
 
+NODE_WAIT_S = 120.0  # how long a start waits for a node that holds a shard's data to (re)join
 
-def _named(actor_class: Any, name: str) -> Any:
+
+def _named(actor_class: Any, name: str, pin: NodeKey | None = None) -> Any:
     return actor_class.options(
-        name=name, namespace=NAMESPACE, lifetime="detached", get_if_exists=True, num_cpus=0
+        name=name,
+        namespace=NAMESPACE,
+        lifetime="detached",
+        get_if_exists=True,
+        num_cpus=0,
+        **(pin_options(pin) if pin else {}),
     )
 
 
@@ -47,18 +76,80 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
     data_dir = str(Path(data_dir).resolve())
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     runtime, limits = config.runtime, config.limits
-    alerts = _named(AlertStore, ALERTS_NAME).remote(data_dir)
-    intake = _named(IntakeLog, INTAKE_NAME).remote(
+    placement = shard_placement(data_dir, runtime.shards)
+    alerts = _named(AlertStore, ALERTS_NAME, HEAD).remote(data_dir)
+    intake = _named(IntakeLog, INTAKE_NAME, HEAD).remote(
         data_dir, INTAKE_NAME, limits.max_intake_lag_batches, limits.dedupe_retention_days
     )
-    identity = _named(IdentityIndex, IDENTITY_NAME).remote(data_dir, config)
-    shards = [_named(ProfileShard, shard_name(i)).remote(data_dir, i, config) for i in range(runtime.shards)]
+    identity = _named(IdentityIndex, IDENTITY_NAME, HEAD).remote(data_dir, config)
+    shards = [
+        _named(ProfileShard, shard_name(i), placement.get(i)).remote(data_dir, i, config) for i in range(runtime.shards)
+    ]
     _ready(alerts, intake, identity, *shards)
     forwarders = [_named(Forwarder, forwarder_name(i)).remote(data_dir, i, config) for i in range(runtime.forwarders)]
-    dispatcher = _named(Dispatcher, DISPATCHER_NAME).remote(
+    dispatcher = _named(Dispatcher, DISPATCHER_NAME, HEAD).remote(  # it reads the intake log's LMDB
         data_dir, INTAKE_NAME, runtime.shards, runtime.max_chunk_batches, config
     )
     _ready(*forwarders, dispatcher)
+
+
+def shard_placement(data_dir: str, shards: int) -> dict[int, NodeKey]:
+    """The node each shard is pinned to, settled in the head's `placement.json` (empty when every shard
+    actor exists already: their options were fixed when they were created). Waits up to NODE_WAIT_S for
+    nodes that hold a shard's data and have not joined yet."""
+    if all(_exists(shard_name(i)) for i in range(shards)):
+        return {}
+    order = shard_order(alive_nodes())
+    if _on_head():
+        placement = settle_placement(data_dir, shards, order)
+    else:
+        on_head = ray.remote(settle_placement).options(num_cpus=0, resources={HEAD_RESOURCE: PIN_AMOUNT})
+        placement = ray.get(on_head.remote(data_dir, shards, order))
+    deadline = time.monotonic() + NODE_WAIT_S
+    while missing := missing_nodes(placement, shard_order(alive_nodes())):
+        if time.monotonic() > deadline:
+            absent = "; ".join(f"shard {shard}: {describe(key)}" for shard, key in sorted(missing.items()))
+            raise RuntimeError(
+                f"profile shards wait for the nodes holding their data, not in the cluster after "
+                f"{NODE_WAIT_S:.0f}s: {absent} (recorded in {PLACEMENT_FILE} in the head's data directory)"
+            )
+        time.sleep(0.5)
+    return placement
+
+
+def settle_placement(data_dir: str, shards: int, order: list[NodeKey]) -> dict[int, NodeKey]:
+    """Read the recorded assignment, place shards not in it yet, record them (synced) and return the
+    assignment for shards 0..shards-1. Runs on the head; a file lock serialises concurrent starts, so every
+    caller sees the first decision."""
+    directory = Path(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / PLACEMENT_FILE
+    with open(directory / f"{PLACEMENT_FILE}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        recorded = decode_record(path.read_text()) if path.exists() else {}
+        assignment = assign_shards(shards, order, recorded)
+        if not assignment.keys() <= recorded.keys():
+            temporary = path.with_suffix(".tmp")
+            with open(temporary, "w") as out:
+                out.write(encode_record({**recorded, **assignment}))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+            directory_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(directory_fd)
+            finally:
+                os.close(directory_fd)
+    return assignment
+
+
+def alive_nodes() -> list[NodeInfo]:
+    return [NodeInfo.from_ray(entry) for entry in ray.nodes() if entry["Alive"]]
+
+
+def _on_head() -> bool:
+    here = ray.get_runtime_context().get_node_id()
+    return any(node.is_head and node.node_id == here for node in alive_nodes())
 
 
 def runtime_actor_names(config: WorkspaceConfig) -> list[str]:
