@@ -9,11 +9,12 @@ the other four < 10%.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.ingest import baseline_phase, free_port, say, system_phase
+from benchmarks.ingest import write
+from benchmarks.load import free_port, say
+from benchmarks.platform import baseline_phase, system_phase
 from cdp_actors.config import WorkspaceConfig
 
 OUTPUTS = 5
@@ -45,19 +46,15 @@ def per_output_rate(system: dict[str, Any], path: str) -> float:
 
 
 async def run_fanout_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     baseline = await baseline_phase(config, args)
-    say(f"baseline: {baseline.events_per_s:,.0f} events/s acknowledged")
     phases = {}
     for label, outputs, paths in (
         ("one-output", None, ["/webhook"]),
         ("five-outputs", fanned_out(0), [f"/o{n}" for n in range(1, OUTPUTS + 1)]),
         ("one-of-five-down", fanned_out(1), [f"/o{n}" for n in range(1, OUTPUTS)]),
     ):
-        samples: dict[str, list] = {"rss_mb": [], "lag": []}
         hook = {"outputs": outputs} if outputs else {}
-        system = await system_phase(config, args, samples, label, **hook)
+        system = await system_phase(config, args, label, **hook)
         rates = [per_output_rate(system, path) for path in paths]
         phases[label] = {
             "acked_events_per_s": round(system["load"].events_per_s),
@@ -80,10 +77,7 @@ async def run_fanout_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]
         "dead_output_cost_target": 0.1,
         "ratio_one_output_e2e_to_baseline": round(single / baseline.events_per_s, 3),
     }
-    (out / "fanout.json").write_text(json.dumps(report, indent=2))
-    plot(report, out / "fanout.png")
-    say(f"wrote {out / 'fanout.json'} and {out / 'fanout.png'}")
-    return report
+    return write(report, Path(args.out), "fanout", plot)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.ingest import free_port, say, wait_http
+from benchmarks.load import free_port, say, wait_http
 from benchmarks.servers import percentiles, start_process
 from benchmarks.workload import EVENTS_PER_BATCH
 from cdp_actors.config import WorkspaceConfig

@@ -38,10 +38,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0}
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": round(pick(0.50), 2), "p99": round(pick(0.99), 2)}
+    return {"p50": round(pick(0.50), 2), "p90": round(pick(0.90), 2), "p99": round(pick(0.99), 2),
+            "max": round(ordered[-1], 2)}
 
 
-def run_sink(port: int) -> None:
+def run_sink(port: int, host: str = "127.0.0.1") -> None:
     """Answers 200 to every POST; GET /stats reports, overall and per request path (one path per output in
     the fan-out benchmark): unique batches, events, e2e latency and events per second."""
     batches = Counter()
@@ -58,6 +59,7 @@ def run_sink(port: int) -> None:
         if (request.path, head.source_request_id) not in seen:
             seen.add((request.path, head.source_request_id))
             count = inbound_events(head)
+            batches[request.path] += 1
             events[request.path] += count
             per_second[int(now)] += count
             path_seconds.setdefault(request.path, Counter())[int(now)] += count
@@ -71,7 +73,7 @@ def run_sink(port: int) -> None:
             "events": sum(events.values()),
             "latency_ms": percentiles(latencies),
             "per_second": sorted(per_second.items()),
-            "paths": {path: {"events": events[path], "last_second": max(seconds)}
+            "paths": {path: {"events": events[path], "batches": batches[path], "last_second": max(seconds)}
                       for path, seconds in path_seconds.items()},
         }  # fmt: skip
         return web.json_response(body)
@@ -79,7 +81,7 @@ def run_sink(port: int) -> None:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/{tail:.*}", receive)
     app.router.add_get("/stats", stats)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
 def run_baseline(port: int, key: str, secret: str, max_request_bytes: int) -> None:

@@ -11,6 +11,7 @@ import socket
 import sys
 import tempfile
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
@@ -141,18 +142,22 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_USERS = {"ingest": 10_000, "identity": 1_000_000, "fanout": 10_000}
+BENCH_USERS = {"ingest": 10_000, "e2e": 1_000_000, "skew": 1_000_000, "identity": 1_000_000, "fanout": 10_000,
+               "overload": 10_000}  # fmt: skip
+
+
+def bench_runner(scenario: str) -> Callable[..., Awaitable[dict]]:
+    from importlib import import_module
+
+    return getattr(import_module(f"benchmarks.{scenario}"), f"run_{scenario}_bench")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.fanout import run_fanout_bench
-    from benchmarks.identity import run_identity_bench
-    from benchmarks.ingest import run_ingest_bench
-
     config = _load(args.config)
     args.users = args.users or BENCH_USERS[args.scenario]
-    run = {"ingest": run_ingest_bench, "identity": run_identity_bench, "fanout": run_fanout_bench}[args.scenario]
-    print(json.dumps(asyncio.run(run(config, args)), indent=2))
+    if args.scenario == "e2e" and args.rate is None and not args.closed_loop:
+        args.rate = 15_000.0
+    print(json.dumps(asyncio.run(bench_runner(args.scenario)(config, args)), indent=2))
     return 0
 
 
@@ -179,8 +184,21 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--config", default=DEFAULT_CONFIG)
     bench.add_argument("--duration", type=float, default=30.0, help="seconds of load per phase")
     bench.add_argument("--out", default="bench-out")
-    bench.add_argument("--users", type=int, default=None, help="ingest: 10,000; identity: 1,000,000 profiles")
-    bench.add_argument("--concurrency", type=int, default=8)
+    bench.add_argument(
+        "--users", type=int, default=None,
+        help="ingest, fanout, overload: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
+    )  # fmt: skip
+    bench.add_argument(
+        "--rate", type=float, default=None,
+        help="open loop at this many events/s (e2e: 15,000); otherwise closed loop to the maximum",
+    )  # fmt: skip
+    bench.add_argument("--closed-loop", action="store_true", help="e2e: closed loop instead of the default rate")
+    bench.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent of user popularity (skew: 1.1)")
+    bench.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
+    bench.add_argument("--baseline-duration", type=float, default=30.0, help="seconds of the same-run baseline")
+    bench.add_argument("--probe-duration", type=float, default=20.0, help="overload: seconds finding the maximum")
+    bench.add_argument("--overload-duration", type=float, default=60.0, help="overload: seconds at 3x the maximum")
+    bench.add_argument("--address", default=None, help="run against an existing Ray cluster, e.g. auto")
     bench.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
     bench.set_defaults(run=cmd_bench)
     return root

@@ -173,6 +173,10 @@ class Limits(_Strict):
     max_bulk_batches: int = Field(100, gt=0)
     max_intake_lag_batches: int = Field(20_000, gt=0)
     """Past this many accepted-but-unprocessed batches the Events API answers 429."""
+    max_queued_requests: int = Field(128, ge=1)
+    """HTTP requests Serve holds for the Events and Identity APIs beyond what their replicas are working on
+    (`runtime.ingest_max_ongoing_requests` each); past it they are answered 429 with `Retry-After`, so a
+    flood costs bounded memory instead of an ever longer proxy queue."""
     dedupe_retention_days: int = Field(30, gt=0)
 
 
@@ -190,6 +194,8 @@ class Runtime(_Strict):
     shards: int = Field(2, ge=1, le=256)
     forwarders: int = Field(1, ge=1, le=64)
     ingest_replicas: int = Field(1, ge=1)
+    ingest_max_ongoing_requests: int = Field(64, ge=1)
+    """Requests one Events API replica works on at once (each is one intake call)."""
     max_chunk_batches: int = Field(2000, ge=1)
     history_per_user: int = Field(200, ge=0)
     forwarder_window: int = Field(5_000, ge=1)

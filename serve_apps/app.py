@@ -11,10 +11,11 @@ from typing import Any
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import BackpressureConfig
 
 from cdp_actors.config import WorkspaceConfig, load_workspace
 from serve_apps.admin import AdminApi
-from serve_apps.events import EventsApi
+from serve_apps.events import RETRY_AFTER_S, EventsApi
 from serve_apps.identity import IdentityApi
 from serve_apps.profile import ProfileApi
 
@@ -24,8 +25,20 @@ def _args(args: dict[str, Any]) -> tuple[WorkspaceConfig, str]:
     return config, str(Path(args.get("data_dir", ".cdp-data")).resolve())
 
 
+def bounded_queue(config: WorkspaceConfig) -> dict[str, Any]:
+    """Serve's own backpressure: past `limits.max_queued_requests` waiting requests, 429 with Retry-After."""
+    return {
+        "max_queued_requests": config.limits.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=429, retry_after_s=RETRY_AFTER_S),
+    }
+
+
 def events_app(config: WorkspaceConfig, data_dir: str) -> Application:
-    return EventsApi.options(num_replicas=config.runtime.ingest_replicas).bind(config, data_dir)
+    runtime = config.runtime
+    return EventsApi.options(
+        num_replicas=runtime.ingest_replicas, max_ongoing_requests=runtime.ingest_max_ongoing_requests,
+        **bounded_queue(config),
+    ).bind(config, data_dir)  # fmt: skip
 
 
 def admin_app(config: WorkspaceConfig, data_dir: str) -> Application:
@@ -33,7 +46,7 @@ def admin_app(config: WorkspaceConfig, data_dir: str) -> Application:
 
 
 def identity_app(config: WorkspaceConfig, data_dir: str) -> Application:
-    return IdentityApi.bind(config, data_dir)
+    return IdentityApi.options(**bounded_queue(config)).bind(config, data_dir)
 
 
 def profile_app(config: WorkspaceConfig, data_dir: str) -> Application:

@@ -23,7 +23,7 @@ from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate, read_body
 from serve_apps.errors import bad_request, error_response, json_response
 
-RETRY_AFTER_S = "1"
+RETRY_AFTER_S = 1
 
 
 @dataclass
@@ -102,12 +102,12 @@ class EventsApi:
             result: AppendResult = await self.intake.append.remote(source.id, now_ms(), checked.accepted)
         except ray.exceptions.RayError:
             return error_response(
-                503, "SERVICE_UNAVAILABLE", "Intake is restarting; retry shortly.", {"Retry-After": RETRY_AFTER_S}
+                503, "SERVICE_UNAVAILABLE", "Intake is restarting; retry shortly.", {"Retry-After": str(RETRY_AFTER_S)}
             )
         if result.overloaded:
             return error_response(
                 429, "TOO_MANY_REQUESTS", f"Intake is {result.lag} batches behind; retry later.",
-                {"Retry-After": RETRY_AFTER_S},
+                {"Retry-After": str(RETRY_AFTER_S)},
             )  # fmt: skip
         count("cdp_events_received", checked.events, input=str(source.id))
         count("cdp_batches_deduplicated", result.duplicates, input=str(source.id))

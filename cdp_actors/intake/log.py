@@ -118,6 +118,8 @@ class IntakeLog:
 
     async def append(self, input_id: int, received_ms: int, batches: list[tuple[str | None, bytes]]) -> AppendResult:
         if self.core.lag >= self.core.max_lag:
+            self.core.refresh_cursor()  # the cursor read at the last commit may be stale: writes stopped since
+        if self.core.lag >= self.core.max_lag:
             return AppendResult(overloaded=True, lag=self.core.lag)
         done = asyncio.get_running_loop().create_future()
         self.pending.append(_Pending(input_id, received_ms, batches, done))

@@ -99,6 +99,7 @@ class ShardCore:
         with self.store.read() as txn:
             value = txn.get(LAST_SEQ, db=self.store.db("meta"))
         self.last_seq = from_u64(value) if value else 0
+        self.applied_since_start = 0
 
     def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
         if prev_seq is not None and prev_seq > self.last_seq:
@@ -117,6 +118,7 @@ class ShardCore:
                 txn.put(mpid_key(mpid), encode_profile(profile), db=profiles_db)
             txn.put(LAST_SEQ, u64(fresh[-1].seq), db=self.store.db("meta"))
         self.last_seq = fresh[-1].seq
+        self.applied_since_start += len(fresh)
         return len(fresh)
 
     def _load(self, txn: Any, mpid: int) -> Profile:
@@ -267,6 +269,7 @@ class ShardCore:
             return {
                 "shard": self.index,
                 "last_seq": self.last_seq,
+                "applied_since_start": self.applied_since_start,
                 "profiles": txn.stat(self.store.db("profiles"))["entries"],
                 "outbox": txn.stat(self.store.db("outbox"))["entries"],
             }

@@ -1,0 +1,145 @@
+"""The platform under load: a counting sink, an embedded (or `--address`) Ray with the runtime and apps,
+and the baseline phase every scenario runs first in the same process."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.load import Load, LoadResult, basic_auth, free_port, get_json, rss_mb, say, wait_http
+from benchmarks.servers import run_baseline, run_sink, start_process
+from benchmarks.workload import Workload
+from cdp_actors.config import WorkspaceConfig
+
+Outputs = Callable[[WorkspaceConfig, str], tuple[WorkspaceConfig, list[str]]]
+
+
+def workload_for(args: Any, zipf: float | None = None) -> Workload:
+    return Workload(args.users, zipf=args.zipf if zipf is None else zipf)
+
+
+async def baseline_phase(config: WorkspaceConfig, args: Any) -> LoadResult:
+    """The no-Ray server (aiohttp + msgspec + LMDB group commit) under the same closed loop."""
+    port = free_port()
+    source = config.inputs[0]
+    server = start_process(run_baseline, port, source.key, source.secret.get_secret_value(),
+                           config.limits.max_request_bytes)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v2/bulkevents"
+    seconds = min(args.duration, args.baseline_duration)
+    say(f"baseline: {seconds:.0f}s closed loop, {args.concurrency} clients, {args.users:,} users")
+    try:
+        await wait_http(url)
+        result = await Load(url, basic_auth(config), workload_for(args), seconds, "baseline", args.concurrency).run()
+    finally:
+        server.kill()
+    say(f"baseline: {result.events_per_s:,.0f} events/s acknowledged")
+    return result
+
+
+def single_output(config: WorkspaceConfig, sink: str) -> tuple[WorkspaceConfig, list[str]]:
+    """The workspace's first output pointed at the sink; the sink paths that must receive everything."""
+    return config.with_output_url(config.outputs[0].id, f"{sink}/webhook"), ["/webhook"]
+
+
+@dataclass
+class Platform:
+    """A running platform and its sink; `load` and `drain` run phases against it."""
+
+    url: str
+    auth: str
+    status_url: str
+    sink_stats: str
+    paths: list[str]
+    args: Any
+    exclude: set[int]
+    samples: dict[str, list] = field(default_factory=lambda: {"rss_mb": [], "rss_at": [], "lag": [], "lag_at": []})
+    started: float = field(default_factory=time.time)
+
+    def sample_rss(self) -> None:
+        self.samples["rss_mb"].append(rss_mb(self.exclude))
+        self.samples["rss_at"].append(round(time.time() - self.started, 1))
+
+    async def probe(self) -> str:
+        lag = (await get_json(self.status_url))["intake"]["lag"]
+        delivered = (await get_json(self.sink_stats))["events"]
+        self.samples["lag"].append(lag)
+        self.samples["lag_at"].append(round(time.time() - self.started, 1))
+        self.sample_rss()
+        return f"delivered {delivered:>10,} total  intake lag {lag:>6,} batches"
+
+    async def load(self, label: str, workload: Workload, duration: float, rate: float | None = None) -> LoadResult:
+        mode = f"open loop at {rate:,.0f} events/s" if rate else f"closed loop, {self.args.concurrency} clients"
+        say(f"[{label}] {duration:.0f}s {mode}, {workload.users:,} users")
+        return await Load(self.url, self.auth, workload, duration, label, self.args.concurrency, rate,
+                          self.probe).run()  # fmt: skip
+
+    async def drain(self, acked_events: int, deadline_s: float) -> dict[str, Any]:
+        """Wait until every sink path has `acked_events` (or the deadline passes); the sink's stats."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            stats = await get_json(self.sink_stats)
+            done = all(stats["paths"].get(path, {}).get("events", 0) >= acked_events for path in self.paths)
+            if done or time.monotonic() > deadline:
+                return stats
+            say(f"[drain] {await self.probe()}")
+            await asyncio.sleep(1)
+
+    async def status(self) -> dict[str, Any]:
+        return await get_json(self.status_url)
+
+
+def sink_host(args: Any) -> tuple[str, str]:
+    """Where the sink listens and the address forwarders reach it at: this machine's IP on a cluster."""
+    if not args.address:
+        return "127.0.0.1", "127.0.0.1"
+    return "0.0.0.0", socket.gethostbyname(socket.gethostname())
+
+
+@asynccontextmanager
+async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs = single_output
+                           ) -> AsyncIterator[Platform]:  # fmt: skip
+    """The platform on Ray (embedded, or the cluster at `--address`), forwarding to a sink process."""
+    from cdp_actors.cli import start_platform, start_ray, stop_platform
+
+    listen, reach = sink_host(args)
+    sink_port, port = free_port(), free_port()
+    sink = start_process(run_sink, sink_port, listen)
+    sink_stats = f"http://127.0.0.1:{sink_port}/stats"
+    config, paths = outputs(config, f"http://{reach}:{sink_port}")
+    try:
+        await wait_http(sink_stats)
+        start_ray(args.address, fast_ingress=args.fast_ingress)
+        start_platform(config, tempfile.mkdtemp(prefix="cdp-bench-"), "127.0.0.1", port)
+        url = f"http://127.0.0.1:{port}"
+        platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats, paths,
+                            args, {sink.pid})  # fmt: skip
+        platform.sample_rss()
+        yield platform
+    finally:
+        with_suppressed(lambda: stop_platform(config))
+        sink.kill()
+
+
+def with_suppressed(action: Any) -> None:
+    try:
+        action()
+    except Exception as error:  # cleanup must not hide the benchmark's own outcome
+        say(f"cleanup: {error}")
+
+
+async def system_phase(config: WorkspaceConfig, args: Any, label: str = "system", outputs: Outputs = single_output,
+                       workload: Workload | None = None) -> dict[str, Any]:  # fmt: skip
+    """One load phase on a fresh platform, then a drain until everything acknowledged is delivered."""
+    async with running_platform(config, args, outputs) as platform:
+        started = time.time()
+        load = await platform.load(label, workload or workload_for(args), args.duration, args.rate)
+        drained = await platform.drain(load.acked_events, deadline_s=max(120.0, 4 * args.duration))
+        platform.sample_rss()
+        shards = (await platform.status())["shards"]
+        return {"load": load, "sink": drained, "started": started, "samples": platform.samples, "shards": shards}
