@@ -7,7 +7,6 @@ after warm-up, nothing lost. Without `--rate` the load is closed-loop (the maxim
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from benchmarks.ingest import build_report, write
@@ -48,4 +47,4 @@ async def run_e2e_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
     baseline = await baseline_phase(config, args)
     system = await system_phase(config, args, "e2e")
     report = build_report(baseline, system)
-    return write({**sustained(report, system, args), **report}, Path(args.out), "e2e")
+    return write({**sustained(report, system, args), **report}, args, "e2e")

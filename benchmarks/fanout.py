@@ -77,7 +77,7 @@ async def run_fanout_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]
         "dead_output_cost_target": 0.1,
         "ratio_one_output_e2e_to_baseline": round(single / baseline.events_per_s, 3),
     }
-    return write(report, Path(args.out), "fanout", plot)
+    return write(report, args, "fanout", plot)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

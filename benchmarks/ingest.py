@@ -112,9 +112,15 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def write(report: dict[str, Any], out: Path, name: str, draw: Any = plot) -> dict[str, Any]:
-    """`<out>/<name>.json` and `.png`; the report without its timelines, for the terminal."""
+SETTINGS = ("duration", "baseline_duration", "users", "rate", "zipf", "concurrency", "delivery_batching",
+            "shards", "forwarders", "fast_ingress", "address")  # fmt: skip
+
+
+def write(report: dict[str, Any], args: Any, name: str, draw: Any = plot) -> dict[str, Any]:
+    """`<out>/<name>.json` and `.png` with the run's settings; the report without timelines, for the terminal."""
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    report = {**report, "settings": {key: getattr(args, key, None) for key in SETTINGS}}
     (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     draw(report, out / f"{name}.png")
     say(f"wrote {out / f'{name}.json'} and {out / f'{name}.png'}")
@@ -124,4 +130,4 @@ def write(report: dict[str, Any], out: Path, name: str, draw: Any = plot) -> dic
 async def run_ingest_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
     baseline = await baseline_phase(config, args)
     system = await system_phase(config, args)
-    return write(build_report(baseline, system), Path(args.out), "ingest")
+    return write(build_report(baseline, system), args, "ingest")

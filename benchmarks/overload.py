@@ -76,7 +76,7 @@ async def run_overload_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
                          "rss_at_s": platform.samples["rss_at"], "intake_lag": platform.samples["lag"],
                          "intake_lag_at_s": platform.samples["lag_at"]},  # fmt: skip
         }
-    return write(report, Path(args.out), "overload", plot)
+    return write(report, args, "overload", plot)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

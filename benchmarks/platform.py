@@ -47,6 +47,14 @@ def single_output(config: WorkspaceConfig, sink: str) -> tuple[WorkspaceConfig, 
     return config.with_output_url(config.outputs[0].id, f"{sink}/webhook"), ["/webhook"]
 
 
+def with_delivery_batching(config: WorkspaceConfig, batches: int) -> WorkspaceConfig:
+    """Every webhook output posts up to `batches` batches per request (`--delivery-batching`)."""
+    for output in config.outputs:
+        if output.kind == "webhook":
+            config = config.with_output_settings(output.id, max_batches_per_request=batches)
+    return config
+
+
 @dataclass
 class Platform:
     """A running platform and its sink; `load` and `drain` run phases against it."""
@@ -112,6 +120,7 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
     sink = start_process(run_sink, sink_port, listen)
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
     config, paths = outputs(config, f"http://{reach}:{sink_port}")
+    config = with_delivery_batching(config, args.delivery_batching)
     try:
         await wait_http(sink_stats)
         start_ray(args.address, fast_ingress=args.fast_ingress)

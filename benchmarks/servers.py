@@ -30,7 +30,7 @@ def inbound_events(head: _Head) -> int:
     return sum(event.event_type != "user_identity_change" for event in head.events)
 
 
-_head = msgspec.json.Decoder(_Head)
+_heads = msgspec.json.Decoder(_Head | list[_Head])  # one batch per POST, or a JSON array of them
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -53,10 +53,12 @@ def run_sink(port: int, host: str = "127.0.0.1") -> None:
     seen: set[tuple[str, str]] = set()
 
     async def receive(request: web.Request) -> web.Response:
-        head = _head.decode(await request.read())
+        heads = _heads.decode(await request.read())
         now = time.time()
-        batches["all"] += 1
-        if (request.path, head.source_request_id) not in seen:
+        for head in heads if isinstance(heads, list) else [heads]:
+            batches["all"] += 1
+            if (request.path, head.source_request_id) in seen:
+                continue
             seen.add((request.path, head.source_request_id))
             count = inbound_events(head)
             batches[request.path] += 1

@@ -39,7 +39,7 @@ async def run_skew_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
         ),
     }
     report = {**summary, "phases": phases, "timeline": skewed["timeline"]}
-    write(report, Path(args.out), "skew", plot)
+    write(report, args, "skew", plot)
     return {**summary, "phases": {k: {f: v for f, v in p.items() if f != "timeline"} for k, p in phases.items()}}
 
 

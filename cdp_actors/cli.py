@@ -154,6 +154,8 @@ def bench_runner(scenario: str) -> Callable[..., Awaitable[dict]]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    sizes = {name: value for name in ("shards", "forwarders") if (value := getattr(args, name))}
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update=sizes)})
     args.users = args.users or BENCH_USERS[args.scenario]
     if args.scenario == "e2e" and args.rate is None and not args.closed_loop:
         args.rate = 15_000.0
@@ -199,6 +201,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-duration", type=float, default=20.0, help="overload: seconds finding the maximum")
     bench.add_argument("--overload-duration", type=float, default=60.0, help="overload: seconds at 3x the maximum")
     bench.add_argument("--address", default=None, help="run against an existing Ray cluster, e.g. auto")
+    bench.add_argument("--delivery-batching", type=int, default=100,
+                       help="batches per webhook POST to the sink (webhook max_batches_per_request)")  # fmt: skip
+    bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
+    bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
     bench.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
     bench.set_defaults(run=cmd_bench)
     return root

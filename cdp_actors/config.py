@@ -173,7 +173,7 @@ class Limits(_Strict):
     max_bulk_batches: int = Field(100, gt=0)
     max_intake_lag_batches: int = Field(20_000, gt=0)
     """Past this many accepted-but-unprocessed batches the Events API answers 429."""
-    max_queued_requests: int = Field(128, ge=1)
+    max_queued_requests: int = Field(32, ge=1)
     """HTTP requests Serve holds for the Events and Identity APIs beyond what their replicas are working on
     (`runtime.ingest_max_ongoing_requests` each); past it they are answered 429 with `Retry-After`, so a
     flood costs bounded memory instead of an ever longer proxy queue."""
@@ -194,8 +194,9 @@ class Runtime(_Strict):
     shards: int = Field(2, ge=1, le=256)
     forwarders: int = Field(1, ge=1, le=64)
     ingest_replicas: int = Field(1, ge=1)
-    ingest_max_ongoing_requests: int = Field(64, ge=1)
-    """Requests one Events API replica works on at once (each is one intake call)."""
+    ingest_max_ongoing_requests: int = Field(32, ge=1)
+    """Requests one Events API replica works on at once (each is one intake call). With the queue bound this
+    caps the time an accepted request waits: about (ongoing + queued) / requests per second."""
     max_chunk_batches: int = Field(2000, ge=1)
     history_per_user: int = Field(200, ge=0)
     forwarder_window: int = Field(5_000, ge=1)
@@ -260,8 +261,12 @@ class WorkspaceConfig(_Strict):
 
     def with_output_url(self, output_id: int, url: str) -> WorkspaceConfig:
         """A copy whose webhook output points elsewhere (the benchmark and tests use local sinks)."""
+        return self.with_output_settings(output_id, url=url)
+
+    def with_output_settings(self, output_id: int, **settings: Any) -> WorkspaceConfig:
+        """A copy with some of one output's settings replaced."""
         outputs = [
-            o.model_copy(update={"settings": o.settings.model_copy(update={"url": url})}) if o.id == output_id else o
+            o.model_copy(update={"settings": o.settings.model_copy(update=settings)}) if o.id == output_id else o
             for o in self.outputs
         ]
         return self.model_copy(update={"outputs": outputs})

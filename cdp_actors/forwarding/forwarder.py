@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -23,6 +24,7 @@ import ray
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.breaker import Breaker
 from cdp_actors.forwarding.bulk import BulkQueue
+from cdp_actors.forwarding.coalesce import Coalescer
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
@@ -76,6 +78,11 @@ class Forwarder:
             o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
         }
         self.slots = {o.id: asyncio.Semaphore(limit) for o in config.outputs}
+        self.coalescers = {
+            output: Coalescer(adapter.combine, adapter.max_batches_per_request, partial(self._send, output))
+            for output, adapter in self.adapters.items()
+            if getattr(adapter, "max_batches_per_request", 1) > 1
+        }
         self.shards = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(config.runtime.shards)]
         self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
@@ -175,12 +182,16 @@ class Forwarder:
             await asyncio.sleep(verdict.delay_s)
 
     async def _attempt(self, row: OutboxRow | AudienceTarget, request: HttpRequest) -> Attempt:
-        async with self.slots[row.output_id]:
-            with span("forward.deliver", output=row.output_id, connection=row.connection_id, mpid=row.mpid) as s:
-                attempt = await send(self.sessions[row.output_id], request, self.timeout)
-                s.set_attribute("http.status_code", attempt.status or 0)
+        coalescer = self.coalescers.get(row.output_id) if isinstance(row, OutboxRow) else None
+        with span("forward.deliver", output=row.output_id, connection=row.connection_id, mpid=row.mpid) as s:
+            attempt = await (coalescer.send(request) if coalescer else self._send(row.output_id, request))
+            s.set_attribute("http.status_code", attempt.status or 0)
         self.breakers[row.output_id].record(attempt.ok or not attempt.retryable)
         return attempt
+
+    async def _send(self, output_id: int, request: HttpRequest) -> Attempt:
+        async with self.slots[output_id]:
+            return await send(self.sessions[output_id], request, self.timeout)
 
     def _alert(self, row: OutboxRow | AudienceTarget, alert_type: str, severity: str, detail: str) -> None:
         alert = Alert(

@@ -58,6 +58,7 @@ def test_past_the_serve_queue_bound_requests_get_429_and_every_acknowledged_batc
     statuses = [reply.status_code for reply in replies]
     assert set(statuses) == {202, 429}, statuses
     assert all(reply.headers.get("Retry-After") == "1" for reply in replies if reply.status_code == 429)
-    acknowledged = set().union(*(ids(bodies) for bodies, reply in zip(requests_, replies) if reply.status_code == 202))
+    acknowledged = set().union(*(ids(bodies) for bodies, reply in zip(requests_, replies, strict=True)
+                                 if reply.status_code == 202))  # fmt: skip
     wait_for(lambda: delivered_ids(receiver) >= acknowledged and api.settled(), what="every acknowledged batch")
     assert delivered_ids(receiver) == acknowledged
