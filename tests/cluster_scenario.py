@@ -1,0 +1,149 @@
+"""The end-to-end flow on a simulated multi-node Ray cluster (`ray.cluster_utils.Cluster`): a head and two
+labelled workers, each a separate raylet on this machine.
+
+Run as `python -m tests.cluster_scenario WORK_DIR`: a process of its own, because a `Cluster` cannot share a
+process with the test session's embedded Ray. Checks as it goes (an AssertionError exits non-zero) and prints
+a JSON summary as its last line of output. tests/integration/test_cluster.py runs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.cluster_utils import Cluster
+
+from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, NAMESPACE, shard_name
+from cdp_actors.placement import NODE_LABEL, PLACEMENT_FILE, decode_record
+from cdp_actors.runtime import actor, ensure_runtime, stop_runtime
+from serve_apps.app import APPS, deploy
+from tests.conftest import demo_config
+from tests.integration.test_recovery import PATIENT_RETRY, check_profiles, send_load
+from tests.support import Api, Receiver, free_port, wait_for
+
+NODE_ARGS: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
+SINGLETONS = (INTAKE_NAME, DISPATCHER_NAME, IDENTITY_NAME, ALERTS_NAME)
+
+
+def where(handle: Any) -> tuple[str, int]:
+    """The node and the process the actor answers from."""
+    here = ray.get(handle.__ray_call__.remote(lambda _self: (ray.get_runtime_context().get_node_id(), os.getpid())),
+                   timeout=30)  # fmt: skip
+    return here[0], here[1]
+
+
+def node_of(handle: Any) -> str:
+    return where(handle)[0]
+
+
+def restarted(name: str, old_pid: int) -> str | None:
+    """The node the named actor answers from in a new process, or None while it is restarting."""
+    try:
+        node, pid = where(actor(name))
+    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+        return None
+    return node if pid != old_pid else None
+
+
+def delivered(receiver: Receiver, sent: list[dict]) -> None:
+    want = {b["source_request_id"] for b in sent}
+    wait_for(lambda: {b["source_request_id"] for b in receiver.bodies()} >= want, timeout=120,
+             what="every accepted batch delivered")  # fmt: skip
+
+
+def start(config: Any, data_dir: Path) -> None:
+    """What `cdp serve` does once Ray is up (cli.start_platform), with Serve already started."""
+    ensure_runtime(config, data_dir)
+    deploy(config, str(data_dir))
+
+
+def run(work: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE_ARGS, "include_dashboard": False})
+    workers = {name: cluster.add_node(**NODE_ARGS, labels={NODE_LABEL: name}) for name in ("data-a", "data-b")}
+    cluster.wait_for_nodes()
+    receiver = Receiver().start()
+    try:
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        head = cluster.head_node.node_id
+        nodes = {head: "head"} | {handle.node_id: name for name, handle in workers.items()}  # every node ever
+        config = demo_config(receiver.url, retry=PATIENT_RETRY)
+        data_dir, port = work / "data", free_port()
+        # One proxy: the simulated nodes share this machine's address, so one port per node cannot work here.
+        serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+        start(config, data_dir)
+        api = Api(port)
+        up_s = time.monotonic() - started
+
+        # Shards spread over the workers by label, the actors owning the intake and index files on the head.
+        shard_nodes = [node_of(actor(shard_name(i))) for i in range(config.runtime.shards)]
+        assert shard_nodes == [workers["data-a"].node_id, workers["data-b"].node_id], shard_nodes
+        assert all(node_of(actor(name)) == head for name in SINGLETONS)
+        record = decode_record((data_dir / PLACEMENT_FILE).read_text())
+        assert record == {0: "label:data-a", 1: "label:data-b"}, record
+
+        # The end-to-end flow across nodes: HTTP on the head, profiles on the workers, deliveries to the partner.
+        sent = send_load(api, users=16, requests_=6, per_request=10, tag="cluster")
+        delivered(receiver, sent)
+        wait_for(api.settled, timeout=60, what="outboxes drained")
+        check_profiles(api, receiver, sent)
+
+        # A killed shard comes back on its node, with its LMDB.
+        _, old_pid = where(actor(shard_name(1)))
+        ray.kill(actor(shard_name(1)), no_restart=False)
+        restarted_on = wait_for(lambda: restarted(shard_name(1), old_pid), timeout=60, what="shard-1 restarted")
+        assert restarted_on == workers["data-b"].node_id
+        check_profiles(api, receiver, sent)  # read back from the restarted shard's files
+        sent += send_load(api, users=16, requests_=3, per_request=10, tag="cluster")
+        delivered(receiver, sent)
+        wait_for(api.settled, timeout=60, what="outboxes drained after the shard restart")
+        check_profiles(api, receiver, sent)
+
+        # The whole runtime restarts on a changed cluster: data-b's raylet is replaced (a new node ID) and a
+        # new worker joins whose name sorts first. The record, not a fresh round-robin, places the shards.
+        for name in APPS:
+            serve.delete(name)
+        stop_runtime(config)
+        cluster.remove_node(workers["data-b"])
+        workers["data-b"] = cluster.add_node(**NODE_ARGS, labels={NODE_LABEL: "data-b"})
+        workers["data-0"] = cluster.add_node(**NODE_ARGS, labels={NODE_LABEL: "data-0"})
+        cluster.wait_for_nodes()
+        nodes |= {workers[name].node_id: f"{name} (new)" for name in ("data-b", "data-0")}
+        start(config, data_dir)
+        after_restart = [node_of(actor(shard_name(i))) for i in range(config.runtime.shards)]
+        assert after_restart == [workers["data-a"].node_id, workers["data-b"].node_id], after_restart
+        check_profiles(api, receiver, sent)
+        sent += send_load(api, users=16, requests_=3, per_request=10, tag="cluster")
+        delivered(receiver, sent)
+        wait_for(api.settled, timeout=60, what="outboxes drained after the restart")
+        check_profiles(api, receiver, sent)
+        assert len(receiver.received) == len(sent)  # the partner never answered an error: each batch once
+
+        return {
+            "nodes_alive": sum(1 for entry in ray.nodes() if entry["Alive"]),
+            "shard_nodes": [nodes[node] for node in shard_nodes],
+            "restarted_shard_node": nodes[restarted_on],
+            "shard_nodes_after_cluster_change": [nodes[node] for node in after_restart],
+            "batches_sent": len(sent),
+            "batches_delivered": len(receiver.received),
+            "users": len({b["user_identities"]["customer_id"] for b in sent}),
+            "startup_s": round(up_s, 1),
+            "total_s": round(time.monotonic() - started, 1),
+        }
+    finally:
+        ray.shutdown()
+        with contextlib.suppress(Exception):
+            cluster.shutdown()
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    summary = run(Path(sys.argv[1]))
+    print(json.dumps(summary), flush=True)
