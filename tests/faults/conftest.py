@@ -1,0 +1,98 @@
+"""Fixtures for fault tests: a flapping partner, a seed printed for replay, and the scenario runner."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from cdp_actors.config import WorkspaceConfig
+from tests.conftest import demo_config
+from tests.faults.ledger import Ledger
+from tests.faults.load import Load
+from tests.faults.partner import Flapping, FlappingPartner
+from tests.support import Api, wait_for
+
+# Patient enough that flapping never spends a batch's retries; a hang outlasts request_timeout_s.
+FAULT_RETRY = {"max_attempts": 1000, "base_delay_s": 0.05, "max_delay_s": 0.2, "request_timeout_s": 0.5}
+FAULT_RUNTIME = {"shards": 2, "forwarders": 2, "ingest_replicas": 2}
+WORKERS = 4  # load workers, each with its own users and at most one request in flight
+FLAPPING = Flapping(unavailable=0.3, hang=0.1, taken_then_hang=0.03, refuse=0.02, hang_s=0.75)
+
+
+def fault_config(partner_url: str) -> WorkspaceConfig:
+    return demo_config(partner_url, retry=FAULT_RETRY, runtime=FAULT_RUNTIME)
+
+
+@pytest.fixture(scope="session")
+def partner_server() -> Iterator[FlappingPartner]:
+    server = FlappingPartner().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def partner(partner_server: FlappingPartner) -> FlappingPartner:
+    partner_server.reset()
+    return partner_server
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """Random per run unless CDP_FAULT_SEED is set; printed (shown with a failure) so the run can be replayed."""
+    value = int(os.environ.get("CDP_FAULT_SEED") or random.SystemRandom().randrange(2**31))
+    print(f"\n{request.node.name}: fault seed {value} (replay: CDP_FAULT_SEED={value} pytest {request.node.nodeid})")
+    return value
+
+
+def fatal_alerts(api: Api) -> int:
+    connections = api.get("/cdp/alerts").json()["connections"]
+    return sum(t["count"] for c in connections for t in c["types"] if t["severity"] == "Fatal")
+
+
+def run_under_load(
+    api: Api,
+    partner: FlappingPartner,
+    seed: int,
+    tag: str,
+    inject: Callable[[random.Random], Any],
+    allowed: frozenset[str] = frozenset(),
+    give_up_after_s: float = 120.0,
+) -> dict[str, Any]:
+    """Load with a flapping partner, `inject` the fault once at a seeded random point of it, let the pipeline
+    recover and settle, then prove invariants 1-3 with the ledger. Clients may see, besides 202, only the
+    answers in `allowed` (and have to send those requests again). Returns the ledger's summary."""
+    rng = random.Random(seed)
+    started = time.monotonic()
+    partner.flap(seed, FLAPPING)
+    fatal_before = fatal_alerts(api)
+    ledger = Ledger(f"{tag}-{seed}", seed)
+    load = Load(api.base, ledger, WORKERS, users_per_worker=6, rounds=15, give_up_after_s=give_up_after_s).start()
+    try:
+        inject_at = rng.randint(load.planned_requests // 10, load.planned_requests * 7 // 10)
+        print(f"injecting the fault after {inject_at} of {load.planned_requests} bulk requests")
+        wait_for(lambda: load.acked_requests >= inject_at or load.done(), timeout=180, what="the injection point")
+        assert not load.done(), "the load ended before the fault was injected"
+        print(f"injected: {inject(rng)}")
+        wait_for(load.done, timeout=give_up_after_s + 180, what="the load to finish")
+        loaded = time.monotonic()
+    finally:
+        load.stop()
+    assert not load.errors, load.errors
+    wait_for(lambda: ledger.delivered_or_refused(partner), timeout=180, what=f"every acknowledged batch at the "
+             f"partner (seed {seed})")  # fmt: skip
+    wait_for(api.settled, timeout=120, what="outboxes drained")
+    refused = len({s.srid for s in ledger.batches("acked")} & partner.refused)
+    wait_for(lambda: fatal_alerts(api) - fatal_before >= refused, timeout=30, what="Fatal alerts recorded")
+    summary = ledger.verify(api, partner, fatal_alerts(api) - fatal_before)
+    summary["partner"] = dict(partner.answers)
+    summary["seconds"] = {"load": round(loaded - started, 1), "recovery": round(time.monotonic() - loaded, 1)}
+    print(summary)
+    unexpected = {answer: n for answer, n in ledger.statuses.items() if answer != "202" and answer not in allowed}
+    assert not unexpected, f"clients were answered {unexpected} (seed {seed})"
+    assert partner.answers.get("503") and partner.answers.get("200"), "the partner did not flap"
+    return summary

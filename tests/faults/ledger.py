@@ -1,0 +1,189 @@
+"""The ledger: every batch the load generator sent, whether it was acknowledged, and the proofs after recovery.
+
+1. Every acknowledged batch reached the partner at least once, or the partner refused it with a
+   non-retryable status and a Fatal alert accounts for it.
+2. Each profile equals a replay of its applied batches in send order: the acknowledged ones, plus those
+   given up on that the pipeline took anyway (seen by the partner), each counted once.
+3. Per user, first deliveries arrive in send order, and each carries the profile as of that batch.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tests.samples import batch, custom
+from tests.support import Api
+
+T0 = 1_700_000_000_000
+STEP_MS = 1_000  # a user's batch n has events stamped from T0 + n * STEP_MS: send order is time order
+RECENT = 20  # events `GET /cdp/users/{mpid}` shows
+
+
+class Partner(Protocol):
+    seen: set[str]  # source_request_ids of every delivery attempt, whatever the answer
+    refused: set[str]  # ... of attempts refused with a non-retryable status (a Fatal drop)
+
+    def bodies(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass
+class Sent:
+    customer: str
+    step: int  # the batch's position in its user's send order
+    body: dict[str, Any]
+    state: str = "pending"  # pending → acked | gave_up
+
+    @property
+    def srid(self) -> str:
+        return self.body["source_request_id"]
+
+    @property
+    def ts(self) -> int:
+        return max(e["data"]["timestamp_unixtime_ms"] for e in self.body["events"])
+
+
+@dataclass
+class Expected:
+    """A profile as the replay of its batches implies it."""
+
+    batches: int = 0
+    events: int = 0
+    attributes: dict[str, tuple[Any, int]] = field(default_factory=dict)  # name -> (value, written at)
+    consent: dict[str, bool] = field(default_factory=dict)  # gdpr purpose -> consented
+    first_seen_ms: int | None = None
+    last_seen_ms: int | None = None
+    recent_event_ids: list[str] = field(default_factory=list)
+
+
+def replay(applied: list[Sent]) -> Expected:
+    """Apply batches one after another; their times increase, so this is also what last-write-wins gives."""
+    expected = Expected()
+    event_ids: list[str] = []
+    for sent in applied:
+        body, ts = sent.body, sent.ts
+        expected.batches += 1
+        expected.events += len(body["events"])
+        for name, value in body.get("user_attributes", {}).items():
+            expected.attributes[name] = (value, ts)
+        for name in body.get("deleted_user_attributes", []):
+            expected.attributes.pop(name, None)
+        for purpose, state in body.get("consent_state", {}).get("gdpr", {}).items():
+            expected.consent[purpose] = state["consented"]
+        stamps = [e["data"]["timestamp_unixtime_ms"] for e in body["events"]]
+        expected.first_seen_ms = min(stamps) if expected.first_seen_ms is None else expected.first_seen_ms
+        expected.last_seen_ms = max(stamps)
+        event_ids += [e["data"]["source_message_id"] for e in body["events"]]
+    expected.recent_event_ids = event_ids[-RECENT:]
+    return expected
+
+
+class Ledger:
+    """Thread-safe: load workers record, the test verifies once the load is over and the pipeline settled."""
+
+    def __init__(self, tag: str, seed: int) -> None:
+        self.tag, self.seed = tag, seed
+        self.users: dict[str, list[Sent]] = defaultdict(list)
+        self.by_srid: dict[str, Sent] = {}
+        self.statuses: Counter[str] = Counter()  # answers to load requests: "202", "503", "ConnectionError", ...
+        self.lock = threading.Lock()
+
+    def new_batch(self, customer: str, rng: random.Random) -> Sent:
+        """The user's next batch: 1-3 events, a `step` attribute, sometimes a plan change or removal, sometimes
+        a consent change."""
+        with self.lock:
+            step = len(self.users[customer])
+        ts = T0 + step * STEP_MS
+        events = [custom(f"fault-{k}", ts + k, step=step) for k in range(rng.randint(1, 3))]
+        fields: dict[str, Any] = {"source_request_id": f"{customer}-{step}",
+                                  "user_attributes": {"step": step}}  # fmt: skip
+        plan = rng.choice(["gold", "silver", "delete", "keep"])
+        if plan == "delete":
+            fields["deleted_user_attributes"] = ["plan"]
+        elif plan != "keep":
+            fields["user_attributes"]["plan"] = plan
+        if rng.random() < 0.3:
+            fields["consent_state"] = {"gdpr": {"marketing": {"consented": rng.random() < 0.5,
+                                                              "timestamp_unixtime_ms": ts}}}  # fmt: skip
+        sent = Sent(customer, step, batch(customer, events, **fields))
+        with self.lock:
+            self.users[customer].append(sent)
+            self.by_srid[sent.srid] = sent
+        return sent
+
+    def attempt(self, outcome: str) -> None:
+        with self.lock:
+            self.statuses[outcome] += 1
+
+    def settle(self, sent: list[Sent], state: str) -> None:
+        with self.lock:
+            for item in sent:
+                item.state = state
+
+    def batches(self, state: str | None = None) -> list[Sent]:
+        with self.lock:
+            return [s for sends in self.users.values() for s in sends if state is None or s.state == state]
+
+    def delivered_or_refused(self, partner: Partner) -> bool:
+        """The wait condition before verifying: every acknowledged batch reached the partner or was refused."""
+        delivered = {b.get("source_request_id") for b in partner.bodies()} | partner.refused
+        return all(s.srid in delivered for s in self.batches("acked"))
+
+    def verify(self, api: Api, partner: Partner, fatal_alerts: int) -> dict[str, Any]:
+        """Check invariants 1-3; `fatal_alerts`: Fatal alerts raised for the connection during the test."""
+        seed = f"(seed {self.seed})"
+        assert not self.batches("pending"), f"the load left batches neither acknowledged nor given up {seed}"
+        acked = self.batches("acked")
+        assert acked, f"nothing was acknowledged {seed}"
+        deliveries = partner.bodies()
+        unknown = {b.get("source_request_id") for b in deliveries} - self.by_srid.keys()
+        assert not unknown, f"the partner got batches nobody sent: {sorted(unknown)[:5]} {seed}"
+
+        # 1. at least once, or a Fatal alert for a refused batch
+        delivered = {b["source_request_id"] for b in deliveries}
+        missing = [s for s in acked if s.srid not in delivered]
+        unexplained = [s.srid for s in missing if s.srid not in partner.refused]
+        assert not unexplained, f"{len(unexplained)} acknowledged batches lost, e.g. {unexplained[:5]} {seed}"
+        assert len(missing) <= fatal_alerts, f"{len(missing)} batches dropped, {fatal_alerts} Fatal alerts {seed}"
+
+        # 2. profiles equal the replay of the applied batches; a batch given up on counts at most once
+        first_delivery: dict[str, int] = {}
+        for position, body in enumerate(deliveries):
+            first_delivery.setdefault(body["source_request_id"], position)
+        for customer, sends in self.users.items():
+            applied = [s for s in sends if s.state == "acked" or s.srid in partner.seen]
+            if not applied:
+                continue
+            found = api.get("/cdp/users/search", identity_type="customer_id", value=customer).json()["users"]
+            assert len(found) == 1, f"{customer}: {len(found)} profiles {seed}"
+            mpid = found[0]["mpid"]
+            assert {b["mpid"] for b in deliveries if self.by_srid[b["source_request_id"]].customer == customer} <= \
+                {mpid}, f"{customer}: delivered under another mpid {seed}"  # fmt: skip
+            profile = api.get(f"/cdp/users/{mpid}").json()
+            expected = replay(applied)
+            assert (profile["batches"], profile["events"]) == (expected.batches, expected.events), \
+                f"{customer}: applied {profile['batches']} batches / {profile['events']} events, the ledger " \
+                f"implies {expected.batches} / {expected.events} {seed}"  # fmt: skip
+            attributes = {name: (a["value"], a["updated_ms"]) for name, a in profile["attributes"].items()}
+            assert attributes == expected.attributes, f"{customer}: attributes {attributes} {seed}"
+            consent = {p: c["consented"] for p, c in profile["consent"].get("gdpr", {}).items()}
+            assert consent == expected.consent, f"{customer}: consent {consent} {seed}"
+            assert (profile["first_seen_ms"], profile["last_seen_ms"]) == (expected.first_seen_ms,
+                                                                           expected.last_seen_ms), customer  # fmt: skip
+            recent = [e["data"]["source_message_id"] for e in profile["recent_events"]]
+            assert recent == expected.recent_event_ids, f"{customer}: event history differs from the replay {seed}"
+
+            # 3. per-user order: first deliveries in send order, each with the profile as of that batch
+            order = sorted((first_delivery[s.srid], s.step) for s in sends if s.srid in first_delivery)
+            steps = [step for _, step in order]
+            assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps} {seed}"
+            for position, step in order:
+                assert deliveries[position]["user_attributes"]["step"] == step, f"{customer}: stale profile {seed}"
+
+        duplicates = len(deliveries) - len(delivered)
+        return {"seed": self.seed, "users": len(self.users), "sent": len(self.by_srid), "acked": len(acked),
+                "gave_up": len(self.batches("gave_up")), "delivered": len(delivered), "duplicates": duplicates,
+                "refused": len(missing), "answers": dict(self.statuses)}  # fmt: skip

@@ -1,0 +1,100 @@
+"""Closed-loop load for fault tests: each worker owns a disjoint set of users and sends one bulk request at a
+time, one batch per user, so a user's next batch leaves only after the previous one was acknowledged.
+
+A request that is not acknowledged (connection refused or reset, 5xx, 429, a client timeout) is sent again
+unchanged, with the same `source_request_id`s, until it is, or until `give_up_after_s`: then its batches are
+recorded as given up and the worker stops, so nothing it sends later can overtake them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from tests.faults.ledger import Ledger
+from tests.support import DEMO_AUTH
+
+HEADERS = {"Content-Type": "application/json", "Authorization": DEMO_AUTH}
+
+
+@dataclass
+class Load:
+    base: str  # the platform's http://host:port
+    ledger: Ledger
+    workers: int = 4
+    users_per_worker: int = 8
+    rounds: int = 40
+    give_up_after_s: float = 120.0
+    request_timeout_s: float = 30.0
+    acked_requests: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def planned_requests(self) -> int:
+        return self.workers * self.rounds
+
+    def start(self) -> Load:
+        for worker in range(self.workers):
+            thread = threading.Thread(target=self._guarded, args=(worker,), daemon=True, name=f"load-{worker}")
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def done(self) -> bool:
+        return not any(thread.is_alive() for thread in self.threads)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(self.request_timeout_s + 5)
+
+    def _guarded(self, worker: int) -> None:
+        try:
+            self._run(worker)
+        except BaseException as error:  # surfaced by the test, not lost in a thread
+            self.errors.append(error)
+
+    def _run(self, worker: int) -> None:
+        rng = random.Random(f"{self.ledger.seed}-{worker}")
+        users = [f"{self.ledger.tag}-w{worker}-u{n}" for n in range(self.users_per_worker)]
+        http = requests.Session()
+        for _ in range(self.rounds):
+            if self.stopping.is_set():
+                return
+            sent = [self.ledger.new_batch(user, rng) for user in users if rng.random() < 0.9]
+            if not sent:
+                continue
+            data = json.dumps([s.body for s in sent]).encode()
+            deadline = time.monotonic() + self.give_up_after_s
+            tries = 0
+            while True:
+                outcome = self._post(http, data)
+                self.ledger.attempt(outcome)
+                if outcome == "202":
+                    self.ledger.settle(sent, "acked")
+                    with self.lock:
+                        self.acked_requests += 1
+                    break
+                tries += 1
+                if time.monotonic() > deadline or self.stopping.is_set():
+                    self.ledger.settle(sent, "gave_up")
+                    return
+                self.stopping.wait(min(0.5, 0.02 * 2**tries))  # back off before sending it again
+
+    def _post(self, http: requests.Session, data: bytes) -> str:
+        try:
+            response = http.post(self.base + "/v2/bulkevents", data=data, headers=HEADERS,
+                                 timeout=self.request_timeout_s)  # fmt: skip
+        except requests.RequestException as error:
+            return type(error).__name__
+        if response.status_code == 202 and response.content:  # every batch is valid: none may be rejected
+            return f"202 with {response.text[:200]}"
+        return str(response.status_code)
