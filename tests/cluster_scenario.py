@@ -22,7 +22,7 @@ from ray.cluster_utils import Cluster
 
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, NAMESPACE, shard_name
 from cdp_actors.placement import NODE_LABEL, PLACEMENT_FILE, decode_record
-from cdp_actors.runtime import actor, ensure_runtime, stop_runtime
+from cdp_actors.runtime import actor, ensure_runtime, shard_placement, stop_runtime
 from serve_apps.app import APPS, deploy
 from tests.conftest import demo_config
 from tests.integration.test_recovery import PATIENT_RETRY, check_profiles, send_load
@@ -116,6 +116,9 @@ def run(work: Path) -> dict[str, Any]:
         workers["data-0"] = cluster.add_node(**NODE_ARGS, labels={NODE_LABEL: "data-0"})
         cluster.wait_for_nodes()
         nodes |= {workers[name].node_id: f"{name} (new)" for name in ("data-b", "data-0")}
+        # A start from a worker node (a Serve replica under `serve run`) settles placement on the head too.
+        from_worker = ray.remote(shard_placement).options(num_cpus=0, label_selector={NODE_LABEL: "data-0"})
+        assert ray.get(from_worker.remote(str(data_dir), config.runtime.shards), timeout=60) == record
         start(config, data_dir)
         after_restart = [node_of(actor(shard_name(i))) for i in range(config.runtime.shards)]
         assert after_restart == [workers["data-a"].node_id, workers["data-b"].node_id], after_restart
