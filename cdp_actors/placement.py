@@ -8,9 +8,9 @@ identity** (a `NodeKey`), never on Ray node IDs, which are new every time a node
 - `head`: the head node. It holds the data directory the platform was started with (`cdp serve` runs
   there), so the intake log, the dispatcher (which reads the intake log's LMDB), the identity index and the
   alert store are pinned to it. Pinned with the head's built-in resource `node:__internal_head__`.
-- `label:<value>`: a worker started with `ray start --labels cdp-node=<value>` (KubeRay: `rayStartParams:
-  {labels: ...}`). Pinned with Ray's label selector `{"cdp-node": "<value>"}`. This is the recommended
-  identity: it survives a node reboot, a new pod IP and a whole-cluster restart.
+- `label:<value>`: a worker started with `ray start --labels cdp-node=<value>` (KubeRay: the worker group's
+  `labels`). Pinned with Ray's label selector `{"cdp-node": "<value>"}`. This is the recommended identity:
+  it survives a node reboot, a new pod IP and a whole-cluster restart.
 - `ip:<address>`: an unlabeled worker, by its IP. Pinned with the resource Ray gives every node,
   `node:<address>`. Good enough for fixed machines; wrong where IPs change (Kubernetes pods): label those.
 
