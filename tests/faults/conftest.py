@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import yaml
 
-from cdp_actors.config import WorkspaceConfig
-from tests.conftest import demo_config
+from cdp_actors.config import WorkspaceConfig, parse_workspace
+from tests.conftest import ROOT
 from tests.faults.ledger import Ledger
 from tests.faults.load import Load
 from tests.faults.partner import Flapping, FlappingPartner
@@ -24,8 +25,31 @@ WORKERS = 4  # load workers, each with its own users and at most one request in 
 FLAPPING = Flapping(unavailable=0.3, hang=0.1, taken_then_hang=0.03, refuse=0.02, hang_s=0.75)
 
 
-def fault_config(partner_url: str) -> WorkspaceConfig:
-    return demo_config(partner_url, retry=FAULT_RETRY, runtime=FAULT_RUNTIME)
+PATHS = {1: "/webhook", 2: "/coalesced"}  # connection id -> the partner path of its output
+COALESCE = 10
+
+
+def fault_workspace(partner_base: str, runtime: dict[str, int] = FAULT_RUNTIME) -> dict[str, Any]:
+    """The demo workspace with its input connected to two webhooks on the partner: the plain one (a POST per
+    batch, as mParticle sends) and one that coalesces up to COALESCE ready batches into one POST."""
+    data = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
+    data["outputs"][0]["settings"]["url"] = partner_base + PATHS[1]
+    data["outputs"].append(
+        {
+            "id": 2,
+            "name": "coalescing-webhook",
+            "kind": "webhook",
+            "settings": {"url": partner_base + PATHS[2], "max_batches_per_request": COALESCE},
+        }
+    )
+    data["connections"].append({"id": 2, "name": "demo-server → coalescing-webhook", "input": 1, "output": 2,
+                                "active": True})  # fmt: skip
+    data["retry"], data["runtime"] = FAULT_RETRY, runtime
+    return data
+
+
+def fault_config(partner_base: str) -> WorkspaceConfig:
+    return parse_workspace(fault_workspace(partner_base))
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +73,11 @@ def seed(request: pytest.FixtureRequest) -> int:
     return value
 
 
-def fatal_alerts(api: Api) -> int:
-    connections = api.get("/cdp/alerts").json()["connections"]
-    return sum(t["count"] for c in connections for t in c["types"] if t["severity"] == "Fatal")
+def fatal_alerts(api: Api) -> dict[str, int]:
+    """Fatal alerts so far, per output path."""
+    connections = {c["connection_id"]: c for c in api.get("/cdp/alerts").json()["connections"]}
+    return {path: sum(t["count"] for t in connections.get(connection, {}).get("types", []) if t["severity"] == "Fatal")
+            for connection, path in PATHS.items()}  # fmt: skip
 
 
 def run_under_load(
@@ -83,12 +109,18 @@ def run_under_load(
     finally:
         load.stop()
     assert not load.errors, load.errors
-    wait_for(lambda: ledger.delivered_or_refused(partner), timeout=180, what=f"every acknowledged batch at the "
-             f"partner (seed {seed})")  # fmt: skip
+    paths = list(PATHS.values())
+    wait_for(lambda: ledger.delivered_or_refused(partner, paths), timeout=180,
+             what=f"every acknowledged batch at every output (seed {seed})")  # fmt: skip
     wait_for(api.settled, timeout=120, what="outboxes drained")
-    refused = len({s.srid for s in ledger.batches("acked")} & partner.refused)
-    wait_for(lambda: fatal_alerts(api) - fatal_before >= refused, timeout=30, what="Fatal alerts recorded")
-    summary = ledger.verify(api, partner, fatal_alerts(api) - fatal_before)
+    acked = {s.srid for s in ledger.batches("acked")}
+
+    def raised() -> dict[str, int]:
+        return {path: n - fatal_before[path] for path, n in fatal_alerts(api).items()}
+
+    wait_for(lambda: all(raised()[path] >= len(acked & partner.refused[path]) for path in paths), timeout=30,
+             what="a Fatal alert for every refused batch")  # fmt: skip
+    summary = ledger.verify(api, partner, raised())
     summary["partner"] = dict(partner.answers)
     summary["seconds"] = {"load": round(loaded - started, 1), "recovery": round(time.monotonic() - loaded, 1)}
     print(summary)

@@ -1,7 +1,7 @@
 """The ledger: every batch the load generator sent, whether it was acknowledged, and the proofs after recovery.
 
-1. Every acknowledged batch reached the partner at least once, or the partner refused it with a
-   non-retryable status and a Fatal alert accounts for it.
+1. Every acknowledged batch reached each connected output (a path of the partner) at least once, or that
+   output refused it with a non-retryable status and a Fatal alert accounts for it.
 2. Each profile equals a replay of its applied batches in send order: the acknowledged ones, plus those
    given up on that the pipeline took anyway (seen by the partner), each counted once.
 3. Per user, first deliveries arrive in send order, and each carries the profile as of that batch.
@@ -24,10 +24,13 @@ RECENT = 20  # events `GET /cdp/users/{mpid}` shows
 
 
 class Partner(Protocol):
-    seen: set[str]  # source_request_ids of every delivery attempt, whatever the answer
-    refused: set[str]  # ... of attempts refused with a non-retryable status (a Fatal drop)
+    """Per output path: the batches taken, in arrival order; the source_request_ids of every delivery attempt
+    whatever the answer (`seen`), and of those refused with a non-retryable status, a Fatal drop (`refused`)."""
 
-    def bodies(self) -> list[dict[str, Any]]: ...
+    seen: dict[str, set[str]]
+    refused: dict[str, set[str]]
+
+    def bodies_at(self, path: str) -> list[dict[str, Any]]: ...
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Ledger:
         self.users: dict[str, list[Sent]] = defaultdict(list)
         self.by_srid: dict[str, Sent] = {}
         self.statuses: Counter[str] = Counter()  # answers to load requests: "202", "503", "ConnectionError", ...
+        self.mpids: dict[str, int] = {}  # customer -> the mpid its deliveries carried
         self.lock = threading.Lock()
 
     def new_batch(self, customer: str, rng: random.Random) -> Sent:
@@ -127,41 +131,77 @@ class Ledger:
         with self.lock:
             return [s for sends in self.users.values() for s in sends if state is None or s.state == state]
 
-    def delivered_or_refused(self, partner: Partner) -> bool:
-        """The wait condition before verifying: every acknowledged batch reached the partner or was refused."""
-        delivered = {b.get("source_request_id") for b in partner.bodies()} | partner.refused
-        return all(s.srid in delivered for s in self.batches("acked"))
+    def delivered_or_refused(self, partner: Partner, paths: list[str]) -> bool:
+        """The wait condition before verifying: every acknowledged batch reached each output path or was refused
+        there."""
+        acked = self.batches("acked")
+        for path in paths:
+            delivered = {b["source_request_id"] for b in partner.bodies_at(path)} | partner.refused[path]
+            if not all(s.srid in delivered for s in acked):
+                return False
+        return True
 
-    def verify(self, api: Api, partner: Partner, fatal_alerts: int) -> dict[str, Any]:
-        """Check invariants 1-3; `fatal_alerts`: Fatal alerts raised for the connection during the test."""
+    def verify(self, api: Api, partner: Partner, fatal_alerts: dict[str, int]) -> dict[str, Any]:
+        """Check invariants 1-3 for every output path; `fatal_alerts`: per path, the Fatal alerts raised for its
+        connection during the test."""
         seed = f"(seed {self.seed})"
         assert not self.batches("pending"), f"the load left batches neither acknowledged nor given up {seed}"
-        acked = self.batches("acked")
-        assert acked, f"nothing was acknowledged {seed}"
-        deliveries = partner.bodies()
+        assert self.batches("acked"), f"nothing was acknowledged {seed}"
+        summary: dict[str, Any] = {"seed": self.seed, "users": len(self.users), "sent": len(self.by_srid),
+                                   "acked": len(self.batches("acked")),
+                                   "gave_up": len(self.batches("gave_up"))}  # fmt: skip
+        for path, fatal in fatal_alerts.items():
+            summary[path] = self._verify_output(partner, path, fatal)
+        self._verify_profiles(api, partner, list(fatal_alerts))
+        summary["answers"] = dict(self.statuses)
+        return summary
+
+    def _verify_output(self, partner: Partner, path: str, fatal_alerts: int) -> dict[str, int]:
+        """1. at least once, or refused and Fatal-alerted; 3. per user, first deliveries in send order, each
+        carrying the profile as of that batch."""
+        seed = f"({path}, seed {self.seed})"
+        deliveries = partner.bodies_at(path)
         unknown = {b.get("source_request_id") for b in deliveries} - self.by_srid.keys()
         assert not unknown, f"the partner got batches nobody sent: {sorted(unknown)[:5]} {seed}"
-
-        # 1. at least once, or a Fatal alert for a refused batch
         delivered = {b["source_request_id"] for b in deliveries}
-        missing = [s for s in acked if s.srid not in delivered]
-        unexplained = [s.srid for s in missing if s.srid not in partner.refused]
+        missing = [s for s in self.batches("acked") if s.srid not in delivered]
+        unexplained = [s.srid for s in missing if s.srid not in partner.refused[path]]
         assert not unexplained, f"{len(unexplained)} acknowledged batches lost, e.g. {unexplained[:5]} {seed}"
         assert len(missing) <= fatal_alerts, f"{len(missing)} batches dropped, {fatal_alerts} Fatal alerts {seed}"
 
-        # 2. profiles equal the replay of the applied batches; a batch given up on counts at most once
         first_delivery: dict[str, int] = {}
         for position, body in enumerate(deliveries):
             first_delivery.setdefault(body["source_request_id"], position)
+        mpids: dict[str, set[int]] = defaultdict(set)
+        for body in deliveries:
+            mpids[self.by_srid[body["source_request_id"]].customer].add(body["mpid"])
         for customer, sends in self.users.items():
-            applied = [s for s in sends if s.state == "acked" or s.srid in partner.seen]
+            assert len(mpids[customer]) <= 1, f"{customer}: delivered under several mpids {seed}"
+            order = sorted((first_delivery[s.srid], s.step) for s in sends if s.srid in first_delivery)
+            steps = [step for _, step in order]
+            assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps} {seed}"
+            for position, step in order:
+                assert deliveries[position]["user_attributes"]["step"] == step, f"{customer}: stale profile {seed}"
+        for customer, found in mpids.items():
+            if not found:
+                continue
+            mpid = found.pop()
+            assert self.mpids.setdefault(customer, mpid) == mpid, f"{customer}: another mpid than elsewhere {seed}"
+        return {"delivered": len(delivered), "duplicates": len(deliveries) - len(delivered), "refused": len(missing)}
+
+    def _verify_profiles(self, api: Api, partner: Partner, paths: list[str]) -> None:
+        """2. each profile equals the replay of its applied batches: the acknowledged ones and those given up on
+        that the pipeline took anyway (an output was offered them), each once."""
+        seed = f"(seed {self.seed})"
+        offered = set().union(*(partner.seen[path] for path in paths))
+        for customer, sends in self.users.items():
+            applied = [s for s in sends if s.state == "acked" or s.srid in offered]
             if not applied:
                 continue
             found = api.get("/cdp/users/search", identity_type="customer_id", value=customer).json()["users"]
             assert len(found) == 1, f"{customer}: {len(found)} profiles {seed}"
             mpid = found[0]["mpid"]
-            assert {b["mpid"] for b in deliveries if self.by_srid[b["source_request_id"]].customer == customer} <= \
-                {mpid}, f"{customer}: delivered under another mpid {seed}"  # fmt: skip
+            assert self.mpids.get(customer, mpid) == mpid, f"{customer}: delivered under another mpid {seed}"
             profile = api.get(f"/cdp/users/{mpid}").json()
             expected = replay(applied)
             assert (profile["batches"], profile["events"]) == (expected.batches, expected.events), \
@@ -175,15 +215,3 @@ class Ledger:
                                                                            expected.last_seen_ms), customer  # fmt: skip
             recent = [e["data"]["source_message_id"] for e in profile["recent_events"]]
             assert recent == expected.recent_event_ids, f"{customer}: event history differs from the replay {seed}"
-
-            # 3. per-user order: first deliveries in send order, each with the profile as of that batch
-            order = sorted((first_delivery[s.srid], s.step) for s in sends if s.srid in first_delivery)
-            steps = [step for _, step in order]
-            assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps} {seed}"
-            for position, step in order:
-                assert deliveries[position]["user_attributes"]["step"] == step, f"{customer}: stale profile {seed}"
-
-        duplicates = len(deliveries) - len(delivered)
-        return {"seed": self.seed, "users": len(self.users), "sent": len(self.by_srid), "acked": len(acked),
-                "gave_up": len(self.batches("gave_up")), "delivered": len(delivered), "duplicates": duplicates,
-                "refused": len(missing), "answers": dict(self.statuses)}  # fmt: skip

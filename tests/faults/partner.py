@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -31,12 +32,13 @@ CALM = Flapping()
 @dataclass
 class FlappingPartner(Receiver):
     """`received` holds the batches the partner took (in arrival order; a POSTed array is taken, or not, as a
-    whole); `seen` every source_request_id it was offered, `refused` those it refused with a 400."""
+    whole); per request path, `seen` holds every source_request_id it was offered, `refused` those it refused
+    with a 400. One partner can stand for several outputs, one path each."""
 
     flapping: Flapping = CALM
     rng: random.Random = field(default_factory=random.Random)
-    seen: set[str] = field(default_factory=set)
-    refused: set[str] = field(default_factory=set)
+    seen: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    refused: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     answers: dict[str, int] = field(default_factory=dict)
 
     def flap(self, seed: int, flapping: Flapping) -> None:
@@ -55,10 +57,10 @@ class FlappingPartner(Receiver):
         batches = body if isinstance(body, list) else [body]  # a coalescing webhook POSTs an array of batches
         srids = {b.get("source_request_id", "") for b in batches}
         self.attempt_times.append(time.monotonic())
-        self.seen.update(srids)
+        self.seen[request.path].update(srids)
         f, roll = self.flapping, self.rng.random()
         if roll < f.refuse:
-            self.refused.update(srids)
+            self.refused[request.path].update(srids)
             return self._answer(400)
         roll -= f.refuse
         if roll < f.unavailable:
@@ -73,6 +75,9 @@ class FlappingPartner(Receiver):
         if roll < f.taken_then_hang:
             await asyncio.sleep(f.hang_s)
         return self._answer(200)
+
+    def bodies_at(self, path: str) -> list[dict]:
+        return [r.body for r in list(self.received) if r.path == path]
 
     def _answer(self, status: int) -> web.Response:
         self.answers[str(status)] = self.answers.get(str(status), 0) + 1

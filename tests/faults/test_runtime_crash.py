@@ -9,8 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
-from tests.faults.conftest import FAULT_RETRY, run_under_load
+from tests.faults.conftest import fault_workspace, run_under_load
 from tests.faults.partner import FlappingPartner
 from tests.integration.test_recovery import kill_9, start_serve
 from tests.support import Api, free_port
@@ -18,10 +17,7 @@ from tests.support import Api, free_port
 
 def test_kill_9_the_whole_runtime_during_load_then_restart(tmp_path: Path, seed: int) -> None:
     partner = FlappingPartner().start()
-    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
-    config["outputs"][0]["settings"]["url"] = partner.url
-    config["retry"] = FAULT_RETRY
-    config["runtime"] = {"shards": 2, "forwarders": 2}
+    config = fault_workspace(partner.base, runtime={"shards": 2, "forwarders": 2})
     config_path, data_dir, port = tmp_path / "workspace.yaml", tmp_path / "data", free_port()
     config_path.write_text(yaml.safe_dump(config))
     running: list[subprocess.Popen] = [start_serve(config_path, data_dir, port)]
