@@ -3,7 +3,8 @@ time, one batch per user, so a user's next batch leaves only after the previous 
 
 A request that is not acknowledged (connection refused or reset, 5xx, 429, a client timeout) is sent again
 unchanged, with the same `source_request_id`s, until it is, or until `give_up_after_s`: then its batches are
-recorded as given up and the worker stops, so nothing it sends later can overtake them.
+recorded as given up (they may still be applied, once) and the worker carries on with new users, so nothing
+it sends later can overtake them for the same user.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.faults.ledger import Ledger
+from tests.faults.ledger import Ledger, Sent
 from tests.support import DEMO_AUTH
 
 HEADERS = {"Content-Type": "application/json", "Authorization": DEMO_AUTH}
@@ -64,7 +65,8 @@ class Load:
 
     def _run(self, worker: int) -> None:
         rng = random.Random(f"{self.ledger.seed}-{worker}")
-        users = [f"{self.ledger.tag}-w{worker}-u{n}" for n in range(self.users_per_worker)]
+        generation = 0
+        users = self._users(worker, generation)
         http = requests.Session()
         for _ in range(self.rounds):
             if self.stopping.is_set():
@@ -72,22 +74,30 @@ class Load:
             sent = [self.ledger.new_batch(user, rng) for user in users if rng.random() < 0.9]
             if not sent:
                 continue
-            data = json.dumps([s.body for s in sent]).encode()
-            deadline = time.monotonic() + self.give_up_after_s
-            tries = 0
-            while True:
-                outcome = self._post(http, data)
-                self.ledger.attempt(outcome)
-                if outcome == "202":
-                    self.ledger.settle(sent, "acked")
-                    with self.lock:
-                        self.acked_requests += 1
-                    break
-                tries += 1
-                if time.monotonic() > deadline or self.stopping.is_set():
-                    self.ledger.settle(sent, "gave_up")
-                    return
-                self.stopping.wait(min(0.5, 0.02 * 2**tries))  # back off before sending it again
+            if not self._send_until_acknowledged(http, sent):
+                self.ledger.settle(sent, "gave_up")
+                generation += 1  # these users' order is no longer defined: carry on with new ones
+                users = self._users(worker, generation)
+
+    def _users(self, worker: int, generation: int) -> list[str]:
+        return [f"{self.ledger.tag}-w{worker}-g{generation}-u{n}" for n in range(self.users_per_worker)]
+
+    def _send_until_acknowledged(self, http: requests.Session, sent: list[Sent]) -> bool:
+        data = json.dumps([s.body for s in sent]).encode()
+        deadline = time.monotonic() + self.give_up_after_s
+        tries = 0
+        while True:
+            outcome = self._post(http, data)
+            self.ledger.attempt(outcome)
+            if outcome == "202":
+                self.ledger.settle(sent, "acked")
+                with self.lock:
+                    self.acked_requests += 1
+                return True
+            tries += 1
+            if time.monotonic() > deadline or self.stopping.is_set():
+                return False
+            self.stopping.wait(min(0.5, 0.02 * 2**tries))  # back off before sending it again
 
     def _post(self, http: requests.Session, data: bytes) -> str:
         try:
