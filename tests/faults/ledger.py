@@ -4,7 +4,8 @@
    output refused it with a non-retryable status and a Fatal alert accounts for it.
 2. Each profile equals a replay of its applied batches in send order: the acknowledged ones, plus those
    given up on that the pipeline took anyway (seen by the partner), each counted once.
-3. Per user, first deliveries arrive in send order, and each carries the profile as of that batch.
+3. Per user and output, batches are first offered in send order, and first taken in send order (but for a
+   refused batch offered again after a crash), each carrying the profile as of that batch.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ RECENT = 20  # events `GET /cdp/users/{mpid}` shows
 
 class Partner(Protocol):
     """Per output path: the batches taken, in arrival order; the source_request_ids of every delivery attempt
-    whatever the answer (`seen`), and of those refused with a non-retryable status, a Fatal drop (`refused`)."""
+    whatever the answer (`seen`, and `offered` in order), and of those refused with a non-retryable status, a Fatal
+    drop (`refused`)."""
 
     seen: dict[str, set[str]]
+    offered: dict[str, list[str]]  # the same, in the order of their first offer
     refused: dict[str, set[str]]
 
     def bodies_at(self, path: str) -> list[dict[str, Any]]: ...
+
+    def history(self, path: str, prefix: str) -> list[tuple[str, str]]: ...
 
 
 @dataclass
@@ -175,11 +180,19 @@ class Ledger:
         mpids: dict[str, set[int]] = defaultdict(set)
         for body in deliveries:
             mpids[self.by_srid[body["source_request_id"]].customer].add(body["mpid"])
+        first_offer = {srid: position for position, srid in enumerate(partner.offered[path])}
         for customer, sends in self.users.items():
             assert len(mpids[customer]) <= 1, f"{customer}: delivered under several mpids {seed}"
-            order = sorted((first_delivery[s.srid], s.step) for s in sends if s.srid in first_delivery)
+            offers = [step for _, step in sorted((first_offer[s.srid], s.step) for s in sends if s.srid in first_offer)]
+            history = f"{customer}: {partner.history(path, customer + '-')} {seed}"
+            assert offers == sorted(offers), f"{customer}: offered out of order: steps {offers}; {history}"
+            # A batch refused (dropped with a Fatal alert) and offered again after a crash, because the drop was
+            # not yet acknowledged to its shard, may be taken after later ones: that is a re-send, like a
+            # duplicate, so only batches never refused must be first taken in order.
+            order = sorted((first_delivery[s.srid], s.step) for s in sends
+                           if s.srid in first_delivery and s.srid not in partner.refused[path])  # fmt: skip
             steps = [step for _, step in order]
-            assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps} {seed}"
+            assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps}; {history}"
             for position, step in order:
                 assert deliveries[position]["user_attributes"]["step"] == step, f"{customer}: stale profile {seed}"
         for customer, found in mpids.items():

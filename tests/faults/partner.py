@@ -32,14 +32,17 @@ CALM = Flapping()
 @dataclass
 class FlappingPartner(Receiver):
     """`received` holds the batches the partner took (in arrival order; a POSTed array is taken, or not, as a
-    whole); per request path, `seen` holds every source_request_id it was offered, `refused` those it refused
-    with a 400. One partner can stand for several outputs, one path each."""
+    whole); per request path, `seen` holds every source_request_id it was offered, `offered` the same in the
+    order of their first offer, `refused` those it refused with a 400. One partner can stand for several
+    outputs, one path each."""
 
     flapping: Flapping = CALM
     rng: random.Random = field(default_factory=random.Random)
     seen: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    offered: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     refused: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     answers: dict[str, int] = field(default_factory=dict)
+    log: list[tuple[str, str, str]] = field(default_factory=list)  # (path, source_request_id, what happened)
 
     def flap(self, seed: int, flapping: Flapping) -> None:
         self.rng = random.Random(seed)
@@ -49,36 +52,50 @@ class FlappingPartner(Receiver):
         super().reset()
         self.flapping = CALM
         self.seen.clear()
+        self.offered.clear()
         self.refused.clear()
         self.answers.clear()
+        self.log.clear()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = json.loads(await request.read())
         batches = body if isinstance(body, list) else [body]  # a coalescing webhook POSTs an array of batches
-        srids = {b.get("source_request_id", "") for b in batches}
+        srids = [b.get("source_request_id", "") for b in batches]
         self.attempt_times.append(time.monotonic())
-        self.seen[request.path].update(srids)
+        seen = self.seen[request.path]
+        self.offered[request.path] += [srid for srid in srids if srid not in seen]
+        seen.update(srids)
         f, roll = self.flapping, self.rng.random()
         if roll < f.refuse:
             self.refused[request.path].update(srids)
-            return self._answer(400)
+            return self._answer(400, request.path, srids)
         roll -= f.refuse
         if roll < f.unavailable:
-            return self._answer(503)
+            return self._answer(503, request.path, srids)
         roll -= f.unavailable
         if roll < f.hang:
+            self._note(request.path, srids, "hung")
             await asyncio.sleep(f.hang_s)
-            return self._answer(503)
+            return self._answer(503, request.path, srids)
         roll -= f.hang
         for item in batches:
             self.received.append(Received(item, dict(request.headers), time.time(), request.path, request.method))
         if roll < f.taken_then_hang:
+            self._note(request.path, srids, "taken, hung")
             await asyncio.sleep(f.hang_s)
-        return self._answer(200)
+        return self._answer(200, request.path, srids)
 
     def bodies_at(self, path: str) -> list[dict]:
         return [r.body for r in list(self.received) if r.path == path]
 
-    def _answer(self, status: int) -> web.Response:
+    def history(self, path: str, prefix: str) -> list[tuple[str, str]]:
+        """What happened to the batches whose source_request_id starts with `prefix` at `path`, in order."""
+        return [(srid, what) for p, srid, what in list(self.log) if p == path and srid.startswith(prefix)]
+
+    def _note(self, path: str, srids: list[str], what: str) -> None:
+        self.log += [(path, srid, what) for srid in srids]
+
+    def _answer(self, status: int, path: str, srids: list[str]) -> web.Response:
+        self._note(path, srids, str(status))
         self.answers[str(status)] = self.answers.get(str(status), 0) + 1
         return web.Response(status=status)
