@@ -86,6 +86,8 @@ class Forwarder:
         self.shards = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(config.runtime.shards)]
         self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
+        self.resent: set[int] = set()  # shards that handed this process their undelivered rows
+        self.early: dict[int, list[OutboxRow]] = defaultdict(list)  # windows that arrived before that
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
@@ -100,6 +102,14 @@ class Forwarder:
         loop.create_task(self._flush_bulk_forever())
 
     async def deliver(self, rows: list[OutboxRow]) -> None:
+        """Queue a window of one shard's outbox rows. Until that shard has answered this process's resend, its
+        windows wait: they may be older than what the resend returns, and must not overtake it."""
+        if rows and rows[0].shard not in self.resent:
+            self.early[rows[0].shard] += rows
+            return
+        self._queue(rows)
+
+    def _queue(self, rows: list[OutboxRow]) -> None:
         for row in rows:
             if row.key in self.known:
                 continue
@@ -288,13 +298,16 @@ class Forwarder:
 
     async def _ask_for_resend(self) -> None:
         """After a (re)start nothing is held here: every shard hands its undelivered rows over again."""
-        for shard in self.shards:
+        for index, shard in enumerate(self.shards):
             while True:
                 try:
-                    await shard.resend.remote(self.index)
+                    rows = await shard.resend.remote(self.index)
                     break
                 except ray.exceptions.RayError:
                     await asyncio.sleep(0.5)
+            self.resent.add(index)
+            self._queue(rows)
+            self._queue(self.early.pop(index, []))  # handed over before the resend: known rows are skipped
 
     def status(self) -> dict[str, Any]:
         return {

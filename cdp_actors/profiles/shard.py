@@ -8,6 +8,7 @@ bounded windows and deleted when the forwarder acknowledges them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from pathlib import Path
@@ -288,6 +289,7 @@ class ProfileShard:
         lanes = [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
         self.handed: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # keys a forwarder holds
         self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(lanes)
+        self.handing: dict[bytes, Any] = {}  # lane -> the forwarder call with its latest window
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
 
@@ -305,14 +307,18 @@ class ProfileShard:
             self.handed[lane].difference_update(keys)
             self._pump(lane)
 
-    def resend(self, forwarder: int) -> None:
-        """The forwarder restarted: everything it held is undelivered again."""
+    def resend(self, forwarder: int) -> list[OutboxRow]:
+        """The forwarder (re)started: everything it held is undelivered again. Returns the first window of each
+        of its lanes, so it queues them before any hand-off that reached it earlier."""
         self.forwarder_handles.pop(forwarder, None)
+        rows: list[OutboxRow] = []
         for lane in self.handed:
             if int.from_bytes(lane[:2], "big") == forwarder:
-                self.handed[lane].clear()
-                self.handed_upto[lane] = None
-                self._pump(lane)
+                window = self.core.outbox_window(lane, None, self.window)
+                self.handed[lane] = {row.key for row in window}
+                self.handed_upto[lane] = window[-1].key if window else None
+                rows += window
+        return rows
 
     def _pump_all(self) -> None:
         for lane in self.handed:
@@ -328,7 +334,11 @@ class ProfileShard:
         handle = self._forwarder(int.from_bytes(lane[:2], "big"))
         if handle is None:
             return
-        handle.deliver.remote(rows)
+        previous = self.handing.get(lane)
+        if previous is not None:  # an async actor may run a caller's calls out of order (a large argument is
+            with contextlib.suppress(ray.exceptions.RayError):  # fetched first): one hand-off in flight per lane
+                ray.get(previous)
+        self.handing[lane] = handle.deliver.remote(rows)
         self.handed[lane].update(row.key for row in rows)
         self.handed_upto[lane] = rows[-1].key
 

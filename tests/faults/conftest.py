@@ -97,18 +97,24 @@ def run_under_load(
     inject: Callable[[random.Random], Any],
     allowed: frozenset[str] = frozenset(),
     give_up_after_s: float = 120.0,
+    flapping: Flapping = FLAPPING,
+    pad: int = 0,
+    inject_between: tuple[float, float] = (0.1, 0.7),
+    rounds: int = 15,
 ) -> dict[str, Any]:
-    """Load with a flapping partner, `inject` the fault once at a seeded random point of it, let the pipeline
-    recover and settle, then prove invariants 1-3 with the ledger. Clients may see, besides 202, only the
+    """Load with a flapping partner, `inject` the fault once at a seeded random point of it (within the
+    `inject_between` shares of the load), let the pipeline recover and settle, then prove invariants 1-3 with
+    the ledger. Clients may see, besides 202, only the
     answers in `allowed` (and have to send those requests again). Returns the ledger's summary."""
     rng = random.Random(seed)
     started = time.monotonic()
-    partner.flap(seed, FLAPPING)
+    partner.flap(seed, flapping)
     fatal_before = fatal_alerts(api)
-    ledger = Ledger(f"{tag}-{seed}", seed)
-    load = Load(api.base, ledger, WORKERS, users_per_worker=6, rounds=15, give_up_after_s=give_up_after_s).start()
+    ledger = Ledger(f"{tag}-{seed}", seed, pad)
+    load = Load(api.base, ledger, WORKERS, users_per_worker=6, rounds=rounds, give_up_after_s=give_up_after_s).start()
     try:
-        inject_at = rng.randint(load.planned_requests // 10, load.planned_requests * 7 // 10)
+        first, last = (int(load.planned_requests * share) for share in inject_between)
+        inject_at = rng.randint(first, last)
         print(f"injecting the fault after {inject_at} of {load.planned_requests} bulk requests")
         wait_for(lambda: load.acked_requests >= inject_at or load.done(), timeout=180, what="the injection point")
         assert not load.done(), "the load ended before the fault was injected"

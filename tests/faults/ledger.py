@@ -92,8 +92,9 @@ def replay(applied: list[Sent]) -> Expected:
 class Ledger:
     """Thread-safe: load workers record, the test verifies once the load is over and the pipeline settled."""
 
-    def __init__(self, tag: str, seed: int) -> None:
+    def __init__(self, tag: str, seed: int, pad: int = 0) -> None:
         self.tag, self.seed = tag, seed
+        self.pad = pad  # bytes of filler per batch (a `pad` attribute), to make outbox windows large
         self.users: dict[str, list[Sent]] = defaultdict(list)
         self.by_srid: dict[str, Sent] = {}
         self.statuses: Counter[str] = Counter()  # answers to load requests: "202", "503", "ConnectionError", ...
@@ -109,6 +110,8 @@ class Ledger:
         events = [custom(f"fault-{k}", ts + k, step=step) for k in range(rng.randint(1, 3))]
         fields: dict[str, Any] = {"source_request_id": f"{customer}-{step}",
                                   "user_attributes": {"step": step}}  # fmt: skip
+        if self.pad:
+            fields["user_attributes"]["pad"] = f"{step}:".ljust(self.pad, "x")
         plan = rng.choice(["gold", "silver", "delete", "keep"])
         if plan == "delete":
             fields["deleted_user_attributes"] = ["plan"]

@@ -7,9 +7,9 @@ import random
 
 from ray import serve
 
-from tests.faults.conftest import PATHS, WORKERS, fault_config, run_under_load
+from tests.faults.conftest import FLAPPING, PATHS, WORKERS, fault_config, run_under_load
 from tests.faults.kill import events_replicas, kill_9_actor, kill_9_events_replica
-from tests.faults.partner import FlappingPartner
+from tests.faults.partner import Flapping, FlappingPartner
 from tests.support import wait_for
 
 
@@ -39,6 +39,22 @@ def test_kill_9_a_forwarder(platform, partner: FlappingPartner, seed: int) -> No
         return f"{name} (pid {kill_9_actor(name)})"
 
     run_under_load(api, partner, seed, "forwarder", inject)
+
+
+def test_kill_9_a_forwarder_holding_a_backlog(platform, partner: FlappingPartner, seed: int) -> None:
+    """The partner is down until the kill, so the restarted forwarder is handed a large backlog (windows over
+    100 KB travel through Ray's object store) while new batches keep coming in small windows: an async actor may
+    run those calls out of order, and no user's newer batch may overtake its backlog."""
+    api = platform(fault_config(partner.base))
+
+    def inject(rng: random.Random) -> str:
+        name = f"forwarder-{rng.randrange(2)}"
+        pid = kill_9_actor(name)
+        partner.flap(seed, FLAPPING)  # the partner comes back, flapping
+        return f"{name} (pid {pid}) holding a backlog"
+
+    down = Flapping(unavailable=1.0)
+    run_under_load(api, partner, seed, "backlog", inject, flapping=down, pad=2000, inject_between=(0.3, 0.5), rounds=40)
 
 
 def test_kill_9_the_intake_log(platform, partner: FlappingPartner, seed: int) -> None:
