@@ -33,10 +33,12 @@ class Breaker:
             if now >= self.reopens_at and not self.probing:
                 self.state, self.probing = HALF_OPEN, True
                 return True
+            # While a probe is out, wait for its outcome; else until the open time is up. No polling: a dead
+            # output holds thousands of lanes here, and each wake-up costs them all.
+            until = deadline if self.probing else min(self.reopens_at, deadline)
             self.changed.clear()
-            wait = min(max(self.reopens_at - now, 0.05), deadline - now)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=wait)
+                await asyncio.wait_for(self.changed.wait(), timeout=None if until == math.inf else until - now)
 
     def record(self, healthy: bool) -> None:
         """`healthy`: the output answered (even with a non-retryable error); else it failed or timed out."""
