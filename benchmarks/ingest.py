@@ -83,7 +83,7 @@ def build_report(baseline: LoadResult, system: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
+def plot(report: dict[str, Any], path: Path) -> None:
     """Throughput over time, latency percentiles, memory and intake lag."""
     import matplotlib
 
@@ -95,7 +95,7 @@ def plot(report: dict[str, Any], path: Path, title: str = "") -> None:
     top.plot(timeline["acked_per_second"], label="acknowledged")
     top.plot(timeline["delivered_per_second"], label="delivered to sink")
     top.plot(timeline["baseline_per_second"], label="baseline (no Ray)", linestyle=":")
-    top.set(title=f"{title} events per second".strip(), xlabel="second")
+    top.set(title="events per second", xlabel="second")
     top.legend()
     labels = [f"{kind} {q}" for kind in ("ack", "e2e") for q in ("p50", "p90", "p99")]
     values = [report[f"{kind}_latency_ms"].get(q, 0) for kind in ("ack", "e2e") for q in ("p50", "p90", "p99")]
