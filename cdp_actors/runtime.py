@@ -63,6 +63,9 @@ def _named(actor_class: Any, name: str, pin: NodeKey | None = None) -> Any:
         lifetime="detached",
         get_if_exists=True,
         num_cpus=0,
+        # Ray records every actor call for its dashboard by default; at thousands of calls a second that
+        # buffer is what grew (GCS memory), and the runtime's calls are traced by our own spans instead.
+        enable_task_events=False,
         **(pin_options(pin) if pin else {}),
     )
 
