@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.ingest import write
-from benchmarks.load import free_port, say
+from benchmarks.load import say
 from benchmarks.platform import baseline_phase, system_phase
+from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 
 OUTPUTS = 5

@@ -22,9 +22,10 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.load import free_port, say, wait_http
+from benchmarks.load import say, wait_http
 from benchmarks.servers import percentiles, start_process
 from benchmarks.workload import EVENTS_PER_BATCH
+from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity import strategy
 from cdp_actors.identity.index import IdentityCore

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import socket
 import sys
 import time
 from collections import Counter
@@ -26,12 +25,6 @@ from cdp_actors.config import WorkspaceConfig
 MAX_IN_FLIGHT = 512
 """Open loop: requests outstanding at once; past it the generator counts a send as `not_sent` (it is the
 server's latency that is too high, and unbounded client memory would spoil the RSS figures)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def say(message: str) -> None:

@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.load import Load, LoadResult, basic_auth, free_port, get_json, rss_mb, say, wait_http
+from benchmarks.load import Load, LoadResult, basic_auth, get_json, rss_mb, say, wait_http
 from benchmarks.servers import run_baseline, run_sink, start_process
 from benchmarks.workload import Workload
+from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 
 Outputs = Callable[[WorkspaceConfig, str], tuple[WorkspaceConfig, list[str]]]
