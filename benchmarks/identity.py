@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import random
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -193,6 +194,7 @@ async def run_identity_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
         say(f"[identify] platform: {http['calls_per_s']:,} calls/s")
     finally:
         stop_platform(config)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     e2e_batches = e2e_events / EVENTS_PER_BATCH
     report = {
@@ -226,8 +228,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
              [report["resolve_batches_per_s_in_process"], report["resolve_batches_per_s_actor"],
               report["ingest_e2e_batches_per_s"]])  # fmt: skip
     left.set(title=f"batch resolution, {report['profiles']:,} profiles (batches/s)")
-    right.bar(["baseline", "platform"],
-              [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]])
+    right.bar(
+        ["baseline", "platform"],
+        [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]],
+    )
     right.set(title="IDSync identify over HTTP (calls/s)")
     fig.tight_layout()
     fig.savefig(path)

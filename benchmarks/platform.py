@@ -4,6 +4,7 @@ and the baseline phase every scenario runs first in the same process."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import tempfile
 import time
@@ -29,16 +30,19 @@ async def baseline_phase(config: WorkspaceConfig, args: Any) -> LoadResult:
     """The no-Ray server (aiohttp + msgspec + LMDB group commit) under the same closed loop."""
     port = free_port()
     source = config.inputs[0]
-    server = start_process(run_baseline, port, source.key, source.secret.get_secret_value(),
-                           config.limits.max_request_bytes)  # fmt: skip
     url = f"http://127.0.0.1:{port}/v2/bulkevents"
     seconds = min(args.duration, args.baseline_duration)
     say(f"baseline: {seconds:.0f}s closed loop, {args.concurrency} clients, {args.users:,} users")
-    try:
-        await wait_http(url)
-        result = await Load(url, basic_auth(config), workload_for(args), seconds, "baseline", args.concurrency).run()
-    finally:
-        server.kill()
+    with tempfile.TemporaryDirectory(prefix="cdp-baseline-") as data_dir:
+        server = start_process(run_baseline, port, data_dir, source.key, source.secret.get_secret_value(),
+                               config.limits.max_request_bytes)  # fmt: skip
+        try:
+            await wait_http(url)
+            result = await Load(url, basic_auth(config), workload_for(args), seconds, "baseline",
+                                args.concurrency).run()  # fmt: skip
+        finally:
+            server.kill()
+            server.join()
     say(f"baseline: {result.events_per_s:,.0f} events/s acknowledged")
     return result
 
@@ -122,10 +126,11 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
     config, paths = outputs(config, f"http://{reach}:{sink_port}")
     config = with_delivery_batching(config, args.delivery_batching)
+    data_dir = tempfile.mkdtemp(prefix="cdp-bench-")
     try:
         await wait_http(sink_stats)
         start_ray(args.address, fast_ingress=args.fast_ingress)
-        start_platform(config, tempfile.mkdtemp(prefix="cdp-bench-"), "127.0.0.1", port)
+        start_platform(config, data_dir, "127.0.0.1", port)
         url = f"http://127.0.0.1:{port}"
         platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats, paths,
                             args, {sink.pid})  # fmt: skip
@@ -134,6 +139,7 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
     finally:
         with_suppressed(lambda: stop_platform(config))
         sink.kill()
+        shutil.rmtree(data_dir, ignore_errors=True)  # a phase writes gigabytes; its figures are in the report
 
 
 def with_suppressed(action: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import multiprocessing
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -38,8 +37,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0}
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": round(pick(0.50), 2), "p90": round(pick(0.90), 2), "p99": round(pick(0.99), 2),
-            "max": round(ordered[-1], 2)}
+    return {
+        "p50": round(pick(0.50), 2),
+        "p90": round(pick(0.90), 2),
+        "p99": round(pick(0.99), 2),
+        "max": round(ordered[-1], 2),
+    }
 
 
 def run_sink(port: int, host: str = "127.0.0.1") -> None:
@@ -86,12 +89,12 @@ def run_sink(port: int, host: str = "127.0.0.1") -> None:
     web.run_app(app, host=host, port=port, print=None, access_log=None)
 
 
-def run_baseline(port: int, key: str, secret: str, max_request_bytes: int) -> None:
+def run_baseline(port: int, data_dir: str, key: str, secret: str, max_request_bytes: int) -> None:
     """What the Events API does without Ray: auth, msgspec validation, synced LMDB group commit, 202."""
     from cdp_actors.intake.log import IntakeLogCore, _Pending
     from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 
-    log = IntakeLogCore(tempfile.mkdtemp(prefix="cdp-baseline-"), max_lag=1 << 62)
+    log = IntakeLogCore(data_dir, max_lag=1 << 62)
     expected = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
     pending: list[_Pending] = []
     committing = False

@@ -50,19 +50,25 @@ class IndexMachine(RuleBasedStateMachine):
         super().__init__()
         self.model = MemoryState()
         self.core: IdentityCore | None = None
+        self.scratch = tempfile.TemporaryDirectory(prefix="idx-model-")
         self.policy = POLICIES[0]
         self.mpids = itertools.count(1)
         self.returned: list[int] = []
+
+    def teardown(self) -> None:
+        if self.core is not None:
+            self.core.store.close()
+        self.scratch.cleanup()
 
     @rule(which=st.integers(0, len(POLICIES) - 1))
     def choose_policy(self, which: int) -> None:
         if self.core is None:  # once, before the first operation
             self.policy = POLICIES[which]
-            self.core = IdentityCore(tempfile.mkdtemp(prefix="idx-model-"), self.policy)
+            self.core = IdentityCore(self.scratch.name, self.policy)
 
     def both(self, operation) -> object:  # noqa: ANN001
         if self.core is None:
-            self.core = IdentityCore(tempfile.mkdtemp(prefix="idx-model-"), self.policy)
+            self.core = IdentityCore(self.scratch.name, self.policy)
         try:
             expected = operation(self.model)
         except IdentityError as error:
