@@ -199,8 +199,10 @@ class Runtime(_Strict):
     caps the time an accepted request waits: about (ongoing + queued) / requests per second."""
     max_chunk_batches: int = Field(2000, ge=1)
     history_per_user: int = Field(200, ge=0)
-    forwarder_window: int = Field(5_000, ge=1)
-    """Undelivered outbox rows a shard hands to one forwarder, per output, at a time; the rest wait in LMDB."""
+    forwarder_window: int = Field(500, ge=1)
+    """Undelivered outbox rows a shard hands to one forwarder, per output, at a time; the rest wait in LMDB.
+    500 keeps a coalescing output's requests full (8 in flight × 100 batches across two shards); more only
+    adds rows (and their coroutines) for the forwarder's garbage collector to scan."""
     output_concurrency: int = Field(64, ge=1)
     max_buffered_audience_changes: int = Field(100_000, ge=1)
     """Membership changes an audience output's bulk queue holds per audience before refusing more."""

@@ -15,7 +15,7 @@ class LogRecord(msgspec.Struct, array_like=True, frozen=True):
     raw: bytes
 
 
-class ShardRecord(msgspec.Struct, array_like=True, frozen=True):
+class ShardRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """A resolved batch on its way to the profile shard that owns `mpid`."""
 
     seq: int
@@ -28,7 +28,7 @@ class ShardRecord(msgspec.Struct, array_like=True, frozen=True):
     """What resolving the batch changed in its profile's identities (outbound `user_identity_change`)."""
 
 
-class OutboxRow(msgspec.Struct, array_like=True, frozen=True):
+class OutboxRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """One outbound batch for one connection, waiting for delivery."""
 
     key: bytes
