@@ -17,10 +17,10 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import Delivery
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
-from cdp_actors.schema.records import OutboxRow
+from cdp_actors.schema.records import decode_window
 from cdp_actors.telemetry import count
 
-FLUSH_INTERVAL_S = 0.02
+FLUSH_INTERVAL_S = 0.05
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -34,19 +34,19 @@ class Forwarder:
         self.shards = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(config.runtime.shards)]
         self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
-        self.early: dict[int, list[OutboxRow]] = defaultdict(list)  # windows that arrived before that
+        self.early: dict[int, list[bytes]] = defaultdict(list)  # windows that arrived before that
         loop = asyncio.get_running_loop()
         loop.create_task(self._ask_for_resend())
         loop.create_task(self._flush_forever())
         loop.create_task(self.delivery.flush_bulk_forever())
 
-    async def deliver(self, rows: list[OutboxRow]) -> None:
+    async def deliver(self, shard: int, window: bytes) -> None:
         """Queue a window of one shard's outbox rows. Until that shard has answered this process's resend, its
         windows wait: they may be older than what the resend returns, and must not overtake it."""
-        if rows and rows[0].shard not in self.resent:
-            self.early[rows[0].shard] += rows
+        if shard not in self.resent:
+            self.early[shard].append(window)
             return
-        self.delivery.queue(rows)
+        self.delivery.queue(decode_window(window))
 
     async def deliver_memberships(self, output_id: int, changes: list[MembershipChange]) -> list[MembershipChange]:
         return self.delivery.queue_memberships(output_id, changes)
@@ -93,13 +93,13 @@ class Forwarder:
         for index, shard in enumerate(self.shards):
             while True:
                 try:
-                    rows = await shard.resend.remote(self.index)
+                    windows = await shard.resend.remote(self.index)
                     break
                 except ray.exceptions.RayError:
                     await asyncio.sleep(0.5)
             self.resent.add(index)
-            self.delivery.queue(rows)
-            self.delivery.queue(self.early.pop(index, []))  # handed over before the resend: known rows are skipped
+            for window in windows + self.early.pop(index, []):  # handed over before the resend: known rows skipped
+                self.delivery.queue(decode_window(window))
 
     def status(self) -> dict[str, Any]:
         return {"forwarder": self.index, **self.delivery.status()}

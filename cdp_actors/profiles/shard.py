@@ -25,7 +25,7 @@ from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
-from cdp_actors.schema.records import OutboxRow, ShardRecord
+from cdp_actors.schema.records import OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
     Store,
     add_counts,
@@ -44,7 +44,6 @@ ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"
 _row_encoder = msgspec.msgpack.Encoder()
-_row_decoder = msgspec.msgpack.Decoder(OutboxRow)
 
 
 class SequenceGap(RuntimeError):
@@ -238,16 +237,16 @@ class ShardCore:
             txn.put(done, b"1", db=self.store.db("meta"))
         return True
 
-    def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> list[OutboxRow]:
+    def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> Window:
         """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
         start = after + b"\x00" if after else lane
-        rows = []
+        window = Window()
         with self.store.read() as txn:
             for key, value in iter_from(txn, self.store.db("outbox"), start, limit):
                 if key[:LANE_BYTES] != lane:
                     break
-                rows.append(_row_decoder.decode(value))
-        return rows
+                window.add(key, value)
+        return window
 
     def delete_outbox(self, keys: list[bytes]) -> None:
         with self.store.write() as txn:
@@ -307,18 +306,18 @@ class ProfileShard:
             self.handed[lane].difference_update(keys)
             self._pump(lane)
 
-    def resend(self, forwarder: int) -> list[OutboxRow]:
+    def resend(self, forwarder: int) -> list[bytes]:
         """The forwarder (re)started: everything it held is undelivered again. Returns the first window of each
-        of its lanes, so it queues them before any hand-off that reached it earlier."""
+        of its lanes (encoded), so it queues them before any hand-off that reached it earlier."""
         self.forwarder_handles.pop(forwarder, None)
-        rows: list[OutboxRow] = []
+        windows: list[bytes] = []
         for lane in self.handed:
             if int.from_bytes(lane[:2], "big") == forwarder:
                 window = self.core.outbox_window(lane, None, self.window)
-                self.handed[lane] = {row.key for row in window}
-                self.handed_upto[lane] = window[-1].key if window else None
-                rows += window
-        return rows
+                self.handed[lane] = set(window.keys)
+                self.handed_upto[lane] = window.keys[-1] if window.keys else None
+                windows.append(window.encoded())
+        return windows
 
     def _pump_all(self) -> None:
         for lane in self.handed:
@@ -328,8 +327,8 @@ class ProfileShard:
         room = self.window - len(self.handed[lane])
         if room <= 0:
             return
-        rows = self.core.outbox_window(lane, self.handed_upto[lane], room)
-        if not rows:
+        window = self.core.outbox_window(lane, self.handed_upto[lane], room)
+        if not window.keys:
             return
         handle = self._forwarder(int.from_bytes(lane[:2], "big"))
         if handle is None:
@@ -338,9 +337,9 @@ class ProfileShard:
         if previous is not None:  # an async actor may run a caller's calls out of order (a large argument is
             with contextlib.suppress(ray.exceptions.RayError):  # fetched first): one hand-off in flight per lane
                 ray.get(previous)
-        self.handing[lane] = handle.deliver.remote(rows)
-        self.handed[lane].update(row.key for row in rows)
-        self.handed_upto[lane] = rows[-1].key
+        self.handing[lane] = handle.deliver.remote(self.core.index, window.encoded())
+        self.handed[lane].update(window.keys)
+        self.handed_upto[lane] = window.keys[-1]
 
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:

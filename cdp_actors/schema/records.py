@@ -63,3 +63,28 @@ def encode_log_record(record: LogRecord) -> bytes:
 
 def decode_log_record(data: bytes) -> LogRecord:
     return LOG_CODEC[1].decode(data)
+
+
+class Window:
+    """Outbox rows on their way to a forwarder, kept in their stored msgpack encoding: the hand-off is then
+    one bytes object (`encoded`, a msgpack array the forwarder decodes with `decode_window`) instead of
+    thousands of structs for Ray to pickle."""
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.rows: list[msgspec.Raw] = []
+
+    def add(self, key: bytes, row: bytes) -> None:
+        self.keys.append(key)
+        self.rows.append(msgspec.Raw(row))
+
+    def encoded(self) -> bytes:
+        return _window_encoder.encode(self.rows)
+
+
+_window_encoder = msgspec.msgpack.Encoder()
+_window_decoder = msgspec.msgpack.Decoder(list[OutboxRow])
+
+
+def decode_window(encoded: bytes) -> list[OutboxRow]:
+    return _window_decoder.decode(encoded)
