@@ -228,10 +228,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
              [report["resolve_batches_per_s_in_process"], report["resolve_batches_per_s_actor"],
               report["ingest_e2e_batches_per_s"]])  # fmt: skip
     left.set(title=f"batch resolution, {report['profiles']:,} profiles (batches/s)")
-    right.bar(
-        ["baseline", "platform"],
-        [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]],
-    )
+    right.bar(["baseline", "platform"],
+              [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]])
     right.set(title="IDSync identify over HTTP (calls/s)")
     fig.tight_layout()
     fig.savefig(path)

@@ -4,7 +4,6 @@ and the baseline phase every scenario runs first in the same process."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import tempfile
 import time
@@ -126,20 +125,20 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
     config, paths = outputs(config, f"http://{reach}:{sink_port}")
     config = with_delivery_batching(config, args.delivery_batching)
-    data_dir = tempfile.mkdtemp(prefix="cdp-bench-")
-    try:
-        await wait_http(sink_stats)
-        start_ray(args.address, fast_ingress=args.fast_ingress)
-        start_platform(config, data_dir, "127.0.0.1", port)
-        url = f"http://127.0.0.1:{port}"
-        platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats, paths,
-                            args, {sink.pid})  # fmt: skip
-        platform.sample_rss()
-        yield platform
-    finally:
-        with_suppressed(lambda: stop_platform(config))
-        sink.kill()
-        shutil.rmtree(data_dir, ignore_errors=True)  # a phase writes gigabytes; its figures are in the report
+    # a phase writes gigabytes; its figures are in the report, its data goes with it
+    with tempfile.TemporaryDirectory(prefix="cdp-bench-", ignore_cleanup_errors=True) as data_dir:
+        try:
+            await wait_http(sink_stats)
+            start_ray(args.address, fast_ingress=args.fast_ingress)
+            start_platform(config, data_dir, "127.0.0.1", port)
+            url = f"http://127.0.0.1:{port}"
+            platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats,
+                                paths, args, {sink.pid})  # fmt: skip
+            platform.sample_rss()
+            yield platform
+        finally:
+            with_suppressed(lambda: stop_platform(config))
+            sink.kill()
 
 
 def with_suppressed(action: Any) -> None:

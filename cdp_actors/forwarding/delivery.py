@@ -161,6 +161,7 @@ class Delivery:
         attempt_no = 0
         while True:
             attempt_no += 1
+            # a closed breaker admits at once: skip creating the coroutine on the per-row path
             if breaker.state != CLOSED and not await breaker.admit(expires_at):
                 detail = f"output {row.output_id} unavailable past retry.max_age_s"
                 self._alert(row, RETRY_COUNT_EXCEEDED, FATAL, detail)
