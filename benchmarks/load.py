@@ -55,14 +55,14 @@ class LoadResult:
 
 
 def rss_mb(exclude: set[int]) -> tuple[float, float]:
-    """Private and total RSS of this process and everything it started (Ray included), minus `exclude`.
+    """Private and total RSS of every process this one started (Ray and the platform), minus `exclude`.
 
-    Private RSS leaves out file-backed and shared pages (LMDB's memory map, Ray's shared-memory object
-    store), which the total counts once per process that maps them.
+    This process is left out: it is the load generator, whose buffers are the client's memory, not the
+    platform's. Private RSS leaves out file-backed and shared pages (LMDB's memory map, Ray's shared-memory
+    object store), which the total counts once per process that maps them.
     """
-    me = psutil.Process()
     private = total = 0
-    for process in [me, *me.children(recursive=True)]:
+    for process in psutil.Process().children(recursive=True):
         if process.pid in exclude:
             continue
         with contextlib.suppress(psutil.Error):

