@@ -88,8 +88,8 @@ def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bo
 
 def stop_orphaned_ingress(port: int) -> list[int]:
     """SIGKILL any HAProxy of ours (Ray's bundled binary, a `cdp-haproxy-` config) still listening on `port`:
-    one outlives its Ray when the worker that started it dies (a crash, `kill -9`), and it would keep taking
-    this port's connections to replicas that are gone, or whose ports another Ray has since reused."""
+    one outlives its Ray when the worker that started it dies (a crash, `kill -9`), and it would hold the port
+    and keep routing its connections to replicas that are gone."""
     import psutil
 
     killed = []
