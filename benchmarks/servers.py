@@ -49,8 +49,7 @@ def run_sink(port: int, host: str = "127.0.0.1") -> None:
     per_second: Counter[int] = Counter()
     path_seconds: dict[str, Counter[int]] = {}
     latencies: list[float] = []
-    seen: set[str] = set()  # path + source_request_id: strings, which the garbage collector never scans (a set
-    # of millions of tuples made every full collection walk them all, on the cores the platform is measured on)
+    seen: set[str] = set()  # "path source_request_id": unlike tuples, strings are not walked by the garbage collector
 
     async def receive(request: web.Request) -> web.Response:
         heads = _heads.decode(await request.read())
