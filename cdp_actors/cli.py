@@ -33,7 +33,7 @@ def ingress_env(fast: bool) -> tuple[dict[str, str], dict[str, str]]:
     from inside another Ray's process gets its own ingress, never the parent's ports.
 
     `fast`: Serve's HAProxy ingress, which routes HTTP straight to replicas, bypassing the Python proxy:
-    measured on 2 cores, a 1.3x higher maximum, 2.6x the IDSync calls/s, and flat memory at 3x overload,
+    measured on 2 cores, a 1.4x higher maximum, 2.6x the IDSync calls/s, and flat memory at 3x overload,
     because HAProxy caps connections where the Python proxy reads the body of every one it accepts
     (benchmarks/README.md). Opt-in: see the README for why it is not the default."""
     enabled = "1" if fast else "0"
