@@ -25,7 +25,7 @@ from cdp_actors.placement import NODE_LABEL, PLACEMENT_FILE, decode_record
 from cdp_actors.runtime import actor, ensure_runtime, shard_placement, stop_runtime
 from serve_apps.app import APPS, deploy
 from tests.conftest import demo_config
-from tests.integration.test_recovery import PATIENT_RETRY, check_profiles, send_load
+from tests.integration.test_recovery import PATIENT_RETRY, check_profiles, send_load, wait_delivered
 from tests.support import Api, Receiver, free_port, wait_for
 
 NODE_ARGS: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 80 * 1024 * 1024}
@@ -50,12 +50,6 @@ def restarted(name: str, old_pid: int) -> str | None:
     except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
         return None
     return node if pid != old_pid else None
-
-
-def delivered(receiver: Receiver, sent: list[dict]) -> None:
-    want = {b["source_request_id"] for b in sent}
-    wait_for(lambda: {b["source_request_id"] for b in receiver.bodies()} >= want, timeout=120,
-             what="every accepted batch delivered")  # fmt: skip
 
 
 def start(config: Any, data_dir: Path) -> None:
@@ -91,8 +85,7 @@ def run(work: Path) -> dict[str, Any]:
 
         # The end-to-end flow across nodes: HTTP on the head, profiles on the workers, deliveries to the partner.
         sent = send_load(api, users=16, requests_=6, per_request=10, tag="cluster")
-        delivered(receiver, sent)
-        wait_for(api.settled, timeout=60, what="outboxes drained")
+        wait_delivered(api, receiver, sent)
         check_profiles(api, receiver, sent)
 
         # A killed shard comes back on its node, with its LMDB.
@@ -102,8 +95,7 @@ def run(work: Path) -> dict[str, Any]:
         assert restarted_on == workers["data-b"].node_id
         check_profiles(api, receiver, sent)  # read back from the restarted shard's files
         sent += send_load(api, users=16, requests_=3, per_request=10, tag="cluster")
-        delivered(receiver, sent)
-        wait_for(api.settled, timeout=60, what="outboxes drained after the shard restart")
+        wait_delivered(api, receiver, sent)
         check_profiles(api, receiver, sent)
 
         # The whole runtime restarts on a changed cluster: data-b's raylet is replaced (a new node ID) and a
@@ -124,8 +116,7 @@ def run(work: Path) -> dict[str, Any]:
         assert after_restart == [workers["data-a"].node_id, workers["data-b"].node_id], after_restart
         check_profiles(api, receiver, sent)
         sent += send_load(api, users=16, requests_=3, per_request=10, tag="cluster")
-        delivered(receiver, sent)
-        wait_for(api.settled, timeout=60, what="outboxes drained after the restart")
+        wait_delivered(api, receiver, sent)
         check_profiles(api, receiver, sent)
         assert len(receiver.received) == len(sent)  # the partner never answered an error: each batch once
 

@@ -40,6 +40,25 @@ def send_load(api: Api, users: int, requests_: int, per_request: int, tag: str) 
     return sent
 
 
+def workspace_file(tmp_path: Path, sink_url: str, **sections: dict) -> tuple[Path, Path, int]:
+    """The demo workspace delivering to `sink_url` (with `sections` replaced), written for `cdp serve --config`;
+    with a data dir and a free port for it."""
+    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
+    config["outputs"][0]["settings"]["url"] = sink_url
+    config.update(sections)
+    config_path = tmp_path / "workspace.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return config_path, tmp_path / "data", free_port()
+
+
+def wait_delivered(api: Api, sink: Receiver, sent: list[dict], timeout: float = 120) -> None:
+    """Every batch in `sent` reached the sink, then every outbox drained."""
+    want = {b["source_request_id"] for b in sent}
+    wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=timeout,
+             what="every accepted batch delivered")  # fmt: skip
+    wait_for(api.settled, timeout=60, what="outboxes drained")
+
+
 def start_serve(config_path: Path, data_dir: Path, port: int, *options: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "cdp_actors.cli", "serve", "--config", str(config_path),
                "--data-dir", str(data_dir), "--port", str(port), *options]  # fmt: skip
@@ -80,12 +99,8 @@ def check_profiles(api: Api, receiver: Receiver, sent: list[dict]) -> None:
 
 
 def test_kill_9_the_whole_runtime_then_restart_delivers_everything_once(tmp_path: Path) -> None:
-    sink = Receiver()
-    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
-    config["outputs"][0]["settings"]["url"] = sink.url  # the sink is down until after the crash
-    config["retry"] = PATIENT_RETRY
-    config_path, data_dir, port = tmp_path / "workspace.yaml", tmp_path / "data", free_port()
-    config_path.write_text(yaml.safe_dump(config))
+    sink = Receiver()  # down until after the crash
+    config_path, data_dir, port = workspace_file(tmp_path, sink.url, retry=PATIENT_RETRY)
 
     process = start_serve(config_path, data_dir, port)
     api = Api(port)
@@ -97,10 +112,7 @@ def test_kill_9_the_whole_runtime_then_restart_delivers_everything_once(tmp_path
 
         sink.start()
         process = start_serve(config_path, data_dir, port)
-        want = {b["source_request_id"] for b in sent}
-        wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=180,
-                 what="every acknowledged batch delivered after the restart")  # fmt: skip
-        wait_for(api.settled, timeout=60, what="outboxes drained")
+        wait_delivered(api, sink, sent, timeout=180)
         assert len(sink.received) == len(sent)  # nothing was delivered before the crash, so exactly once
         check_profiles(api, sink, sent)
 
@@ -119,19 +131,13 @@ def test_a_crashed_shard_and_forwarder_restart_without_loss(platform, receiver) 
     sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
     ray.kill(ray.get_actor("forwarder-0", namespace=NAMESPACE), no_restart=False)
     sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
-    want = {b["source_request_id"] for b in sent}
-    wait_for(lambda: {b["source_request_id"] for b in receiver.bodies()} >= want, timeout=120,
-             what="every batch delivered")  # fmt: skip
-    wait_for(api.settled, timeout=60, what="outboxes drained")
+    wait_delivered(api, receiver, sent)
     check_profiles(api, receiver, sent)
 
 
 def test_kill_9_during_identity_traffic_keeps_index_and_profiles_in_agreement(tmp_path: Path) -> None:
     sink = Receiver().start()
-    config = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
-    config["outputs"][0]["settings"]["url"] = sink.url
-    config_path, data_dir, port = tmp_path / "workspace.yaml", tmp_path / "data", free_port()
-    config_path.write_text(yaml.safe_dump(config))
+    config_path, data_dir, port = workspace_file(tmp_path, sink.url)
     process = start_serve(config_path, data_dir, port)
     api = Api(port)
     answered: dict[str, str] = {}  # customer -> the MPID an acknowledged identify/login returned
@@ -163,10 +169,7 @@ def test_kill_9_during_identity_traffic_keeps_index_and_profiles_in_agreement(tm
         for n in range(200):  # retried calls (and cut-off ones) still end with one MPID per customer
             identify(n)
             assert len(api.get("/cdp/users/search", identity_type="customer_id", value=f"idk-{n}").json()["users"]) == 1
-        want = {b["source_request_id"] for b in sent}
-        wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=180,
-                 what="every acknowledged batch delivered after the restart")  # fmt: skip
-        wait_for(api.settled, timeout=60, what="outboxes drained")
+        wait_delivered(api, sink, sent, timeout=180)
         check_profiles(api, sink, sent)
         for body in sink.bodies():  # the shard profile each batch went to is the one the index resolves
             customer = next(i["identity"] for i in body["user_identities"] if i["identity_type"] == "customer_id")
