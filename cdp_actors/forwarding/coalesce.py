@@ -1,10 +1,8 @@
-"""Coalescing: one output's concurrent requests sent as one HTTP request (for webhooks, a JSON array).
+"""Coalescing: an output's ready batches delivered together, as one HTTP request (for webhooks, a JSON array).
 
-Natural batching, no timer: while fewer than `in_flight` combined requests are out, a request goes at
-once; those that arrive meanwhile go together in the next, up to `max_items`. So an idle output adds no
-delay, and a busy one pays one HTTP round trip for many batches. Every caller gets the combined request's
-outcome, so retries, alerts and the circuit breaker still work per batch, and a lane still waits for its
-batch before sending the user's next one.
+Natural batching, no timer: what is added goes in the event loop's next turn, as groups of up to `max_items`,
+while fewer than `in_flight` groups are out; what arrives meanwhile waits and goes together in the next group.
+So an idle output adds no delay, and a busy one pays one HTTP round trip, and one task, for many batches.
 """
 
 from __future__ import annotations
@@ -12,38 +10,37 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-
-from cdp_actors.forwarding.retry import Attempt
-from cdp_actors.integrations.base import HttpRequest
+from typing import Generic, TypeVar
 
 IN_FLIGHT = 8
+T = TypeVar("T")
 
 
-class Coalescer:
-    def __init__(self, combine: Callable[[list[HttpRequest]], HttpRequest], max_items: int,
-                 send: Callable[[HttpRequest], Awaitable[Attempt]], in_flight: int = IN_FLIGHT) -> None:  # fmt: skip
-        self.combine, self.max_items, self._send, self.in_flight = combine, max_items, send, in_flight
-        self.waiting: deque[tuple[HttpRequest, asyncio.Future[Attempt]]] = deque()
+class Grouper(Generic[T]):
+    def __init__(
+        self, max_items: int, deliver: Callable[[list[T]], Awaitable[None]], in_flight: int = IN_FLIGHT
+    ) -> None:
+        self.max_items, self._deliver, self.in_flight = max_items, deliver, in_flight
+        self.waiting: deque[T] = deque()
         self.out = 0
+        self.scheduled = False
 
-    async def send(self, request: HttpRequest) -> Attempt:
-        outcome: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
-        self.waiting.append((request, outcome))
-        self._start()
-        return await outcome
+    def add(self, item: T) -> None:
+        self.waiting.append(item)
+        if not self.scheduled:  # once per loop turn, so that items added together go together
+            self.scheduled = True
+            asyncio.get_running_loop().call_soon(self._start)
 
     def _start(self) -> None:
+        self.scheduled = False
         while self.waiting and self.out < self.in_flight:
             group = [self.waiting.popleft() for _ in range(min(self.max_items, len(self.waiting)))]
             self.out += 1
-            asyncio.get_running_loop().create_task(self._flush(group))
+            asyncio.get_running_loop().create_task(self._run(group))
 
-    async def _flush(self, group: list[tuple[HttpRequest, asyncio.Future[Attempt]]]) -> None:
+    async def _run(self, group: list[T]) -> None:
         try:
-            attempt = await self._send(self.combine([request for request, _ in group]))
+            await self._deliver(group)
         finally:
             self.out -= 1
-        for _, outcome in group:
-            if not outcome.done():  # a caller cancelled meanwhile (the actor stopping) needs no answer
-                outcome.set_result(attempt)
-        self._start()
+            self._start()

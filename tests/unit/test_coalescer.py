@@ -1,11 +1,12 @@
-"""The coalescer combines what waits while its requests are out, and answers every caller."""
+"""The grouper sends what is added together as one group, and what waits while its groups are out together next."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
-from cdp_actors.forwarding.coalesce import Coalescer
-from cdp_actors.forwarding.retry import Attempt
+from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.integrations.base import HttpRequest
 from cdp_actors.integrations.webhook import Adapter, Settings
 
@@ -15,52 +16,78 @@ def request(n: int) -> HttpRequest:
 
 
 class Partner:
-    """Records the combined bodies and holds each answer until released."""
+    """Records each group and holds it until released."""
 
-    def __init__(self, status: int = 200) -> None:
-        self.bodies: list[bytes] = []
+    def __init__(self) -> None:
+        self.groups: list[list[int]] = []
         self.release = asyncio.Event()
-        self.status = status
 
-    async def send(self, combined: HttpRequest) -> Attempt:
-        self.bodies.append(combined.body)
+    async def deliver(self, group: list[int]) -> None:
+        self.groups.append(group)
         await self.release.wait()
-        return Attempt(status=self.status)
 
 
-def webhook(max_batches: int) -> Adapter:
-    return Adapter(Settings(url="http://partner/", max_batches_per_request=max_batches))
-
-
-async def run(partner: Partner, max_items: int, n: int) -> list[Attempt]:
-    coalescer = Coalescer(webhook(max_items).combine, max_items, partner.send, in_flight=1)
-    sends = [asyncio.create_task(coalescer.send(request(i))) for i in range(n)]
-    while len(partner.bodies) < 1:
+async def until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0)
-    partner.release.set()
-    return await asyncio.gather(*sends)
 
 
-def test_what_waits_while_a_request_is_out_goes_together_up_to_the_maximum() -> None:
-    partner = Partner()
-    answers = asyncio.run(run(partner, max_items=4, n=10))
-    assert partner.bodies == [
-        b'[{"n":0}]',  # the first goes at once
-        b'[{"n":1},{"n":2},{"n":3},{"n":4}]',
-        b'[{"n":5},{"n":6},{"n":7},{"n":8}]',
-        b'[{"n":9}]',
-    ]
-    assert answers == [Attempt(status=200)] * 10
+def test_items_added_together_go_together_up_to_the_maximum() -> None:
+    async def run() -> list[list[int]]:
+        partner = Partner()
+        grouper = Grouper(4, partner.deliver, in_flight=8)
+        for n in range(10):
+            grouper.add(n)
+        assert partner.groups == []  # nothing goes before the loop's next turn, so the ten go together
+        await until(lambda: len(partner.groups) == 3)
+        partner.release.set()
+        await until(lambda: grouper.out == 0)
+        return partner.groups
+
+    assert asyncio.run(run()) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-def test_every_caller_gets_the_combined_request_outcome() -> None:
-    partner = Partner(status=503)
-    answers = asyncio.run(run(partner, max_items=100, n=3))
-    assert [a.status for a in answers] == [503, 503, 503]
-    assert len(partner.bodies) == 2
+def test_what_arrives_while_the_groups_are_out_waits_and_goes_together_next() -> None:
+    async def run() -> tuple[Grouper[int], list[list[int]]]:
+        partner = Partner()
+        grouper = Grouper(100, partner.deliver, in_flight=1)
+        grouper.add(0)
+        await until(lambda: len(partner.groups) == 1)
+        for n in range(1, 6):
+            grouper.add(n)
+            await asyncio.sleep(0)
+        assert partner.groups == [[0]] and list(grouper.waiting) == [1, 2, 3, 4, 5]
+        partner.release.set()
+        await until(lambda: len(partner.groups) == 2 and grouper.out == 0)
+        return grouper, partner.groups
+
+    grouper, groups = asyncio.run(run())
+    assert groups == [[0], [1, 2, 3, 4, 5]] and not grouper.waiting
+
+
+def test_a_group_that_raises_frees_its_slot() -> None:
+    async def run() -> list[int]:
+        seen: list[int] = []
+
+        async def deliver(group: list[int]) -> None:
+            seen.extend(group)
+            raise RuntimeError("boom")
+
+        grouper = Grouper(1, deliver, in_flight=1)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda *_: None)  # the raising task's error is expected here
+        grouper.add(1)
+        grouper.add(2)
+        await until(lambda: seen == [1, 2] and grouper.out == 0)
+        return seen
+
+    assert asyncio.run(run()) == [1, 2]
 
 
 def test_webhook_combines_bodies_into_a_json_array_and_defaults_to_one_batch_per_post() -> None:
     assert Settings(url="http://partner/").max_batches_per_request == 1
-    combined = webhook(10).combine([request(1), request(2)])
+    webhook = Adapter(Settings(url="http://partner/", max_batches_per_request=10))
+    combined = webhook.combine([request(1), request(2)])
     assert combined.body == b'[{"n":1},{"n":2}]' and combined.headers["Content-Type"] == "application/json"
