@@ -40,13 +40,15 @@ class Forwarder:
         loop.create_task(self._flush_forever())
         loop.create_task(self.delivery.flush_bulk_forever())
 
-    async def deliver(self, shard: int, window: bytes) -> None:
-        """Queue a window of one shard's outbox rows. Until that shard has answered this process's resend, its
-        windows wait: they may be older than what the resend returns, and must not overtake it."""
+    async def deliver(self, shard: int, windows: list[bytes]) -> None:
+        """Queue windows of one shard's outbox rows (one per output). Until that shard has answered this
+        process's resend, its windows wait: they may be older than what the resend returns, and must not
+        overtake it."""
         if shard not in self.resent:
-            self.early[shard].append(window)
+            self.early[shard].extend(windows)
             return
-        self.delivery.queue(decode_window(window))
+        for window in windows:
+            self.delivery.queue(decode_window(window))
 
     async def deliver_memberships(self, output_id: int, changes: list[MembershipChange]) -> list[MembershipChange]:
         return self.delivery.queue_memberships(output_id, changes)

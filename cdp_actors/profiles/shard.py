@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,10 @@ def outbox_key(forwarder: int, output_id: int, seq: int, connection_id: int) -> 
 
 
 LANE_BYTES = 6
+
+
+def forwarder_of(lane: bytes) -> int:
+    return int.from_bytes(lane[:2], "big")
 
 
 def history_key(mpid: int, seq: int) -> bytes:
@@ -288,7 +293,7 @@ class ProfileShard:
         lanes = [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
         self.handed: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # keys a forwarder holds
         self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(lanes)
-        self.handing: dict[bytes, Any] = {}  # lane -> the forwarder call with its latest window
+        self.handing: dict[int, Any] = {}  # forwarder -> the call with its latest windows
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
 
@@ -304,7 +309,7 @@ class ProfileShard:
         touched = {key[:LANE_BYTES] for key in keys}
         for lane in touched:
             self.handed[lane].difference_update(keys)
-            self._pump(lane)
+        self._pump(touched)
 
     def resend(self, forwarder: int) -> list[bytes]:
         """The forwarder (re)started: everything it held is undelivered again. Returns the first window of each
@@ -312,7 +317,7 @@ class ProfileShard:
         self.forwarder_handles.pop(forwarder, None)
         windows: list[bytes] = []
         for lane in self.handed:
-            if int.from_bytes(lane[:2], "big") == forwarder:
+            if forwarder_of(lane) == forwarder:
                 window = self.core.outbox_window(lane, None, self.window)
                 self.handed[lane] = set(window.keys)
                 self.handed_upto[lane] = window.keys[-1] if window.keys else None
@@ -320,26 +325,26 @@ class ProfileShard:
         return windows
 
     def _pump_all(self) -> None:
-        for lane in self.handed:
-            self._pump(lane)
+        self._pump(self.handed)
 
-    def _pump(self, lane: bytes) -> None:
-        room = self.window - len(self.handed[lane])
-        if room <= 0:
-            return
-        window = self.core.outbox_window(lane, self.handed_upto[lane], room)
-        if not window.keys:
-            return
-        handle = self._forwarder(int.from_bytes(lane[:2], "big"))
-        if handle is None:
-            return
-        previous = self.handing.get(lane)
-        if previous is not None:  # an async actor may run a caller's calls out of order (a large argument is
-            with contextlib.suppress(ray.exceptions.RayError):  # fetched first): one hand-off in flight per lane
-                ray.get(previous)
-        self.handing[lane] = handle.deliver.remote(self.core.index, window.encoded())
-        self.handed[lane].update(window.keys)
-        self.handed_upto[lane] = window.keys[-1]
+    def _pump(self, lanes: Iterable[bytes]) -> None:
+        """Hand each lane's next rows, up to its window, to the lane's forwarder: one call per forwarder."""
+        windows: dict[int, list[bytes]] = defaultdict(list)
+        for lane in lanes:
+            room = self.window - len(self.handed[lane])
+            if room <= 0 or self._forwarder(forwarder_of(lane)) is None:
+                continue
+            window = self.core.outbox_window(lane, self.handed_upto[lane], room)
+            if window.keys:
+                windows[forwarder_of(lane)].append(window.encoded())
+                self.handed[lane].update(window.keys)
+                self.handed_upto[lane] = window.keys[-1]
+        for forwarder, encoded in windows.items():
+            previous = self.handing.get(forwarder)
+            if previous is not None:  # an async actor may run a caller's calls out of order (a large argument is
+                with contextlib.suppress(ray.exceptions.RayError):  # fetched first): one hand-off in flight each
+                    ray.get(previous)
+            self.handing[forwarder] = self.forwarder_handles[forwarder].deliver.remote(self.core.index, encoded)
 
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:
