@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import sys
 import time
 from collections import Counter
@@ -73,7 +74,13 @@ def rss_mb(exclude: set[int]) -> tuple[float, float]:
 
 
 class Load:
-    """One phase of load against `url`: `run()` drives it closed-loop, or open-loop when `rate` is set."""
+    """One phase of load against `url`: `run()` drives it closed-loop, or open-loop when `rate` is set.
+
+    Before a phase, everything the generator holds (the workload's users, earlier results) is moved out of the
+    garbage collector's sight (`gc.freeze`). Without that, a full collection walked it all every few seconds
+    and paused the event loop for up to 150 ms; the requests due meanwhile went late, and as latency counts
+    from when a request was due, those pauses were the measured p99 (136 ms at half the maximum; 47 ms frozen).
+    """
 
     def __init__(self, url: str, auth: str, workload: Workload, duration: float, label: str,
                  concurrency: int = 8, rate: float | None = None, probe: Any = None) -> None:  # fmt: skip
@@ -84,6 +91,8 @@ class Load:
         self.start = 0.0
 
     async def run(self) -> LoadResult:
+        gc.collect()
+        gc.freeze()  # see below
         self.start = time.monotonic()
         limit = MAX_IN_FLIGHT if self.rate else self.concurrency
         timeout = aiohttp.ClientTimeout(total=60)
