@@ -185,7 +185,7 @@ async def run_identity_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
         server.join()
     say(f"[identify] baseline: {http_baseline['calls_per_s']:,} calls/s")
 
-    start_ray(None, fast_ingress=args.fast_ingress)
+    start_ray(None, ingress=args.ingress)
     try:
         start_platform(config, str(data_dir), "127.0.0.1", port)
         through_actor = actor_rate(requests, args.duration)

@@ -113,7 +113,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 SETTINGS = ("duration", "baseline_duration", "users", "rate", "zipf", "concurrency", "delivery_batching",
-            "shards", "forwarders", "fast_ingress", "address")  # fmt: skip
+            "shards", "forwarders", "ingress", "address")  # fmt: skip
 
 
 def write(report: dict[str, Any], args: Any, name: str, draw: Any = plot) -> dict[str, Any]:

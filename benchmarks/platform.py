@@ -129,7 +129,7 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
     with tempfile.TemporaryDirectory(prefix="cdp-bench-", ignore_cleanup_errors=True) as data_dir:
         try:
             await wait_http(sink_stats)
-            start_ray(args.address, fast_ingress=args.fast_ingress)
+            start_ray(args.address, ingress=args.ingress)
             start_platform(config, data_dir, "127.0.0.1", port)
             url = f"http://127.0.0.1:{port}"
             platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats,

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -19,6 +20,9 @@ from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
+INGRESSES = ("haproxy", "proxy")
+DEFAULT_INGRESS = "haproxy"
+REPLICA_PORTS = 64  # direct-ingress ports per embedded Ray: one per replica on this node
 
 
 def free_port() -> int:
@@ -27,22 +31,46 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def ingress_env(fast: bool) -> tuple[dict[str, str], dict[str, str]]:
+def free_port_range(size: int, low: int = 20_000, high: int = 29_999) -> int:
+    """The first of `size` consecutive ports that are all free now, at a random place in [low, high]."""
+    for _ in range(100):
+        first = random.randint(low, high - size + 1)
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + size):
+                    held.enter_context(socket.socket()).bind(("", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {size} consecutive free ports in {low}-{high}")
+
+
+def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     """The environment an embedded Ray needs for its ingress, as (settings, defaults an operator may
     override); Ray's processes read it when they start. Settings are always written, so a `cdp` started
     from inside another Ray's process gets its own ingress, never the parent's ports.
 
-    `fast`: Serve's HAProxy ingress, which routes HTTP straight to replicas, bypassing the Python proxy:
-    measured on 2 cores, a 1.4x higher maximum, 2.6x the IDSync calls/s, and flat memory at 3x overload,
-    because HAProxy caps connections where the Python proxy reads the body of every one it accepts
-    (benchmarks/README.md). Opt-in: see the README for why it is not the default."""
-    enabled = "1" if fast else "0"
+    `haproxy` (the default): Serve's HAProxy ingress routes HTTP straight to the replicas. Against Serve's
+    Python proxy (`proxy`), measured on 2 cores: a 1.4x higher maximum, 2.6x the IDSync calls/s, and flat
+    memory at 3x overload, because HAProxy caps connections where the Python proxy reads the body of every
+    one it accepts (benchmarks/README.md)."""
+    enabled = "1" if ingress == "haproxy" else "0"
     settings = {"RAY_SERVE_ENABLE_HA_PROXY": enabled, "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled}
-    if not fast:
+    if ingress != "haproxy":
         return settings, {}
-    # Ray's defaults (/tmp/haproxy-serve, ports 9101 and 8404) collide between two Ray instances.
+    # Ray's defaults (/tmp/haproxy-serve, its ports) are the same for every Ray instance on a machine. Serve's
+    # replicas and fallback proxy bind with SO_REUSEPORT, so a second instance on the same ports does not fail:
+    # the kernel splits connections between the two, and one platform silently acknowledged the other's requests.
     state = tempfile.mkdtemp(prefix="cdp-haproxy-")
+    replica_http = free_port_range(2 * REPLICA_PORTS)  # Ray fills a range from its bottom: a random place
+    replica_grpc = replica_http + REPLICA_PORTS  # keeps two instances' used ports apart
     settings |= {
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(replica_http),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(replica_http + REPLICA_PORTS - 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(replica_grpc),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(replica_grpc + REPLICA_PORTS - 1),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": state,
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
@@ -61,7 +89,12 @@ def ingress_env(fast: bool) -> tuple[dict[str, str], dict[str, str]]:
     return settings, defaults
 
 
-def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bool = False) -> None:
+def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
+    help = "an embedded Ray's HTTP ingress: Serve's HAProxy (default) or its Python proxy"
+    parser.add_argument("--ingress", choices=INGRESSES, default=DEFAULT_INGRESS, help=help)
+
+
+def start_ray(address: str | None, num_cpus: int | None = None, ingress: str = DEFAULT_INGRESS) -> None:
     """Join `address`, or start an embedded Ray; the ingress settings only apply to an embedded Ray."""
     import ray
 
@@ -69,7 +102,7 @@ def start_ray(address: str | None, num_cpus: int | None = None, fast_ingress: bo
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if not address:
-        settings, defaults = ingress_env(fast_ingress)
+        settings, defaults = ingress_env(ingress)
         os.environ.update(settings)
         for name, value in defaults.items():
             os.environ.setdefault(name, value)
@@ -140,7 +173,7 @@ def _load(path: str) -> WorkspaceConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
-    start_ray(args.address, fast_ingress=args.fast_ingress)
+    start_ray(args.address, ingress=args.ingress)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(sig, lambda *_: stop.set())
@@ -209,7 +242,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--address", default=None, help="join an existing Ray cluster, e.g. auto or ray://...")
-    serve.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
+    add_ingress_argument(serve)
     serve.set_defaults(run=cmd_serve)
 
     sink = commands.add_parser("sink", help="a local webhook receiver printing each body as one JSON line")
@@ -241,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
                        help="batches per webhook POST to the sink (webhook max_batches_per_request)")  # fmt: skip
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
-    bench.add_argument("--fast-ingress", action="store_true", help="route HTTP through Serve's HAProxy ingress")
+    add_ingress_argument(bench)
     bench.set_defaults(run=cmd_bench)
     return root
 

