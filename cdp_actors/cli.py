@@ -85,6 +85,11 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
         # A stopping replica waits this long for remote load balancers to deregister it (Ray: 30 s, which made
         # every stop take 30 s); the only balancer here is this node's HAProxy, which reloads within a second.
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        # Ray marks a replica down after 2 health checks of 250 ms fail. Under 3x overload a busy replica's
+        # /-/healthz waits behind its requests, so HAProxy sent the load to the backup, Serve's fallback Python
+        # proxy, which held 450 request bodies for 45 s. A replica that dies is removed by Serve itself.
+        "RAY_SERVE_HAPROXY_HEALTH_CHECK_FALL": "10",
+        "RAY_SERVE_HAPROXY_HEALTH_CHECK_FASTINTER": "1s",
     }
     return settings, defaults
 
