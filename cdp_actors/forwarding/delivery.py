@@ -142,11 +142,16 @@ class Delivery:
 
     async def _deliver_alone(self, row: OutboxRow) -> None:
         prepared = self._prepare(row)
+        if prepared is None:
+            self._done(row, None, True)
+        else:
+            await self._deliver_prepared(row, prepared)
+
+    async def _deliver_prepared(self, row: OutboxRow, prepared: Prepared) -> None:
+        expires_at = self._expires_at(row)
         delivered = True
-        if prepared is not None:
-            expires_at = self._expires_at(row)
-            for request in prepared.requests:  # every request is tried, even after one failed
-                delivered = await self._deliver_request(row.output_id, request, expires_at, [row]) and delivered
+        for request in prepared.requests:  # every request is tried, even after one failed
+            delivered = await self._deliver_request(row.output_id, request, expires_at, [row]) and delivered
         self._done(row, prepared, delivered)
 
     async def _deliver_group(self, output_id: int, rows: list[OutboxRow]) -> None:
@@ -164,8 +169,8 @@ class Delivery:
                 self._done(row, None, True)
             elif len(prepared.requests) == 1:
                 together.append((row, prepared))
-            else:
-                asyncio.get_running_loop().create_task(self._deliver_alone(row))
+            else:  # prepared once: its rejections are alerted and its skipped events counted once
+                asyncio.get_running_loop().create_task(self._deliver_prepared(row, prepared))
         if not together:
             return
         request = self.adapters[output_id].combine([prepared.requests[0] for _, prepared in together])
