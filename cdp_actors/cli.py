@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -62,6 +64,7 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     # replicas and fallback proxy bind with SO_REUSEPORT, so a second instance on the same ports does not fail:
     # the kernel splits connections between the two, and one platform silently acknowledged the other's requests.
     state = tempfile.mkdtemp(prefix="cdp-haproxy-")
+    atexit.register(shutil.rmtree, state, ignore_errors=True)  # before ray.init: runs after Ray's own shutdown
     replica_http = free_port_range(2 * REPLICA_PORTS)  # Ray fills a range from its bottom: a random place
     replica_grpc = replica_http + REPLICA_PORTS  # keeps two instances' used ports apart
     settings |= {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,9 +32,20 @@ def test_each_haproxy_ingress_gets_its_own_ports_and_files_and_the_python_proxy_
     assert len(http) == len(grpc) == 64 and set(http).isdisjoint(grpc) and replica_ports(second, "HTTP") != http
     assert first["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"] != second["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]
     assert defaults["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "1"  # stops in seconds, not 30 s
+    # a replica busy under overload stays up rather than handing its load to the fallback proxy
+    checks = {name: defaults[f"RAY_SERVE_HAPROXY_HEALTH_CHECK_{name}"] for name in ("FALL", "FASTINTER")}
+    assert checks == {"FALL": "10", "FASTINTER": "1s"}
     proxy, proxy_defaults = ingress_env("proxy")
     assert proxy == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
     assert not proxy_defaults
+
+
+def test_the_haproxy_state_directory_is_removed_when_the_process_exits() -> None:
+    show_state = ("from cdp_actors.cli import ingress_env; "
+                  "print(ingress_env('haproxy')[0]['RAY_SERVE_HAPROXY_SERVER_STATE_BASE'])")  # fmt: skip
+    state = Path(subprocess.run([sys.executable, "-c", show_state], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parents[2]).stdout.strip())  # fmt: skip
+    assert state.name.startswith("cdp-haproxy-") and not state.exists()
 
 
 @contextmanager
