@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import lmdb
 import msgspec
+import ray
 from starlette.responses import Response
+
+RETRY_AFTER_S = 1
+STORAGE_ERRORS = (lmdb.Error, OSError)
+"""What an actor's write raises when its storage refuses it: a full disk, an I/O error."""
 
 _encode = msgspec.json.encode
 
@@ -27,3 +33,17 @@ def validation_error(error: Any) -> Response:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"])
     return bad_request(f"{first['msg']} - at `{where}`")
+
+
+def unavailable(error: ray.exceptions.RayError, service: str) -> Response:
+    """503 with Retry-After for a runtime actor that could not do its part, saying why: it is restarting, its
+    storage refuses writes (a full disk), or it failed. Its write was one transaction, so nothing was stored."""
+    cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else None
+    if cause is None:
+        reason = f"{service} is restarting"
+    elif isinstance(cause, STORAGE_ERRORS):
+        reason = f"{service} cannot write to its storage ({cause})"
+    else:
+        reason = f"{service} failed ({type(cause).__name__})"
+    return error_response(503, "SERVICE_UNAVAILABLE", f"{reason}; nothing was stored. Retry shortly.",
+                          {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip

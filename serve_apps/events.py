@@ -21,9 +21,7 @@ from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate, read_body
-from serve_apps.errors import bad_request, error_response, json_response
-
-RETRY_AFTER_S = 1
+from serve_apps.errors import RETRY_AFTER_S, bad_request, error_response, json_response, unavailable
 
 
 @dataclass
@@ -100,10 +98,8 @@ class EventsApi:
             return self._all_rejected(checked, bulk)
         try:
             result: AppendResult = await self.intake.append.remote(source.id, now_ms(), checked.accepted)
-        except ray.exceptions.RayError:
-            return error_response(
-                503, "SERVICE_UNAVAILABLE", "Intake is restarting; retry shortly.", {"Retry-After": str(RETRY_AFTER_S)}
-            )
+        except ray.exceptions.RayError as error:
+            return unavailable(error, "Intake")
         if result.overloaded:
             return error_response(
                 429, "TOO_MANY_REQUESTS", f"Intake is {result.lag} batches behind; retry later.",

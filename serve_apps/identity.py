@@ -30,7 +30,7 @@ from cdp_actors.schema.identity import (
 )
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate_signed, read_body
-from serve_apps.errors import bad_request, error_response, json_response
+from serve_apps.errors import STORAGE_ERRORS, bad_request, error_response, json_response, unavailable
 
 MAX_BODY_BYTES = 64 * 1024
 LOOKUPS = ("identify", "search", "login", "logout")
@@ -95,9 +95,13 @@ class IdentityApi:
             except IdentityError as error:
                 return error_response(error.status, error.code, error.message)
             except ray.exceptions.RayTaskError as error:
-                if not isinstance(error.cause, IdentityError):
+                if isinstance(error.cause, IdentityError):
+                    return error_response(error.cause.status, error.cause.code, error.cause.message)
+                if not isinstance(error.cause, STORAGE_ERRORS):
                     raise
-                return error_response(error.cause.status, error.cause.code, error.cause.message)
+                return unavailable(error, "The identity service")
+            except ray.exceptions.RayError as error:  # the index actor is restarting
+                return unavailable(error, "The identity service")
         count("cdp_identity_requests", 1, operation=operation)
         return response
 

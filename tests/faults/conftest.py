@@ -137,6 +137,7 @@ def run_under_load(
     summary = ledger.verify(api, partner, raised())
     assert delivered and settled, f"not every acknowledged batch delivered or dropped, or outboxes left (seed {seed})"
     summary["partner"] = dict(partner.answers)
+    summary["first_bodies"] = load.first_bodies
     summary["seconds"] = {"load": round(loaded - started, 1), "recovery": round(time.monotonic() - loaded, 1)}
     print(summary)
     unexpected = {answer: n for answer, n in ledger.statuses.items() if answer != "202" and answer not in allowed}

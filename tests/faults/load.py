@@ -36,6 +36,7 @@ class Load:
     stopping: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    first_bodies: dict[str, str] = field(default_factory=dict)  # the first body of each refusing status
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -107,4 +108,6 @@ class Load:
             return type(error).__name__
         if response.status_code == 202 and response.content:  # every batch is valid: none may be rejected
             return f"202 with {response.text[:200]}"
+        if response.status_code != 202:
+            self.first_bodies.setdefault(str(response.status_code), response.text[:300])
         return str(response.status_code)

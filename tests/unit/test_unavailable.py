@@ -1,0 +1,36 @@
+"""A runtime actor that cannot store a request's data gets the client a 503 that says why, and when to retry.
+
+The exceptions are Ray's own, built as Ray builds them for a failed actor call (a real full disk is what
+`tests/faults/disk_full.py` fills)."""
+
+from __future__ import annotations
+
+import json
+
+import lmdb
+import ray
+
+from serve_apps.errors import unavailable
+
+
+def failed_call(cause: Exception) -> ray.exceptions.RayTaskError:
+    return ray.exceptions.RayTaskError("IntakeLog.append", "traceback", cause).as_instanceof_cause()
+
+
+def answer(error: ray.exceptions.RayError) -> tuple[int, str | None, dict]:
+    response = unavailable(error, "Intake")
+    return response.status_code, response.headers.get("retry-after"), json.loads(response.body)["errors"][0]
+
+
+def test_a_full_disk_is_named_and_the_client_told_to_retry() -> None:
+    status, retry_after, error = answer(failed_call(lmdb.DiskError("mdb_txn_commit: No space left on device")))
+    assert (status, retry_after, error["code"]) == (503, "1", "SERVICE_UNAVAILABLE")
+    assert error["message"] == ("Intake cannot write to its storage (mdb_txn_commit: No space left on device); "
+                                "nothing was stored. Retry shortly.")  # fmt: skip
+
+
+def test_a_restarting_actor_and_a_failing_one_are_told_apart() -> None:
+    _, _, restarting = answer(ray.exceptions.ActorDiedError())
+    assert restarting["message"].startswith("Intake is restarting;")
+    status, _, failed = answer(failed_call(KeyError("x")))
+    assert status == 503 and failed["message"].startswith("Intake failed (KeyError);")
