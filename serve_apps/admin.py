@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import msgspec
+import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, StrictBool
@@ -21,7 +22,14 @@ from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, parse_mpid
 from cdp_actors.telemetry import now_ms
-from serve_apps.errors import bad_request, error_response, json_response, validation_error
+from serve_apps.errors import (
+    RETRY_AFTER_S,
+    bad_request,
+    error_response,
+    json_response,
+    unavailable,
+    validation_error,
+)
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
@@ -198,9 +206,13 @@ class AdminApi:
             decode_batch(raw)
         except BatchError as error:
             return bad_request(error.message)
-        result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
+        try:
+            result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
+        except ray.exceptions.RayError as error:
+            return unavailable(error, "Intake")
         if result.overloaded:
-            return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.", {"Retry-After": "1"})
+            return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.",
+                                  {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
         return Response(status_code=202)
 
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
