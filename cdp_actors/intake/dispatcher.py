@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -21,7 +22,7 @@ from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
 from cdp_actors.partition import IDENTITY_NAME, NAMESPACE, partition_of, shard_name
 from cdp_actors.schema.records import LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
-from cdp_actors.telemetry import count, span
+from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.005
@@ -68,6 +69,35 @@ class DispatcherCore:
                 cursor.delete()
 
 
+class Stall:
+    """Why dispatching has stopped (a shard restarting, a full disk), from the first failure until a chunk goes
+    through again: for `/cdp/status`, and so that each reason is logged once per stall."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.since_ms = 0
+        self.logged: set[str] = set()
+
+    def failed(self, error: Exception, now_ms: int) -> bool:
+        """Note a failure; True when its reason is new in this stall (worth a log line)."""
+        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
+        first_line = (str(cause).strip().splitlines() or [""])[0][:300]
+        if self.reason is None:
+            self.since_ms = now_ms
+        self.reason = f"{type(cause).__name__}: {first_line}"
+        if self.reason in self.logged:
+            return False
+        self.logged.add(self.reason)
+        return True
+
+    def clear(self) -> None:
+        if self.reason is not None:
+            self.reason, self.logged = None, set()
+
+    def status(self) -> dict[str, Any] | None:
+        return None if self.reason is None else {"error": self.reason, "since_ms": self.since_ms}
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Dispatcher:
     def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
@@ -79,17 +109,20 @@ class Dispatcher:
         self.identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
+        self.stall = Stall()
         asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             try:
                 moved = await self._dispatch_once()
-            except Exception:
-                log.exception("dispatch failed; retrying the chunk from the cursor")
-                self.sent_upto.clear()
+            except Exception as error:
+                self.sent_upto.clear()  # the chunk goes again from the cursor
+                if self.stall.failed(error, now_ms()):
+                    log.exception("dispatch failed; retrying the chunk from the cursor")
                 await asyncio.sleep(0.5)
                 continue
+            self.stall.clear()
             if not moved:
                 await asyncio.sleep(IDLE_POLL_S)
 
@@ -112,5 +145,5 @@ class Dispatcher:
         count("cdp_batches_dispatched", len(chunk))
         return len(chunk)
 
-    def status(self) -> dict[str, int]:
-        return {"dispatched": self.dispatched}
+    def status(self) -> dict[str, Any]:
+        return {"dispatched": self.dispatched, "failing": self.stall.status()}

@@ -16,6 +16,7 @@ import random
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -40,6 +41,27 @@ def fill(volume: Path) -> Path:
     return filler
 
 
+@contextlib.contextmanager
+def watching_stalls(api: Api) -> Iterator[set[str]]:
+    """The reasons `/cdp/status` gives for stalled processing, polled while the block runs."""
+    stalls: set[str] = set()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            failing = api.status()["dispatcher"]["failing"]
+            if failing:
+                stalls.add(failing["error"])
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        yield stalls
+    finally:
+        done.set()
+        poller.join()
+
+
 def run(seed: int, hold_s: float, workdir: Path) -> dict:
     volume = workdir / "volume"
     volume.mkdir()
@@ -58,11 +80,15 @@ def run(seed: int, hold_s: float, workdir: Path) -> dict:
 
         # Large batches and a longer load: the stores reuse their own free pages, so small writes get through
         # a full disk for a while.
-        summary = run_under_load(Api(port), partner, seed, "disk-full", fill_then_free, allowed=frozenset({"503"}),
-                                 pad=PAD_BYTES, rounds=ROUNDS, inject_between=(0.2, 0.4))  # fmt: skip
+        api = Api(port)
+        with watching_stalls(api) as stalls:
+            summary = run_under_load(api, partner, seed, "disk-full", fill_then_free, allowed=frozenset({"503"}),
+                                     pad=PAD_BYTES, rounds=ROUNDS, inject_between=(0.2, 0.4))  # fmt: skip
         assert summary["answers"].get("503"), "no request met the full disk"
         assert "No space left on device" in summary["first_bodies"]["503"], summary["first_bodies"]
-        return summary
+        assert any("No space left on device" in stall for stall in stalls), stalls  # /cdp/status said why
+        assert api.status()["dispatcher"]["failing"] is None
+        return {**summary, "stalls": sorted(stalls)}
     finally:
         if process is not None and process.poll() is None:
             kill_9(process)
