@@ -78,10 +78,10 @@ def run(seed: int, hold_s: float, workdir: Path) -> dict:
             threading.Timer(hold_s, filler.unlink).start()
             return f"the data volume filled ({filler.stat().st_size:,} bytes of filler) for {hold_s} s"
 
-        # Large batches and a longer load: the stores reuse their own free pages, so small writes get through
-        # a full disk for a while.
         api = Api(port)
-        with watching_stalls(api) as stalls:
+        with watching_stalls(Api(port)) as stalls:  # its own HTTP session: the poller is another thread
+            # Large batches and a longer load: the stores reuse their own free pages, so small writes get
+            # through a full disk for a while.
             summary = run_under_load(api, partner, seed, "disk-full", fill_then_free, allowed=frozenset({"503"}),
                                      pad=PAD_BYTES, rounds=ROUNDS, inject_between=(0.2, 0.4))  # fmt: skip
         assert summary["answers"].get("503"), "no request met the full disk"
