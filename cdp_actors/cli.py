@@ -220,7 +220,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 
 BENCH_USERS = {"ingest": 10_000, "e2e": 1_000_000, "skew": 1_000_000, "identity": 1_000_000, "fanout": 10_000,
-               "overload": 10_000}  # fmt: skip
+               "overload": 10_000, "delivery": 10_000}  # fmt: skip
 
 
 def bench_runner(scenario: str) -> Callable[..., Awaitable[dict]]:
@@ -265,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-out")
     bench.add_argument(
         "--users", type=int, default=None,
-        help="ingest, fanout, overload: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
+        help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
     )  # fmt: skip
     bench.add_argument(
         "--rate", type=float, default=None,

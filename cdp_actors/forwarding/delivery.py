@@ -108,6 +108,11 @@ class Delivery:
             else:
                 waiting.append(row)
 
+    def take_acks(self) -> dict[int, list[bytes]]:
+        """The keys of rows delivered or dropped since the last call, by shard, for the shards to delete."""
+        taken, self.acks = self.acks, defaultdict(list)
+        return taken
+
     def acknowledged(self, keys: list[bytes]) -> None:
         """The shard deleted these rows: nothing here holds them any more."""
         self.known.difference_update(keys)

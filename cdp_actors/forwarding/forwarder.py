@@ -63,8 +63,7 @@ class Forwarder:
                 count("cdp_events_forwarded", events, output=str(output))
 
     async def _flush_acks(self) -> None:
-        pending, self.delivery.acks = self.delivery.acks, defaultdict(list)
-        for shard, keys in pending.items():
+        for shard, keys in self.delivery.take_acks().items():
             try:
                 await self.shards[shard].ack.remote(keys)
             except ray.exceptions.RayError:  # the shard is restarting: keep the keys and try again
