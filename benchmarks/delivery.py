@@ -74,16 +74,17 @@ async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) ->
             raise RuntimeError(f"{len(delivery.known):,} rows still undelivered {DRAIN_S:.0f} s after the phase")
         await asyncio.sleep(0.01)
     elapsed = time.monotonic() - started
-    for session in delivery.sessions.values():
-        await session.close()
+    await delivery.close()
     return measured(delivery.delivered, elapsed, time.process_time() - cpu)
 
 
-async def baseline_phase(url: str, config: WorkspaceConfig, users: int, batching: int,
-                         seconds: float) -> dict[str, Any]:  # fmt: skip
-    """The same rows POSTed as JSON arrays of `batching` by a bare aiohttp client: the HTTP's own cost."""
+async def bare_http_phase(url: str, config: WorkspaceConfig, users: int, batching: int,
+                          seconds: float) -> dict[str, Any]:  # fmt: skip
+    """The baseline: the same rows POSTed as JSON arrays of `batching` by a bare aiohttp client, the HTTP's
+    own cost."""
     made = payloads(users)
-    bodies = [b"[" + b",".join(p for _, p, _ in made[n : n + batching]) + b"]" for n in range(0, len(made), batching)]
+    groups = [made[n : n + batching] for n in range(0, len(made), batching)]
+    bodies = [(b"[" + b",".join(payload for _, payload, _ in group) + b"]", len(group)) for group in groups]
     delivered = 0
     cpu, started = time.process_time(), time.monotonic()
 
@@ -91,10 +92,10 @@ async def baseline_phase(url: str, config: WorkspaceConfig, users: int, batching
         nonlocal delivered
         n = first
         while time.monotonic() - started < seconds:
-            body = bodies[n % len(bodies)]
+            body, rows = bodies[n % len(bodies)]
             async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
                 response.raise_for_status()
-            delivered += body.count(b'"source_request_id"')
+            delivered += rows
             n += 1
 
     concurrency = config.runtime.output_concurrency
@@ -115,8 +116,8 @@ async def run_delivery_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
     try:
         await wait_http(f"{sink_base}/stats")
         config = with_delivery_batching(config, args.delivery_batching)
-        phases = {"baseline": await baseline_phase(f"{sink_base}/baseline", config, args.users,
-                                                   args.delivery_batching, args.baseline_duration)}  # fmt: skip
+        phases = {"baseline": await bare_http_phase(f"{sink_base}/baseline", config, args.users,
+                                                    args.delivery_batching, args.baseline_duration)}  # fmt: skip
         say(f"[baseline] {phases['baseline']}")
         for label, outputs in (("one-output", single_output), (f"{OUTPUTS}-outputs", fanned_out(0))):
             phase_config, _ = outputs(config, sink_base)

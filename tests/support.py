@@ -147,3 +147,10 @@ class Api:
         """Everything accepted has been applied and handed over, and no outbox row is left."""
         state = self.status()
         return state["intake"]["lag"] == 0 and all(s["outbox"] == 0 for s in state["shards"])
+
+
+def ray_task_error(function: str, cause: Exception) -> Any:
+    """The exception a failed actor call raises in its caller, built as Ray builds it (`RayTaskError(<cause>)`)."""
+    import ray
+
+    return ray.exceptions.RayTaskError(function, "traceback", cause).as_instanceof_cause()

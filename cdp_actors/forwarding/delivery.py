@@ -326,6 +326,11 @@ class Delivery:
             await self._deliver_request(output_id, request, expires_at, [target])
         self.forwarded_memberships[output_id] += prepared.forwarded_events or len(group)
 
+    async def close(self) -> None:
+        """Close the outputs' HTTP sessions (the Forwarder's live as long as its process)."""
+        for session in self.sessions.values():
+            await session.close()
+
     def status(self) -> dict[str, Any]:
         return {
             "delivered_batches": self.delivered,

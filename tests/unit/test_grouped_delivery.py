@@ -48,8 +48,7 @@ async def deliver(rows: list[OutboxRow], url: str) -> Delivery:
     while delivery.lanes:
         assert time.monotonic() < deadline, "rows still out after 10 s"
         await asyncio.sleep(0.01)
-    for session in delivery.sessions.values():
-        await session.close()
+    await delivery.close()
     return delivery
 
 

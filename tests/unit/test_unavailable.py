@@ -11,10 +11,7 @@ import lmdb
 import ray
 
 from serve_apps.errors import unavailable
-
-
-def failed_call(cause: Exception) -> ray.exceptions.RayTaskError:
-    return ray.exceptions.RayTaskError("IntakeLog.append", "traceback", cause).as_instanceof_cause()
+from tests.support import ray_task_error
 
 
 def answer(error: ray.exceptions.RayError) -> tuple[int, str | None, dict]:
@@ -23,7 +20,8 @@ def answer(error: ray.exceptions.RayError) -> tuple[int, str | None, dict]:
 
 
 def test_a_full_disk_is_named_and_the_client_told_to_retry() -> None:
-    status, retry_after, error = answer(failed_call(lmdb.DiskError("mdb_txn_commit: No space left on device")))
+    full = lmdb.DiskError("mdb_txn_commit: No space left on device")
+    status, retry_after, error = answer(ray_task_error("IntakeLog.append", full))
     assert (status, retry_after, error["code"]) == (503, "1", "SERVICE_UNAVAILABLE")
     assert error["message"] == ("Intake cannot write to its storage (mdb_txn_commit: No space left on device); "
                                 "nothing was stored. Retry shortly.")  # fmt: skip
@@ -32,5 +30,5 @@ def test_a_full_disk_is_named_and_the_client_told_to_retry() -> None:
 def test_a_restarting_actor_and_a_failing_one_are_told_apart() -> None:
     _, _, restarting = answer(ray.exceptions.ActorDiedError())
     assert restarting["message"].startswith("Intake is restarting;")
-    status, _, failed = answer(failed_call(KeyError("x")))
+    status, _, failed = answer(ray_task_error("IntakeLog.append", KeyError("x")))
     assert status == 503 and failed["message"].startswith("Intake failed (KeyError);")
