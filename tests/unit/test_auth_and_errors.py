@@ -8,17 +8,20 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cdp_actors.cli import ERROR_MIDDLEWARES
 from cdp_actors.config import ApiClient
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
-from serve_apps.errors import ErrorEnvelope, unsupported_media_type
+from serve_apps.errors import ErrorEnvelope, ingress_middlewares, unsupported_media_type
 from tests.conftest import demo_config
 
 NOW = datetime(2026, 11, 30, 21, 38, 23, tzinfo=timezone.utc)
@@ -153,3 +156,17 @@ def test_a_plain_500_loses_its_text_and_json_and_successes_pass_untouched() -> N
     ours = convert_object_to_asgi_messages({"errors": [{"code": "X", "message": "y"}]}, status_code=400)
     assert through_envelope(ours)[1] == b'{"errors":[{"code":"X","message":"y"}]}'
     assert through_envelope(convert_object_to_asgi_messages("ok", status_code=200))[1] == b"ok"
+
+
+def test_cluster_configs_install_the_error_middleware_on_every_node() -> None:
+    root = Path(__file__).resolve().parents[2]
+    service = yaml.safe_load((root / "configs" / "kuberay-rayservice.yaml").read_text())
+    spec = service["spec"]["rayClusterConfig"]
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    containers = [c for group in groups for c in group["template"]["spec"]["containers"]]
+    assert len(containers) == 3
+    for container in containers:
+        assert {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": ERROR_MIDDLEWARES} in container["env"]
+    assert f"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH={ERROR_MIDDLEWARES}" in (
+        root / "configs" / "ray-cluster.sh").read_text()
+    assert ingress_middlewares()[0].cls is ErrorEnvelope  # the path names a callable Serve can import
