@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 RETRY_AFTER_S = 1
@@ -73,8 +73,15 @@ def code_for(status: int) -> str:
     return CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away mid-request: nobody reads it, the access log shows it."""
+
+
 def internal_error(error: BaseException, where: str) -> Response:
-    """500 for a bug: the exception goes to the log, never its text to the client (it may name internals)."""
+    """500 for a bug: the exception goes to the log, never its text to the client (it may name internals).
+    A client that disconnected while sending its body is routine under timeouts, not a bug: no traceback."""
+    if isinstance(error, ClientDisconnect):
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
     log.error("unexpected error in %s", where, exc_info=error)
     return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred; it has been logged.")
 

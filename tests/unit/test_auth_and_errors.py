@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cdp_actors.cli import ERROR_MIDDLEWARES
 from cdp_actors.config import ApiClient
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
-from serve_apps.errors import ErrorEnvelope, ingress_middlewares, unsupported_media_type
+from serve_apps.errors import ErrorEnvelope, ingress_middlewares, internal_error, unsupported_media_type
 from tests.conftest import demo_config
 
 NOW = datetime(2026, 11, 30, 21, 38, 23, tzinfo=timezone.utc)
@@ -170,3 +171,13 @@ def test_cluster_configs_install_the_error_middleware_on_every_node() -> None:
     assert f"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH={ERROR_MIDDLEWARES}" in (
         root / "configs" / "ray-cluster.sh").read_text()
     assert ingress_middlewares()[0].cls is ErrorEnvelope  # the path names a callable Serve can import
+
+
+def test_a_bug_is_a_logged_500_without_its_text_and_a_client_disconnect_is_no_bug(caplog) -> None:
+    with caplog.at_level(logging.ERROR, logger="cdp_actors.serve_apps"):
+        reply = internal_error(KeyError("token=s3cret"), "POST /v2/events")
+        gone = internal_error(ClientDisconnect(), "POST /v2/events")
+    assert reply.status_code == 500 and b"s3cret" not in reply.body
+    assert json.loads(reply.body)["errors"][0]["code"] == "INTERNAL_ERROR"
+    assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]  # the bug's traceback, once
+    assert gone.status_code == 499 and not gone.body
