@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi import FastAPI
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -22,7 +24,13 @@ from cdp_actors.cli import ERROR_MIDDLEWARES
 from cdp_actors.config import ApiClient
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
-from serve_apps.errors import ErrorEnvelope, ingress_middlewares, internal_error, unsupported_media_type
+from serve_apps.errors import (
+    ErrorEnvelope,
+    ingress_middlewares,
+    install_error_handlers,
+    internal_error,
+    unsupported_media_type,
+)
 from tests.conftest import demo_config
 
 NOW = datetime(2026, 11, 30, 21, 38, 23, tzinfo=timezone.utc)
@@ -181,3 +189,37 @@ def test_a_bug_is_a_logged_500_without_its_text_and_a_client_disconnect_is_no_bu
     assert json.loads(reply.body)["errors"][0]["code"] == "INTERNAL_ERROR"
     assert [r.exc_info[0] for r in caplog.records if r.exc_info] == [KeyError]  # the bug's traceback, once
     assert gone.status_code == 499 and not gone.body
+
+
+def asgi_call(app: Any, method: str, path: str) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One request straight through an ASGI app: status, headers, body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [], "scheme": "http", "server": ("127.0.0.1", 8000), "root_path": ""}  # fmt: skip
+    with contextlib.suppress(RuntimeError):  # Starlette re-raises a bug after answering it, for the server's log
+        asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_the_fastapi_apps_answer_unknown_paths_wrong_methods_and_bugs_in_the_api_shape() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/status")
+    async def status() -> dict[str, str]:
+        raise RuntimeError("password=hunter2")
+
+    missing, wrong, bug = (asgi_call(app, "GET", "/nope"), asgi_call(app, "POST", "/status"),
+                           asgi_call(app, "GET", "/status"))  # fmt: skip
+    assert (missing[0], json.loads(missing[2])) == (404, {"errors": [{"code": "NOT_FOUND",
+                                                                      "message": "No such endpoint: GET /nope"}]})
+    assert wrong[0] == 405 and wrong[1][b"allow"] == b"GET" and b"METHOD_NOT_ALLOWED" in wrong[2]
+    assert bug[0] == 500 and b"hunter2" not in bug[2] and json.loads(bug[2])["errors"][0]["code"] == "INTERNAL_ERROR"
