@@ -115,9 +115,11 @@ def authenticate_signed(
     if "authorization" in headers or "x-mp-signature" not in headers:
         return authenticate(config, headers.get("authorization"))
     key, date = headers.get("x-mp-key", ""), headers.get("date", "")
-    found = config.input_by_key(key) if key and date else None
-    if found is None:
+    if not key or not date:
         return error_response(401, "UNAUTHORIZED", "x-mp-key and Date must accompany x-mp-signature.")
+    found = config.input_by_key(key)
+    if found is None:
+        return error_response(401, "UNAUTHORIZED", "x-mp-key is not a key of this workspace.")
     refused = date_refusal(date, now or datetime.now(timezone.utc))
     if refused:
         return error_response(401, "UNAUTHORIZED", refused)

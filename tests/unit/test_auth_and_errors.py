@@ -81,6 +81,15 @@ def test_a_date_without_a_known_instant_is_refused_saying_why(date: str) -> None
     assert message is not None and ("Date" in message or "x-mp-key" in message)
 
 
+def test_a_missing_date_or_an_unknown_key_is_refused_saying_which() -> None:
+    request = signed_request(http_date(NOW))
+    headers = [(name, value) for name, value in request.scope["headers"] if name != b"date"]
+    assert "Date must accompany" in (refusal(Request({**request.scope, "headers": headers})) or "")
+    headers = [(b"x-mp-key", b"other-key") if name == b"x-mp-key" else (name, value)
+               for name, value in request.scope["headers"]]  # fmt: skip
+    assert "not a key of this workspace" in (refusal(Request({**request.scope, "headers": headers})) or "")
+
+
 def test_the_skew_bound_holds_both_ways_to_the_second() -> None:
     edge = MAX_DATE_SKEW
     for offset in (edge, -edge):
