@@ -24,6 +24,8 @@ DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
 INGRESSES = ("haproxy", "proxy")
 DEFAULT_INGRESS = "haproxy"
+ERROR_MIDDLEWARES = "serve_apps.errors.ingress_middlewares"
+"""Serve's own errors (its backpressure 429, timeouts) in the API's shape, in either ingress."""
 REPLICA_PORTS = 64  # direct-ingress ports per embedded Ray: one per replica on this node
 
 
@@ -57,7 +59,8 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     memory at 3x overload, because HAProxy caps connections where the Python proxy reads the body of every
     one it accepts (benchmarks/README.md)."""
     enabled = "1" if ingress == "haproxy" else "0"
-    settings = {"RAY_SERVE_ENABLE_HA_PROXY": enabled, "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled}
+    settings = {"RAY_SERVE_ENABLE_HA_PROXY": enabled, "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled,
+                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": ERROR_MIDDLEWARES}  # fmt: skip
     if ingress != "haproxy":
         return settings, {}
     # Ray's defaults (/tmp/haproxy-serve, its ports) are the same for every Ray instance on a machine. Serve's

@@ -22,6 +22,8 @@ RAY_PORT=${RAY_PORT:-6379}
 CPUS=${CPUS:-$(nproc)}
 HTTP_PORT=${HTTP_PORT:-8000}
 CONFIG=${CONFIG:-configs/workspace.yaml}
+# Serve's proxies and replicas on every node answer its own errors (the backpressure 429) in the API's shape
+export RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_apps.errors.ingress_middlewares
 
 case "${1:-}" in
   head)

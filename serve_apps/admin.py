@@ -7,8 +7,7 @@ from typing import Any, Literal
 
 import msgspec
 import ray
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, StrictBool
 from ray import serve
 from starlette.responses import Response
@@ -26,18 +25,16 @@ from serve_apps.errors import (
     RETRY_AFTER_S,
     bad_request,
     error_response,
+    install_error_handlers,
     json_response,
     unavailable,
-    validation_error,
 )
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
 
 
-@app.exception_handler(RequestValidationError)
-async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
-    return validation_error(error)
+install_error_handlers(app)
 
 
 def parse_time_ms(value: str) -> int:

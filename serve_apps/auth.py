@@ -6,12 +6,24 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from cdp_actors.config import Input, WorkspaceConfig
 from serve_apps.errors import error_response
+
+MAX_DATE_SKEW = timedelta(minutes=5)
+"""How far a signed request's `Date` may be from our clock, either way. The signature covers the Date, so a
+captured request can be replayed only within this window; 5 minutes (Kerberos' default) leaves room for a
+device clock that drifts without keeping a replay usable for long."""
+
+_JAVA_GMT_OFFSET = re.compile(r"\s(?:GMT|UTC)([+-]\d{2}):?(\d{2})$")
+"""Android's SDK formats `EEE, dd MMM yyyy HH:mm:ss zzz` in the device's zone: `GMT+05:30` where a zone has no
+US abbreviation. RFC 5322's parser wants `+0530`."""
 
 
 class TooLarge(Exception):
@@ -23,7 +35,7 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII characters, or bytes that are not UTF-8
         return None
     key, sep, secret = decoded.partition(":")
     return (key, secret) if sep else None
@@ -62,16 +74,56 @@ def signature_of(secret: str, method: str, date: str, path: str, body: bytes) ->
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def authenticate_signed(config: WorkspaceConfig, request: Request, body: bytes) -> Input | Response:
+def signed_at(date: str) -> datetime | None:
+    """The instant a `Date` header names, as the SDKs send it: an HTTP-date (`Mon, 30 Nov 2026 21:38:23 GMT`,
+    iOS), the same in the device's zone (`PST`, `GMT+05:30`, `-0800`: Android), or ISO-8601 (`20170712T224127Z`,
+    mParticle's docs). None if it is none of these or names no zone we know (`CET` is ambiguous)."""
+    text = date.strip()
+    try:
+        if text[:4].isdigit():
+            parsed = datetime.fromisoformat(text)
+        else:
+            parsed = parsedate_to_datetime(_JAVA_GMT_OFFSET.sub(r" \1\2", text))
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def date_refusal(date: str, now: datetime) -> str | None:
+    """Why a signed request's `Date` is refused, or None if it is within the skew of `now`."""
+    when = signed_at(date)
+    if when is None:
+        return "Date must be an HTTP-date (e.g. `Mon, 30 Nov 2026 21:38:23 GMT`) or ISO-8601 UTC (`20261130T213823Z`)."
+    skew = when - now
+    if abs(skew) > MAX_DATE_SKEW:
+        direction = "ahead of" if skew > timedelta(0) else "behind"
+        return (f"Date is {int(abs(skew).total_seconds())} s {direction} the server's clock; a signed request must "
+                f"be within {int(MAX_DATE_SKEW.total_seconds())} s.")  # fmt: skip
+    return None
+
+
+def signatures_match(expected: str, given: str) -> bool:
+    """Constant-time, for any text a client sends: compare_digest refuses a non-ASCII str (TypeError)."""
+    return hmac.compare_digest(expected.encode(), given.strip().lower().encode("utf-8", "replace"))
+
+
+def authenticate_signed(
+    config: WorkspaceConfig, request: Request, body: bytes, now: datetime | None = None
+) -> Input | Response:
     """Basic auth, or the HMAC mode: `x-mp-key`, `Date` and `x-mp-signature` headers."""
     headers = request.headers
     if "authorization" in headers or "x-mp-signature" not in headers:
         return authenticate(config, headers.get("authorization"))
     key, date = headers.get("x-mp-key", ""), headers.get("date", "")
-    found = config.input_by_key(key) if key and date else None
-    if found is None:
+    if not key or not date:
         return error_response(401, "UNAUTHORIZED", "x-mp-key and Date must accompany x-mp-signature.")
+    found = config.input_by_key(key)
+    if found is None:
+        return error_response(401, "UNAUTHORIZED", "x-mp-key is not a key of this workspace.")
+    refused = date_refusal(date, now or datetime.now(timezone.utc))
+    if refused:
+        return error_response(401, "UNAUTHORIZED", refused)
     expected = signature_of(found.secret.get_secret_value(), request.method, date, request.url.path, body)
-    if not hmac.compare_digest(expected, headers["x-mp-signature"].lower()):
+    if not signatures_match(expected, headers["x-mp-signature"]):
         return error_response(401, "UNAUTHORIZED", "x-mp-signature does not match the request.")
     return found

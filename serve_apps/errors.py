@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import lmdb
 import msgspec
 import ray
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 RETRY_AFTER_S = 1
@@ -47,3 +54,130 @@ def unavailable(error: ray.exceptions.RayError, service: str) -> Response:
         reason = f"{service} failed ({type(cause).__name__})"
     return error_response(503, "SERVICE_UNAVAILABLE", f"{reason}; nothing was stored. Retry shortly.",
                           {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+
+
+log = logging.getLogger("cdp_actors.serve_apps")
+
+CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+         408: "REQUEST_TIMEOUT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
+         500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}  # fmt: skip
+"""mParticle-style code for a status, for errors raised outside our own handlers (FastAPI's, Serve's)."""
+
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+"""Request bodies are JSON whatever the label: the server SDKs (Python, Node, Java) and every IDSync client send
+`application/json`, the Web SDK's batch uploads `text/plain;charset=UTF-8` (a CORS-simple request, no preflight).
+A missing Content-Type is accepted too; any other (a form, multipart, XML) is a 415."""
+
+
+def code_for(status: int) -> str:
+    return CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+
+
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a client that went away mid-request: nobody reads it, the access log shows it."""
+
+
+def internal_error(error: BaseException, where: str) -> Response:
+    """500 for a bug: the exception goes to the log, never its text to the client (it may name internals).
+    A client that disconnected while sending its body is routine under timeouts, not a bug: no traceback."""
+    if isinstance(error, ClientDisconnect):
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    log.error("unexpected error in %s", where, exc_info=error)
+    return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred; it has been logged.")
+
+
+def unsupported_media_type(content_type: str | None) -> Response | None:
+    """415 unless the body is labelled as one of ACCEPTED_CONTENT_TYPES (any parameters) or not labelled."""
+    if content_type is None or not content_type.strip():
+        return None
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type in ACCEPTED_CONTENT_TYPES:
+        return None
+    return error_response(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type {media_type!r} is not accepted; send a JSON "
+                          f"body as {' or '.join(ACCEPTED_CONTENT_TYPES)}.")  # fmt: skip
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One handler set for the FastAPI apps: validation failures, FastAPI's and Starlette's HTTP errors (unknown
+    paths, 405s) and any unexpected exception all answer `{"errors": [{"code", "message"}]}`."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
+        return validation_error(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 404:
+            message = f"No such endpoint: {request.method} {request.url.path}"
+        elif error.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(error.detail)
+        return error_response(error.status_code, code_for(error.status_code), message, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        return internal_error(error, f"{request.method} {request.url.path}")
+
+
+class ErrorEnvelope:
+    """ASGI middleware for the responses Serve writes itself, outside our apps: its backpressure 429 and 503
+    ("Request dropped due to backpressure"), a timeout's 408, an unavailable deployment's 503, a 500. They are
+    plain text and not configurable (ray/serve/_private/http_util.py `convert_object_to_asgi_messages`, used by
+    the Python proxy's router and by a replica's direct ingress alike); this rewrites every error that is not
+    JSON into `{"errors": [{"code", "message"}]}`, keeping the status and headers (Retry-After). A 500's text
+    can name internals: it is replaced by a generic message."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        held: dict[str, Any] = {}
+        body = bytearray()
+
+        async def rewrite(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                if message["status"] >= 400 and not _is_json(message.get("headers", [])):
+                    held["start"] = message
+                    return
+            elif message["type"] == "http.response.body" and "start" in held:
+                if len(body) < MAX_HELD_ERROR_BYTES:
+                    body.extend(message.get("body", b"")[:MAX_HELD_ERROR_BYTES])
+                if message.get("more_body", False):
+                    return
+                for part in enveloped(held.pop("start"), bytes(body)):
+                    await send(part)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+
+MAX_HELD_ERROR_BYTES = 4096
+"""Of a plain-text error body, what is kept to become the message (Serve's are one line)."""
+
+
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"content-type" and value.lower().startswith(b"application/json")
+               for name, value in headers)  # fmt: skip
+
+
+def enveloped(start: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
+    """The ASGI messages of an error response in the API's shape, from a plain one."""
+    status = start["status"]
+    text = body.decode("utf-8", "replace").strip()[:500]
+    if (status >= 500 and status != 503) or not text:
+        text = "An unexpected error occurred; it has been logged." if status >= 500 else f"HTTP {status}"
+    encoded = _encode({"errors": [{"code": code_for(status), "message": text}]})
+    headers = [(name, value) for name, value in start.get("headers", [])
+               if name.lower() not in (b"content-type", b"content-length")]  # fmt: skip
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
+    return [{**start, "headers": headers}, {"type": "http.response.body", "body": encoded, "more_body": False}]
+
+
+def ingress_middlewares() -> list[Middleware]:
+    """Serve's HTTP proxy callback (`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_apps.errors.ingress_middlewares`):
+    the middlewares Serve wraps around its Python proxy and each replica's direct ingress (HAProxy mode)."""
+    return [Middleware(ErrorEnvelope)]

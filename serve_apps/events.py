@@ -21,7 +21,18 @@ from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate, read_body
-from serve_apps.errors import RETRY_AFTER_S, bad_request, error_response, json_response, unavailable
+from serve_apps.errors import (
+    RETRY_AFTER_S,
+    bad_request,
+    error_response,
+    internal_error,
+    json_response,
+    unavailable,
+    unsupported_media_type,
+)
+
+ENDPOINTS = {"/v2/events": False, "/v2/bulkevents": True}
+"""Path (under the app's `/v2` prefix) to whether its body is a list of batches."""
 
 
 @dataclass
@@ -68,17 +79,19 @@ class EventsApi:
         self.intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
 
     async def __call__(self, request: Request) -> Response:
-        path = request.url.path.rstrip("/")
-        if path.endswith("/bulkevents"):
-            bulk = True
-        elif path.endswith("/events"):
-            bulk = False
-        else:
+        bulk = ENDPOINTS.get(request.url.path.rstrip("/"))
+        if bulk is None:
             return error_response(404, "NOT_FOUND", f"No such endpoint: {request.url.path}")
         if request.method != "POST":
             return error_response(405, "METHOD_NOT_ALLOWED", "Use POST.", {"Allow": "POST"})
-        with span("ingest.request", bulk=bulk):
-            return await self._ingest(request, bulk)
+        refused = unsupported_media_type(request.headers.get("content-type"))
+        if refused:
+            return refused
+        try:
+            with span("ingest.request", bulk=bulk):
+                return await self._ingest(request, bulk)
+        except Exception as error:  # a bug: the client gets the API's 500, the log the traceback
+            return internal_error(error, f"POST {request.url.path}")
 
     async def _ingest(self, request: Request, bulk: bool) -> Response:
         source = authenticate(self.config, request.headers.get("authorization"))
@@ -130,9 +143,11 @@ class EventsApi:
         return [bytes(item) for item in items]
 
     def _all_rejected(self, checked: Validated, bulk: bool) -> Response:
+        """Nothing accepted: 413 if every batch was too large, else 400 naming each batch's reason by index."""
+        every_too_large = all(r["code"] == "REQUEST_TOO_LARGE" for r in checked.rejected)
         if not bulk:
             error = checked.rejected[0]
-            return error_response(413 if checked.too_large else 400, error["code"], error["message"])
+            return error_response(413 if every_too_large else 400, error["code"], error["message"])
         errors = [{"code": r["code"], "message": f"batch {r['index']}: {r['message']}", "index": r["index"]}
                   for r in checked.rejected]  # fmt: skip
-        return json_response(400, {"errors": errors})
+        return json_response(413 if every_too_large else 400, {"errors": errors})

@@ -30,7 +30,15 @@ from cdp_actors.schema.identity import (
 )
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate_signed, read_body
-from serve_apps.errors import STORAGE_ERRORS, bad_request, error_response, json_response, unavailable
+from serve_apps.errors import (
+    STORAGE_ERRORS,
+    bad_request,
+    error_response,
+    internal_error,
+    json_response,
+    unavailable,
+    unsupported_media_type,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 LOOKUPS = ("identify", "search", "login", "logout")
@@ -74,11 +82,20 @@ class IdentityApi:
         self.index = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
 
     async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._handle(request)
+        except Exception as error:  # a bug: the client gets the API's 500, the log the traceback
+            return internal_error(error, f"{request.method} {request.url.path}")
+
+    async def _handle(self, request: Request) -> Response:
         target = route(request.url.path)
         if target is None:
             return error_response(404, "NOT_FOUND", f"No such endpoint: {request.url.path}")
         if request.method != "POST":
             return error_response(405, "METHOD_NOT_ALLOWED", "Use POST.", {"Allow": "POST"})
+        refused = unsupported_media_type(request.headers.get("content-type"))
+        if refused:
+            return refused
         try:
             body = await read_body(request, MAX_BODY_BYTES)
         except TooLarge:

@@ -9,8 +9,7 @@ import asyncio
 from typing import Any, Literal
 
 import msgspec
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,21 +22,20 @@ from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
 from cdp_actors.runtime import actor, shard_for
 from cdp_actors.telemetry import now_ms
 from cdp_actors.tokens import issue_token, verify_token
-from serve_apps.errors import bad_request, error_response, json_response, validation_error
+from serve_apps.errors import bad_request, error_response, install_error_handlers, json_response
 
 app = FastAPI(title="cdp profile api", docs_url=None, redoc_url=None)
 
 
-@app.exception_handler(RequestValidationError)
-async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
-    return validation_error(error)
+install_error_handlers(app)
 
 
-@app.exception_handler(StarletteHTTPException)
-async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(error.status_code, "BAD_REQUEST")
-    message = f"No such endpoint: {request.url.path}" if error.status_code == 404 else str(error.detail)
-    return error_response(error.status_code, code, message)
+def json_body(request: Request) -> None:
+    """FastAPI parses a body as JSON only when it is labelled so (or not labelled): anything else is a 415."""
+    content_type = request.headers.get("content-type")
+    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise StarletteHTTPException(415, f"Content-Type {content_type.split(';', 1)[0].strip()!r} is not accepted; "
+                                          "send the JSON body as application/json.")  # fmt: skip
 
 
 class TokenRequest(BaseModel):
@@ -79,7 +77,7 @@ class ProfileApi:
         self.config = config
         self.workspace = config.workspace
 
-    @app.post("/oauth/token")
+    @app.post("/oauth/token", dependencies=[Depends(json_body)])
     async def token(self, body: TokenRequest) -> Response:
         client = next((c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)),
                       None)  # fmt: skip
@@ -110,7 +108,7 @@ class ProfileApi:
                         media_type="application/json")  # fmt: skip
 
     # Declared before the by-MPID route, which would otherwise claim /userprofile/v1/resolve/... paths.
-    @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}")
+    @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}", dependencies=[Depends(json_body)])
     async def resolve(self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest,
                       fields: str | None = None) -> Response:  # fmt: skip
         """A profile by an immutable identity."""

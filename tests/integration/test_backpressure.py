@@ -57,7 +57,12 @@ def test_past_the_serve_queue_bound_requests_get_429_and_every_acknowledged_batc
         replies = list(pool.map(lambda bodies: api.post("/v2/bulkevents", bodies), requests_))
     statuses = [reply.status_code for reply in replies]
     assert set(statuses) == {202, 429}, statuses
-    assert all(reply.headers.get("Retry-After") == "1" for reply in replies if reply.status_code == 429)
+    refused = [reply for reply in replies if reply.status_code == 429]
+    assert all(reply.headers.get("Retry-After") == "1" for reply in refused)
+    # Serve's own refusal (plain text from its ingress) reaches the client in the API's shape
+    assert all(reply.headers["Content-Type"] == "application/json" for reply in refused)
+    assert {reply.json()["errors"][0]["code"] for reply in refused} == {"TOO_MANY_REQUESTS"}
+    assert all("backpressure" in reply.json()["errors"][0]["message"] for reply in refused)  # Serve's, not ours
     acknowledged = set().union(*(ids(bodies) for bodies, reply in zip(requests_, replies, strict=True)
                                  if reply.status_code == 202))  # fmt: skip
     wait_for(lambda: delivered_ids(receiver) >= acknowledged and api.settled(), what="every acknowledged batch")

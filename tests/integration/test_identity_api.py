@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from typing import Any
 
 import requests
@@ -120,7 +121,7 @@ def test_bad_requests_and_auth_modes(platform, receiver) -> None:
                     auth=None).status_code == 401  # fmt: skip
 
     body = json.dumps({"environment": "production", "known_identities": {"email": "signed@x.io"}}).encode()
-    date = "20261126T120000Z"
+    date = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")  # the docs' ISO-8601 form, within the skew
     signature = hmac.new(b"demo-secret", b"POST\n" + date.encode() + b"\n/v1/identify" + body, hashlib.sha256)
     headers = {"x-mp-key": "demo-key", "Date": date, "Content-Type": "application/json"}
     signed = requests.post(api.base + "/v1/identify", data=body,

@@ -36,7 +36,10 @@ def test_each_haproxy_ingress_gets_its_own_ports_and_files_and_the_python_proxy_
     checks = {name: defaults[f"RAY_SERVE_HAPROXY_HEALTH_CHECK_{name}"] for name in ("FALL", "FASTINTER")}
     assert checks == {"FALL": "10", "FASTINTER": "1s"}
     proxy, proxy_defaults = ingress_env("proxy")
-    assert proxy == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+    assert proxy == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
+                     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.errors.ingress_middlewares"}  # fmt: skip
+    # Serve's own errors are rewritten into the API's shape in either ingress
+    assert first["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == proxy["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
     assert not proxy_defaults
 
 
