@@ -125,3 +125,26 @@ def first_after(calls: list[Call], at: float, is_answer: Callable[[Call], bool])
 
 def run_traced(command: list[str], output: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
     return subprocess.run([*strace_command(output), *command], capture_output=True, text=True, timeout=timeout)
+
+
+def local_port(target: str) -> int | None:
+    """The local port of a TCP socket as strace -yy shows it, `TCP:[127.0.0.1:5000->127.0.0.1:6000]`."""
+    match = re.match(r"^TCP(?:v6)?:\[(.*):(\d+)->", target)
+    return int(match[2]) if match else None
+
+
+def traced_threads(pid: int) -> set[int]:
+    """The threads of `pid` whose tracer is attached (/proc/<pid>/task/*/status TracerPid)."""
+    traced = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        if int(re.search(r"^TracerPid:\s+(\d+)", status, re.MULTILINE)[1]):
+            traced.add(int(task.name))
+    return traced
+
+
+def all_threads(pid: int) -> set[int]:
+    return {int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()}
