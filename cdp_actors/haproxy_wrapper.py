@@ -66,10 +66,10 @@ def rewrite_arguments(arguments: list[str], http_request_timeout_s: int) -> list
 
 
 def main(real_haproxy: str) -> None:
-    timeout_s = int(os.environ.get(HTTP_REQUEST_TIMEOUT_ENV, DEFAULT_HTTP_REQUEST_TIMEOUT_S))
     try:
+        timeout_s = int(os.environ.get(HTTP_REQUEST_TIMEOUT_ENV, DEFAULT_HTTP_REQUEST_TIMEOUT_S))
         arguments = rewrite_arguments(sys.argv[1:], timeout_s)
-    except (OSError, UnexpectedConfig) as error:
+    except (OSError, ValueError) as error:  # UnexpectedConfig is a ValueError, as is a bad timeout
         print(f"cdp haproxy wrapper: refusing to start HAProxy: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     # exec keeps the pid Serve started, so its reloads (-sf <pid>) and kills reach the real HAProxy
