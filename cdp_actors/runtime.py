@@ -52,6 +52,7 @@ from cdp_actors.placement import (
     shard_order,
 )
 from cdp_actors.profiles.shard import ProfileShard
+from cdp_actors.storage.lmdb_env import make_private_dir, open_private
 
 NODE_WAIT_S = 120.0  # how long a start waits for a node that holds a shard's data to (re)join
 
@@ -77,7 +78,7 @@ def _ready(*handles: Any) -> None:
 def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
     """Create whichever runtime actors do not exist yet, in dependency order, and wait until all are up."""
     data_dir = str(Path(data_dir).resolve())
-    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     runtime, limits = config.runtime, config.limits
     placement = shard_placement(data_dir, runtime.shards)
     alerts = _named(AlertStore, ALERTS_NAME, HEAD).remote(data_dir)
@@ -124,16 +125,15 @@ def settle_placement(data_dir: str, shards: int, order: list[NodeKey]) -> dict[i
     """Read the recorded assignment, place shards not in it yet, record them (synced) and return the
     assignment for shards 0..shards-1. Runs on the head; a file lock serialises concurrent starts, so every
     caller sees the first decision."""
-    directory = Path(data_dir)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_private_dir(data_dir)
     path = directory / PLACEMENT_FILE
-    with open(directory / f"{PLACEMENT_FILE}.lock", "a") as lock:
+    with open(open_private(directory / f"{PLACEMENT_FILE}.lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         recorded = decode_record(path.read_text()) if path.exists() else {}
         assignment = assign_shards(shards, order, recorded)
         if not assignment.keys() <= recorded.keys():
             temporary = path.with_suffix(".tmp")
-            with open(temporary, "w") as out:
+            with open(open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "w") as out:
                 out.write(encode_record({**recorded, **assignment}))
                 out.flush()
                 os.fsync(out.fileno())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter as Tally
@@ -27,6 +28,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+
+from cdp_actors.storage.lmdb_env import open_private
 
 TALLY: Tally[str] = Tally()
 _ray_counters: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -85,7 +88,7 @@ class JsonLinesSpanExporter(SpanExporter):
         self.path = path
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        with self.path.open("a") as out:
+        with open(open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a") as out:
             for item in spans:
                 record = {
                     "name": item.name,

