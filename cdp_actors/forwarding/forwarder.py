@@ -15,6 +15,7 @@ import ray
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import Delivery
+from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
 from cdp_actors.schema.records import decode_window
@@ -35,10 +36,9 @@ class Forwarder:
         self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
         self.early: dict[int, list[bytes]] = defaultdict(list)  # windows that arrived before that
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._ask_for_resend())
-        loop.create_task(self._flush_forever())
-        loop.create_task(self.delivery.flush_bulk_forever())
+        self.loops = Tasks(f"forwarder-{index}")
+        for work in (self._ask_for_resend(), self._flush_forever(), self.delivery.flush_bulk_forever()):
+            self.loops.spawn(work)
 
     async def deliver(self, shard: int, windows: list[bytes]) -> None:
         """Queue windows of one shard's outbox rows (one per output). Until that shard has answered this
