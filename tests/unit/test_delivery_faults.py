@@ -16,7 +16,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import INTERNAL_ERROR, Delivery
 from cdp_actors.forwarding.retry import FATAL
 from cdp_actors.integrations import webhook
-from cdp_actors.integrations.base import HttpRequest, Prepared
+from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.schema.records import Alert, OutboxRow
 from tests.conftest import demo_config
 from tests.support import Receiver
@@ -27,12 +27,16 @@ FAST_RETRY = {"max_attempts": 5, "base_delay_s": 0.05, "max_delay_s": 0.3, "requ
 
 class PoisonableWebhook(webhook.Adapter):
     """The webhook, raising on a batch marked `poison` (as a bug or unforeseen data would) and, when told, on
-    combining requests."""
+    combining requests; a batch marked `bad_header` gets a header value the HTTP client refuses to send."""
 
     combine_raises = False
 
     def prepare_raw(self, payload: bytes, event_count: int) -> Prepared:
-        self._check(msgspec.json.decode(payload))
+        batch = msgspec.json.decode(payload)
+        self._check(batch)
+        if batch.get("bad_header"):
+            headers = {**self.headers, "X-Signature": "SECRET-SIG-1\r\nX-Injected: 1"}
+            return Prepared([HttpRequest(self.url, payload, headers)], forwarded_events=event_count)
         return super().prepare_raw(payload, event_count)
 
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
@@ -132,6 +136,16 @@ def test_a_row_that_raises_on_its_own_fails_alone(partner: Receiver) -> None:
     assert [alert_type for alert_type, _ in fatal(delivery.alerts)] == [INTERNAL_ERROR]
 
 
+def test_a_request_the_http_client_refuses_fails_its_row_alone(partner: Receiver, caplog) -> None:
+    rows = [row(1, mpid=20, bad_header=True), row(2, mpid=20)]
+    with caplog.at_level(logging.INFO):
+        delivery = run(config(partner.url), rows)
+    assert [body["n"] for body in batches(partner)] == [2]
+    ((alert_type, message),) = fatal(delivery.alerts)
+    assert alert_type == INTERNAL_ERROR and "sending the batch failed: UnsendableRequest: ValueError" in message
+    assert "SECRET-SIG-1" not in message + caplog.text
+
+
 def test_a_failing_combine_sends_each_row_alone(partner: Receiver) -> None:
     rows = [row(1, mpid=10), row(2, mpid=20)]
     delivery = run(config(partner.url, batches_per_request=10), rows, combine_raises=True)
@@ -182,3 +196,51 @@ def test_a_connection_error_alert_names_no_credential(caplog) -> None:
     assert "InvalidUrlClientError" in messages and "127.0.0.1:99999/hook?token=***" in messages
     assert "SECRET-TOKEN-123" not in messages + caplog.text and "PASSWORD-1" not in messages + caplog.text
 
+
+
+class FailingAudience:
+    """An audience adapter that raises for audience 8 and prepares the others as `inner` does."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.status_alerts, self.max_batch, self.max_age_s = (inner, inner.status_alerts, inner.max_batch,
+                                                                          inner.max_age_s)
+
+    def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
+        if any(change.audience_id == 8 for change in changes):
+            raise KeyError("audience 8 at https://graph.example/x?access_token=SECRET-TOKEN-8")
+        return self.inner.prepare_memberships(changes, now_ms)
+
+
+def test_an_audience_upload_that_raises_drops_its_group_and_the_uploads_go_on(partner: Receiver) -> None:
+    base = demo_config(partner.url, retry=FAST_RETRY)
+    settings = {"access_token": "fb-token", "audience_ids": {"7": "fb-7", "8": "fb-8"}, "api_url": partner.base,
+                "bulk_max_age_s": 0.05}  # fmt: skip
+    audience = base.outputs[0].model_validate({"id": 2, "name": "fb", "kind": "facebook_audience",
+                                               "settings": settings})  # fmt: skip
+    workspace = WorkspaceConfig.model_validate({**base.model_dump(mode="python"), "outputs": [
+        *base.model_dump(mode="python")["outputs"], audience.model_dump(mode="python")]})  # fmt: skip
+
+    def change(audience_id: int, mpid: int) -> MembershipChange:
+        return MembershipChange(audience_id, f"a{audience_id}", mpid, "add", {"email": f"{mpid}@x.io"}, 1)
+
+    async def main() -> Delivery:
+        delivery = Delivery(workspace)
+        delivery.audience_adapters[2] = FailingAudience(delivery.audience_adapters[2])
+        flushing = asyncio.get_running_loop().create_task(delivery.flush_bulk_forever())
+        delivery.queue_memberships(2, [change(8, 1), change(7, 2)])
+        deadline = time.monotonic() + 5
+        while not (partner.received and delivery.forwarded_memberships[2]):
+            assert time.monotonic() < deadline and not flushing.done(), "audience 7 was not uploaded"
+            await asyncio.sleep(0.01)
+        delivery.queue_memberships(2, [change(7, 3)])  # the flush loop is still alive
+        while len(partner.received) < 2:
+            assert time.monotonic() < deadline and not flushing.done(), "the second upload did not come"
+            await asyncio.sleep(0.01)
+        flushing.cancel()
+        await delivery.close()
+        return delivery
+
+    delivery = asyncio.run(main())
+    ((alert_type, message),) = fatal(delivery.alerts)
+    assert alert_type == INTERNAL_ERROR and "uploading 1 audience changes failed: KeyError" in message
+    assert "SECRET-TOKEN-8" not in message and "(mpid 8)" in message  # an audience alert names the audience
