@@ -5,6 +5,7 @@ log line names a credential."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import INTERNAL_ERROR, Delivery
 from cdp_actors.forwarding.retry import FATAL
+from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations import webhook
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.schema.records import Alert, OutboxRow
@@ -244,3 +246,24 @@ def test_an_audience_upload_that_raises_drops_its_group_and_the_uploads_go_on(pa
     ((alert_type, message),) = fatal(delivery.alerts)
     assert alert_type == INTERNAL_ERROR and "uploading 1 audience changes failed: KeyError" in message
     assert "SECRET-TOKEN-8" not in message and "(mpid 8)" in message  # an audience alert names the audience
+
+
+def test_a_background_task_is_held_until_done_and_its_failure_logged_redacted(caplog) -> None:
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("lost https://h/x?token=SECRET-TOKEN-7")
+
+    async def main() -> Tasks:
+        tasks = Tasks("owner")
+        task = tasks.spawn(fails())
+        assert task in tasks.running
+        with contextlib.suppress(RuntimeError):
+            await task
+        await asyncio.sleep(0)  # the done callback runs
+        return tasks
+
+    with caplog.at_level(logging.INFO):
+        tasks = asyncio.run(main())
+    assert len(tasks) == 0 and tasks.failed == 1
+    assert "owner task failed: RuntimeError: lost https://h/x?token=***" in caplog.text
+    assert "SECRET-TOKEN-7" not in caplog.text
