@@ -48,7 +48,8 @@ class Received:
 
 @dataclass
 class Receiver:
-    """An aiohttp server on its own thread. `script` holds the statuses to answer next (then 200)."""
+    """An aiohttp server on its own thread. `script` holds the statuses to answer next (then 200); a 3xx answer
+    carries `Location: redirect_to`."""
 
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
@@ -57,12 +58,13 @@ class Receiver:
     retry_after: str | None = None
     always: int | None = None
     delay_s: float = 0.0
+    redirect_to: str | None = None
 
     def reset(self) -> None:
         self.received.clear()
         self.attempt_times.clear()
         self.script.clear()
-        self.always = self.retry_after = None
+        self.always = self.retry_after = self.redirect_to = None
         self.delay_s = 0.0
 
     @property
@@ -89,7 +91,9 @@ class Receiver:
                 parsed = body.decode(errors="replace")
             self.received.append(Received(parsed, dict(request.headers), time.time(), request.path, request.method,
                                           request.query_string))  # fmt: skip
-        headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else None
+        headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else {}
+        if 300 <= status < 400 and self.redirect_to:
+            headers["Location"] = self.redirect_to
         return web.Response(status=status, headers=headers)
 
     @property

@@ -2,7 +2,9 @@
 
 Counts live in per-minute buckets keyed by (minute, connection, input, output, environment, severity,
 type), so a 12-hour summary reads at most 720 buckets per alert kind whatever the alert volume. The
-latest message per (connection, type) is kept for debugging.
+latest message per (connection, type) is kept for debugging, with every URL in it redacted (a last gate: their
+producers redact already, but a message names what an adapter or an HTTP client wrote, and `/cdp/alerts` serves
+it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors.redaction import redact
 from cdp_actors.reports import HOUR_MS, day_of
 from cdp_actors.schema.records import Alert
 from cdp_actors.storage.lmdb_env import Store, add_counts, from_u64, iter_from, read_counts, u64
@@ -98,7 +101,7 @@ class AlertLedger:
         for alert in alerts:
             minute, key = bucket_of(alert)
             added[u64(minute) + _key_encoder.encode(key)] += 1
-            latest[_key_encoder.encode((alert.connection_id, alert.type))] = alert.message.encode()
+            latest[_key_encoder.encode((alert.connection_id, alert.type))] = redact(alert.message).encode()
         buckets = self.store.db("buckets")
         with self.store.write() as txn:
             for key, n in added.items():

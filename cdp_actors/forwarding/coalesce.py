@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from cdp_actors.forwarding.tasks import Tasks
+
 IN_FLIGHT = 8
 T = TypeVar("T")
 
@@ -24,6 +26,7 @@ class Grouper(Generic[T]):
         self.waiting: deque[T] = deque()
         self.out = 0
         self.scheduled = False
+        self.tasks = Tasks("grouper")
 
     def add(self, item: T) -> None:
         self.waiting.append(item)
@@ -36,7 +39,7 @@ class Grouper(Generic[T]):
         while self.waiting and self.out < self.in_flight:
             group = [self.waiting.popleft() for _ in range(min(self.max_items, len(self.waiting)))]
             self.out += 1
-            asyncio.get_running_loop().create_task(self._run(group))
+            self.tasks.spawn(self._run(group))
 
     async def _run(self, group: list[T]) -> None:
         try:

@@ -4,8 +4,9 @@ Rows wait in (connection, MPID) lanes and only a lane's head is out, so a user's
 order while lanes run concurrently (bounded per output); when the head is done, the lane's next row starts.
 For an output that combines requests (webhook), the heads ready together go as one request, one task for
 the group: a task and its coroutines per row cost several times the HTTP itself (27 against 6 µs of CPU per
-row). A delivered or dropped row's key is queued in `acks` for its shard; alerts, report counts and
-forwarded-event counts wait in buffers that the Forwarder actor flushes.
+row). An exception while screening, preparing or sending one row fails that row alone (a Fatal alert, the row
+dropped, the lane's next row started), never the lane. A delivered or dropped row's key is queued in `acks`
+for its shard; alerts, report counts and forwarded-event counts wait in buffers that the Forwarder flushes.
 
 A plain class, not the actor: Ray wraps every method of an actor class in a tracing coroutine, and on
 this path that doubled the coroutines (and the garbage-collector work) per row.
@@ -33,14 +34,19 @@ from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
+from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
+from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
 MAX_BUFFERED_ALERTS = 100_000
+INTERNAL_ERROR = "Internal Error"
+"""The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
+at the door caught): the row fails alone."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,7 @@ class Delivery:
             o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
         }
         self.slots = {o.id: asyncio.Semaphore(limit) for o in config.outputs}
+        self.tasks = Tasks("delivery")
         self.groupers = {
             output: Grouper(adapter.max_batches_per_request, partial(self._deliver_group, output))
             for output, adapter in self.adapters.items()
@@ -89,7 +96,7 @@ class Delivery:
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
-        self.delivered = self.dropped = self.screened_out = 0
+        self.delivered = self.dropped = self.screened_out = self.failed = 0
         self.forwarded_events: Counter[int] = Counter()
         self.skipped_events: Counter[tuple[int, str]] = Counter()
         self.report_counts: Counter[str] = Counter()
@@ -124,84 +131,131 @@ class Delivery:
         if grouper is not None and self.breakers[row.output_id].state == CLOSED:
             grouper.add(row)
         else:
-            asyncio.get_running_loop().create_task(self._deliver_alone(row))
+            self.tasks.spawn(self._deliver_alone(row))
 
     def _done(self, row: OutboxRow, prepared: Prepared | None, delivered: bool) -> None:
         """The lane's head is delivered or dropped: count it, ack it, start the user's next row."""
-        if prepared is not None:
-            if delivered:
-                self.delivered += 1
-                self.forwarded_events[row.output_id] += prepared.forwarded_events
-                key = outbound_key(row.received_ms or now_ms(), row.environment, row.input_id, row.output_id)
-                self.report_counts[key] += prepared.forwarded_events
+        try:
+            if prepared is not None:
+                if delivered:
+                    self.delivered += 1
+                    self.forwarded_events[row.output_id] += prepared.forwarded_events
+                    key = outbound_key(row.received_ms or now_ms(), row.environment, row.input_id, row.output_id)
+                    self.report_counts[key] += prepared.forwarded_events
+                else:
+                    self.dropped += 1
+        finally:  # whatever happens counting, the lane advances
+            self.acks[row.shard].append(row.key)
+            lane = (row.connection_id, row.mpid)
+            waiting = self.lanes[lane]
+            waiting.popleft()
+            if waiting:
+                self._start(waiting[0])
             else:
-                self.dropped += 1
-        self.acks[row.shard].append(row.key)
-        lane = (row.connection_id, row.mpid)
-        waiting = self.lanes[lane]
-        waiting.popleft()
-        if waiting:
-            self._start(waiting[0])
-        else:
-            del self.lanes[lane]
+                del self.lanes[lane]
+
+    def _unfinished(self, row: OutboxRow) -> bool:
+        """The row is still its lane's head: neither delivered nor dropped yet."""
+        waiting = self.lanes.get((row.connection_id, row.mpid))
+        return bool(waiting) and waiting[0] is row
+
+    def _fail(self, rows: Sequence[OutboxRow], doing: str, error: Exception) -> None:
+        """Drop those of `rows` still unfinished with a Fatal alert naming what was being done and `error`
+        (redacted, no payload), and start their lanes' next rows: an exception on one row's path must never
+        stall its lane."""
+        detail = f"{doing} failed: {describe(error)}"
+        log.error("%s (at %s)", detail, code_location(error), extra={"fields": {"alert": INTERNAL_ERROR}})
+        for row in rows:
+            if self._unfinished(row):
+                self.failed += 1
+                self._alert(row, INTERNAL_ERROR, FATAL, detail)
+                self._done(row, Prepared(), False)
 
     async def _deliver_alone(self, row: OutboxRow) -> None:
-        prepared = self._prepare(row)
-        if prepared is None:
-            self._done(row, None, True)
-        else:
+        prepared = self._prepared(row)
+        if prepared is not None:
             await self._deliver_prepared(row, prepared)
 
     async def _deliver_prepared(self, row: OutboxRow, prepared: Prepared) -> None:
-        expires_at = self._expires_at(row)
-        delivered = True
-        for request in prepared.requests:  # every request is tried, even after one failed
-            delivered = await self._deliver_request(row.output_id, request, expires_at, [row]) and delivered
-        self._done(row, prepared, delivered)
+        try:
+            expires_at = self._expires_at(row)
+            delivered = True
+            for request in prepared.requests:  # every request is tried, even after one failed
+                delivered = await self._deliver_request(row.output_id, request, expires_at, [row]) and delivered
+            self._done(row, prepared, delivered)
+        except Exception as error:
+            self._fail([row], "sending the batch", error)
 
     async def _deliver_group(self, output_id: int, rows: list[OutboxRow]) -> None:
         """The first attempt for a group of lane heads, as one combined request. Rows that need more than
         one request, or arrive while the output's breaker is not closed, go on their own; if the combined
-        request fails, its retries run outside the group's slot."""
+        request fails, its retries run outside the group's slot. A row whose preparation fails fails alone."""
         if self.breakers[output_id].state != CLOSED:
             for row in rows:
-                asyncio.get_running_loop().create_task(self._deliver_alone(row))
+                self.tasks.spawn(self._deliver_alone(row))
             return
         together: list[tuple[OutboxRow, Prepared]] = []
         for row in rows:
-            prepared = self._prepare(row)
+            prepared = self._prepared(row)
             if prepared is None:
-                self._done(row, None, True)
-            elif len(prepared.requests) == 1:
+                continue
+            if len(prepared.requests) == 1:
                 together.append((row, prepared))
             else:  # prepared once: its rejections are alerted and its skipped events counted once
-                asyncio.get_running_loop().create_task(self._deliver_prepared(row, prepared))
-        if not together:
+                self.tasks.spawn(self._deliver_prepared(row, prepared))
+        if together:
+            try:
+                await self._deliver_together(output_id, together)
+            except Exception as error:
+                self._fail([row for row, _ in together], "sending the batches", error)
+
+    async def _deliver_together(self, output_id: int, together: list[tuple[OutboxRow, Prepared]]) -> None:
+        try:
+            request = self.adapters[output_id].combine([prepared.requests[0] for _, prepared in together])
+        except Exception as error:  # a bug in combining is no row's fault: each goes on its own instead
+            log.error("combining requests for output %s failed: %s (at %s)", output_id, describe(error),
+                      code_location(error))  # fmt: skip
+            for row, prepared in together:
+                self.tasks.spawn(self._deliver_prepared(row, prepared))
             return
-        request = self.adapters[output_id].combine([prepared.requests[0] for _, prepared in together])
         attempt = await self._attempt(output_id, request, len(together))
         if attempt.ok:
             for row, prepared in together:
                 self._done(row, prepared, True)
         else:
-            asyncio.get_running_loop().create_task(self._retry_group(output_id, together, request, attempt))
+            self.tasks.spawn(self._retry_group(output_id, together, request, attempt))
 
     async def _retry_group(self, output_id: int, together: list[tuple[OutboxRow, Prepared]], request: HttpRequest,
                            failed: Attempt) -> None:  # fmt: skip
         rows = [row for row, _ in together]
-        expires_at = min(self._expires_at(row) for row in rows)
-        delivered = await self._deliver_request(output_id, request, expires_at, rows, failed)
-        for row, prepared in together:
-            self._done(row, prepared, delivered)
+        try:
+            expires_at = min(self._expires_at(row) for row in rows)
+            delivered = await self._deliver_request(output_id, request, expires_at, rows, failed)
+            for row, prepared in together:
+                self._done(row, prepared, delivered)
+        except Exception as error:
+            self._fail(rows, "sending the batches", error)
 
     def _expires_at(self, row: OutboxRow) -> float:
         """When (monotonic) the row has been held `retry.max_age_s` since it was received."""
         received_ms = row.received_ms or now_ms()
         return time.monotonic() + self.max_age_s - (now_ms() - received_ms) / 1000
 
+    def _prepared(self, row: OutboxRow) -> Prepared | None:
+        """The row's requests; None when it has none to send, and is finished: screened out, or failed (an
+        exception while decoding, screening or preparing it fails the row alone, with a Fatal alert)."""
+        try:
+            prepared = self._prepare(row)
+        except Exception as error:
+            self._fail([row], f"preparing the batch for {self.outputs[row.output_id].kind}", error)
+            return None
+        if prepared is None:
+            self._done(row, None, True)
+        return prepared
+
     def _prepare(self, row: OutboxRow) -> Prepared | None:
         """Screen the row for its connection and turn it into the output's requests, alerting its rejections
-        and counting skipped events; None: nothing to send."""
+        and counting skipped events; None: nothing to send. May raise (see `_prepared`)."""
         adapter = self.adapters[row.output_id]
         if self.passthrough[row.connection_id] and hasattr(adapter, "prepare_raw"):
             prepared = adapter.prepare_raw(row.payload, row.event_count)  # the hot path: no decode, no encode
@@ -222,12 +276,7 @@ class Delivery:
         if screened.batch is None:
             self.screened_out += 1
             return None
-        try:
-            return self.adapters[row.output_id].prepare(screened.batch, now_ms())
-        except Exception as error:  # an adapter bug must not stall the lane: alert and drop the row
-            log.exception("adapter %s failed", output.kind)
-            self._alert(row, "Internal Error", FATAL, f"{output.kind} adapter failed: {error!r}")
-            return None
+        return self.adapters[row.output_id].prepare(screened.batch, now_ms())
 
     async def _deliver_request(
         self, output_id: int, request: HttpRequest, expires_at: float, about: Sequence[Target],
@@ -251,7 +300,7 @@ class Delivery:
             verdict = self.policy.judge(attempt_no, attempt)
             named = self.status_alerts[output_id].get(attempt.status or 0)
             alert_type = named if named and verdict.alert_type != RETRY_COUNT_EXCEEDED else verdict.alert_type
-            detail = f"HTTP {attempt.status}" if attempt.status is not None else (attempt.error or "no response")
+            detail = _attempt_detail(attempt)
             self._alert_all(about, alert_type, verdict.severity, f"{detail} delivering to output {output_id}")
             if not verdict.retry:
                 return False
@@ -317,13 +366,21 @@ class Delivery:
                     await self._upload_group(output_id, audience_id, group)
 
     async def _upload_group(self, output_id: int, audience_id: int, group: list[MembershipChange]) -> None:
+        """Upload one group; an exception preparing or sending it drops that group with a Fatal alert, and the
+        queues' uploads go on."""
         target = AudienceTarget(output_id=output_id, mpid=audience_id)
-        prepared = self.audience_adapters[output_id].prepare_memberships(group, now_ms())
-        for rejection in prepared.rejections:
-            self._alert(target, rejection.alert_type, FATAL, rejection.message)
-        expires_at = time.monotonic() + self.max_age_s
-        for request in prepared.requests:
-            await self._deliver_request(output_id, request, expires_at, [target])
+        try:
+            prepared = self.audience_adapters[output_id].prepare_memberships(group, now_ms())
+            for rejection in prepared.rejections:
+                self._alert(target, rejection.alert_type, FATAL, rejection.message)
+            expires_at = time.monotonic() + self.max_age_s
+            for request in prepared.requests:
+                await self._deliver_request(output_id, request, expires_at, [target])
+        except Exception as error:
+            detail = f"uploading {len(group)} audience changes failed: {describe(error)}"
+            log.error("%s (at %s)", detail, code_location(error), extra={"fields": {"alert": INTERNAL_ERROR}})
+            self._alert(target, INTERNAL_ERROR, FATAL, detail)
+            return
         self.forwarded_memberships[output_id] += prepared.forwarded_events or len(group)
 
     async def close(self) -> None:
@@ -336,6 +393,7 @@ class Delivery:
             "delivered_batches": self.delivered,
             "dropped_batches": self.dropped,
             "screened_out_batches": self.screened_out,
+            "failed_batches": self.failed,
             "skipped_events": {f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
             "breakers": {output: breaker.state for output, breaker in self.breakers.items()},
             "audience_queues": {f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
@@ -343,3 +401,12 @@ class Delivery:
             "lanes": len(self.lanes),
             "held_rows": len(self.known),
         }
+
+
+def _attempt_detail(attempt: Attempt) -> str:
+    """What an alert says of a failed attempt: its status, or its (redacted) transport error."""
+    if attempt.status is None:
+        return attempt.error or "no response"
+    if 300 <= attempt.status < 400:
+        return f"HTTP {attempt.status} (redirects are not followed)"
+    return f"HTTP {attempt.status}"

@@ -8,6 +8,7 @@ asks every shard for its undelivered rows again before taking the shard's new wi
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -15,11 +16,14 @@ import ray
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import Delivery
+from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
+from cdp_actors.redaction import code_location, describe
 from cdp_actors.schema.records import decode_window
 from cdp_actors.telemetry import count
 
+log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 0.05
 
 
@@ -35,10 +39,9 @@ class Forwarder:
         self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
         self.early: dict[int, list[bytes]] = defaultdict(list)  # windows that arrived before that
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._ask_for_resend())
-        loop.create_task(self._flush_forever())
-        loop.create_task(self.delivery.flush_bulk_forever())
+        self.loops = Tasks(f"forwarder-{index}")
+        for work in (self._ask_for_resend(), self._flush_forever(), self.delivery.flush_bulk_forever()):
+            self.loops.spawn(work)
 
     async def deliver(self, shard: int, windows: list[bytes]) -> None:
         """Queue windows of one shard's outbox rows (one per output). Until that shard has answered this
@@ -56,8 +59,11 @@ class Forwarder:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            await asyncio.gather(self._flush_acks(), self._flush_alerts(), self._flush_report_counts(),
-                                 return_exceptions=True)  # fmt: skip
+            flushed = await asyncio.gather(self._flush_acks(), self._flush_alerts(), self._flush_report_counts(),
+                                           return_exceptions=True)  # fmt: skip
+            for error in flushed:
+                if isinstance(error, Exception):  # not a restarting actor (that is retried): say so, go on
+                    log.error("flush failed: %s (at %s)", describe(error), code_location(error))
             forwarded, self.delivery.forwarded_events = self.delivery.forwarded_events, Counter()
             for output, events in forwarded.items():
                 count("cdp_events_forwarded", events, output=str(output))

@@ -1,14 +1,18 @@
 """Retry policy and alert naming, after the System Alerts table of the product docs.
 
 Retried: 408, 429, 500, 502, 503, 504, timeouts and connection errors, with exponential backoff and
-jitter (or the partner's `Retry-After`). Never retried: every other status, including 400, 401, 403,
-404, 409, 413, 414 and 525.
+jitter (or the partner's `Retry-After`, never longer than `max_delay_s`). Never retried: every other status,
+including 400, 401, 403, 404, 409, 413, 414 and 525, and redirects (3xx: not followed, so a partner cannot point
+deliveries elsewhere, and a POST is not turned into a GET without its body).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -93,16 +97,30 @@ class RetryPolicy:
             return Verdict(False, attempt.alert_type, FATAL)
         if attempt_no >= self.max_attempts:
             return Verdict(False, RETRY_COUNT_EXCEEDED, FATAL)
-        delay = attempt.retry_after_s if attempt.retry_after_s is not None else self.backoff(attempt_no, rng)
-        return Verdict(True, attempt.alert_type, WARNING, delay)
+        if attempt.retry_after_s is None:
+            return Verdict(True, attempt.alert_type, WARNING, self.backoff(attempt_no, rng))
+        # capped: a partner's `Retry-After: inf` (or a date years ahead) must not park the user's lane for ever
+        return Verdict(True, attempt.alert_type, WARNING, min(attempt.retry_after_s, self.max_delay_s))
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a `Retry-After` header (the delta-seconds form); None when absent or unusable."""
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header, in seconds or as an HTTP date (0 for a date past); None when
+    absent or unusable (NaN, negative). May be very large or infinite: `RetryPolicy.judge` caps it."""
     if not value:
         return None
+    text = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(text)  # a digit string of any length is a float (at worst inf), never an error
     except ValueError:
+        return _seconds_until(text, now or datetime.now(timezone.utc))
+    return None if math.isnan(seconds) or seconds < 0 else seconds
+
+
+def _seconds_until(http_date: str, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return seconds if seconds >= 0 else None
+    if when.tzinfo is None:  # "-0000": UTC, as HTTP dates always are
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())

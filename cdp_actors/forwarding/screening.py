@@ -21,8 +21,14 @@ class Screened:
     reason: str = ""
 
 
-def version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version))
+_VERSION_NUMBER = re.compile(r"[0-9]+")
+
+
+def version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """A version's numbers, in order, each as (digit count, digits) without leading zeros: numbers of any size
+    compare as numbers, and none is converted to an int (Python refuses strings of over 4,300 digits)."""
+    numbers = (number.lstrip("0") for number in _VERSION_NUMBER.findall(version))
+    return tuple((len(number), number) for number in numbers)
 
 
 def sampled_in(mpid: int, percent: float) -> bool:

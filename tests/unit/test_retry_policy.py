@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import math
 import random
+from datetime import datetime, timezone
 
 import pytest
 
@@ -51,9 +53,41 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
         assert len(set(delays)) > 1
 
 
-def test_retry_after_is_honoured() -> None:
-    verdict = policy.judge(1, Attempt(status=429, retry_after_s=7.0))
-    assert verdict.retry and verdict.delay_s == 7.0
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def test_retry_after_is_honoured_up_to_the_backoff_cap() -> None:
+    verdict = policy.judge(1, Attempt(status=429, retry_after_s=3.0))
+    assert verdict.retry and verdict.delay_s == 3.0  # above the 1 s backoff of a first attempt: the partner's wish
     assert parse_retry_after("3") == 3.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
     assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("header", ["inf", "Infinity", "1e12", "9" * 5000, "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_of_forever_waits_max_delay_s(header: str) -> None:
+    seconds = parse_retry_after(header, NOW)
+    assert seconds is not None and seconds > policy.max_delay_s
+    verdict = policy.judge(1, Attempt(status=503, retry_after_s=seconds))
+    assert verdict.retry and verdict.delay_s == policy.max_delay_s
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 GMT", NOW) == 30.0
+    assert parse_retry_after("Thu, 01 Jan 2026 12:00:30 -0000", NOW) == 30.0  # no zone: UTC, as HTTP dates are
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", NOW) == 0.0  # past: at once
+
+
+@pytest.mark.parametrize("header", ["nan", "NaN", "-1", "-inf", "soon", "Thu, 99 Foo 2026", ""])
+def test_unusable_retry_after_falls_back_to_backoff(header: str) -> None:
+    assert parse_retry_after(header, NOW) is None
+    verdict = policy.judge(1, Attempt(status=429, retry_after_s=parse_retry_after(header, NOW)))
+    assert 0.5 <= verdict.delay_s <= 1.0 and not math.isnan(verdict.delay_s)
+
+
+@pytest.mark.parametrize(("status", "alert_type"), [(301, "301-Moved Permanently"), (302, "302-Found"),
+                                                    (307, "307-Temporary Redirect"), (308, "308-Permanent Redirect")])
+def test_redirects_are_fatal_delivery_errors(status: int, alert_type: str) -> None:
+    attempt = Attempt(status=status)
+    assert not attempt.ok and not attempt.retryable
+    verdict = policy.judge(1, attempt)
+    assert (verdict.retry, verdict.alert_type, verdict.severity) == (False, alert_type, FATAL)

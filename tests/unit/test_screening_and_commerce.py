@@ -10,7 +10,7 @@ import pytest
 
 from cdp_actors.config import Connection
 from cdp_actors.forwarding.commerce import expand_commerce
-from cdp_actors.forwarding.screening import passes_everything, sampled_in, screen
+from cdp_actors.forwarding.screening import passes_everything, sampled_in, screen, version_key
 from cdp_actors.reports import HOUR_MS, LATE_MS, formatted, inbound_counts, parse_key
 from cdp_actors.schema.events import decode_batch
 from tests.samples import batch, custom, event
@@ -69,6 +69,21 @@ def test_an_unconfigured_connection_forwards_everything() -> None:
 )
 def test_batch_level_settings(settings: dict[str, Any], forwarded: bool) -> None:
     assert (screen(outbound(), connection(**settings)).batch is not None) is forwarded
+
+
+GIANT = "9" * 4_301  # one digit past Python's limit for int("...")
+
+
+@pytest.mark.parametrize(
+    ("version", "floor", "forwarded"),
+    [("2.10.1", "2.9", True), ("2.010.1", "2.9", True), ("2.9", "2.10", False), ("1.0", "1", True),
+     (f"1.{GIANT}", "1.2", True), ("1.2", f"1.{GIANT}", False), (f"2.{GIANT}", f"2.{GIANT}0", False),
+     (f"{GIANT}", f"0{GIANT}", True), ("build 7", "6", True)],
+)  # fmt: skip
+def test_min_app_version_compares_numbers_of_any_size(version: str, floor: str, forwarded: bool) -> None:
+    batch = outbound(application_info={"application_version": version})
+    assert (screen(batch, connection(min_app_version=floor)).batch is not None) is forwarded
+    assert (version_key(version) >= version_key(floor)) is forwarded
 
 
 def test_ccpa_opt_out_blocks_data_sale_outputs() -> None:
