@@ -11,18 +11,18 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import NODEFAULT, Meta, Struct
 
-# ---- bounds on values: everything the pipeline relies on, checked by msgspec during the decode ------------
+# ---- bounds on values -------------------------------------------------------------------------------------
+# What no batch could ever be processed with is a type constraint (msgspec checks it during the decode, and
+# the shard's re-decode of the intake log applies it too); policy limits that batches accepted before them
+# could exceed are checked by `check_batch`, at the door only.
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]
-"""Every integer kept is stored as a signed 64-bit one (msgpack, LMDB keys): 2**63 and up cannot be."""
-MAX_TIMESTAMP_MS = 253_402_300_799_999
-"""Epoch milliseconds of 9999-12-31T23:59:59.999Z, the last instant outputs can write as a date."""
-TimestampMs = Annotated[int, Meta(ge=0, le=MAX_TIMESTAMP_MS)]
+"""Every integer kept (MPIDs, ids, times, counts, attribute values) is stored as a signed 64-bit one (msgpack,
+LMDB keys): 2**63 and up cannot be."""
 MAX_AMOUNT = 1e12
-"""Money (prices, amounts), in currency units, either sign: a trillion covers any real order in any currency,
-and the activity report sums purchases in hundredths into unsigned 64-bit counters (1.8e19)."""
-Amount = Annotated[float, Meta(ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+"""A product action's total, tax and shipping amounts, in currency units, either sign: a trillion covers any
+real order in any currency; the activity report sums purchases in hundredths into unsigned 64-bit counters."""
 MAX_IDENTITY_BYTES = 480
 """UTF-8 bytes of an identity value (user identity, device ID, `mp_deviceid`): the identity index keys it as
 type (at most 27 bytes) + NUL + value, and LMDB refuses keys over 511 bytes."""
@@ -39,7 +39,8 @@ MAX_USER_ATTRIBUTES = 100
 MAX_EVENT_ATTRIBUTES = 100
 """Attributes (and custom flags) per event: mParticle's unique attributes per event."""
 MAX_EVENTS = 1000
-"""Events per batch: ten times what an SDK batch carries; each becomes a history entry and an outbound event."""
+"""Events per batch: ten times what an SDK batch carries; each becomes a history entry and an outbound event
+(and a history entry counts its events in 2 bytes)."""
 MAX_CONSENT_PURPOSES = 100
 """GDPR purposes per batch; each is kept on the profile."""
 MAX_MAP_ENTRIES = 100
@@ -50,8 +51,6 @@ MAX_LIST_ENTRY_CHARS = 512
 
 IdentityValue = Annotated[str, Meta(max_length=MAX_IDENTITY_BYTES)]
 """Checked in characters during the decode; `check_batch` checks bytes when the batch has non-ASCII text."""
-Name = Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
-Text = Annotated[str, Meta(max_length=MAX_VALUE_CHARS)]
 Scalar = str | Int64 | float | bool | None
 AttributeValue = str | Int64 | float | bool | list[str] | None
 FlagValue = Scalar | list[Scalar] | dict[str, Scalar]
@@ -102,18 +101,18 @@ class SystemNotificationInfo(_Base, kw_only=True):
 
 
 class EventData(_Base, kw_only=True):
-    timestamp_unixtime_ms: TimestampMs | None = None
+    timestamp_unixtime_ms: Int64 | None = None
     event_id: Int64 | None = None
     event_num: Int64 | None = None
     source_message_id: str | None = None
     session_id: Int64 | None = None
     session_uuid: str | None = None
-    session_start_unixtime_ms: TimestampMs | None = None
-    event_start_unixtime_ms: TimestampMs | None = None
+    session_start_unixtime_ms: Int64 | None = None
+    event_start_unixtime_ms: Int64 | None = None
     location: Location | None = None
     device_current_state: DeviceCurrentState | None = None
     custom_attributes: dict[str, Scalar] | None = None
-    custom_flags: Annotated[dict[Name, FlagValue], Meta(max_length=MAX_EVENT_ATTRIBUTES)] | None = None
+    custom_flags: dict[str, FlagValue] | None = None
     is_goal_defined: bool | None = None
     lifetime_value_change: bool | float | None = None
     lifetime_value_attribute_name: str | None = None
@@ -167,11 +166,11 @@ class Product(_Base, kw_only=True):
     category: str | None = None
     variant: str | None = None
     position: Int64 | None = None
-    price: Amount | None = None
+    price: float | None = None
     quantity: Int64 | float | None = None
     coupon_code: str | None = None
-    added_to_cart_time_ms: TimestampMs | None = None
-    total_product_amount: Amount | None = None
+    added_to_cart_time_ms: Int64 | None = None
+    total_product_amount: float | None = None
     custom_attributes: dict[str, Scalar] | None = None
 
 
@@ -183,9 +182,9 @@ class ProductAction(_Base, kw_only=True):
     product_list_source: str | None = None
     transaction_id: str | None = None
     affiliation: str | None = None
-    total_amount: Amount | None = None
-    tax_amount: Amount | None = None
-    shipping_amount: Amount | None = None
+    total_amount: float | None = None
+    tax_amount: float | None = None
+    shipping_amount: float | None = None
     coupon_code: str | None = None
     products: list[Product] | None = None
 
@@ -311,7 +310,7 @@ class UserAttributeChangeData(EventData, kw_only=True):
 class UserIdentity(_Base, kw_only=True):
     identity_type: str | None = None
     identity: str | None = None
-    timestamp_unixtime_ms: TimestampMs | None = None
+    timestamp_unixtime_ms: Int64 | None = None
     created_this_batch: bool | None = None
 
 
@@ -379,7 +378,13 @@ USER_IDENTITY_FIELDS = (
     *(f"other_id_{n}" for n in range(2, 11)),
     "mobile_number", "phone_number_2", "phone_number_3", "alias", "facebook_custom_audience_id",
 )  # fmt: skip
-_IDENTITY_STRUCT_FIELDS = (*USER_IDENTITY_FIELDS, "customerid")
+USER_IDENTITY_SPELLINGS = {
+    "customerid": "customer_id",  # the Python SDK's
+    "facebookcustomaudienceid": "facebook_custom_audience_id",
+    **{f"other{n}": f"other_id_{n}" for n in range(2, 11)},
+}  # fmt: skip
+"""IDSync's spellings of user identities, which the identity index also reads off a batch's `user_identities`."""
+_IDENTITY_STRUCT_FIELDS = (*USER_IDENTITY_FIELDS, *USER_IDENTITY_SPELLINGS)
 UserIdentities = msgspec.defstruct(
     "UserIdentities",
     [(name, IdentityValue | None, None) for name in _IDENTITY_STRUCT_FIELDS],
@@ -390,7 +395,7 @@ UserIdentities = msgspec.defstruct(
 DEVICE_ID_FIELDS = (
     "ios_advertising_id", "ios_idfv", "android_advertising_id", "android_uuid", "push_token",
     "roku_advertising_id", "roku_publisher_id", "microsoft_advertising_id", "microsoft_publisher_id",
-    "fire_advertising_id", "amp_id",
+    "fire_advertising_id", "amp_id", "device_application_stamp",
 )  # fmt: skip
 Platform = Literal[
     "iOS", "Android", "web", "tvOS", "roku", "out_of_band", "alexa", "smart_tv", "fire_tv", "xbox", "desktop",
@@ -443,7 +448,8 @@ class DeviceInfo(_Base, kw_only=True):
     microsoft_publisher_id: IdentityValue | None = None
     fire_advertising_id: IdentityValue | None = None
     att_authorization_status: Literal["authorized", "denied", "not_determined", "restricted"] | None = None
-    att_timestamp_unixtime_ms: TimestampMs | None = None
+    att_timestamp_unixtime_ms: Int64 | None = None
+    device_application_stamp: IdentityValue | None = None  # `mp_deviceid` wins over it
 
 
 class ApplicationInfo(_Base, kw_only=True):
@@ -464,15 +470,15 @@ class Consent(_Base, kw_only=True):
     consented: bool
     purpose: str | None = None
     document: str | None = None
-    timestamp_unixtime_ms: TimestampMs | None = None
+    timestamp_unixtime_ms: Int64 | None = None
     location: str | None = None
     hardware_id: str | None = None
     regulation: str | None = None
 
 
 class ConsentState(_Base, kw_only=True):
-    gdpr: Annotated[dict[Name, Consent], Meta(max_length=MAX_CONSENT_PURPOSES)] | None = None
-    ccpa: dict[Name, Consent] | None = None
+    gdpr: dict[str, Consent] | None = None
+    ccpa: dict[str, Consent] | None = None
 
 
 class DataPlan(_Base, kw_only=True):
@@ -502,21 +508,18 @@ class AttributionInfo(_Base, kw_only=True):
 
 
 class Batch(_Base, kw_only=True):
-    events: Annotated[list[Event], Meta(max_length=MAX_EVENTS)] = []  # type: ignore[valid-type]
-    source_request_id: Annotated[str, Meta(max_length=MAX_SOURCE_REQUEST_ID_CHARS)] | None = None
+    events: list[Event] = []  # type: ignore[valid-type]
+    source_request_id: str | None = None
     environment: Literal["production", "development", "unknown"] | None = None
     schema_version: Int64 | None = None
     device_info: DeviceInfo | None = None
     application_info: ApplicationInfo | None = None
     user_attributes: dict[str, AttributeValue] | None = None
-    deleted_user_attributes: Annotated[list[Name], Meta(max_length=MAX_USER_ATTRIBUTES)] | None = None
+    deleted_user_attributes: list[str] | None = None
     user_identities: UserIdentities | None = None  # type: ignore[valid-type]
-    partner_identities: Annotated[dict[Name, Text], Meta(max_length=MAX_MAP_ENTRIES)] | None = None
-    partner_identity: Text | None = None
-    integration_attributes: (
-        Annotated[dict[Name, Annotated[dict[Name, Text], Meta(max_length=MAX_MAP_ENTRIES)]],
-                  Meta(max_length=MAX_MAP_ENTRIES)] | None
-    ) = None  # fmt: skip
+    partner_identities: dict[str, str] | None = None
+    partner_identity: str | None = None
+    integration_attributes: dict[str, dict[str, str]] | None = None
     consent_state: ConsentState | None = None
     context: BatchContext | None = None
     mpid: Int64 | None = None
@@ -526,7 +529,7 @@ class Batch(_Base, kw_only=True):
     api_keys: list[str] | None = None
     source_info: SourceInfo | None = None
     attribution_info: AttributionInfo | None = None
-    timestamp_unixtime_ms: TimestampMs | None = None
+    timestamp_unixtime_ms: Int64 | None = None
     batch_id: Int64 | None = None
     origin_mpid: Int64 | None = None
     sdk_version: str | None = None
@@ -613,6 +616,7 @@ def identifier_too_long(value: str, where: str) -> str:
 def check_batch(batch: Batch, maybe_non_ascii: bool = True) -> None:
     """Rules the types cannot express; raises BatchError naming the path. `maybe_non_ascii`: whether the JSON
     had non-ASCII text, whose UTF-8 bytes may exceed its length in characters (which the decode checked)."""
+    _check_sizes(batch)
     for n, event in enumerate(batch.events):
         _check_event(n, event)
     _check_user_attributes(batch.user_attributes or {})
@@ -640,7 +644,9 @@ def _check_event(n: int, event: Any) -> None:
                 f"{', '.join(present) or 'none'} - at `$.events[{n}].data`"
             )
     if tag == "commerce_event" and data.product_action is not None:
-        _check_purchase(n, data.product_action)
+        _check_amounts(n, data.product_action)
+    if data.custom_flags:
+        _check_map(data.custom_flags, MAX_EVENT_ATTRIBUTES, f"$.events[{n}].data.custom_flags")
     attributes = data.custom_attributes
     if attributes:
         if len(attributes) > MAX_EVENT_ATTRIBUTES:
@@ -656,12 +662,66 @@ def _check_event(n: int, event: Any) -> None:
                 )
 
 
-def _check_purchase(n: int, action: ProductAction) -> None:
+def _check_amounts(n: int, action: ProductAction) -> None:
+    for name in ("total_amount", "tax_amount", "shipping_amount"):
+        amount = getattr(action, name)
+        if amount is not None and not -MAX_AMOUNT <= amount <= MAX_AMOUNT:
+            raise BatchError(
+                f"Amounts are within ±{MAX_AMOUNT:.0e}, got {amount} - at `$.events[{n}].data.product_action.{name}`"
+            )
     if action.action == "purchase" and action.total_amount is not None and action.total_amount < 0:
         raise BatchError(
-            "A purchase's total_amount cannot be negative (send a refund for money returned)"
+            "A purchase's total_amount cannot be negative (a refund is the `refund` action)"
             f" - at `$.events[{n}].data.product_action.total_amount`"
         )
+
+
+def _check_sizes(batch: Batch) -> None:
+    """Counts and lengths of what the intake and a profile keep from a batch."""
+    if len(batch.events) > MAX_EVENTS:
+        raise BatchError(f"At most {MAX_EVENTS} events per batch, got {len(batch.events)} - at `$.events`")
+    srid = batch.source_request_id
+    if srid and len(srid) > MAX_SOURCE_REQUEST_ID_CHARS:
+        raise BatchError(
+            f"source_request_id is at most {MAX_SOURCE_REQUEST_ID_CHARS} characters, got {len(srid)}"
+            " - at `$.source_request_id`"
+        )
+    deleted = batch.deleted_user_attributes
+    if deleted:
+        if len(deleted) > MAX_USER_ATTRIBUTES:
+            raise BatchError(
+                f"At most {MAX_USER_ATTRIBUTES} deleted user attributes per batch, got {len(deleted)}"
+                " - at `$.deleted_user_attributes`"
+            )
+        for i, name in enumerate(deleted):
+            if len(name) > MAX_NAME_CHARS:
+                raise BatchError(f"Names are at most {MAX_NAME_CHARS} characters - at `$.deleted_user_attributes[{i}]`")
+    gdpr = batch.consent_state.gdpr if batch.consent_state else None
+    if gdpr:
+        _check_map(gdpr, MAX_CONSENT_PURPOSES, "$.consent_state.gdpr")
+    if batch.partner_identities:
+        _check_map(batch.partner_identities, MAX_MAP_ENTRIES, "$.partner_identities", text_values=True)
+    if batch.partner_identity and len(batch.partner_identity) > MAX_VALUE_CHARS:
+        raise BatchError(f"Values are at most {MAX_VALUE_CHARS} characters - at `$.partner_identity`")
+    if batch.integration_attributes:
+        _check_map(batch.integration_attributes, MAX_MAP_ENTRIES, "$.integration_attributes")
+        for name, attributes in batch.integration_attributes.items():
+            _check_map(attributes, MAX_MAP_ENTRIES, _entry("$.integration_attributes", name), text_values=True)
+
+
+def _entry(where: str, name: str) -> str:
+    return f'{where}["{name[:40]}"]'
+
+
+def _check_map(entries: dict[str, Any], limit: int, where: str, text_values: bool = False) -> None:
+    """At most `limit` entries, names of at most MAX_NAME_CHARS, string values of at most MAX_VALUE_CHARS."""
+    if len(entries) > limit:
+        raise BatchError(f"At most {limit} entries, got {len(entries)} - at `{where}`")
+    for name, value in entries.items():
+        if len(name) > MAX_NAME_CHARS:
+            raise BatchError(f"Names are at most {MAX_NAME_CHARS} characters - at `{_entry(where, name)}`")
+        if text_values and len(value) > MAX_VALUE_CHARS:
+            raise BatchError(f"Values are at most {MAX_VALUE_CHARS} characters - at `{_entry(where, name)}`")
 
 
 def _check_identities(batch: Batch) -> None:
@@ -685,7 +745,7 @@ def _check_user_attributes(attributes: dict[str, Any]) -> None:
             f"At most {MAX_USER_ATTRIBUTES} user attributes per batch, got {len(attributes)} - at `$.user_attributes`"
         )
     for name, value in attributes.items():
-        where = f'$.user_attributes["{name[:40]}"]'
+        where = _entry("$.user_attributes", name)
         if len(name) > MAX_NAME_CHARS:
             raise BatchError(f"User attribute names are at most {MAX_NAME_CHARS} characters - at `{where}`")
         if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
@@ -703,13 +763,14 @@ def _check_user_attributes(attributes: dict[str, Any]) -> None:
 
 
 def identities_of(batch: Batch) -> dict[str, str]:
-    """Non-empty user identities, with the Python SDK's `customerid` folded into `customer_id`."""
+    """Non-empty user identities, with IDSync's spellings (the Python SDK's `customerid`) folded in."""
     found = batch.user_identities
     if found is None:
         return {}
     result = {name: value for name in USER_IDENTITY_FIELDS if (value := getattr(found, name))}
-    if found.customerid and "customer_id" not in result:
-        result["customer_id"] = found.customerid
+    for spelling, name in USER_IDENTITY_SPELLINGS.items():
+        if (value := getattr(found, spelling)) and name not in result:
+            result[name] = value
     return result
 
 
