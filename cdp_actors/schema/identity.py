@@ -13,7 +13,6 @@ from cdp_actors.schema.events import (
     INT64_MIN,
     NESTED_TOO_DEEPLY,
     Int64,
-    TimestampMs,
     identifier_too_long,
     identity_too_long,
 )
@@ -55,8 +54,8 @@ class ModifyRequest(msgspec.Struct):
 class AliasData(msgspec.Struct):
     source_mpid: int | str
     destination_mpid: int | str
-    start_unixtime_ms: TimestampMs | None = None
-    end_unixtime_ms: TimestampMs | None = None
+    start_unixtime_ms: Int64 | None = None
+    end_unixtime_ms: Int64 | None = None
     scope: Literal["device", "mpid"] | None = None
     device_application_stamp: str | None = None
 
