@@ -572,7 +572,8 @@ def decode_batch(raw: bytes) -> Batch:
         raise BatchError(_describe(error)) from None
     except RecursionError:  # msgspec recurses through nested JSON, unknown fields included
         raise BatchError(NESTED_TOO_DEEPLY) from None
-    check_batch(batch, maybe_non_ascii=not raw.isascii() or b"\\u" in raw)
+    # Non-ASCII bytes, or a JSON escape (a backslash: searching one byte costs 0.2 µs a batch, `\\u` 2 µs).
+    check_batch(batch, maybe_non_ascii=not raw.isascii() or raw.find(b"\\") >= 0)
     return batch
 
 
