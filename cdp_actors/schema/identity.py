@@ -90,7 +90,7 @@ def decode_request(body: bytes, kind: type[T]) -> T:
 def parse_mpid(value: int | str | None, field: str) -> int | None:
     if value is None or value == "":
         return None
-    message = f"{field} must be a signed 64-bit integer, got {value!r:.40} - at `{where(field)}`"
+    message = f"{field} must be a signed 64-bit integer, got {value!r:.40} - at `{mpid_path(field)}`"
     try:
         mpid = int(value)
     except ValueError:
@@ -100,7 +100,7 @@ def parse_mpid(value: int | str | None, field: str) -> int | None:
     return mpid
 
 
-def where(field: str) -> str:
+def mpid_path(field: str) -> str:
     """A field's path for an error message: the body's fields as `$.…`; `mpid` is the URL's."""
     return "mpid in the path" if field == "mpid" else f"$.{field}"
 
