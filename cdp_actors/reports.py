@@ -30,6 +30,18 @@ def parse_key(key: str) -> tuple[int, str, str, int, str]:
     return int(hour), kind, environment, int(input_id), name
 
 
+MAX_COUNTED_NAME_BYTES = 400
+"""An event name in a counter key, in UTF-8 bytes: the key (`counter_key`, about 50 bytes besides the name) must
+stay under LMDB's 511-byte limit. mParticle truncates event names too (256 characters for S2S)."""
+
+
+def counted_name(name: str) -> str:
+    """The name as counted: cut to MAX_COUNTED_NAME_BYTES, on a character boundary."""
+    if len(name) * 4 <= MAX_COUNTED_NAME_BYTES:
+        return name
+    return name.encode()[:MAX_COUNTED_NAME_BYTES].decode(errors="ignore")
+
+
 def event_name(event: Any) -> str | None:
     data = event.data
     return getattr(data, "event_name", None) or getattr(data, "screen_name", None)
@@ -49,7 +61,7 @@ def inbound_counts(batch: Batch, input_id: int, received_ms: int, counts: Counte
         counts[(hour, "type", environment, input_id, event_type)] += 1
         name = event_name(event)
         if name:
-            counts[(hour, "name", environment, input_id, name)] += 1
+            counts[(hour, "name", environment, input_id, counted_name(name))] += 1
         if event_type == "session_start":
             counts[(hour, "sessions", environment, input_id, "")] += 1
         action = getattr(event.data, "product_action", None)

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 import asyncio
+import math
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
 from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
-from cdp_actors.schema.identity import RequestError, parse_mpid
+from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
 from cdp_actors.telemetry import now_ms
 from serve_apps.errors import (
     RETRY_AFTER_S,
@@ -59,6 +60,16 @@ class ProfileEdit(BaseModel):
     ccpa_data_sale_opt_out: StrictBool | None = None
     identities: dict[str, str] = {}
 
+    def check(self) -> None:
+        """What the batch built from this edit could not say with this body's paths; raises RequestError."""
+        for name, value in self.user_attributes.items():
+            if isinstance(value, float) and not math.isfinite(value):  # Python's JSON parser lets NaN through
+                raise RequestError(
+                    f'Attribute values must be finite numbers, got {value} - at `$.user_attributes["{name}"]`'
+                )
+        for name, value in self.identities.items():
+            check_identity_value(value, f"$.identities.{name}")
+
     def batch(self, mpid: int, now: int) -> dict[str, Any]:
         body: dict[str, Any] = {"mpid": mpid, "environment": self.environment, "events": [],
                                 "timestamp_unixtime_ms": now}  # fmt: skip
@@ -88,6 +99,18 @@ def split_identities(identities: dict[str, str]) -> tuple[dict[str, str], dict[s
         identity_type = canonical(name) or name  # an unknown name fails the batch validation, with its path
         (device if is_device_type(identity_type) else user)[identity_type] = value
     return user, device
+
+
+_EDIT_PATHS = (("$.user_identities.", "$.identities."), ("$.device_info.", "$.identities."),
+               ("$.consent_state.gdpr", "$.gdpr"), ("$.consent_state.ccpa", "$.ccpa_data_sale_opt_out"))  # fmt: skip
+"""Paths in the batch an edit becomes, and the edit body's paths they come from."""
+
+
+def edit_error(message: str) -> str:
+    """A batch validation error, naming the path in the edit's body."""
+    for batch_path, edit_path in _EDIT_PATHS:
+        message = message.replace(f"`{batch_path}", f"`{edit_path}")
+    return message
 
 
 def mpid_or_error(text: str) -> int | Response:
@@ -196,13 +219,19 @@ class AdminApi:
             return value
         if not any(i.id == edit.input_id for i in self.config.inputs):
             return bad_request(f"input_id: no input with id {edit.input_id}")
-        if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
-            return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
-        raw = msgspec.json.encode(edit.batch(value, now_ms()))
+        try:
+            edit.check()
+            raw = msgspec.json.encode(edit.batch(value, now_ms()))
+        except RequestError as error:
+            return bad_request(error.message)
+        except UnicodeEncodeError:  # a lone surrogate, which Python's JSON parser lets through
+            return bad_request("Text must be valid Unicode (no lone surrogates) - at `$`")
         try:
             decode_batch(raw)
         except BatchError as error:
-            return bad_request(error.message)
+            return bad_request(edit_error(error.message))
+        if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
+            return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
         try:
             result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
         except ray.exceptions.RayError as error:
@@ -210,6 +239,8 @@ class AdminApi:
         if result.overloaded:
             return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.",
                                   {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        if result.refused:
+            return bad_request(f"{result.refused} - at `$`")
         return Response(status_code=202)
 
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:

@@ -118,6 +118,8 @@ class EventsApi:
                 429, "TOO_MANY_REQUESTS", f"Intake is {result.lag} batches behind; retry later.",
                 {"Retry-After": str(RETRY_AFTER_S)},
             )  # fmt: skip
+        if result.refused:  # the request's own fault, not the intake's: resending it would fail again
+            return bad_request(f"{result.refused} - at `$`")
         count("cdp_events_received", checked.events, input=str(source.id))
         count("cdp_batches_deduplicated", result.duplicates, input=str(source.id))
         if not checked.rejected:

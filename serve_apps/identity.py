@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lmdb
 import ray
 from ray import serve
 from starlette.requests import Request
@@ -52,6 +53,19 @@ def identity_response(outcome: Outcome, context: str | None) -> dict[str, Any]:
         "is_ephemeral": False,
         "is_logged_in": outcome.logged_in,
     }
+
+
+def index_failure(error: ray.exceptions.RayTaskError) -> Response | None:
+    """The answer to a failed IdentityIndex call, or None for a bug (a 500)."""
+    cause = error.cause
+    if isinstance(cause, IdentityError):
+        return error_response(cause.status, cause.code, cause.message)
+    if isinstance(cause, lmdb.BadValsizeError):  # the request's own value, not the storage: a 503 would have the
+        # client retry it for ever (the door's checks make this unreachable today)
+        return bad_request("The identity index cannot store a value of this request - at `$`")
+    if isinstance(cause, STORAGE_ERRORS):
+        return unavailable(error, "The identity service")
+    return None
 
 
 def route(path: str) -> tuple[str, str | None] | None:
@@ -112,11 +126,10 @@ class IdentityApi:
             except IdentityError as error:
                 return error_response(error.status, error.code, error.message)
             except ray.exceptions.RayTaskError as error:
-                if isinstance(error.cause, IdentityError):
-                    return error_response(error.cause.status, error.cause.code, error.cause.message)
-                if not isinstance(error.cause, STORAGE_ERRORS):
+                answer = index_failure(error)
+                if answer is None:
                     raise
-                return unavailable(error, "The identity service")
+                return answer
             except ray.exceptions.RayError as error:  # the index actor is restarting
                 return unavailable(error, "The identity service")
         count("cdp_identity_requests", 1, operation=operation)

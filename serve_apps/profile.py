@@ -6,10 +6,10 @@ Deployed at the root prefix, so it also answers the unknown paths no other app c
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 
 import asyncio
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Request
 from pydantic import BaseModel
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,6 +20,8 @@ from cdp_actors.identity.types import canonical
 from cdp_actors.partition import IDENTITY_NAME
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
 from cdp_actors.runtime import actor, shard_for
+from cdp_actors.schema.events import INT64_MAX, INT64_MIN
+from cdp_actors.schema.identity import RequestError, check_identity_value
 from cdp_actors.telemetry import now_ms
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.errors import bad_request, error_response, install_error_handlers, json_response
@@ -53,6 +55,10 @@ class ResolveIdentity(BaseModel):
 class ResolveRequest(BaseModel):
     environment_type: Literal["production", "development"] = "production"
     identity: ResolveIdentity
+
+
+Mpid = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
+"""MPIDs are signed 64-bit integers; a larger number cannot name a profile (and no LMDB key can hold it)."""
 
 
 def parse_fields(fields: str | None) -> list[str] | Response:
@@ -118,6 +124,10 @@ class ProfileApi:
         wanted = parse_fields(fields)
         if isinstance(wanted, Response):
             return wanted
+        try:
+            check_identity_value(body.identity.value, "$.identity.value")
+        except RequestError as error:
+            return bad_request(error.message)
         identity_type = canonical(body.identity.type)
         if identity_type not in self.config.identity.policy().immutable:
             return bad_request(f"identity.type must be an immutable identity type; {body.identity.type!r} is not.")
@@ -128,7 +138,7 @@ class ProfileApi:
         return await self._body(live[0], wanted)
 
     @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
-    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: int,
+    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: Mpid,
                       fields: str | None = None) -> Response:  # fmt: skip
         refused = self._authorized(request) or self._check_workspace(org, account, workspace)
         if refused:

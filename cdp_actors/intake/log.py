@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lmdb
 import ray
 
 from cdp_actors.schema.records import LogRecord, encode_log_record
@@ -41,6 +42,9 @@ class AppendResult:
     duplicates: int = 0
     overloaded: bool = False
     lag: int = 0
+    refused: str | None = None
+    """Why this request's batches could not be stored (its own fault, e.g. a key LMDB cannot hold); the other
+    requests of the group commit were stored."""
 
 
 @dataclass
@@ -71,28 +75,43 @@ class IntakeLogCore:
             self.cursor = read_cursor(txn, self.store.db("meta"))
 
     def write(self, group: list[_Pending]) -> list[AppendResult]:
-        """One synced transaction for a whole group of requests."""
-        log, srid, srid_age, meta = (self.store.db(n) for n in INTAKE_DBS)
+        """One synced transaction for a whole group of requests, each request in a nested transaction of its
+        own: a request LMDB refuses (a key over its 511 bytes) is refused alone and the others commit."""
+        meta = self.store.db("meta")
         results = []
         with self.store.write() as txn:
             self.cursor = read_cursor(txn, meta)
             seq = self.next_seq
             for item in group:
-                accepted = duplicates = 0
-                for source_request_id, raw in item.batches:
-                    if source_request_id:
-                        key = srid_key(item.input_id, source_request_id)
-                        if not txn.put(key, u64(item.received_ms), db=srid, overwrite=False):
-                            duplicates += 1
-                            continue
-                        txn.put(u64(item.received_ms) + key, b"", db=srid_age)
-                    record = LogRecord(item.input_id, item.received_ms, raw)
-                    txn.put(u64(seq), encode_log_record(record), db=log, append=True)
-                    seq += 1
-                    accepted += 1
+                child = self.store.env.begin(write=True, parent=txn)
+                try:
+                    accepted, duplicates = self._put_request(child, item, seq)
+                except lmdb.BadValsizeError as error:
+                    child.abort()
+                    results.append(AppendResult(refused=f"The intake cannot store this request ({error}); nothing"
+                                                        " was stored.", lag=seq - self.cursor))  # fmt: skip
+                    continue
+                child.commit()
+                seq += accepted
                 results.append(AppendResult(accepted, duplicates, lag=seq - self.cursor))
         self.next_seq = seq
         return results
+
+    def _put_request(self, txn: lmdb.Transaction, item: _Pending, seq: int) -> tuple[int, int]:
+        """Log one request's batches from `seq` on, skipping re-sent ones; (accepted, duplicates)."""
+        log, srid, srid_age = self.store.db("log"), self.store.db("srid"), self.store.db("srid_age")
+        accepted = duplicates = 0
+        for source_request_id, raw in item.batches:
+            if source_request_id:
+                key = srid_key(item.input_id, source_request_id)
+                if not txn.put(key, u64(item.received_ms), db=srid, overwrite=False):
+                    duplicates += 1
+                    continue
+                txn.put(u64(item.received_ms) + key, b"", db=srid_age)
+            record = LogRecord(item.input_id, item.received_ms, raw)
+            txn.put(u64(seq + accepted), encode_log_record(record), db=log, append=True)
+            accepted += 1
+        return accepted, duplicates
 
     def prune_dedupe(self, older_than_ms: int) -> int:
         """Forget source_request_ids accepted before `older_than_ms`."""

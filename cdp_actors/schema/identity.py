@@ -8,6 +8,14 @@ import msgspec
 
 from cdp_actors.identity.strategy import IdentityChange
 from cdp_actors.identity.types import canonical
+from cdp_actors.schema.events import (
+    INT64_MAX,
+    INT64_MIN,
+    NESTED_TOO_DEEPLY,
+    Int64,
+    identifier_too_long,
+    identity_too_long,
+)
 
 Environment = Literal["production", "development"]
 Platform = Literal["ios", "android", "web", "tvos", "roku", "alexa", "smart_tv", "fire", "xbox", "other"]
@@ -25,8 +33,8 @@ class IdentityRequest(msgspec.Struct):
     client_sdk: ClientSdk | None = None
     context: str | None = None
     request_id: str | None = None
-    request_timestamp_ms: int | None = None
-    previous_mpid: str | int | None = None
+    request_timestamp_ms: Int64 | None = None
+    previous_mpid: str | int | None = None  # parse_mpid checks the range
 
 
 class Change(msgspec.Struct):
@@ -40,14 +48,14 @@ class ModifyRequest(msgspec.Struct):
     environment: Environment | None = None
     client_sdk: ClientSdk | None = None
     request_id: str | None = None
-    request_timestamp_ms: int | None = None
+    request_timestamp_ms: Int64 | None = None
 
 
 class AliasData(msgspec.Struct):
     source_mpid: int | str
     destination_mpid: int | str
-    start_unixtime_ms: int | None = None
-    end_unixtime_ms: int | None = None
+    start_unixtime_ms: Int64 | None = None
+    end_unixtime_ms: Int64 | None = None
     scope: Literal["device", "mpid"] | None = None
     device_application_stamp: str | None = None
 
@@ -73,19 +81,40 @@ def decode_request(body: bytes, kind: type[T]) -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.DecodeError as error:
-        raise RequestError(str(error)) from None
+        text = str(error)
+        raise RequestError(text if " - at `" in text else f"{text} - at `$`") from None
+    except RecursionError:  # msgspec recurses through nested JSON, unknown fields included
+        raise RequestError(NESTED_TOO_DEEPLY) from None
 
 
 def parse_mpid(value: int | str | None, field: str) -> int | None:
     if value is None or value == "":
         return None
+    message = f"{field} must be a signed 64-bit integer, got {value!r:.40} - at `{mpid_path(field)}`"
     try:
         mpid = int(value)
     except ValueError:
-        raise RequestError(f"{field} must be a 64-bit integer, got {value!r}") from None
-    if not -(2**63) <= mpid < 2**63:
-        raise RequestError(f"{field} must be a 64-bit integer, got {value!r}")
+        raise RequestError(message) from None
+    if not INT64_MIN <= mpid <= INT64_MAX:
+        raise RequestError(message)
     return mpid
+
+
+def mpid_path(field: str) -> str:
+    """A field's path for an error message: the body's fields as `$.…`; `mpid` is the URL's."""
+    return "mpid in the path" if field == "mpid" else f"$.{field}"
+
+
+def check_identity_value(value: str, where: str) -> None:
+    """An identity value the identity index can key: at most MAX_IDENTITY_BYTES of UTF-8. Python's JSON parser
+    (the FastAPI apps) lets lone surrogates through, which have no UTF-8 at all."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise RequestError(f"Identity values must be valid Unicode (no lone surrogates) - at `{where}`") from None
+    if identity_too_long(value):
+        raise RequestError(identifier_too_long(value, where))
 
 
 def known_identities(request: IdentityRequest) -> dict[str, str]:
@@ -96,6 +125,7 @@ def known_identities(request: IdentityRequest) -> dict[str, str]:
         if identity_type is None:
             raise RequestError(f"Unknown identity type `{name}` - at `$.known_identities`")
         if value:
+            check_identity_value(value, f"$.known_identities.{name}")
             found[identity_type] = value
     if not found:
         raise RequestError("known_identities must contain at least one identifier - at `$.known_identities`")
@@ -112,5 +142,8 @@ def identity_changes(request: ModifyRequest) -> list[IdentityChange]:
             raise RequestError(f"Unknown identity type `{change.identity_type}` - at `$.identity_changes[{n}]`")
         if change.old_value is None and change.new_value is None:
             raise RequestError(f"old_value and new_value are both null - at `$.identity_changes[{n}]`")
+        for field, value in (("old_value", change.old_value), ("new_value", change.new_value)):
+            if value:
+                check_identity_value(value, f"$.identity_changes[{n}].{field}")
         changes.append(IdentityChange(identity_type, change.old_value or None, change.new_value or None))
     return changes

@@ -120,12 +120,16 @@ def last_key(txn: lmdb.Transaction, db: Db) -> bytes | None:
     return cursor.key() if cursor.last() else None
 
 
+U64_MAX = 2**64 - 1
+
+
 def add_counts(txn: lmdb.Transaction, db: Db, counts: dict[str, int]) -> None:
-    """Add to u64 counters under text keys, in the caller's transaction."""
+    """Add to u64 counters under text keys, in the caller's transaction. A counter saturates at U64_MAX rather
+    than fail the transaction (revenue in hundredths could get there: 184,467 purchases of the largest amount)."""
     for name, n in counts.items():
         key = name.encode()
         old = txn.get(key, db=db)
-        txn.put(key, u64((from_u64(old) if old else 0) + n), db=db)
+        txn.put(key, u64(min((from_u64(old) if old else 0) + n, U64_MAX)), db=db)
 
 
 def read_counts(txn: lmdb.Transaction, db: Db, first: str, last: str) -> list[tuple[str, int]]:

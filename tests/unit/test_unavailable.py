@@ -32,3 +32,14 @@ def test_a_restarting_actor_and_a_failing_one_are_told_apart() -> None:
     assert restarting["message"].startswith("Intake is restarting;")
     status, _, failed = answer(ray_task_error("IntakeLog.append", KeyError("x")))
     assert status == 503 and failed["message"].startswith("Intake failed (KeyError);")
+
+
+def test_a_value_lmdb_cannot_hold_is_the_requests_fault_not_the_storages() -> None:
+    """An over-long identity key must never be a 503: the client would retry the same request for ever."""
+    from serve_apps.identity import index_failure
+
+    too_long = index_failure(ray_task_error("IdentityIndex.identify", lmdb.BadValsizeError("mdb_get: MDB_BAD_VALSIZE")))
+    assert too_long is not None and too_long.status_code == 400
+    full = index_failure(ray_task_error("IdentityIndex.identify", lmdb.DiskError("No space left on device")))
+    assert full is not None and full.status_code == 503
+    assert index_failure(ray_task_error("IdentityIndex.identify", KeyError("x"))) is None
