@@ -68,6 +68,24 @@ class Nan:
     value: float
 
 
+@dataclass(frozen=True)
+class Long:
+    """`fill` repeated `n` times, then `tail` (symbolic, so a failing example prints short)."""
+
+    fill: str
+    n: int
+    tail: str = ""
+
+
+@dataclass(frozen=True)
+class Many:
+    """`n` generated entries: attributes `{"a0": 0, ...}` or deleted names `["d0-zzz...", ...]` of `size` chars."""
+
+    n: int
+    names: bool = False
+    size: int = 0
+
+
 @dataclass
 class BatchSpec:
     body: dict[str, Any]
@@ -119,7 +137,7 @@ def texts(max_bytes: int = 6000, surrogates: bool = True) -> st.SearchStrategy[s
     return st.one_of(
         st.text(alphabet, max_size=12),
         st.sampled_from(["", "\x00", "🦄" * 3, "a\x00b", "\u202e", "e\u0301"]),
-        st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "🦄", "\x00"]), st.integers(1, max_bytes // 4)),
+        st.builds(Long, st.sampled_from(["x", "é", "🦄", "\x00"]), st.integers(1, max_bytes // 4)),
     )
 
 
@@ -132,10 +150,10 @@ def identity_values(families: frozenset[str]) -> st.SearchStrategy[Any]:
     return st.one_of(st.builds(Pooled, st.integers(0, POOL - 1)), texts(400, surrogates=False), at_limit)
 
 
-def text_of_bytes(size: int, fill: str) -> str:
+def text_of_bytes(size: int, fill: str) -> Long:
     """Text of exactly `size` UTF-8 bytes, mostly `fill` (1, 2 or 4 bytes a character), padded with "x"."""
     width = len(fill.encode())
-    return fill * (size // width) + "x" * (size % width)
+    return Long(fill, size // width, "x" * (size % width))
 
 
 def scalars(families: frozenset[str]) -> st.SearchStrategy[Any]:
@@ -159,7 +177,7 @@ def attribute_maps(families: frozenset[str], replayable: bool = False) -> st.Sea
     small = st.dictionaries(names, attribute_values(families, replayable), max_size=5)
     if replayable:
         return small
-    huge = st.builds(lambda n: {f"a{i}": i for i in range(n)}, st.sampled_from([101, 2000]))
+    huge = st.builds(Many, st.sampled_from([101, 2000]))
     return st.one_of(small, small, small, huge)
 
 
@@ -167,8 +185,7 @@ def deleted_names(families: frozenset[str]) -> st.SearchStrategy[list[str]]:
     few = st.lists(st.one_of(st.sampled_from(ATTRIBUTE_NAMES), st.text(max_size=6)), max_size=3)
     if "many_deletes" not in families:
         return few
-    many = st.builds(lambda n, size: [f"d{i}-".ljust(size, "z") for i in range(n)],
-                     st.sampled_from([1000, 3000]), st.sampled_from([30, 100]))  # fmt: skip
+    many = st.builds(Many, st.sampled_from([1000, 3000]), st.just(True), st.sampled_from([30, 100]))
     return st.one_of(few, few, many)
 
 
@@ -333,6 +350,11 @@ class Renderer:
     def resolve(self, value: Any, splices: dict[str, str]) -> Any:
         if isinstance(value, Pooled):
             return self.identity(value.k)
+        if isinstance(value, Long):
+            return value.fill * value.n + value.tail
+        if isinstance(value, Many):
+            return [f"d{i}-".ljust(value.size, "z") for i in range(value.n)] if value.names else \
+                {f"a{i}": i for i in range(value.n)}  # fmt: skip
         if isinstance(value, KnownMpid):
             return self.mpid(value)
         if isinstance(value, Deep):

@@ -18,11 +18,14 @@ smaller example failing would prove nothing. A failure names the example number,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -52,6 +55,8 @@ CANARY_USERS = 4  # canaries with different customer_ids land on different shard
 CANARY_TIMEOUT_S = 20  # a healthy pipeline delivers a batch in well under a second
 SETTLE_TIMEOUT_S = 30  # after the canaries, what is left is delivery of batches already processed
 SHOWN_BYTES = 1500  # of a request body in a failure message
+STALL_SHOWN = 4  # batches from the dispatcher's cursor on shown when it is stalled
+DUMP_DIR = Path(os.environ.get("CDP_FUZZ_DUMP", Path(tempfile.gettempdir()) / "cdp-fuzz"))  # failing bodies, whole
 
 
 @dataclass
@@ -65,9 +70,15 @@ class Sent:
     answer: str = ""
 
     def describe(self) -> str:
+        """The request and answer, its body cut short; the whole body is saved to a file to replay with curl."""
+        DUMP_DIR.mkdir(parents=True, exist_ok=True)
+        saved = DUMP_DIR / f"{hashlib.sha256(self.raw).hexdigest()[:16]}.json"
+        saved.write_bytes(self.raw)
         body = self.raw[:SHOWN_BYTES].decode(errors="replace")
         more = f"... ({len(self.raw)} bytes in all)" if len(self.raw) > SHOWN_BYTES else ""
-        return f"{self.method} {self.path} -> {self.status} {self.answer[:300]!r}\n  body: {body}{more}"
+        return (f"{self.method} {self.path} -> {self.status} {self.answer[:300]!r}\n  body: {body}{more}\n"
+                f"  replay: curl -u demo-key:demo-secret -H 'Content-Type: application/json' -X {self.method} "
+                f"--data-binary @{saved} http://127.0.0.1:PORT{self.path}")  # fmt: skip
 
 
 @dataclass
@@ -79,6 +90,7 @@ class Accepted:
     sent: Sent
     body: Any = None
     replay_user: int | None = None
+    seq: int = 0  # its position in the intake log, as counted by the fuzzer
 
 
 @dataclass
@@ -90,6 +102,18 @@ class Session:
     known_mpids: list[int] = field(default_factory=list)
     examples: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
+    next_seq: int = 0  # the intake position the next accepted batch gets
+    log: list[Accepted] = field(default_factory=list)  # every accepted batch and edit, in intake order
+
+    def __post_init__(self) -> None:
+        self.next_seq = self.api.status()["intake"]["next_seq"]
+
+    def took(self, item: Accepted | None = None) -> None:
+        """The intake took one more batch (`None`: a canary)."""
+        if item is not None:
+            item.seq = self.next_seq
+            self.log.append(item)
+        self.next_seq += 1
 
     def send(self, method: str, path: str, raw: bytes) -> Sent:
         sent = Sent(method, path, raw)
@@ -169,6 +193,7 @@ class Example:
         for index, ((key, value, _), spec) in enumerate(zip(rendered, op.batches, strict=True)):
             if index not in rejected:
                 self.accepted.append(Accepted(key, sent, value, spec.replay_user))
+                self.session.took(self.accepted[-1])
 
     def idsync(self, op: IdSyncOp) -> None:
         if op.operation == "modify":
@@ -189,6 +214,7 @@ class Example:
         sent = self.session.send("POST", f"/cdp/users/{mpid}/edit", self.renderer.encode(body)[1])
         if sent.status == 202:
             self.accepted.append(Accepted(marker, sent))
+            self.session.took(self.accepted[-1])
 
     # ---- invariants 2-4 ----------------------------------------------------------------------------------
 
@@ -214,6 +240,8 @@ class Example:
         canaries = [batch(f"{self.prefix}-canary{n}", [custom("canary", T0)]) for n in range(CANARY_USERS)]
         sent = self.session.send("POST", "/v2/bulkevents", json.dumps(canaries).encode())
         assert sent.status == 202, f"the canaries were refused ({self.where()}):\n{sent.describe()}"
+        for _ in canaries:
+            self.session.took()
         keys = {c["source_request_id"] for c in canaries}
         try:
             wait_for(lambda: keys <= self.delivered(), timeout=CANARY_TIMEOUT_S, what="the canaries")
@@ -222,11 +250,14 @@ class Example:
                                  f"{self.stall_report()}") from None  # fmt: skip
 
     def stall_report(self) -> str:
+        """Why: the dispatcher's error, and the batches from its cursor on (the poison is in its first chunk)."""
         status = self.session.api.status()
-        missing = [a for a in self.accepted if a.key not in self.delivered()]
-        shown = "\n".join(a.sent.describe() for a in missing[:3])
-        return (f"dispatcher {json.dumps(status.get('dispatcher'))[:600]}; intake lag {status['intake'].get('lag')};"
-                f" {len(missing)} accepted batches undelivered, the first:\n{shown}")  # fmt: skip
+        cursor = status["intake"]["cursor"]
+        waiting = [a for a in self.session.log if a.seq >= cursor]
+        shown = "\n".join(f"seq {a.seq} ({a.key}): {a.sent.describe()}" for a in waiting[:STALL_SHOWN])
+        return (f"dispatcher {json.dumps(status.get('dispatcher'))[:600]}; intake {status['intake']} (the fuzzer "
+                f"counted next_seq {self.session.next_seq}); "
+                f"{len(waiting)} accepted batches from the cursor on, the first:\n{shown}")  # fmt: skip
 
     def check_accounted(self, fatal_before: int) -> None:
         """Invariant 3."""
