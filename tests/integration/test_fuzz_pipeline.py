@@ -92,6 +92,13 @@ class Accepted:
     replay_user: int | None = None
     seq: int = 0  # its position in the intake log, as counted by the fuzzer
 
+    def describe(self) -> str:
+        """The batch itself (a bulk request's other batches left out), or the edit request."""
+        if self.body is None:
+            return self.sent.describe()
+        text = json.dumps(self.body)
+        return f"in {self.sent.method} {self.sent.path}: {text[:SHOWN_BYTES]}{'...' if len(text) > SHOWN_BYTES else ''}"
+
 
 @dataclass
 class Session:
@@ -103,6 +110,7 @@ class Session:
     examples: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     next_seq: int = 0  # the intake position the next accepted batch gets
+    failed_at: int | None = None  # the first example that failed (hypothesis then runs it once more to report it)
     log: list[Accepted] = field(default_factory=list)  # every accepted batch and edit, in intake order
 
     def __post_init__(self) -> None:
@@ -121,8 +129,13 @@ class Session:
         response = self.api.http.request(method, self.api.base + path, data=raw, headers=headers, timeout=60)
         sent.status, sent.answer = response.status_code, response.text
         self.statuses[str(response.status_code)] += 1
-        check_answer(sent, response, f"example #{self.examples}, {seed_text()}")
+        check_answer(sent, response, self.where())
         return sent
+
+
+    def where(self) -> str:
+        again = f" (hypothesis's rerun of #{self.failed_at})" if self.failed_at not in (None, self.examples) else ""
+        return f"example #{self.examples}{again}, {seed_text()}"
 
 
 def seed_text() -> str:
@@ -219,7 +232,7 @@ class Example:
     # ---- invariants 2-4 ----------------------------------------------------------------------------------
 
     def where(self) -> str:
-        return f"example #{self.session.examples}, {seed_text()}"
+        return self.session.where()
 
     def delivered(self) -> set[str]:
         """Keys of what the webhook received: source_request_ids, and edit markers among the attributes."""
@@ -254,7 +267,7 @@ class Example:
         status = self.session.api.status()
         cursor = status["intake"]["cursor"]
         waiting = [a for a in self.session.log if a.seq >= cursor]
-        shown = "\n".join(f"seq {a.seq} ({a.key}): {a.sent.describe()}" for a in waiting[:STALL_SHOWN])
+        shown = "\n".join(f"seq {a.seq} ({a.key}): {a.describe()}" for a in waiting[:STALL_SHOWN])
         return (f"dispatcher {json.dumps(status.get('dispatcher'))[:600]}; intake {status['intake']} (the fuzzer "
                 f"counted next_seq {self.session.next_seq}); "
                 f"{len(waiting)} accepted batches from the cursor on, the first:\n{shown}")  # fmt: skip
@@ -350,8 +363,12 @@ def test_fuzz_pipeline_no_500_no_stall_nothing_lost_profiles_replay(platform, re
         prefix = f"fz{session.examples}"
         example = Example(session, prefix, Renderer(prefix, session.known_mpids))
         fatal_before = fatal_alerts(session.api)
-        example.run(ops)
-        example.verify(fatal_before)
+        try:
+            example.run(ops)
+            example.verify(fatal_before)
+        except AssertionError:
+            session.failed_at = session.failed_at or session.examples
+            raise
 
     run_example()
     print(f"fuzz: {session.examples} examples, answers {dict(session.statuses)}, families {sorted(FAMILIES)}")
