@@ -308,7 +308,7 @@ class Example:
             profile = api.get(f"/cdp/users/{found[0]['mpid']}").json()
             expected = replay_attributes([a.body for a in applied])
             stored = {name: (a["value"], a["updated_ms"]) for name, a in profile["attributes"].items()}
-            detail = f"({self.where()}); the batches:\n" + "\n".join(a.sent.describe() for a in applied)
+            detail = f"({self.where()}); the batches:\n" + "\n".join(a.describe() for a in applied)
             assert stored == expected, f"{customer}: attributes {stored!r}, a replay gives {expected!r} {detail}"
             events = sum(len(a.body["events"]) for a in applied)
             assert (profile["batches"], profile["events"]) == (len(applied), events), f"{customer}: counts {detail}"
