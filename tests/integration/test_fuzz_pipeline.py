@@ -23,6 +23,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,7 @@ class Session:
     statuses: Counter[str] = field(default_factory=Counter)
     next_seq: int = 0  # the intake position the next accepted batch gets
     failed_at: int | None = None  # the first example that failed (hypothesis then runs it once more to report it)
+    seconds: list[float] = field(default_factory=list)  # each example's duration
     log: list[Accepted] = field(default_factory=list)  # every accepted batch and edit, in intake order
 
     def __post_init__(self) -> None:
@@ -363,12 +365,15 @@ def test_fuzz_pipeline_no_500_no_stall_nothing_lost_profiles_replay(platform, re
         prefix = f"fz{session.examples}"
         example = Example(session, prefix, Renderer(prefix, session.known_mpids))
         fatal_before = fatal_alerts(session.api)
+        started = time.monotonic()
         try:
             example.run(ops)
             example.verify(fatal_before)
         except AssertionError:
             session.failed_at = session.failed_at or session.examples
             raise
+        session.seconds.append(time.monotonic() - started)
 
     run_example()
-    print(f"fuzz: {session.examples} examples, answers {dict(session.statuses)}, families {sorted(FAMILIES)}")
+    print(f"fuzz: {session.examples} examples in {sum(session.seconds):.1f} s (longest {max(session.seconds):.1f} s), "
+          f"answers {dict(session.statuses)}, families {sorted(FAMILIES)}")
