@@ -110,6 +110,7 @@ class IdSyncOp:
 class EditOp:
     mpid: Any
     body: dict[str, Any]
+    marker_value: Any = "m"  # the value of the edit's own attribute, which its delivery must carry unchanged
 
 
 Op = EventsOp | IdSyncOp | EditOp
@@ -327,7 +328,9 @@ def edit_ops(draw: st.DrawFn, families: frozenset[str]) -> EditOp:
                                                   identity_values(families), max_size=2))  # fmt: skip
     if draw(st.booleans()):
         body["gdpr"] = {"marketing": draw(st.booleans())}
-    return EditOp(draw(mpids(families)), body)
+    marker_value = draw(st.one_of(st.booleans(), ints(families), floats(families), texts(surrogates=False),
+                                  st.lists(st.text(max_size=6), max_size=3)))  # fmt: skip
+    return EditOp(draw(mpids(families)), body, marker_value)
 
 
 def operations(families: frozenset[str], max_ops: int = 12) -> st.SearchStrategy[list[Op]]:

@@ -7,8 +7,9 @@ Invariants, per example:
    or shard shows here).
 3. Every accepted batch (202) and edit is delivered to the webhook, or set aside (dead-lettered: listed by
    `GET /cdp/deadletter`; or failed on the delivery side) with a Fatal alert for it.
-4. Replay users (a customer_id only they use, only plain Events API batches, events stamped in send order) have
-   profiles whose attributes and batch and event counts equal a last-write-wins replay of their accepted batches.
+4. An edit's own attribute is delivered with the value sent. Replay users (a customer_id only they use, only plain
+   Events API batches, events stamped in send order) have profiles whose attributes and batch and event counts
+   equal a last-write-wins replay of their accepted batches.
 
 Profiles: `CDP_FUZZ_EXAMPLES` (default 12, derandomized for CI; more than the default, or `CDP_FUZZ_SEED`, runs
 from a seed: random unless `CDP_FUZZ_SEED` gives it); `CDP_FUZZ_SKIP=big_int,nan,...` leaves families of edge
@@ -94,6 +95,7 @@ class Accepted:
     body: Any = None
     replay_user: int | None = None
     seq: int = 0  # its position in the intake log, as counted by the fuzzer
+    edited: Any = None  # an edit's marker value, as sent
 
     def describe(self) -> str:
         """The batch itself (a bulk request's other batches left out), or the edit request."""
@@ -227,10 +229,11 @@ class Example:
         if mpid is None:
             return
         marker = self.next_key("edit")
-        body = dict(op.body, user_attributes={**op.body["user_attributes"], marker: "m"})
-        sent = self.session.send("POST", f"/cdp/users/{mpid}/edit", self.renderer.encode(body)[1])
+        body = dict(op.body, user_attributes={**op.body["user_attributes"], marker: op.marker_value})
+        value, raw = self.renderer.encode(body)
+        sent = self.session.send("POST", f"/cdp/users/{mpid}/edit", raw)
         if sent.status == 202:
-            self.accepted.append(Accepted(marker, sent))
+            self.accepted.append(Accepted(marker, sent, edited=value["user_attributes"][marker]))
             self.session.took(self.accepted[-1])
 
     # ---- invariants 2-4 ----------------------------------------------------------------------------------
@@ -317,9 +320,21 @@ class Example:
             events = sum(len(a.body["events"]) for a in applied)
             assert (profile["batches"], profile["events"]) == (len(applied), events), f"{customer}: counts {detail}"
 
+    def check_edits(self) -> None:
+        """An edit's own attribute reaches the output as it was sent (a NaN must not become a deletion)."""
+        seen: dict[str, Any] = {}
+        for body in self.session.receiver.bodies():
+            for name, value in (body.get("user_attributes") or {}).items() if isinstance(body, dict) else ():
+                seen.setdefault(name, value)
+        for item in self.accepted:
+            if item.body is None and item.key in seen:
+                assert seen[item.key] == item.edited, \
+                    f"edit delivered {seen[item.key]!r}, sent {item.edited!r} ({self.where()}):\n{item.describe()}"
+
     def verify(self, fatal_before: int) -> None:
         self.check_canaries(fatal_before)
         self.check_accounted(fatal_before)
+        self.check_edits()
         self.check_replay()
 
 
