@@ -7,9 +7,10 @@ Invariants, per example:
    or shard shows here).
 3. Every accepted batch (202) and edit is delivered to the webhook, or set aside (dead-lettered: listed by
    `GET /cdp/deadletter`; or failed on the delivery side) with a Fatal alert for it.
-4. An edit's own attribute is delivered with the value sent. Replay users (a customer_id only they use, only plain
-   Events API batches, events stamped in send order) have profiles whose attributes and batch and event counts
-   equal a last-write-wins replay of their accepted batches.
+4. An edit's own attribute is delivered with the value sent; a batch naming an MPID the platform never gave out
+   creates no profile there. Replay users (a customer_id only they use, only plain Events API batches, events
+   stamped in send order) have profiles whose attributes and batch and event counts equal a last-write-wins
+   replay of their accepted batches.
 
 Profiles: `CDP_FUZZ_EXAMPLES` (default 40, derandomized for CI; more than the default, or `CDP_FUZZ_SEED`, runs
 from a seed: random unless `CDP_FUZZ_SEED` gives it); `CDP_FUZZ_SKIP=big_int,nan,...` leaves families of edge
@@ -96,6 +97,7 @@ class Accepted:
     replay_user: int | None = None
     seq: int = 0  # its position in the intake log, as counted by the fuzzer
     edited: Any = None  # an edit's marker value, as sent
+    planted: int | None = None  # the batch's `mpid`, when it is one the platform never gave out
 
     def describe(self) -> str:
         """The batch itself (a bulk request's other batches left out), or the edit request."""
@@ -211,7 +213,9 @@ class Example:
         rejected = {r["index"] for r in json.loads(sent.answer).get("rejected", [])} if sent.answer else set()
         for index, ((key, value, _), spec) in enumerate(zip(rendered, op.batches, strict=True)):
             if index not in rejected:
-                self.accepted.append(Accepted(key, sent, value, spec.replay_user))
+                mpid = spec.body.get("mpid")
+                planted = mpid if isinstance(mpid, int) and mpid not in self.session.known_mpids else None
+                self.accepted.append(Accepted(key, sent, value, spec.replay_user, planted=planted))
                 self.session.took(self.accepted[-1])
 
     def idsync(self, op: IdSyncOp) -> None:
@@ -331,10 +335,18 @@ class Example:
                 assert seen[item.key] == item.edited, \
                     f"edit delivered {seen[item.key]!r}, sent {item.edited!r} ({self.where()}):\n{item.describe()}"
 
+    def check_unknown_mpids(self) -> None:
+        """A batch naming an MPID nobody was given never creates a profile there (issue 13, item 7)."""
+        for item in self.accepted:
+            if item.planted is not None:
+                found = self.session.api.get(f"/cdp/users/{item.planted}").status_code
+                assert found != 200, f"a profile at unknown mpid {item.planted} ({self.where()}):\n{item.describe()}"
+
     def verify(self, fatal_before: int) -> None:
         self.check_canaries(fatal_before)
         self.check_accounted(fatal_before)
         self.check_edits()
+        self.check_unknown_mpids()
         self.check_replay()
 
 
