@@ -86,8 +86,9 @@ class DispatcherCore:
     def dead_letter(self, seq: int, record: LogRecord, error: str, attempts: int, now: int) -> DeadLetter:
         """Set the batch at the cursor aside and move the cursor past it, in one transaction."""
         entry = DeadLetter(seq, record.input_id, record.received_ms, record.raw, error, attempts, now)
+        dead_letters = self.dead_letters  # opened outside the transaction: opening one takes LMDB's write lock
         with self.intake.write() as txn:
-            self.dead_letters.put(txn, entry)
+            dead_letters.put(txn, entry)
             self._advance(txn, seq + 1)
         return entry
 
