@@ -155,6 +155,7 @@ class Dispatcher:
         self.alerts = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
+        self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
         self.isolation = Isolation()
         asyncio.get_running_loop().create_task(self._run())
@@ -207,6 +208,7 @@ class Dispatcher:
 
     async def _failed(self, part: list[tuple[int, LogRecord]], error: Exception) -> int:
         transient = is_transient(error)
+        self.transient_failures += transient
         if self.stall.failed(error, now_ms()):
             kind = "transient" if transient else "possibly deterministic"
             log.warning("dispatching seqs %d-%d failed (%s): %s", part[0][0], part[-1][0], kind, describe(error))
@@ -230,8 +232,8 @@ class Dispatcher:
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
     def status(self) -> dict[str, Any]:
-        return {"dispatched": self.dispatched, "failing": self.stall.status(),
-                "isolating": self.isolation.isolating}  # fmt: skip
+        return {"dispatched": self.dispatched, "failing": self.stall.status(), "isolating": self.isolation.isolating,
+                "transient_failures": self.transient_failures}  # fmt: skip
 
     def dead_letter_summary(self) -> dict[str, Any]:
         """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
