@@ -279,20 +279,35 @@ def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
     return report
 
 
+def platform_ray_address(args: argparse.Namespace) -> str:
+    """--address, else the address the platform on --data-dir wrote (its dispatcher does at start), else auto."""
+    from cdp_actors.intake.dispatcher import RAY_ADDRESS_FILE
+
+    if args.address:
+        return args.address
+    noted = Path(args.data_dir) / RAY_ADDRESS_FILE
+    return noted.read_text().strip() if noted.exists() else "auto"
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     import ray
 
     if args.action == "replay" and not args.all and not args.seq:
         print("cdp deadletter replay: name the batches (--seq N ...) or --all", file=sys.stderr)
         return 2
+    from cdp_actors.partition import DISPATCHER_NAME, NAMESPACE
+
     if not ray.is_initialized():
-        from cdp_actors.partition import NAMESPACE
-
-        ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False)
+        ray.init(address=platform_ray_address(args), namespace=NAMESPACE, log_to_driver=False)
+    try:
+        dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
+        dispatcher.dead_letters  # noqa: B018 (an older platform, or another Ray: no such method)
+    except (ValueError, AttributeError):
+        print("cdp deadletter: no platform with a dead-letter store in this Ray; give --data-dir or --address",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.action == "list":
-        from cdp_actors.partition import DISPATCHER_NAME, NAMESPACE
-
-        for entry in dead_letter_pages(ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE), args.body):
+        for entry in dead_letter_pages(dispatcher, args.body):
             print(json.dumps(entry), flush=True)
         return 0
     report = replay_dead_letters(None if args.all else args.seq)
@@ -350,8 +365,9 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("--seq", type=int, nargs="+", default=None, help="replay: these dead-lettered batches")
     dead.add_argument("--all", action="store_true", help="replay: every dead-lettered batch")
     dead.add_argument("--body", action="store_true", help="list: with each raw batch")
-    dead.add_argument("--address", default="auto",
-                      help="the running platform's Ray (default auto: the latest Ray started on this machine)")
+    dead.add_argument("--data-dir", default=".cdp-data", help="the running platform's data dir (to find its Ray)")
+    dead.add_argument("--address", default=None,
+                      help="the platform's Ray, e.g. auto (default: the one noted in --data-dir, else auto)")
     dead.set_defaults(run=cmd_deadletter)
     return root
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.005
 RETRY_DELAY_S = 0.5  # between tries of a failing part: a restarting actor is back in ~1 s
 ALERT_TIMEOUT_S = 10.0  # a dead-letter alert waits this long for a restarting alert store, then is logged only
+RAY_ADDRESS_FILE = "ray-address"  # in the data dir: the Ray running the platform, for `cdp deadletter` to attach
 DEAD_LETTERED = "Batch Dead-Lettered"  # alert type; mParticle's System Alerts table has no processing failure
 
 
@@ -143,6 +144,14 @@ def dead_letter_alert(entry: DeadLetter, now: int) -> Alert:
     return Alert(now, 0, entry.input_id, 0, environment_of(entry.raw), DEAD_LETTERED, "Fatal", message)
 
 
+def note_ray_address(data_dir: str) -> None:
+    """Write this Ray's GCS address next to the data: `cdp deadletter --data-dir` attaches to it, where `auto`
+    would find whichever Ray started last on the machine."""
+    path = Path(data_dir) / RAY_ADDRESS_FILE
+    path.write_text(ray.get_runtime_context().gcs_address)
+    path.chmod(0o600)
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Dispatcher:
     def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
@@ -158,6 +167,7 @@ class Dispatcher:
         self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
         self.isolation = Isolation()
+        note_ray_address(data_dir)
         asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
