@@ -148,8 +148,11 @@ def note_ray_address(data_dir: str) -> None:
     """Write this Ray's GCS address next to the data: `cdp deadletter --data-dir` attaches to it, where `auto`
     would find whichever Ray started last on the machine."""
     path = Path(data_dir) / RAY_ADDRESS_FILE
-    path.write_text(ray.get_runtime_context().gcs_address)
-    path.chmod(0o600)
+    try:
+        path.write_text(ray.get_runtime_context().gcs_address)
+        path.chmod(0o600)
+    except OSError:  # a full or read-only disk must not keep the dispatcher from starting
+        log.warning("could not note the Ray address in %s", path, exc_info=True)
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
