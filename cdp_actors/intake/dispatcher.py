@@ -105,11 +105,9 @@ class Stall:
 
     def failed(self, error: Exception, now_ms: int) -> bool:
         """Note a failure; True when its reason is new in this stall (worth a log line)."""
-        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
-        first_line = (str(cause).strip().splitlines() or [""])[0][:300]
         if self.reason is None:
             self.since_ms = now_ms
-        self.reason = f"{type(cause).__name__}: {first_line}"
+        self.reason = describe(error)  # quoted values masked: a poison batch's contents stay out of the status
         if self.reason in self.logged:
             return False
         self.logged.add(self.reason)
@@ -138,7 +136,7 @@ def environment_of(raw: bytes) -> str:
 
 def dead_letter_alert(entry: DeadLetter, now: int) -> Alert:
     """Named for the batch by its seq and input, and the error's type and first line, never its contents: no
-    connection is involved, so connection and output are 0 (`/cdp/alerts` shows them as the intake's)."""
+    connection is involved, so connection and output are 0 (`/cdp/alerts` names it "(processing: no connection)")."""
     message = (f"batch {entry.seq} from input {entry.input_id} failed alone {entry.attempts} times and was "
                f"set aside (GET /cdp/deadletter, cdp deadletter replay): {entry.error}")  # fmt: skip
     return Alert(now, 0, entry.input_id, 0, environment_of(entry.raw), DEAD_LETTERED, "Fatal", message)

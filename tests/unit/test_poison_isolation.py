@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import ray
 
-from cdp_actors.intake.dispatcher import DispatcherCore, dead_letter_alert
+from cdp_actors.intake.dispatcher import DispatcherCore, Stall, dead_letter_alert
 from cdp_actors.intake.isolation import MAX_ATTEMPTS, Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import IntakeLogCore, _Pending, intake_path
 from cdp_actors.profiles.shard import SequenceGap
@@ -181,3 +181,9 @@ def test_data_failures_are_possibly_deterministic(error: Exception) -> None:
     assert not is_transient(ray_task_error("ProfileShard.apply", error))
     assert not is_transient(ray_task_error("IdentityIndex.resolve_batches", error))
     assert describe(ray_task_error("ProfileShard.apply", error)).startswith(type(error).__name__)
+
+
+def test_the_stall_reason_masks_what_the_error_quotes_from_the_batch() -> None:
+    stall = Stall()
+    stall.failed(ray_task_error("ProfileShard.apply", msgspec.ValidationError("Invalid value 'x@y.io' - at `$.a`")), 1)
+    assert stall.status() == {"error": "ValidationError: Invalid value '…' - at `$.a`", "since_ms": 1}
