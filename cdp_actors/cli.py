@@ -1,4 +1,5 @@
-"""`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`)."""
+"""`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`), see and replay batches
+set aside (`deadletter`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
 from cdp_actors.haproxy_wrapper import DEFAULT_HTTP_REQUEST_TIMEOUT_S, HTTP_REQUEST_TIMEOUT_ENV, wrapper_script
@@ -299,6 +301,79 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def dead_letter_pages(dispatcher: Any, include_body: bool) -> list[dict[str, Any]]:
+    """Every dead-letter entry, oldest first, page by page."""
+    import ray
+
+    entries: list[dict[str, Any]] = []
+    after: int | None = 0
+    while after is not None:
+        page = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
+        entries += page["entries"]
+        after = page["next_after"]
+    return entries
+
+
+def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
+    """Submit dead-lettered batches (all, or those seqs) to the intake again, as accepted first (input, time, raw
+    batch; without their source_request_id, which the intake already holds), oldest first; each is removed from
+    the dead-letter store once the intake accepted it. Ray must be initialised in the platform's namespace."""
+    import ray
+
+    from cdp_actors.partition import DISPATCHER_NAME, INTAKE_NAME, NAMESPACE
+
+    dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
+    intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
+    entries = [e for e in dead_letter_pages(dispatcher, True) if seqs is None or e["seq"] in seqs]
+    report: dict[str, Any] = {"replayed": [], "not_found": sorted(set(seqs or []) - {e["seq"] for e in entries}),
+                              "overloaded": False}  # fmt: skip
+    for entry in entries:
+        batch = [(None, entry["body"].encode())]  # the body is the batch JSON as accepted: valid UTF-8
+        result = ray.get(intake.append.remote(entry["input_id"], entry["received_ms"], batch))
+        if result.overloaded:  # the intake is behind: the rest stays set aside for a later replay
+            report["overloaded"] = True
+            break
+        ray.get(dispatcher.forget_dead_letters.remote([entry["seq"]]))
+        report["replayed"].append(entry["seq"])
+    return report
+
+
+def platform_ray_address(args: argparse.Namespace) -> str:
+    """--address, else the address the platform on --data-dir wrote (its dispatcher does at start), else auto."""
+    from cdp_actors.intake.dispatcher import RAY_ADDRESS_FILE
+
+    if args.address:
+        return args.address
+    noted = Path(args.data_dir) / RAY_ADDRESS_FILE
+    return noted.read_text().strip() if noted.exists() else "auto"
+
+
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    import ray
+
+    if args.action == "replay" and not args.all and not args.seq:
+        print("cdp deadletter replay: name the batches (--seq N ...) or --all", file=sys.stderr)
+        return 2
+    from cdp_actors.partition import DISPATCHER_NAME, NAMESPACE
+
+    if not ray.is_initialized():
+        ray.init(address=platform_ray_address(args), namespace=NAMESPACE, log_to_driver=False)
+    try:
+        dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
+        dispatcher.dead_letters  # noqa: B018 (an older platform, or another Ray: no such method)
+    except (ValueError, AttributeError):
+        print("cdp deadletter: no platform with a dead-letter store in this Ray; give --data-dir or --address",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.action == "list":
+        for entry in dead_letter_pages(dispatcher, args.body):
+            print(json.dumps(entry), flush=True)
+        return 0
+    report = replay_dead_letters(None if args.all else args.seq)
+    print(json.dumps(report), flush=True)
+    return 1 if report["overloaded"] or report["not_found"] else 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cdp", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -343,6 +418,16 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
     add_ingress_argument(bench)
     bench.set_defaults(run=cmd_bench)
+
+    dead = commands.add_parser("deadletter", help="list the batches set aside, or submit them again after a fix")
+    dead.add_argument("action", choices=("list", "replay"))
+    dead.add_argument("--seq", type=int, nargs="+", default=None, help="replay: these dead-lettered batches")
+    dead.add_argument("--all", action="store_true", help="replay: every dead-lettered batch")
+    dead.add_argument("--body", action="store_true", help="list: with each raw batch")
+    dead.add_argument("--data-dir", default=".cdp-data", help="the running platform's data dir (to find its Ray)")
+    dead.add_argument("--address", default=None,
+                      help="the platform's Ray, e.g. auto (default: the one noted in --data-dir, else auto)")
+    dead.set_defaults(run=cmd_deadletter)
     return root
 
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.types import canonical, is_device_type
+from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
@@ -161,6 +162,8 @@ class AdminApi:
     def _name_connection(self, entry: dict[str, Any]) -> None:
         connection = next((c for c in self.config.connections if c.id == entry["connection_id"]), None)
         entry["connection"] = connection.name if connection else ""
+        if entry["connection_id"] == 0:  # processing alerts (a dead-lettered batch): no connection involved
+            entry["connection"] = "(processing: no connection)"
         output = next((o for o in self.config.outputs if o.id == entry["output_id"]), None)
         entry["output"] = output.name if output else ""
         for kind in entry["types"]:
@@ -171,18 +174,27 @@ class AdminApi:
     @app.get("/status")
     async def status(self) -> Response:
         runtime = self.config.runtime
-        intake, dispatcher, identity, shards, forwarders = await asyncio.gather(
+        intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
             actor(INTAKE_NAME).status.remote(),
             actor(DISPATCHER_NAME).status.remote(),
+            actor(DISPATCHER_NAME).dead_letter_summary.remote(),
             actor(IDENTITY_NAME).stats.remote(),
             asyncio.gather(*(actor(f"shard-{i}").stats.remote() for i in range(runtime.shards))),
             asyncio.gather(*(actor(f"forwarder-{i}").status.remote() for i in range(runtime.forwarders))),
         )
         return json_response(
             200,
-            {"intake": intake, "dispatcher": dispatcher, "identity": identity, "shards": shards,
-             "forwarders": forwarders},  # fmt: skip
+            {"intake": intake, "dispatcher": dispatcher, "dead_letter": dead_letter, "identity": identity,
+             "shards": shards, "forwarders": forwarders},  # fmt: skip
         )
+
+    @app.get("/deadletter")
+    async def dead_letters(self, limit: int = Query(100, ge=1, le=MAX_PAGE), after: int = Query(0, ge=0),
+                           include_body: bool = False) -> Response:  # fmt: skip
+        """Batches set aside because applying them failed on their own, oldest first; `after` is the last seq of
+        the previous page (`next_after`). The raw batch only with `include_body=true`."""
+        page = await actor(DISPATCHER_NAME).dead_letters.remote(after, limit, include_body)
+        return json_response(200, page)
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
         return await shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)

@@ -1,31 +1,41 @@
 """Dispatcher: tails the intake log, resolves each batch to an MPID and hands chunks to profile shards.
 
 The cursor advances, and the processed log is trimmed, only after every shard has committed its part
-of a chunk; after any crash the chunk is sent again and shards skip what they already applied.
+of a chunk; after any crash the chunk is sent again and shards skip what they already applied. A chunk that
+keeps failing for a reason other than the runtime or the storage is split to find the batch that fails on
+its own, which goes to the dead-letter store with a Fatal alert (`isolation.py`, `deadletter.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import ray
 
 from cdp_actors.identity.index import BatchRequest
 from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, origin_key
+from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
+from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
-from cdp_actors.partition import IDENTITY_NAME, NAMESPACE, partition_of, shard_name
-from cdp_actors.schema.records import LogRecord, ShardRecord, decode_log_record
+from cdp_actors.partition import ALERTS_NAME, IDENTITY_NAME, NAMESPACE, partition_of, shard_name
+from cdp_actors.schema.records import Alert, LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.005
+RETRY_DELAY_S = 0.5  # between tries of a failing part: a restarting actor is back in ~1 s
+ALERT_TIMEOUT_S = 10.0  # a dead-letter alert waits this long for a restarting alert store, then is logged only
+RAY_ADDRESS_FILE = "ray-address"  # in the data dir: the Ray running the platform, for `cdp deadletter` to attach
+DEAD_LETTERED = "Batch Dead-Lettered"  # alert type; mParticle's System Alerts table has no processing failure
 
 
 class DispatcherCore:
@@ -61,12 +71,27 @@ class DispatcherCore:
 
     def advance(self, next_seq: int) -> None:
         """Persist the cursor and trim the log below it, in one transaction."""
-        log_db = self.intake.db("log")
         with self.intake.write() as txn:
-            txn.put(CURSOR, u64(next_seq), db=self.intake.db("meta"))
-            cursor = txn.cursor(log_db)
-            while cursor.first() and from_u64(cursor.key()) < next_seq:
-                cursor.delete()
+            self._advance(txn, next_seq)
+
+    def _advance(self, txn: Any, next_seq: int) -> None:
+        txn.put(CURSOR, u64(next_seq), db=self.intake.db("meta"))
+        cursor = txn.cursor(self.intake.db("log"))
+        while cursor.first() and from_u64(cursor.key()) < next_seq:
+            cursor.delete()
+
+    @functools.cached_property
+    def dead_letters(self) -> DeadLetters:
+        return DeadLetters(self.intake)
+
+    def dead_letter(self, seq: int, record: LogRecord, error: str, attempts: int, now: int) -> DeadLetter:
+        """Set the batch at the cursor aside and move the cursor past it, in one transaction."""
+        entry = DeadLetter(seq, record.input_id, record.received_ms, record.raw, error, attempts, now)
+        dead_letters = self.dead_letters  # opened outside the transaction: opening one takes LMDB's write lock
+        with self.intake.write() as txn:
+            dead_letters.put(txn, entry)
+            self._advance(txn, seq + 1)
+        return entry
 
 
 class Stall:
@@ -80,11 +105,9 @@ class Stall:
 
     def failed(self, error: Exception, now_ms: int) -> bool:
         """Note a failure; True when its reason is new in this stall (worth a log line)."""
-        cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else error
-        first_line = (str(cause).strip().splitlines() or [""])[0][:300]
         if self.reason is None:
             self.since_ms = now_ms
-        self.reason = f"{type(cause).__name__}: {first_line}"
+        self.reason = describe(error)  # quoted values masked: a poison batch's contents stay out of the status
         if self.reason in self.logged:
             return False
         self.logged.add(self.reason)
@@ -98,6 +121,38 @@ class Stall:
         return None if self.reason is None else {"error": self.reason, "since_ms": self.since_ms}
 
 
+class _Environment(msgspec.Struct):
+    environment: str = "production"
+
+
+def environment_of(raw: bytes) -> str:
+    """The batch's environment for its alert; production when the batch cannot even say (it is the poison)."""
+    try:
+        environment = msgspec.json.decode(raw, type=_Environment).environment
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return "production"
+    return environment if environment in ("production", "development") else "production"
+
+
+def dead_letter_alert(entry: DeadLetter, now: int) -> Alert:
+    """Named for the batch by its seq and input, and the error's type and first line, never its contents: no
+    connection is involved, so connection and output are 0 (`/cdp/alerts` names it "(processing: no connection)")."""
+    message = (f"batch {entry.seq} from input {entry.input_id} failed alone {entry.attempts} times and was "
+               f"set aside (GET /cdp/deadletter, cdp deadletter replay): {entry.error}")  # fmt: skip
+    return Alert(now, 0, entry.input_id, 0, environment_of(entry.raw), DEAD_LETTERED, "Fatal", message)
+
+
+def note_ray_address(data_dir: str) -> None:
+    """Write this Ray's GCS address next to the data: `cdp deadletter --data-dir` attaches to it, where `auto`
+    would find whichever Ray started last on the machine."""
+    path = Path(data_dir) / RAY_ADDRESS_FILE
+    try:
+        path.write_text(ray.get_runtime_context().gcs_address)
+        path.chmod(0o600)
+    except OSError:  # a full or read-only disk must not keep the dispatcher from starting
+        log.warning("could not note the Ray address in %s", path, exc_info=True)
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Dispatcher:
     def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
@@ -107,43 +162,101 @@ class Dispatcher:
         self.core = DispatcherCore(data_dir, intake_name, shards, max_chunk)
         self.shard_handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
         self.identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
+        self.alerts = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
+        self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
+        self.isolation = Isolation()
+        note_ray_address(data_dir)
         asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
             try:
                 moved = await self._dispatch_once()
-            except Exception as error:
-                self.sent_upto.clear()  # the chunk goes again from the cursor
+            except Exception as error:  # reading the log, or writing a dead letter, failed: the same again later
                 if self.stall.failed(error, now_ms()):
-                    log.exception("dispatch failed; retrying the chunk from the cursor")
-                await asyncio.sleep(0.5)
+                    log.exception("dispatch failed; retrying from the cursor")
+                await asyncio.sleep(RETRY_DELAY_S)
                 continue
-            self.stall.clear()
             if not moved:
                 await asyncio.sleep(IDLE_POLL_S)
 
     async def _dispatch_once(self) -> int:
+        """Apply the next part of the log at the cursor; returns how many batches the cursor moved past."""
         chunk = self.core.read_chunk()
         if not chunk:
+            self.stall.clear()
             return 0
-        with span("dispatch.chunk", batches=len(chunk)):
-            outcomes = await self.identity.resolve_batches.remote(self.core.identity_requests(chunk))
-            routed = self.core.route(chunk, outcomes)
+        part = self.isolation.part(chunk)
+        try:
+            await self._apply(part)
+        except Exception as error:
+            self.sent_upto.clear()  # the part goes again from the cursor
+            return await self._failed(part, error)
+        self.isolation.done(part)
+        self.stall.clear()
+        self.dispatched += len(part)
+        count("cdp_batches_dispatched", len(part))
+        return len(part)
+
+    async def _apply(self, part: list[tuple[int, LogRecord]]) -> None:
+        with span("dispatch.chunk", batches=len(part)):
+            outcomes = await self.identity.resolve_batches.remote(self.core.identity_requests(part))
+            routed = self.core.route(part, outcomes)
             calls = [
                 self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
                 for shard, records in routed.items()
             ]
-            await asyncio.gather(*calls)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            failures = [r for r in results if isinstance(r, Exception)]
+            if failures:  # one shard restarting makes it a wait, whatever the others raised
+                raise next((f for f in failures if is_transient(f)), failures[0])
             for shard, records in routed.items():
                 self.sent_upto[shard] = records[-1].seq
-            self.core.advance(chunk[-1][0] + 1)
-        self.dispatched += len(chunk)
-        count("cdp_batches_dispatched", len(chunk))
-        return len(chunk)
+            self.core.advance(part[-1][0] + 1)
+
+    async def _failed(self, part: list[tuple[int, LogRecord]], error: Exception) -> int:
+        transient = is_transient(error)
+        self.transient_failures += transient
+        if self.stall.failed(error, now_ms()):
+            kind = "transient" if transient else "possibly deterministic"
+            log.warning("dispatching seqs %d-%d failed (%s): %s", part[0][0], part[-1][0], kind, describe(error))
+        action = self.isolation.failed(part, transient)
+        if action is Action.DEAD_LETTER:
+            await self._dead_letter(*part[0], describe(error))
+            self.isolation.done(part)
+            self.stall.clear()
+            return 1
+        if action is not Action.SPLIT:
+            await asyncio.sleep(RETRY_DELAY_S)
+        return 0
+
+    async def _dead_letter(self, seq: int, record: LogRecord, error: str) -> None:
+        entry = self.core.dead_letter(seq, record, error, self.isolation.max_attempts, now_ms())
+        count("cdp_batches_dead_lettered", 1)
+        log.error("batch %d from input %d dead-lettered: %s", seq, record.input_id, error)
+        try:
+            await asyncio.wait_for(self.alerts.record.remote([dead_letter_alert(entry, now_ms())]), ALERT_TIMEOUT_S)
+        except Exception:  # the entry is stored: /cdp/status and /cdp/deadletter show it even without the alert
+            log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
     def status(self) -> dict[str, Any]:
-        return {"dispatched": self.dispatched, "failing": self.stall.status()}
+        return {"dispatched": self.dispatched, "failing": self.stall.status(), "isolating": self.isolation.isolating,
+                "transient_failures": self.transient_failures}  # fmt: skip
+
+    def dead_letter_summary(self) -> dict[str, Any]:
+        """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
+        return self.core.dead_letters.summary()
+
+    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> dict[str, Any]:
+        """A page of entries with seq > `after`, oldest first; `next_after` continues, None at the end."""
+        limit = min(limit, MAX_PAGE)
+        entries = self.core.dead_letters.page(after, limit)
+        return {"count": self.core.dead_letters.count(), "entries": [e.view(include_body) for e in entries],
+                "next_after": entries[-1].seq if entries and len(entries) == limit else None}  # fmt: skip
+
+    def forget_dead_letters(self, seqs: list[int]) -> list[int]:
+        """Remove entries once they were accepted again (`cdp deadletter replay`); returns those removed."""
+        return self.core.dead_letters.remove(seqs)

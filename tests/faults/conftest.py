@@ -126,7 +126,7 @@ def run_under_load(
     assert not load.errors, load.errors
     paths = list(PATHS.values())
     # Wait for the pipeline to finish, but let the ledger report precisely what is wrong if it does not.
-    delivered = eventually(lambda: ledger.delivered_or_refused(partner, paths), timeout=90)
+    delivered = eventually(lambda: ledger.delivered_or_refused(partner, paths, api), timeout=90)
     settled = delivered and eventually(api.settled, timeout=60)
     acked = {s.srid for s in ledger.batches("acked")}
 

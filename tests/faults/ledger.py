@@ -1,7 +1,8 @@
 """The ledger: every batch the load generator sent, whether it was acknowledged, and the proofs after recovery.
 
 1. Every acknowledged batch reached each connected output (a path of the partner) at least once, or that
-   output refused it with a non-retryable status and a Fatal alert accounts for it.
+   output refused it with a non-retryable status and a Fatal alert accounts for it, or the pipeline set it
+   aside as a poison batch (listed by `GET /cdp/deadletter`, with a Fatal alert of its own).
 2. Each profile equals a replay of its applied batches in send order: the acknowledged ones, plus those
    given up on that the pipeline took anyway (seen by the partner), each counted once.
 3. Per user and output, batches are first offered in send order, and first taken in send order (but for a
@@ -10,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import threading
 from collections import Counter, defaultdict
@@ -89,6 +92,20 @@ def replay(applied: list[Sent]) -> Expected:
     return expected
 
 
+def dead_lettered(api: Api) -> set[str]:
+    """The source_request_ids of every batch the pipeline set aside (`GET /cdp/deadletter`, every page)."""
+    found: set[str] = set()
+    after: int | None = 0
+    while after is not None:
+        page = api.get("/cdp/deadletter", include_body="true", limit=1000, after=after).json()
+        for entry in page["entries"]:
+            with contextlib.suppress(ValueError, AttributeError):  # a body that is not a JSON object has no id
+                found.add(json.loads(entry["body"]).get("source_request_id"))
+        after = page["next_after"]
+    found.discard(None)
+    return found
+
+
 class Ledger:
     """Thread-safe: load workers record, the test verifies once the load is over and the pipeline settled."""
 
@@ -139,12 +156,13 @@ class Ledger:
         with self.lock:
             return [s for sends in self.users.values() for s in sends if state is None or s.state == state]
 
-    def delivered_or_refused(self, partner: Partner, paths: list[str]) -> bool:
+    def delivered_or_refused(self, partner: Partner, paths: list[str], api: Api | None = None) -> bool:
         """The wait condition before verifying: every acknowledged batch reached each output path or was refused
-        there."""
+        there, or (given the `api`) was dead-lettered."""
         acked = self.batches("acked")
+        dead = dead_lettered(api) if api else set()
         for path in paths:
-            delivered = {b["source_request_id"] for b in partner.bodies_at(path)} | partner.refused[path]
+            delivered = {b["source_request_id"] for b in partner.bodies_at(path)} | partner.refused[path] | dead
             if not all(s.srid in delivered for s in acked):
                 return False
         return True
@@ -158,21 +176,23 @@ class Ledger:
         summary: dict[str, Any] = {"seed": self.seed, "users": len(self.users), "sent": len(self.by_srid),
                                    "acked": len(self.batches("acked")),
                                    "gave_up": len(self.batches("gave_up"))}  # fmt: skip
+        dead = dead_lettered(api) & self.by_srid.keys()
+        summary["dead_lettered"] = len(dead)
         for path, fatal in fatal_alerts.items():
-            summary[path] = self._verify_output(partner, path, fatal)
-        self._verify_profiles(api, partner, list(fatal_alerts))
+            summary[path] = self._verify_output(partner, path, fatal, dead)
+        self._verify_profiles(api, partner, list(fatal_alerts), dead)
         summary["answers"] = dict(self.statuses)
         return summary
 
-    def _verify_output(self, partner: Partner, path: str, fatal_alerts: int) -> dict[str, int]:
-        """1. at least once, or refused and Fatal-alerted; 3. per user, first deliveries in send order, each
-        carrying the profile as of that batch."""
+    def _verify_output(self, partner: Partner, path: str, fatal_alerts: int, dead: set[str]) -> dict[str, int]:
+        """1. at least once, or refused and Fatal-alerted, or dead-lettered; 3. per user, first deliveries in send
+        order, each carrying the profile as of that batch."""
         seed = f"({path}, seed {self.seed})"
         deliveries = partner.bodies_at(path)
         unknown = {b.get("source_request_id") for b in deliveries} - self.by_srid.keys()
         assert not unknown, f"the partner got batches nobody sent: {sorted(unknown)[:5]} {seed}"
         delivered = {b["source_request_id"] for b in deliveries}
-        missing = [s for s in self.batches("acked") if s.srid not in delivered]
+        missing = [s for s in self.batches("acked") if s.srid not in delivered and s.srid not in dead]
         unexplained = [s.srid for s in missing if s.srid not in partner.refused[path]]
         assert not unexplained, f"{len(unexplained)} acknowledged batches lost, e.g. {unexplained[:5]} {seed}"
         assert len(missing) <= fatal_alerts, f"{len(missing)} batches dropped, {fatal_alerts} Fatal alerts {seed}"
@@ -205,13 +225,13 @@ class Ledger:
             assert self.mpids.setdefault(customer, mpid) == mpid, f"{customer}: another mpid than elsewhere {seed}"
         return {"delivered": len(delivered), "duplicates": len(deliveries) - len(delivered), "refused": len(missing)}
 
-    def _verify_profiles(self, api: Api, partner: Partner, paths: list[str]) -> None:
-        """2. each profile equals the replay of its applied batches: the acknowledged ones and those given up on
-        that the pipeline took anyway (an output was offered them), each once."""
+    def _verify_profiles(self, api: Api, partner: Partner, paths: list[str], dead: set[str]) -> None:
+        """2. each profile equals the replay of its applied batches: the acknowledged ones but those dead-lettered,
+        and those given up on that the pipeline took anyway (an output was offered them), each once."""
         seed = f"(seed {self.seed})"
         offered = set().union(*(partner.seen[path] for path in paths))
         for customer, sends in self.users.items():
-            applied = [s for s in sends if s.state == "acked" or s.srid in offered]
+            applied = [s for s in sends if (s.state == "acked" and s.srid not in dead) or s.srid in offered]
             if not applied:
                 continue
             found = api.get("/cdp/users/search", identity_type="customer_id", value=customer).json()["users"]
