@@ -76,8 +76,7 @@ def load_mpid_secret(data_dir: str | Path) -> bytes:
 
 
 def _create_secret(path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)  # left by a crashed start of a process with the same pid
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # one per caller, never shared
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, secrets.token_bytes(MPID_SECRET_BYTES))
