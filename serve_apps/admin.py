@@ -199,7 +199,8 @@ class AdminApi:
             return value
         if not any(i.id == edit.input_id for i in self.config.inputs):
             return bad_request(f"input_id: no input with id {edit.input_id}")
-        if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
+        record = await actor(IDENTITY_NAME).record.remote(value)
+        if record is None or record.orphaned:  # the batch's mpid would not resolve to it (resolve_batch)
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
         raw = msgspec.json.encode(edit.batch(value, now_ms()))
         try:
