@@ -8,17 +8,18 @@ from hypothesis import strategies as st
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import Policy
 
-DOOR_MAX_IDENTITY_CHARS = 256
-"""The longest identity value the door accepts (characters; cdp_actors/schema/events.py). At 4 UTF-8 bytes a
-character that is 1,024 bytes, twice LMDB's 511-byte key limit."""
+DOOR_MAX_IDENTITY_BYTES = 480
+"""The longest identity value the door accepts, in UTF-8 bytes (`MAX_IDENTITY_BYTES` in
+cdp_actors/schema/events.py of the door validation work): type + NUL + value stays under LMDB's 511 bytes."""
 MPID_MIN, MPID_MAX = -(2**63), 2**63 - 1
 
 TYPES = ("customer_id", "email", "other", "ios_idfv", "android_uuid")
-LONGEST = ("x" * DOOR_MAX_IDENTITY_CHARS, "é" * DOOR_MAX_IDENTITY_CHARS, "\U0001f600" * DOOR_MAX_IDENTITY_CHARS)
+LONGEST = tuple(character * (DOOR_MAX_IDENTITY_BYTES // len(character.encode())) for character in "xé\U0001f600")
 identity_values = st.one_of(
     st.sampled_from(["a", "b", "c"]),  # the same identity in several requests: claims, moves, orphans
-    st.sampled_from(LONGEST),  # the longest values, also repeated
-    st.text(min_size=1, max_size=DOOR_MAX_IDENTITY_CHARS),  # anything else the door lets in, "\x00" included
+    st.sampled_from(LONGEST),  # the longest values in 1-, 2- and 4-byte characters, also repeated
+    st.text(min_size=1, max_size=DOOR_MAX_IDENTITY_BYTES // 4),  # any script, NUL included: always fits
+    st.text(st.characters(max_codepoint=0x7F), min_size=1, max_size=DOOR_MAX_IDENTITY_BYTES),
 )
 identity_requests = st.dictionaries(st.sampled_from(TYPES), identity_values, min_size=1, max_size=3)
 batch_requests = st.dictionaries(st.sampled_from(TYPES), identity_values, max_size=3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -179,5 +180,24 @@ class IndexMachine(RuleBasedStateMachine):
                 assert self.orphans.setdefault(mpid, state) == state, mpid
 
 
-IndexMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+IndexMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
 TestIdentityIndexAgainstModel = IndexMachine.TestCase
+
+
+def test_the_index_keys_values_past_lmdbs_key_limit(tmp_path: Path) -> None:
+    """Defence in depth behind the door's bound: a value whose key would pass LMDB's 511 bytes is keyed by its
+    hash, so it resolves like any other instead of failing every call that shares the commit."""
+    core = IdentityCore(tmp_path, Policy.of(strategy.CONVERSION))
+    try:
+        long_email, other = "\U0001f600" * 300, "\U0001f600" * 299 + "x"  # 1,200 bytes; differing at the end
+        first, same, different = core.run([
+            lambda s: strategy.identify(s, core.policy, {"email": long_email}, 0, new_mpid=1),
+            lambda s: strategy.identify(s, core.policy, {"email": long_email, "ios_idfv": "d"}, 0, new_mpid=2),
+            lambda s: strategy.identify(s, core.policy, {"email": other}, 0, new_mpid=3),
+        ])  # fmt: skip
+        assert (first.mpid, same.mpid, different.mpid) == (1, 1, 3)
+        assert core.read(lambda s: s.holders("email", long_email)) == [1]
+        assert len(identity_key("email", long_email)) == len(b"email\x01") + 32
+        assert identity_key("email", "x" * 505) == b"email\x00" + b"x" * 505  # 511 bytes: still plain
+    finally:
+        core.store.close()
