@@ -180,7 +180,7 @@ class IndexMachine(RuleBasedStateMachine):
                 assert self.orphans.setdefault(mpid, state) == state, mpid
 
 
-IndexMachine.TestCase.settings = settings(max_examples=80, stateful_step_count=30, deadline=None)
+IndexMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestIdentityIndexAgainstModel = IndexMachine.TestCase
 
 
