@@ -37,8 +37,9 @@ log = logging.getLogger(__name__)
 
 
 MAX_PLAIN_KEY_BYTES = 511
-"""LMDB's key limit (bytes, `Environment.max_key_size()` of py-lmdb's build). The door bounds identity
-values in characters; 256 of them are up to 1,024 bytes of UTF-8, so longer keys are hashed."""
+"""LMDB's key limit (bytes, `Environment.max_key_size()` of py-lmdb's build). The door keeps identity values
+within it; should one pass anyway (a bound changed, a new path in), a longer key is hashed rather than fail
+the commit that every call of its group shares."""
 
 
 def identity_key(identity_type: str, value: str) -> bytes:
