@@ -1,15 +1,21 @@
 """Deterministic signed 64-bit ids derived from log positions, so a replay reproduces every id exactly.
 
 `mix64` is the SplitMix64 finaliser: a bijection on 64-bit integers that spreads nearby inputs apart,
-cheap enough to run per event.
+cheap enough to run per event. It hides nothing: anyone can compute it. So a new user's MPID, which must
+not be guessable (a client that could predict the MPID of a future user could enumerate profiles), is a
+keyed hash of the log position instead, under a secret created once per deployment (`load_mpid_secret`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import secrets
+import struct
+from pathlib import Path
 
 _MASK = (1 << 64) - 1
-BATCH, MPID, EVENT, MESSAGE = 1, 2, 3, 4  # salts: one id space per kind
+BATCH, EVENT, MESSAGE = 1, 3, 4  # salts: one id space per kind (2 was MPIDs, now keyed: `fresh_mpid`)
 
 
 def mix64(x: int) -> int:
@@ -43,6 +49,48 @@ def batch_id(origin: int, seq: int) -> int:
     return derived_id(BATCH, origin, seq)
 
 
-def fresh_mpid(origin: int, seq: int) -> int:
-    """The MPID a batch at `seq` gets when nothing identifies its user; never 0."""
-    return derived_id(MPID, origin, seq) or 1
+MPID_SECRET_FILE = "mpid-secret"  # in the data directory, mode 0600
+MPID_SECRET_BYTES = 32  # 256 bits: blake2b's key may be up to 64 bytes; 32 is its full security level
+_MPID_PERSON = b"cdp-batch-mpid"  # blake2b personalisation: this key derives nothing but batch MPIDs
+
+
+def fresh_mpid(secret: bytes, origin: int, seq: int) -> int:
+    """The MPID a batch at `seq` of log `origin` gets when it creates a profile: positive, never 0, the same
+    on every replay, and unpredictable without the deployment's secret (blake2b keyed, 63 bits)."""
+    position = struct.pack(">QQ", origin & _MASK, seq & _MASK)
+    digest = hashlib.blake2b(position, key=secret, digest_size=8, person=_MPID_PERSON).digest()
+    return (int.from_bytes(digest, "big") >> 1) or 1
+
+
+def load_mpid_secret(data_dir: str | Path) -> bytes:
+    """The deployment's MPID secret, created on first start: written to a private temporary file, synced,
+    then linked into place, so concurrent first starts agree on one secret and a crash never leaves a
+    partial one. Never log it."""
+    path = Path(data_dir) / MPID_SECRET_FILE
+    if not path.exists():
+        _create_secret(path)
+    secret = path.read_bytes()
+    if len(secret) != MPID_SECRET_BYTES:
+        raise RuntimeError(f"{path} holds {len(secret)} bytes, not {MPID_SECRET_BYTES}: restore it or remove it")
+    return secret
+
+
+def _create_secret(path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # one per caller, never shared
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(MPID_SECRET_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temporary, path)  # atomic, and refuses to replace: the first start's secret wins
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink()
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

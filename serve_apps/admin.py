@@ -242,7 +242,8 @@ class AdminApi:
             decode_batch(raw)
         except BatchError as error:
             return bad_request(edit_error(error.message))
-        if await actor(IDENTITY_NAME).record.remote(value) is None and await self._shard_profile(value) is None:
+        record = await actor(IDENTITY_NAME).record.remote(value)
+        if record is None or record.orphaned:  # the batch's mpid would not resolve to it (resolve_batch)
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
         try:
             result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])

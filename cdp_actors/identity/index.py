@@ -14,6 +14,7 @@ here (`cdp bench identity`), well above what the rest of the pipeline can feed i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import struct
 import time
@@ -35,8 +36,19 @@ _job_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(AliasJob))
 log = logging.getLogger(__name__)
 
 
+MAX_PLAIN_KEY_BYTES = 511
+"""LMDB's key limit (bytes, `Environment.max_key_size()` of py-lmdb's build). The door keeps identity values
+within it; should one pass anyway (a bound changed, a new path in), a longer key is hashed rather than fail
+the commit that every call of its group shares."""
+
+
 def identity_key(identity_type: str, value: str) -> bytes:
-    return f"{identity_type}\x00{value}".encode()
+    """`type NUL value`, or, past LMDB's key limit, `type SOH blake2b-256(value)`: the byte after the type
+    name tells the forms apart, and type names are plain ASCII, so the two never collide."""
+    plain = f"{identity_type}\x00{value}".encode()
+    if len(plain) <= MAX_PLAIN_KEY_BYTES:
+        return plain
+    return identity_type.encode() + b"\x01" + hashlib.blake2b(value.encode(), digest_size=32).digest()
 
 
 def _pack_mpids(mpids: list[int]) -> bytes:

@@ -334,15 +334,20 @@ def resolve_batch(
     now_ms: int,
     new_mpid: int,
 ) -> Outcome:
-    """An Events API batch: its own MPID when given (the profile gains its identities), else identify.
-    `new_mpid` is derived from the batch's log position, so a replay resolves identically."""
-    if not batch_mpid:
+    """An Events API batch: the profile its `mpid` names when that profile is live (it gains the batch's
+    identities); otherwise the batch resolves by its identities as if it carried no `mpid`. `new_mpid` is
+    derived from the batch's log position, so a replay resolves identically.
+
+    mParticle documents neither a batch `mpid` the identity store does not hold nor one of an orphaned
+    profile (reference §1.5 gives only the type, int64). So: an unknown one never creates a profile at that
+    MPID, since a client could plant data where a future user would land. An orphan's is not followed either:
+    "orphans are never returned again" (§2.7), and an orphan has no single successor (with two unique IDs, its
+    customer ID and its email may have moved to different profiles). SDKs cache MPIDs, so such batches are
+    normal traffic, and the identities they carry are the evidence of whose data it is; with none, the batch
+    gets a new anonymous profile, as a batch without `mpid` or identities does."""
+    record = state.record(batch_mpid) if batch_mpid else None
+    if record is None or record.orphaned:
         return identify(state, policy, request, now_ms, new_mpid=new_mpid)
-    record = state.record(batch_mpid)
-    if record is None:
-        return create(state, policy, request, now_ms, batch_mpid)
-    if record.orphaned:
-        return Outcome(batch_mpid)
     return _resolved(state, policy, batch_mpid, request)
 
 

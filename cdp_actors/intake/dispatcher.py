@@ -21,7 +21,7 @@ import ray
 from cdp_actors.identity.index import BatchRequest
 from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
-from cdp_actors.ids import batch_id, fresh_mpid, origin_key
+from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
 from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
 from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
@@ -41,6 +41,7 @@ DEAD_LETTERED = "Batch Dead-Lettered"  # alert type; mParticle's System Alerts t
 class DispatcherCore:
     def __init__(self, data_dir: str | Path, intake_name: str, shards: int, max_chunk: int) -> None:
         self.origin = origin_key(intake_name)
+        self.mpid_secret = load_mpid_secret(data_dir)
         self.intake = Store(intake_path(data_dir, intake_name), INTAKE_DBS)
         self.shards = shards
         self.max_chunk = max_chunk
@@ -52,11 +53,13 @@ class DispatcherCore:
             return [(from_u64(key), decode_log_record(value)) for key, value in items]
 
     def identity_requests(self, chunk: list[tuple[int, LogRecord]]) -> list[BatchRequest]:
-        """What the IdentityIndex needs per batch; a new user's MPID derives from the log position."""
+        """What the IdentityIndex needs per batch; a new user's MPID derives from the log position under the
+        deployment's secret, so a replay of the chunk gets the same MPIDs and no client can predict them."""
         requests = []
         for seq, record in chunk:
             head = decode_head(record.raw)
-            requests.append((head.mpid, batch_identities(head), record.received_ms, fresh_mpid(self.origin, seq)))
+            new_mpid = fresh_mpid(self.mpid_secret, self.origin, seq)
+            requests.append((head.mpid, batch_identities(head), record.received_ms, new_mpid))
         return requests
 
     def route(self, chunk: list[tuple[int, LogRecord]], outcomes: list[Outcome]) -> dict[int, list[ShardRecord]]:

@@ -1,13 +1,20 @@
-"""The documented IDSync flows (reference §2.7), step by step, on the in-memory identity state."""
+"""The documented IDSync flows (reference §2.7), step by step, on the in-memory identity state; how an Events
+API batch's `mpid` is resolved, by example and as a property over every policy."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdp_actors.identity import strategy as s
 from cdp_actors.identity.strategy import IdentityChange, IdentityError, MemoryState, Policy
+from tests.unit.identity_data import batch_requests, identity_requests, mpids, policies
 
 NOW = 1_700_000_000_000
+NEW = 2**62 + 1  # the MPID offered for a batch's new profile in the property test
 CONVERSION = Policy.of(s.CONVERSION, unique=["customer_id", "email"], login=["customer_id", "email"])
 
 
@@ -106,10 +113,66 @@ def test_modify_adds_replaces_and_removes() -> None:
     assert state.holders("email", "e@x.io") == [] and state.holders("ios_idfv", "v") == []
 
 
-def test_batches_with_an_mpid_keep_it_and_replay_resolves_identically() -> None:
+def test_a_batch_keeps_a_live_mpid_and_replay_resolves_identically() -> None:
     state, policy = MemoryState(), CONVERSION
-    given = s.resolve_batch(state, policy, 777, {"email": "e@x.io"}, NOW, new_mpid=1)
-    assert (given.mpid, given.created) == (777, True)
+    live = s.identify(state, policy, {"ios_idfv": "d1"}, NOW, new_mpid=777).mpid
+    given = s.resolve_batch(state, policy, live, {"email": "e@x.io"}, NOW, new_mpid=1)
+    assert (given.mpid, given.created) == (777, False) and state.record(777).identities["email"] == ["e@x.io"]
     first = s.resolve_batch(state, policy, None, {"customer_id": "new"}, NOW, new_mpid=555)
     replay = s.resolve_batch(state, policy, None, {"customer_id": "new"}, NOW, new_mpid=555)
     assert first.mpid == replay.mpid == 555 and first.changes[0].created and not replay.changes
+
+
+def test_a_batch_mpid_no_one_holds_never_creates_a_profile_there() -> None:
+    state, policy = MemoryState(), CONVERSION
+    planted = s.resolve_batch(state, policy, 2**62, {"email": "e@x.io"}, NOW, new_mpid=555)
+    assert (planted.mpid, planted.created) == (555, True) and state.record(2**62) is None
+    known = s.identify(state, policy, {"customer_id": "c1"}, NOW, new_mpid=9).mpid
+    by_identity = s.resolve_batch(state, policy, -(2**63), {"customer_id": "c1"}, NOW, new_mpid=556)
+    assert (by_identity.mpid, by_identity.created) == (known, False) and state.record(-(2**63)) is None
+    anonymous = s.resolve_batch(state, policy, 12345, {}, NOW, new_mpid=557)
+    assert (anonymous.mpid, anonymous.created) == (557, True) and state.record(12345) is None
+
+
+def test_a_cached_mpid_of_an_orphan_resolves_by_the_batch_identities() -> None:
+    state, policy = MemoryState(), CONVERSION
+    orphan = s.identify(state, policy, {"email": "b@x.io", "ios_idfv": "d3"}, NOW, new_mpid=3).mpid
+    p1 = s.identify(state, policy, {"customer_id": "c1"}, NOW, new_mpid=1).mpid
+    s.modify(state, policy, p1, [IdentityChange("email", None, "b@x.io")])
+    frozen = state.record(orphan)
+    assert frozen.orphaned
+    moved = s.resolve_batch(state, policy, orphan, {"customer_id": "c1", "email": "b@x.io"}, NOW, new_mpid=10)
+    assert (moved.mpid, moved.created) == (p1, False)
+    device = s.resolve_batch(state, policy, orphan, {"ios_idfv": "d3"}, NOW, new_mpid=11)
+    assert (device.mpid, device.created) == (11, True)  # the orphan's device ID was unindexed with it
+    assert s.resolve_batch(state, policy, orphan, {"ios_idfv": "d3"}, NOW, new_mpid=12).mpid == 11
+    bare = s.resolve_batch(state, policy, orphan, {}, NOW, new_mpid=13)
+    assert (bare.mpid, bare.created) == (13, True)
+    assert state.record(orphan) == frozen  # the orphan gained nothing
+
+
+@settings(max_examples=300, deadline=None)
+@given(policy=policies(), setup=st.lists(identity_requests, max_size=8), pick=st.integers(0, 20),
+       unknown=mpids, request=batch_requests)  # fmt: skip
+def test_a_batch_resolves_as_identify_would_unless_its_mpid_names_a_live_profile(
+    policy: Policy, setup: list[dict[str, str]], pick: int, unknown: int, request: dict[str, str]
+) -> None:
+    state = MemoryState()
+    for n, identities in enumerate(setup, start=1):
+        s.identify(state, policy, identities, NOW, new_mpid=n)  # later claims may orphan earlier profiles
+    batch_mpid = pick if 0 < pick <= len(setup) else None if pick == 0 else unknown
+    unknown_before = state.record(batch_mpid) is None if batch_mpid else False
+    expected_state = copy.deepcopy(state)
+    expected = s.identify(expected_state, policy, request, NOW, new_mpid=NEW)
+    before = copy.deepcopy(state.record(batch_mpid)) if batch_mpid else None
+
+    outcome = s.resolve_batch(state, policy, batch_mpid, request, NOW, new_mpid=NEW)
+    if before is not None and not before.orphaned:
+        assert outcome.mpid == batch_mpid and not outcome.created
+        return
+    assert outcome == expected and state.records == expected_state.records  # as if it carried no mpid
+    assert not state.records[outcome.mpid].orphaned
+    if unknown_before and batch_mpid != NEW:
+        assert state.record(batch_mpid) is None
+    if before is not None:
+        assert state.record(batch_mpid) == before  # an orphan stays as it was
