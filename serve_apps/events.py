@@ -40,17 +40,14 @@ class Validated:
     accepted: list[tuple[str | None, bytes]]
     events: int
     rejected: list[dict[str, Any]]
-    too_large: bool = False
 
 
 def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
     accepted: list[tuple[str | None, bytes]] = []
     rejected: list[dict[str, Any]] = []
     events = 0
-    too_large = False
     for index, raw in enumerate(items):
         if len(raw) > max_batch_bytes:
-            too_large = True
             message = f"Batch is {len(raw)} bytes; the limit is {max_batch_bytes}."
             rejected.append({"index": index, "code": "REQUEST_TOO_LARGE", "message": message})
             continue
@@ -61,7 +58,7 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
             continue
         accepted.append((batch.source_request_id, raw))
         events += len(batch.events)
-    return Validated(accepted, events, rejected, too_large)
+    return Validated(accepted, events, rejected)
 
 
 @serve.deployment(
