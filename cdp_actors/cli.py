@@ -79,11 +79,17 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     # the kernel splits connections between the two, and one platform silently acknowledged the other's requests.
     state = tempfile.mkdtemp(prefix="cdp-haproxy-")
     atexit.register(shutil.rmtree, state, ignore_errors=True)  # before ray.init: runs after Ray's own shutdown
-    replica_http = free_port_range(2 * REPLICA_PORTS)  # Ray fills a range from its bottom: a random place
-    replica_grpc = replica_http + REPLICA_PORTS  # keeps two instances' used ports apart
+    # One block of free ports outside the kernel's ephemeral range (32768+) and Ray's worker ports (10002-19999):
+    # a single port picked by binding port 0 was in use again by the time HAProxy bound it (taken by one of the
+    # Ray processes started in between), and HAProxy refused to start. Ray fills the replica ranges from their
+    # bottom, so a random place in 20000-29999 keeps two instances' used ports apart.
+    replica_http = free_port_range(2 * REPLICA_PORTS + 4)
+    replica_grpc = replica_http + REPLICA_PORTS
+    fallback_http, fallback_grpc, haproxy_metrics, haproxy_stats = range(replica_grpc + REPLICA_PORTS,
+                                                                         replica_grpc + REPLICA_PORTS + 4)
     settings |= {
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port()),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(replica_http),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(replica_http + REPLICA_PORTS - 1),
         "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(replica_grpc),
@@ -92,8 +98,8 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{state}/haproxy.cfg",
         "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{state}/admin.sock",
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{state}/server-state",
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(haproxy_stats),
         # Serve's template binds HAProxy's stats page and Prometheus exporter to every interface, unauthenticated;
         # the wrapper binds them where the HTTP frontend binds and adds `timeout http-request`.
         BINARY_ENV: haproxy_wrapper(state),
