@@ -17,9 +17,9 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
 from cdp_actors.haproxy_wrapper import (
@@ -29,6 +29,9 @@ from cdp_actors.haproxy_wrapper import (
     real_haproxy_binary,
     wrapper_script,
 )
+
+if TYPE_CHECKING:
+    from cdp_actors.intake.log import AppendResult
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -294,7 +297,7 @@ BENCH_USERS = {"ingest": 10_000, "e2e": 1_000_000, "skew": 1_000_000, "identity"
                "overload": 10_000, "delivery": 10_000}  # fmt: skip
 
 
-def bench_runner(scenario: str) -> Callable[..., Awaitable[dict]]:
+def bench_runner(scenario: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
     from importlib import import_module
 
     return getattr(import_module(f"benchmarks.{scenario}"), f"run_{scenario}_bench")
@@ -318,7 +321,7 @@ def dead_letter_pages(dispatcher: Any, include_body: bool) -> list[dict[str, Any
     entries: list[dict[str, Any]] = []
     after: int | None = 0
     while after is not None:
-        page = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
+        page: dict[str, Any] = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
         entries += page["entries"]
         after = page["next_after"]
     return entries
@@ -339,7 +342,7 @@ def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
                               "overloaded": False}  # fmt: skip
     for entry in entries:
         batch = [(None, entry["body"].encode())]  # the body is the batch JSON as accepted: valid UTF-8
-        result = ray.get(intake.append.remote(entry["input_id"], entry["received_ms"], batch))
+        result: AppendResult = ray.get(intake.append.remote(entry["input_id"], entry["received_ms"], batch))
         if result.overloaded:  # the intake is behind: the rest stays set aside for a later replay
             report["overloaded"] = True
             break

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -32,6 +32,7 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
+    # a default in Field() is given as `default=`: type checkers read it only from the keyword
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -125,13 +126,16 @@ class Connection(_Strict):
     environments: list[Literal["production", "development"]] = ["production", "development"]
     filters: DataFilters = DataFilters()
     rules: list[ForwardingRule] = []
-    sample_percent: float = Field(100.0, ge=0, le=100)
+    sample_percent: float = Field(default=100.0, ge=0, le=100)
     """Share of users whose data flows, chosen deterministically by MPID."""
     min_app_version: str | None = None
     """Batches from an older `application_info.application_version` do not flow."""
 
 
-IdentityType = Literal[ALL_TYPES]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    IdentityType = str  # a type checker cannot read a Literal built from a tuple at run time
+else:
+    IdentityType = Literal[ALL_TYPES]  # pydantic refuses any other name, listing the known ones
 
 
 class Identity(_Strict):
@@ -161,50 +165,50 @@ class ApiClient(_Strict):
 
     client_id: str = Field(min_length=1)
     client_secret: Secret
-    token_ttl_s: int = Field(28_800, gt=0)
+    token_ttl_s: int = Field(default=28_800, gt=0)
 
     def credentials_match(self, client_id: str, secret: str) -> bool:
         return credentials_match((client_id, secret), (self.client_id, self.client_secret))
 
 
 class Limits(_Strict):
-    max_batch_bytes: int = Field(128 * 1024, gt=0)
-    max_request_bytes: int = Field(256 * 1024, gt=0)
-    max_bulk_batches: int = Field(100, gt=0)
-    max_intake_lag_batches: int = Field(20_000, gt=0)
+    max_batch_bytes: int = Field(default=128 * 1024, gt=0)
+    max_request_bytes: int = Field(default=256 * 1024, gt=0)
+    max_bulk_batches: int = Field(default=100, gt=0)
+    max_intake_lag_batches: int = Field(default=20_000, gt=0)
     """Past this many accepted-but-unprocessed batches the Events API answers 429."""
-    max_queued_requests: int = Field(32, ge=1)
+    max_queued_requests: int = Field(default=32, ge=1)
     """HTTP requests Serve holds for the Events and Identity APIs beyond what their replicas are working on
     (`runtime.ingest_max_ongoing_requests` each); past it they are answered 429 with `Retry-After`, so a
     flood costs bounded memory instead of an ever longer proxy queue."""
-    dedupe_retention_days: int = Field(30, gt=0)
+    dedupe_retention_days: int = Field(default=30, gt=0)
 
 
 class Retry(_Strict):
-    max_attempts: int = Field(8, ge=1)
-    base_delay_s: float = Field(0.5, gt=0)
-    max_delay_s: float = Field(60.0, gt=0)
-    request_timeout_s: float = Field(10.0, gt=0)
-    max_age_s: float = Field(86_400.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    base_delay_s: float = Field(default=0.5, gt=0)
+    max_delay_s: float = Field(default=60.0, gt=0)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_age_s: float = Field(default=86_400.0, gt=0)
     """A batch not delivered this long after its receipt (its output down, its breaker open) is dropped with
     a Fatal `Retry Count Exceeded` alert: what bounds the outbox of an output that never comes back."""
 
 
 class Runtime(_Strict):
-    shards: int = Field(2, ge=1, le=256)
-    forwarders: int = Field(1, ge=1, le=64)
-    ingest_replicas: int = Field(1, ge=1)
-    ingest_max_ongoing_requests: int = Field(32, ge=1)
+    shards: int = Field(default=2, ge=1, le=256)
+    forwarders: int = Field(default=1, ge=1, le=64)
+    ingest_replicas: int = Field(default=1, ge=1)
+    ingest_max_ongoing_requests: int = Field(default=32, ge=1)
     """Requests one Events API replica works on at once (each is one intake call). With the queue bound this
     caps the time an accepted request waits: about (ongoing + queued) / requests per second."""
-    max_chunk_batches: int = Field(2000, ge=1)
-    history_per_user: int = Field(200, ge=0)
-    forwarder_window: int = Field(500, ge=1)
+    max_chunk_batches: int = Field(default=2000, ge=1)
+    history_per_user: int = Field(default=200, ge=0)
+    forwarder_window: int = Field(default=500, ge=1)
     """Undelivered outbox rows a shard hands to one forwarder, per output, at a time; the rest wait in LMDB.
     500 keeps a coalescing output's requests full (8 in flight × 100 batches across two shards); more only
     adds rows (and their coroutines) for the forwarder's garbage collector to scan."""
-    output_concurrency: int = Field(64, ge=1)
-    max_buffered_audience_changes: int = Field(100_000, ge=1)
+    output_concurrency: int = Field(default=64, ge=1)
+    max_buffered_audience_changes: int = Field(default=100_000, ge=1)
     """Membership changes an audience output's bulk queue holds per audience before refusing more."""
 
 

@@ -90,10 +90,12 @@ class JsonLinesSpanExporter(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with open(open_private(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a") as out:
             for item in spans:
+                context = item.context
+                assert context is not None  # the SDK's spans always have one; ReadableSpan's type allows None
                 record = {
                     "name": item.name,
-                    "trace_id": f"{item.context.trace_id:032x}",
-                    "span_id": f"{item.context.span_id:016x}",
+                    "trace_id": f"{context.trace_id:032x}",
+                    "span_id": f"{context.span_id:016x}",
                     "start_ns": item.start_time,
                     "end_ns": item.end_time,
                     "attributes": dict(item.attributes or {}),

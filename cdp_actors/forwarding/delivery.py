@@ -35,7 +35,7 @@ from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
 from cdp_actors.forwarding.tasks import Tasks
-from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
+from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared, combines, sends_raw
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
@@ -90,7 +90,7 @@ class Delivery:
         self.groupers = {
             output: Grouper(adapter.max_batches_per_request, partial(self._deliver_group, output))
             for output, adapter in self.adapters.items()
-            if getattr(adapter, "max_batches_per_request", 1) > 1
+            if combines(adapter) and adapter.max_batches_per_request > 1
         }
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
@@ -211,7 +211,9 @@ class Delivery:
 
     async def _deliver_together(self, output_id: int, together: list[tuple[OutboxRow, Prepared]]) -> None:
         try:
-            request = self.adapters[output_id].combine([prepared.requests[0] for _, prepared in together])
+            adapter = self.adapters[output_id]
+            assert combines(adapter), output_id  # only a combining output's rows are grouped (`groupers`)
+            request = adapter.combine([prepared.requests[0] for _, prepared in together])
         except Exception as error:  # a bug in combining is no row's fault: each goes on its own instead
             log.error("combining requests for output %s failed: %s (at %s)", output_id, describe(error),
                       code_location(error))  # fmt: skip
@@ -257,7 +259,7 @@ class Delivery:
         """Screen the row for its connection and turn it into the output's requests, alerting its rejections
         and counting skipped events; None: nothing to send. May raise (see `_prepared`)."""
         adapter = self.adapters[row.output_id]
-        if self.passthrough[row.connection_id] and hasattr(adapter, "prepare_raw"):
+        if self.passthrough[row.connection_id] and sends_raw(adapter):
             prepared = adapter.prepare_raw(row.payload, row.event_count)  # the hot path: no decode, no encode
         else:
             prepared = self._prepare_decoded(row, msgspec.json.decode(row.payload))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import msgspec
 
@@ -139,8 +139,8 @@ class Policy:
     def carries_login(self, request: Mapping[str, str]) -> bool:
         return any(t in self.login for t in request)
 
-    def visible(self, record: IdentityRecord | None, request: Mapping[str, str]) -> bool:
-        """May `request` resolve to this profile?"""
+    def visible(self, record: IdentityRecord | None, request: Mapping[str, str]) -> TypeGuard[IdentityRecord]:
+        """May `request` resolve to this profile? (Never when there is none: True means `record` is not None.)"""
         if record is None or record.orphaned:
             return False
         held = record.identities
@@ -208,7 +208,7 @@ def attach(state: IdentityState, policy: Policy, mpid: int, request: Mapping[str
 def detach(state: IdentityState, mpid: int, identity_type: str, value: str) -> bool:
     record = state.record(mpid)
     held = record.identities.get(identity_type, []) if record else []
-    if value not in held:
+    if record is None or value not in held:
         return False
     record.identities[identity_type] = [v for v in held if v != value]
     if not record.identities[identity_type]:
@@ -239,11 +239,19 @@ def create(state: IdentityState, policy: Policy, request: Mapping[str, str], now
     return Outcome(mpid, created=True, changes=changes, logged_in=policy.carries_login(request))
 
 
+def _existing(state: IdentityState, mpid: int) -> IdentityRecord:
+    """The record of a profile the caller knows is there (found visible, or just created)."""
+    record = state.record(mpid)
+    assert record is not None, mpid
+    return record
+
+
 def _resolved(state: IdentityState, policy: Policy, mpid: int, request: Mapping[str, str]) -> Outcome:
-    before = state.record(mpid)
+    before = _existing(state, mpid)
     matched = {t: v for t, v in request.items() if v in before.identities.get(t, ())}
     changes = attach(state, policy, mpid, request)
-    return Outcome(mpid, matched=matched, changes=changes, logged_in=policy.holds_login(state.record(mpid), request))
+    logged_in = policy.holds_login(_existing(state, mpid), request)
+    return Outcome(mpid, matched=matched, changes=changes, logged_in=logged_in)
 
 
 def _anonymous(state: IdentityState, policy: Policy, mpid: int | None) -> bool:
@@ -274,7 +282,7 @@ def identify(
         return _resolved(state, policy, mpid, request)
     outcome = create(state, policy, request, now_ms, new_mpid or random_mpid())
     if policy.strategy == LINK and _anonymous(state, policy, previous_mpid):
-        record = state.record(outcome.mpid)
+        record = _existing(state, outcome.mpid)
         record.alias_source = previous_mpid
         state.put(outcome.mpid, record)
     return outcome
@@ -304,7 +312,7 @@ def search(state: IdentityState, policy: Policy, request: Mapping[str, str]) -> 
     mpid = find(state, policy, request)
     if mpid is None:
         return None
-    record = state.record(mpid)
+    record = _existing(state, mpid)
     matched = {t: v for t, v in request.items() if v in record.identities.get(t, ())}
     return Outcome(mpid, matched=matched, logged_in=policy.holds_login(record, request))
 
@@ -346,7 +354,7 @@ def resolve_batch(
     normal traffic, and the identities they carry are the evidence of whose data it is; with none, the batch
     gets a new anonymous profile, as a batch without `mpid` or identities does."""
     record = state.record(batch_mpid) if batch_mpid else None
-    if record is None or record.orphaned:
+    if not batch_mpid or record is None or record.orphaned:
         return identify(state, policy, request, now_ms, new_mpid=new_mpid)
     return _resolved(state, policy, batch_mpid, request)
 

@@ -17,7 +17,7 @@ from enum import Enum
 from typing import TypeVar
 
 import lmdb
-import ray
+import ray.exceptions
 
 from cdp_actors.profiles.shard import SequenceGap
 

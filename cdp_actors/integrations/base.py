@@ -16,7 +16,7 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Container
-from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, TypeGuard, TypeVar
 
 import msgspec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
@@ -95,8 +95,30 @@ class Adapter(Protocol):
 
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared: ...
 
-    # Optional, for outputs that send the outbound batch as is (webhook): `prepare_raw(payload, event_count)`
-    # lets the forwarder skip decoding and re-encoding the batch when the connection screens nothing out.
+
+class RawAdapter(Adapter, Protocol):
+    """An output that sends the outbound batch as is (webhook): the forwarder skips decoding and re-encoding
+    the batch when the connection screens nothing out."""
+
+    def prepare_raw(self, payload: bytes, event_count: int) -> Prepared: ...
+
+
+class CombiningAdapter(Adapter, Protocol):
+    """An output that can send batches ready together as one request (webhook)."""
+
+    max_batches_per_request: int
+    """At most this many batches in one request; 1: the output does not combine."""
+
+    def combine(self, requests: list[HttpRequest]) -> HttpRequest: ...
+
+
+def sends_raw(adapter: Adapter) -> TypeGuard[RawAdapter]:
+    # hasattr, not isinstance: this runs per row, and a runtime Protocol check costs tens of microseconds
+    return hasattr(adapter, "prepare_raw")
+
+
+def combines(adapter: Adapter) -> TypeGuard[CombiningAdapter]:
+    return hasattr(adapter, "combine")
 
 
 def json_body(value: Any) -> bytes:

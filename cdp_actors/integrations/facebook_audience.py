@@ -45,7 +45,7 @@ COLUMNS: dict[str, tuple[MatchIdentity, ...]] = {
     "PHONE": ("mobile_number",),
     "MADID": ("ios_advertising_id", "android_advertising_id"),
 }
-MATCH_IDENTITIES = [kind for kinds in COLUMNS.values() for kind in kinds]
+MATCH_IDENTITIES: list[MatchIdentity] = [kind for kinds in COLUMNS.values() for kind in kinds]
 METHODS = {"add": "POST", "delete": "DELETE"}
 
 
@@ -66,8 +66,10 @@ class Adapter(MappedAudienceAdapter[str]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.audience_ids, settings.bulk_max_age_s)
         self.api_url = settings.api_url.rstrip("/")
-        self.columns = {column: [kind for kind in kinds if kind in settings.identities]
-                        for column, kinds in COLUMNS.items() if set(kinds) & set(settings.identities)}  # fmt: skip
+        self.columns: dict[str, list[MatchIdentity]] = {
+            column: [kind for kind in kinds if kind in settings.identities]
+            for column, kinds in COLUMNS.items() if set(kinds) & set(settings.identities)
+        }  # fmt: skip
         self.missing_description = "none of " + ", ".join(kind for kinds in self.columns.values() for kind in kinds)
         self.headers = bearer_json_headers(settings.access_token)
 

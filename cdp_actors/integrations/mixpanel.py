@@ -207,7 +207,7 @@ class Adapter:
 
     @staticmethod
     def _people_properties(batch: dict[str, Any]) -> dict[str, Any]:
-        attributes = batch.get("user_attributes") or {}
+        attributes: dict[str, Any] = batch.get("user_attributes") or {}
         people = {RESERVED_ATTRIBUTES.get(name, name.removeprefix("$")): value for name, value in attributes.items()}
         email = identities(batch).get("email")
         if email:

@@ -87,8 +87,10 @@ class Adapter(MappedAudienceAdapter[dict[ListKind, str]]):
         }  # in request order: adds, then removes; emails, then advertising ids
         missing_description = "none of " + ", ".join(identity for kind in lists for identity in LIST_IDENTITIES[kind])
         for change in members:
-            found = [(kind, sha256_hex(change.identities[identity])) for kind in lists
-                     for identity in LIST_IDENTITIES[kind] if change.identities.get(identity, "").strip()]  # fmt: skip
+            found: list[tuple[ListKind, str]] = [
+                (kind, sha256_hex(change.identities[identity])) for kind in lists
+                for identity in LIST_IDENTITIES[kind] if change.identities.get(identity, "").strip()
+            ]  # fmt: skip
             if sendable(change, OPERATIONS, bool(found), missing_description, prepared):
                 for kind, record in found:
                     records[(change.action, kind)][record] = None
@@ -101,4 +103,5 @@ class Adapter(MappedAudienceAdapter[dict[ListKind, str]]):
 
 def list_ids_of(lists: CustomerLists) -> dict[ListKind, str]:
     """An audience's customer list ids by kind, those set."""
-    return {kind: list_id for kind, list_id in (("email", lists.email), ("maid", lists.maid)) if list_id}
+    pairs: tuple[tuple[ListKind, str | None], ...] = (("email", lists.email), ("maid", lists.maid))
+    return {kind: list_id for kind, list_id in pairs if list_id}

@@ -69,7 +69,7 @@ class Adapter(MappedAudienceAdapter[str]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.segment_ids, settings.bulk_max_age_s)
         self.api_url = settings.api_url.rstrip("/")
-        self.identities = [kind for kind in SCHEMAS if kind in settings.identities]
+        self.identities: list[MatchIdentity] = [kind for kind in SCHEMAS if kind in settings.identities]
         self.missing_description = "none of " + ", ".join(self.identities)
         self.headers = bearer_json_headers(settings.access_token)
 

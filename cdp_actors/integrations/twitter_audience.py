@@ -80,7 +80,7 @@ class Adapter(MappedAudienceAdapter[str]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.audience_ids, settings.bulk_max_age_s)
         self.audiences_url = f"{settings.api_url.rstrip('/')}/accounts/{settings.account_id}/custom_audiences"
-        self.identities = [kind for kind in USER_FIELDS if kind in settings.identities]
+        self.identities: list[MatchIdentity] = [kind for kind in USER_FIELDS if kind in settings.identities]
         self.missing_description = "none of " + ", ".join(self.identities)
         secrets = (settings.consumer_key, settings.consumer_secret, settings.access_token, settings.access_token_secret)
         self.keys = OAuth1Keys(*(secret.get_secret_value() for secret in secrets))

@@ -100,7 +100,7 @@ def identity_report(
     merged: dict[tuple[int, int], dict[str, Any]] = {}
     for report in shard_reports:
         for key, entry in report.items():
-            into = merged.setdefault(tuple(key), {"active": 0, "known": 0, "coverage": {}})
+            into = merged.setdefault(key, {"active": 0, "known": 0, "coverage": {}})
             into["active"] += entry["active"]
             into["known"] += entry["known"]
             for identity_type, n in entry["coverage"].items():

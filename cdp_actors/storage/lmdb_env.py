@@ -14,12 +14,15 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import lmdb
 
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 Db = Any  # py-lmdb does not export its database handle type
+Txn: TypeAlias = "lmdb.Transaction[bytes]"
+"""A transaction that returns keys and values as bytes (`buffers=False`), as every one here does; a string
+because py-lmdb's Transaction is generic only in its type stubs, not at run time."""
 _U64 = struct.Struct(">Q")
 _I64 = struct.Struct(">q")
 PRIVATE_DIR_MODE = 0o700  # rwx for the owner only: no other account may list or read the data directory
@@ -60,10 +63,10 @@ class Store:
         self.env.reader_check()  # clear reader slots left by a killed process
         self.dbs = {name: self.env.open_db(name.encode()) for name in names}
 
-    def write(self) -> lmdb.Transaction:
+    def write(self) -> Txn:
         return self.env.begin(write=True)
 
-    def read(self) -> lmdb.Transaction:
+    def read(self) -> Txn:
         return self.env.begin(buffers=False)
 
     def db(self, name: str) -> Db:
@@ -94,7 +97,7 @@ def i64(n: int) -> bytes:
     return _I64.pack(n)
 
 
-def iter_from(txn: lmdb.Transaction, db: Db, start: bytes, limit: int) -> Iterator[tuple[bytes, bytes]]:
+def iter_from(txn: Txn, db: Db, start: bytes, limit: int) -> Iterator[tuple[bytes, bytes]]:
     """Up to `limit` items with key >= start, in key order."""
     cursor = txn.cursor(db)
     if not cursor.set_range(start):
@@ -105,7 +108,7 @@ def iter_from(txn: lmdb.Transaction, db: Db, start: bytes, limit: int) -> Iterat
         yield item
 
 
-def iter_prefix(txn: lmdb.Transaction, db: Db, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def iter_prefix(txn: Txn, db: Db, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
     cursor = txn.cursor(db)
     if not cursor.set_range(prefix):
         return
@@ -115,7 +118,7 @@ def iter_prefix(txn: lmdb.Transaction, db: Db, prefix: bytes) -> Iterator[tuple[
         yield key, value
 
 
-def last_key(txn: lmdb.Transaction, db: Db) -> bytes | None:
+def last_key(txn: Txn, db: Db) -> bytes | None:
     cursor = txn.cursor(db)
     return cursor.key() if cursor.last() else None
 
@@ -123,7 +126,7 @@ def last_key(txn: lmdb.Transaction, db: Db) -> bytes | None:
 U64_MAX = 2**64 - 1
 
 
-def add_counts(txn: lmdb.Transaction, db: Db, counts: dict[str, int]) -> None:
+def add_counts(txn: Txn, db: Db, counts: dict[str, int]) -> None:
     """Add to u64 counters under text keys, in the caller's transaction. A counter saturates at U64_MAX rather
     than fail the transaction (revenue in hundredths could get there: 184,467 purchases of the largest amount)."""
     for name, n in counts.items():
@@ -132,7 +135,7 @@ def add_counts(txn: lmdb.Transaction, db: Db, counts: dict[str, int]) -> None:
         txn.put(key, u64(min((from_u64(old) if old else 0) + n, U64_MAX)), db=db)
 
 
-def read_counts(txn: lmdb.Transaction, db: Db, first: str, last: str) -> list[tuple[str, int]]:
+def read_counts(txn: Txn, db: Db, first: str, last: str) -> list[tuple[str, int]]:
     """Counters with `first` <= key < `last` (text keys)."""
     found = []
     for key, value in iter_from(txn, db, first.encode(), 1 << 62):
