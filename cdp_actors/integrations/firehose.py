@@ -1,6 +1,6 @@
 """Firehose output: mParticle's partner protocol over HTTP, so partner endpoints built for mParticle work as is.
 
-Follows the mParticle Firehose docs and Java SDK 3.2.0 JSON (`/work/shared/reference/mparticle-api.md` §4,
+Follows the mParticle Firehose docs and Java SDK 3.2.0 JSON (https://docs.mparticle.com/developers/partners/firehose/,
 the "Outbound Integrations" / "HTTP Integrations" guide, and the SDK's `examples/json` samples):
 
 - one `event_processing_request` per outbound batch: `account`, `source_id`, `mpid` (a string),
@@ -9,8 +9,9 @@ the "Outbound Integrations" / "HTTP Integrations" guide, and the SDK's `examples
   `consent_state` (`gdpr_consent_state` / `ccpa_consent_state`), `system_notifications`
   (`{type: gdpr_consent_state, purpose, old_gdpr_consent_state, new_gdpr_consent_state}`) and `events`
   in Firehose shape (commerce events become `product_action` / `promotion_action` / `impression`);
-- `audience_membership_change_request` with `user_profiles[].audiences[]` carrying an `action` (§4.5, the
-  current shape; SDKs before 2.x used `added_audiences` / `removed_audiences`);
+- `audience_membership_change_request` with `user_profiles[].audiences[]` carrying an `action` (the
+  current shape, as in the SDK's `audience_membership_change_request.json`; SDKs before 2.x used
+  `added_audiences` / `removed_audiences`);
 - builders for `module_registration_request` and `audience_subscription_request`.
 
 Every id is derived, never random: the message id from the batch id (membership requests: from their
