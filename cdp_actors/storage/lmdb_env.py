@@ -21,7 +21,6 @@ import lmdb
 MAP_SIZE = 1 << 40  # address space only; the file grows as data is written
 Db = Any  # py-lmdb does not export its database handle type
 _U64 = struct.Struct(">Q")
-_I64 = struct.Struct(">q")
 PRIVATE_DIR_MODE = 0o700  # rwx for the owner only: no other account may list or read the data directory
 PRIVATE_FILE_MODE = 0o600  # rw for the owner only
 LMDB_FILES = ("data.mdb", "lock.mdb")
@@ -88,10 +87,6 @@ def mpid_key(mpid: int) -> bytes:
 
 def mpid_from_key(b: bytes) -> int:
     return _U64.unpack(b[:8])[0] - (1 << 63)
-
-
-def i64(n: int) -> bytes:
-    return _I64.pack(n)
 
 
 def iter_from(txn: lmdb.Transaction, db: Db, start: bytes, limit: int) -> Iterator[tuple[bytes, bytes]]:
