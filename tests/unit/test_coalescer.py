@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_actors.forwarding.coalesce import Grouper
@@ -126,6 +126,7 @@ class Recorder:
 bursts = st.lists(st.tuples(st.integers(0, 30), st.integers(0, 5)), min_size=1, max_size=20)  # (items, turns after)
 
 
+@settings(deadline=None)  # an example runs its own event loop: slow on a loaded machine, never wrong
 @given(
     max_items=st.integers(1, 10),
     in_flight=st.integers(1, 4),
