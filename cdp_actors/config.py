@@ -256,12 +256,6 @@ class WorkspaceConfig(_Strict):
     def input_by_key(self, key: str) -> Input | None:
         return next((i for i in self.inputs if hmac.compare_digest(i.key.encode(), key.encode())), None)
 
-    def input_by_id(self, input_id: int) -> Input:
-        return next(i for i in self.inputs if i.id == input_id)
-
-    def output_by_id(self, output_id: int) -> Output:
-        return next(o for o in self.outputs if o.id == output_id)
-
     def active_connections(self, input_id: int) -> list[Connection]:
         return [c for c in self.connections if c.active and c.input == input_id]
 

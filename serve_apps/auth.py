@@ -64,10 +64,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def missing_credentials() -> Response:
-    return error_response(401, "UNAUTHORIZED", "Authentication missing: send HTTP Basic auth with key:secret.")
-
-
 def signature_of(secret: str, method: str, date: str, path: str, body: bytes) -> str:
     """IDSync's `x-mp-signature`: hex HMAC-SHA256 over METHOD\nDATE\nPATH followed by the raw body."""
     message = f"{method}\n{date}\n{path}".encode() + body

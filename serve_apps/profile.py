@@ -1,4 +1,5 @@
-"""Profile API: `POST /oauth/token` (client credentials) and `/userprofile/v1/...` (reference §3).
+"""Profile API: `POST /oauth/token` (client credentials) and `/userprofile/v1/...`
+(https://docs.mparticle.com/developers/profile-api/).
 
 Deployed at the root prefix, so it also answers the unknown paths no other app claims (404).
 """

@@ -1,4 +1,20 @@
-"""Fixtures: one real Ray + Serve for the session; a platform per test with its own config and data dir."""
+"""Fixtures: one real Ray + Serve for the session, and the platform deployed on it, shared between tests.
+
+How platforms are shared (read this before asserting on counts or state):
+- `serve_port` (session): one embedded Ray and one Serve HTTP proxy for the whole run, sized small (2 CPUs).
+- `platforms` / `platform` (session): the runtime actors and the Serve apps for one `WorkspaceConfig`. A test
+  asking for a config equal to the one running gets the running platform as it is: its intake log, identity
+  index, profiles, outbox, alert store, dead letters and report counters keep what earlier tests wrote. A test
+  asking for a different config stops that platform and starts a new one on a new data directory
+  (`platforms.data_dir`), so it starts empty. Tests sharing a config therefore use their own user names and
+  measure deltas (`before = ...`; `new_alerts` in test_delivery.py); a test that needs empty state gives
+  itself a config of its own, and says so.
+- `shared_receiver` (session) / `receiver` (per test): one local partner server; each test gets it emptied
+  and answering 200. Batches an earlier test left undelivered can still arrive at it, so tests wait for
+  `api.settled()` or filter what they read by their own users.
+- Tests under tests/integration/ and tests/faults/ start real Ray and Serve: they are marked `integration`
+  by path (below), so `pytest -m "not integration"` runs the fast, Ray-free part.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +29,15 @@ from cdp_actors.config import WorkspaceConfig, parse_workspace
 from tests.support import Api, Receiver, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+INTEGRATION_DIRS = (ROOT / "tests" / "integration", ROOT / "tests" / "faults")
+"""Tests under these start real Ray and Serve (about a minute to start; minutes to run)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test under INTEGRATION_DIRS `integration`, so `-m "not integration"` is the fast loop."""
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in INTEGRATION_DIRS):
+            item.add_marker(pytest.mark.integration)
 
 
 def demo_config(webhook_url: str, **overrides: dict) -> WorkspaceConfig:

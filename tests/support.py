@@ -49,7 +49,7 @@ class Received:
 @dataclass
 class Receiver:
     """An aiohttp server on its own thread. `script` holds the statuses to answer next (then 200); a 3xx answer
-    carries `Location: redirect_to`."""
+    carries `Location: redirect_to`; a body `refuse_when` holds for is answered 503 and kept in `refused`."""
 
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
@@ -59,12 +59,15 @@ class Receiver:
     always: int | None = None
     delay_s: float = 0.0
     redirect_to: str | None = None
+    refuse_when: Callable[[Any], bool] | None = None
+    refused: list[Any] = field(default_factory=list)
 
     def reset(self) -> None:
         self.received.clear()
         self.attempt_times.clear()
         self.script.clear()
-        self.always = self.retry_after = self.redirect_to = None
+        self.refused.clear()
+        self.always = self.retry_after = self.redirect_to = self.refuse_when = None
         self.delay_s = 0.0
 
     @property
@@ -84,11 +87,14 @@ class Receiver:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         status = self.script.pop(0) if self.script else (self.always or 200)
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = body.decode(errors="replace")
+        if self.refuse_when is not None and self.refuse_when(parsed):
+            status = 503
+            self.refused.append(parsed)
         if status == 200:
-            try:
-                parsed = json.loads(body)
-            except ValueError:
-                parsed = body.decode(errors="replace")
             self.received.append(Received(parsed, dict(request.headers), time.time(), request.path, request.method,
                                           request.query_string))  # fmt: skip
         headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else {}

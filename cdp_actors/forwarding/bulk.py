@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
 
-from cdp_actors.integrations.base import AudienceAdapter, MembershipChange, Prepared
+from cdp_actors.integrations.base import AudienceAdapter, MembershipChange
 
 
 class BulkAdapter(AudienceAdapter, Protocol):
@@ -102,8 +102,3 @@ class BulkQueue:
         keys = list(islice(self._pending, count))
         changes = [self._pending.pop(key).change for key in keys]
         return [changes[i : i + self.max_batch] for i in range(0, len(changes), self.max_batch)]
-
-
-def prepare_groups(adapter: AudienceAdapter, groups: list[list[MembershipChange]], now_ms: int) -> list[Prepared]:
-    """The partner requests for each due group, one `Prepared` per group, in queue order."""
-    return [adapter.prepare_memberships(group, now_ms) for group in groups]

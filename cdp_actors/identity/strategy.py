@@ -4,7 +4,7 @@ Every operation reads and writes an `IdentityState`: identity (type, value) → 
 claim order, and MPID → `IdentityRecord`. The IdentityIndex actor runs each call inside one LMDB write
 transaction, so an operation is atomic; `MemoryState` is the same state in dicts, for tests.
 
-Rules (reference §2.7):
+Rules (IDSync guide, https://docs.mparticle.com/guides/idsync/components/):
 - lookups run in priority order; the first profile that the request may see wins;
 - a profile holding a login ID ("known") is visible only to a request carrying one of its login IDs,
   and one holding an immutable ID only to a request carrying it;
@@ -347,10 +347,11 @@ def resolve_batch(
     derived from the batch's log position, so a replay resolves identically.
 
     mParticle documents neither a batch `mpid` the identity store does not hold nor one of an orphaned
-    profile (reference §1.5 gives only the type, int64). So: an unknown one never creates a profile at that
-    MPID, since a client could plant data where a future user would land. An orphan's is not followed either:
-    "orphans are never returned again" (§2.7), and an orphan has no single successor (with two unique IDs, its
-    customer ID and its email may have moved to different profiles). SDKs cache MPIDs, so such batches are
+    profile (the JSON reference, https://docs.mparticle.com/developers/server/json-reference/, gives only the
+    type, int64). So: an unknown one never creates a profile at that MPID, since a client could plant data
+    where a future user would land. An orphan's is not followed either: "orphans are never returned again"
+    (IDSync guide), and an orphan has no single successor (with two unique IDs, its customer ID and its email
+    may have moved to different profiles). SDKs cache MPIDs, so such batches are
     normal traffic, and the identities they carry are the evidence of whose data it is; with none, the batch
     gets a new anonymous profile, as a batch without `mpid` or identities does."""
     record = state.record(batch_mpid) if batch_mpid else None

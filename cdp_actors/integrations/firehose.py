@@ -1,6 +1,6 @@
 """Firehose output: mParticle's partner protocol over HTTP, so partner endpoints built for mParticle work as is.
 
-Follows the mParticle Firehose docs and Java SDK 3.2.0 JSON (`/work/shared/reference/mparticle-api.md` §4,
+Follows the mParticle Firehose docs and Java SDK 3.2.0 JSON (https://docs.mparticle.com/developers/partners/firehose/,
 the "Outbound Integrations" / "HTTP Integrations" guide, and the SDK's `examples/json` samples):
 
 - one `event_processing_request` per outbound batch: `account`, `source_id`, `mpid` (a string),
@@ -9,9 +9,9 @@ the "Outbound Integrations" / "HTTP Integrations" guide, and the SDK's `examples
   `consent_state` (`gdpr_consent_state` / `ccpa_consent_state`), `system_notifications`
   (`{type: gdpr_consent_state, purpose, old_gdpr_consent_state, new_gdpr_consent_state}`) and `events`
   in Firehose shape (commerce events become `product_action` / `promotion_action` / `impression`);
-- `audience_membership_change_request` with `user_profiles[].audiences[]` carrying an `action` (§4.5, the
-  current shape; SDKs before 2.x used `added_audiences` / `removed_audiences`);
-- builders for `module_registration_request` and `audience_subscription_request`.
+- `audience_membership_change_request` with `user_profiles[].audiences[]` carrying an `action` (the
+  current shape, as in the SDK's `audience_membership_change_request.json`; SDKs before 2.x used
+  `added_audiences` / `removed_audiences`).
 
 Every id is derived, never random: the message id from the batch id (membership requests: from their
 changes), event ids from the outbound `event_id`, timestamps from the data, so a replay produces
@@ -61,7 +61,6 @@ from cdp_actors.integrations.base import (
 
 FIREHOSE_VERSION = "3.2.0"
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "cdp-actors:firehose")
-SUBSCRIPTION_ACTIONS = frozenset({"add", "update", "remove"})
 
 Json = dict[str, Any]
 Converted = tuple[str, Json]
@@ -509,34 +508,7 @@ def event_processing_request(
     )
 
 
-# ---- registration, subscription and membership messages ------------------------------------------------------
-
-
-def module_registration_request(now_ms: int, version: str = FIREHOSE_VERSION) -> Json:
-    message_id = derived_uuid("module_registration_request", now_ms)
-    return message_base("module_registration_request", message_id, now_ms, version)
-
-
-def audience_subscription_request(
-    audience_id: int,
-    name: str,
-    action: str,
-    now_ms: int,
-    *,
-    account: Json | None = None,
-    version: str = FIREHOSE_VERSION,
-) -> Json:
-    """Tells the partner an audience was connected (`add`), changed (`update`) or disconnected (`remove`)."""
-    if action not in SUBSCRIPTION_ACTIONS:
-        raise ValueError(f"audience subscription action must be one of {sorted(SUBSCRIPTION_ACTIONS)}, got {action!r}")
-    message_id = derived_uuid("audience_subscription_request", f"{audience_id}:{action}:{now_ms}")
-    return {
-        **message_base("audience_subscription_request", message_id, now_ms, version),
-        "account": account or {"account_id": 0},
-        "audience_id": audience_id,
-        "audience_name": name,
-        "action": action,
-    }
+# ---- membership messages -----------------------------------------------------------------------------------------
 
 
 def user_profile(mpid: int, changes: list[MembershipChange]) -> Json:
@@ -609,9 +581,6 @@ class Adapter(FirehoseClient):
         message = event_processing_request(batch, events, message_id, timestamp_ms, self.account, version)
         return Prepared([self.request(message)], skipped=skipped, forwarded_events=len(events))
 
-    def registration_request(self, now_ms: int) -> HttpRequest:
-        return self.request(module_registration_request(now_ms, self.settings.firehose_version))
-
 
 class AudienceAdapter(FirehoseClient):
     max_batch: ClassVar[int] = 1000
@@ -624,9 +593,3 @@ class AudienceAdapter(FirehoseClient):
         version = self.settings.firehose_version
         return Prepared([self.request(audience_membership_change_request(chunk, self.account, version))
                          for chunk in chunks(changes, self.max_batch)])  # fmt: skip
-
-    def subscription_request(self, audience_id: int, name: str, action: str, now_ms: int) -> HttpRequest:
-        version, account = self.settings.firehose_version, self.account
-        return self.request(
-            audience_subscription_request(audience_id, name, action, now_ms, account=account, version=version)
-        )

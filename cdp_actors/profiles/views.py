@@ -1,4 +1,6 @@
-"""Read views of a profile: the Profile API body (reference §3) and the /cdp user detail.
+"""Read views of a profile: the Profile API body and the /cdp user detail.
+
+Profile API: https://docs.mparticle.com/developers/profile-api/
 
 Both combine the IdentityIndex's record (the authoritative identities) with the shard's profile view
 (`ShardCore.profile`: attributes and consent as `[value, ts]` pairs, history, first/last seen).
@@ -60,7 +62,7 @@ def profile_api_body(
     if "audience_memberships" in fields:
         body["audience_memberships"] = []  # audiences arrive with their own issue
     if "attribution" in fields:
-        body["attribution"] = []  # undocumented shape (reference §3); install attribution is not stored yet
+        body["attribution"] = []  # shape undocumented by the Profile API page; install attribution is not stored yet
     return body
 
 

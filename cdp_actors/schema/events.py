@@ -1,4 +1,6 @@
-"""The Events API batch (mParticle JSON reference §1) as msgspec Structs, and its validation.
+"""The Events API batch as msgspec Structs, and its validation.
+
+The batch: https://docs.mparticle.com/developers/server/json-reference/
 
 Liberal where the docs and the official SDKs disagree (`customerid` and `customer_id`, enum values from any
 documented source), strict about types. Unknown fields are ignored; re-encoding emits only known fields.

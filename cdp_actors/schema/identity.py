@@ -1,4 +1,7 @@
-"""IDSync request bodies (reference §2.2, §2.4, §2.6) as msgspec Structs, and their validation."""
+"""IDSync request bodies (identify, search, login, logout, modify, alias) as msgspec Structs, and their validation.
+
+The bodies: https://docs.mparticle.com/developers/idsync/http-api/
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,6 @@ Txn: TypeAlias = "lmdb.Transaction[bytes]"
 """A transaction that returns keys and values as bytes (`buffers=False`), as every one here does; a string
 because py-lmdb's Transaction is generic only in its type stubs, not at run time."""
 _U64 = struct.Struct(">Q")
-_I64 = struct.Struct(">q")
 PRIVATE_DIR_MODE = 0o700  # rwx for the owner only: no other account may list or read the data directory
 PRIVATE_FILE_MODE = 0o600  # rw for the owner only
 LMDB_FILES = ("data.mdb", "lock.mdb")
@@ -91,10 +90,6 @@ def mpid_key(mpid: int) -> bytes:
 
 def mpid_from_key(b: bytes) -> int:
     return _U64.unpack(b[:8])[0] - (1 << 63)
-
-
-def i64(n: int) -> bytes:
-    return _I64.pack(n)
 
 
 def iter_from(txn: Txn, db: Db, start: bytes, limit: int) -> Iterator[tuple[bytes, bytes]]:

@@ -1,2 +1,3 @@
 """Fault injection under load: kill -9 of every kind of process, flapping partners, and a ledger that proves
-invariants 1 to 3 (DESIGN.md §2) afterwards."""
+that afterwards every acknowledged batch was delivered (or accounted for), every profile equals a replay of
+the accepted batches, and each user's batches reached each output in order."""

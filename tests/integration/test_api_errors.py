@@ -22,6 +22,7 @@ IDENTIFY = {"environment": "production", "known_identities": {"email": "signed@x
 
 
 def config(receiver) -> Any:
+    """This module's own config, so its tests share one platform (tests/conftest.py) and no other's."""
     return demo_config(receiver.url, limits={"max_batch_bytes": MAX_BATCH_BYTES})
 
 
@@ -74,7 +75,7 @@ def test_unknown_paths_and_methods_are_the_api_shape(platform, receiver) -> None
     assert error_of(api.get("/userprofile/v1/1/1/1/not-a-number", fields="x"), 400)["code"] == "BAD_REQUEST"
     for path in ("/v2/foo/events", "/v2/events/extra", "/v2/x/bulkevents"):
         assert error_of(api.post(path, batch("nowhere", [custom("e", T0)])), 404)["code"] == "NOT_FOUND", path
-    assert api.accepted_batches() == 0
+    assert api.accepted_batches() == 0  # shared platform: no test of this module before this one sent a valid batch
 
 
 def test_text_plain_is_accepted_other_content_types_are_415_and_store_nothing(platform, receiver) -> None:

@@ -35,7 +35,7 @@ def test_connection_filters_rules_and_sampling_and_the_reports(platform, receive
                           {"settings": {"url": f"{receiver.base}/consented"}, "connection": rules},
                           {"settings": {"url": f"{receiver.base}/sampled-out"}, "connection": {"sample_percent": 0}},
                           {"settings": {"url": f"{receiver.base}/all"}})  # fmt: skip
-    api = platform(config)
+    api = platform(config)  # a config of its own: a new platform, so the counts and reports below are this test's
     now = int(time.time() * 1000)
     purchase = {"product_action": {"action": "purchase", "total_amount": 12.5,
                                    "products": [{"id": "p", "price": 12.5}]}}
@@ -53,7 +53,7 @@ def test_connection_filters_rules_and_sampling_and_the_reports(platform, receive
     assert [e["event_type"] for e in only["events"]] == ["custom_event", "session_start", "commerce_event",
                                                          "user_identity_change"]  # fmt: skip
     screened = api.status()["forwarders"][0]["screened_out_batches"]
-    assert screened >= 3  # fwd-2 at /consented, both at /sampled-out
+    assert screened == 3  # fwd-2 at /consented, both at /sampled-out (a config of its own: counted from zero)
 
     def forwarding() -> dict[str, Any]:
         return api.get("/cdp/reports/forwarding").json()
@@ -89,3 +89,38 @@ def test_a_hanging_partner_does_not_hold_up_the_others(platform, receiver) -> No
         assert breakers["1"] == "closed"
     finally:
         hanging.stop()
+
+
+def customer_of(body: Any) -> str | None:
+    """The customer ID of a delivered batch (None for anything else, e.g. a combined array)."""
+    if not isinstance(body, dict):
+        return None
+    return next((i["identity"] for i in body.get("user_identities", []) if i["identity_type"] == "customer_id"), None)
+
+
+def names_of(body: dict[str, Any]) -> list[str]:
+    return [e["data"]["event_name"] for e in body["events"] if e["event_type"] == "custom_event"]
+
+
+def test_a_user_whose_batches_a_partner_refuses_does_not_hold_up_other_users(platform, receiver) -> None:
+    """README, "Per-user order": other users are not held up by a failing one. The partner answers 503 to one
+    user's data only; the other users' batches arrive while that user's first batch is retried, and its second
+    waits behind it (per-user order) until the partner takes them both."""
+    api = platform(demo_config(receiver.url, retry=FAST_RETRY))  # retries never run out within the test
+    receiver.refuse_when = lambda body: customer_of(body) == "stuck"
+    others = [f"free-{n}" for n in range(10)]
+    bodies = [batch(user, [custom(f"{user}/{k}", k)]) for k in (1, 2) for user in ["stuck", *others]]
+    assert api.post("/v2/bulkevents", bodies).status_code == 202
+
+    def delivered(user: str) -> list[list[str]]:
+        return [names_of(r.body) for r in list(receiver.received) if customer_of(r.body) == user]
+
+    wait_for(lambda: all(len(delivered(user)) == 2 for user in others), what="every other user's two batches")
+    wait_for(lambda: len(receiver.refused) >= 3, what="the refused user's batch retried")
+    assert all(delivered(user) == [[f"{user}/1"], [f"{user}/2"]] for user in others)
+    assert delivered("stuck") == []
+    assert {tuple(names_of(body)) for body in list(receiver.refused)} == {("stuck/1",)}  # its second waits
+
+    receiver.refuse_when = None  # the partner takes the user's data again: both batches arrive, in order
+    wait_for(lambda: len(delivered("stuck")) == 2, what="the refused user's batches once the partner takes them")
+    assert delivered("stuck") == [["stuck/1"], ["stuck/2"]]

@@ -158,7 +158,7 @@ def test_kill_9_during_identity_traffic_keeps_index_and_profiles_in_agreement(tm
         sent = send_load(api, users=20, requests_=5, per_request=20, tag="idk")  # batches resolve meanwhile
         with ThreadPoolExecutor(16) as pool:
             calls = [pool.submit(identify, n) for n in range(200)]
-            enough.wait(120)
+            assert enough.wait(120), f"only {len(answered)} of 60 identify calls answered before the kill"
             kill_9(process)  # identify calls still in flight are cut off
             for call in calls:
                 call.result()

@@ -310,12 +310,23 @@ SETTINGS = {
 }
 
 
+MAX_BATCH = {
+    "facebook_audience": 10_000,
+    "snapchat_audience": 100_000,
+    "twitter_audience": 2_500,
+    "braze_audience": 75,
+    "pinterest_audience": 10_000,
+}
+"""Members per partner request, as each partner's API documents its limit."""
+
+
 @pytest.mark.parametrize("kind", sorted(SETTINGS))
 def test_the_registry_builds_each_audience_output(kind: str) -> None:
     settings = settings_model(kind).model_validate(SETTINGS[kind].model_dump())
     adapter = build_adapter(kind, settings)
     assert adapter.status_alerts == PARTNER_STATUS_ALERTS
-    assert adapter.max_batch >= 1 and adapter.max_age_s > 0  # type: ignore[attr-defined]
+    assert adapter.max_batch == MAX_BATCH[kind]  # type: ignore[attr-defined]
+    assert adapter.max_age_s == settings.bulk_max_age_s  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("kind", sorted(SETTINGS))

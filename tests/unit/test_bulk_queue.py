@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdp_actors.forwarding.bulk import BulkQueue, prepare_groups
+from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.integrations import facebook_audience
 from cdp_actors.integrations.base import MembershipChange
 
@@ -112,14 +112,6 @@ def test_for_adapter_takes_the_partner_batch_size_and_the_configured_age() -> No
     settings = facebook_audience.Settings(access_token="t", bulk_max_age_s=60)
     queue = BulkQueue.for_adapter(facebook_audience.Adapter(settings), max_buffered=50_000)
     assert (queue.max_batch, queue.max_age_s, queue.max_buffered) == (10_000, 60, 50_000)
-
-
-def test_prepare_groups_gives_one_prepared_per_group_in_order() -> None:
-    settings = facebook_audience.Settings(access_token="t", audience_ids={7: "fb-7"})
-    queue = filled(BulkQueue(max_batch=2, max_age_s=10, max_buffered=10), 5)
-    prepared = prepare_groups(facebook_audience.Adapter(settings), queue.due(10.0), 0)
-    assert [p.forwarded_events for p in prepared] == [2, 2, 1]
-    assert all(len(p.requests) == 1 and not p.rejections for p in prepared)
 
 
 def test_the_same_inputs_give_the_same_groups() -> None:

@@ -64,4 +64,5 @@ def test_cdp_serve_exits_non_zero_on_a_bad_file(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "inputs" in result.stderr
+    reason = "inputs: List should have at least 1 item after validation, not 0"
+    assert result.stderr == f"cdp: {bad} is invalid:\n{reason}\n"

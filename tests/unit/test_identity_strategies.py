@@ -1,5 +1,6 @@
-"""The documented IDSync flows (reference §2.7), step by step, on the in-memory identity state; how an Events
-API batch's `mpid` is resolved, by example and as a property over every policy."""
+"""The documented IDSync flows (https://docs.mparticle.com/guides/idsync/components/), step by step, on the
+in-memory identity state; how an Events API batch's `mpid` is resolved, by example and as a property over every
+policy."""
 
 from __future__ import annotations
 

@@ -339,23 +339,7 @@ def test_the_registry_builds_the_firehose_adapter() -> None:
     assert isinstance(build_adapter("firehose", settings), firehose.Adapter)
 
 
-# ---- registration, subscription and membership messages ------------------------------------------------------
-
-
-def test_module_registration_and_audience_subscription_requests() -> None:
-    assert firehose.module_registration_request(1714592744067) == {
-        "type": "module_registration_request", "id": "0b52ed45-790e-5590-9814-e436e8286e4b",
-        "timestamp_ms": 1714592744067, "firehose_version": "3.2.0",
-    }  # fmt: skip
-    subscription = firehose.audience_subscription_request(456, "Churn Risk", "add", 1714592744067, account=ACCOUNT)
-    assert {k: v for k, v in subscription.items() if k != "id"} == {
-        "type": "audience_subscription_request", "timestamp_ms": 1714592744067, "firehose_version": "3.2.0",
-        "account": ACCOUNT, "audience_id": 456, "audience_name": "Churn Risk", "action": "add",
-    }  # fmt: skip
-    assert subscription == firehose.audience_subscription_request(456, "Churn Risk", "add", 1714592744067,
-                                                                  account=ACCOUNT)  # fmt: skip
-    with pytest.raises(ValueError, match="audience subscription action"):
-        firehose.audience_subscription_request(456, "Churn Risk", "delete", 1714592744067)
+# ---- membership messages -----------------------------------------------------------------------------------------
 
 
 def change(mpid: int, audience_id: int, action: str, ts: int, **identities: str) -> MembershipChange:
@@ -421,20 +405,18 @@ def test_prepared_requests_reach_a_partner_over_http() -> None:
     event = {"event_type": "custom_event", "data": event_data(1001, event_name="Signup", custom_event_type="other")}
     event_request = firehose.Adapter(SETTINGS).prepare(outbound({**IOS_CONTEXT, "events": [event]}), 0).requests[0]
     membership = firehose.AudienceAdapter(SETTINGS).prepare_memberships([change(11, 456, "add", 1000)], 0)
-    registration = firehose.Adapter(SETTINGS).registration_request(RECEIVED_MS)
 
     partner = LocalPartner()
     requests = [msgspec.structs.replace(r, url=f"{partner.url}/firehose")
-                for r in [event_request, *membership.requests, registration]]  # fmt: skip
+                for r in [event_request, *membership.requests]]  # fmt: skip
     attempts, received = partner.deliver(requests, firehose_reply)
 
-    assert [attempt.status for attempt in attempts] == [200, 200, 200]
-    assert [(r.method, r.path) for r in received] == [("POST", "/firehose")] * 3
-    events, memberships, registers = (r.json() for r in received)
+    assert [attempt.status for attempt in attempts] == [200, 200]
+    assert [(r.method, r.path) for r in received] == [("POST", "/firehose")] * 2
+    events, memberships = (r.json() for r in received)
     headers = received[0].headers
     assert events == json.loads(event_request.body)
     assert events["id"] == MESSAGE_ID and events["events"][0]["name"] == "Signup"
     assert headers["Content-Type"] == "application/json"
     assert headers["Authorization"] == "Token key-123" and headers["X-Firehose-Api-Secret"] == "secret-456"
     assert memberships["user_profiles"][0]["audiences"][0]["action"] == "add"
-    assert registers["type"] == "module_registration_request"
