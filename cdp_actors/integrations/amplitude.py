@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import Expanded, expand_commerce
+from cdp_actors.integrations.commerce import Expanded, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     ZERO_AD_ID,

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from cdp_actors.forwarding.commerce import Expanded, expand_commerce
+from cdp_actors.integrations.commerce import Expanded, expand_commerce
 from cdp_actors.identity.types import ALL_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,

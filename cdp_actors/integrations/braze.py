@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import expand_commerce
+from cdp_actors.integrations.commerce import expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,

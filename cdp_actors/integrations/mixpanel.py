@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import TOTAL_ACTIONS, expand_commerce
+from cdp_actors.integrations.commerce import TOTAL_ACTIONS, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,
