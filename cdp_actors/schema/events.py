@@ -445,6 +445,7 @@ def event_type_of(event: Any) -> str:
 
 # ---- batch-level objects ---------------------------------------------------------------------------------
 
+
 class UserIdentities(_Base, kw_only=True):
     """A batch's `user_identities`: the canonical types of `USER_TYPES`, then IDSync's spellings."""
 
@@ -898,14 +899,15 @@ def user_identities_of(batch: Identified) -> dict[str, str]:
 
     A batch that spells one identity two ways (`customer_id` and the Python SDK's `customerid`): the canonical
     spelling wins, the other is read only when it is absent or empty. The Events API reference documents only
-    the canonical keys (https://docs.mparticle.com/developers/server/json-reference/) and every other official
-    SDK sends them, so no SDK sends both: the canonical one is what mParticle documents the batch to mean.
+    the canonical keys (https://docs.mparticle.com/developers/server/json-reference/) and only the Python SDK
+    sends another spelling (`customerid`, never with `customer_id`): the canonical key is what the batch means.
     """
     found = batch.user_identities
     if found is None:
         return {}
     result: dict[str, str] = {}
-    # One pass in field order, canonical fields first (unit-tested): 3x faster than getattr per field.
+    # One pass in field order, canonical fields first (unit-tested): 2.5x faster than a getattr per field
+    # (1.5 µs against 3.7 µs a batch), which the dispatcher pays for every batch.
     for name, value in zip(_USER_FIELD_TYPES, astuple(found), strict=True):
         if value and name not in result:
             result[name] = value
