@@ -23,8 +23,8 @@ from pydantic import (
 )
 
 from cdp_actors.identity.strategy import Policy
-from cdp_actors.identity.types import ALL_TYPES
 from cdp_actors.integrations.base import Secret
+from cdp_actors.schema.identity_types import ALL_TYPES
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,6 @@ from ray import serve
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.identity.types import canonical, is_device_type
 from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
@@ -22,6 +21,7 @@ from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, da
 from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
+from cdp_actors.schema.identity_types import canonical, is_device_type
 from cdp_actors.telemetry import now_ms
 from serve_apps.errors import (
     RETRY_AFTER_S,

@@ -16,7 +16,6 @@ from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.strategy import IdentityError, Outcome
-from cdp_actors.identity.types import CANONICAL_TO_IDSYNC
 from cdp_actors.partition import IDENTITY_NAME, NAMESPACE
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.identity import (
@@ -29,6 +28,7 @@ from cdp_actors.schema.identity import (
     known_identities,
     parse_mpid,
 )
+from cdp_actors.schema.identity_types import CANONICAL_TO_IDSYNC
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import TooLarge, authenticate_signed, read_body
 from serve_apps.errors import (

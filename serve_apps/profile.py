@@ -17,12 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.identity.types import canonical
 from cdp_actors.partition import IDENTITY_NAME
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
 from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import INT64_MAX, INT64_MIN
 from cdp_actors.schema.identity import RequestError, check_identity_value
+from cdp_actors.schema.identity_types import canonical
 from cdp_actors.telemetry import now_ms
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.errors import bad_request, error_response, install_error_handlers, json_response

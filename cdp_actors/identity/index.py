@@ -27,7 +27,8 @@ import msgspec
 import ray
 
 from cdp_actors.identity import strategy
-from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
+from cdp_actors.identity.strategy import AliasJob, IdentityRecord, Outcome, Policy
+from cdp_actors.schema.records import IdentityChange
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
 
 IDENTITY_DBS = ("holders", "records", "alias_jobs")

@@ -22,7 +22,8 @@ from typing import Protocol, TypeGuard
 
 import msgspec
 
-from cdp_actors.identity.types import ALL_TYPES, DEFAULT_PRIORITY
+from cdp_actors.schema.identity_types import ALL_TYPES, DEFAULT_PRIORITY
+from cdp_actors.schema.records import IdentityChange
 
 CONVERSION, LINK, ISOLATION, BEST_MATCH = "profile_conversion", "profile_link", "profile_isolation", "best_match"
 DEFAULT_KEYS = {
@@ -42,14 +43,6 @@ class IdentityRecord(msgspec.Struct):
     aliased_windows: list[tuple[int, int]] = []
     """Time windows this profile was the source of an alias for."""
     alias_destination: bool = False
-
-
-class IdentityChange(msgspec.Struct):
-    identity_type: str
-    old: str | None
-    new: str | None
-    created: bool = False
-    """The identity was new to the workspace (outbound `created_this_batch`)."""
 
 
 class Outcome(msgspec.Struct):

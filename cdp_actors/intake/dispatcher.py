@@ -19,13 +19,13 @@ import msgspec
 import ray
 
 from cdp_actors.identity.index import BatchRequest
-from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
 from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
 from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
 from cdp_actors.partition import ALERTS_NAME, IDENTITY_NAME, NAMESPACE, partition_of, shard_name
+from cdp_actors.schema.events import batch_identities, decode_head
 from cdp_actors.schema.records import Alert, LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
 from cdp_actors.telemetry import count, now_ms, span

@@ -26,7 +26,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import Expanded, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     ZERO_AD_ID,
@@ -45,6 +44,7 @@ from cdp_actors.integrations.base import (
     mpid_text,
     present,
 )
+from cdp_actors.integrations.commerce import Expanded, expand_commerce
 
 DEFAULT_API_URL = "https://api2.amplitude.com"
 MAX_EVENTS_PER_REQUEST = 2000

@@ -30,8 +30,6 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from cdp_actors.forwarding.commerce import Expanded, expand_commerce
-from cdp_actors.identity.types import ALL_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     ZERO_AD_ID,
@@ -46,6 +44,8 @@ from cdp_actors.integrations.base import (
     identity_or_device_id,
     json_body,
 )
+from cdp_actors.integrations.commerce import Expanded, expand_commerce
+from cdp_actors.schema.identity_types import ALL_TYPES
 
 SUPPORTED = frozenset({"custom_event", "commerce_event"})
 APPSFLYER_KIT = "92"

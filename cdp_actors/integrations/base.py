@@ -22,7 +22,7 @@ import msgspec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from cdp_actors.envvars import expand_env
-from cdp_actors.identity.types import USER_TYPES
+from cdp_actors.schema.identity_types import USER_TYPES
 
 T = TypeVar("T")
 PartnerAudienceT = TypeVar("PartnerAudienceT")
@@ -233,7 +233,7 @@ class MembershipChange(msgspec.Struct):
     mpid: int
     action: str  # "add" or "delete"
     identities: dict[str, str]
-    """Canonical identity type → value, user and device identities (`cdp_actors/identity/types.py`)."""
+    """Canonical identity type → value, user and device identities (`cdp_actors/schema/identity_types.py`)."""
     timestamp_ms: int
 
 

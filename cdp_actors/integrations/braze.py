@@ -27,7 +27,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,
@@ -45,6 +44,7 @@ from cdp_actors.integrations.base import (
     mpid_text,
     user_identity,
 )
+from cdp_actors.integrations.commerce import expand_commerce
 
 MAX_ITEMS_PER_ARRAY = 75
 MPID_ALIAS_LABEL = "mparticle_id"

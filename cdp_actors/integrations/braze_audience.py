@@ -21,7 +21,6 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator
 
-from cdp_actors.identity.types import USER_TYPES
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     BulkMaxAge,
@@ -37,6 +36,7 @@ from cdp_actors.integrations.base import (
     members_by_audience,
     sendable,
 )
+from cdp_actors.schema.identity_types import USER_TYPES
 
 ARRAY_ATTRIBUTE = "SegmentMembershipArray"
 ARRAY_CHANGES = {"add": "add", "delete": "remove"}

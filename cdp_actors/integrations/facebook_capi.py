@@ -31,7 +31,6 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import Expanded, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     ZERO_AD_ID,
@@ -50,6 +49,7 @@ from cdp_actors.integrations.base import (
     sha256_hex,
     user_identity,
 )
+from cdp_actors.integrations.commerce import Expanded, expand_commerce
 
 ActionSource = Literal[
     "website", "app", "email", "phone_call", "chat", "physical_store", "system_generated", "business_messaging",

@@ -25,7 +25,6 @@ from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Field
 
-from cdp_actors.forwarding.commerce import TOTAL_ACTIONS, expand_commerce
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     HttpRequest,
@@ -45,6 +44,7 @@ from cdp_actors.integrations.base import (
     json_body,
     present,
 )
+from cdp_actors.integrations.commerce import TOTAL_ACTIONS, expand_commerce
 
 DEFAULT_API_URL = "https://api.mixpanel.com"
 MAX_EVENTS_PER_REQUEST = 2000

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from cdp_actors.profiles.model import ConsentRecord, Profile, Stamped
-from cdp_actors.schema.events import Batch, batch_time_ms, device_ids_of, identities_of
+from cdp_actors.schema.events import Batch, batch_time_ms, device_identities_of, user_identities_of
 
 REGULATIONS = ("gdpr", "ccpa")
 _encode = msgspec.json.encode
@@ -139,8 +139,8 @@ def apply_batch(profile: Profile, batch: Batch, input_id: int, received_ms: int)
     consent = merge_consent(profile.consent, incoming_consent(batch, batch_ms))
     updated = msgspec.structs.replace(
         profile,
-        user_identities=_merge_identities(profile.user_identities, identities_of(batch), batch_ms, "first"),
-        device_identities=_merge_identities(profile.device_identities, device_ids_of(batch), batch_ms, "last"),
+        user_identities=_merge_identities(profile.user_identities, user_identities_of(batch), batch_ms, "first"),
+        device_identities=_merge_identities(profile.device_identities, device_identities_of(batch), batch_ms, "last"),
         attributes=merge_attributes(
             profile.attributes, batch.user_attributes or {}, batch.deleted_user_attributes or [], batch_ms
         ),

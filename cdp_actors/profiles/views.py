@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from cdp_actors.identity.strategy import IdentityRecord
-from cdp_actors.identity.types import is_device_type, profile_api_name
 from cdp_actors.reports import day_text
+from cdp_actors.schema.identity_types import is_device_type, profile_api_name
 
 PROFILE_FIELDS = ("device_identities", "user_identities", "user_attributes", "audience_memberships", "attribution")
 RESERVED_ATTRIBUTES = ("$firstname", "$lastname", "$age", "$gender", "$mobile", "$address", "$city", "$state",

@@ -8,10 +8,13 @@ documented source), strict about types. Unknown fields are ignored; re-encoding 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
-from msgspec import NODEFAULT, Meta, Struct
+from msgspec import Meta, Struct
+from msgspec.structs import astuple
+
+from cdp_actors.schema.identity_types import DEVICE_TYPES, USER_SPELLINGS
 
 # ---- bounds on values -------------------------------------------------------------------------------------
 # What no batch could ever be processed with is a type constraint (msgspec checks it during the decode, and
@@ -322,51 +325,120 @@ class UserIdentityChangeData(EventData, kw_only=True):
 
 
 # ---- events: a union tagged by `event_type` --------------------------------------------------------------
+# One class per event type, its `data` required where the data has a required field (else an empty default).
 
 
-def _event(tag: str, data_type: type) -> type:
-    return msgspec.defstruct(
-        "".join(part.title() for part in tag.split("_")) + ("" if tag.endswith("event") else "Event"),
-        [("data", data_type, msgspec.field(default_factory=data_type) if _all_optional(data_type) else NODEFAULT)],
-        bases=(_Base,),
-        tag_field="event_type",
-        tag=tag,
-        module=__name__,
-    )
+class _Event(_Base, tag_field="event_type"):
+    pass
 
 
-def _all_optional(data_type: type) -> bool:
-    return not any(f.required for f in msgspec.structs.fields(data_type))
+class SessionStartEvent(_Event, tag="session_start"):
+    data: EventData = msgspec.field(default_factory=EventData)
 
 
-_EVENT_DATA: dict[str, type] = {
-    "session_start": EventData,
-    "session_end": SessionEndData,
-    "screen_view": ScreenViewData,
-    "custom_event": CustomEventData,
-    "crash_report": CrashReportData,
-    "opt_out": OptOutData,
-    "first_run": EventData,
-    "pre_attribution": EventData,
-    "push_registration": PushRegistrationData,
-    "application_state_transition": ApplicationStateTransitionData,
-    "push_message": PushMessageData,
-    "network_performance": NetworkPerformanceData,
-    "breadcrumb": BreadcrumbData,
-    "profile": ProfileEventData,
-    "push_reaction": EventData,
-    "commerce_event": CommerceEventData,
-    "user_attribute_change": UserAttributeChangeData,
-    "user_identity_change": UserIdentityChangeData,
-    "uninstall": EventData,
-    "unknown": EventData,  # in every official SDK's event type enum
-    "validation_result": EventData,  # in @mparticle/event-models' enum
-}
-EVENT_CLASSES: dict[str, type] = {tag: _event(tag, data) for tag, data in _EVENT_DATA.items()}
-for _cls in EVENT_CLASSES.values():
-    globals()[_cls.__name__] = _cls  # importable by name, so pickled copies keep their fields
-EVENT_TYPES = tuple(EVENT_CLASSES)
-Event = Union[tuple(EVENT_CLASSES.values())]  # noqa: UP007  (a runtime-built union)
+class SessionEndEvent(_Event, tag="session_end"):
+    data: SessionEndData = msgspec.field(default_factory=SessionEndData)
+
+
+class ScreenViewEvent(_Event, tag="screen_view"):
+    data: ScreenViewData = msgspec.field(default_factory=ScreenViewData)
+
+
+class CustomEvent(_Event, tag="custom_event"):
+    data: CustomEventData
+
+
+class CrashReportEvent(_Event, tag="crash_report"):
+    data: CrashReportData = msgspec.field(default_factory=CrashReportData)
+
+
+class OptOutEvent(_Event, tag="opt_out"):
+    data: OptOutData = msgspec.field(default_factory=OptOutData)
+
+
+class FirstRunEvent(_Event, tag="first_run"):
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+class PreAttributionEvent(_Event, tag="pre_attribution"):
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+class PushRegistrationEvent(_Event, tag="push_registration"):
+    data: PushRegistrationData = msgspec.field(default_factory=PushRegistrationData)
+
+
+class ApplicationStateTransitionEvent(_Event, tag="application_state_transition"):
+    data: ApplicationStateTransitionData
+
+
+class PushMessageEvent(_Event, tag="push_message"):
+    data: PushMessageData = msgspec.field(default_factory=PushMessageData)
+
+
+class NetworkPerformanceEvent(_Event, tag="network_performance"):
+    data: NetworkPerformanceData = msgspec.field(default_factory=NetworkPerformanceData)
+
+
+class BreadcrumbEvent(_Event, tag="breadcrumb"):
+    data: BreadcrumbData = msgspec.field(default_factory=BreadcrumbData)
+
+
+class ProfileEvent(_Event, tag="profile"):
+    data: ProfileEventData = msgspec.field(default_factory=ProfileEventData)
+
+
+class PushReactionEvent(_Event, tag="push_reaction"):
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+class CommerceEvent(_Event, tag="commerce_event"):
+    data: CommerceEventData = msgspec.field(default_factory=CommerceEventData)
+
+
+class UserAttributeChangeEvent(_Event, tag="user_attribute_change"):
+    data: UserAttributeChangeData = msgspec.field(default_factory=UserAttributeChangeData)
+
+
+class UserIdentityChangeEvent(_Event, tag="user_identity_change"):
+    data: UserIdentityChangeData = msgspec.field(default_factory=UserIdentityChangeData)
+
+
+class UninstallEvent(_Event, tag="uninstall"):
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+class UnknownEvent(_Event, tag="unknown"):  # in every official SDK's event type enum
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+class ValidationResultEvent(_Event, tag="validation_result"):  # in @mparticle/event-models' enum
+    data: EventData = msgspec.field(default_factory=EventData)
+
+
+Event = (
+    SessionStartEvent
+    | SessionEndEvent
+    | ScreenViewEvent
+    | CustomEvent
+    | CrashReportEvent
+    | OptOutEvent
+    | FirstRunEvent
+    | PreAttributionEvent
+    | PushRegistrationEvent
+    | ApplicationStateTransitionEvent
+    | PushMessageEvent
+    | NetworkPerformanceEvent
+    | BreadcrumbEvent
+    | ProfileEvent
+    | PushReactionEvent
+    | CommerceEvent
+    | UserAttributeChangeEvent
+    | UserIdentityChangeEvent
+    | UninstallEvent
+    | UnknownEvent
+    | ValidationResultEvent
+)
 
 
 def event_type_of(event: Any) -> str:
@@ -375,30 +447,45 @@ def event_type_of(event: Any) -> str:
 
 # ---- batch-level objects ---------------------------------------------------------------------------------
 
-USER_IDENTITY_FIELDS = (
-    "customer_id", "email", "facebook", "twitter", "google", "microsoft", "yahoo", "other",
-    *(f"other_id_{n}" for n in range(2, 11)),
-    "mobile_number", "phone_number_2", "phone_number_3", "alias", "facebook_custom_audience_id",
-)  # fmt: skip
-USER_IDENTITY_SPELLINGS = {
-    "customerid": "customer_id",  # the Python SDK's
-    "facebookcustomaudienceid": "facebook_custom_audience_id",
-    **{f"other{n}": f"other_id_{n}" for n in range(2, 11)},
-}  # fmt: skip
-"""IDSync's spellings of user identities, which the identity index also reads off a batch's `user_identities`."""
-_IDENTITY_STRUCT_FIELDS = (*USER_IDENTITY_FIELDS, *USER_IDENTITY_SPELLINGS)
-UserIdentities = msgspec.defstruct(
-    "UserIdentities",
-    [(name, IdentityValue | None, None) for name in _IDENTITY_STRUCT_FIELDS],
-    bases=(_Base,),
-    module=__name__,
-)
 
-DEVICE_ID_FIELDS = (
-    "ios_advertising_id", "ios_idfv", "android_advertising_id", "android_uuid", "push_token",
-    "roku_advertising_id", "roku_publisher_id", "microsoft_advertising_id", "microsoft_publisher_id",
-    "fire_advertising_id", "amp_id", "device_application_stamp",
-)  # fmt: skip
+class UserIdentities(_Base, kw_only=True):
+    """A batch's `user_identities`: the canonical types of `USER_TYPES`, then IDSync's spellings."""
+
+    customer_id: IdentityValue | None = None
+    email: IdentityValue | None = None
+    facebook: IdentityValue | None = None
+    twitter: IdentityValue | None = None
+    google: IdentityValue | None = None
+    microsoft: IdentityValue | None = None
+    yahoo: IdentityValue | None = None
+    other: IdentityValue | None = None
+    other_id_2: IdentityValue | None = None
+    other_id_3: IdentityValue | None = None
+    other_id_4: IdentityValue | None = None
+    other_id_5: IdentityValue | None = None
+    other_id_6: IdentityValue | None = None
+    other_id_7: IdentityValue | None = None
+    other_id_8: IdentityValue | None = None
+    other_id_9: IdentityValue | None = None
+    other_id_10: IdentityValue | None = None
+    mobile_number: IdentityValue | None = None
+    phone_number_2: IdentityValue | None = None
+    phone_number_3: IdentityValue | None = None
+    alias: IdentityValue | None = None
+    facebook_custom_audience_id: IdentityValue | None = None
+    customerid: IdentityValue | None = None  # IDSync's spellings (USER_SPELLINGS): see `user_identities_of`
+    facebookcustomaudienceid: IdentityValue | None = None
+    other2: IdentityValue | None = None
+    other3: IdentityValue | None = None
+    other4: IdentityValue | None = None
+    other5: IdentityValue | None = None
+    other6: IdentityValue | None = None
+    other7: IdentityValue | None = None
+    other8: IdentityValue | None = None
+    other9: IdentityValue | None = None
+    other10: IdentityValue | None = None
+
+
 Platform = Literal[
     "iOS", "Android", "web", "tvOS", "roku", "out_of_band", "alexa", "smart_tv", "fire_tv", "xbox", "desktop",
     "Unknown", "unknown",
@@ -510,7 +597,7 @@ class AttributionInfo(_Base, kw_only=True):
 
 
 class Batch(_Base, kw_only=True):
-    events: list[Event] = []  # type: ignore[valid-type]
+    events: list[Event] = []
     source_request_id: str | None = None
     environment: Literal["production", "development", "unknown"] | None = None
     schema_version: Int64 | None = None
@@ -518,7 +605,7 @@ class Batch(_Base, kw_only=True):
     application_info: ApplicationInfo | None = None
     user_attributes: dict[str, AttributeValue] | None = None
     deleted_user_attributes: list[str] | None = None
-    user_identities: UserIdentities | None = None  # type: ignore[valid-type]
+    user_identities: UserIdentities | None = None
     partner_identities: dict[str, str] | None = None
     partner_identity: str | None = None
     integration_attributes: dict[str, dict[str, str]] | None = None
@@ -741,12 +828,12 @@ def _check_map(entries: dict[str, Any], limit: int, where: str, text_values: boo
 
 def _check_identities(batch: Batch) -> None:
     if batch.user_identities is not None:
-        for name in _IDENTITY_STRUCT_FIELDS:
+        for name in batch.user_identities.__struct_fields__:
             value = getattr(batch.user_identities, name)
             if value and identity_too_long(value):
                 raise BatchError(identifier_too_long(value, f"$.user_identities.{name}"))
     if batch.device_info is not None:
-        for name in DEVICE_ID_FIELDS:
+        for name in DEVICE_TYPES:
             value = getattr(batch.device_info, name)
             if value and identity_too_long(value):
                 raise BatchError(identifier_too_long(value, f"$.device_info.{name}"))
@@ -777,24 +864,72 @@ def _check_user_attributes(attributes: dict[str, Any]) -> None:
 # ---- what the pipeline reads off a batch -----------------------------------------------------------------
 
 
-def identities_of(batch: Batch) -> dict[str, str]:
-    """Non-empty user identities, with IDSync's spellings (the Python SDK's `customerid`) folded in."""
+class BatchHead(Struct):
+    """Just the parts of a batch that identify its user, with the types of `Batch`: the dispatcher decodes this
+    (skipping events and attributes) to resolve the batch's MPID."""
+
+    mpid: int | None = None
+    user_identities: UserIdentities | None = None
+    device_info: DeviceInfo | None = None
+    mp_deviceid: str | None = None
+
+
+_head_decoder = msgspec.json.Decoder(BatchHead)
+
+
+def decode_head(raw: bytes) -> BatchHead:
+    return _head_decoder.decode(raw)
+
+
+class Identified(Protocol):
+    """A `Batch` or its `BatchHead`."""
+
+    @property
+    def user_identities(self) -> UserIdentities | None: ...
+    @property
+    def device_info(self) -> DeviceInfo | None: ...
+    @property
+    def mp_deviceid(self) -> str | None: ...
+
+
+_USER_FIELD_TYPES = tuple(USER_SPELLINGS.get(field, field) for field in UserIdentities.__struct_fields__)
+"""The canonical type each field of `UserIdentities` holds."""
+
+
+def user_identities_of(batch: Identified) -> dict[str, str]:
+    """Canonical type → value of the batch's non-empty user identities.
+
+    A batch that spells one identity two ways (`customer_id` and the Python SDK's `customerid`): the canonical
+    spelling wins, the other is read only when it is absent or empty. The Events API reference documents only
+    the canonical keys (https://docs.mparticle.com/developers/server/json-reference/) and only the Python SDK
+    sends another spelling (`customerid`, never with `customer_id`): the canonical key is what the batch means.
+    """
     found = batch.user_identities
     if found is None:
         return {}
-    result = {name: value for name in USER_IDENTITY_FIELDS if (value := getattr(found, name))}
-    for spelling, name in USER_IDENTITY_SPELLINGS.items():
-        if (value := getattr(found, spelling)) and name not in result:
+    result: dict[str, str] = {}
+    # One pass in field order, canonical fields first (unit-tested): 2.5x faster than a getattr per field
+    # (1.5 µs against 3.7 µs a batch), which the dispatcher pays for every batch.
+    for name, value in zip(_USER_FIELD_TYPES, astuple(found), strict=True):
+        if value and name not in result:
             result[name] = value
     return result
 
 
-def device_ids_of(batch: Batch) -> dict[str, str]:
+def device_identities_of(batch: Identified) -> dict[str, str]:
+    """Canonical type → value of the batch's non-empty device identities; `mp_deviceid` wins over
+    `device_info.device_application_stamp`."""
     info = batch.device_info
-    result = {name: value for name in DEVICE_ID_FIELDS if (value := getattr(info, name))} if info else {}
+    result = {name: value for name in DEVICE_TYPES if (value := getattr(info, name))} if info else {}
     if batch.mp_deviceid:
         result["device_application_stamp"] = batch.mp_deviceid
     return result
+
+
+def batch_identities(batch: Identified) -> dict[str, str]:
+    """Every identity of the batch, user and device: what the identity index resolves and what the profile keeps
+    (`user_identities_of` and `device_identities_of`, the one extraction both read)."""
+    return {**user_identities_of(batch), **device_identities_of(batch)}
 
 
 def batch_time_ms(batch: Batch, default_ms: int) -> int:

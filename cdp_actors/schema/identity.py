@@ -9,8 +9,6 @@ from typing import Literal, TypeVar
 
 import msgspec
 
-from cdp_actors.identity.strategy import IdentityChange
-from cdp_actors.identity.types import canonical
 from cdp_actors.schema.events import (
     INT64_MAX,
     INT64_MIN,
@@ -19,6 +17,8 @@ from cdp_actors.schema.events import (
     identifier_too_long,
     identity_too_long,
 )
+from cdp_actors.schema.identity_types import canonical
+from cdp_actors.schema.records import IdentityChange
 
 Environment = Literal["production", "development"]
 Platform = Literal["ios", "android", "web", "tvos", "roku", "alexa", "smart_tv", "fire", "xbox", "other"]

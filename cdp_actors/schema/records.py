@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
-from cdp_actors.identity.strategy import IdentityChange
+
+class IdentityChange(msgspec.Struct):
+    """One change to a profile's identities that resolving a batch or an IDSync request made."""
+
+    identity_type: str
+    old: str | None
+    new: str | None
+    created: bool = False
+    """The identity was new to the workspace (outbound `created_this_batch`)."""
 
 
 class LogRecord(msgspec.Struct, array_like=True, frozen=True):

@@ -184,3 +184,17 @@ def test_batches_resolve_through_idsync_and_carry_identity_changes(platform, rec
     assert (found["mpid"], found["matched_identities"]) == (known["mpid"], {"customerid": "batch-user",
                                                                              "email": "bu@x.io"})  # fmt: skip
     idsync(api, "search", status=404, email="bu@x.io")  # a known profile needs its login ID (customer ID)
+
+
+def test_a_batch_spelling_one_identity_two_ways_reaches_profile_and_index_alike(platform, receiver) -> None:
+    """`customer_id` and the Python SDK's `customerid` in one batch: the canonical spelling wins on both paths,
+    the profile (whose identities the delivered batch carries) and the identity index (IDSync, /cdp/users)."""
+    api = platform(demo_config(receiver.url))
+    body = batch(None, [custom("a", T0)], user_identities={"customer_id": "a", "customerid": "b"})
+    assert api.post("/v2/events", body).status_code == 202
+    delivered = wait_for(receiver.bodies, what="the delivery")[0]
+    assert [(i["identity_type"], i["identity"]) for i in delivered["user_identities"]] == [("customer_id", "a")]
+    found = idsync(api, "search", customerid="a")
+    assert found["mpid"] == str(delivered["mpid"])
+    idsync(api, "search", status=404, customerid="b")
+    assert api.get(f"/cdp/users/{delivered['mpid']}").json()["identities"] == {"customer_id": ["a"]}

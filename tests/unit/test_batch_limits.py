@@ -16,8 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdp_actors.identity.index import identity_key
-from cdp_actors.identity.resolve import batch_identities, decode_head
-from cdp_actors.identity.types import DEVICE_TYPES, IDSYNC_TO_CANONICAL, USER_TYPES, canonical
 from cdp_actors.intake.log import srid_key
 from cdp_actors.schema.events import (
     INT64_MAX,
@@ -34,11 +32,14 @@ from cdp_actors.schema.events import (
     MAX_VALUE_CHARS,
     NESTED_TOO_DEEPLY,
     BatchError,
+    batch_identities,
     decode_batch,
+    decode_head,
     decode_raw_list,
     decode_valid_batch,
-    identities_of,
+    user_identities_of,
 )
+from cdp_actors.schema.identity_types import DEVICE_TYPES, IDSYNC_TO_CANONICAL, USER_TYPES, canonical
 from tests.samples import batch, custom, event
 
 LMDB_MAX_KEY_BYTES = 511
@@ -159,7 +160,7 @@ def test_every_identity_spelling_the_index_reads_is_bounded() -> None:
 def test_identity_spellings_reach_the_profile_as_the_index_sees_them() -> None:
     raw = msgspec.json.encode(batch(None, user_identities={"other2": "o2", "customerid": "c", "other_id_3": "o3"},
                                     device_info={"device_application_stamp": "das"}))  # fmt: skip
-    assert identities_of(decode_batch(raw)) == {"other_id_2": "o2", "customer_id": "c", "other_id_3": "o3"}
+    assert user_identities_of(decode_batch(raw)) == {"other_id_2": "o2", "customer_id": "c", "other_id_3": "o3"}
     assert batch_identities(decode_head(raw)) == {"other_id_2": "o2", "customer_id": "c", "other_id_3": "o3",
                                                   "device_application_stamp": "das"}  # fmt: skip
 

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from cdp_actors.identity.resolve import BatchHead, batch_identities
-from cdp_actors.identity.types import CANONICAL_TO_IDSYNC, IDSYNC_TO_CANONICAL, canonical
 from cdp_actors.ids import (
     EVENT,
     MESSAGE,
@@ -23,12 +21,14 @@ from cdp_actors.ids import (
     origin_key,
 )
 from cdp_actors.partition import partition_of
+from cdp_actors.schema.events import BatchHead, DeviceInfo, UserIdentities, batch_identities
+from cdp_actors.schema.identity_types import CANONICAL_TO_IDSYNC, IDSYNC_TO_CANONICAL, canonical
 
 
 def test_batch_identities_use_canonical_names_and_skip_empty_values() -> None:
     head = BatchHead(
-        user_identities={"email": "a@x.io", "customerid": "c1", "other_id_3": "o3", "twitter": None},
-        device_info={"ios_idfv": "idfv-1", "brand": "Apple"},
+        user_identities=UserIdentities(email="a@x.io", customerid="c1", other_id_3="o3", twitter=None),
+        device_info=DeviceInfo(ios_idfv="idfv-1", brand="Apple"),
         mp_deviceid="das-1",
     )
     assert batch_identities(head) == {

@@ -23,7 +23,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from cdp_actors.identity import strategy
 from cdp_actors.identity.index import IdentityCore, LmdbState, _unpack_mpids, identity_key
-from cdp_actors.identity.strategy import IdentityChange, IdentityError, MemoryState, Outcome, Policy
+from cdp_actors.identity.strategy import IdentityError, MemoryState, Outcome, Policy
+from cdp_actors.schema.records import IdentityChange
 from cdp_actors.storage.lmdb_env import mpid_from_key
 from tests.unit.identity_data import (
     MPID_MAX,

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_actors.identity import strategy as s
-from cdp_actors.identity.strategy import IdentityChange, IdentityError, MemoryState, Policy
+from cdp_actors.identity.strategy import IdentityError, MemoryState, Policy
+from cdp_actors.schema.records import IdentityChange
 from tests.unit.identity_data import batch_requests, identity_requests, mpids, policies
 
 NOW = 1_700_000_000_000

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from cdp_actors.config import Connection
-from cdp_actors.forwarding.commerce import expand_commerce
 from cdp_actors.forwarding.screening import passes_everything, sampled_in, screen, version_key
+from cdp_actors.integrations.commerce import expand_commerce
 from cdp_actors.reports import HOUR_MS, LATE_MS, formatted, inbound_counts, parse_key
 from cdp_actors.schema.events import decode_batch
 from tests.samples import batch, custom, event

@@ -3,7 +3,8 @@
 Events API batches name user identities in `user_identities` (`customer_id`, `email`, ...) and device
 identities in `device_info` (`ios_advertising_id`, ...); IDSync names them differently (`customerid`,
 `ios_idfa`, `other2`, ...) and the Profile API differently again. Everything inside the runtime uses
-the canonical names below.
+the canonical names below. This is the one table of identity types: the batch schema (`events.py`), the
+identity index and the profiles all read it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ IDSYNC_TO_CANONICAL = {
     )},
 }  # fmt: skip
 CANONICAL_TO_IDSYNC = {canonical: idsync for idsync, canonical in IDSYNC_TO_CANONICAL.items()}
+USER_SPELLINGS = {
+    spelling: name for spelling, name in IDSYNC_TO_CANONICAL.items() if spelling != name and name in USER_TYPES
+}
+"""IDSync's spellings of user identities that a batch's `user_identities` may use too (the Python SDK sends
+`customerid`): `customerid`, `facebookcustomaudienceid`, `other2` … `other10`."""
 
 PROFILE_API_DEVICE_NAMES = {
     # The Profile API's sample shows `android_id` and `google_advertising_id`; the rest keep our names.
