@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -62,6 +62,17 @@ class AudienceTarget:
 
 Target = OutboxRow | AudienceTarget
 """What a request delivers, as alerts name it."""
+
+
+@dataclass
+class Pending:
+    """What delivery buffered for the Forwarder to pass on: keys of rows delivered or dropped (by shard, for
+    the shards to delete), alerts, report counts (per `outbound_key`) and forwarded events (per output)."""
+
+    acks: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    alerts: list[Alert] = field(default_factory=list)
+    report_counts: Counter[str] = field(default_factory=Counter)
+    forwarded_events: Counter[int] = field(default_factory=Counter)
 
 
 class Delivery:
@@ -115,10 +126,20 @@ class Delivery:
             else:
                 waiting.append(row)
 
-    def take_acks(self) -> dict[int, list[bytes]]:
-        """The keys of rows delivered or dropped since the last call, by shard, for the shards to delete."""
-        taken, self.acks = self.acks, defaultdict(list)
+    def take_pending(self) -> Pending:
+        """Everything buffered since the last call; the buffers start empty again."""
+        taken = Pending(self.acks, self.alerts, self.report_counts, self.forwarded_events)
+        self.acks, self.alerts, self.report_counts, self.forwarded_events = defaultdict(list), [], Counter(), Counter()
         return taken
+
+    def give_back(self, unsent: Pending) -> None:
+        """What the Forwarder could not pass on (a shard or the alert store restarting): taken again next
+        time, its alerts before those buffered since."""
+        for shard, keys in unsent.acks.items():
+            self.acks[shard].extend(keys)
+        self.alerts[:0] = unsent.alerts
+        self.report_counts.update(unsent.report_counts)
+        self.forwarded_events.update(unsent.forwarded_events)
 
     def acknowledged(self, keys: list[bytes]) -> None:
         """The shard deleted these rows: nothing here holds them any more."""
