@@ -28,6 +28,7 @@ import aiohttp
 import msgspec
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.constants import BULK_MAX_SLEEP_S, MAX_BUFFERED_ALERTS
 from cdp_actors.forwarding.breaker import CLOSED, Breaker
 from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.forwarding.coalesce import Grouper
@@ -43,7 +44,6 @@ from cdp_actors.schema.records import Alert, OutboxRow
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
-MAX_BUFFERED_ALERTS = 100_000
 INTERNAL_ERROR = "Internal Error"
 """The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
 at the door caught): the row fails alone."""
@@ -91,7 +91,9 @@ class Delivery:
         self.connections = {c.id: c for c in config.connections}
         self.passthrough = {c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward")
                             for c in config.connections}  # fmt: skip
-        self.breakers = {o.id: Breaker() for o in config.outputs}
+        retry = config.retry
+        breaker = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
+        self.breakers = {o.id: Breaker(*breaker) for o in config.outputs}
         limit = config.runtime.output_concurrency
         self.sessions = {
             o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
@@ -378,7 +380,7 @@ class Delivery:
         change reaches the partner last."""
         while True:
             deadlines = [d for q in self.bulk.values() if (d := q.next_deadline()) is not None]
-            wait = min([*deadlines, time.monotonic() + 1.0]) - time.monotonic()
+            wait = min([*deadlines, time.monotonic() + BULK_MAX_SLEEP_S]) - time.monotonic()
             self.bulk_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.bulk_wake.wait(), timeout=max(0.0, wait))

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.constants import FLUSH_INTERVAL_S, RESEND_RETRY_S
 from cdp_actors.forwarding.delivery import Delivery, Pending
 from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import MembershipChange
@@ -24,7 +25,6 @@ from cdp_actors.schema.records import Alert, decode_window
 from cdp_actors.telemetry import count
 
 log = logging.getLogger(__name__)
-FLUSH_INTERVAL_S = 0.05
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -102,7 +102,7 @@ class Forwarder:
                     windows = await shard.resend.remote(self.index)
                     break
                 except ray.exceptions.RayError:
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(RESEND_RETRY_S)
             self.resent.add(index)
             for window in windows + self.early.pop(index, []):  # handed over before the resend: known rows skipped
                 self.delivery.queue(decode_window(window))

@@ -26,6 +26,7 @@ import lmdb
 import msgspec
 import ray
 
+from cdp_actors.constants import ALIAS_RETRY_DELAY_S
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
@@ -229,7 +230,7 @@ class IdentityIndex:
                     await self._copy(job)
                 except Exception:
                     log.exception("alias job %s failed; retrying", job.job)
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(ALIAS_RETRY_DELAY_S)
                     self.alias_wake.set()
                     break
                 await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
