@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, outbox_key, outbox_lane
+from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, forwarder_of, outbox_key, outbox_lane
 from cdp_actors.schema.records import Window
 
 LANES = [outbox_lane(forwarder, output) for forwarder in (0, 1) for output in (7, 9)]
@@ -165,7 +165,7 @@ class HandOffModel(RuleBasedStateMachine):
     def restart(self, forwarder: int) -> None:
         self.reachable.add(forwarder)
         for lane in LANES:
-            if int.from_bytes(lane[:2], "big") == forwarder:
+            if forwarder_of(lane) == forwarder:
                 self.received[lane] = []
         resent = self.handoff.resend(forwarder, self.outbox.read)
         for window in resent:
@@ -193,7 +193,7 @@ class HandOffModel(RuleBasedStateMachine):
     def pump_every_lane(self) -> None:
         """What a reachable forwarder has not received yet is handed, in key order, up to the room in its window."""
         for lane in LANES:
-            if int.from_bytes(lane[:2], "big") not in self.reachable:
+            if forwarder_of(lane) not in self.reachable:
                 continue
             received = set(self.received[lane])
             pending = [key for key in self.outbox.lane(lane) if key not in received]
