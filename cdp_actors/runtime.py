@@ -21,6 +21,7 @@ from typing import Any
 import ray
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.constants import NODE_WAIT_S
 from cdp_actors.forwarding.alerts import AlertStore
 from cdp_actors.forwarding.forwarder import Forwarder
 from cdp_actors.identity.index import IdentityIndex
@@ -53,8 +54,6 @@ from cdp_actors.placement import (
 )
 from cdp_actors.profiles.shard import ProfileShard
 from cdp_actors.storage.lmdb_env import make_private_dir, open_private
-
-NODE_WAIT_S = 120.0  # how long a start waits for a node that holds a shard's data to (re)join
 
 
 def _named(actor_class: Any, name: str, pin: NodeKey | None = None) -> Any:

@@ -12,7 +12,7 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 
 class Breaker:
-    def __init__(self, failures_to_open: int = 10, open_s: float = 1.0, max_open_s: float = 10.0) -> None:
+    def __init__(self, failures_to_open: int, open_s: float, max_open_s: float) -> None:
         self.failures_to_open, self.base_open_s, self.max_open_s = failures_to_open, open_s, max_open_s
         self.state = CLOSED
         self.failures = 0

@@ -12,15 +12,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from cdp_actors.constants import COALESCED_IN_FLIGHT
 from cdp_actors.forwarding.tasks import Tasks
 
-IN_FLIGHT = 8
 T = TypeVar("T")
 
 
 class Grouper(Generic[T]):
     def __init__(
-        self, max_items: int, deliver: Callable[[list[T]], Awaitable[None]], in_flight: int = IN_FLIGHT
+        self, max_items: int, deliver: Callable[[list[T]], Awaitable[None]], in_flight: int = COALESCED_IN_FLIGHT
     ) -> None:
         self.max_items, self._deliver, self.in_flight = max_items, deliver, in_flight
         self.waiting: deque[T] = deque()

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,7 @@ import aiohttp
 import msgspec
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.constants import BULK_MAX_SLEEP_S, MAX_BUFFERED_ALERTS
 from cdp_actors.forwarding.breaker import CLOSED, Breaker
 from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.forwarding.coalesce import Grouper
@@ -43,7 +44,6 @@ from cdp_actors.schema.records import Alert, OutboxRow
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
-MAX_BUFFERED_ALERTS = 100_000
 INTERNAL_ERROR = "Internal Error"
 """The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
 at the door caught): the row fails alone."""
@@ -64,6 +64,17 @@ Target = OutboxRow | AudienceTarget
 """What a request delivers, as alerts name it."""
 
 
+@dataclass
+class Pending:
+    """What delivery buffered for the Forwarder to pass on: keys of rows delivered or dropped (by shard, for
+    the shards to delete), alerts, report counts (per `outbound_key`) and forwarded events (per output)."""
+
+    acks: dict[int, list[bytes]] = field(default_factory=lambda: defaultdict(list))
+    alerts: list[Alert] = field(default_factory=list)
+    report_counts: Counter[str] = field(default_factory=Counter)
+    forwarded_events: Counter[int] = field(default_factory=Counter)
+
+
 class Delivery:
     def __init__(self, config: WorkspaceConfig) -> None:
         self.policy = RetryPolicy(config.retry.max_attempts, config.retry.base_delay_s, config.retry.max_delay_s)
@@ -80,7 +91,9 @@ class Delivery:
         self.connections = {c.id: c for c in config.connections}
         self.passthrough = {c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward")
                             for c in config.connections}  # fmt: skip
-        self.breakers = {o.id: Breaker() for o in config.outputs}
+        retry = config.retry
+        breaker = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
+        self.breakers = {o.id: Breaker(*breaker) for o in config.outputs}
         limit = config.runtime.output_concurrency
         self.sessions = {
             o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
@@ -115,10 +128,20 @@ class Delivery:
             else:
                 waiting.append(row)
 
-    def take_acks(self) -> dict[int, list[bytes]]:
-        """The keys of rows delivered or dropped since the last call, by shard, for the shards to delete."""
-        taken, self.acks = self.acks, defaultdict(list)
+    def take_pending(self) -> Pending:
+        """Everything buffered since the last call; the buffers start empty again."""
+        taken = Pending(self.acks, self.alerts, self.report_counts, self.forwarded_events)
+        self.acks, self.alerts, self.report_counts, self.forwarded_events = defaultdict(list), [], Counter(), Counter()
         return taken
+
+    def give_back(self, unsent: Pending) -> None:
+        """What the Forwarder could not pass on (a shard or the alert store restarting): taken again next
+        time, its alerts before those buffered since."""
+        for shard, keys in unsent.acks.items():
+            self.acks[shard].extend(keys)
+        self.alerts[:0] = unsent.alerts
+        self.report_counts.update(unsent.report_counts)
+        self.forwarded_events.update(unsent.forwarded_events)
 
     def acknowledged(self, keys: list[bytes]) -> None:
         """The shard deleted these rows: nothing here holds them any more."""
@@ -359,7 +382,7 @@ class Delivery:
         change reaches the partner last."""
         while True:
             deadlines = [d for q in self.bulk.values() if (d := q.next_deadline()) is not None]
-            wait = min([*deadlines, time.monotonic() + 1.0]) - time.monotonic()
+            wait = min([*deadlines, time.monotonic() + BULK_MAX_SLEEP_S]) - time.monotonic()
             self.bulk_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.bulk_wake.wait(), timeout=max(0.0, wait))

@@ -15,16 +15,16 @@ from typing import Any
 import ray
 
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.forwarding.delivery import Delivery
+from cdp_actors.constants import FLUSH_INTERVAL_S, RESEND_RETRY_S
+from cdp_actors.forwarding.delivery import Delivery, Pending
 from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
 from cdp_actors.redaction import code_location, describe
-from cdp_actors.schema.records import decode_window
+from cdp_actors.schema.records import Alert, decode_window
 from cdp_actors.telemetry import count
 
 log = logging.getLogger(__name__)
-FLUSH_INTERVAL_S = 0.05
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -59,41 +59,40 @@ class Forwarder:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            flushed = await asyncio.gather(self._flush_acks(), self._flush_alerts(), self._flush_report_counts(),
+            pending = self.delivery.take_pending()
+            flushed = await asyncio.gather(self._flush_acks(pending.acks), self._flush_alerts(pending.alerts),
+                                           self._flush_report_counts(pending.report_counts),
                                            return_exceptions=True)  # fmt: skip
             for error in flushed:
                 if isinstance(error, Exception):  # not a restarting actor (that is retried): say so, go on
                     log.error("flush failed: %s (at %s)", describe(error), code_location(error))
-            forwarded, self.delivery.forwarded_events = self.delivery.forwarded_events, Counter()
-            for output, events in forwarded.items():
+            for output, events in pending.forwarded_events.items():
                 count("cdp_events_forwarded", events, output=str(output))
 
-    async def _flush_acks(self) -> None:
-        for shard, keys in self.delivery.take_acks().items():
+    async def _flush_acks(self, acks: dict[int, list[bytes]]) -> None:
+        for shard, keys in acks.items():
             try:
                 await self.shards[shard].ack.remote(keys)
             except ray.exceptions.RayError:  # the shard is restarting: keep the keys and try again
-                self.delivery.acks[shard].extend(keys)
+                self.delivery.give_back(Pending(acks={shard: keys}))
             else:
                 self.delivery.acknowledged(keys)
 
-    async def _flush_alerts(self) -> None:
-        if not self.delivery.alerts:
+    async def _flush_alerts(self, alerts: list[Alert]) -> None:
+        if not alerts:
             return
-        batch, self.delivery.alerts = self.delivery.alerts, []
         try:
-            await self.alerts_store.record.remote(batch)
+            await self.alerts_store.record.remote(alerts)
         except ray.exceptions.RayError:
-            self.delivery.alerts = batch + self.delivery.alerts
+            self.delivery.give_back(Pending(alerts=alerts))
 
-    async def _flush_report_counts(self) -> None:
-        if not self.delivery.report_counts:
+    async def _flush_report_counts(self, counts: Counter[str]) -> None:
+        if not counts:
             return
-        counts, self.delivery.report_counts = self.delivery.report_counts, Counter()
         try:
             await self.alerts_store.record_forwarded.remote(dict(counts))
         except ray.exceptions.RayError:
-            self.delivery.report_counts.update(counts)
+            self.delivery.give_back(Pending(report_counts=counts))
 
     async def _ask_for_resend(self) -> None:
         """After a (re)start nothing is held here: every shard hands its undelivered rows over again."""
@@ -103,7 +102,7 @@ class Forwarder:
                     windows = await shard.resend.remote(self.index)
                     break
                 except ray.exceptions.RayError:
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(RESEND_RETRY_S)
             self.resent.add(index)
             for window in windows + self.early.pop(index, []):  # handed over before the resend: known rows skipped
                 self.delivery.queue(decode_window(window))

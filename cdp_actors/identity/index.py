@@ -26,6 +26,7 @@ import lmdb
 import msgspec
 import ray
 
+from cdp_actors.constants import ALIAS_RETRY_DELAY_S
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityRecord, Outcome, Policy
 from cdp_actors.schema.records import IdentityChange
@@ -230,7 +231,7 @@ class IdentityIndex:
                     await self._copy(job)
                 except Exception:
                     log.exception("alias job %s failed; retrying", job.job)
-                    await asyncio.sleep(1)
+                    await asyncio.sleep(ALIAS_RETRY_DELAY_S)
                     self.alias_wake.set()
                     break
                 await self._submit(lambda s, job=job: s.finish_alias_job(job.job))

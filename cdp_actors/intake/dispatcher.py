@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors.constants import ALERT_TIMEOUT_S, IDLE_POLL_S, RETRY_DELAY_S
 from cdp_actors.identity.index import BatchRequest
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
@@ -31,9 +32,6 @@ from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
-IDLE_POLL_S = 0.005
-RETRY_DELAY_S = 0.5  # between tries of a failing part: a restarting actor is back in ~1 s
-ALERT_TIMEOUT_S = 10.0  # a dead-letter alert waits this long for a restarting alert store, then is logged only
 RAY_ADDRESS_FILE = "ray-address"  # in the data dir: the Ray running the platform, for `cdp deadletter` to attach
 DEAD_LETTERED = "Batch Dead-Lettered"  # alert type; mParticle's System Alerts table has no processing failure
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import lmdb
 import ray
 
+from cdp_actors.constants import DEDUPE_PRUNE_INTERVAL_S
 from cdp_actors.schema.records import LogRecord, encode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, u64
 
@@ -166,7 +167,7 @@ class IntakeLog:
         while True:
             cutoff = int(time.time() * 1000) - self.retention_ms
             await asyncio.to_thread(self.core.prune_dedupe, cutoff)
-            await asyncio.sleep(3600)
+            await asyncio.sleep(DEDUPE_PRUNE_INTERVAL_S)
 
     def status(self) -> dict:
         self.core.refresh_cursor()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import ray
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
+from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
@@ -49,23 +50,6 @@ _row_encoder = msgspec.msgpack.Encoder()
 
 class SequenceGap(RuntimeError):
     """The shard has not applied a chunk the dispatcher believes it sent: resend from the cursor."""
-
-
-def outbox_lane(forwarder: int, output_id: int) -> bytes:
-    """Outbox rows are grouped per (forwarder, output): each group has its own delivery window, so an
-    output that is down fills only its own window and never holds up the others."""
-    return forwarder.to_bytes(2, "big") + output_id.to_bytes(4, "big")
-
-
-def outbox_key(forwarder: int, output_id: int, seq: int, connection_id: int) -> bytes:
-    return outbox_lane(forwarder, output_id) + u64(seq) + connection_id.to_bytes(4, "big")
-
-
-LANE_BYTES = 6
-
-
-def forwarder_of(lane: bytes) -> int:
-    return int.from_bytes(lane[:2], "big")
 
 
 def history_key(mpid: int, seq: int) -> bytes:
@@ -289,10 +273,8 @@ class ProfileShard:
 
         setup_process(config, data_dir, f"shard-{index}")
         self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config)
-        self.window = config.runtime.forwarder_window
         lanes = [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
-        self.handed: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # keys a forwarder holds
-        self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(lanes)
+        self.handoff = HandOff(lanes, config.runtime.forwarder_window)
         self.handing: dict[int, Any] = {}  # forwarder -> the call with its latest windows
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
@@ -306,45 +288,30 @@ class ProfileShard:
 
     def ack(self, keys: list[bytes]) -> None:
         self.core.delete_outbox(keys)
-        touched = {key[:LANE_BYTES] for key in keys}
-        for lane in touched:
-            self.handed[lane].difference_update(keys)
-        self._pump(touched)
+        self._pump(self.handoff.acknowledged(keys))
 
     def resend(self, forwarder: int) -> list[bytes]:
         """The forwarder (re)started: everything it held is undelivered again. Returns the first window of each
         of its lanes (encoded), so it queues them before any hand-off that reached it earlier."""
         self.forwarder_handles.pop(forwarder, None)
-        windows: list[bytes] = []
-        for lane in self.handed:
-            if forwarder_of(lane) == forwarder:
-                window = self.core.outbox_window(lane, None, self.window)
-                self.handed[lane] = set(window.keys)
-                self.handed_upto[lane] = window.keys[-1] if window.keys else None
-                windows.append(window.encoded())
-        return windows
+        return [window.encoded() for window in self.handoff.resend(forwarder, self.core.outbox_window)]
 
     def _pump_all(self) -> None:
-        self._pump(self.handed)
+        self._pump(self.handoff.lanes)
 
     def _pump(self, lanes: Iterable[bytes]) -> None:
         """Hand each lane's next rows, up to its window, to the lane's forwarder: one call per forwarder."""
-        windows: dict[int, list[bytes]] = defaultdict(list)
-        for lane in lanes:
-            room = self.window - len(self.handed[lane])
-            if room <= 0 or self._forwarder(forwarder_of(lane)) is None:
-                continue
-            window = self.core.outbox_window(lane, self.handed_upto[lane], room)
-            if window.keys:
-                windows[forwarder_of(lane)].append(window.encoded())
-                self.handed[lane].update(window.keys)
-                self.handed_upto[lane] = window.keys[-1]
-        for forwarder, encoded in windows.items():
+        windows = self.handoff.next_windows(lanes, self.core.outbox_window, self._reachable)
+        for forwarder, handed in windows.items():
             previous = self.handing.get(forwarder)
             if previous is not None:  # an async actor may run a caller's calls out of order (a large argument is
                 with contextlib.suppress(ray.exceptions.RayError):  # fetched first): one hand-off in flight each
                     ray.get(previous)
+            encoded = [window.encoded() for window in handed]
             self.handing[forwarder] = self.forwarder_handles[forwarder].deliver.remote(self.core.index, encoded)
+
+    def _reachable(self, forwarder: int) -> bool:
+        return self._forwarder(forwarder) is not None
 
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:
@@ -370,4 +337,4 @@ class ProfileShard:
         return self.core.alias_import(job, events, first_seen_ms)
 
     def stats(self) -> dict[str, int]:
-        return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed.values())}
+        return {**self.core.stats(), "handed_to_forwarders": self.handoff.holding()}

@@ -46,7 +46,7 @@ def test_a_failed_probe_reopens_for_longer() -> None:
 
 def test_admit_gives_up_at_the_deadline() -> None:
     async def scenario() -> None:
-        breaker = Breaker(failures_to_open=1, open_s=10)
+        breaker = Breaker(failures_to_open=1, open_s=10, max_open_s=10)
         breaker.record(False)
         started = time.monotonic()
         assert await breaker.admit(deadline=time.monotonic() + 0.1) is False

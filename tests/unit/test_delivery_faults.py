@@ -102,7 +102,7 @@ def batches(partner: Receiver) -> list[dict[str, Any]]:
 
 
 def acked(delivery: Delivery) -> list[bytes]:
-    return sorted(delivery.take_acks()[0])
+    return sorted(delivery.acks[0])
 
 
 def fatal(alerts: list[Alert]) -> list[tuple[str, str]]:

@@ -1,0 +1,87 @@
+"""HandOff: which outbox rows a shard has handed to its forwarders, and which rows to hand next. No Ray.
+
+Outbox rows are grouped in lanes, one per (forwarder, output); a lane's rows sort in acceptance order. A
+forwarder holds at most `window` rows of a lane at a time: a lane's rows are handed in key order, each once,
+after the last one handed, as acknowledgements make room; the rest wait in the outbox. When a forwarder
+(re)starts it holds nothing, and every unacknowledged row of its lanes is handed again from the start.
+
+The shard actor does the I/O around it: reading the outbox (`OutboxReader`), calling the forwarders.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, KeysView
+
+from cdp_actors.schema.records import Window
+from cdp_actors.storage.lmdb_env import u64
+
+LANE_BYTES = 6  # 2 bytes of forwarder, 4 of output id
+OutboxReader = Callable[[bytes, bytes | None, int], Window]
+"""(lane, the key after which to read or None for the lane's start, most rows) -> the lane's rows, in key order."""
+
+
+def outbox_lane(forwarder: int, output_id: int) -> bytes:
+    """Outbox rows are grouped per (forwarder, output): each group has its own delivery window, so an
+    output that is down fills only its own window and never holds up the others."""
+    return forwarder.to_bytes(2, "big") + output_id.to_bytes(4, "big")
+
+
+def outbox_key(forwarder: int, output_id: int, seq: int, connection_id: int) -> bytes:
+    return outbox_lane(forwarder, output_id) + u64(seq) + connection_id.to_bytes(4, "big")
+
+
+def forwarder_of(lane: bytes) -> int:
+    return int.from_bytes(lane[:2], "big")
+
+
+class HandOff:
+    def __init__(self, lanes: Iterable[bytes], window: int) -> None:
+        self.window = window
+        self.held: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # handed, not acknowledged yet
+        self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(self.held)  # the last key handed
+
+    @property
+    def lanes(self) -> KeysView[bytes]:
+        return self.held.keys()
+
+    def next_windows(
+        self, lanes: Iterable[bytes], read: OutboxReader, reachable: Callable[[int], bool]
+    ) -> dict[int, list[Window]]:
+        """Each lane's next rows, up to the room in its window, by forwarder (one call each), now held.
+        A lane whose forwarder is not `reachable` is left as it is: that forwarder asks for a resend when it starts."""
+        windows: dict[int, list[Window]] = defaultdict(list)
+        for lane in lanes:
+            room = self.window - len(self.held[lane])
+            if room <= 0 or not reachable(forwarder_of(lane)):
+                continue
+            window = read(lane, self.handed_upto[lane], room)
+            if window.keys:
+                windows[forwarder_of(lane)].append(window)
+                self.held[lane].update(window.keys)
+                self.handed_upto[lane] = window.keys[-1]
+        return windows
+
+    def acknowledged(self, keys: list[bytes]) -> set[bytes]:
+        """The forwarder delivered (or dropped) these rows: they leave its window. Returns the lanes that may
+        have room now. A key held by no lane (acknowledged twice, or of a lane not handed from here) is ignored."""
+        touched = {key[:LANE_BYTES] for key in keys} & self.held.keys()
+        for lane in touched:
+            self.held[lane].difference_update(keys)
+        return touched
+
+    def resend(self, forwarder: int, read: OutboxReader) -> list[Window]:
+        """The forwarder (re)started and holds nothing: each of its lanes' first window of unacknowledged rows,
+        from the lane's start, now held."""
+        windows = []
+        for lane in self.held:
+            if forwarder_of(lane) == forwarder:
+                window = read(lane, None, self.window)
+                self.held[lane] = set(window.keys)
+                self.handed_upto[lane] = window.keys[-1] if window.keys else None
+                windows.append(window)
+        return windows
+
+    def holding(self) -> int:
+        """Rows handed to forwarders and not acknowledged yet."""
+        return sum(len(keys) for keys in self.held.values())
