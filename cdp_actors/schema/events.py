@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import NODEFAULT, Meta, Struct
 
+from cdp_actors.errors import BadRequest
+
 # ---- bounds on values -------------------------------------------------------------------------------------
 # What no batch could ever be processed with is a type constraint (msgspec checks it during the decode, and
 # the shard's re-decode of the intake log applies it too); policy limits that batches accepted before them
@@ -542,12 +544,8 @@ class Batch(_Base, kw_only=True):
 COMMERCE_ACTIONS = ("product_action", "promotion_action", "product_impressions")
 
 
-class BatchError(ValueError):
+class BatchError(BadRequest):
     """The batch is malformed; `message` names the JSON path."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 _decoder = msgspec.json.Decoder(Batch)

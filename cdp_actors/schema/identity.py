@@ -6,6 +6,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from cdp_actors.errors import BadRequest
 from cdp_actors.identity.strategy import IdentityChange
 from cdp_actors.identity.types import canonical
 from cdp_actors.schema.events import (
@@ -68,10 +69,8 @@ class AliasRequest(msgspec.Struct):
     api_key: str | None = None
 
 
-class RequestError(ValueError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class RequestError(BadRequest):
+    """An IDSync or edit request body that is not valid; `message` names the JSON path."""
 
 
 T = TypeVar("T")
