@@ -6,6 +6,8 @@ refusal is a new class here and one row there. `message` is what the client read
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RequestFailed(Exception):
     """A request that cannot be done as asked, through no bug of ours."""
@@ -13,6 +15,17 @@ class RequestFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray pickles an actor's exception for its caller: rebuild from the fields, whatever __init__ takes
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(kind: type[RequestFailed], args: tuple[Any, ...], fields: dict[str, Any]) -> RequestFailed:
+    error = kind.__new__(kind, *args)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
 
 
 class BadRequest(RequestFailed, ValueError):
@@ -43,9 +56,6 @@ class ImmutableIdentity(BadRequest):
         super().__init__(f"{identity_type} is an immutable identity.")
         self.identity_type = identity_type
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return ImmutableIdentity, (self.identity_type,)
-
 
 class TooLarge(RequestFailed):
     """The request, or a part of it, exceeds a size limit."""
@@ -58,9 +68,6 @@ class Overloaded(RequestFailed):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
-    def __reduce__(self) -> tuple[type, tuple[str, int]]:
-        return Overloaded, (self.message, self.retry_after_s)
-
 
 class Unavailable(RequestFailed):
     """A part of the platform could not do its share (restarting, storage refusing writes); nothing was stored,
@@ -69,6 +76,3 @@ class Unavailable(RequestFailed):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[type, tuple[str, int]]:
-        return Unavailable, (self.message, self.retry_after_s)

@@ -83,7 +83,9 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 def answer_of(error: RequestFailed, codes: Mapping[type[RequestFailed], str] | None = None) -> Response:
     """The HTTP answer to a refusal, from ANSWERS; `codes` are an API's own codes for some classes."""
-    kind = next(k for k in type(error).__mro__ if k in ANSWERS)
+    kind = next((k for k in type(error).__mro__ if k in ANSWERS), None)
+    if kind is None:  # a refusal class without a row: our bug, not the client's
+        return internal_error(error, f"the error table ({type(error).__name__})")
     status, code = ANSWERS[kind]
     return error_response(status, (codes or {}).get(kind, code), error.message, headers_of(error))
 
@@ -98,10 +100,8 @@ def headers_of(error: RequestFailed) -> dict[str, str] | None:
 
 def answer(error: Exception, request: Request, codes: Mapping[type[RequestFailed], str] | None = None) -> Response:
     """The one exception handler of every app: a refusal answers from ANSWERS, anything else is a bug (a 500).
-    A refusal raised inside an actor arrives wrapped in Ray's RayTaskError; its cause is the refusal."""
-    if isinstance(error, ray.exceptions.RayTaskError) and isinstance(error.cause, RequestFailed):
-        error = error.cause
-    elif isinstance(error, RequestValidationError):
+    A refusal raised inside an actor arrives as Ray's `RayTaskError(<its class>)`, an instance of its class too."""
+    if isinstance(error, RequestValidationError):
         error = validation_error(error)
     elif isinstance(error, StarletteHTTPException):
         error = http_error(request, error)
