@@ -247,8 +247,7 @@ class AdminApi:
     @app.get("/reports/forwarding")
     async def forwarding(self, date: str | None = None, hour: int | None = Query(None, ge=0, le=23)) -> Response:
         """Event Forwarding: inbound counts per message type and event name, outbound per output (UTC)."""
-        days = report_days(date, date)
-        day = days[1]
+        _, day = report_days(date, date)
         first = day * 24 + (hour or 0)
         last = first if hour is not None else first + 23
         names = {o.id: (o.name, o.kind) for o in self.config.outputs}
@@ -261,8 +260,7 @@ class AdminApi:
                               input_id: int | None = None) -> Response:  # fmt: skip
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
-        days = report_days(since, until)
-        first, last = days
+        first, last = report_days(since, until)
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
@@ -281,8 +279,7 @@ class AdminApi:
     @app.get("/reports/identity")
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
-        days = report_days(since, until)
-        first, last = days
+        first, last = report_days(since, until)
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}
