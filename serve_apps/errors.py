@@ -69,7 +69,7 @@ ANSWERS: dict[type[RequestFailed], tuple[int, str]] = {  # exception: (HTTP stat
 not listed answers as its nearest listed base class; an exception that is no RequestFailed is a bug (a 500)."""
 
 IDSYNC_CODES: dict[type[RequestFailed], str] = {NotFound: "NOT_FOUND_ERROR"}
-"""IDSync's own code for a profile it cannot find (search's 404, https://docs.mparticle.com/developers/apis/idsync/);
+"""IDSync's own code for a profile it cannot find (search's 404, https://docs.mparticle.com/developers/idsync/http-api/);
 its other answers are the table's."""
 
 
