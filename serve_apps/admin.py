@@ -14,6 +14,7 @@ from ray import serve
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.errors import BadRequest, NotFound, Overloaded
 from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
@@ -23,14 +24,7 @@ from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
 from cdp_actors.schema.identity_types import canonical, is_device_type
 from cdp_actors.telemetry import now_ms
-from serve_apps.errors import (
-    RETRY_AFTER_S,
-    bad_request,
-    error_response,
-    install_error_handlers,
-    json_response,
-    unavailable,
-)
+from serve_apps.errors import RETRY_AFTER_S, install_error_handlers, json_response, unavailable
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
@@ -114,18 +108,11 @@ def edit_error(message: str) -> str:
     return message
 
 
-def mpid_or_error(text: str) -> int | Response:
-    try:
-        return parse_mpid(text, "mpid")
-    except RequestError as error:
-        return bad_request(error.message)
-
-
-def report_days(since: str | None, until: str | None) -> tuple[int, int] | Response:
+def report_days(since: str | None, until: str | None) -> tuple[int, int]:
     try:
         return day_range(since, until, now_ms())
     except ValueError:
-        return bad_request("dates must be YYYY-MM-DD (UTC)")
+        raise BadRequest("dates must be YYYY-MM-DD (UTC)") from None
 
 
 @serve.deployment(
@@ -148,9 +135,9 @@ class AdminApi:
             until_ms = parse_time_ms(until) if until else now
             since_ms = parse_time_ms(since) if since else until_ms - DEFAULT_ALERT_WINDOW_MS
         except ValueError:
-            return bad_request("since/until must be epoch milliseconds or ISO-8601 timestamps")
+            raise BadRequest("since/until must be epoch milliseconds or ISO-8601 timestamps") from None
         if environment not in (None, "production", "development"):
-            return bad_request("environment must be production or development")
+            raise BadRequest("environment must be production or development")
         connections = await actor(ALERTS_NAME).summary.remote(since_ms, until_ms, environment)
         for entry in connections:
             self._name_connection(entry)
@@ -204,7 +191,7 @@ class AdminApi:
         """Exact match on any identity; several profiles may hold a non-unique one."""
         canonical_type = canonical(identity_type)
         if canonical_type is None:
-            return bad_request(f"Unknown identity type {identity_type!r}")
+            raise BadRequest(f"Unknown identity type {identity_type!r}")
         holders = await actor(IDENTITY_NAME).holders.remote(canonical_type, value)
         profiles = await asyncio.gather(*(self._shard_profile(mpid) for mpid, _ in holders))
         users = [user_detail(mpid, record, profile) for (mpid, record), profile in zip(holders, profiles, strict=True)]
@@ -214,46 +201,39 @@ class AdminApi:
 
     @app.get("/users/{mpid}")
     async def user(self, mpid: str) -> Response:
-        value = mpid_or_error(mpid)
-        if isinstance(value, Response):
-            return value
+        value = parse_mpid(mpid, "mpid")
         record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(value), self._shard_profile(value))
         if record is None and profile is None:
-            return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
+            raise NotFound(f"No profile with mpid {value}")
         return json_response(200, user_detail(value, record, profile))
 
     @app.post("/users/{mpid}/edit")
     async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
         connected outputs receive the change like any other."""
-        value = mpid_or_error(mpid)
-        if isinstance(value, Response):
-            return value
+        value = parse_mpid(mpid, "mpid")
         if not any(i.id == edit.input_id for i in self.config.inputs):
-            return bad_request(f"input_id: no input with id {edit.input_id}")
+            raise BadRequest(f"input_id: no input with id {edit.input_id}")
+        edit.check()
         try:
-            edit.check()
             raw = msgspec.json.encode(edit.batch(value, now_ms()))
-        except RequestError as error:
-            return bad_request(error.message)
         except UnicodeEncodeError:  # a lone surrogate, which Python's JSON parser lets through
-            return bad_request("Text must be valid Unicode (no lone surrogates) - at `$`")
+            raise BadRequest("Text must be valid Unicode (no lone surrogates)", "$") from None
         try:
             decode_batch(raw)
         except BatchError as error:
-            return bad_request(edit_error(error.message))
+            raise BadRequest(edit_error(error.message)) from None
         record = await actor(IDENTITY_NAME).record.remote(value)
         if record is None or record.orphaned:  # the batch's mpid would not resolve to it (resolve_batch)
-            return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
+            raise NotFound(f"No profile with mpid {value}")
         try:
             result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
         except ray.exceptions.RayError as error:
-            return unavailable(error, "Intake")
+            raise unavailable(error, "Intake") from error
         if result.overloaded:
-            return error_response(429, "TOO_MANY_REQUESTS", "Intake is behind; retry later.",
-                                  {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+            raise Overloaded("Intake is behind; retry later.", RETRY_AFTER_S)
         if result.refused:
-            return bad_request(f"{result.refused} - at `$`")
+            raise BadRequest(result.refused, "$")
         return Response(status_code=202)
 
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
@@ -267,10 +247,7 @@ class AdminApi:
     @app.get("/reports/forwarding")
     async def forwarding(self, date: str | None = None, hour: int | None = Query(None, ge=0, le=23)) -> Response:
         """Event Forwarding: inbound counts per message type and event name, outbound per output (UTC)."""
-        days = report_days(date, date)
-        if isinstance(days, Response):
-            return days
-        day = days[1]
+        _, day = report_days(date, date)
         first = day * 24 + (hour or 0)
         last = first if hour is not None else first + 23
         names = {o.id: (o.name, o.kind) for o in self.config.outputs}
@@ -283,10 +260,7 @@ class AdminApi:
                               input_id: int | None = None) -> Response:  # fmt: skip
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
-        days = report_days(since, until)
-        if isinstance(days, Response):
-            return days
-        first, last = days
+        first, last = report_days(since, until)
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
@@ -305,10 +279,7 @@ class AdminApi:
     @app.get("/reports/identity")
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
-        days = report_days(since, until)
-        if isinstance(days, Response):
-            return days
-        first, last = days
+        first, last = report_days(since, until)
         shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}

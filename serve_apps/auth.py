@@ -11,10 +11,9 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
 from starlette.requests import Request
-from starlette.responses import Response
 
 from cdp_actors.config import Input, WorkspaceConfig
-from serve_apps.errors import error_response
+from cdp_actors.errors import Forbidden, TooLarge, Unauthorized
 
 MAX_DATE_SKEW = timedelta(minutes=5)
 """How far a signed request's `Date` may be from our clock, either way. The signature covers the Date, so a
@@ -24,10 +23,6 @@ device clock that drifts without keeping a replay usable for long."""
 _JAVA_GMT_OFFSET = re.compile(r"\s(?:GMT|UTC)([+-]\d{2}):?(\d{2})$")
 """Android's SDK formats `EEE, dd MMM yyyy HH:mm:ss zzz` in the device's zone: `GMT+05:30` where a zone has no
 US abbreviation. RFC 5322's parser wants `+0530`."""
-
-
-class TooLarge(Exception):
-    pass
 
 
 def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
@@ -41,25 +36,25 @@ def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
     return (key, secret) if sep else None
 
 
-def authenticate(config: WorkspaceConfig, header: str | None) -> Input | Response:
+def authenticate(config: WorkspaceConfig, header: str | None) -> Input:
     credentials = parse_basic_auth(header)
     if credentials is None:
-        return error_response(401, "UNAUTHORIZED", "Authentication missing: send HTTP Basic auth with key:secret.")
+        raise Unauthorized("Authentication missing: send HTTP Basic auth with key:secret.")
     found = config.input_by_key(credentials[0])
     if found is None or not found.credentials_match(*credentials):
-        return error_response(403, "FORBIDDEN", "API key/secret are present but not valid.")
+        raise Forbidden("API key/secret are present but not valid.")
     return found
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
+        raise TooLarge(f"Request body exceeds {limit} bytes.")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge
+            raise TooLarge(f"Request body exceeds {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -105,21 +100,21 @@ def signatures_match(expected: str, given: str) -> bool:
 
 def authenticate_signed(
     config: WorkspaceConfig, request: Request, body: bytes, now: datetime | None = None
-) -> Input | Response:
+) -> Input:
     """Basic auth, or the HMAC mode: `x-mp-key`, `Date` and `x-mp-signature` headers."""
     headers = request.headers
     if "authorization" in headers or "x-mp-signature" not in headers:
         return authenticate(config, headers.get("authorization"))
     key, date = headers.get("x-mp-key", ""), headers.get("date", "")
     if not key or not date:
-        return error_response(401, "UNAUTHORIZED", "x-mp-key and Date must accompany x-mp-signature.")
+        raise Unauthorized("x-mp-key and Date must accompany x-mp-signature.")
     found = config.input_by_key(key)
     if found is None:
-        return error_response(401, "UNAUTHORIZED", "x-mp-key is not a key of this workspace.")
+        raise Unauthorized("x-mp-key is not a key of this workspace.")
     refused = date_refusal(date, now or datetime.now(timezone.utc))
     if refused:
-        return error_response(401, "UNAUTHORIZED", refused)
+        raise Unauthorized(refused)
     expected = signature_of(found.secret.get_secret_value(), request.method, date, request.url.path, body)
     if not signatures_match(expected, headers["x-mp-signature"]):
-        return error_response(401, "UNAUTHORIZED", "x-mp-signature does not match the request.")
+        raise Unauthorized("x-mp-signature does not match the request.")
     return found

@@ -1,9 +1,12 @@
-"""mParticle-style error responses: `{"errors":[{"code":..., "message":...}]}`."""
+"""Refusals as mParticle-style answers, `{"errors":[{"code":..., "message":...}]}`, from one table (ANSWERS).
+
+Code anywhere raises a `cdp_actors.errors` refusal; each app has one handler (`answer`) that maps it. A new
+kind of refusal is a class in `cdp_actors/errors.py` and a row in ANSWERS."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import lmdb
@@ -16,11 +19,58 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from cdp_actors.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Overloaded,
+    RequestFailed,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+
 RETRY_AFTER_S = 1
 STORAGE_ERRORS = (lmdb.Error, OSError)
 """What an actor's write raises when its storage refuses it: a full disk, an I/O error."""
 
 _encode = msgspec.json.encode
+
+
+class NoSuchEndpoint(NotFound):
+    """No route of the app has this path."""
+
+
+class MethodNotAllowed(RequestFailed):
+    """The path exists, not for this method; `allowed` are the methods it has."""
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class UnsupportedMediaType(RequestFailed):
+    """The body is labelled as something other than JSON."""
+
+
+ANSWERS: dict[type[RequestFailed], tuple[int, str]] = {  # exception: (HTTP status, mParticle-style code)
+    BadRequest: (400, "BAD_REQUEST"),
+    Unauthorized: (401, "UNAUTHORIZED"),
+    Forbidden: (403, "FORBIDDEN"),
+    NotFound: (404, "NOT_FOUND"),
+    NoSuchEndpoint: (404, "NOT_FOUND"),
+    MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
+    TooLarge: (413, "REQUEST_TOO_LARGE"),
+    UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
+    Overloaded: (429, "TOO_MANY_REQUESTS"),
+    Unavailable: (503, "SERVICE_UNAVAILABLE"),
+}
+"""The one place a refusal becomes an answer: body `{"errors": [{"code", "message"}]}` with this status. A class
+not listed answers as its nearest listed base class; an exception that is no RequestFailed is a bug (a 500)."""
+
+IDSYNC_CODES: dict[type[RequestFailed], str] = {NotFound: "NOT_FOUND_ERROR"}
+"""IDSync's own code for a profile it cannot find (search's 404, https://docs.mparticle.com/developers/idsync/http-api/);
+its other answers are the table's."""
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -31,20 +81,56 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return json_response(status, {"errors": [{"code": code, "message": message}]}, headers)
 
 
-def bad_request(message: str) -> Response:
-    return error_response(400, "BAD_REQUEST", message)
+def answer_of(error: RequestFailed, codes: Mapping[type[RequestFailed], str] | None = None) -> Response:
+    """The HTTP answer to a refusal, from ANSWERS; `codes` are an API's own codes for some classes."""
+    kind = next((k for k in type(error).__mro__ if k in ANSWERS), None)
+    if kind is None:  # a refusal class without a row: our bug, not the client's
+        return internal_error(error, f"the error table ({type(error).__name__})")
+    status, code = ANSWERS[kind]
+    return error_response(status, (codes or {}).get(kind, code), error.message, headers_of(error))
 
 
-def validation_error(error: Any) -> Response:
-    """FastAPI's request validation failure as an mParticle-style 400 naming the field."""
+def headers_of(error: RequestFailed) -> dict[str, str] | None:
+    if isinstance(error, (Overloaded, Unavailable)):
+        return {"Retry-After": str(error.retry_after_s)}
+    if isinstance(error, MethodNotAllowed):
+        return {"Allow": ", ".join(error.allowed)}
+    return None
+
+
+def answer(error: Exception, request: Request, codes: Mapping[type[RequestFailed], str] | None = None) -> Response:
+    """The one exception handler of every app: a refusal answers from ANSWERS, anything else is a bug (a 500).
+    A refusal raised inside an actor arrives as Ray's `RayTaskError(<its class>)`, an instance of its class too."""
+    if isinstance(error, RequestValidationError):
+        error = validation_error(error)
+    elif isinstance(error, StarletteHTTPException):
+        error = http_error(request, error)
+    if isinstance(error, RequestFailed):
+        return answer_of(error, codes)
+    if isinstance(error, StarletteHTTPException):
+        return error_response(error.status_code, code_for(error.status_code), str(error.detail), error.headers)
+    return internal_error(error, f"{request.method} {request.url.path}")
+
+
+def validation_error(error: RequestValidationError) -> BadRequest:
+    """FastAPI's request validation failure, naming the field."""
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return bad_request(f"{first['msg']} - at `{where}`")
+    return BadRequest(first["msg"], ".".join(str(part) for part in first["loc"]))
 
 
-def unavailable(error: ray.exceptions.RayError, service: str) -> Response:
-    """503 with Retry-After for a runtime actor that could not do its part, saying why: it is restarting, its
-    storage refuses writes (a full disk), or it failed. Its write was one transaction, so nothing was stored."""
+def http_error(request: Request, error: StarletteHTTPException) -> RequestFailed | StarletteHTTPException:
+    """FastAPI's routing failures (an unknown path, a wrong method) as our refusals; other statuses stay as raised."""
+    if error.status_code == 404:
+        return NoSuchEndpoint(f"No such endpoint: {request.method} {request.url.path}")
+    if error.status_code == 405:
+        allowed = tuple((error.headers or {}).get("Allow", "").split(", "))
+        return MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}.", allowed)
+    return error
+
+
+def unavailable(error: ray.exceptions.RayError, service: str) -> Unavailable:
+    """A runtime actor that could not do its part, saying why: it is restarting, its storage refuses writes (a
+    full disk), or it failed. Its write was one transaction, so nothing was stored."""
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) else None
     if cause is None:
         reason = f"{service} is restarting"
@@ -52,8 +138,7 @@ def unavailable(error: ray.exceptions.RayError, service: str) -> Response:
         reason = f"{service} cannot write to its storage ({cause})"
     else:
         reason = f"{service} failed ({type(cause).__name__})"
-    return error_response(503, "SERVICE_UNAVAILABLE", f"{reason}; nothing was stored. Retry shortly.",
-                          {"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+    return Unavailable(f"{reason}; nothing was stored. Retry shortly.", RETRY_AFTER_S)
 
 
 log = logging.getLogger("cdp_actors.serve_apps")
@@ -61,7 +146,7 @@ log = logging.getLogger("cdp_actors.serve_apps")
 CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
          408: "REQUEST_TIMEOUT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
          500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}  # fmt: skip
-"""mParticle-style code for a status, for errors raised outside our own handlers (FastAPI's, Serve's)."""
+"""mParticle-style code for a status, for errors raised outside our own apps (Serve's, by status alone)."""
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
 """Request bodies are JSON whatever the label: the server SDKs (Python, Node, Java) and every IDSync client send
@@ -86,38 +171,26 @@ def internal_error(error: BaseException, where: str) -> Response:
     return error_response(500, "INTERNAL_ERROR", "An unexpected error occurred; it has been logged.")
 
 
-def unsupported_media_type(content_type: str | None) -> Response | None:
-    """415 unless the body is labelled as one of ACCEPTED_CONTENT_TYPES (any parameters) or not labelled."""
+def check_media_type(content_type: str | None) -> None:
+    """Raises UnsupportedMediaType unless the body is labelled as one of ACCEPTED_CONTENT_TYPES (any parameters)
+    or not labelled."""
     if content_type is None or not content_type.strip():
-        return None
+        return
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type in ACCEPTED_CONTENT_TYPES:
-        return None
-    return error_response(415, "UNSUPPORTED_MEDIA_TYPE", f"Content-Type {media_type!r} is not accepted; send a JSON "
-                          f"body as {' or '.join(ACCEPTED_CONTENT_TYPES)}.")  # fmt: skip
+    if media_type not in ACCEPTED_CONTENT_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {media_type!r} is not accepted; send a JSON body as "
+                                   f"{' or '.join(ACCEPTED_CONTENT_TYPES)}.")  # fmt: skip
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """One handler set for the FastAPI apps: validation failures, FastAPI's and Starlette's HTTP errors (unknown
-    paths, 405s) and any unexpected exception all answer `{"errors": [{"code", "message"}]}`."""
+def install_error_handlers(app: FastAPI, codes: Mapping[type[RequestFailed], str] | None = None) -> None:
+    """`answer` as the FastAPI app's handler for refusals, validation failures, FastAPI's and Starlette's HTTP
+    errors (unknown paths, 405s) and any unexpected exception."""
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, error: RequestValidationError) -> Response:
-        return validation_error(error)
+    async def handler(request: Request, error: Exception) -> Response:
+        return answer(error, request, codes)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        if error.status_code == 404:
-            message = f"No such endpoint: {request.method} {request.url.path}"
-        elif error.status_code == 405:
-            message = f"{request.method} is not allowed on {request.url.path}."
-        else:
-            message = str(error.detail)
-        return error_response(error.status_code, code_for(error.status_code), message, error.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> Response:
-        return internal_error(error, f"{request.method} {request.url.path}")
+    for kind in (RequestFailed, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handler)
 
 
 class ErrorEnvelope:

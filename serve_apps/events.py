@@ -15,24 +15,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult
 from cdp_actors.partition import INTAKE_NAME, NAMESPACE
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
-from serve_apps.auth import TooLarge, authenticate, read_body
-from serve_apps.errors import (
-    RETRY_AFTER_S,
-    bad_request,
-    error_response,
-    internal_error,
-    json_response,
-    unavailable,
-    unsupported_media_type,
-)
+from serve_apps.auth import authenticate, read_body
+from serve_apps.errors import RETRY_AFTER_S, answer, check_media_type, json_response, unavailable
+from serve_apps.routes import Route, Routes
 
-ENDPOINTS = {"/v2/events": False, "/v2/bulkevents": True}
-"""Path (under the app's `/v2` prefix) to whether its body is a list of batches."""
+ROUTES = Routes([Route("POST", "/v2/events", False), Route("POST", "/v2/bulkevents", True)])
+"""Path (with the app's `/v2` prefix) to whether its body is a list of batches."""
 
 
 @dataclass
@@ -76,47 +70,29 @@ class EventsApi:
         self.intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
 
     async def __call__(self, request: Request) -> Response:
-        bulk = ENDPOINTS.get(request.url.path.rstrip("/"))
-        if bulk is None:
-            return error_response(404, "NOT_FOUND", f"No such endpoint: {request.url.path}")
-        if request.method != "POST":
-            return error_response(405, "METHOD_NOT_ALLOWED", "Use POST.", {"Allow": "POST"})
-        refused = unsupported_media_type(request.headers.get("content-type"))
-        if refused:
-            return refused
         try:
+            bulk, _ = ROUTES.find(request.method, request.url.path)
+            check_media_type(request.headers.get("content-type"))
             with span("ingest.request", bulk=bulk):
                 return await self._ingest(request, bulk)
-        except Exception as error:  # a bug: the client gets the API's 500, the log the traceback
-            return internal_error(error, f"POST {request.url.path}")
+        except Exception as error:  # the app's one handler: a refusal's answer from the table, a bug's 500
+            return answer(error, request)
 
     async def _ingest(self, request: Request, bulk: bool) -> Response:
         source = authenticate(self.config, request.headers.get("authorization"))
-        if isinstance(source, Response):
-            return source
-        try:
-            body = await read_body(request, self.limits.max_request_bytes)
-        except TooLarge:
-            return error_response(
-                413, "REQUEST_TOO_LARGE", f"Request body exceeds {self.limits.max_request_bytes} bytes."
-            )
+        body = await read_body(request, self.limits.max_request_bytes)
         items = self._split(body, bulk)
-        if isinstance(items, Response):
-            return items
         checked = validate_batches(items, self.limits.max_batch_bytes)
         if not checked.accepted:
             return self._all_rejected(checked, bulk)
         try:
             result: AppendResult = await self.intake.append.remote(source.id, now_ms(), checked.accepted)
         except ray.exceptions.RayError as error:
-            return unavailable(error, "Intake")
+            raise unavailable(error, "Intake") from error
         if result.overloaded:
-            return error_response(
-                429, "TOO_MANY_REQUESTS", f"Intake is {result.lag} batches behind; retry later.",
-                {"Retry-After": str(RETRY_AFTER_S)},
-            )  # fmt: skip
+            raise Overloaded(f"Intake is {result.lag} batches behind; retry later.", RETRY_AFTER_S)
         if result.refused:  # the request's own fault, not the intake's: resending it would fail again
-            return bad_request(f"{result.refused} - at `$`")
+            raise BadRequest(result.refused, "$")
         count("cdp_events_received", checked.events, input=str(source.id))
         count("cdp_batches_deduplicated", result.duplicates, input=str(source.id))
         if not checked.rejected:
@@ -125,28 +101,22 @@ class EventsApi:
             202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": checked.rejected}
         )
 
-    def _split(self, body: bytes, bulk: bool) -> list[bytes] | Response:
+    def _split(self, body: bytes, bulk: bool) -> list[bytes]:
         if not bulk:
             return [body]
-        try:
-            items = decode_raw_list(body)
-        except BatchError as error:
-            return bad_request(error.message)
+        items = decode_raw_list(body)
         if len(items) > self.limits.max_bulk_batches:
-            return error_response(
-                413, "REQUEST_TOO_LARGE",
-                f"A bulk request holds at most {self.limits.max_bulk_batches} batches; got {len(items)}.",
-            )  # fmt: skip
+            raise TooLarge(f"A bulk request holds at most {self.limits.max_bulk_batches} batches; got {len(items)}.")
         if not items:
-            return bad_request("Expected at least one batch - at `$`")
+            raise BadRequest("Expected at least one batch", "$")
         return [bytes(item) for item in items]
 
     def _all_rejected(self, checked: Validated, bulk: bool) -> Response:
         """Nothing accepted: 413 if every batch was too large, else 400 naming each batch's reason by index."""
         every_too_large = all(r["code"] == "REQUEST_TOO_LARGE" for r in checked.rejected)
         if not bulk:
-            error = checked.rejected[0]
-            return error_response(413 if every_too_large else 400, error["code"], error["message"])
+            message = checked.rejected[0]["message"]
+            raise TooLarge(message) if every_too_large else BadRequest(message)
         errors = [{"code": r["code"], "message": f"batch {r['index']}: {r['message']}", "index": r["index"]}
                   for r in checked.rejected]  # fmt: skip
         return json_response(413 if every_too_large else 400, {"errors": errors})

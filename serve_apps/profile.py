@@ -13,19 +13,19 @@ import msgspec
 from fastapi import Depends, FastAPI, Path, Request
 from pydantic import BaseModel
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.errors import BadRequest, NotFound, Unauthorized
 from cdp_actors.partition import IDENTITY_NAME
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
 from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import INT64_MAX, INT64_MIN
-from cdp_actors.schema.identity import RequestError, check_identity_value
+from cdp_actors.schema.identity import check_identity_value
 from cdp_actors.schema.identity_types import canonical
 from cdp_actors.telemetry import now_ms
 from cdp_actors.tokens import issue_token, verify_token
-from serve_apps.errors import bad_request, error_response, install_error_handlers, json_response
+from serve_apps.errors import UnsupportedMediaType, install_error_handlers, json_response
 
 app = FastAPI(title="cdp profile api", docs_url=None, redoc_url=None)
 
@@ -37,8 +37,8 @@ def json_body(request: Request) -> None:
     """FastAPI parses a body as JSON only when it is labelled so (or not labelled): anything else is a 415."""
     content_type = request.headers.get("content-type")
     if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise StarletteHTTPException(415, f"Content-Type {content_type.split(';', 1)[0].strip()!r} is not accepted; "
-                                          "send the JSON body as application/json.")  # fmt: skip
+        raise UnsupportedMediaType(f"Content-Type {content_type.split(';', 1)[0].strip()!r} is not accepted; "
+                                   "send the JSON body as application/json.")  # fmt: skip
 
 
 class TokenRequest(BaseModel):
@@ -62,13 +62,13 @@ Mpid = Annotated[int, Path(ge=INT64_MIN, le=INT64_MAX)]
 """MPIDs are signed 64-bit integers; a larger number cannot name a profile (and no LMDB key can hold it)."""
 
 
-def parse_fields(fields: str | None) -> list[str] | Response:
+def parse_fields(fields: str | None) -> list[str]:
     wanted = [f.strip() for f in (fields or "").split(",") if f.strip()]
     if not wanted:
-        return bad_request(f"fields is required: a comma-separated list of {', '.join(PROFILE_FIELDS)}")
+        raise BadRequest(f"fields is required: a comma-separated list of {', '.join(PROFILE_FIELDS)}")
     unknown = [f for f in wanted if f not in PROFILE_FIELDS]
     if unknown:
-        return bad_request(f"Unknown fields {unknown}; allowed: {', '.join(PROFILE_FIELDS)}")
+        raise BadRequest(f"Unknown fields {unknown}; allowed: {', '.join(PROFILE_FIELDS)}")
     return wanted
 
 
@@ -89,28 +89,26 @@ class ProfileApi:
         client = next((c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)),
                       None)  # fmt: skip
         if client is None:
-            return error_response(401, "UNAUTHORIZED", "Unknown client_id or wrong client_secret.")
+            raise Unauthorized("Unknown client_id or wrong client_secret.")
         return json_response(200, {"access_token": issue_token(client, now_ms()), "expires_in": client.token_ttl_s,
                                    "token_type": "Bearer"})  # fmt: skip
 
-    def _authorized(self, request: Request) -> Response | None:
+    def _check_token(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or verify_token(self.config.api_clients, token.strip(), now_ms()) is None:
-            return error_response(401, "UNAUTHORIZED", "Send a valid, unexpired Bearer token from POST /oauth/token.")
-        return None
+            raise Unauthorized("Send a valid, unexpired Bearer token from POST /oauth/token.")
 
-    def _check_workspace(self, org: int, account: int, workspace: int) -> Response | None:
+    def _check_workspace(self, org: int, account: int, workspace: int) -> None:
         ours = (self.workspace.org_id, self.workspace.account_id, self.workspace.workspace_id)
         if (org, account, workspace) != ours:
-            return error_response(404, "NOT_FOUND", f"No workspace {org}/{account}/{workspace}.")
-        return None
+            raise NotFound(f"No workspace {org}/{account}/{workspace}.")
 
     async def _body(self, mpid: int, fields: list[str]) -> Response:
         shard = shard_for(mpid, self.config.runtime.shards)
         record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(mpid), shard.profile.remote(mpid))
         if (record is None or record.orphaned) and profile is None:
-            return error_response(404, "NOT_FOUND", f"No profile with mpid {mpid}.")
+            raise NotFound(f"No profile with mpid {mpid}.")
         return Response(msgspec.json.encode(profile_api_body(mpid, record, profile, fields)),
                         media_type="application/json")  # fmt: skip
 
@@ -119,30 +117,22 @@ class ProfileApi:
     async def resolve(self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest,
                       fields: str | None = None) -> Response:  # fmt: skip
         """A profile by an immutable identity."""
-        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
-        if refused:
-            return refused
+        self._check_token(request)
+        self._check_workspace(org, account, workspace)
         wanted = parse_fields(fields)
-        if isinstance(wanted, Response):
-            return wanted
-        try:
-            check_identity_value(body.identity.value, "$.identity.value")
-        except RequestError as error:
-            return bad_request(error.message)
+        check_identity_value(body.identity.value, "$.identity.value")
         identity_type = canonical(body.identity.type)
         if identity_type not in self.config.identity.policy().immutable:
-            return bad_request(f"identity.type must be an immutable identity type; {body.identity.type!r} is not.")
+            raise BadRequest(f"identity.type must be an immutable identity type; {body.identity.type!r} is not.")
         holders: list[tuple[int, Any]] = await actor(IDENTITY_NAME).holders.remote(identity_type, body.identity.value)
         live = [mpid for mpid, record in holders if not record.orphaned]
         if not live:
-            return error_response(404, "NOT_FOUND", "No profile holds that identity.")
+            raise NotFound("No profile holds that identity.")
         return await self._body(live[0], wanted)
 
     @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
     async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: Mpid,
                       fields: str | None = None) -> Response:  # fmt: skip
-        refused = self._authorized(request) or self._check_workspace(org, account, workspace)
-        if refused:
-            return refused
-        wanted = parse_fields(fields)
-        return wanted if isinstance(wanted, Response) else await self._body(mpid, wanted)
+        self._check_token(request)
+        self._check_workspace(org, account, workspace)
+        return await self._body(mpid, parse_fields(fields))

@@ -22,6 +22,7 @@ from typing import Protocol, TypeGuard
 
 import msgspec
 
+from cdp_actors.errors import BadRequest, ImmutableIdentity, NotFound
 from cdp_actors.schema.identity_types import ALL_TYPES, DEFAULT_PRIORITY
 from cdp_actors.schema.records import IdentityChange
 
@@ -51,15 +52,6 @@ class Outcome(msgspec.Struct):
     matched: dict[str, str] = {}
     changes: list[IdentityChange] = []
     logged_in: bool = False
-
-
-class IdentityError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-    def __reduce__(self) -> tuple[type, tuple[int, str, str]]:
-        return IdentityError, (self.status, self.code, self.message)
 
 
 class IdentityState(Protocol):
@@ -314,10 +306,10 @@ def modify(state: IdentityState, policy: Policy, mpid: int, changes: list[Identi
     """Apply old → new value changes to an existing profile (None old: add; None new: remove)."""
     record = state.record(mpid)
     if record is None or record.orphaned:
-        raise IdentityError(404, "NOT_FOUND_ERROR", f"No profile with mpid {mpid}.")
+        raise NotFound(f"No profile with mpid {mpid}.")
     for change in changes:
         if change.identity_type in policy.immutable:
-            raise IdentityError(400, "BAD_REQUEST", f"{change.identity_type} is an immutable identity.")
+            raise ImmutableIdentity(change.identity_type)
     applied = []
     for change in changes:
         removed = change.old is not None and detach(state, mpid, change.identity_type, change.old)
@@ -372,10 +364,10 @@ def alias(
     end = end_ms if end_ms is not None else now_ms
     start = max(start_ms if start_ms is not None else 0, now_ms - ALIAS_MAX_WINDOW_MS)
     if end <= start:
-        raise IdentityError(400, "BAD_REQUEST", "Given time range is invalid.")
+        raise BadRequest("Given time range is invalid.")
     source_record, destination_record = state.record(source), state.record(destination)
     if source_record is None or destination_record is None:
-        raise IdentityError(400, "BAD_REQUEST", "source MPID or target MPID does not exist.")
+        raise BadRequest("source MPID or target MPID does not exist.")
     overlaps = any(s < end and start < e for s, e in source_record.aliased_windows)
     if overlaps or source_record.alias_destination or destination_record.aliased_windows:
         return None
@@ -388,4 +380,4 @@ def alias(
 
 def _needs_login_support(policy: Policy, operation: str) -> None:
     if policy.strategy == BEST_MATCH:
-        raise IdentityError(400, "BAD_REQUEST", f"The best_match identity strategy has no {operation}; use identify.")
+        raise BadRequest(f"The best_match identity strategy has no {operation}; use identify.")

@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta, Struct
 from msgspec.structs import astuple
 
+from cdp_actors.errors import BadRequest
 from cdp_actors.schema.identity_types import DEVICE_TYPES, USER_SPELLINGS
 
 # ---- bounds on values -------------------------------------------------------------------------------------
@@ -631,12 +632,8 @@ class Batch(_Base, kw_only=True):
 COMMERCE_ACTIONS = ("product_action", "promotion_action", "product_impressions")
 
 
-class BatchError(ValueError):
+class BatchError(BadRequest):
     """The batch is malformed; `message` names the JSON path."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 _decoder = msgspec.json.Decoder(Batch)

@@ -9,6 +9,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from cdp_actors.errors import BadRequest
 from cdp_actors.schema.events import (
     INT64_MAX,
     INT64_MIN,
@@ -71,10 +72,8 @@ class AliasRequest(msgspec.Struct):
     api_key: str | None = None
 
 
-class RequestError(ValueError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+class RequestError(BadRequest):
+    """An IDSync or edit request body that is not valid; `message` names the JSON path."""
 
 
 T = TypeVar("T")

@@ -18,18 +18,20 @@ import yaml
 from fastapi import FastAPI
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 
 from cdp_actors.cli import ERROR_MIDDLEWARES
 from cdp_actors.config import ApiClient
+from cdp_actors.errors import Forbidden, Unauthorized
 from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
 from serve_apps.errors import (
     ErrorEnvelope,
+    UnsupportedMediaType,
+    answer_of,
+    check_media_type,
     ingress_middlewares,
     install_error_handlers,
     internal_error,
-    unsupported_media_type,
 )
 from tests.conftest import demo_config
 
@@ -54,11 +56,12 @@ def http_date(when: datetime) -> str:
 
 
 def refusal(request: Request, now: datetime = NOW) -> str | None:
-    result = authenticate_signed(CONFIG, request, BODY, now)
-    if not isinstance(result, Response):
-        return None
-    assert result.status_code == 401
-    return json.loads(result.body)["errors"][0]["message"]
+    try:
+        authenticate_signed(CONFIG, request, BODY, now)
+    except Unauthorized as refused:
+        assert answer_of(refused).status_code == 401
+        return refused.message
+    return None
 
 
 @pytest.mark.parametrize("date", [
@@ -119,24 +122,26 @@ def test_non_ascii_signatures_tokens_and_basic_credentials_are_refused_not_raise
         assert verify_token([client], forged, 1) is None
     for header in ("Basic \u00e9\u00e9\u00e9\u00e9", "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode()):
         assert parse_basic_auth(header) is None
-        reply = authenticate(CONFIG, header)
-        assert isinstance(reply, Response) and reply.status_code == 401
+        with pytest.raises(Unauthorized):
+            authenticate(CONFIG, header)
     latin = "Basic " + base64.b64encode("d\u00e9mo:s\u00e9cret".encode()).decode()
-    reply = authenticate(CONFIG, latin)  # well-formed UTF-8 credentials that match nothing: 403
-    assert isinstance(reply, Response) and reply.status_code == 403
+    with pytest.raises(Forbidden):  # well-formed UTF-8 credentials that match nothing: 403
+        authenticate(CONFIG, latin)
 
 
 @pytest.mark.parametrize("content_type", [None, "", "application/json", "application/json; charset=utf-8",
                                           "text/plain;charset=UTF-8", "TEXT/PLAIN"])
 def test_json_and_the_web_sdks_text_plain_are_accepted(content_type: str | None) -> None:
-    assert unsupported_media_type(content_type) is None
+    check_media_type(content_type)  # raises nothing
 
 
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
                                           "application/xml", "application/jsonx"])
 def test_other_content_types_are_415_naming_the_accepted_ones(content_type: str) -> None:
-    reply = unsupported_media_type(content_type)
-    assert reply is not None and reply.status_code == 415
+    with pytest.raises(UnsupportedMediaType) as refused:
+        check_media_type(content_type)
+    reply = answer_of(refused.value)
+    assert reply.status_code == 415
     error = json.loads(reply.body)["errors"][0]
     assert error["code"] == "UNSUPPORTED_MEDIA_TYPE" and "application/json or text/plain" in error["message"]
 

@@ -21,9 +21,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from cdp_actors.errors import RequestFailed
 from cdp_actors.identity import strategy
 from cdp_actors.identity.index import IdentityCore, LmdbState, _unpack_mpids, identity_key
-from cdp_actors.identity.strategy import IdentityError, MemoryState, Outcome, Policy
+from cdp_actors.identity.strategy import MemoryState, Outcome, Policy
 from cdp_actors.schema.records import IdentityChange
 from cdp_actors.storage.lmdb_env import mpid_from_key
 from tests.unit.identity_data import (
@@ -101,11 +102,11 @@ class IndexMachine(RuleBasedStateMachine):
         before = set(self.model.records)
         try:
             expected = operation(self.model)
-        except IdentityError as error:
+        except RequestFailed as error:
             expected = error
         (actual,) = self.core.run([operation])
-        if isinstance(expected, IdentityError):
-            assert isinstance(actual, IdentityError) and actual.message == expected.message
+        if isinstance(expected, RequestFailed):
+            assert type(actual) is type(expected) and actual.message == expected.message
             return None
         assert actual == expected
         if isinstance(actual, Outcome):

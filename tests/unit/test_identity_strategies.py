@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdp_actors.errors import BadRequest, ImmutableIdentity, NotFound
 from cdp_actors.identity import strategy as s
-from cdp_actors.identity.strategy import IdentityError, MemoryState, Policy
+from cdp_actors.identity.strategy import MemoryState, Policy
 from cdp_actors.schema.records import IdentityChange
 from tests.unit.identity_data import batch_requests, identity_requests, mpids, policies
 
@@ -76,7 +77,7 @@ def test_best_match_flow() -> None:
     assert s.identify(state, policy, {"android_uuid": "a1"}, NOW).mpid == p1.mpid
     s.identify(state, policy, {"android_uuid": "a1", "email": "second@x.io"}, NOW)
     assert state.record(p1.mpid).identities["email"] == ["e@x.io", "second@x.io"]  # no uniqueness
-    with pytest.raises(IdentityError):
+    with pytest.raises(BadRequest, match="best_match identity strategy has no login"):
         s.login(state, policy, {"email": "e@x.io"}, NOW)
 
 
@@ -93,7 +94,7 @@ def test_immutable_ids_gate_search_and_cannot_be_modified() -> None:
     p = s.identify(state, policy, {"other": "imm-1", "email": "e@x.io"}, NOW)
     assert s.search(state, policy, {"email": "e@x.io"}) is None  # "User Profile Not Found"
     assert s.search(state, policy, {"other": "imm-1"}).mpid == p.mpid
-    with pytest.raises(IdentityError, match="immutable"):
+    with pytest.raises(ImmutableIdentity, match="^other is an immutable identity.$"):
         s.modify(state, policy, p.mpid, [IdentityChange("other", "imm-1", "imm-2")])
 
 
@@ -101,9 +102,9 @@ def test_search_never_creates_and_modify_never_creates() -> None:
     state = MemoryState()
     assert s.search(state, CONVERSION, {"email": "nobody@x.io"}) is None
     assert state.records == {}
-    with pytest.raises(IdentityError) as raised:
+    with pytest.raises(NotFound, match="^No profile with mpid 42.$"):
         s.modify(state, CONVERSION, 42, [IdentityChange("email", None, "e@x.io")])
-    assert raised.value.status == 404 and state.records == {}
+    assert state.records == {}
 
 
 def test_modify_adds_replaces_and_removes() -> None:

@@ -10,12 +10,12 @@ import json
 import lmdb
 import ray
 
-from serve_apps.errors import unavailable
+from serve_apps.errors import answer_of, unavailable
 from tests.support import ray_task_error
 
 
 def answer(error: ray.exceptions.RayError) -> tuple[int, str | None, dict]:
-    response = unavailable(error, "Intake")
+    response = answer_of(unavailable(error, "Intake"))
     return response.status_code, response.headers.get("retry-after"), json.loads(response.body)["errors"][0]
 
 
@@ -36,10 +36,10 @@ def test_a_restarting_actor_and_a_failing_one_are_told_apart() -> None:
 
 def test_a_value_lmdb_cannot_hold_is_the_requests_fault_not_the_storages() -> None:
     """An over-long identity key must never be a 503: the client would retry the same request for ever."""
-    from serve_apps.identity import index_failure
+    from serve_apps.identity import index_refusal
 
-    too_long = index_failure(ray_task_error("IdentityIndex.identify", lmdb.BadValsizeError("mdb_get: MDB_BAD_VALSIZE")))
-    assert too_long is not None and too_long.status_code == 400
-    full = index_failure(ray_task_error("IdentityIndex.identify", lmdb.DiskError("No space left on device")))
-    assert full is not None and full.status_code == 503
-    assert index_failure(ray_task_error("IdentityIndex.identify", KeyError("x"))) is None
+    too_long = index_refusal(ray_task_error("IdentityIndex.identify", lmdb.BadValsizeError("mdb_get: MDB_BAD_VALSIZE")))
+    assert too_long is not None and answer_of(too_long).status_code == 400
+    full = index_refusal(ray_task_error("IdentityIndex.identify", lmdb.DiskError("No space left on device")))
+    assert full is not None and answer_of(full).status_code == 503
+    assert index_refusal(ray_task_error("IdentityIndex.identify", KeyError("x"))) is None
