@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from ray import serve
 from starlette.responses import Response
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.types import canonical, is_device_type
 from cdp_actors.intake.deadletter import MAX_PAGE
-from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
-from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
 from cdp_actors.telemetry import now_ms
@@ -151,7 +150,7 @@ class AdminApi:
             return bad_request("since/until must be epoch milliseconds or ISO-8601 timestamps")
         if environment not in (None, "production", "development"):
             return bad_request("environment must be production or development")
-        connections = await actor(ALERTS_NAME).summary.remote(since_ms, until_ms, environment)
+        connections = await handles.alerts().summary.remote(since_ms, until_ms, environment)
         for entry in connections:
             self._name_connection(entry)
         return json_response(
@@ -175,12 +174,12 @@ class AdminApi:
     async def status(self) -> Response:
         runtime = self.config.runtime
         intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
-            actor(INTAKE_NAME).status.remote(),
-            actor(DISPATCHER_NAME).status.remote(),
-            actor(DISPATCHER_NAME).dead_letter_summary.remote(),
-            actor(IDENTITY_NAME).stats.remote(),
-            asyncio.gather(*(actor(f"shard-{i}").stats.remote() for i in range(runtime.shards))),
-            asyncio.gather(*(actor(f"forwarder-{i}").status.remote() for i in range(runtime.forwarders))),
+            handles.intake().status.remote(),
+            handles.dispatcher().status.remote(),
+            handles.dispatcher().dead_letter_summary.remote(),
+            handles.identity().stats.remote(),
+            asyncio.gather(*(shard.stats.remote() for shard in handles.shards(runtime.shards))),
+            asyncio.gather(*(forwarder.status.remote() for forwarder in handles.forwarders(runtime.forwarders))),
         )
         return json_response(
             200,
@@ -193,11 +192,11 @@ class AdminApi:
                            include_body: bool = False) -> Response:  # fmt: skip
         """Batches set aside because applying them failed on their own, oldest first; `after` is the last seq of
         the previous page (`next_after`). The raw batch only with `include_body=true`."""
-        page = await actor(DISPATCHER_NAME).dead_letters.remote(after, limit, include_body)
+        page = await handles.dispatcher().dead_letters.remote(after, limit, include_body)
         return json_response(200, page)
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
-        return await shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
+        return await handles.shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
 
     @app.get("/users/search")
     async def search(self, identity_type: str, value: str) -> Response:
@@ -205,7 +204,7 @@ class AdminApi:
         canonical_type = canonical(identity_type)
         if canonical_type is None:
             return bad_request(f"Unknown identity type {identity_type!r}")
-        holders = await actor(IDENTITY_NAME).holders.remote(canonical_type, value)
+        holders = await handles.identity().holders.remote(canonical_type, value)
         profiles = await asyncio.gather(*(self._shard_profile(mpid) for mpid, _ in holders))
         users = [user_detail(mpid, record, profile) for (mpid, record), profile in zip(holders, profiles, strict=True)]
         for user in users:
@@ -217,7 +216,7 @@ class AdminApi:
         value = mpid_or_error(mpid)
         if isinstance(value, Response):
             return value
-        record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(value), self._shard_profile(value))
+        record, profile = await asyncio.gather(handles.identity().record.remote(value), self._shard_profile(value))
         if record is None and profile is None:
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
         return json_response(200, user_detail(value, record, profile))
@@ -242,11 +241,11 @@ class AdminApi:
             decode_batch(raw)
         except BatchError as error:
             return bad_request(edit_error(error.message))
-        record = await actor(IDENTITY_NAME).record.remote(value)
+        record = await handles.identity().record.remote(value)
         if record is None or record.orphaned:  # the batch's mpid would not resolve to it (resolve_batch)
             return error_response(404, "NOT_FOUND", f"No profile with mpid {value}")
         try:
-            result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
+            result = await handles.intake().append.remote(edit.input_id, now_ms(), [(None, raw)])
         except ray.exceptions.RayError as error:
             return unavailable(error, "Intake")
         if result.overloaded:
@@ -259,8 +258,8 @@ class AdminApi:
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
         """Report counters of every shard and of the alert store for hours first..last (UTC)."""
         first, last = counter_key(first_hour, "", "", 0)[:10], counter_key(last_hour + 1, "", "", 0)[:10]
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
-        parts = await asyncio.gather(actor(ALERTS_NAME).counts.remote(first, last),
+        shards = handles.shards(self.config.runtime.shards)
+        parts = await asyncio.gather(handles.alerts().counts.remote(first, last),
                                      *(shard.counts.remote(first, last) for shard in shards))  # fmt: skip
         return [item for part in parts for item in part]
 
@@ -287,10 +286,10 @@ class AdminApi:
         if isinstance(days, Response):
             return days
         first, last = days
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        shards = handles.shards(self.config.runtime.shards)
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
-            actor(ALERTS_NAME).fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
+            handles.alerts().fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
             asyncio.gather(*(shard.activity.remote(first, last) for shard in shards)),
         )
         active: dict[str, int] = {}
@@ -309,7 +308,7 @@ class AdminApi:
         if isinstance(days, Response):
             return days
         first, last = days
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        shards = handles.shards(self.config.runtime.shards)
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}
         return json_response(200, {"since": day_text(first), "until": day_text(last),

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from cdp_actors.forwarding.tasks import Tasks
+from cdp_actors.tasks import Tasks
 
 IN_FLIGHT = 8
 T = TypeVar("T")

@@ -34,12 +34,12 @@ from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
-from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
+from cdp_actors.tasks import Tasks
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)

@@ -26,14 +26,17 @@ import lmdb
 import msgspec
 import ray
 
+from cdp_actors import handles
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
+from cdp_actors.tasks import keep_running
 
 IDENTITY_DBS = ("holders", "records", "alias_jobs")
 _record_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(IdentityRecord))
 _job_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(AliasJob))
 log = logging.getLogger(__name__)
+ALIAS_RETRY_S = 1.0  # pause before pending alias jobs are tried again after a failure (s): a shard restarts in ~1 s
 
 
 MAX_PLAIN_KEY_BYTES = 511
@@ -143,8 +146,14 @@ class IdentityCore:
             return [mpid_from_key(key) for key in txn.cursor(db=self.store.db("records")).iternext(values=False)]
 
 
-BatchRequest = tuple[int | None, dict[str, str], int, int]
-"""(batch mpid, identities, batch time ms, MPID for a new profile)."""
+class BatchRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """What resolving one Events API batch needs (the dispatcher sends a chunk's worth per call)."""
+
+    batch_mpid: int | None
+    identities: dict[str, str]
+    received_ms: int
+    new_mpid: int
+    """The MPID a new profile gets: derived from the batch's log position, so a replay resolves identically."""
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -160,9 +169,8 @@ class IdentityIndex:
         self.wake = asyncio.Event()
         self.alias_wake = asyncio.Event()
         self.alias_wake.set()  # jobs a previous incarnation accepted but did not finish
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._commit_loop())
-        loop.create_task(self._alias_loop())
+        keep_running(self._commit_loop, "identity commit")
+        keep_running(self._alias_loop, "alias copy")
 
     async def _commit_loop(self) -> None:
         while True:
@@ -175,6 +183,8 @@ class IdentityIndex:
                 log.exception("identity commit failed")
                 results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the caller was cancelled: nobody waits for this result
+                    continue
                 if isinstance(result, Exception):
                     future.set_exception(result)
                 else:
@@ -200,7 +210,10 @@ class IdentityIndex:
 
     async def resolve_batches(self, batches: list[BatchRequest]) -> list[Outcome]:
         def resolve_all(state: LmdbState) -> list[Outcome]:
-            return [strategy.resolve_batch(state, self.policy, *batch) for batch in batches]
+            return [
+                strategy.resolve_batch(state, self.policy, b.batch_mpid, b.identities, b.received_ms, b.new_mpid)
+                for b in batches
+            ]
 
         return await self._submit(resolve_all)
 
@@ -224,21 +237,18 @@ class IdentityIndex:
         while True:
             await self.alias_wake.wait()
             self.alias_wake.clear()
-            for job in self.core.read(lambda s: s.alias_jobs()):
-                try:
+            try:
+                for job in self.core.read(lambda s: s.alias_jobs()):
                     await self._copy(job)
-                except Exception:
-                    log.exception("alias job %s failed; retrying", job.job)
-                    await asyncio.sleep(1)
-                    self.alias_wake.set()
-                    break
-                await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
+                    await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
+            except Exception:  # reading the jobs, copying one or finishing it: the remaining jobs again later
+                log.exception("alias jobs failed; retrying")
+                await asyncio.sleep(ALIAS_RETRY_S)
+                self.alias_wake.set()
 
     async def _copy(self, job: AliasJob) -> None:
-        from cdp_actors.runtime import shard_for  # runtime imports this module
-
-        exported = await shard_for(job.source, self.shards).alias_export.remote(job)
-        await shard_for(job.destination, self.shards).alias_import.remote(job, *exported)
+        exported = await handles.shard_for(job.source, self.shards).alias_export.remote(job)
+        await handles.shard_for(job.destination, self.shards).alias_import.remote(job, exported)
 
     def search(self, request: dict[str, str]) -> Outcome | None:
         return self.core.read(lambda s: strategy.search(s, self.policy, request))

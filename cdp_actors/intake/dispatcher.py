@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors import handles
 from cdp_actors.identity.index import BatchRequest
 from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
@@ -25,9 +26,10 @@ from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
 from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
 from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
-from cdp_actors.partition import ALERTS_NAME, IDENTITY_NAME, NAMESPACE, partition_of, shard_name
+from cdp_actors.partition import partition_of
 from cdp_actors.schema.records import Alert, LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
+from cdp_actors.tasks import keep_running
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class DispatcherCore:
         for seq, record in chunk:
             head = decode_head(record.raw)
             new_mpid = fresh_mpid(self.mpid_secret, self.origin, seq)
-            requests.append((head.mpid, batch_identities(head), record.received_ms, new_mpid))
+            requests.append(BatchRequest(head.mpid, batch_identities(head), record.received_ms, new_mpid))
         return requests
 
     def route(self, chunk: list[tuple[int, LogRecord]], outcomes: list[Outcome]) -> dict[int, list[ShardRecord]]:
@@ -163,16 +165,16 @@ class Dispatcher:
 
         setup_process(config, data_dir, "dispatcher")
         self.core = DispatcherCore(data_dir, intake_name, shards, max_chunk)
-        self.shard_handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
-        self.identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
-        self.alerts = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
+        self.shard_handles = handles.shards(shards)
+        self.identity = handles.identity()
+        self.alerts = handles.alerts()
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
         self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
         self.isolation = Isolation()
         note_ray_address(data_dir)
-        asyncio.get_running_loop().create_task(self._run())
+        keep_running(self._run, "dispatch")
 
     async def _run(self) -> None:
         while True:

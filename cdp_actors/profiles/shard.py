@@ -18,15 +18,16 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.strategy import AliasJob
-from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
+from cdp_actors.partition import partition_of
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
-from cdp_actors.schema.records import OutboxRow, ShardRecord, Window
+from cdp_actors.schema.records import AliasExport, OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
     Store,
     add_counts,
@@ -209,7 +210,7 @@ class ShardCore:
                 cursor.delete()
         return msgspec.structs.replace(profile, history=size)
 
-    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+    def alias_export(self, job: AliasJob) -> AliasExport:
         """The source's events stamped inside the job's window, and its first-seen time."""
         note = f"aliased into {job.destination} (alias job {job.job})"
         with self.store.write() as txn:
@@ -220,10 +221,11 @@ class ShardCore:
             history = iter_prefix(txn, self.store.db("history"), mpid_key(job.source))
             stored = [e for _, value in history for e in msgspec.json.decode(value[2:])]
         events = [e for e in stored if job.start_ms <= event_time(e) < job.end_ms]
-        return events, profile.first_seen_ms
+        return AliasExport(events, profile.first_seen_ms)
 
-    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
+    def alias_import(self, job: AliasJob, exported: AliasExport) -> bool:
         """Add an alias job's events and first-seen time to the destination, once per job."""
+        events, first_seen_ms = exported.events, exported.first_seen_ms
         done = ALIAS_DONE + u64(job.job)
         with self.store.write() as txn:
             if txn.get(done, db=self.store.db("meta")):
@@ -349,7 +351,7 @@ class ProfileShard:
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:
             try:
-                self.forwarder_handles[forwarder] = ray.get_actor(forwarder_name(forwarder), namespace=NAMESPACE)
+                self.forwarder_handles[forwarder] = handles.forwarder(forwarder)
             except ValueError:  # not started yet; it asks for a resend when it starts
                 return None
         return self.forwarder_handles[forwarder]
@@ -357,7 +359,7 @@ class ProfileShard:
     def profile(self, mpid: int) -> dict[str, Any] | None:
         return self.core.profile(mpid)
 
-    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+    def alias_export(self, job: AliasJob) -> AliasExport:
         return self.core.alias_export(job)
 
     def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
@@ -366,8 +368,8 @@ class ProfileShard:
     def counts(self, first: str, last: str) -> list[tuple[str, int]]:
         return self.core.counts(first, last)
 
-    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
-        return self.core.alias_import(job, events, first_seen_ms)
+    def alias_import(self, job: AliasJob, exported: AliasExport) -> bool:
+        return self.core.alias_import(job, exported)
 
     def stats(self) -> dict[str, int]:
         return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed.values())}

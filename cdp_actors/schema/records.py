@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 from cdp_actors.identity.strategy import IdentityChange
@@ -41,6 +43,14 @@ class OutboxRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     event_count: int
     payload: bytes
     received_ms: int = 0
+
+
+class AliasExport(msgspec.Struct, array_like=True):
+    """What an alias job copies from the source profile's shard to the destination's."""
+
+    events: list[dict[str, Any]]
+    """The source's events stamped inside the job's window."""
+    first_seen_ms: int
 
 
 class Alert(msgspec.Struct, array_like=True, frozen=True):
