@@ -313,14 +313,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def dead_letter_pages(dispatcher: Any, include_body: bool) -> list[dict[str, Any]]:
     """Every dead-letter entry, oldest first, page by page."""
+    import msgspec
     import ray
 
     entries: list[dict[str, Any]] = []
     after: int | None = 0
     while after is not None:
         page = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
-        entries += page["entries"]
-        after = page["next_after"]
+        entries += msgspec.to_builtins(page.entries)
+        after = page.next_after
     return entries
 
 

@@ -296,7 +296,7 @@ class AdminApi:
         for report in activity:
             for (day, source), entry in report.items():
                 if input_id is None or source == input_id:
-                    active[day_text(day)] = active.get(day_text(day), 0) + entry["active"]
+                    active[day_text(day)] = active.get(day_text(day), 0) + entry.active
         rows = activity_rows(counts, active, fatal, environment, input_id)
         return json_response(200, {"since": day_text(first), "until": day_text(last), "environment": environment,
                                    "input_id": input_id, "days": rows})  # fmt: skip

@@ -388,19 +388,40 @@ class Delivery:
         for session in self.sessions.values():
             await session.close()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "delivered_batches": self.delivered,
-            "dropped_batches": self.dropped,
-            "screened_out_batches": self.screened_out,
-            "failed_batches": self.failed,
-            "skipped_events": {f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
-            "breakers": {output: breaker.state for output, breaker in self.breakers.items()},
-            "audience_queues": {f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
-            "forwarded_memberships": dict(self.forwarded_memberships),
-            "lanes": len(self.lanes),
-            "held_rows": len(self.known),
-        }
+    def status(self, forwarder: int) -> ForwarderStatus:
+        return ForwarderStatus(
+            forwarder=forwarder,
+            delivered_batches=self.delivered,
+            dropped_batches=self.dropped,
+            screened_out_batches=self.screened_out,
+            failed_batches=self.failed,
+            skipped_events={f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
+            breakers={output: breaker.state for output, breaker in self.breakers.items()},
+            audience_queues={f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
+            forwarded_memberships=dict(self.forwarded_memberships),
+            lanes=len(self.lanes),
+            held_rows=len(self.known),
+        )
+
+
+class ForwarderStatus(msgspec.Struct):
+    """What one forwarder's `Delivery` has done since it started, and holds now (for `/cdp/status`)."""
+
+    forwarder: int
+    delivered_batches: int
+    dropped_batches: int
+    screened_out_batches: int
+    failed_batches: int
+    skipped_events: dict[str, int]
+    """Events an output does not take, per "output:kind"."""
+    breakers: dict[int, str]
+    """Each output's circuit breaker state."""
+    audience_queues: dict[str, int]
+    """Membership changes waiting per "output:audience"."""
+    forwarded_memberships: dict[int, int]
+    lanes: int
+    held_rows: int
+    """Outbox rows queued, in flight, or delivered and awaiting the shard's acknowledgement."""
 
 
 def _attempt_detail(attempt: Attempt) -> str:

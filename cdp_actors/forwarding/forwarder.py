@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from typing import Any
 
 import ray
 
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.forwarding.delivery import Delivery
+from cdp_actors.forwarding.delivery import Delivery, ForwarderStatus
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.schema.records import decode_window
@@ -115,5 +114,5 @@ class Forwarder:
                     self.early.pop(index, None)
                     self.resent.add(index)
 
-    def status(self) -> dict[str, Any]:
-        return {"forwarder": self.index, **self.delivery.status()}
+    def status(self) -> ForwarderStatus:
+        return self.delivery.status(self.index)

@@ -27,6 +27,7 @@ import msgspec
 import ray
 
 from cdp_actors import handles
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityChange, IdentityRecord, Outcome, Policy
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
@@ -134,12 +135,10 @@ class IdentityCore:
 
         return self.read(look)
 
-    def count(self) -> dict[str, int]:
+    def count(self) -> tuple[int, int]:
+        """(profiles, identities) in the index."""
         with self.store.read() as txn:
-            return {
-                "profiles": txn.stat(self.store.db("records"))["entries"],
-                "identities": txn.stat(self.store.db("holders"))["entries"],
-            }
+            return txn.stat(self.store.db("records"))["entries"], txn.stat(self.store.db("holders"))["entries"]
 
     def mpids(self) -> list[int]:
         with self.store.read() as txn:
@@ -156,9 +155,17 @@ class BatchRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
     """The MPID a new profile gets: derived from the batch's log position, so a replay resolves identically."""
 
 
+class IdentityStats(msgspec.Struct):
+    profiles: int
+    identities: int
+    """Identity values indexed (each held by one profile, or several for a non-unique type)."""
+    pending_aliases: int
+    """Alias jobs whose events are not copied yet."""
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class IdentityIndex:
-    def __init__(self, data_dir: str, config: Any) -> None:
+    def __init__(self, data_dir: str, config: WorkspaceConfig) -> None:
         from cdp_actors.telemetry import setup_process
 
         setup_process(config, data_dir, "identity")
@@ -259,5 +266,6 @@ class IdentityIndex:
     def holders(self, identity_type: str, value: str) -> list[tuple[int, IdentityRecord]]:
         return self.core.holders_with_records(identity_type, value)
 
-    def stats(self) -> dict[str, int]:
-        return {**self.core.count(), "pending_aliases": len(self.core.read(lambda s: s.alias_jobs()))}
+    def stats(self) -> IdentityStats:
+        profiles, identities = self.core.count()
+        return IdentityStats(profiles, identities, len(self.core.read(lambda s: s.alias_jobs())))

@@ -19,11 +19,12 @@ import msgspec
 import ray
 
 from cdp_actors import handles
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.index import BatchRequest
 from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
-from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
+from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetterPage, DeadLetters, DeadLetterSummary
 from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
 from cdp_actors.partition import partition_of
@@ -122,8 +123,24 @@ class Stall:
         if self.reason is not None:
             self.reason, self.logged = None, set()
 
-    def status(self) -> dict[str, Any] | None:
-        return None if self.reason is None else {"error": self.reason, "since_ms": self.since_ms}
+    def status(self) -> Failing | None:
+        return None if self.reason is None else Failing(self.reason, self.since_ms)
+
+
+class Failing(msgspec.Struct):
+    """Why dispatching has stopped, and since when (epoch ms)."""
+
+    error: str
+    since_ms: int
+
+
+class DispatcherStatus(msgspec.Struct):
+    dispatched: int
+    """Batches dispatched since this actor started."""
+    failing: Failing | None
+    isolating: bool
+    """A failing chunk is being split to find the batch that fails on its own."""
+    transient_failures: int
 
 
 class _Environment(msgspec.Struct):
@@ -160,7 +177,7 @@ def note_ray_address(data_dir: str) -> None:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Dispatcher:
-    def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
+    def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: WorkspaceConfig) -> None:
         from cdp_actors.telemetry import setup_process
 
         setup_process(config, data_dir, "dispatcher")
@@ -247,20 +264,20 @@ class Dispatcher:
         except Exception:  # the entry is stored: /cdp/status and /cdp/deadletter show it even without the alert
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
-    def status(self) -> dict[str, Any]:
-        return {"dispatched": self.dispatched, "failing": self.stall.status(), "isolating": self.isolation.isolating,
-                "transient_failures": self.transient_failures}  # fmt: skip
+    def status(self) -> DispatcherStatus:
+        return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating,
+                                self.transient_failures)  # fmt: skip
 
-    def dead_letter_summary(self) -> dict[str, Any]:
+    def dead_letter_summary(self) -> DeadLetterSummary:
         """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
         return self.core.dead_letters.summary()
 
-    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> dict[str, Any]:
+    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> DeadLetterPage:
         """A page of entries with seq > `after`, oldest first; `next_after` continues, None at the end."""
         limit = min(limit, MAX_PAGE)
         entries = self.core.dead_letters.page(after, limit)
-        return {"count": self.core.dead_letters.count(), "entries": [e.view(include_body) for e in entries],
-                "next_after": entries[-1].seq if entries and len(entries) == limit else None}  # fmt: skip
+        return DeadLetterPage(self.core.dead_letters.count(), [e.view(include_body) for e in entries],
+                              entries[-1].seq if entries and len(entries) == limit else None)  # fmt: skip
 
     def forget_dead_letters(self, seqs: list[int]) -> list[int]:
         """Remove entries once they were accepted again (`cdp deadletter replay`); returns those removed."""

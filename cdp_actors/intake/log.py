@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
+import msgspec
 import ray
 
 from cdp_actors.schema.records import LogRecord, encode_log_record
@@ -37,8 +38,7 @@ def read_cursor(txn, meta_db) -> int:
     return from_u64(value) if value else 1
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(msgspec.Struct, frozen=True):
     accepted: int = 0
     duplicates: int = 0
     overloaded: bool = False
@@ -171,6 +171,15 @@ class IntakeLog:
             await asyncio.to_thread(self.core.prune_dedupe, cutoff)
             await asyncio.sleep(3600)
 
-    def status(self) -> dict:
+    def status(self) -> IntakeStatus:
         self.core.refresh_cursor()
-        return {"next_seq": self.core.next_seq, "cursor": self.core.cursor, "lag": self.core.lag}
+        return IntakeStatus(self.core.next_seq, self.core.cursor, self.core.lag)
+
+
+class IntakeStatus(msgspec.Struct):
+    next_seq: int
+    """The seq the next accepted batch gets."""
+    cursor: int
+    """The dispatcher's cursor: the first seq not dispatched yet."""
+    lag: int
+    """Batches accepted and not dispatched yet."""

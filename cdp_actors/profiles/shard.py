@@ -27,7 +27,7 @@ from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
-from cdp_actors.schema.records import AliasExport, OutboxRow, ShardRecord, Window
+from cdp_actors.schema.records import AliasExport, DayActivity, OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
     Store,
     add_counts,
@@ -89,6 +89,18 @@ _activity_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Activity))
 
 def event_time(event: dict[str, Any]) -> int:
     return (event.get("data") or {}).get("timestamp_unixtime_ms", -1)
+
+
+class ShardStats(msgspec.Struct):
+    shard: int
+    last_seq: int
+    """The last log seq this shard applied."""
+    applied_since_start: int
+    profiles: int
+    outbox: int
+    """Outbox rows not acknowledged by a forwarder yet."""
+    handed_to_forwarders: int
+    """Outbox rows a forwarder holds (handed over, not acknowledged)."""
 
 
 class ShardCore:
@@ -177,9 +189,9 @@ class ShardCore:
         with self.store.read() as txn:
             return read_counts(txn, self.store.db("counters"), first, last)
 
-    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], DayActivity]:
         """Per (day, input): active and known profiles, and how many had each identity type."""
-        report: dict[tuple[int, int], dict[str, Any]] = {}
+        report: dict[tuple[int, int], DayActivity] = {}
         with self.store.read() as txn:
             for key, value in iter_from(txn, self.store.db("activity"), first_day.to_bytes(4, "big"), 10**12):
                 day = int.from_bytes(key[:4], "big")
@@ -187,11 +199,11 @@ class ShardCore:
                     break
                 activity = _activity_codec[1].decode(value)
                 entry = report.setdefault((day, int.from_bytes(key[4:8], "big")),
-                                          {"active": 0, "known": 0, "coverage": {}})  # fmt: skip
-                entry["active"] += 1
-                entry["known"] += activity.known
+                                          DayActivity())  # fmt: skip
+                entry.active += 1
+                entry.known += activity.known
                 for identity_type in activity.identity_types:
-                    entry["coverage"][identity_type] = entry["coverage"].get(identity_type, 0) + 1
+                    entry.coverage[identity_type] = entry.coverage.get(identity_type, 0) + 1
         return report
 
     def _append_history(self, txn: Any, profile: Profile, record: ShardRecord, events: list) -> Profile:
@@ -271,15 +283,16 @@ class ShardCore:
         view["recent_events"] = events[-recent:]
         return view
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, handed_to_forwarders: int) -> ShardStats:
         with self.store.read() as txn:
-            return {
-                "shard": self.index,
-                "last_seq": self.last_seq,
-                "applied_since_start": self.applied_since_start,
-                "profiles": txn.stat(self.store.db("profiles"))["entries"],
-                "outbox": txn.stat(self.store.db("outbox"))["entries"],
-            }
+            return ShardStats(
+                shard=self.index,
+                last_seq=self.last_seq,
+                applied_since_start=self.applied_since_start,
+                profiles=txn.stat(self.store.db("profiles"))["entries"],
+                outbox=txn.stat(self.store.db("outbox"))["entries"],
+                handed_to_forwarders=handed_to_forwarders,
+            )
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -362,7 +375,7 @@ class ProfileShard:
     def alias_export(self, job: AliasJob) -> AliasExport:
         return self.core.alias_export(job)
 
-    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], DayActivity]:
         return self.core.activity(first_day, last_day)
 
     def counts(self, first: str, last: str) -> list[tuple[str, int]]:
@@ -371,5 +384,5 @@ class ProfileShard:
     def alias_import(self, job: AliasJob, exported: AliasExport) -> bool:
         return self.core.alias_import(job, exported)
 
-    def stats(self) -> dict[str, int]:
-        return {**self.core.stats(), "handed_to_forwarders": sum(len(h) for h in self.handed.values())}
+    def stats(self) -> ShardStats:
+        return self.core.stats(sum(len(h) for h in self.handed.values()))

@@ -53,6 +53,16 @@ class AliasExport(msgspec.Struct, array_like=True):
     first_seen_ms: int
 
 
+class DayActivity(msgspec.Struct):
+    """One day's profiles seen through one input, on one shard (the identity and activity reports add them up)."""
+
+    active: int = 0
+    known: int = 0
+    """Of the active ones, those holding a login identity."""
+    coverage: dict[str, int] = {}
+    """How many of the active ones held each identity type."""
+
+
 class Alert(msgspec.Struct, array_like=True, frozen=True):
     ts_ms: int
     connection_id: int

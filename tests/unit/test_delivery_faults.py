@@ -77,7 +77,7 @@ async def deliver(delivery: Delivery, rows: list[OutboxRow], timeout_s: float = 
     delivery.queue(rows)
     deadline = time.monotonic() + timeout_s
     while delivery.lanes:
-        assert time.monotonic() < deadline, f"rows still out after {timeout_s} s: {delivery.status()}"
+        assert time.monotonic() < deadline, f"rows still out after {timeout_s} s: {delivery.status(0)}"
         await asyncio.sleep(0.01)
     await delivery.close()
     return delivery
