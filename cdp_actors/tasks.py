@@ -98,3 +98,8 @@ def spawn(work: Work, name: str) -> asyncio.Task[None]:
 def keep_running(loop: Callable[[], Work], name: str) -> asyncio.Task[None]:
     """Start a long-lived loop of this process that runs again after an unexpected exception."""
     return _process_tasks.keep_running(loop, name)
+
+
+def restarts() -> int:
+    """How many times this process's long-lived loops were run again after an unexpected exception."""
+    return _process_tasks.restarts

@@ -244,12 +244,13 @@ class IdentityIndex:
         while True:
             await self.alias_wake.wait()
             self.alias_wake.clear()
+            job: AliasJob | None = None
             try:
                 for job in self.core.read(lambda s: s.alias_jobs()):
                     await self._copy(job)
                     await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
             except Exception:  # reading the jobs, copying one or finishing it: the remaining jobs again later
-                log.exception("alias jobs failed; retrying")
+                log.exception("alias job %s failed; retrying", job.job if job else "list")
                 await asyncio.sleep(ALIAS_RETRY_S)
                 self.alias_wake.set()
 
