@@ -29,7 +29,7 @@ from benchmarks.workload import EVENTS_PER_BATCH
 from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity import strategy
-from cdp_actors.identity.index import BatchRequest, IdentityCore
+from cdp_actors.identity.index import BatchRequest, IdentityCore, encode_requests
 
 CHUNK = 2000
 KNOWN_SHARE = 0.8
@@ -91,7 +91,7 @@ def actor_rate(requests: Requests, seconds: float) -> float:
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batches = requests.chunk()
-        ray.get(index.resolve_batches.remote(batches))
+        ray.get(index.resolve_batches.remote(encode_requests(batches)))
         done += len(batches)
     return done / (time.perf_counter() - started)
 

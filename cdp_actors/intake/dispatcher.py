@@ -20,7 +20,7 @@ import ray
 
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.identity.index import BatchRequest
+from cdp_actors.identity.index import BatchRequest, encode_requests
 from cdp_actors.identity.resolve import batch_identities, decode_head
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
@@ -225,7 +225,7 @@ class Dispatcher:
 
     async def _apply(self, part: list[tuple[int, LogRecord]]) -> None:
         with span("dispatch.chunk", batches=len(part)):
-            outcomes = await self.identity.resolve_batches.remote(self.core.identity_requests(part))
+            outcomes = await self.identity.resolve_batches.remote(encode_requests(self.core.identity_requests(part)))
             routed = self.core.route(part, outcomes)
             calls = [
                 self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
