@@ -29,7 +29,7 @@ from benchmarks.workload import EVENTS_PER_BATCH
 from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity import strategy
-from cdp_actors.identity.index import IdentityCore
+from cdp_actors.identity.index import BatchRequest, IdentityCore, encode_requests
 
 CHUNK = 2000
 KNOWN_SHARE = 0.8
@@ -62,15 +62,22 @@ class Requests:
         self.fresh += 1
         return known_request(self.fresh)
 
-    def chunk(self) -> list[tuple[None, dict[str, str], int, int]]:
-        return [(None, self.next(), 0, self.rng.getrandbits(62) + 1) for _ in range(CHUNK)]
+    def chunk(self) -> list[BatchRequest]:
+        return [BatchRequest(None, self.next(), 0, self.rng.getrandbits(62) + 1) for _ in range(CHUNK)]
+
+
+def resolve_one(state: Any, policy: strategy.Policy, request: BatchRequest) -> strategy.Outcome:
+    """What `IdentityIndex.resolve_batches` does per batch."""
+    return strategy.resolve_batch(
+        state, policy, request.batch_mpid, request.identities, request.received_ms, request.new_mpid
+    )
 
 
 def core_rate(core: IdentityCore, requests: Requests, seconds: float) -> float:
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batches = requests.chunk()
-        core.run([lambda s, b=batches: [strategy.resolve_batch(s, core.policy, *one) for one in b]])
+        core.run([lambda s, b=batches: [resolve_one(s, core.policy, one) for one in b]])
         done += len(batches)
     return done / (time.perf_counter() - started)
 
@@ -78,13 +85,13 @@ def core_rate(core: IdentityCore, requests: Requests, seconds: float) -> float:
 def actor_rate(requests: Requests, seconds: float) -> float:
     import ray
 
-    from cdp_actors.partition import IDENTITY_NAME, NAMESPACE
+    from cdp_actors import handles
 
-    index = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
+    index = handles.identity()
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         batches = requests.chunk()
-        ray.get(index.resolve_batches.remote(batches))
+        ray.get(index.resolve_batches.remote(encode_requests(batches)))
         done += len(batches)
     return done / (time.perf_counter() - started)
 

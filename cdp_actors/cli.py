@@ -316,14 +316,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def dead_letter_pages(dispatcher: Any, include_body: bool) -> list[dict[str, Any]]:
     """Every dead-letter entry, oldest first, page by page."""
+    import msgspec
     import ray
 
     entries: list[dict[str, Any]] = []
     after: int | None = 0
     while after is not None:
-        page: dict[str, Any] = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
-        entries += page["entries"]
-        after = page["next_after"]
+        page = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
+        entries += msgspec.to_builtins(page.entries)
+        after = page.next_after
     return entries
 
 
@@ -333,10 +334,10 @@ def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
     the dead-letter store once the intake accepted it. Ray must be initialised in the platform's namespace."""
     import ray
 
-    from cdp_actors.partition import DISPATCHER_NAME, INTAKE_NAME, NAMESPACE
+    from cdp_actors import handles
 
-    dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
-    intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
+    dispatcher = handles.dispatcher()
+    intake = handles.intake()
     entries = [e for e in dead_letter_pages(dispatcher, True) if seqs is None or e["seq"] in seqs]
     report: dict[str, Any] = {"replayed": [], "not_found": sorted(set(seqs or []) - {e["seq"] for e in entries}),
                               "overloaded": False}  # fmt: skip
@@ -367,12 +368,13 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     if args.action == "replay" and not args.all and not args.seq:
         print("cdp deadletter replay: name the batches (--seq N ...) or --all", file=sys.stderr)
         return 2
-    from cdp_actors.partition import DISPATCHER_NAME, NAMESPACE
+    from cdp_actors import handles
+    from cdp_actors.partition import NAMESPACE
 
     if not ray.is_initialized():
         ray.init(address=platform_ray_address(args), namespace=NAMESPACE, log_to_driver=False)
     try:
-        dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
+        dispatcher = handles.dispatcher()
         dispatcher.dead_letters  # noqa: B018 (an older platform, or another Ray: no such method)
     except (ValueError, AttributeError):
         print("cdp deadletter: no platform with a dead-letter store in this Ray; give --data-dir or --address",

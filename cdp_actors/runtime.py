@@ -20,6 +20,7 @@ from typing import Any
 
 import ray
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import NODE_WAIT_S
 from cdp_actors.forwarding.alerts import AlertStore
@@ -34,7 +35,6 @@ from cdp_actors.partition import (
     INTAKE_NAME,
     NAMESPACE,
     forwarder_name,
-    partition_of,
     shard_name,
 )
 from cdp_actors.placement import (
@@ -100,7 +100,7 @@ def shard_placement(data_dir: str, shards: int) -> dict[int, NodeKey]:
     """The node each shard is pinned to, settled in the head's `placement.json` (empty when every shard
     actor exists already: their options were fixed when they were created). Waits up to NODE_WAIT_S for
     nodes that hold a shard's data and have not joined yet."""
-    if all(_exists(shard_name(i)) for i in range(shards)):
+    if all(handles.exists(shard_name(i)) for i in range(shards)):
         return {}
     order = shard_order(alive_nodes())
     if _on_head():
@@ -170,26 +170,10 @@ def stop_runtime(config: WorkspaceConfig, timeout_s: float = 30.0) -> None:
     names = runtime_actor_names(config)
     for name in names:
         with contextlib.suppress(ValueError):
-            ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+            ray.kill(handles.named(name), no_restart=True)
     deadline = time.monotonic() + timeout_s
-    while any(_exists(name) for name in names):
+    while any(handles.exists(name) for name in names):
         if time.monotonic() > deadline:
             raise TimeoutError(f"runtime actors still registered after {timeout_s}s")
         time.sleep(0.05)
 
-
-def _exists(name: str) -> bool:
-    try:
-        ray.get_actor(name, namespace=NAMESPACE)
-    except ValueError:
-        return False
-    return True
-
-
-def actor(name: str) -> Any:
-    return ray.get_actor(name, namespace=NAMESPACE)
-
-
-def shard_for(mpid: int, shards: int) -> Any:
-    """The ProfileShard actor that owns `mpid`."""
-    return actor(shard_name(partition_of(mpid, shards)))

@@ -13,13 +13,12 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 from ray import serve
 from starlette.responses import Response
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound, Overloaded
 from cdp_actors.intake.deadletter import MAX_PAGE
-from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, shard_name
 from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
-from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
 from cdp_actors.schema.identity_types import canonical, is_device_type
@@ -138,7 +137,7 @@ class AdminApi:
             raise BadRequest("since/until must be epoch milliseconds or ISO-8601 timestamps") from None
         if environment not in (None, "production", "development"):
             raise BadRequest("environment must be production or development")
-        connections = await actor(ALERTS_NAME).summary.remote(since_ms, until_ms, environment)
+        connections = await handles.alerts().summary.remote(since_ms, until_ms, environment)
         for entry in connections:
             self._name_connection(entry)
         return json_response(
@@ -162,12 +161,12 @@ class AdminApi:
     async def status(self) -> Response:
         runtime = self.config.runtime
         intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
-            actor(INTAKE_NAME).status.remote(),
-            actor(DISPATCHER_NAME).status.remote(),
-            actor(DISPATCHER_NAME).dead_letter_summary.remote(),
-            actor(IDENTITY_NAME).stats.remote(),
-            asyncio.gather(*(actor(f"shard-{i}").stats.remote() for i in range(runtime.shards))),
-            asyncio.gather(*(actor(f"forwarder-{i}").status.remote() for i in range(runtime.forwarders))),
+            handles.intake().status.remote(),
+            handles.dispatcher().status.remote(),
+            handles.dispatcher().dead_letter_summary.remote(),
+            handles.identity().stats.remote(),
+            asyncio.gather(*(shard.stats.remote() for shard in handles.shards(runtime.shards))),
+            asyncio.gather(*(forwarder.status.remote() for forwarder in handles.forwarders(runtime.forwarders))),
         )
         return json_response(
             200,
@@ -180,11 +179,11 @@ class AdminApi:
                            include_body: bool = False) -> Response:  # fmt: skip
         """Batches set aside because applying them failed on their own, oldest first; `after` is the last seq of
         the previous page (`next_after`). The raw batch only with `include_body=true`."""
-        page = await actor(DISPATCHER_NAME).dead_letters.remote(after, limit, include_body)
+        page = await handles.dispatcher().dead_letters.remote(after, limit, include_body)
         return json_response(200, page)
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
-        return await shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
+        return await handles.shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
 
     @app.get("/users/search")
     async def search(self, identity_type: str, value: str) -> Response:
@@ -192,7 +191,7 @@ class AdminApi:
         canonical_type = canonical(identity_type)
         if canonical_type is None:
             raise BadRequest(f"Unknown identity type {identity_type!r}")
-        holders = await actor(IDENTITY_NAME).holders.remote(canonical_type, value)
+        holders = await handles.identity().holders.remote(canonical_type, value)
         profiles = await asyncio.gather(*(self._shard_profile(mpid) for mpid, _ in holders))
         users = [user_detail(mpid, record, profile) for (mpid, record), profile in zip(holders, profiles, strict=True)]
         for user in users:
@@ -202,7 +201,7 @@ class AdminApi:
     @app.get("/users/{mpid}")
     async def user(self, mpid: str) -> Response:
         value = parse_mpid(mpid, "mpid")
-        record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(value), self._shard_profile(value))
+        record, profile = await asyncio.gather(handles.identity().record.remote(value), self._shard_profile(value))
         if record is None and profile is None:
             raise NotFound(f"No profile with mpid {value}")
         return json_response(200, user_detail(value, record, profile))
@@ -223,11 +222,11 @@ class AdminApi:
             decode_batch(raw)
         except BatchError as error:
             raise BadRequest(edit_error(error.message)) from None
-        record = await actor(IDENTITY_NAME).record.remote(value)
+        record = await handles.identity().record.remote(value)
         if record is None or record.orphaned:  # the batch's mpid would not resolve to it (resolve_batch)
             raise NotFound(f"No profile with mpid {value}")
         try:
-            result = await actor(INTAKE_NAME).append.remote(edit.input_id, now_ms(), [(None, raw)])
+            result = await handles.intake().append.remote(edit.input_id, now_ms(), [(None, raw)])
         except ray.exceptions.RayError as error:
             raise unavailable(error, "Intake") from error
         if result.overloaded:
@@ -239,8 +238,8 @@ class AdminApi:
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
         """Report counters of every shard and of the alert store for hours first..last (UTC)."""
         first, last = counter_key(first_hour, "", "", 0)[:10], counter_key(last_hour + 1, "", "", 0)[:10]
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
-        parts = await asyncio.gather(actor(ALERTS_NAME).counts.remote(first, last),
+        shards = handles.shards(self.config.runtime.shards)
+        parts = await asyncio.gather(handles.alerts().counts.remote(first, last),
                                      *(shard.counts.remote(first, last) for shard in shards))  # fmt: skip
         return [item for part in parts for item in part]
 
@@ -261,17 +260,17 @@ class AdminApi:
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
         first, last = report_days(since, until)
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        shards = handles.shards(self.config.runtime.shards)
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
-            actor(ALERTS_NAME).fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
+            handles.alerts().fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
             asyncio.gather(*(shard.activity.remote(first, last) for shard in shards)),
         )
         active: dict[str, int] = {}
         for report in activity:
             for (day, source), entry in report.items():
                 if input_id is None or source == input_id:
-                    active[day_text(day)] = active.get(day_text(day), 0) + entry["active"]
+                    active[day_text(day)] = active.get(day_text(day), 0) + entry.active
         rows = activity_rows(counts, active, fatal, environment, input_id)
         return json_response(200, {"since": day_text(first), "until": day_text(last), "environment": environment,
                                    "input_id": input_id, "days": rows})  # fmt: skip
@@ -280,7 +279,7 @@ class AdminApi:
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
         first, last = report_days(since, until)
-        shards = [actor(shard_name(i)) for i in range(self.config.runtime.shards)]
+        shards = handles.shards(self.config.runtime.shards)
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}
         return json_response(200, {"since": day_text(first), "until": day_text(last),

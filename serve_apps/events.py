@@ -14,10 +14,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult
-from cdp_actors.partition import INTAKE_NAME, NAMESPACE
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
@@ -67,7 +67,7 @@ class EventsApi:
         ensure_runtime(config, data_dir)
         self.config = config
         self.limits = config.limits
-        self.intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
+        self.intake = handles.intake()
 
     async def __call__(self, request: Request) -> Response:
         try:

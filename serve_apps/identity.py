@@ -14,10 +14,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Forbidden, NotFound, RequestFailed
 from cdp_actors.identity.strategy import Outcome
-from cdp_actors.partition import IDENTITY_NAME, NAMESPACE
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.identity import (
     AliasRequest,
@@ -83,7 +83,7 @@ class IdentityApi:
         setup_process(config, data_dir, "identity-api")
         ensure_runtime(config, data_dir)
         self.config = config
-        self.index = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
+        self.index = handles.identity()
 
     async def __call__(self, request: Request) -> Response:
         try:

@@ -15,11 +15,10 @@ from pydantic import BaseModel
 from ray import serve
 from starlette.responses import Response
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound, Unauthorized
-from cdp_actors.partition import IDENTITY_NAME
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
-from cdp_actors.runtime import actor, shard_for
 from cdp_actors.schema.events import INT64_MAX, INT64_MIN
 from cdp_actors.schema.identity import check_identity_value
 from cdp_actors.schema.identity_types import canonical
@@ -105,8 +104,8 @@ class ProfileApi:
             raise NotFound(f"No workspace {org}/{account}/{workspace}.")
 
     async def _body(self, mpid: int, fields: list[str]) -> Response:
-        shard = shard_for(mpid, self.config.runtime.shards)
-        record, profile = await asyncio.gather(actor(IDENTITY_NAME).record.remote(mpid), shard.profile.remote(mpid))
+        shard = handles.shard_for(mpid, self.config.runtime.shards)
+        record, profile = await asyncio.gather(handles.identity().record.remote(mpid), shard.profile.remote(mpid))
         if (record is None or record.orphaned) and profile is None:
             raise NotFound(f"No profile with mpid {mpid}.")
         return Response(msgspec.json.encode(profile_api_body(mpid, record, profile, fields)),
@@ -124,7 +123,7 @@ class ProfileApi:
         identity_type = canonical(body.identity.type)
         if identity_type not in self.config.identity.policy().immutable:
             raise BadRequest(f"identity.type must be an immutable identity type; {body.identity.type!r} is not.")
-        holders: list[tuple[int, Any]] = await actor(IDENTITY_NAME).holders.remote(identity_type, body.identity.value)
+        holders: list[tuple[int, Any]] = await handles.identity().holders.remote(identity_type, body.identity.value)
         live = [mpid for mpid, record in holders if not record.orphaned]
         if not live:
             raise NotFound("No profile holds that identity.")

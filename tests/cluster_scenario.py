@@ -21,9 +21,10 @@ from ray import serve
 from ray.cluster_utils import Cluster
 
 from cdp_actors.cli import ingress_env
+from cdp_actors.handles import named as actor
 from cdp_actors.partition import ALERTS_NAME, DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, NAMESPACE, shard_name
 from cdp_actors.placement import NODE_LABEL, PLACEMENT_FILE, decode_record
-from cdp_actors.runtime import actor, ensure_runtime, shard_placement, stop_runtime
+from cdp_actors.runtime import ensure_runtime, shard_placement, stop_runtime
 from serve_apps.app import APPS, deploy
 from tests.conftest import demo_config
 from tests.integration.test_recovery import PATIENT_RETRY, check_profiles, send_load, wait_delivered

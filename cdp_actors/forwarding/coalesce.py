@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from cdp_actors.constants import COALESCED_IN_FLIGHT
-from cdp_actors.forwarding.tasks import Tasks
+from cdp_actors.tasks import Tasks
 
 T = TypeVar("T")
 

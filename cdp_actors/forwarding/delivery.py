@@ -35,12 +35,12 @@ from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
-from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared, combines, sends_raw
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
+from cdp_actors.tasks import Tasks
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
@@ -413,19 +413,40 @@ class Delivery:
         for session in self.sessions.values():
             await session.close()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "delivered_batches": self.delivered,
-            "dropped_batches": self.dropped,
-            "screened_out_batches": self.screened_out,
-            "failed_batches": self.failed,
-            "skipped_events": {f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
-            "breakers": {output: breaker.state for output, breaker in self.breakers.items()},
-            "audience_queues": {f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
-            "forwarded_memberships": dict(self.forwarded_memberships),
-            "lanes": len(self.lanes),
-            "held_rows": len(self.known),
-        }
+    def status(self, forwarder: int) -> ForwarderStatus:
+        return ForwarderStatus(
+            forwarder=forwarder,
+            delivered_batches=self.delivered,
+            dropped_batches=self.dropped,
+            screened_out_batches=self.screened_out,
+            failed_batches=self.failed,
+            skipped_events={f"{output}:{kind}": n for (output, kind), n in self.skipped_events.items()},
+            breakers={output: breaker.state for output, breaker in self.breakers.items()},
+            audience_queues={f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
+            forwarded_memberships=dict(self.forwarded_memberships),
+            lanes=len(self.lanes),
+            held_rows=len(self.known),
+        )
+
+
+class ForwarderStatus(msgspec.Struct):
+    """What one forwarder's `Delivery` has done since it started, and holds now (for `/cdp/status`)."""
+
+    forwarder: int
+    delivered_batches: int
+    dropped_batches: int
+    screened_out_batches: int
+    failed_batches: int
+    skipped_events: dict[str, int]
+    """Events an output does not take, per "output:kind"."""
+    breakers: dict[int, str]
+    """Each output's circuit breaker state."""
+    audience_queues: dict[str, int]
+    """Membership changes waiting per "output:audience"."""
+    forwarded_memberships: dict[int, int]
+    lanes: int
+    held_rows: int
+    """Outbox rows queued, in flight, or delivered and awaiting the shard's acknowledgement."""
 
 
 def _attempt_detail(attempt: Attempt) -> str:

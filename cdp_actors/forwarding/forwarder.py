@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from typing import Any
 
 import ray
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import FLUSH_INTERVAL_S, RESEND_RETRY_S
-from cdp_actors.forwarding.delivery import Delivery, Pending
-from cdp_actors.forwarding.tasks import Tasks
+from cdp_actors.forwarding.delivery import Delivery, ForwarderStatus, Pending
 from cdp_actors.integrations.base import MembershipChange
-from cdp_actors.partition import ALERTS_NAME, NAMESPACE, shard_name
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.schema.records import Alert, decode_window
+from cdp_actors.tasks import keep_running
 from cdp_actors.telemetry import count
 
 log = logging.getLogger(__name__)
@@ -35,13 +34,13 @@ class Forwarder:
         setup_process(config, data_dir, f"forwarder-{index}")
         self.index = index
         self.delivery = Delivery(config)
-        self.shards = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(config.runtime.shards)]
-        self.alerts_store = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
+        self.shards = handles.shards(config.runtime.shards)
+        self.alerts_store = handles.alerts()
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
         self.early: dict[int, list[bytes]] = defaultdict(list)  # windows that arrived before that
-        self.loops = Tasks(f"forwarder-{index}")
-        for work in (self._ask_for_resend(), self._flush_forever(), self.delivery.flush_bulk_forever()):
-            self.loops.spawn(work)
+        keep_running(self._ask_for_resend, "resend")
+        keep_running(self._flush_forever, "flush")
+        keep_running(self.delivery.flush_bulk_forever, "audience uploads")
 
     async def deliver(self, shard: int, windows: list[bytes]) -> None:
         """Queue windows of one shard's outbox rows (one per output). Until that shard has answered this
@@ -95,17 +94,23 @@ class Forwarder:
             self.delivery.give_back(Pending(report_counts=counts))
 
     async def _ask_for_resend(self) -> None:
-        """After a (re)start nothing is held here: every shard hands its undelivered rows over again."""
+        """After a (re)start nothing is held here: every shard hands its undelivered rows over again. Any failure
+        asks that shard again (after a pause), so no shard's windows are left waiting in `early`."""
         for index, shard in enumerate(self.shards):
-            while True:
+            while index not in self.resent:
                 try:
                     windows = await shard.resend.remote(self.index)
-                    break
-                except ray.exceptions.RayError:
+                    for window in windows + self.early.get(index, []):  # handed over before: known rows skipped
+                        self.delivery.queue(decode_window(window))
+                except ray.exceptions.RayError:  # the shard is restarting
                     await asyncio.sleep(RESEND_RETRY_S)
-            self.resent.add(index)
-            for window in windows + self.early.pop(index, []):  # handed over before the resend: known rows skipped
-                self.delivery.queue(decode_window(window))
+                except Exception as error:
+                    log.error("resend from shard %d failed, asking again: %s (at %s)", index, describe(error),
+                              code_location(error))
+                    await asyncio.sleep(RESEND_RETRY_S)
+                else:
+                    self.early.pop(index, None)
+                    self.resent.add(index)
 
-    def status(self) -> dict[str, Any]:
-        return {"forwarder": self.index, **self.delivery.status()}
+    def status(self) -> ForwarderStatus:
+        return self.delivery.status(self.index)

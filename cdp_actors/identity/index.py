@@ -26,11 +26,14 @@ import lmdb
 import msgspec
 import ray
 
+from cdp_actors import handles
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import ALIAS_RETRY_DELAY_S
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityRecord, Outcome, Policy
 from cdp_actors.schema.records import IdentityChange
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
+from cdp_actors.tasks import keep_running
 
 IDENTITY_DBS = ("holders", "records", "alias_jobs")
 _record_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(IdentityRecord))
@@ -133,25 +136,50 @@ class IdentityCore:
 
         return self.read(look)
 
-    def count(self) -> dict[str, int]:
+    def count(self) -> tuple[int, int]:
+        """(profiles, identities) in the index."""
         with self.store.read() as txn:
-            return {
-                "profiles": txn.stat(self.store.db("records"))["entries"],
-                "identities": txn.stat(self.store.db("holders"))["entries"],
-            }
+            return txn.stat(self.store.db("records"))["entries"], txn.stat(self.store.db("holders"))["entries"]
 
     def mpids(self) -> list[int]:
         with self.store.read() as txn:
             return [mpid_from_key(key) for key in txn.cursor(db=self.store.db("records")).iternext(values=False)]
 
 
-BatchRequest = tuple[int | None, dict[str, str], int, int]
-"""(batch mpid, identities, batch time ms, MPID for a new profile)."""
+class BatchRequest(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """What resolving one Events API batch needs (the dispatcher sends a chunk's worth per call)."""
+
+    batch_mpid: int | None
+    identities: dict[str, str]
+    received_ms: int
+    new_mpid: int
+    """The MPID a new profile gets: derived from the batch's log position, so a replay resolves identically."""
+
+
+_requests_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[BatchRequest]))
+
+
+def encode_requests(requests: list[BatchRequest]) -> bytes:
+    """A chunk's requests as one msgpack array: Ray then pickles one bytes object, not a Struct per batch
+    (a 100-batch chunk's round trip: 40 µs, against 175 µs as Structs and 79 µs as the tuples before)."""
+    return _requests_codec[0].encode(requests)
+
+
+def decode_requests(encoded: bytes) -> list[BatchRequest]:
+    return _requests_codec[1].decode(encoded)
+
+
+class IdentityStats(msgspec.Struct):
+    profiles: int
+    identities: int
+    """Identity values indexed (each held by one profile, or several for a non-unique type)."""
+    pending_aliases: int
+    """Alias jobs whose events are not copied yet."""
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class IdentityIndex:
-    def __init__(self, data_dir: str, config: Any) -> None:
+    def __init__(self, data_dir: str, config: WorkspaceConfig) -> None:
         from cdp_actors.telemetry import setup_process
 
         setup_process(config, data_dir, "identity")
@@ -162,9 +190,8 @@ class IdentityIndex:
         self.wake = asyncio.Event()
         self.alias_wake = asyncio.Event()
         self.alias_wake.set()  # jobs a previous incarnation accepted but did not finish
-        loop = asyncio.get_running_loop()
-        loop.create_task(self._commit_loop())
-        loop.create_task(self._alias_loop())
+        keep_running(self._commit_loop, "identity commit")
+        keep_running(self._alias_loop, "alias copy")
 
     async def _commit_loop(self) -> None:
         while True:
@@ -177,6 +204,8 @@ class IdentityIndex:
                 log.exception("identity commit failed")
                 results = [error] * len(batch)
             for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the caller was cancelled: nobody waits for this result
+                    continue
                 if isinstance(result, Exception):
                     future.set_exception(result)
                 else:
@@ -200,9 +229,15 @@ class IdentityIndex:
     async def modify(self, mpid: int, changes: list[IdentityChange]) -> list[IdentityChange]:
         return await self._submit(lambda s: strategy.modify(s, self.policy, mpid, changes))
 
-    async def resolve_batches(self, batches: list[BatchRequest]) -> list[Outcome]:
+    async def resolve_batches(self, encoded: bytes) -> list[Outcome]:
+        """Resolve a chunk of batches (`encode_requests`), in order, in one nested transaction."""
+        batches = decode_requests(encoded)
+
         def resolve_all(state: LmdbState) -> list[Outcome]:
-            return [strategy.resolve_batch(state, self.policy, *batch) for batch in batches]
+            return [
+                strategy.resolve_batch(state, self.policy, b.batch_mpid, b.identities, b.received_ms, b.new_mpid)
+                for b in batches
+            ]
 
         return await self._submit(resolve_all)
 
@@ -226,21 +261,19 @@ class IdentityIndex:
         while True:
             await self.alias_wake.wait()
             self.alias_wake.clear()
-            for job in self.core.read(lambda s: s.alias_jobs()):
-                try:
+            job: AliasJob | None = None
+            try:
+                for job in self.core.read(lambda s: s.alias_jobs()):
                     await self._copy(job)
-                except Exception:
-                    log.exception("alias job %s failed; retrying", job.job)
-                    await asyncio.sleep(ALIAS_RETRY_DELAY_S)
-                    self.alias_wake.set()
-                    break
-                await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
+                    await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
+            except Exception:  # reading the jobs, copying one or finishing it: the remaining jobs again later
+                log.exception("alias job %s failed; retrying", job.job if job else "list")
+                await asyncio.sleep(ALIAS_RETRY_DELAY_S)
+                self.alias_wake.set()
 
     async def _copy(self, job: AliasJob) -> None:
-        from cdp_actors.runtime import shard_for  # runtime imports this module
-
-        exported = await shard_for(job.source, self.shards).alias_export.remote(job)
-        await shard_for(job.destination, self.shards).alias_import.remote(job, *exported)
+        exported = await handles.shard_for(job.source, self.shards).alias_export.remote(job)
+        await handles.shard_for(job.destination, self.shards).alias_import.remote(job, exported)
 
     def search(self, request: dict[str, str]) -> Outcome | None:
         return self.core.read(lambda s: strategy.search(s, self.policy, request))
@@ -251,5 +284,6 @@ class IdentityIndex:
     def holders(self, identity_type: str, value: str) -> list[tuple[int, IdentityRecord]]:
         return self.core.holders_with_records(identity_type, value)
 
-    def stats(self) -> dict[str, int]:
-        return {**self.core.count(), "pending_aliases": len(self.core.read(lambda s: s.alias_jobs()))}
+    def stats(self) -> IdentityStats:
+        profiles, identities = self.core.count()
+        return IdentityStats(profiles, identities, len(self.core.read(lambda s: s.alias_jobs())))

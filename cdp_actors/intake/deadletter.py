@@ -29,13 +29,44 @@ class DeadLetter(msgspec.Struct, array_like=True, frozen=True):
     attempts: int
     dead_lettered_ms: int
 
-    def view(self, include_body: bool) -> dict[str, Any]:
-        entry: dict[str, Any] = {"seq": self.seq, "input_id": self.input_id, "received_ms": self.received_ms,
-                                 "error": self.error, "attempts": self.attempts,
-                                 "dead_lettered_ms": self.dead_lettered_ms}  # fmt: skip
-        if include_body:
-            entry["body"] = self.raw.decode("utf-8", errors="replace")
-        return entry
+    def view(self, include_body: bool) -> DeadLetterView:
+        body = self.raw.decode("utf-8", errors="replace") if include_body else None
+        return DeadLetterView(self.seq, self.input_id, self.received_ms, self.error, self.attempts,
+                              self.dead_lettered_ms, body)  # fmt: skip
+
+
+class DeadLetterView(msgspec.Struct, omit_defaults=True):
+    """An entry as `/cdp/deadletter` and `cdp deadletter` show it; the raw batch only when asked for."""
+
+    seq: int
+    input_id: int
+    received_ms: int
+    error: str
+    attempts: int
+    dead_lettered_ms: int
+    body: str | None = None
+
+
+class DeadLetterPage(msgspec.Struct):
+    count: int
+    """Entries in the store, all pages together."""
+    entries: list[DeadLetterView]
+    next_after: int | None
+    """The `after` of the next page; None at the end."""
+
+
+class DeadLetterNote(msgspec.Struct):
+    """A recent entry as `/cdp/status` names it."""
+
+    seq: int
+    input_id: int
+    error: str
+    dead_lettered_ms: int
+
+
+class DeadLetterSummary(msgspec.Struct):
+    count: int
+    latest: list[DeadLetterNote]
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -79,7 +110,7 @@ class DeadLetters:
         with self.store.write() as txn:
             return [seq for seq in seqs if txn.delete(u64(seq), db=self.db)]
 
-    def summary(self) -> dict[str, Any]:
-        latest = [{"seq": e.seq, "input_id": e.input_id, "error": e.error, "dead_lettered_ms": e.dead_lettered_ms}
+    def summary(self) -> DeadLetterSummary:
+        latest = [DeadLetterNote(e.seq, e.input_id, e.error, e.dead_lettered_ms)
                   for e in self.latest(LATEST_IN_STATUS)]  # fmt: skip
-        return {"count": self.count(), "latest": latest}
+        return DeadLetterSummary(self.count(), latest)

@@ -18,17 +18,20 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors import handles
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import ALERT_TIMEOUT_S, IDLE_POLL_S, RETRY_DELAY_S
-from cdp_actors.identity.index import BatchRequest
+from cdp_actors.identity.index import BatchRequest, encode_requests
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
-from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetters
+from cdp_actors.intake.deadletter import MAX_PAGE, DeadLetter, DeadLetterPage, DeadLetters, DeadLetterSummary
 from cdp_actors.intake.isolation import Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import CURSOR, INTAKE_DBS, intake_path, read_cursor
-from cdp_actors.partition import ALERTS_NAME, IDENTITY_NAME, NAMESPACE, partition_of, shard_name
+from cdp_actors.partition import partition_of
 from cdp_actors.schema.events import batch_identities, decode_head
 from cdp_actors.schema.records import Alert, LogRecord, ShardRecord, decode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, iter_from, u64
+from cdp_actors.tasks import keep_running
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ class DispatcherCore:
         for seq, record in chunk:
             head = decode_head(record.raw)
             new_mpid = fresh_mpid(self.mpid_secret, self.origin, seq)
-            requests.append((head.mpid, batch_identities(head), record.received_ms, new_mpid))
+            requests.append(BatchRequest(head.mpid, batch_identities(head), record.received_ms, new_mpid))
         return requests
 
     def route(self, chunk: list[tuple[int, LogRecord]], outcomes: list[Outcome]) -> dict[int, list[ShardRecord]]:
@@ -118,8 +121,24 @@ class Stall:
         if self.reason is not None:
             self.reason, self.logged = None, set()
 
-    def status(self) -> dict[str, Any] | None:
-        return None if self.reason is None else {"error": self.reason, "since_ms": self.since_ms}
+    def status(self) -> Failing | None:
+        return None if self.reason is None else Failing(self.reason, self.since_ms)
+
+
+class Failing(msgspec.Struct):
+    """Why dispatching has stopped, and since when (epoch ms)."""
+
+    error: str
+    since_ms: int
+
+
+class DispatcherStatus(msgspec.Struct):
+    dispatched: int
+    """Batches dispatched since this actor started."""
+    failing: Failing | None
+    isolating: bool
+    """A failing chunk is being split to find the batch that fails on its own."""
+    transient_failures: int
 
 
 class _Environment(msgspec.Struct):
@@ -156,21 +175,21 @@ def note_ray_address(data_dir: str) -> None:
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class Dispatcher:
-    def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: object) -> None:
+    def __init__(self, data_dir: str, intake_name: str, shards: int, max_chunk: int, config: WorkspaceConfig) -> None:
         from cdp_actors.telemetry import setup_process
 
         setup_process(config, data_dir, "dispatcher")
         self.core = DispatcherCore(data_dir, intake_name, shards, max_chunk)
-        self.shard_handles = [ray.get_actor(shard_name(i), namespace=NAMESPACE) for i in range(shards)]
-        self.identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
-        self.alerts = ray.get_actor(ALERTS_NAME, namespace=NAMESPACE)
+        self.shard_handles = handles.shards(shards)
+        self.identity = handles.identity()
+        self.alerts = handles.alerts()
         self.sent_upto: dict[int, int] = {}
         self.dispatched = 0
         self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
         self.isolation = Isolation()
         note_ray_address(data_dir)
-        asyncio.get_running_loop().create_task(self._run())
+        keep_running(self._run, "dispatch")
 
     async def _run(self) -> None:
         while True:
@@ -204,7 +223,7 @@ class Dispatcher:
 
     async def _apply(self, part: list[tuple[int, LogRecord]]) -> None:
         with span("dispatch.chunk", batches=len(part)):
-            outcomes = await self.identity.resolve_batches.remote(self.core.identity_requests(part))
+            outcomes = await self.identity.resolve_batches.remote(encode_requests(self.core.identity_requests(part)))
             routed = self.core.route(part, outcomes)
             calls = [
                 self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
@@ -243,20 +262,20 @@ class Dispatcher:
         except Exception:  # the entry is stored: /cdp/status and /cdp/deadletter show it even without the alert
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
-    def status(self) -> dict[str, Any]:
-        return {"dispatched": self.dispatched, "failing": self.stall.status(), "isolating": self.isolation.isolating,
-                "transient_failures": self.transient_failures}  # fmt: skip
+    def status(self) -> DispatcherStatus:
+        return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating,
+                                self.transient_failures)  # fmt: skip
 
-    def dead_letter_summary(self) -> dict[str, Any]:
+    def dead_letter_summary(self) -> DeadLetterSummary:
         """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
         return self.core.dead_letters.summary()
 
-    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> dict[str, Any]:
+    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> DeadLetterPage:
         """A page of entries with seq > `after`, oldest first; `next_after` continues, None at the end."""
         limit = min(limit, MAX_PAGE)
         entries = self.core.dead_letters.page(after, limit)
-        return {"count": self.core.dead_letters.count(), "entries": [e.view(include_body) for e in entries],
-                "next_after": entries[-1].seq if entries and len(entries) == limit else None}  # fmt: skip
+        return DeadLetterPage(self.core.dead_letters.count(), [e.view(include_body) for e in entries],
+                              entries[-1].seq if entries and len(entries) == limit else None)  # fmt: skip
 
     def forget_dead_letters(self, seqs: list[int]) -> list[int]:
         """Remove entries once they were accepted again (`cdp deadletter replay`); returns those removed."""

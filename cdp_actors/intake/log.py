@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lmdb
+import msgspec
 import ray
 
 from cdp_actors.constants import DEDUPE_PRUNE_INTERVAL_S
 from cdp_actors.schema.records import LogRecord, encode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, u64
+from cdp_actors.tasks import keep_running, spawn
 
 INTAKE_DBS = ("log", "srid", "srid_age", "meta")
 CURSOR = b"cursor"
@@ -37,8 +39,7 @@ def read_cursor(txn, meta_db) -> int:
     return from_u64(value) if value else 1
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(msgspec.Struct, frozen=True):
     accepted: int = 0
     duplicates: int = 0
     overloaded: bool = False
@@ -134,7 +135,7 @@ class IntakeLog:
         self.retention_ms = dedupe_retention_days * 86_400_000
         self.pending: list[_Pending] = []
         self.committing = False
-        asyncio.get_running_loop().create_task(self._prune_forever())
+        keep_running(self._prune_forever, "dedupe prune")
 
     async def append(self, input_id: int, received_ms: int, batches: list[tuple[str | None, bytes]]) -> AppendResult:
         if self.core.lag >= self.core.max_lag:
@@ -145,7 +146,7 @@ class IntakeLog:
         self.pending.append(_Pending(input_id, received_ms, batches, done))
         if not self.committing:
             self.committing = True
-            asyncio.get_running_loop().create_task(self._commit_pending())
+            spawn(self._commit_pending(), "intake commit")
         return await done
 
     async def _commit_pending(self) -> None:
@@ -156,10 +157,12 @@ class IntakeLog:
                     results = await asyncio.to_thread(self.core.write, group)
                 except Exception as error:  # nothing in this group was committed: fail every request
                     for item in group:
-                        item.done.set_exception(error)
+                        if not item.done.done():  # done: the caller was cancelled
+                            item.done.set_exception(error)
                 else:
                     for item, result in zip(group, results, strict=True):
-                        item.done.set_result(result)
+                        if not item.done.done():
+                            item.done.set_result(result)
         finally:
             self.committing = False
 
@@ -169,6 +172,15 @@ class IntakeLog:
             await asyncio.to_thread(self.core.prune_dedupe, cutoff)
             await asyncio.sleep(DEDUPE_PRUNE_INTERVAL_S)
 
-    def status(self) -> dict:
+    def status(self) -> IntakeStatus:
         self.core.refresh_cursor()
-        return {"next_seq": self.core.next_seq, "cursor": self.core.cursor, "lag": self.core.lag}
+        return IntakeStatus(self.core.next_seq, self.core.cursor, self.core.lag)
+
+
+class IntakeStatus(msgspec.Struct):
+    next_seq: int
+    """The seq the next accepted batch gets."""
+    cursor: int
+    """The dispatcher's cursor: the first seq not dispatched yet."""
+    lag: int
+    """Batches accepted and not dispatched yet."""

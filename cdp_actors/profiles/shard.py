@@ -18,16 +18,17 @@ from typing import Any
 import msgspec
 import ray
 
+from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity.strategy import AliasJob
-from cdp_actors.partition import NAMESPACE, forwarder_name, partition_of
+from cdp_actors.partition import partition_of
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode
-from cdp_actors.schema.records import OutboxRow, ShardRecord, Window
+from cdp_actors.schema.records import AliasExport, DayActivity, OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
     Store,
     add_counts,
@@ -72,6 +73,18 @@ _activity_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Activity))
 
 def event_time(event: dict[str, Any]) -> int:
     return (event.get("data") or {}).get("timestamp_unixtime_ms", -1)
+
+
+class ShardStats(msgspec.Struct):
+    shard: int
+    last_seq: int
+    """The last log seq this shard applied."""
+    applied_since_start: int
+    profiles: int
+    outbox: int
+    """Outbox rows not acknowledged by a forwarder yet."""
+    handed_to_forwarders: int
+    """Outbox rows a forwarder holds (handed over, not acknowledged)."""
 
 
 class ShardCore:
@@ -160,9 +173,9 @@ class ShardCore:
         with self.store.read() as txn:
             return read_counts(txn, self.store.db("counters"), first, last)
 
-    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], DayActivity]:
         """Per (day, input): active and known profiles, and how many had each identity type."""
-        report: dict[tuple[int, int], dict[str, Any]] = {}
+        report: dict[tuple[int, int], DayActivity] = {}
         with self.store.read() as txn:
             for key, value in iter_from(txn, self.store.db("activity"), first_day.to_bytes(4, "big"), 10**12):
                 day = int.from_bytes(key[:4], "big")
@@ -170,11 +183,11 @@ class ShardCore:
                     break
                 activity = _activity_codec[1].decode(value)
                 entry = report.setdefault((day, int.from_bytes(key[4:8], "big")),
-                                          {"active": 0, "known": 0, "coverage": {}})  # fmt: skip
-                entry["active"] += 1
-                entry["known"] += activity.known
+                                          DayActivity())  # fmt: skip
+                entry.active += 1
+                entry.known += activity.known
                 for identity_type in activity.identity_types:
-                    entry["coverage"][identity_type] = entry["coverage"].get(identity_type, 0) + 1
+                    entry.coverage[identity_type] = entry.coverage.get(identity_type, 0) + 1
         return report
 
     def _append_history(self, txn: Any, profile: Profile, record: ShardRecord, events: list) -> Profile:
@@ -193,7 +206,7 @@ class ShardCore:
                 cursor.delete()
         return msgspec.structs.replace(profile, history=size)
 
-    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+    def alias_export(self, job: AliasJob) -> AliasExport:
         """The source's events stamped inside the job's window, and its first-seen time."""
         note = f"aliased into {job.destination} (alias job {job.job})"
         with self.store.write() as txn:
@@ -204,10 +217,11 @@ class ShardCore:
             history = iter_prefix(txn, self.store.db("history"), mpid_key(job.source))
             stored = [e for _, value in history for e in msgspec.json.decode(value[2:])]
         events = [e for e in stored if job.start_ms <= event_time(e) < job.end_ms]
-        return events, profile.first_seen_ms
+        return AliasExport(events, profile.first_seen_ms)
 
-    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
+    def alias_import(self, job: AliasJob, exported: AliasExport) -> bool:
         """Add an alias job's events and first-seen time to the destination, once per job."""
+        events, first_seen_ms = exported.events, exported.first_seen_ms
         done = ALIAS_DONE + u64(job.job)
         with self.store.write() as txn:
             if txn.get(done, db=self.store.db("meta")):
@@ -253,15 +267,16 @@ class ShardCore:
         view["recent_events"] = events[-recent:]
         return view
 
-    def stats(self) -> dict[str, int]:
+    def stats(self, handed_to_forwarders: int) -> ShardStats:
         with self.store.read() as txn:
-            return {
-                "shard": self.index,
-                "last_seq": self.last_seq,
-                "applied_since_start": self.applied_since_start,
-                "profiles": txn.stat(self.store.db("profiles"))["entries"],
-                "outbox": txn.stat(self.store.db("outbox"))["entries"],
-            }
+            return ShardStats(
+                shard=self.index,
+                last_seq=self.last_seq,
+                applied_since_start=self.applied_since_start,
+                profiles=txn.stat(self.store.db("profiles"))["entries"],
+                outbox=txn.stat(self.store.db("outbox"))["entries"],
+                handed_to_forwarders=handed_to_forwarders,
+            )
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -316,7 +331,7 @@ class ProfileShard:
     def _forwarder(self, forwarder: int) -> Any:
         if forwarder not in self.forwarder_handles:
             try:
-                self.forwarder_handles[forwarder] = ray.get_actor(forwarder_name(forwarder), namespace=NAMESPACE)
+                self.forwarder_handles[forwarder] = handles.forwarder(forwarder)
             except ValueError:  # not started yet; it asks for a resend when it starts
                 return None
         return self.forwarder_handles[forwarder]
@@ -324,17 +339,17 @@ class ProfileShard:
     def profile(self, mpid: int) -> dict[str, Any] | None:
         return self.core.profile(mpid)
 
-    def alias_export(self, job: AliasJob) -> tuple[list[dict[str, Any]], int]:
+    def alias_export(self, job: AliasJob) -> AliasExport:
         return self.core.alias_export(job)
 
-    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], dict[str, Any]]:
+    def activity(self, first_day: int, last_day: int) -> dict[tuple[int, int], DayActivity]:
         return self.core.activity(first_day, last_day)
 
     def counts(self, first: str, last: str) -> list[tuple[str, int]]:
         return self.core.counts(first, last)
 
-    def alias_import(self, job: AliasJob, events: list[dict[str, Any]], first_seen_ms: int) -> bool:
-        return self.core.alias_import(job, events, first_seen_ms)
+    def alias_import(self, job: AliasJob, exported: AliasExport) -> bool:
+        return self.core.alias_import(job, exported)
 
-    def stats(self) -> dict[str, int]:
-        return {**self.core.stats(), "handed_to_forwarders": self.handoff.holding()}
+    def stats(self) -> ShardStats:
+        return self.core.stats(self.handoff.holding())

@@ -13,6 +13,7 @@ from typing import Any
 from cdp_actors.identity.strategy import IdentityRecord
 from cdp_actors.reports import day_text
 from cdp_actors.schema.identity_types import is_device_type, profile_api_name
+from cdp_actors.schema.records import DayActivity
 
 PROFILE_FIELDS = ("device_identities", "user_identities", "user_attributes", "audience_memberships", "attribution")
 RESERVED_ATTRIBUTES = ("$firstname", "$lastname", "$age", "$gender", "$mobile", "$address", "$city", "$state",
@@ -96,16 +97,16 @@ def user_detail(mpid: int, record: IdentityRecord | None, profile: dict[str, Any
 
 
 def identity_report(
-    shard_reports: list[dict[tuple[int, int], dict[str, Any]]], input_names: dict[int, str]
+    shard_reports: list[dict[tuple[int, int], DayActivity]], input_names: dict[int, str]
 ) -> list[dict[str, Any]]:
     """Merge the shards' per-(day, input) activity into report rows, by day then input."""
     merged: dict[tuple[int, int], dict[str, Any]] = {}
     for report in shard_reports:
         for key, entry in report.items():
             into = merged.setdefault(key, {"active": 0, "known": 0, "coverage": {}})
-            into["active"] += entry["active"]
-            into["known"] += entry["known"]
-            for identity_type, n in entry["coverage"].items():
+            into["active"] += entry.active
+            into["known"] += entry.known
+            for identity_type, n in entry.coverage.items():
                 into["coverage"][identity_type] = into["coverage"].get(identity_type, 0) + n
     rows = []
     for (day, input_id), entry in sorted(merged.items()):

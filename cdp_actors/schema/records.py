@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -49,6 +51,24 @@ class OutboxRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     event_count: int
     payload: bytes
     received_ms: int = 0
+
+
+class AliasExport(msgspec.Struct, array_like=True):
+    """What an alias job copies from the source profile's shard to the destination's."""
+
+    events: list[dict[str, Any]]
+    """The source's events stamped inside the job's window."""
+    first_seen_ms: int
+
+
+class DayActivity(msgspec.Struct):
+    """One day's profiles seen through one input, on one shard (the identity and activity reports add them up)."""
+
+    active: int = 0
+    known: int = 0
+    """Of the active ones, those holding a login identity."""
+    coverage: dict[str, int] = {}
+    """How many of the active ones held each identity type."""
 
 
 class Alert(msgspec.Struct, array_like=True, frozen=True):

@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import ray
 
+from cdp_actors import handles
 from cdp_actors.partition import INTAKE_NAME
-from cdp_actors.runtime import actor
 from tests.conftest import demo_config
 from tests.samples import batch, custom
 from tests.strace import (
@@ -51,7 +51,7 @@ def listening_ports(pid: int) -> set[int]:
 def test_each_202_is_sent_after_the_intake_synced_the_batch(platform, platforms, receiver, tmp_path: Path) -> None:
     api = platform(demo_config(receiver.url))
     assert api.post("/v2/events", batch("warm-up")).status_code == 202  # connections to the actor exist already
-    pid = pid_of(actor(INTAKE_NAME))
+    pid = pid_of(handles.intake())
     data_file = os.path.realpath(Path(platforms.data_dir) / INTAKE_NAME / "data.mdb")
     dsync_fds = dsync_descriptors_of(pid, data_file)
     assert dsync_fds, "LMDB writes its meta page through a descriptor opened with O_DSYNC (metasync)"

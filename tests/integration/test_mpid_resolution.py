@@ -72,7 +72,7 @@ def test_new_users_mpids_are_keyed_per_deployment_and_replay_gives_the_same(plat
     identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
     wait_for(lambda: ray.get(identity.record.remote(expected)) is not None, what="the batch resolved once")
     dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
-    wait_for(lambda: ray.get(dispatcher.status.remote())["failing"], what="the dispatcher to stall on the shards")
+    wait_for(lambda: ray.get(dispatcher.status.remote()).failing, what="the dispatcher to stall on the shards")
 
     restart_on_the_same_data_dir(platforms)  # the dispatcher resolves the same chunk again
     assert delivered(receiver, anonymous)["mpid"] == expected

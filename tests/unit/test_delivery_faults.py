@@ -16,10 +16,10 @@ import pytest
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import INTERNAL_ERROR, Delivery
 from cdp_actors.forwarding.retry import FATAL
-from cdp_actors.forwarding.tasks import Tasks
 from cdp_actors.integrations import webhook
 from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared
 from cdp_actors.schema.records import Alert, OutboxRow
+from cdp_actors.tasks import Tasks
 from tests.conftest import demo_config
 from tests.support import Receiver
 
@@ -77,7 +77,7 @@ async def deliver(delivery: Delivery, rows: list[OutboxRow], timeout_s: float = 
     delivery.queue(rows)
     deadline = time.monotonic() + timeout_s
     while delivery.lanes:
-        assert time.monotonic() < deadline, f"rows still out after {timeout_s} s: {delivery.status()}"
+        assert time.monotonic() < deadline, f"rows still out after {timeout_s} s: {delivery.status(0)}"
         await asyncio.sleep(0.01)
     await delivery.close()
     return delivery

@@ -6,7 +6,7 @@ from __future__ import annotations
 import lmdb
 import ray
 
-from cdp_actors.intake.dispatcher import Stall
+from cdp_actors.intake.dispatcher import Failing, Stall
 from tests.support import ray_task_error
 
 FULL = "mdb_txn_commit: No space left on device"
@@ -23,9 +23,9 @@ def test_a_stall_names_its_cause_keeps_its_start_and_logs_each_reason_once() -> 
     assert stall.failed(disk_full(), now_ms=1_500) is False  # the same reason: no new log
     assert stall.failed(ray.exceptions.ActorDiedError(), now_ms=2_000) is True
     status = stall.status()
-    assert status is not None and status["since_ms"] == 1_000 and status["error"].startswith("ActorDiedError: ")
+    assert status is not None and status.since_ms == 1_000 and status.error.startswith("ActorDiedError: ")
     assert stall.failed(disk_full(), now_ms=2_500) is False
-    assert stall.status() == {"error": f"DiskError: {FULL}", "since_ms": 1_000}
+    assert stall.status() == Failing(f"DiskError: {FULL}", since_ms=1_000)
 
 
 def test_a_chunk_going_through_ends_the_stall() -> None:
@@ -34,4 +34,4 @@ def test_a_chunk_going_through_ends_the_stall() -> None:
     stall.clear()
     assert stall.status() is None
     assert stall.failed(disk_full(), now_ms=9_000) is True  # a new stall logs again
-    assert stall.status() == {"error": f"DiskError: {FULL}", "since_ms": 9_000}
+    assert stall.status() == Failing(f"DiskError: {FULL}", since_ms=9_000)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cdp_actors.errors import BadRequest, ImmutableIdentity, NotFound
 from cdp_actors.identity import strategy as s
+from cdp_actors.identity.index import BatchRequest, decode_requests, encode_requests
 from cdp_actors.identity.strategy import MemoryState, Policy
 from cdp_actors.schema.records import IdentityChange
 from tests.unit.identity_data import batch_requests, identity_requests, mpids, policies
@@ -179,3 +180,11 @@ def test_a_batch_resolves_as_identify_would_unless_its_mpid_names_a_live_profile
         assert state.record(batch_mpid) is None
     if before is not None:
         assert state.record(batch_mpid) == before  # an orphan stays as it was
+
+
+def test_a_chunk_of_batch_requests_reaches_the_index_unchanged() -> None:
+    """The dispatcher sends a chunk's requests as one msgpack array (`encode_requests`): MPIDs at the int64 bounds,
+    a missing batch mpid and the identities come out as they went in, in order."""
+    requests = [BatchRequest(None, {"customer_id": "c1", "email": "é@x.io"}, 1_000, 2**63 - 1),
+                BatchRequest(-(2**63), {}, 0, 1), BatchRequest(7, {"ios_idfv": "d"}, 2, 3)]
+    assert decode_requests(encode_requests(requests)) == requests

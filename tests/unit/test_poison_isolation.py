@@ -14,7 +14,7 @@ import msgspec
 import pytest
 import ray
 
-from cdp_actors.intake.dispatcher import DispatcherCore, Stall, dead_letter_alert
+from cdp_actors.intake.dispatcher import DispatcherCore, Failing, Stall, dead_letter_alert
 from cdp_actors.intake.isolation import MAX_ATTEMPTS, Action, Isolation, describe, is_transient
 from cdp_actors.intake.log import IntakeLogCore, _Pending, intake_path
 from cdp_actors.profiles.shard import SequenceGap
@@ -135,7 +135,7 @@ def test_a_poison_batch_alone_is_retried_then_dead_lettered_with_its_record(tmp_
     assert (alert.severity, alert.type, alert.input_id, alert.environment) == ("Fatal", "Batch Dead-Lettered", 7,
                                                                                "development")  # fmt: skip
     assert "batch 1 from input 7" in alert.message and "KeyError" in alert.message and '"n"' not in alert.message
-    assert core.dead_letters.summary()["count"] == 1
+    assert core.dead_letters.summary().count == 1
     assert core.dead_letters.remove([1, 99]) == [1] and core.dead_letters.count() == 0
 
 
@@ -186,4 +186,4 @@ def test_data_failures_are_possibly_deterministic(error: Exception) -> None:
 def test_the_stall_reason_masks_what_the_error_quotes_from_the_batch() -> None:
     stall = Stall()
     stall.failed(ray_task_error("ProfileShard.apply", msgspec.ValidationError("Invalid value 'x@y.io' - at `$.a`")), 1)
-    assert stall.status() == {"error": "ValidationError: Invalid value '…' - at `$.a`", "since_ms": 1}
+    assert stall.status() == Failing("ValidationError: Invalid value '…' - at `$.a`", since_ms=1)
