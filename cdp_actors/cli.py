@@ -31,6 +31,7 @@ from cdp_actors.haproxy_wrapper import (
 )
 
 if TYPE_CHECKING:
+    from cdp_actors.intake.deadletter import DeadLetterPage
     from cdp_actors.intake.log import AppendResult
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
@@ -322,7 +323,7 @@ def dead_letter_pages(dispatcher: Any, include_body: bool) -> list[dict[str, Any
     entries: list[dict[str, Any]] = []
     after: int | None = 0
     while after is not None:
-        page = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
+        page: DeadLetterPage = ray.get(dispatcher.dead_letters.remote(after, 1000, include_body))
         entries += msgspec.to_builtins(page.entries)
         after = page.next_after
     return entries

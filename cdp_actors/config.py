@@ -192,11 +192,11 @@ class Retry(_Strict):
     max_age_s: float = Field(default=86_400.0, gt=0)
     """A batch not delivered this long after its receipt (its output down, its breaker open) is dropped with
     a Fatal `Retry Count Exceeded` alert: what bounds the outbox of an output that never comes back."""
-    breaker_failures: int = Field(10, ge=1)
+    breaker_failures: int = Field(default=10, ge=1)
     """Consecutive failed attempts (no answer, or a retryable status) that open an output's circuit breaker."""
-    breaker_open_s: float = Field(1.0, gt=0)
+    breaker_open_s: float = Field(default=1.0, gt=0)
     """Seconds an open breaker holds the output's lanes before one probe; doubled after each failed probe."""
-    breaker_max_open_s: float = Field(10.0, gt=0)
+    breaker_max_open_s: float = Field(default=10.0, gt=0)
     """The longest an open breaker waits before a probe, in seconds."""
 
     @model_validator(mode="after")

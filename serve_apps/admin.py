@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 import ray
+import ray.exceptions
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, StrictBool
 from ray import serve
@@ -20,7 +21,7 @@ from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
 from cdp_actors.schema.events import BatchError, decode_batch
-from cdp_actors.schema.identity import RequestError, check_identity_value, parse_mpid
+from cdp_actors.schema.identity import RequestError, check_identity_value, required_mpid
 from cdp_actors.schema.identity_types import canonical, is_device_type
 from cdp_actors.telemetry import now_ms
 from serve_apps.errors import RETRY_AFTER_S, install_error_handlers, json_response, unavailable
@@ -200,7 +201,7 @@ class AdminApi:
 
     @app.get("/users/{mpid}")
     async def user(self, mpid: str) -> Response:
-        value = parse_mpid(mpid, "mpid")
+        value = required_mpid(mpid, "mpid")
         record, profile = await asyncio.gather(handles.identity().record.remote(value), self._shard_profile(value))
         if record is None and profile is None:
             raise NotFound(f"No profile with mpid {value}")
@@ -210,7 +211,7 @@ class AdminApi:
     async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
         connected outputs receive the change like any other."""
-        value = parse_mpid(mpid, "mpid")
+        value = required_mpid(mpid, "mpid")
         if not any(i.id == edit.input_id for i in self.config.inputs):
             raise BadRequest(f"input_id: no input with id {edit.input_id}")
         edit.check()

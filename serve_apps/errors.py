@@ -12,6 +12,7 @@ from typing import Any
 import lmdb
 import msgspec
 import ray
+import ray.exceptions
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -108,7 +109,8 @@ def answer(error: Exception, request: Request, codes: Mapping[type[RequestFailed
     if isinstance(error, RequestFailed):
         return answer_of(error, codes)
     if isinstance(error, StarletteHTTPException):
-        return error_response(error.status_code, code_for(error.status_code), str(error.detail), error.headers)
+        headers = dict(error.headers) if error.headers else None
+        return error_response(error.status_code, code_for(error.status_code), str(error.detail), headers)
     return internal_error(error, f"{request.method} {request.url.path}")
 
 

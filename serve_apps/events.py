@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+import ray.exceptions
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response

@@ -10,6 +10,7 @@ from typing import Any
 
 import lmdb
 import ray
+import ray.exceptions
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response

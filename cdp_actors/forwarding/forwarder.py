@@ -12,6 +12,7 @@ import logging
 from collections import Counter, defaultdict
 
 import ray
+import ray.exceptions
 
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig

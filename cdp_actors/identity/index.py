@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import msgspec
 import ray
 
@@ -32,7 +31,7 @@ from cdp_actors.constants import ALIAS_RETRY_DELAY_S
 from cdp_actors.identity import strategy
 from cdp_actors.identity.strategy import AliasJob, IdentityRecord, Outcome, Policy
 from cdp_actors.schema.records import IdentityChange
-from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, mpid_from_key, mpid_key, u64
+from cdp_actors.storage.lmdb_env import Store, Txn, from_u64, last_key, mpid_from_key, mpid_key, u64
 from cdp_actors.tasks import keep_running
 
 IDENTITY_DBS = ("holders", "records", "alias_jobs")
@@ -67,7 +66,7 @@ def _unpack_mpids(data: bytes) -> list[int]:
 class LmdbState:
     """`IdentityState` over one open LMDB transaction."""
 
-    def __init__(self, store: Store, txn: lmdb.Transaction) -> None:
+    def __init__(self, store: Store, txn: Txn) -> None:
         self.txn, self.holders_db, self.records_db = txn, store.db("holders"), store.db("records")
         self.jobs_db = store.db("alias_jobs")
 
@@ -132,7 +131,7 @@ class IdentityCore:
 
     def holders_with_records(self, identity_type: str, value: str) -> list[tuple[int, IdentityRecord]]:
         def look(state: LmdbState) -> list[tuple[int, IdentityRecord]]:
-            return [(m, state.record(m)) for m in state.holders(identity_type, value)]
+            return [(m, record) for m in state.holders(identity_type, value) if (record := state.record(m))]
 
         return self.read(look)
 
@@ -261,13 +260,14 @@ class IdentityIndex:
         while True:
             await self.alias_wake.wait()
             self.alias_wake.clear()
-            job: AliasJob | None = None
+            failing = "list"
             try:
                 for job in self.core.read(lambda s: s.alias_jobs()):
+                    failing = str(job.job)
                     await self._copy(job)
                     await self._submit(lambda s, job=job: s.finish_alias_job(job.job))
             except Exception:  # reading the jobs, copying one or finishing it: the remaining jobs again later
-                log.exception("alias job %s failed; retrying", job.job if job else "list")
+                log.exception("alias job %s failed; retrying", failing)
                 await asyncio.sleep(ALIAS_RETRY_DELAY_S)
                 self.alias_wake.set()
 

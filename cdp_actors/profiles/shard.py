@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import ray
+import ray.exceptions
 
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig

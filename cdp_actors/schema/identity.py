@@ -102,6 +102,14 @@ def parse_mpid(value: int | str | None, field: str) -> int | None:
     return mpid
 
 
+def required_mpid(value: int | str | None, field: str) -> int:
+    """An MPID the request cannot do without (a path segment, say)."""
+    mpid = parse_mpid(value, field)
+    if mpid is None:
+        raise RequestError(f"{field} is required - at `{mpid_path(field)}`")
+    return mpid
+
+
 def mpid_path(field: str) -> str:
     """A field's path for an error message: the body's fields as `$.…`; `mpid` is the URL's."""
     return "mpid in the path" if field == "mpid" else f"$.{field}"
