@@ -30,6 +30,7 @@ from cdp_actors.cli import free_port
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.identity import strategy
 from cdp_actors.identity.index import BatchRequest, IdentityCore, encode_requests
+from cdp_actors.tasks import spawn
 
 CHUNK = 2000
 KNOWN_SHARE = 0.8
@@ -121,7 +122,7 @@ def run_identify_baseline(port: int, path: str, key: str, secret: str) -> None:
         future = asyncio.get_running_loop().create_future()
         pending.append((lambda s: strategy.identify(s, core.policy, identities, 0), future))
         if len(pending) == 1:
-            asyncio.get_running_loop().create_task(commit())
+            spawn(commit(), "baseline commit")
         outcome = await future
         return web.json_response({"mpid": str(outcome.mpid)})
 

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 
 from benchmarks.workload import sent_ms_of
+from cdp_actors.tasks import spawn
 
 
 class _EventHead(msgspec.Struct):
@@ -120,7 +121,7 @@ def run_baseline(port: int, data_dir: str, key: str, secret: str, max_request_by
         pending.append(_Pending(1, int(time.time() * 1000), accepted, done))
         if not committing:
             committing = True
-            asyncio.get_running_loop().create_task(commit())
+            spawn(commit(), "baseline commit")
         await done
         return web.Response(status=202)
 

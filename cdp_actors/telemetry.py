@@ -16,7 +16,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +30,9 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from cdp_actors.storage.lmdb_env import open_private
+
+if TYPE_CHECKING:
+    from cdp_actors.config import WorkspaceConfig
 
 TALLY: Tally[str] = Tally()
 _ray_counters: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -132,7 +135,7 @@ def collect_less_often() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def setup_process(config: Any, data_dir: str | Path, component: str) -> None:
+def setup_process(config: WorkspaceConfig, data_dir: str | Path, component: str) -> None:
     """Structured logs to stderr, fewer garbage collections and, if configured, a span exporter for this process."""
     global _tracer
     collect_less_often()

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import ray
 
-from cdp_actors.partition import DISPATCHER_NAME, NAMESPACE
+from cdp_actors import handles
 from cdp_actors.runtime import ensure_runtime
 from tests.conftest import demo_config
 from tests.samples import batch, custom
@@ -29,7 +29,7 @@ def ids(bodies: list[dict]) -> set[str]:
 def test_past_the_intake_lag_bound_requests_get_429_and_nothing_is_written(platforms, receiver) -> None:
     config = demo_config(receiver.url, limits={"max_intake_lag_batches": 50})
     api = platforms(config)
-    ray.kill(ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE), no_restart=True)  # processing stops: lag grows
+    ray.kill(handles.dispatcher(), no_restart=True)  # processing stops: lag grows
     accepted = batches("first", 40) + batches("second", 40)
     assert api.post("/v2/bulkevents", accepted[:40]).status_code == 202
     assert api.post("/v2/bulkevents", accepted[40:]).status_code == 202  # lag 40 < 50: still accepted

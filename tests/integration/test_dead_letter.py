@@ -10,8 +10,8 @@ import threading
 
 import ray
 
+from cdp_actors import handles
 from cdp_actors.cli import main
-from cdp_actors.partition import INTAKE_NAME, NAMESPACE
 from cdp_actors.telemetry import now_ms
 from tests.conftest import demo_config
 from tests.integration.test_recovery import PATIENT_RETRY, send_load, wait_delivered
@@ -42,7 +42,7 @@ def test_poison_batches_are_dead_lettered_and_the_rest_is_delivered_in_order(pla
     api = platform(demo_config(receiver.url))
     user = [batch("dl-user", [custom("step", T0 + n)], user_attributes={"step": n}) for n in range(3)]
     raws = [json.dumps(b).encode() for b in (user[0], POISON_IN_IDENTITY, user[1], POISON_IN_SHARD, user[2])]
-    intake = ray.get_actor(INTAKE_NAME, namespace=NAMESPACE)
+    intake = handles.intake()
     result = ray.get(intake.append.remote(1, now_ms(), [(None, raw) for raw in raws]))  # one chunk: one commit
     assert result.accepted == 5
     first_seq = api.accepted_batches() - 4
@@ -111,7 +111,7 @@ def test_a_restarting_shard_dead_letters_nothing(platform, receiver: Receiver) -
     try:
 
         def kill_until_a_dispatch_fails() -> bool:
-            ray.kill(ray.get_actor("shard-0", namespace=NAMESPACE), no_restart=False)
+            ray.kill(handles.shard(0), no_restart=False)
             wait_for(lambda: api.get("/cdp/status").status_code == 200, timeout=30, what="the shard back")
             return api.status()["dispatcher"]["transient_failures"] > failures_before
 

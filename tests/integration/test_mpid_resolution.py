@@ -10,8 +10,9 @@ from typing import Any
 
 import ray
 
+from cdp_actors import handles
 from cdp_actors.ids import MPID_SECRET_FILE, derived_id, fresh_mpid, origin_key
-from cdp_actors.partition import DISPATCHER_NAME, IDENTITY_NAME, INTAKE_NAME, NAMESPACE, shard_name
+from cdp_actors.partition import INTAKE_NAME
 from tests.conftest import Platforms, demo_config
 from tests.integration.test_identity_api import UNIQUE_EMAIL, idsync, modify, users_holding
 from tests.samples import batch, custom
@@ -65,13 +66,13 @@ def test_new_users_mpids_are_keyed_per_deployment_and_replay_gives_the_same(plat
     config = demo_config(receiver.url, retry={"max_attempts": 11})  # a config of its own: a fresh data dir
     api = platforms(config)
     for n in range(config.runtime.shards):  # the chunk is resolved, then no shard can take it: a stall
-        ray.kill(ray.get_actor(shard_name(n), namespace=NAMESPACE), no_restart=True)
+        ray.kill(handles.shard(n), no_restart=True)
     anonymous = accepted(api, batch(None, [custom("first", T0)]))  # nothing identifies its user
     secret = secret_of(platforms.data_dir)
     expected = fresh_mpid(secret, ORIGIN, FIRST_SEQ)
-    identity = ray.get_actor(IDENTITY_NAME, namespace=NAMESPACE)
+    identity = handles.identity()
     wait_for(lambda: ray.get(identity.record.remote(expected)) is not None, what="the batch resolved once")
-    dispatcher = ray.get_actor(DISPATCHER_NAME, namespace=NAMESPACE)
+    dispatcher = handles.dispatcher()
     wait_for(lambda: ray.get(dispatcher.status.remote()).failing, what="the dispatcher to stall on the shards")
 
     restart_on_the_same_data_dir(platforms)  # the dispatcher resolves the same chunk again

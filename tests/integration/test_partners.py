@@ -12,8 +12,8 @@ from typing import Any
 
 import ray
 
+from cdp_actors import handles
 from cdp_actors.integrations.base import MembershipChange
-from cdp_actors.partition import NAMESPACE
 from tests.conftest import demo_config
 from tests.integration.test_forwarding import with_outputs
 from tests.samples import batch, custom, event
@@ -95,7 +95,7 @@ def test_one_batch_reaches_every_partner_with_alerts_for_what_cannot(platform, r
             "5:screen_view": 1,
         }
 
-        forwarder = ray.get_actor("forwarder-0", namespace=NAMESPACE)
+        forwarder = handles.forwarder(0)
         audience_output = len(partners("", ""))
         changes = [MembershipChange(7, "Buyers", 1000 + n, "add" if n % 3 else "delete",
                                     {"email": f"member-{n}@x.io"}, now) for n in range(30)]  # fmt: skip

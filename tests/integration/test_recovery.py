@@ -17,7 +17,7 @@ import ray
 import requests
 import yaml
 
-from cdp_actors.partition import NAMESPACE
+from cdp_actors import handles
 from tests.conftest import ROOT, demo_config
 from tests.samples import batch, custom
 from tests.support import DEMO_AUTH, Api, Receiver, free_port, wait_for
@@ -127,9 +127,9 @@ def test_kill_9_the_whole_runtime_then_restart_delivers_everything_once(tmp_path
 def test_a_crashed_shard_and_forwarder_restart_without_loss(platform, receiver) -> None:
     api = platform(demo_config(receiver.url, retry=PATIENT_RETRY))
     sent = send_load(api, users=30, requests_=5, per_request=20, tag="shard")
-    ray.kill(ray.get_actor("shard-0", namespace=NAMESPACE), no_restart=False)
+    ray.kill(handles.shard(0), no_restart=False)
     sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
-    ray.kill(ray.get_actor("forwarder-0", namespace=NAMESPACE), no_restart=False)
+    ray.kill(handles.forwarder(0), no_restart=False)
     sent += send_load(api, users=30, requests_=5, per_request=20, tag="shard")
     wait_delivered(api, receiver, sent)
     check_profiles(api, receiver, sent)
