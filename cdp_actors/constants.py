@@ -47,6 +47,13 @@ def env_int(name: str, default: int) -> int:
 # machine is back within two minutes. Raise it for nodes that take longer.
 NODE_WAIT_S = env_float("CDP_NODE_WAIT_S", 120.0)
 
+# --- Background loops (`tasks.py`) ---
+
+# Seconds before a loop that failed unexpectedly runs again: a restarting actor it talks to is back in ~1 s.
+RESTART_DELAY_S = 0.5
+# Longest pause between restarts of a loop that keeps failing, in seconds: one log line per pause, not a spin.
+MAX_RESTART_DELAY_S = 30.0
+
 # --- Intake and dispatch ---
 
 # Seconds the dispatcher waits when the intake log has nothing new: adds at most 5 ms to a batch's way to its

@@ -21,14 +21,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from cdp_actors.constants import MAX_RESTART_DELAY_S, RESTART_DELAY_S
 from cdp_actors.redaction import code_location, describe
 
 log = logging.getLogger(__name__)
 
-RESTART_DELAY_S = 0.5
-"""Pause before a crashed loop runs again (seconds): a restarting actor it talks to is back in about 1 s."""
-MAX_RESTART_DELAY_S = 30.0
-"""Longest pause between restarts of a loop that keeps failing (seconds): one log line per pause, not a spin."""
 
 Work = Coroutine[Any, Any, None]
 
