@@ -30,7 +30,15 @@ from cdp_actors.haproxy_wrapper import (
     real_haproxy_binary,
     wrapper_script,
 )
-from cdp_actors.lifetime import adopt_orphans, all_running, children, descendants, end_processes, reap_adopted
+from cdp_actors.lifetime import (
+    STOP_GRACE_S,
+    adopt_orphans,
+    all_running,
+    children,
+    descendants,
+    end_processes,
+    reap_adopted,
+)
 
 DEFAULT_CONFIG = "configs/workspace.yaml"
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
@@ -41,7 +49,7 @@ ERROR_MIDDLEWARES = "serve_apps.errors.ingress_middlewares"
 REPLICA_PORTS = 64  # direct-ingress ports per embedded Ray: one per replica on this node
 HAPROXY_CLIENT_TIMEOUT_S = 60  # seconds a client may stay silent mid-request (Ray's default: 3600)
 # Seconds a stop gives Serve and the runtime's actors to end cleanly before every process is ended by signal (a
-# clean stop takes ~5 s on 2 cores; ending them by signal loses nothing acknowledged, README: Invariants).
+# clean stop takes ~5 s on 2 cores; ending them by signal loses nothing acknowledged, README: "A 202 is a promise").
 CLEAN_STOP_TIMEOUT_S = 15.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 REAP_INTERVAL_S = 10.0  # seconds between collecting the orphans `cdp serve` adopted and that ended since
@@ -308,8 +316,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StopRequested:
         pass
     print("cdp: stopping", flush=True)
-    stop_everything(config, ray_processes)
+    clean = stop_everything(config, ray_processes)
     print("cdp: stopped", flush=True)
+    if not clean:
+        exit_without_ray_shutdown(0)
     return 0
 
 
@@ -324,20 +334,37 @@ def _stop_requested(*_: object) -> None:
     raise StopRequested
 
 
-def stop_everything(config: WorkspaceConfig, ray_processes: set[int]) -> None:
-    """A clean stop if Ray still runs, then every process `cdp serve` started, and every orphan of theirs it
-    adopted, ended by signal (cdp_actors/lifetime.py)."""
+def stop_everything(config: WorkspaceConfig, ray_processes: set[int]) -> bool:
+    """A clean stop while Ray still runs, then every process `cdp serve` started, and every orphan of theirs it
+    adopted, ended by signal (cdp_actors/lifetime.py); whether the first part was clean."""
     import ray
 
     if stop_serving_within(config, ray_processes, CLEAN_STOP_TIMEOUT_S):
         ray.shutdown()
+        grace_s = STOP_GRACE_S  # what is left are orphans, asked first to exit
     else:
+        # Once their raylet is gone, Ray's workers did not exit within 3 s of a SIGTERM (measured: none of 14), and
+        # a kill loses nothing: what they acknowledged is on disk (README: "A 202 is a promise").
         message = "cdp: Ray's processes ended, or Serve did not stop in time: ending every process by signal"
         print(message, file=sys.stderr, flush=True)
-    killed = end_processes(descendants())
-    if killed:
+        grace_s = 0
+    killed = end_processes(descendants(), grace_s)
+    if killed and grace_s:
         pids = sorted(process.pid for process in killed)
         print(f"cdp: SIGKILLed pids {pids}, still running after SIGTERM", file=sys.stderr, flush=True)
+    return bool(grace_s)
+
+
+def exit_without_ray_shutdown(code: int) -> None:
+    """Exit now, with every exit handler but Ray's: with its GCS gone, Ray's shutdown waited for it, and an exit
+    without that shutdown crashed (SIGSEGV) tearing down Ray's core worker."""
+    import ray
+
+    atexit.unregister(ray.shutdown)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_sink(args: argparse.Namespace) -> int:

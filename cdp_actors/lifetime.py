@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when the thread that forked it ends
 PR_SET_CHILD_SUBREAPER = 36  # prctl(2): orphans among this process's descendants are re-parented to it
 STOP_GRACE_S = 3.0  # seconds a leftover process has between SIGTERM and SIGKILL (a Ray worker exits in < 1 s)
+KILLED_WAIT_S = 5.0  # seconds to wait for SIGKILLed processes to be gone (the kernel takes milliseconds)
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -59,19 +60,21 @@ def descendants() -> list[psutil.Process]:
     return psutil.Process().children(recursive=True)
 
 
-def end_processes(processes: list[psutil.Process], grace_s: float = STOP_GRACE_S) -> list[psutil.Process]:
-    """SIGTERM each process, SIGKILL those still running after `grace_s`, and reap them; returns the SIGKILLed."""
+def end_processes(processes: list[psutil.Process], grace_s: float) -> list[psutil.Process]:
+    """SIGTERM each process and SIGKILL those still running `grace_s` later (all at once if `grace_s` is 0), then
+    reap them; returns the SIGKILLed."""
     import psutil
 
+    if grace_s > 0:
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.terminate()
+        _, processes = psutil.wait_procs(processes, timeout=grace_s)
     for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess, ChildProcessError):
-            process.terminate()
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess, ChildProcessError):
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
-    return alive
+    psutil.wait_procs(processes, timeout=KILLED_WAIT_S)
+    return processes
 
 
 def reap_adopted(own: set[int]) -> None:
