@@ -6,6 +6,7 @@ worker's process group, used to keep listening). Each variant starts its own `cd
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -105,5 +106,7 @@ def test_a_stop_ends_every_process_and_frees_the_port(
         print(f"stopped in {time.monotonic() - sent_at:.1f} s")
         assert process.returncode == status, (tmp_path / "serve.log").read_text()
     finally:
-        for leftover in alive(started) + in_session(process.pid):
-            leftover.kill()
+        for leftover in {p.pid: p for p in alive(started) + in_session(process.pid)}.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                print(f"left running: {leftover.pid} {leftover.name()}")
+                leftover.kill()
