@@ -339,24 +339,24 @@ def stop_everything(config: WorkspaceConfig, ray_processes: set[int]) -> bool:
     adopted, ended by signal (cdp_actors/lifetime.py); whether the first part was clean."""
     import ray
 
-    if stop_serving_within(config, ray_processes, CLEAN_STOP_TIMEOUT_S):
+    clean = stop_serving_within(config, ray_processes, CLEAN_STOP_TIMEOUT_S)
+    if clean:
         ray.shutdown()
-        grace_s = STOP_GRACE_S  # what is left are orphans, asked first to exit
     else:
-        # Once their raylet is gone, Ray's workers did not exit within 3 s of a SIGTERM (measured: none of 14), and
-        # a kill loses nothing: what they acknowledged is on disk (README: "A 202 is a promise").
         message = "cdp: Ray's processes ended, or Serve did not stop in time: ending every process by signal"
         print(message, file=sys.stderr, flush=True)
-        grace_s = 0
-    killed = end_processes(descendants(), grace_s)
-    if killed and grace_s:
+    # After a clean stop, what is left are adopted orphans, asked first to exit. Otherwise Ray's workers, once their
+    # raylet is gone, did not exit within 3 s of a SIGTERM (measured: none of 14), and a kill loses nothing: what
+    # they acknowledged is on disk (README: "A 202 is a promise").
+    killed = end_processes(descendants(), STOP_GRACE_S if clean else 0)
+    if killed and clean:
         pids = sorted(process.pid for process in killed)
         print(f"cdp: SIGKILLed pids {pids}, still running after SIGTERM", file=sys.stderr, flush=True)
-    return bool(grace_s)
+    return clean
 
 
 def exit_without_ray_shutdown(code: int) -> None:
-    """Exit now, with every exit handler but Ray's: with its GCS gone, Ray's shutdown waited for it, and an exit
+    """Exit now, with every exit handler but Ray's: with its GCS gone, Ray's shutdown waited for it, and a normal exit
     without that shutdown crashed (SIGSEGV) tearing down Ray's core worker."""
     import ray
 

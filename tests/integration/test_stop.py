@@ -78,17 +78,19 @@ def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
     return running
 
 
-SIGNALS: dict[str, tuple[Callable[[subprocess.Popen], None], int]] = {  # how to stop it, its exit status then
-    "SIGTERM to cdp serve": (lambda process: process.send_signal(signal.SIGTERM), 0),
-    "SIGINT to cdp serve": (lambda process: process.send_signal(signal.SIGINT), 0),
-    "SIGTERM to its process group": (lambda process: os.killpg(process.pid, signal.SIGTERM), 0),
-    "SIGKILL to its process group": (lambda process: os.killpg(process.pid, signal.SIGKILL), -signal.SIGKILL),
+HARD_STOP = "ending every process by signal"  # what `cdp serve` says when it skips the clean stop
+# How to stop it; its exit status then; whether Serve and the actors stop cleanly first (None: it cannot tell).
+SIGNALS: dict[str, tuple[Callable[[subprocess.Popen], None], int, bool | None]] = {
+    "SIGTERM to cdp serve": (lambda process: process.send_signal(signal.SIGTERM), 0, True),
+    "SIGINT to cdp serve": (lambda process: process.send_signal(signal.SIGINT), 0, True),
+    "SIGTERM to its process group": (lambda process: os.killpg(process.pid, signal.SIGTERM), 0, False),
+    "SIGKILL to its process group": (lambda process: os.killpg(process.pid, signal.SIGKILL), -signal.SIGKILL, None),
 }
 
 
-@pytest.mark.parametrize(("send", "status"), SIGNALS.values(), ids=SIGNALS.keys())
+@pytest.mark.parametrize(("send", "status", "clean"), SIGNALS.values(), ids=SIGNALS.keys())
 def test_a_stop_ends_every_process_and_frees_the_port(
-    tmp_path: Path, send: Callable[[subprocess.Popen], None], status: int
+    tmp_path: Path, send: Callable[[subprocess.Popen], None], status: int, clean: bool | None
 ) -> None:
     config_path, data_dir, port = workspace_file(tmp_path, UNREACHABLE_SINK)
     process = start_serve_logged(config_path, data_dir, port, tmp_path / "serve.log")
@@ -104,7 +106,10 @@ def test_a_stop_ends_every_process_and_frees_the_port(
 
         wait_for(lambda: stopped() and port_free(port), timeout=STOPPED_WITHIN_S, interval=0.2, what="a full stop")
         print(f"stopped in {time.monotonic() - sent_at:.1f} s")
-        assert process.returncode == status, (tmp_path / "serve.log").read_text()
+        log = (tmp_path / "serve.log").read_text()
+        assert process.returncode == status, log
+        if clean is not None:
+            assert "cdp: stopped" in log and (HARD_STOP not in log) == clean, log
     finally:
         for leftover in {p.pid: p for p in alive(started) + in_session(process.pid)}.values():
             with contextlib.suppress(psutil.NoSuchProcess):
