@@ -86,3 +86,28 @@ def test_haproxy_started_through_the_wrapper_dies_with_the_process_that_started_
     finally:
         if not gone(child):
             psutil.Process(child).kill()
+
+
+def test_reap_adopted_collects_ended_orphans_but_leaves_its_own_children_to_their_popen() -> None:
+    subreaper = python("""
+        import os, subprocess, sys, time, psutil
+        from cdp_actors.lifetime import adopt_orphans, reap_adopted
+        assert adopt_orphans()
+        own = subprocess.Popen(["/bin/true"])
+        held, hold = os.pipe()  # the orphan, `cat`, runs until `hold` is closed: it outlives its parent
+        middle = subprocess.run([sys.executable, "-c", "import subprocess as s; "
+            "print(s.Popen(['/bin/cat'], stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"],
+            stdin=held, capture_output=True, text=True)
+        orphan = int(middle.stdout)
+        while psutil.Process(orphan).ppid() != os.getpid():
+            time.sleep(0.01)
+        os.close(hold)
+        def zombie(pid):
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        while not (zombie(own.pid) and zombie(orphan)):
+            time.sleep(0.01)
+        reap_adopted({own.pid})
+        print(psutil.pid_exists(orphan), zombie(own.pid), own.wait(), flush=True)
+    """)
+    assert subreaper.stdout.readline() == "False True 0\n"
+    assert subreaper.wait(10) == 0
