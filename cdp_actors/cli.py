@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,15 @@ from cdp_actors.haproxy_wrapper import (
     HTTP_REQUEST_TIMEOUT_ENV,
     real_haproxy_binary,
     wrapper_script,
+)
+from cdp_actors.lifetime import (
+    STOP_GRACE_S,
+    adopt_orphans,
+    all_running,
+    children,
+    descendants,
+    end_processes,
+    reap_adopted,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +52,11 @@ ERROR_MIDDLEWARES = "serve_apps.errors.ingress_middlewares"
 """Serve's own errors (its backpressure 429, timeouts) in the API's shape, in either ingress."""
 REPLICA_PORTS = 64  # direct-ingress ports per embedded Ray: one per replica on this node
 HAPROXY_CLIENT_TIMEOUT_S = 60  # seconds a client may stay silent mid-request (Ray's default: 3600)
+# Seconds a stop gives Serve and the runtime's actors to end cleanly before every process is ended by signal (a
+# clean stop takes ~5 s on 2 cores; ending them by signal loses nothing acknowledged, README: "A 202 is a promise").
+CLEAN_STOP_TIMEOUT_S = 15.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+REAP_INTERVAL_S = 10.0  # seconds between collecting the orphans `cdp serve` adopted and that ended since
 
 
 def free_port() -> int:
@@ -235,13 +250,42 @@ def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int)
 
 def stop_platform(config: WorkspaceConfig) -> None:
     import ray
+
+    stop_serving(config)
+    ray.shutdown()
+
+
+def stop_serving(config: WorkspaceConfig) -> None:
+    """Serve's apps and the runtime's actors stopped; Ray keeps running."""
     from ray import serve
 
     from cdp_actors.runtime import stop_runtime
 
     serve.shutdown()
     stop_runtime(config)
-    ray.shutdown()
+
+
+def stop_serving_within(config: WorkspaceConfig, ray_processes: set[int], timeout_s: float) -> bool:
+    """Whether `stop_serving` completed. It is given up after `timeout_s`, or at once when one of `ray_processes`
+    (the GCS, raylet and agents an embedded Ray started) has ended: a signal to the whole process group reached
+    them too, and Serve would wait 30 s for a controller that can no longer answer."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            stop_serving(config)
+            outcome.append(None)
+        except Exception as error:  # reported below; what is left is ended by signal
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="cdp-stop", daemon=True)  # given up, it must not hold the exit
+    worker.start()
+    deadline = time.monotonic() + timeout_s
+    while worker.is_alive() and time.monotonic() < deadline and all_running(ray_processes):
+        worker.join(0.1)
+    if outcome and outcome[0] is not None:
+        print(f"cdp: clean stop failed: {outcome[0]!r}", file=sys.stderr, flush=True)
+    return outcome == [None]
 
 
 def _load(path: str) -> WorkspaceConfig:
@@ -256,23 +300,75 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     data_dir = str(Path(args.data_dir).resolve())
     os.umask(0o077)  # whatever this process and Ray's create is the owner's alone (the data directory sets its own)
+    adopt_orphans()  # before Ray starts: a process it starts that loses its parent (HAProxy) stays ours to end
     start_ray(args.address, ingress=args.ingress, host=args.host)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
-        signal.signal(sig, lambda *_: stop.set())
-    start_platform(config, data_dir, args.host, args.port)  # a signal meanwhile stops it once it is up
-    print(
-        f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
-        f"(data in {data_dir}); Ctrl-C stops",
-        flush=True,
-    )
-    stop.wait()
+    ray_processes = children()  # an embedded Ray's GCS, raylet and agents (none when joining a cluster)
+    try:
+        for sig in STOP_SIGNALS:  # after ray.init, which installs handlers of its own
+            signal.signal(sig, _stop_requested)
+        # A signal while starting stops the start too: after a signal to the whole process group, Ray's processes
+        # are gone and the start would never end.
+        start_platform(config, data_dir, args.host, args.port)
+        print(
+            f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
+            f"(data in {data_dir}); Ctrl-C stops",
+            flush=True,
+        )
+        while True:
+            time.sleep(REAP_INTERVAL_S)
+            reap_adopted(ray_processes)
+    except StopRequested:
+        pass
     print("cdp: stopping", flush=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the clean stop short
-        signal.signal(sig, signal.SIG_IGN)
-    stop_platform(config)
+    clean = stop_everything(config, ray_processes)
     print("cdp: stopped", flush=True)
+    if not clean:
+        exit_without_ray_shutdown(0)
     return 0
+
+
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM reached `cdp serve` (a BaseException, as KeyboardInterrupt: no `except Exception` in Ray's
+    code may swallow it)."""
+
+
+def _stop_requested(*_: object) -> None:
+    for sig in STOP_SIGNALS:  # a second signal must not cut the stop short
+        signal.signal(sig, signal.SIG_IGN)
+    raise StopRequested
+
+
+def stop_everything(config: WorkspaceConfig, ray_processes: set[int]) -> bool:
+    """A clean stop while Ray still runs, then every process `cdp serve` started, and every orphan of theirs it
+    adopted, ended by signal (cdp_actors/lifetime.py); whether the first part was clean."""
+    import ray
+
+    clean = stop_serving_within(config, ray_processes, CLEAN_STOP_TIMEOUT_S)
+    if clean:
+        ray.shutdown()
+    else:
+        message = "cdp: Ray's processes ended, or Serve did not stop in time: ending every process by signal"
+        print(message, file=sys.stderr, flush=True)
+    # After a clean stop, what is left are adopted orphans, asked first to exit. Otherwise Ray's workers, once their
+    # raylet is gone, did not exit within 3 s of a SIGTERM (measured: none of 14), and a kill loses nothing: what
+    # they acknowledged is on disk (README: "A 202 is a promise").
+    killed = end_processes(descendants(), STOP_GRACE_S if clean else 0)
+    if killed and clean:
+        pids = sorted(process.pid for process in killed)
+        print(f"cdp: SIGKILLed pids {pids}, still running after SIGTERM", file=sys.stderr, flush=True)
+    return clean
+
+
+def exit_without_ray_shutdown(code: int) -> None:
+    """Exit now, with every exit handler but Ray's: with its GCS gone, Ray's shutdown waited for it, and a normal exit
+    without that shutdown crashed (SIGSEGV) tearing down Ray's core worker."""
+    import ray
+
+    atexit.unregister(ray.shutdown)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cmd_sink(args: argparse.Namespace) -> int:

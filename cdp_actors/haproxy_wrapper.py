@@ -7,6 +7,9 @@ no authentication and no setting to change it, and sets no `timeout http-request
 where the HTTP frontend binds (127.0.0.1 for `cdp serve --host 127.0.0.1`) and adds the request timeout.
 A config whose HTTP frontend cannot be found is refused: HAProxy does not start rather than start exposed.
 
+HAProxy is also made to die with the Ray worker that started it (cdp_actors/lifetime.py): otherwise it outlives
+a `cdp serve` whose process group was SIGKILLed and keeps the port.
+
 Imports nothing but the standard library: it runs at every HAProxy start and reload.
 """
 
@@ -15,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import sys
+
+from cdp_actors.lifetime import die_with_parent
 
 HTTP_REQUEST_TIMEOUT_ENV = "CDP_HAPROXY_TIMEOUT_HTTP_REQUEST_S"
 DEFAULT_HTTP_REQUEST_TIMEOUT_S = 10  # a client has this long to send a request's headers (HAProxy: 408 after)
@@ -73,6 +78,7 @@ def main(real_haproxy: str) -> None:
     except (OSError, ValueError) as error:  # UnexpectedConfig is a ValueError, as is a bad timeout
         print(f"cdp haproxy wrapper: refusing to start HAProxy: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    die_with_parent(os.getppid())
     # exec keeps the pid Serve started, so its reloads (-sf <pid>) and kills reach the real HAProxy
     os.execv(real_haproxy, [real_haproxy, *arguments])
 
