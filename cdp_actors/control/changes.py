@@ -59,39 +59,39 @@ class RemoveItem(msgspec.Struct, frozen=True, kw_only=True):
     id: int
 
 
-class AddInput(AddItem, tag="add_input"):
+class AddInput(AddItem, tag="add_input", frozen=True):
     section = "inputs"
 
 
-class UpdateInput(UpdateItem, tag="update_input"):
+class UpdateInput(UpdateItem, tag="update_input", frozen=True):
     section = "inputs"
 
 
-class RemoveInput(RemoveItem, tag="remove_input"):
+class RemoveInput(RemoveItem, tag="remove_input", frozen=True):
     section = "inputs"
 
 
-class AddOutput(AddItem, tag="add_output"):
+class AddOutput(AddItem, tag="add_output", frozen=True):
     section = "outputs"
 
 
-class UpdateOutput(UpdateItem, tag="update_output"):
+class UpdateOutput(UpdateItem, tag="update_output", frozen=True):
     section = "outputs"
 
 
-class RemoveOutput(RemoveItem, tag="remove_output"):
+class RemoveOutput(RemoveItem, tag="remove_output", frozen=True):
     section = "outputs"
 
 
-class AddConnection(AddItem, tag="add_connection"):
+class AddConnection(AddItem, tag="add_connection", frozen=True):
     section = "connections"
 
 
-class UpdateConnection(UpdateItem, tag="update_connection"):
+class UpdateConnection(UpdateItem, tag="update_connection", frozen=True):
     section = "connections"
 
 
-class RemoveConnection(RemoveItem, tag="remove_connection"):
+class RemoveConnection(RemoveItem, tag="remove_connection", frozen=True):
     section = "connections"
 
 
@@ -101,6 +101,11 @@ Change = (
     | AddConnection | UpdateConnection | RemoveConnection
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
+
+
+def change_name(change: Change) -> str:
+    """The change's tag (`update_output`): how the history and logs name it."""
+    return str(type(change).__struct_config__.tag)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from cdp_actors.control.changes import (
     MAX_CHANGED_PATHS,
     Change,
     apply_change,
+    change_name,
     changed_paths,
     config_document,
     first_next_ids,
@@ -192,7 +193,7 @@ class ConfigStore:
             applied = apply_change(before, change, self._next_ids_in(txn))
             paths = changed_paths(config_document(before), config_document(applied.config))
             entry = HistoryEntry(
-                version + 1, actor, self.clock_ms(), type(change).__struct_config__.tag or "", applied.target,
+                version + 1, actor, self.clock_ms(), change_name(change), applied.target,
                 paths[:MAX_CHANGED_PATHS], max(0, len(paths) - MAX_CHANGED_PATHS),
             )  # fmt: skip
             self._write(txn, entry, applied.config, applied.next_ids)
@@ -206,7 +207,10 @@ class ConfigStore:
         return from_u64(raw) if raw else 0
 
     def _next_ids_in(self, txn: Txn) -> dict[str, int]:
-        return msgspec.msgpack.decode(txn.get(_NEXT_IDS, db=self.meta), type=dict[str, int])
+        raw = txn.get(_NEXT_IDS, db=self.meta)
+        if raw is None:
+            raise NotSeeded("the configuration store is empty")
+        return msgspec.msgpack.decode(raw, type=dict[str, int])
 
     def _config_in(self, txn: Txn, version: int) -> WorkspaceConfig:
         if version == 0:
