@@ -22,7 +22,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from cdp_actors.config import Connection, Input, Output, WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound
-from cdp_actors.integrations.registry import takes_events
+from cdp_actors.integrations.registry import MODULES, takes_events
 
 SECTIONS: dict[str, type[BaseModel]] = {"inputs": Input, "outputs": Output, "connections": Connection}
 """The sections changes edit, each with the model of its items."""
@@ -44,6 +44,9 @@ class AddItem(msgspec.Struct, frozen=True, kw_only=True):
     section: ClassVar[str]
     fields: dict[str, Any]
 
+    def __repr__(self) -> str:  # the fields may hold secrets: name them, never show them
+        return f"{type(self).__name__}(fields=<{', '.join(map(str, self.fields))}>)"
+
 
 class UpdateItem(msgspec.Struct, frozen=True, kw_only=True):
     """Fields to change on item `id`; the others keep their values. An output's `settings` merge the same way
@@ -52,6 +55,9 @@ class UpdateItem(msgspec.Struct, frozen=True, kw_only=True):
     section: ClassVar[str]
     id: int
     fields: dict[str, Any]
+
+    def __repr__(self) -> str:  # the fields may hold secrets: name them, never show them
+        return f"{type(self).__name__}(id={self.id}, fields=<{', '.join(map(str, self.fields))}>)"
 
 
 class RemoveItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,6 +170,8 @@ def _updated_item(section: str, item: Any, fields: dict[str, Any]) -> Any:
 
 
 def _validated(section: str, fields: dict[str, Any]) -> Any:
+    if section == "outputs" and fields.get("kind") not in MODULES:  # else pydantic reports it at the item's root
+        raise BadRequest(f"unknown output kind; known: {', '.join(sorted(MODULES))}", "$.kind")
     try:
         return SECTIONS[section].model_validate(fields)
     except ValidationError as error:

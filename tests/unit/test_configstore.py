@@ -109,7 +109,8 @@ def test_none_applies_to_whatever_is_current(store: ConfigStore) -> None:
     ("change", "kind", "message"),
     [
         (AddOutput(fields={**WEBHOOK, "settings": {"url": "ftp://x"}}), BadRequest, "at `$.settings.url`"),
-        (AddOutput(fields={**WEBHOOK, "kind": "carrier_pigeon"}), BadRequest, "unknown output kind"),
+        (AddOutput(fields={**WEBHOOK, "kind": "carrier_pigeon"}), BadRequest, "unknown output kind; known: amplitude"),
+        (AddOutput(fields={"name": "no kind", "settings": {}}), BadRequest, "at `$.kind`"),
         (AddOutput(fields={**WEBHOOK, "surprise": 1}), BadRequest, "at `$.surprise`"),
         (AddOutput(fields={**WEBHOOK, "id": 1}), BadRequest, "at `$.id`"),
         (AddInput(fields={"name": "n", "key": "demo-key", "secret": "s"}), BadRequest, "at `$.key`"),
@@ -151,10 +152,12 @@ def test_a_bad_change_names_the_field_and_stores_nothing(
     store.close()
 
 
-def test_a_refusal_does_not_repeat_the_value_it_refuses(store: ConfigStore) -> None:
+def test_neither_a_refusal_nor_a_change_shows_the_values_it_holds(store: ConfigStore) -> None:
     with pytest.raises(BadRequest) as refused:
         store.apply(AddOutput(fields={**WEBHOOK, "settings": {"url": "ftp://user:s3cr3t@x"}}), 1, "alice")
     assert "s3cr3t" not in str(refused.value)
+    changes = [AddOutput(fields=WEBHOOK), UpdateOutput(id=2, fields={"settings": {"auth_header": "Bearer t0k"}})]
+    assert repr(changes) == "[AddOutput(fields=<name, kind, settings>), UpdateOutput(id=2, fields=<settings>)]"
 
 
 def test_ids_are_never_reused_even_after_a_reopen(store: ConfigStore, tmp_path: Path) -> None:
