@@ -13,6 +13,7 @@ inherit them. The next free id of each section is kept beside the configuration 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +31,9 @@ ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection
 MAX_CHANGED_PATHS = 50
 """Changed paths kept per history entry: a change touches one item, so more means a replaced section; the
 count of the rest is kept instead."""
+
+ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+"""What `cdp_actors/envvars.py` expands in secrets (a test checks the two agree)."""
 
 NextIds = Mapping[str, int]
 """Per section, the smallest id no item of it has ever had."""
@@ -130,6 +134,8 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
+    if not isinstance(change, RemoveItem):
+        _refuse_environment_references(change.fields)
     if isinstance(change, RemoveItem):
         position = _position(items, section, change.id)
         _check_removable(config, section, change.id)
@@ -150,6 +156,19 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
 def first_next_ids(config: WorkspaceConfig) -> dict[str, int]:
     """The next free ids of a configuration that has no history: one past the largest id of each section."""
     return {section: max((item.id for item in getattr(config, section)), default=0) + 1 for section in SECTIONS}
+
+
+def _refuse_environment_references(value: Any, path: str = "$") -> None:
+    """A change comes from an API client, not from the operator's file: a `${NAME}` in it would be expanded from
+    the server's environment (where its keys live) and could be sent to a URL the client chooses."""
+    if isinstance(value, str) and ENV_REFERENCE.search(value):
+        raise BadRequest("${...} environment references belong in the workspace file, not in a change", path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_environment_references(item, f"{path}.{key}")
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            _refuse_environment_references(item, f"{path}[{n}]")
 
 
 def _new_item(section: str, fields: dict[str, Any], next_id: int) -> Any:

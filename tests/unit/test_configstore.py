@@ -11,13 +11,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from cdp_actors.config import WorkspaceConfig, load_workspace
 from cdp_actors.control import store as store_module
 from cdp_actors.control.changes import (
+    ENV_REFERENCE,
     AddConnection,
     AddInput,
     AddOutput,
@@ -32,6 +33,7 @@ from cdp_actors.control.changes import (
 )
 from cdp_actors.control.store import ClearSecrets, ConfigStore, NotSeeded
 from cdp_actors.control.watcher import CONFIG_POLL_INTERVAL_S, ConfigWatcher
+from cdp_actors.envvars import expand_env
 from cdp_actors.errors import BadRequest, Conflict, NotFound, RequestFailed
 
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "workspace.yaml"
@@ -158,6 +160,25 @@ def test_neither_a_refusal_nor_a_change_shows_the_values_it_holds(store: ConfigS
     assert "s3cr3t" not in str(refused.value)
     changes = [AddOutput(fields=WEBHOOK), UpdateOutput(id=2, fields={"settings": {"auth_header": "Bearer t0k"}})]
     assert repr(changes) == "[AddOutput(fields=<name, kind, settings>), UpdateOutput(id=2, fields=<settings>)]"
+
+
+def test_a_change_cannot_reach_into_the_server_environment(store: ConfigStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDP_TEST_KEY", "server-side")
+    for change in (AddOutput(fields={**WEBHOOK, "settings": {**WEBHOOK["settings"], "auth_header": "${CDP_TEST_KEY}"}}),
+                   UpdateInput(id=1, fields={"secret": "x${CDP_TEST_KEY}"})):  # fmt: skip
+        with pytest.raises(BadRequest, match="environment references") as refused:
+            store.apply(change, 1, "mallory")
+        assert refused.value.path in ("$.settings.auth_header", "$.secret")
+    assert store.version() == 1
+
+
+@given(st.text(alphabet="${}_aZ9-", max_size=12))
+def test_the_reference_pattern_is_what_the_workspace_file_expands(text: str) -> None:
+    try:
+        expanded = expand_env(text)
+    except ValueError:  # a reference to an unset variable
+        expanded = None
+    assert (expanded != text) == bool(ENV_REFERENCE.search(text))
 
 
 def test_ids_are_never_reused_even_after_a_reopen(store: ConfigStore, tmp_path: Path) -> None:
