@@ -134,13 +134,12 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
-    if not isinstance(change, RemoveItem):
-        _refuse_environment_references(change.fields)
     if isinstance(change, RemoveItem):
         position = _position(items, section, change.id)
         _check_removable(config, section, change.id)
         del items[position]
         return Applied(_rebuilt(config, section, items), ids, f"{section}/{change.id}")
+    _refuse_environment_references(change.fields)
     if isinstance(change, AddItem):
         item = _new_item(section, change.fields, ids[section])
         ids[section] = max(ids[section], item.id + 1)
