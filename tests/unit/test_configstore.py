@@ -335,6 +335,17 @@ def test_a_batch_keeps_its_snapshot_and_the_next_batch_gets_the_new_version() ->
     assert watcher.snapshot() is fresh and owner.loads == 1  # same version: looked, not loaded
 
 
+def test_an_asynchronous_poller_asks_when_due_and_offers() -> None:
+    config = load_workspace(DEMO)
+    now = [0.0]
+    watcher = ConfigWatcher((1, config), lambda c: len(c.outputs), clock=lambda: now[0])
+    assert not watcher.is_due()
+    now[0] += CONFIG_POLL_INTERVAL_S
+    assert watcher.is_due() and watcher.snapshot().version == 1  # offered only: snapshot() never polls
+    assert watcher.offer(2, config.model_copy(update={"outputs": []})) and not watcher.is_due()
+    assert (watcher.snapshot().version, watcher.snapshot().derived) == (2, 0)
+
+
 def test_a_failed_look_keeps_the_held_version() -> None:
     watcher, owner, now = watched()
     owner.failing, owner.version = True, 2
