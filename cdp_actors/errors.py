@@ -57,6 +57,11 @@ class ImmutableIdentity(BadRequest):
         self.identity_type = identity_type
 
 
+class Conflict(RequestFailed):
+    """The request was made against a state that has changed since (a configuration version that is no longer
+    the current one): read the current state, then decide again."""
+
+
 class TooLarge(RequestFailed):
     """The request, or a part of it, exceeds a size limit."""
 

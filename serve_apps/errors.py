@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from cdp_actors.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     Overloaded,
@@ -61,6 +62,7 @@ ANSWERS: dict[type[RequestFailed], tuple[int, str]] = {  # exception: (HTTP stat
     NotFound: (404, "NOT_FOUND"),
     NoSuchEndpoint: (404, "NOT_FOUND"),
     MethodNotAllowed: (405, "METHOD_NOT_ALLOWED"),
+    Conflict: (409, "CONFLICT"),
     TooLarge: (413, "REQUEST_TOO_LARGE"),
     UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
     Overloaded: (429, "TOO_MANY_REQUESTS"),

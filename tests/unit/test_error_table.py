@@ -17,6 +17,7 @@ import serve_apps.errors
 from cdp_actors import errors
 from cdp_actors.errors import (
     BadRequest,
+    Conflict,
     Forbidden,
     ImmutableIdentity,
     NotFound,
@@ -60,6 +61,7 @@ DOCUMENTED: list[tuple[RequestFailed, int, str, str, dict[str, str]]] = [
     (NotFound("No profile with mpid 7."), 404, "NOT_FOUND", "No profile with mpid 7.", {}),
     (NoSuchEndpoint("No such endpoint: /v2/x"), 404, "NOT_FOUND", "No such endpoint: /v2/x", {}),
     (MethodNotAllowed("Use POST.", ("POST",)), 405, "METHOD_NOT_ALLOWED", "Use POST.", {"allow": "POST"}),
+    (Conflict("Version 3 is not the current one (4)."), 409, "CONFLICT", "Version 3 is not the current one (4).", {}),
     (TooLarge("Request body exceeds 10 bytes."), 413, "REQUEST_TOO_LARGE", "Request body exceeds 10 bytes.", {}),
     (UnsupportedMediaType("no XML"), 415, "UNSUPPORTED_MEDIA_TYPE", "no XML", {}),
     (Overloaded("Intake is behind", 1), 429, "TOO_MANY_REQUESTS", "Intake is behind", {"retry-after": "1"}),

@@ -1,0 +1,296 @@
+"""Typed changes to the workspace configuration, applied as pure functions: add, update or remove an input (an
+app platform of the Platform API, with its key and secret), an output (a service, with its settings) or a
+connection.
+
+`apply_change` validates through the same pydantic models that read the YAML file, so a change the file could
+not hold is refused the same way; the refusal is a `BadRequest` naming the field of the request at fault
+(`$.settings.url`), or a `NotFound` for an id that does not exist, and the configuration it was applied to is
+left as it was (it is immutable; nothing is stored until the store commits the result).
+
+Ids are never reused: a removed output's id may still key outbox rows and alerts, so a new output must not
+inherit them. The next free id of each section is kept beside the configuration (`NextIds`) and only grows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgspec
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from cdp_actors.config import Connection, Input, Output, WorkspaceConfig
+from cdp_actors.errors import BadRequest, NotFound
+from cdp_actors.integrations.registry import MODULES, takes_events
+
+SECTIONS: dict[str, type[BaseModel]] = {"inputs": Input, "outputs": Output, "connections": Connection}
+"""The sections changes edit, each with the model of its items."""
+ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection"}
+MAX_CHANGED_PATHS = 50
+"""Changed paths kept per history entry: a change touches one item, so more means a replaced section; the
+count of the rest is kept instead."""
+
+ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+"""What `cdp_actors/envvars.py` expands in secrets (a test checks the two agree)."""
+
+NextIds = Mapping[str, int]
+"""Per section, the smallest id no item of it has ever had."""
+
+
+# ---- the changes ---------------------------------------------------------------------------------------------
+
+
+class AddItem(msgspec.Struct, frozen=True, kw_only=True):
+    """An item to add: its fields as the Platform API received them. Without an `id`, the next free one."""
+
+    section: ClassVar[str]
+    fields: dict[str, Any]
+
+    def __repr__(self) -> str:  # the fields may hold secrets: name them, never show them
+        return f"{type(self).__name__}(fields=<{', '.join(map(str, self.fields))}>)"
+
+
+class UpdateItem(msgspec.Struct, frozen=True, kw_only=True):
+    """Fields to change on item `id`; the others keep their values. An output's `settings` merge the same way
+    (a client need not send a partner secret again to change a URL), unless its `kind` changes."""
+
+    section: ClassVar[str]
+    id: int
+    fields: dict[str, Any]
+
+    def __repr__(self) -> str:  # the fields may hold secrets: name them, never show them
+        return f"{type(self).__name__}(id={self.id}, fields=<{', '.join(map(str, self.fields))}>)"
+
+
+class RemoveItem(msgspec.Struct, frozen=True, kw_only=True):
+    section: ClassVar[str]
+    id: int
+
+
+class AddInput(AddItem, tag="add_input", frozen=True):
+    section = "inputs"
+
+
+class UpdateInput(UpdateItem, tag="update_input", frozen=True):
+    section = "inputs"
+
+
+class RemoveInput(RemoveItem, tag="remove_input", frozen=True):
+    section = "inputs"
+
+
+class AddOutput(AddItem, tag="add_output", frozen=True):
+    section = "outputs"
+
+
+class UpdateOutput(UpdateItem, tag="update_output", frozen=True):
+    section = "outputs"
+
+
+class RemoveOutput(RemoveItem, tag="remove_output", frozen=True):
+    section = "outputs"
+
+
+class AddConnection(AddItem, tag="add_connection", frozen=True):
+    section = "connections"
+
+
+class UpdateConnection(UpdateItem, tag="update_connection", frozen=True):
+    section = "connections"
+
+
+class RemoveConnection(RemoveItem, tag="remove_connection", frozen=True):
+    section = "connections"
+
+
+Change = (
+    AddInput | UpdateInput | RemoveInput
+    | AddOutput | UpdateOutput | RemoveOutput
+    | AddConnection | UpdateConnection | RemoveConnection
+)  # fmt: skip
+"""Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
+
+
+def change_name(change: Change) -> str:
+    """The change's tag (`update_output`): how the history and logs name it."""
+    return str(type(change).__struct_config__.tag)
+
+
+@dataclass(frozen=True)
+class Applied:
+    config: WorkspaceConfig
+    next_ids: dict[str, int]
+    target: str
+    """What the change touched, as `section/id` (`outputs/3`)."""
+
+
+# ---- applying a change ---------------------------------------------------------------------------------------
+
+
+def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> Applied:
+    """The configuration with `change` made, or a refusal naming the field at fault; `config` is not modified."""
+    section = change.section
+    items = list(getattr(config, section))
+    ids = dict(next_ids)
+    if isinstance(change, RemoveItem):
+        position = _position(items, section, change.id)
+        _check_removable(config, section, change.id)
+        del items[position]
+        return Applied(_rebuilt(config, section, items), ids, f"{section}/{change.id}")
+    _refuse_environment_references(change.fields)
+    if isinstance(change, AddItem):
+        item = _new_item(section, change.fields, ids[section])
+        ids[section] = max(ids[section], item.id + 1)
+        items.append(item)
+    else:
+        position = _position(items, section, change.id)
+        item = _updated_item(section, items[position], change.fields)
+        items[position] = item
+    _check_references(config.model_copy(update={section: items}), section, item)
+    return Applied(_rebuilt(config, section, items), ids, f"{section}/{item.id}")
+
+
+def first_next_ids(config: WorkspaceConfig) -> dict[str, int]:
+    """The next free ids of a configuration that has no history: one past the largest id of each section."""
+    return {section: max((item.id for item in getattr(config, section)), default=0) + 1 for section in SECTIONS}
+
+
+def _refuse_environment_references(value: Any, path: str = "$") -> None:
+    """A change comes from an API client, not from the operator's file: a `${NAME}` in it would be expanded from
+    the server's environment (where its keys live) and could be sent to a URL the client chooses."""
+    if isinstance(value, str) and ENV_REFERENCE.search(value):
+        raise BadRequest("${...} environment references belong in the workspace file, not in a change", path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_environment_references(item, f"{path}.{key}")
+    if isinstance(value, list):
+        for n, item in enumerate(value):
+            _refuse_environment_references(item, f"{path}[{n}]")
+
+
+def _new_item(section: str, fields: dict[str, Any], next_id: int) -> Any:
+    given = fields.get("id")
+    if given is not None and (not isinstance(given, int) or isinstance(given, bool) or given < next_id):
+        raise BadRequest(f"{ITEM_NAMES[section]} id {given!r} is taken or was used before; omit it", "$.id")
+    return _validated(section, {**fields, "id": next_id if given is None else given})
+
+
+def _updated_item(section: str, item: Any, fields: dict[str, Any]) -> Any:
+    if "id" in fields and fields["id"] != item.id:
+        raise BadRequest(f"the id of {ITEM_NAMES[section]} {item.id} cannot change", "$.id")
+    merged = {**item_document(item), **fields}
+    same_kind = fields.get("kind", getattr(item, "kind", None)) == getattr(item, "kind", None)
+    if section == "outputs" and same_kind and isinstance(fields.get("settings"), dict):
+        merged["settings"] = {**item_document(item)["settings"], **fields["settings"]}
+    return _validated(section, merged)
+
+
+def _validated(section: str, fields: dict[str, Any]) -> Any:
+    if section == "outputs" and fields.get("kind") not in MODULES:  # else pydantic reports it at the item's root
+        raise BadRequest(f"unknown output kind; known: {', '.join(sorted(MODULES))}", "$.kind")
+    try:
+        return SECTIONS[section].model_validate(fields)
+    except ValidationError as error:
+        raise _refusal(error) from None
+
+
+def _refusal(error: ValidationError) -> BadRequest:
+    """The first field at fault, as a JSON path of the request (`$.settings.url`), with pydantic's message (never
+    the value: it may be a secret)."""
+    first = error.errors()[0]
+    path = "$" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"])
+    message = first["msg"].removeprefix("Value error, ").split("\n")[0]
+    if message.startswith("."):  # a model validator naming a field below it: ".settings.url: message"
+        below, _, message = message.partition(": ")
+        path += below
+    return BadRequest(message, path)
+
+
+def _position(items: list[Any], section: str, item_id: int) -> int:
+    for position, item in enumerate(items):
+        if item.id == item_id:
+            return position
+    raise NotFound(f"No {ITEM_NAMES[section]} with id {item_id}.")
+
+
+def _check_removable(config: WorkspaceConfig, section: str, item_id: int) -> None:
+    if section == "inputs" and len(config.inputs) == 1:
+        raise BadRequest("a workspace keeps at least one input", "$.id")
+    if section in ("inputs", "outputs"):
+        field = ITEM_NAMES[section]
+        users = [c.id for c in config.connections if getattr(c, field) == item_id]
+        if users:
+            raise BadRequest(f"{field} {item_id} is used by connections {users}; remove them first", "$.id")
+
+
+def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
+    """What the workspace's own validator would refuse, named by the request's field rather than the file's."""
+    if section == "inputs" and sum(i.key == item.key for i in config.inputs) > 1:
+        raise BadRequest("another input has this key", "$.key")
+    if section == "connections":
+        if not any(i.id == item.input for i in config.inputs):
+            raise BadRequest(f"no input with id {item.input}", "$.input")
+        output = next((o for o in config.outputs if o.id == item.output), None)
+        if output is None:
+            raise BadRequest(f"no output with id {item.output}", "$.output")
+        if not takes_events(output.kind):
+            raise BadRequest(f"{output.kind} takes audience memberships, not event data", "$.output")
+    if section == "outputs" and not takes_events(item.kind):
+        users = [c.id for c in config.connections if c.output == item.id]
+        if users:
+            raise BadRequest(f"{item.kind} takes no event data, and connections {users} send it", "$.kind")
+
+
+def _rebuilt(config: WorkspaceConfig, section: str, items: list[Any]) -> WorkspaceConfig:
+    """The workspace with a new section, through the workspace's own validation (items are validated already)."""
+    fields = {name: getattr(config, name) for name in WorkspaceConfig.model_fields}
+    try:
+        return WorkspaceConfig.model_validate({**fields, section: items})
+    except ValidationError as error:  # a rule the checks above do not know yet: refused all the same
+        raise _refusal(error) from None
+
+
+# ---- documents: the configuration as plain data --------------------------------------------------------------
+
+
+def config_document(config: WorkspaceConfig, *, exclude_defaults: bool = False) -> dict[str, Any]:
+    """The configuration as plain data (dicts, lists, str, int, float, bool, None) with secrets in clear: what
+    `parse_workspace` reads back to an equal configuration. Only for the store's sealer and for an export."""
+    return _plain(config.model_dump(mode="python", exclude_defaults=exclude_defaults))
+
+
+def item_document(item: BaseModel) -> dict[str, Any]:
+    return _plain(item.model_dump(mode="python"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def changed_paths(before: Any, after: Any, path: str = "") -> list[str]:
+    """Where two documents differ, as paths (`outputs[id=2].settings.url`); items of a list that have ids are
+    matched by id. Paths only, never values: a history entry must not hold a secret."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        found: list[str] = []
+        for key in [*before, *(k for k in after if k not in before)]:
+            found += changed_paths(before.get(key), after.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    if _has_ids(before) and _has_ids(after):
+        old, new = {item["id"]: item for item in before}, {item["id"]: item for item in after}
+        found = []
+        for item_id in [*old, *(i for i in new if i not in old)]:
+            found += changed_paths(old.get(item_id), new.get(item_id), f"{path}[id={item_id}]")
+        return found
+    return [] if before == after else [path or "$"]
+
+
+def _has_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) and "id" in item for item in value)
