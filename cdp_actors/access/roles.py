@@ -82,8 +82,8 @@ class Permission(str, enum.Enum):
     APPS_WRITE = "apps:write"
     """Apps and app platforms (= inputs), including issuing and revoking their access keys."""
     SERVICES_READ = "services:read"
-    SERVICES_WRITE = "services:write"
-    """Services (= outputs) and their settings."""
+    """The services (= output kinds) and their settings schemas. An output is configured, as in mParticle, by
+    `PUT /apps/{id}/platforms/{platform}/services`: a connection change."""
     CONNECTIONS_READ = "connections:read"
     CONNECTIONS_WRITE = "connections:write"
     USERS_READ = "users:read"
@@ -122,7 +122,7 @@ _CONFIGURATION_READ = frozenset({Permission.ALERTS_READ, Permission.STATUS_READ,
                                  Permission.APPS_READ, Permission.SERVICES_READ, Permission.CONNECTIONS_READ,
                                  Permission.AUDIENCES_READ, Permission.CALCULATED_ATTRIBUTES_READ})  # fmt: skip
 """What Read Only sees: everything but personal data and user management."""
-_CONFIGURATION_WRITE = frozenset({Permission.WORKSPACES_WRITE, Permission.APPS_WRITE, Permission.SERVICES_WRITE,
+_CONFIGURATION_WRITE = frozenset({Permission.WORKSPACES_WRITE, Permission.APPS_WRITE,
                                   Permission.CONNECTIONS_WRITE, Permission.AUDIENCES_WRITE,
                                   Permission.CALCULATED_ATTRIBUTES_WRITE})  # fmt: skip
 _USER_ACTIVITY = frozenset({Permission.USER_ACTIVITY_SEARCH, Permission.USER_ACTIVITY_READ,
