@@ -131,3 +131,17 @@ def test_token_request_fields():
     with pytest.raises(BadRequest) as refused:
         check_token_request("client_credentials", "https://evil.example.com")
     assert refused.value.path == "$.audience"
+
+
+def test_only_our_exact_header_is_accepted_even_when_the_signature_holds():
+    _, payload, _ = issued().split(".")
+    signer = TokenSigner(KEY)
+    for header in (
+        b'{"alg":"none","typ":"JWT"}',
+        b'{"typ":"JWT","alg":"HS256"}',
+        b'{"alg":"HS256","typ":"JWT","kid":"1"}',
+    ):
+        encoded = base64.urlsafe_b64encode(header).rstrip(b"=").decode()
+        signed = f"{encoded}.{payload}"
+        with pytest.raises(Unauthorized):
+            signer.verify(f"{signed}.{signer._signature(signed)}", NOW, VERSIONS)
