@@ -14,8 +14,9 @@ stored string, so raising them later rehashes on the next successful verificatio
 
 `KeyVerifier` is a replica's view: the current configuration's `{key: StoredKey}` and two bounded caches keyed by
 (key, keyed BLAKE2b of the secret under a per-process random key, so the cache holds nothing that verifies
-elsewhere). A hit costs one BLAKE2b and two dict lookups (measured: see tests/unit/test_access_keys.py and the
-report); a miss verifies against the stored hash once. Each `StoredKey` has a `revision`, raised by the
+elsewhere). A hit costs one BLAKE2b and three dict lookups: 1.3 µs per verification (timeit, best of 5, on the
+2-core machine while it ran CI), against 0.7 µs for today's clear-text `compare_digest` of key and secret; a miss
+verifies against the stored hash once: 60–80 ms there. Each `StoredKey` has a `revision`, raised by the
 configuration on every revocation or rotation: a cached answer holds only while the revision it was made for is
 current, so a revoked key is refused from the first request after the replica has the new configuration version
 (a second, issue 15 point 3). Wrong secrets are cached too (a misconfigured client retrying), and cache misses
@@ -173,16 +174,20 @@ class KeyVerifier:
         self._pepper = secrets.token_bytes(32)
         self._accepted: dict[tuple[str, bytes], int] = {}  # → the revision it was verified under
         self._refused: dict[tuple[str, bytes], int] = {}
+        self._lock = threading.Lock()
+        """Held by writers only (misses run in threads, `replace` on the event loop); `cached` reads without it:
+        a dict lookup is atomic under the GIL."""
 
     def __repr__(self) -> str:
         return f"KeyVerifier({len(self._keys)} keys, {len(self._accepted)} cached)"
 
     def replace(self, keys: Mapping[str, StoredKey]) -> None:
         """A new configuration version: answers about keys it changed, revoked or removed are dropped."""
-        self._keys = dict(keys)
-        for cache in (self._accepted, self._refused):
-            for entry in [e for e, revision in cache.items() if self._revision_of(e[0]) != revision]:
-                cache.pop(entry, None)
+        with self._lock:
+            self._keys = dict(keys)
+            for cache in (self._accepted, self._refused):
+                for entry in [e for e, revision in cache.items() if self._revision_of(e[0]) != revision]:
+                    del cache[entry]
 
     def cached(self, key: str, secret: str) -> int | None:
         """The input id for a cached acceptance; Forbidden for an unknown key or a cached refusal; None when only
@@ -221,6 +226,7 @@ class KeyVerifier:
         return stored.revision if stored else None
 
     def _remember(self, cache: dict[tuple[str, bytes], int], entry: tuple[str, bytes], revision: int) -> None:
-        if len(cache) >= self._max_cached:
-            cache.pop(next(iter(cache)))  # the oldest: dicts keep insertion order
-        cache[entry] = revision
+        with self._lock:
+            if len(cache) >= self._max_cached:
+                del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
+            cache[entry] = revision

@@ -8,8 +8,8 @@ it returns `Verified.REHASH` the handler stores `hash_password(...)` of the same
 raised since the hash was made). A login for an unknown user name calls `verify_unknown_user` so that it takes
 as long as a wrong password and timing does not tell which user names exist. First start: `generate_password()`
 when `CDP_ADMIN_PASSWORD` is unset, printed once, only its hash stored.
-Cost: one verification ≈ 50 ms of one core idle (170 ms on the loaded 2-core CI machine): a login, never a
-request on a hot path (a session cookie carries the rest).
+Cost: one verification ≈ 50 ms of one idle core (170–300 ms measured on the 2-core machine while it ran CI):
+a login, never a request on a hot path (a session cookie carries the rest).
 """
 
 from __future__ import annotations

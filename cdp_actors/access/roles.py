@@ -11,12 +11,12 @@ API only Read Only. A `Grant` is (API, role, workspaces); a person's grants are 
 and admin endpoints), a client's on the APIs its credential names. `Grant.permits` needs the permission's API,
 the grant's workspace and `allowed(role, permission)`.
 
-Wiring (next session): every `/cdp/*`, `/platform/*` and `/userprofile/*` handler names its permission; the
-Serve app looks the route up in `ENDPOINTS` (or declares it beside the route) and calls `authorize(grants,
-permission, workspace_id)` after authentication (tokens.py or sessions.py gave the grants): a dict lookup and a
-frozenset membership test, well under a microsecond. `/cdp/deadletter?include_body=true` needs
-`DEAD_LETTER_BODIES_READ` besides the route's own permission. `tests/unit/test_access_roles.py` walks
-`matrix()`; the HTTP test of the issue walks the same table against the running apps.
+Wiring (next session): every `/cdp/*`, `/platform/*` and `/userprofile/*` handler names its permission; the Serve
+app looks the route up in `ENDPOINTS` (or declares it beside the route) and calls `authorize(grants, permission,
+workspace_id)` after authentication (tokens.py or sessions.py gave the grants): a frozenset membership test per
+grant, ~1 µs (timeit on the loaded 2-core CI machine). `/cdp/deadletter?include_body=true` needs
+`DEAD_LETTER_BODIES_READ` besides the route's own permission. `tests/unit/test_access_roles.py` walks `matrix()`;
+the HTTP test of the issue walks the same table against the running apps.
 """
 
 from __future__ import annotations

@@ -11,12 +11,13 @@ token carry no cookie and need no CSRF token.
 
 Wiring (next session): sessions must be shared by every replica of the admin and Platform API apps, so the
 `SessionTable` is the core of one actor (or of the configuration actor), over an LMDB-backed mapping so a restart
-keeps people logged in; admin requests are few, one actor call each (~1 ms) is affordable. Login: verify the
-password (passwords.py), `table.start(user, now_s)`, answer with `set_cookie(started.session_id, secure=...)` and
-the CSRF token in the body. Every request with the cookie: `table.resume(session_id, now_s)` gives the user
-name, whose current grants come from the configuration (a role change applies at once); for a method outside
-`SAFE_METHODS` then `table.check_csrf(session_id, header)`. Logout: `table.end(...)`, `clear_cookie()`. A password
-change or a deleted user: `table.end_all(user)`. A periodic `sweep(now_s)` drops expired sessions.
+keeps people logged in; admin requests are few, one actor call each (~1 ms) is affordable (`resume` itself is ~1 µs
+over a dict, `check_csrf` ~3 µs: one HMAC-SHA256). Login: verify the password (passwords.py), `table.start(user,
+now_s)`, answer with `set_cookie(started.session_id, secure=...)` and the CSRF token in the body. Every request
+with the cookie: `table.resume(session_id, now_s)` gives the user name, whose current grants come from the
+configuration (a role change applies at once); for a method outside `SAFE_METHODS` then `table.check_csrf(method,
+session_id, header)`. Logout: `table.end(...)`, `clear_cookie()`. A password change or a deleted user:
+`table.end_all(user)`. A periodic `sweep(now_s)` drops expired sessions.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ IDLE_TIMEOUT_S = 30 * 60
 stay logged in past a coffee break (OWASP suggests 15 to 30 minutes for such applications)."""
 ABSOLUTE_TIMEOUT_S = 8 * 3600
 """A session ends this long after login however active: a working day, the same as an API token's life."""
+LAST_SEEN_STEP_S = 60
+"""A session's last use is written back only when it moved by this much: one store write per session a minute,
+not one per request (a synced LMDB commit each), for an idle expiry at most a minute late."""
 MAX_SESSIONS_PER_USER = 20
 """Open sessions one user may hold (browsers, machines); a new login past it ends the oldest, so repeated logins
 cannot grow the table without bound."""
@@ -117,7 +121,8 @@ class SessionTable:
         if session.expired(now_s):
             del self._sessions[key]
             raise Unauthorized(_REFUSED)
-        self._sessions[key] = msgspec.structs.replace(session, last_seen_s=now_s)
+        if now_s - session.last_seen_s >= LAST_SEEN_STEP_S:
+            self._sessions[key] = msgspec.structs.replace(session, last_seen_s=now_s)
         return session.user
 
     def end(self, session_id: str) -> None:

@@ -11,6 +11,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 from cdp_actors.access.sessions import (
     ABSOLUTE_TIMEOUT_S,
     IDLE_TIMEOUT_S,
+    LAST_SEEN_STEP_S,
     MAX_SESSIONS_PER_USER,
     SessionTable,
     clear_cookie,
@@ -31,6 +32,16 @@ def test_a_session_resumes_and_its_id_is_stored_only_hashed():
     assert list(store) == [session_key(started.session_id)]
     assert started.session_id not in repr(store) and started.session_id not in repr(started)
     assert started.csrf_token not in repr(started)
+
+
+def test_use_is_written_back_at_most_once_a_step():
+    store: dict = {}
+    table = SessionTable(CSRF_KEY, store)
+    started = table.start("admin", T0)
+    table.resume(started.session_id, T0 + LAST_SEEN_STEP_S - 1)
+    assert store[session_key(started.session_id)].last_seen_s == T0
+    table.resume(started.session_id, T0 + LAST_SEEN_STEP_S)
+    assert store[session_key(started.session_id)].last_seen_s == T0 + LAST_SEEN_STEP_S
 
 
 def test_an_idle_session_expires():
@@ -150,7 +161,8 @@ class SessionMachine(RuleBasedStateMachine):
         if self._live(session_id):
             user, started, _ = self.model[session_id]
             assert self.table.resume(session_id, self.now) == user
-            self.model[session_id] = (user, started, self.now)
+            if self.now - self.model[session_id][2] >= LAST_SEEN_STEP_S:
+                self.model[session_id] = (user, started, self.now)
         else:
             self.model.pop(session_id, None)
             with pytest.raises(Unauthorized):
