@@ -3,7 +3,12 @@ budget of cache misses."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from cdp_actors.access import keys
 from cdp_actors.access.keys import KeyVerifier, MissBudget, Secret, StoredKey, hash_secret, issue, verify_secret
@@ -180,3 +185,59 @@ def test_the_verifier_shows_no_secret():
     verifier = KeyVerifier(stored(issued))
     verifier.verify(issued.key, issued.secret.reveal())
     assert issued.secret.reveal() not in repr(verifier) and issued.key not in repr(verifier)
+
+
+def cheap_hash(secret: str) -> str:
+    """A hash in the stored format with tiny scrypt parameters, so a state machine can verify thousands."""
+    salt = b"0123456789abcdef"
+    digest = keys._scrypt(secret, salt, 16, 1, 1)
+    return f"scrypt$16$1$1${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+class VerifierMachine(RuleBasedStateMachine):
+    """Keys issued, rotated and revoked in the configuration, versions handed to the replica now and then, requests
+    with current, old and wrong secrets: the verifier answers as a check against the version it holds would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict[str, tuple[int, str, int]] = {}  # key → (input id, secret, revision)
+        self.held = dict(self.config)  # the version the replica holds
+        self.retired: list[tuple[str, str]] = []
+        self.verifier = KeyVerifier({}, MissBudget(per_s=1e9, burst=1e9), max_cached=4)
+
+    def _stored(self) -> dict[str, StoredKey]:
+        return {k: StoredKey(k, i, cheap_hash(s), r) for k, (i, s, r) in self.config.items()}
+
+    @rule(key=st.sampled_from(["k1", "k2"]), secret=st.sampled_from(["s1", "s2"]))
+    def issue_or_rotate(self, key, secret):
+        if key in self.config:
+            self.retired.append((key, self.config[key][1]))
+        revision = self.config[key][2] + 1 if key in self.config else 1
+        self.config[key] = (int(key[1]), secret, revision)
+
+    @rule(key=st.sampled_from(["k1", "k2"]))
+    def revoke(self, key):
+        if key in self.config:
+            self.retired.append((key, self.config.pop(key)[1]))
+
+    @rule()
+    def new_version(self):
+        self.held = dict(self.config)
+        self.verifier.replace(self._stored())
+
+    @rule(key=st.sampled_from(["k1", "k2", "k3"]), secret=st.sampled_from(["s1", "s2", ""]))
+    def request(self, key, secret):
+        held = self.held.get(key)
+        if held is not None and held[1] == secret:
+            assert self.verifier.verify(key, secret) == held[0]
+        else:
+            with pytest.raises(Forbidden):
+                self.verifier.verify(key, secret)
+
+    @invariant()
+    def caches_stay_bounded(self):
+        assert len(self.verifier._accepted) <= 4 and len(self.verifier._refused) <= 4
+
+
+VerifierMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+test_verifier_state_machine = VerifierMachine.TestCase
