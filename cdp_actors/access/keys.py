@@ -7,10 +7,15 @@ the secret is in the create response only, the store keeps `hash_secret(secret)`
 Why scrypt (hashlib's, OpenSSL) and these parameters: the hash only has to make a stolen data directory useless,
 and a secret of 384 random bits cannot be guessed however fast the hash, so the slow part of a password hash
 buys nothing here; what matters (issue 15 point 4) is what a cache miss costs the Events API. scrypt at
-n=2^14, r=8 (16 MiB, the scrypt paper's interactive setting) costs ~40 ms idle, ~80 ms on the loaded CI machine,
-against ~170 ms for argon2id's defaults there. It comes with Python (no C extension to load in every ingest
-replica), releases the GIL (the miss runs in a thread beside the event loop), and its parameters are in the
-stored string, so raising them later rehashes on the next successful verification.
+n=2^14, r=8 (16 MiB, the scrypt paper's interactive setting) took 60–80 ms on the 2-core machine while it ran CI,
+against 170–300 ms for argon2id at the password parameters. It comes with Python (no C extension to load in every
+ingest replica), releases the GIL (the miss runs in a thread beside the event loop), and its parameters are in
+the stored string, so changing them leaves old hashes verifiable (`needs_rehash` names them; a rotation replaces
+them: a rehash needs the secret, which only a verification sees).
+
+Not for HMAC-signed requests: IDSync's `x-mp-signature` mode (serve_apps/auth.py) computes an HMAC with the input's
+secret, so an input that takes signed requests needs its secret recoverable (encrypted at rest with issue 15
+point 6's key), not only hashed.
 
 `KeyVerifier` is a replica's view: the current configuration's `{key: StoredKey}` and two bounded caches keyed by
 (key, keyed BLAKE2b of the secret under a per-process random key, so the cache holds nothing that verifies

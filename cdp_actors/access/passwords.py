@@ -8,7 +8,7 @@ it returns `Verified.REHASH` the handler stores `hash_password(...)` of the same
 raised since the hash was made). A login for an unknown user name calls `verify_unknown_user` so that it takes
 as long as a wrong password and timing does not tell which user names exist. First start: `generate_password()`
 when `CDP_ADMIN_PASSWORD` is unset, printed once, only its hash stored.
-Cost: one verification ≈ 50 ms of one idle core (170–300 ms measured on the 2-core machine while it ran CI):
+Cost: one verification took 170–300 ms of one core on the 2-core machine while it ran CI (less on an idle one):
 a login, never a request on a hot path (a session cookie carries the rest).
 """
 
@@ -25,7 +25,7 @@ from cdp_actors.errors import BadRequest
 
 ARGON2_TIME_COST = 3
 """Passes over memory. With the 64 MiB below this is RFC 9106's second recommended option (argon2id, t=3,
-64 MiB), argon2-cffi's default: ~50 ms per hash on one idle core, slow for a guesser, fine for a login."""
+64 MiB), argon2-cffi's default: a fraction of a second per hash, slow for a guesser, fine for a login."""
 ARGON2_MEMORY_KIB = 64 * 1024
 """Memory per hash in KiB: what makes a GPU guesser pay per guess in memory, not only in compute."""
 ARGON2_PARALLELISM = 4

@@ -1,13 +1,13 @@
 """Console login sessions: opaque random ids in an HttpOnly, SameSite cookie, stored only as hashes; a CSRF token
 per session; idle and absolute expiry.
 
-A session id is 256 random bits, given to the browser once in `Set-Cookie` and kept here only as its SHA-256
-(a stolen session table names no usable cookie; the id's entropy makes a salt or a slow hash pointless). The
-CSRF token is the "signed double-submit" of OWASP's CSRF cheat sheet: an HMAC of the session id under a server
-key, handed to the console with the login answer and sent back in the `X-CSRF-Token` header on every
-state-changing request. Another site's page can make the browser send the cookie (SameSite=Strict already stops
-most of that) but cannot read the token, and nothing needs storing for it. Requests authenticated with a bearer
-token carry no cookie and need no CSRF token.
+A session id is 256 random bits, given to the browser once in `Set-Cookie` and kept here only as its SHA-256 (a
+stolen session table names no usable cookie; the id's entropy makes a salt or a slow hash pointless). The CSRF
+token is a synchronizer token derived from the session (OWASP's CSRF cheat sheet, HMAC-based token): an HMAC of the
+session id under a server key, handed to the console with the login answer and sent back in the `X-CSRF-Token`
+header on every state-changing request. Another site's page can make the browser send the cookie (SameSite=Strict
+already stops most of that) but cannot read the token, and nothing needs storing for it. Requests authenticated
+with a bearer token carry no cookie and need no CSRF token.
 
 Wiring (next session): sessions must be shared by every replica of the admin and Platform API apps, so the
 `SessionTable` is the core of one actor (or of the configuration actor), over an LMDB-backed mapping so a restart
