@@ -21,6 +21,7 @@ from cdp_actors.errors import (
     ImmutableIdentity,
     NotFound,
     Overloaded,
+    RateLimited,
     RequestFailed,
     TooLarge,
     Unauthorized,
@@ -63,6 +64,8 @@ DOCUMENTED: list[tuple[RequestFailed, int, str, str, dict[str, str]]] = [
     (TooLarge("Request body exceeds 10 bytes."), 413, "REQUEST_TOO_LARGE", "Request body exceeds 10 bytes.", {}),
     (UnsupportedMediaType("no XML"), 415, "UNSUPPORTED_MEDIA_TYPE", "no XML", {}),
     (Overloaded("Intake is behind", 1), 429, "TOO_MANY_REQUESTS", "Intake is behind", {"retry-after": "1"}),
+    (RateLimited("Over the account's limit", 3, "account"), 429, "TOO_MANY_REQUESTS", "Over the account's limit",
+     {"retry-after": "3", "x-mp-rate-limit-exceeded": "account"}),  # fmt: skip
     (Unavailable("Intake is restarting", 2), 503, "SERVICE_UNAVAILABLE", "Intake is restarting", {"retry-after": "2"}),
 ]
 
@@ -73,7 +76,7 @@ def request(method: str = "POST", path: str = "/v2/events") -> Request:
 
 def reply(response: Any) -> tuple[int, str, str, dict[str, str]]:
     (error,) = json.loads(response.body)["errors"]
-    headers = {name: response.headers[name] for name in ("allow", "retry-after") if name in response.headers}
+    headers = {name: response.headers[name] for name in ("allow", "retry-after", "x-mp-rate-limit-exceeded") if name in response.headers}
     assert response.headers["content-type"] == "application/json"
     return response.status_code, error["code"], error["message"], headers
 
