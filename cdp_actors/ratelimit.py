@@ -19,8 +19,8 @@ How the next session wires it: the Platform API app (and the admin endpoints, un
 `RateLimiter(PLATFORM_API_LIMITS)` per replica and call `admit` once per request, after authentication (the
 token names the client's account and org; an unauthenticated request is refused before it costs a token), with
 `time.monotonic()`; it adds `headers()` to the 2xx answer. Cost: one dict lookup and a few float operations per
-scope, about 2 µs a request (test_ratelimit.py prints it). Each replica counts alone: run the Platform API as one
-replica (it is an admin API: tens of requests a second at most) or divide the limits by the replica count.
+scope, about 5 µs a request with both limits (test_ratelimit.py prints it). Each replica counts alone: run the
+Platform API as one replica (an admin API: tens of requests a second at most) or divide the limits by the replicas.
 Memory is bounded: at most `MAX_TRACKED_BUCKETS` buckets, the least recently used dropped first; a dropped
 bucket is as good as full, so eviction can only be lenient, never refuse a request that should pass.
 The same class can guard the console's password login against guessing (keyed by user name and by client
