@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from cdp_actors.secrets import MASK, is_envelope, mask
+from cdp_actors.secrets import MASK, is_envelope, mask, plain
 from cdp_actors.storage.lmdb_env import Db, Store, Txn, from_u64, last_key, u64
 
 AUDIT_DB = "audit"
@@ -203,7 +203,7 @@ _ABSENT = object()
 def diff(before: Any, after: Any, personal: bool = False) -> list[Change]:
     """The paths whose values differ between two documents (models are dumped first), in path order. Objects are
     compared field by field, arrays as whole values. Secrets are compared in clear here and shown masked."""
-    old, new = _flat(_plain(before)), _flat(_plain(after))
+    old, new = _flat(plain(before)), _flat(plain(after))
     shown_old, shown_new = _flat(mask(before)), _flat(mask(after))
     changes = []
     for path in sorted(old.keys() | new.keys()):
@@ -220,13 +220,11 @@ def _shown(value: Any) -> Any:
     return MASK if value == MASK else value
 
 
-def _plain(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="python") if callable(dump) else value
-
-
 def _flat(value: Any, path: str = "$") -> dict[str, Any]:
-    """Leaf values by JSON path; an empty object or array is a leaf, so its appearance is a change."""
+    """Leaf values by JSON path; an empty object or array is a leaf, so its appearance is a change. No document
+    (None: before a creation, after a deletion) has no paths."""
+    if value is None and path == "$":
+        return {}
     if isinstance(value, dict) and value and not is_envelope(value):
         flat: dict[str, Any] = {}
         for key, item in value.items():

@@ -259,9 +259,7 @@ def rotate_settings(stored: Mapping[str, Any], keyring: Keyring, context: str) -
 
 
 def mask(value: Any) -> Any:
-    """`value` (a settings model, a stored or plain document) as JSON-ready data with every secret as `MASK`."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="python")
+    """`value` (a settings model, a stored or plain document, models within) as data with every secret as `MASK`."""
 
     def hide(path: FieldPath, leaf: Any) -> Any:
         named_secret = bool(path) and isinstance(path[-1], str) and path[-1] in SECRET_FIELD_NAMES
@@ -284,6 +282,11 @@ def restore_masked(submitted: Mapping[str, Any], current: BaseModel) -> dict[str
     return _mapped(dict(submitted), restore)
 
 
+def plain(value: Any) -> Any:
+    """`value` with every model, at any depth, as its fields (secrets still `SecretStr`): what `mask` and a diff see."""
+    return _mapped(value, lambda _path, leaf: leaf)
+
+
 # ---- walking documents -----------------------------------------------------------------------------------------
 
 
@@ -293,7 +296,9 @@ def is_envelope(value: Any) -> bool:
 
 def _mapped(value: Any, change: Any, path: FieldPath = ()) -> Any:
     """`value` rebuilt with `change(path, leaf)` applied to each leaf; envelopes and SecretStr count as leaves,
-    lists and tuples become lists (JSON's arrays)."""
+    models become their fields, lists and tuples become lists (JSON's arrays)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python")
     if isinstance(value, Mapping) and not is_envelope(value):
         return {key: _mapped(item, change, (*path, key)) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -302,6 +307,8 @@ def _mapped(value: Any, change: Any, path: FieldPath = ()) -> Any:
 
 
 def _leaves(value: Any, path: FieldPath = ()) -> Iterator[tuple[FieldPath, Any]]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="python")
     if isinstance(value, Mapping) and not is_envelope(value):
         for key, item in value.items():
             yield from _leaves(item, (*path, key))
