@@ -30,14 +30,19 @@ lookup; Fernet (AES-128-CBC + HMAC) carries no key id, so MultiFernet tries ever
 bits: safe for 2^32 encryptions under one key, and settings are written a few times a day.
 
 How the next session wires it:
-- `cdp serve` calls `load_keyring(os.environ, args.secrets_key_file, data_dir)` once, before the configuration
-  actor starts, and passes the keys to it (an actor argument; never logged). The configuration actor stores each
-  output's settings as `encrypt_settings(output.settings, keyring, f"output:{output.id}")`, calls `require_keys`
-  over its stored outputs when it opens its store (the start fails with `SecretsKeyError`'s message), and when
-  `needs_rotation` is true for any output, writes `rotate_settings` of each in one transaction.
-- Whoever builds adapters from a configuration version (the forwarders, on a version change; never per batch)
-  calls `decrypt_settings`: measured ~14 µs per secret, validation included, on the 2-core machine under CI load
-  (test_secrets.py prints it): about 3 ms for a version of 100 outputs with two credentials each.
+- Keys never travel between processes: a `Keyring` refuses to pickle. Each process that needs them calls
+  `load_keyring(os.environ, key_file, data_dir)` itself: `cdp serve` once at start (to fail fast with
+  `SecretsKeyError`'s message), then the configuration actor and each forwarder in `__init__`, given the key file's
+  path (a path is no secret) as an argument; Ray workers on the local node inherit `cdp serve`'s environment, and
+  on a cluster joined with `--address` each node needs the key file (or the variable) itself. So no key, and no
+  decrypted credential, enters a task spec, the object store or its spill files on disk.
+- The configuration actor stores each output's settings as `encrypt_settings(output.settings, keyring,
+  f"output:{output.id}")`, calls `require_keys` over the key ids of its stored outputs when it opens its store
+  (the start fails), and when `needs_rotation` is true for any output writes `rotate_settings` of each in one
+  transaction. A configuration version carries the stored (encrypted) settings to the forwarders.
+- The forwarders decrypt when they build adapters for a new version (never per batch) with `decrypt_settings`:
+  measured ~14 µs per secret, validation included, on the 2-core machine under CI load (test_secrets.py prints
+  it): about 3 ms for a version of 100 outputs with two credentials each.
 - Platform API / admin GET answers of services (outputs) return `mask(settings)`; PUT bodies go through
   `restore_masked(body, current settings)` before validation.
 - The YAML seed and `cdp config export`: secrets come in as `${ENV}` or literals and are encrypted on first store;
@@ -69,7 +74,9 @@ KEY_ID_BYTES = 4
 """A key id is the first 4 bytes (8 hex digits) of a hash of the key: distinct for the few keys a keyring holds,
 and it tells nothing about the key."""
 ENVELOPE_FIELD = "$encrypted"
-"""The one field of an encrypted value in a stored document; no settings model has a field or key of that name."""
+"""The one field of an encrypted value in a stored document: a one-key object whose value is a string. No settings
+field has that name; a settings dict key of that name (firehose's `account_settings`) holds a secret, itself sealed
+into an envelope, so it is never mistaken for one."""
 ENVELOPE_VERSION = "v1"
 MASK = "********"
 """What a GET shows of a secret: the same for every value, so not even its length shows. mParticle never returns a
@@ -106,6 +113,9 @@ class Keyring:
 
     def __repr__(self) -> str:
         return f"Keyring(current={self.current_id}, keys={list(self._ciphers)})"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Keyring is not sent to another process: call load_keyring where the keys are used")
 
     @property
     def key_ids(self) -> list[str]:

@@ -4,6 +4,7 @@ their place, rotated, masked in answers; the start refuses encrypted data it can
 from __future__ import annotations
 
 import base64
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -214,10 +215,12 @@ def test_a_malformed_key_is_refused_without_quoting_it(tmp_path: Path, text: str
         load_keyring({}, key_file, tmp_path / "data")
 
 
-def test_a_keyring_shows_key_ids_only(keyring: Keyring) -> None:
+def test_a_keyring_shows_key_ids_only_and_stays_in_its_process() -> None:
     key = generate_key()
     ring = Keyring([base64.b64decode(key)])
     assert key not in repr(ring) and ring.current_id in repr(ring)
+    with pytest.raises(TypeError, match="load_keyring"):
+        pickle.dumps(ring)
 
 
 # ---- masking -----------------------------------------------------------------------------------------------------
