@@ -74,6 +74,16 @@ class Overloaded(RequestFailed):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(Overloaded):
+    """The caller sent more requests than a limit allows (mParticle's Platform API rate limits): the same request
+    succeeds after `retry_after_s` seconds. `exceeded` names the limit as mParticle's `X-mp-rate-limit-exceeded`
+    header does: `org`, `account`, `app`, `feed`, `workspace`, ... (a limit on the caller, not on us being behind)."""
+
+    def __init__(self, message: str, retry_after_s: int, exceeded: str) -> None:
+        super().__init__(message, retry_after_s)
+        self.exceeded = exceeded
+
+
 class Unavailable(RequestFailed):
     """A part of the platform could not do its share (restarting, storage refusing writes); nothing was stored,
     and the same request may succeed after `retry_after_s` seconds."""

@@ -26,6 +26,7 @@ from cdp_actors.errors import (
     Forbidden,
     NotFound,
     Overloaded,
+    RateLimited,
     RequestFailed,
     TooLarge,
     Unauthorized,
@@ -37,6 +38,8 @@ STORAGE_ERRORS = (lmdb.Error, OSError)
 """What an actor's write raises when its storage refuses it: a full disk, an I/O error."""
 
 _encode = msgspec.json.encode
+RATE_LIMIT_EXCEEDED_HEADER = "X-mp-rate-limit-exceeded"
+"""Which limit a 429 hit (https://docs.mparticle.com/guides/default-service-limits/)."""
 
 
 class NoSuchEndpoint(NotFound):
@@ -66,6 +69,7 @@ ANSWERS: dict[type[RequestFailed], tuple[int, str]] = {  # exception: (HTTP stat
     TooLarge: (413, "REQUEST_TOO_LARGE"),
     UnsupportedMediaType: (415, "UNSUPPORTED_MEDIA_TYPE"),
     Overloaded: (429, "TOO_MANY_REQUESTS"),
+    RateLimited: (429, "TOO_MANY_REQUESTS"),
     Unavailable: (503, "SERVICE_UNAVAILABLE"),
 }
 """The one place a refusal becomes an answer: body `{"errors": [{"code", "message"}]}` with this status. A class
@@ -94,6 +98,8 @@ def answer_of(error: RequestFailed, codes: Mapping[type[RequestFailed], str] | N
 
 
 def headers_of(error: RequestFailed) -> dict[str, str] | None:
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(error.retry_after_s), RATE_LIMIT_EXCEEDED_HEADER: error.exceeded}
     if isinstance(error, (Overloaded, Unavailable)):
         return {"Retry-After": str(error.retry_after_s)}
     if isinstance(error, MethodNotAllowed):

@@ -22,6 +22,7 @@ from cdp_actors.errors import (
     ImmutableIdentity,
     NotFound,
     Overloaded,
+    RateLimited,
     RequestFailed,
     TooLarge,
     Unauthorized,
@@ -43,6 +44,7 @@ from serve_apps.routes import Route, Routes
 from tests.support import ray_task_error
 from tests.unit.test_auth_and_errors import asgi_call
 
+RATE_LIMITED_HEADERS = {"retry-after": "3", "x-mp-rate-limit-exceeded": "account"}
 DOCUMENTED: list[tuple[RequestFailed, int, str, str, dict[str, str]]] = [
     # refusal, status, code, message, headers
     (
@@ -65,6 +67,7 @@ DOCUMENTED: list[tuple[RequestFailed, int, str, str, dict[str, str]]] = [
     (TooLarge("Request body exceeds 10 bytes."), 413, "REQUEST_TOO_LARGE", "Request body exceeds 10 bytes.", {}),
     (UnsupportedMediaType("no XML"), 415, "UNSUPPORTED_MEDIA_TYPE", "no XML", {}),
     (Overloaded("Intake is behind", 1), 429, "TOO_MANY_REQUESTS", "Intake is behind", {"retry-after": "1"}),
+    (RateLimited("Over the limit", 3, "account"), 429, "TOO_MANY_REQUESTS", "Over the limit", RATE_LIMITED_HEADERS),
     (Unavailable("Intake is restarting", 2), 503, "SERVICE_UNAVAILABLE", "Intake is restarting", {"retry-after": "2"}),
 ]
 
@@ -75,7 +78,7 @@ def request(method: str = "POST", path: str = "/v2/events") -> Request:
 
 def reply(response: Any) -> tuple[int, str, str, dict[str, str]]:
     (error,) = json.loads(response.body)["errors"]
-    headers = {name: response.headers[name] for name in ("allow", "retry-after") if name in response.headers}
+    headers = {name: response.headers[name] for name in ("allow", *RATE_LIMITED_HEADERS) if name in response.headers}
     assert response.headers["content-type"] == "application/json"
     return response.status_code, error["code"], error["message"], headers
 
