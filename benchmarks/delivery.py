@@ -74,7 +74,7 @@ async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) ->
         if len(delivery.known) < HELD_ROWS:
             delivery.queue([next(rows) for _ in range(WINDOW_ROWS)])
         await asyncio.sleep(0.001)
-        for keys in delivery.take_acks().values():  # the shard deletes them at once
+        for keys in delivery.take_pending().acks.values():  # the shard deletes them at once
             delivery.acknowledged(keys)
     drained_by = time.monotonic() + DRAIN_S
     while delivery.lanes:  # the rows out when the phase ends

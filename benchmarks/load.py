@@ -138,6 +138,7 @@ class Load:
         await asyncio.gather(*(client() for _ in range(self.concurrency)))
 
     async def _open(self, session: aiohttp.ClientSession) -> None:
+        assert self.rate is not None  # run() opens the loop only with a rate
         interval = self.workload.events_per_request / self.rate
         in_flight: set[asyncio.Task] = set()
         n = 0

@@ -124,6 +124,7 @@ async def running_platform(
     listen, reach = sink_host(args)
     sink_port, port = free_port(), free_port()
     sink = start_process(run_sink, sink_port, listen)
+    assert sink.pid is not None  # started
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
     config, paths = outputs(config, f"http://{reach}:{sink_port}")
     config = with_delivery_batching(config, args.delivery_batching)

@@ -7,6 +7,7 @@ import base64
 import multiprocessing
 import time
 from collections import Counter
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
@@ -136,7 +137,7 @@ def run_baseline(port: int, data_dir: str, key: str, secret: str, max_request_by
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def start_process(target: Any, *args: Any) -> multiprocessing.Process:
+def start_process(target: Any, *args: Any) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
     process.start()
     return process
