@@ -50,10 +50,18 @@ def rows_for(config: WorkspaceConfig, users: int) -> Iterator[OutboxRow]:
     for n in itertools.count():
         user, payload, events = made[n % len(made)]
         for connection in connections:
-            yield OutboxRow(key=n.to_bytes(8, "big") + connection.id.to_bytes(4, "big"), shard=0,
-                            connection_id=connection.id, input_id=connection.input, output_id=connection.output,
-                            environment="production", mpid=user, event_count=events, payload=payload,
-                            received_ms=int(time.time() * 1000))  # fmt: skip
+            yield OutboxRow(
+                key=n.to_bytes(8, "big") + connection.id.to_bytes(4, "big"),
+                shard=0,
+                connection_id=connection.id,
+                input_id=connection.input,
+                output_id=connection.output,
+                environment="production",
+                mpid=user,
+                event_count=events,
+                payload=payload,
+                received_ms=int(time.time() * 1000),
+            )
 
 
 async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) -> dict[str, Any]:
@@ -66,7 +74,7 @@ async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) ->
         if len(delivery.known) < HELD_ROWS:
             delivery.queue([next(rows) for _ in range(WINDOW_ROWS)])
         await asyncio.sleep(0.001)
-        for keys in delivery.take_acks().values():  # the shard deletes them at once
+        for keys in delivery.take_pending().acks.values():  # the shard deletes them at once
             delivery.acknowledged(keys)
     drained_by = time.monotonic() + DRAIN_S
     while delivery.lanes:  # the rows out when the phase ends
@@ -78,8 +86,9 @@ async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) ->
     return measured(delivery.delivered, elapsed, time.process_time() - cpu)
 
 
-async def bare_http_phase(url: str, config: WorkspaceConfig, users: int, batching: int,
-                          seconds: float) -> dict[str, Any]:  # fmt: skip
+async def bare_http_phase(
+    url: str, config: WorkspaceConfig, users: int, batching: int, seconds: float
+) -> dict[str, Any]:
     """The baseline: the same rows POSTed as JSON arrays of `batching` by a bare aiohttp client, the HTTP's
     own cost."""
     made = payloads(users)
@@ -105,8 +114,12 @@ async def bare_http_phase(url: str, config: WorkspaceConfig, users: int, batchin
 
 
 def measured(rows: int, elapsed: float, cpu: float) -> dict[str, Any]:
-    return {"rows": rows, "seconds": round(elapsed, 2), "rows_per_s": round(rows / elapsed),
-            "cpu_us_per_row": round(cpu / max(1, rows) * 1e6, 2)}  # fmt: skip
+    return {
+        "rows": rows,
+        "seconds": round(elapsed, 2),
+        "rows_per_s": round(rows / elapsed),
+        "cpu_us_per_row": round(cpu / max(1, rows) * 1e6, 2),
+    }
 
 
 async def run_delivery_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
@@ -116,8 +129,11 @@ async def run_delivery_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
     try:
         await wait_http(f"{sink_base}/stats")
         config = with_delivery_batching(config, args.delivery_batching)
-        phases = {"baseline": await bare_http_phase(f"{sink_base}/baseline", config, args.users,
-                                                    args.delivery_batching, args.baseline_duration)}  # fmt: skip
+        phases = {
+            "baseline": await bare_http_phase(
+                f"{sink_base}/baseline", config, args.users, args.delivery_batching, args.baseline_duration
+            )
+        }
         say(f"[baseline] {phases['baseline']}")
         for label, outputs in (("one-output", single_output), (f"{OUTPUTS}-outputs", fanned_out(0))):
             phase_config, _ = outputs(config, sink_base)

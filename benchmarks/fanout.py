@@ -28,11 +28,15 @@ def fanned_out(dead: int) -> Any:
         template, connection = config.outputs[0], config.connections[0]
         closed = f"http://127.0.0.1:{free_port()}/down"
         urls = [f"{sink}/o{n}" if n <= OUTPUTS - dead else closed for n in range(1, OUTPUTS + 1)]
-        outputs = [template.model_copy(update={"id": n, "name": f"out-{n}",
-                                               "settings": template.settings.model_copy(update={"url": url})})
-                   for n, url in enumerate(urls, start=1)]  # fmt: skip
-        connections = [connection.model_copy(update={"id": n, "name": f"conn-{n}", "output": n})
-                       for n in range(1, OUTPUTS + 1)]  # fmt: skip
+        outputs = [
+            template.model_copy(
+                update={"id": n, "name": f"out-{n}", "settings": template.settings.model_copy(update={"url": url})}
+            )
+            for n, url in enumerate(urls, start=1)
+        ]
+        connections = [
+            connection.model_copy(update={"id": n, "name": f"conn-{n}", "output": n}) for n in range(1, OUTPUTS + 1)
+        ]
         healthy = [f"/o{n}" for n in range(1, OUTPUTS - dead + 1)]
         return config.model_copy(update={"outputs": outputs, "connections": connections}), healthy
 
@@ -90,8 +94,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(9, 4))
     for n, (label, phase) in enumerate(report["phases"].items()):
         rates = phase["per_output_e2e_events_per_s"]
-        axis.bar([n + i / (len(rates) + 1) for i in range(len(rates))], rates, width=0.8 / (len(rates) + 1),
-                 label=label)  # fmt: skip
+        axis.bar(
+            [n + i / (len(rates) + 1) for i in range(len(rates))], rates, width=0.8 / (len(rates) + 1), label=label
+        )
     axis.set(title="end-to-end events/s received per healthy output", xticks=[])
     axis.legend()
     fig.tight_layout()

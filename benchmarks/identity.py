@@ -43,8 +43,10 @@ def known_request(n: int) -> dict[str, str]:
 def preload(core: IdentityCore, users: int) -> float:
     started = time.perf_counter()
     for first in range(0, users, 10_000):
-        ops = [lambda s, n=n: strategy.resolve_batch(s, core.policy, None, known_request(n), 0, n + 1)
-               for n in range(first, min(users, first + 10_000))]  # fmt: skip
+        ops = [
+            lambda s, n=n: strategy.resolve_batch(s, core.policy, None, known_request(n), 0, n + 1)
+            for n in range(first, min(users, first + 10_000))
+        ]
         core.run([lambda s, ops=ops: [op(s) for op in ops]])
         if first % 100_000 == 0:
             say(f"[preload] {first:>9,} / {users:,} profiles")
@@ -151,8 +153,11 @@ async def identify_load(url: str, auth: str, users: int, seconds: float, clients
     async with aiohttp.ClientSession() as session:
         await asyncio.gather(*(client(session) for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"calls_per_s": round(statuses.get(200, 0) / elapsed), "latency_ms": percentiles(latencies),
-            "statuses": {str(k): v for k, v in statuses.items()}}  # fmt: skip
+    return {
+        "calls_per_s": round(statuses.get(200, 0) / elapsed),
+        "latency_ms": percentiles(latencies),
+        "statuses": {str(k): v for k, v in statuses.items()},
+    }
 
 
 async def ingest_e2e_events_per_s(config: WorkspaceConfig, args: Any) -> float:
@@ -232,12 +237,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(["in process", "actor", "ingest e2e"],
-             [report["resolve_batches_per_s_in_process"], report["resolve_batches_per_s_actor"],
-              report["ingest_e2e_batches_per_s"]])  # fmt: skip
+    left.bar(
+        ["in process", "actor", "ingest e2e"],
+        [
+            report["resolve_batches_per_s_in_process"],
+            report["resolve_batches_per_s_actor"],
+            report["ingest_e2e_batches_per_s"],
+        ],
+    )
     left.set(title=f"batch resolution, {report['profiles']:,} profiles (batches/s)")
-    right.bar(["baseline", "platform"],
-              [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]])
+    right.bar(
+        ["baseline", "platform"],
+        [report["identify_http_baseline"]["calls_per_s"], report["identify_http"]["calls_per_s"]],
+    )
     right.set(title="IDSync identify over HTTP (calls/s)")
     fig.tight_layout()
     fig.savefig(path)

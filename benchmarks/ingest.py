@@ -112,8 +112,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-SETTINGS = ("duration", "baseline_duration", "users", "rate", "zipf", "concurrency", "delivery_batching",
-            "shards", "forwarders", "ingress", "address")  # fmt: skip
+SETTINGS = (
+    "duration",
+    "baseline_duration",
+    "users",
+    "rate",
+    "zipf",
+    "concurrency",
+    "delivery_batching",
+    "shards",
+    "forwarders",
+    "ingress",
+    "address",
+)
 
 
 def write(report: dict[str, Any], args: Any, name: str, draw: Any = plot) -> dict[str, Any]:

@@ -82,8 +82,17 @@ class Load:
     from when a request was due, those pauses were the measured p99 (136 ms at half the maximum; 47 ms frozen).
     """
 
-    def __init__(self, url: str, auth: str, workload: Workload, duration: float, label: str,
-                 concurrency: int = 8, rate: float | None = None, probe: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        auth: str,
+        workload: Workload,
+        duration: float,
+        label: str,
+        concurrency: int = 8,
+        rate: float | None = None,
+        probe: Any = None,
+    ) -> None:
         self.url, self.workload, self.duration, self.label = url, workload, duration, label
         self.concurrency, self.rate, self.probe = concurrency, rate, probe
         self.headers = {"Authorization": auth, "Content-Type": "application/json"}
@@ -129,6 +138,7 @@ class Load:
         await asyncio.gather(*(client() for _ in range(self.concurrency)))
 
     async def _open(self, session: aiohttp.ClientSession) -> None:
+        assert self.rate is not None  # run() opens the loop only with a rate
         interval = self.workload.events_per_request / self.rate
         in_flight: set[asyncio.Task] = set()
         n = 0
@@ -149,8 +159,10 @@ class Load:
             second = int(self._elapsed())
             extra = await self.probe() if self.probe else ""
             refused = self.result.statuses[429]
-            say(f"[{self.label} {second:>4}s] acked {self.result.acked_per_second[second - 1]:>8,} ev/s"
-                f"  429s so far {refused:>6,} {extra}")  # fmt: skip
+            say(
+                f"[{self.label} {second:>4}s] acked {self.result.acked_per_second[second - 1]:>8,} ev/s"
+                f"  429s so far {refused:>6,} {extra}"
+            )
 
 
 async def wait_http(url: str, timeout: float = 60) -> None:

@@ -19,8 +19,9 @@ from benchmarks.servers import percentiles
 from cdp_actors.config import WorkspaceConfig
 
 
-async def phase(platform: Platform, args: Any, label: str, duration: float, rate: float | None,
-                acked_so_far: int) -> tuple[LoadResult, dict[str, Any], list[float]]:  # fmt: skip
+async def phase(
+    platform: Platform, args: Any, label: str, duration: float, rate: float | None, acked_so_far: int
+) -> tuple[LoadResult, dict[str, Any], list[float]]:
     """Load, then drain until the sink holds everything acknowledged so far; the private RSS samples taken."""
     first_sample = len(platform.samples["rss_mb"])
     load = await platform.load(label, workload_for(args), duration, rate)
@@ -55,8 +56,11 @@ async def run_overload_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
             load, sink, rss = await phase(platform, args, label, duration, rate, acked_events)
             acked_events += load.acked_events
             acked_batches += load.acked_batches
-            phases[label] = {**summary(load, rss), "rate_target_events_per_s": round(rate),
-                             "retry_after_headers": dict(load.retry_after)}  # fmt: skip
+            phases[label] = {
+                **summary(load, rss),
+                "rate_target_events_per_s": round(rate),
+                "retry_after_headers": dict(load.retry_after),
+            }
         overload = phases["overload-3x"]
         answers = set(overload["statuses"]) - {"not_sent"}  # the generator's own cap: never reached the server
         report = {
@@ -73,9 +77,12 @@ async def run_overload_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
             "lost_batches": max(0, acked_batches - sink["unique_batches"]),
             "duplicate_deliveries": sink["batches"] - sink["unique_batches"],
             "phases": phases,
-            "timeline": {"rss_mb": [round(p) for p, _ in platform.samples["rss_mb"]],
-                         "rss_at_s": platform.samples["rss_at"], "intake_lag": platform.samples["lag"],
-                         "intake_lag_at_s": platform.samples["lag_at"]},  # fmt: skip
+            "timeline": {
+                "rss_mb": [round(p) for p, _ in platform.samples["rss_mb"]],
+                "rss_at_s": platform.samples["rss_at"],
+                "intake_lag": platform.samples["lag"],
+                "intake_lag_at_s": platform.samples["lag_at"],
+            },
         }
     return write(report, args, "overload", plot)
 
@@ -91,8 +98,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for n, quantile in enumerate(("p50", "p90", "p99")):
         values = [report["phases"][label]["ack_latency_ms"][quantile] for label in labels]
         latency.bar([i + n * 0.27 for i in range(len(labels))], values, width=0.27, label=quantile)
-    latency.set(title="acknowledgement latency per phase (ms)", xticks=range(len(labels)), xticklabels=labels,
-                yscale="log")  # fmt: skip
+    latency.set(
+        title="acknowledgement latency per phase (ms)", xticks=range(len(labels)), xticklabels=labels, yscale="log"
+    )
     latency.legend()
     timeline = report["timeline"]
     memory.plot(timeline["rss_at_s"], timeline["rss_mb"], label="private RSS (MB)")

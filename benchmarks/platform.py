@@ -33,12 +33,14 @@ async def baseline_phase(config: WorkspaceConfig, args: Any) -> LoadResult:
     seconds = min(args.duration, args.baseline_duration)
     say(f"baseline: {seconds:.0f}s closed loop, {args.concurrency} clients, {args.users:,} users")
     with tempfile.TemporaryDirectory(prefix="cdp-baseline-") as data_dir:
-        server = start_process(run_baseline, port, data_dir, source.key, source.secret.get_secret_value(),
-                               config.limits.max_request_bytes)  # fmt: skip
+        server = start_process(
+            run_baseline, port, data_dir, source.key, source.secret.get_secret_value(), config.limits.max_request_bytes
+        )
         try:
             await wait_http(url)
-            result = await Load(url, basic_auth(config), workload_for(args), seconds, "baseline",
-                                args.concurrency).run()  # fmt: skip
+            result = await Load(
+                url, basic_auth(config), workload_for(args), seconds, "baseline", args.concurrency
+            ).run()
         finally:
             server.kill()
             server.join()
@@ -88,8 +90,7 @@ class Platform:
     async def load(self, label: str, workload: Workload, duration: float, rate: float | None = None) -> LoadResult:
         mode = f"open loop at {rate:,.0f} events/s" if rate else f"closed loop, {self.args.concurrency} clients"
         say(f"[{label}] {duration:.0f}s {mode}, {workload.users:,} users")
-        return await Load(self.url, self.auth, workload, duration, label, self.args.concurrency, rate,
-                          self.probe).run()  # fmt: skip
+        return await Load(self.url, self.auth, workload, duration, label, self.args.concurrency, rate, self.probe).run()
 
     async def drain(self, acked_events: int, deadline_s: float) -> dict[str, Any]:
         """Wait until every sink path has `acked_events` (or the deadline passes); the sink's stats."""
@@ -114,14 +115,16 @@ def sink_host(args: Any) -> tuple[str, str]:
 
 
 @asynccontextmanager
-async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs = single_output
-                           ) -> AsyncIterator[Platform]:  # fmt: skip
+async def running_platform(
+    config: WorkspaceConfig, args: Any, outputs: Outputs = single_output
+) -> AsyncIterator[Platform]:
     """The platform on Ray (embedded, or the cluster at `--address`), forwarding to a sink process."""
     from cdp_actors.cli import start_platform, start_ray, stop_platform
 
     listen, reach = sink_host(args)
     sink_port, port = free_port(), free_port()
     sink = start_process(run_sink, sink_port, listen)
+    assert sink.pid is not None  # started
     sink_stats = f"http://127.0.0.1:{sink_port}/stats"
     config, paths = outputs(config, f"http://{reach}:{sink_port}")
     config = with_delivery_batching(config, args.delivery_batching)
@@ -132,8 +135,9 @@ async def running_platform(config: WorkspaceConfig, args: Any, outputs: Outputs 
             start_ray(args.address, ingress=args.ingress)
             start_platform(config, data_dir, "127.0.0.1", port)
             url = f"http://127.0.0.1:{port}"
-            platform = Platform(f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats,
-                                paths, args, {sink.pid})  # fmt: skip
+            platform = Platform(
+                f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats, paths, args, {sink.pid}
+            )
             platform.sample_rss()
             yield platform
         finally:
@@ -148,8 +152,13 @@ def with_suppressed(action: Any) -> None:
         say(f"cleanup: {error}")
 
 
-async def system_phase(config: WorkspaceConfig, args: Any, label: str = "system", outputs: Outputs = single_output,
-                       workload: Workload | None = None) -> dict[str, Any]:  # fmt: skip
+async def system_phase(
+    config: WorkspaceConfig,
+    args: Any,
+    label: str = "system",
+    outputs: Outputs = single_output,
+    workload: Workload | None = None,
+) -> dict[str, Any]:
     """One load phase on a fresh platform, then a drain until everything acknowledged is delivered."""
     async with running_platform(config, args, outputs) as platform:
         started = time.time()

@@ -7,6 +7,7 @@ import base64
 import multiprocessing
 import time
 from collections import Counter
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import msgspec
@@ -38,8 +39,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p99": 0.0}
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return {"p50": round(pick(0.50), 2), "p90": round(pick(0.90), 2), "p99": round(pick(0.99), 2),
-            "max": round(ordered[-1], 2)}
+    return {
+        "p50": round(pick(0.50), 2),
+        "p90": round(pick(0.90), 2),
+        "p99": round(pick(0.99), 2),
+        "max": round(ordered[-1], 2),
+    }
 
 
 def run_sink(port: int, host: str = "127.0.0.1") -> None:
@@ -76,9 +81,11 @@ def run_sink(port: int, host: str = "127.0.0.1") -> None:
             "events": sum(events.values()),
             "latency_ms": percentiles(latencies),
             "per_second": sorted(per_second.items()),
-            "paths": {path: {"events": events[path], "batches": batches[path], "last_second": max(seconds)}
-                      for path, seconds in path_seconds.items()},
-        }  # fmt: skip
+            "paths": {
+                path: {"events": events[path], "batches": batches[path], "last_second": max(seconds)}
+                for path, seconds in path_seconds.items()
+            },
+        }
         return web.json_response(body)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -130,7 +137,7 @@ def run_baseline(port: int, data_dir: str, key: str, secret: str, max_request_by
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def start_process(target: Any, *args: Any) -> multiprocessing.Process:
+def start_process(target: Any, *args: Any) -> BaseProcess:
     process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
     process.start()
     return process

@@ -34,9 +34,7 @@ async def run_skew_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
         "zipf_exponent": zipf,
         "baseline_events_per_s": uniform["baseline_events_per_s"],
         "ratio_skewed_to_uniform_e2e": round(skewed["e2e_events_per_s"] / max(1, uniform["e2e_events_per_s"]), 3),
-        "ratio_skewed_to_uniform_acked": round(
-            skewed["acked_events_per_s"] / max(1, uniform["acked_events_per_s"]), 3
-        ),
+        "ratio_skewed_to_uniform_acked": round(skewed["acked_events_per_s"] / max(1, uniform["acked_events_per_s"]), 3),
     }
     report = {**summary, "phases": phases, "timeline": skewed["timeline"]}
     write(report, args, "skew", plot)

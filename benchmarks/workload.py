@@ -42,8 +42,9 @@ def _event(kind: int, ts: int, n: int) -> dict[str, Any]:
 class Workload:
     """Generates bulk request bodies, deterministic for a seed."""
 
-    def __init__(self, users: int, zipf: float = 0.0, seed: int = 7,
-                 batches_per_request: int = BATCHES_PER_REQUEST) -> None:  # fmt: skip
+    def __init__(
+        self, users: int, zipf: float = 0.0, seed: int = 7, batches_per_request: int = BATCHES_PER_REQUEST
+    ) -> None:
         self.users = users
         self.batches_per_request = batches_per_request
         self.rng = random.Random(seed)

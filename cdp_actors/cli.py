@@ -89,8 +89,11 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     memory at 3x overload, because HAProxy caps connections where the Python proxy reads the body of every
     one it accepts (benchmarks/README.md)."""
     enabled = "1" if ingress == "haproxy" else "0"
-    settings = {"RAY_SERVE_ENABLE_HA_PROXY": enabled, "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled,
-                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": ERROR_MIDDLEWARES}  # fmt: skip
+    settings = {
+        "RAY_SERVE_ENABLE_HA_PROXY": enabled,
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": enabled,
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": ERROR_MIDDLEWARES,
+    }
     if ingress != "haproxy":
         return settings, {}
     # Ray's defaults (/tmp/haproxy-serve, its ports) are the same for every Ray instance on a machine. Serve's
@@ -104,8 +107,9 @@ def ingress_env(ingress: str) -> tuple[dict[str, str], dict[str, str]]:
     # bottom, so a random place in 20000-29999 keeps two instances' used ports apart.
     replica_http = free_port_range(2 * REPLICA_PORTS + 4)
     replica_grpc = replica_http + REPLICA_PORTS
-    fallback_http, fallback_grpc, haproxy_metrics, haproxy_stats = range(replica_grpc + REPLICA_PORTS,
-                                                                         replica_grpc + REPLICA_PORTS + 4)
+    fallback_http, fallback_grpc, haproxy_metrics, haproxy_stats = range(
+        replica_grpc + REPLICA_PORTS, replica_grpc + REPLICA_PORTS + 4
+    )
     settings |= {
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_http),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_grpc),
@@ -390,8 +394,15 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCH_USERS = {"ingest": 10_000, "e2e": 1_000_000, "skew": 1_000_000, "identity": 1_000_000, "fanout": 10_000,
-               "overload": 10_000, "delivery": 10_000}  # fmt: skip
+BENCH_USERS = {
+    "ingest": 10_000,
+    "e2e": 1_000_000,
+    "skew": 1_000_000,
+    "identity": 1_000_000,
+    "fanout": 10_000,
+    "overload": 10_000,
+    "delivery": 10_000,
+}
 
 
 def bench_runner(scenario: str) -> Callable[..., Coroutine[Any, Any, dict[str, Any]]]:
@@ -436,8 +447,11 @@ def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
     dispatcher = handles.dispatcher()
     intake = handles.intake()
     entries = [e for e in dead_letter_pages(dispatcher, True) if seqs is None or e["seq"] in seqs]
-    report: dict[str, Any] = {"replayed": [], "not_found": sorted(set(seqs or []) - {e["seq"] for e in entries}),
-                              "overloaded": False}  # fmt: skip
+    report: dict[str, Any] = {
+        "replayed": [],
+        "not_found": sorted(set(seqs or []) - {e["seq"] for e in entries}),
+        "overloaded": False,
+    }
     for entry in entries:
         batch = [(None, entry["body"].encode())]  # the body is the batch JSON as accepted: valid UTF-8
         result: AppendResult = ray.get(intake.append.remote(entry["input_id"], entry["received_ms"], batch))
@@ -474,8 +488,10 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         dispatcher = handles.dispatcher()
         dispatcher.dead_letters  # noqa: B018 (an older platform, or another Ray: no such method)
     except (ValueError, AttributeError):
-        print("cdp deadletter: no platform with a dead-letter store in this Ray; give --data-dir or --address",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "cdp deadletter: no platform with a dead-letter store in this Ray; give --data-dir or --address",
+            file=sys.stderr,
+        )
         return 2
     if args.action == "list":
         for entry in dead_letter_pages(dispatcher, args.body):
@@ -510,13 +526,17 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, default=30.0, help="seconds of load per phase")
     bench.add_argument("--out", default="bench-out")
     bench.add_argument(
-        "--users", type=int, default=None,
+        "--users",
+        type=int,
+        default=None,
         help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
-    )  # fmt: skip
+    )
     bench.add_argument(
-        "--rate", type=float, default=None,
+        "--rate",
+        type=float,
+        default=None,
         help="open loop at this many events/s (e2e: 15,000); otherwise closed loop to the maximum",
-    )  # fmt: skip
+    )
     bench.add_argument("--closed-loop", action="store_true", help="e2e: closed loop instead of the default rate")
     bench.add_argument("--zipf", type=float, default=0.0, help="Zipf exponent of user popularity (skew: 1.1)")
     bench.add_argument("--concurrency", type=int, default=8, help="closed-loop clients")
@@ -524,8 +544,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--probe-duration", type=float, default=20.0, help="overload: seconds finding the maximum")
     bench.add_argument("--overload-duration", type=float, default=60.0, help="overload: seconds at 3x the maximum")
     bench.add_argument("--address", default=None, help="run against an existing Ray cluster, e.g. auto")
-    bench.add_argument("--delivery-batching", type=int, default=100,
-                       help="batches per webhook POST to the sink (webhook max_batches_per_request)")  # fmt: skip
+    bench.add_argument(
+        "--delivery-batching",
+        type=int,
+        default=100,
+        help="batches per webhook POST to the sink (webhook max_batches_per_request)",
+    )
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
     add_ingress_argument(bench)
@@ -537,8 +561,11 @@ def parser() -> argparse.ArgumentParser:
     dead.add_argument("--all", action="store_true", help="replay: every dead-lettered batch")
     dead.add_argument("--body", action="store_true", help="list: with each raw batch")
     dead.add_argument("--data-dir", default=".cdp-data", help="the running platform's data dir (to find its Ray)")
-    dead.add_argument("--address", default=None,
-                      help="the platform's Ray, e.g. auto (default: the one noted in --data-dir, else auto)")
+    dead.add_argument(
+        "--address",
+        default=None,
+        help="the platform's Ray, e.g. auto (default: the one noted in --data-dir, else auto)",
+    )
     dead.set_defaults(run=cmd_deadletter)
     return root
 

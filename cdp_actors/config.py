@@ -84,8 +84,9 @@ class Output(_Strict):
             model = settings_model(str(data.get("kind")))
             return {**data, "settings": model.model_validate(data.get("settings") or {})}
         except ValidationError as error:  # reported under the output's path, field by field (see _describe)
-            raise ValueError("\n".join(f".settings.{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                       for e in error.errors())) from None  # fmt: skip
+            raise ValueError(
+                "\n".join(f".settings.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            ) from None
 
 
 class DataFilters(_Strict):
@@ -141,9 +142,7 @@ else:
 class Identity(_Strict):
     """IDSync settings; unset lists take the strategy's documented defaults (cdp_actors/identity/strategy.py)."""
 
-    strategy: Literal["profile_conversion", "profile_link", "profile_isolation", "best_match"] = (
-        "profile_conversion"
-    )
+    strategy: Literal["profile_conversion", "profile_link", "profile_isolation", "best_match"] = "profile_conversion"
     priority: list[IdentityType] | None = None
     unique_ids: list[IdentityType] | None = None
     login_ids: list[IdentityType] | None = None

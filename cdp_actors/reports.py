@@ -114,12 +114,21 @@ def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int,
         elif kind == "forwarded":
             outbound[int(name)] += n
     return {
-        "inbound": {"events": events, "message_types": dict(types.most_common()),
-                    "event_names": dict(names.most_common())},
-        "outbound": [{"output_id": output, "output": output_names.get(output, ("", ""))[0],
-                      "kind": output_names.get(output, ("", ""))[1], "events": n}
-                     for output, n in sorted(outbound.items())],
-    }  # fmt: skip
+        "inbound": {
+            "events": events,
+            "message_types": dict(types.most_common()),
+            "event_names": dict(names.most_common()),
+        },
+        "outbound": [
+            {
+                "output_id": output,
+                "output": output_names.get(output, ("", ""))[0],
+                "kind": output_names.get(output, ("", ""))[1],
+                "events": n,
+            }
+            for output, n in sorted(outbound.items())
+        ],
+    }
 
 
 def activity_rows(
@@ -139,8 +148,14 @@ def activity_rows(
     for day in {*active_users, *fatal_alerts}:
         days.setdefault(day, Counter())
     return [
-        {"date": day, "events_received": c["events"], "events_forwarded": c["forwarded"],
-         "fatal_alerts": fatal_alerts.get(day, 0), "active_users": active_users.get(day, 0),
-         "sessions": c["sessions"], "revenue": c["revenue"] / REVENUE_SCALE}
+        {
+            "date": day,
+            "events_received": c["events"],
+            "events_forwarded": c["forwarded"],
+            "fatal_alerts": fatal_alerts.get(day, 0),
+            "active_users": active_users.get(day, 0),
+            "sessions": c["sessions"],
+            "revenue": c["revenue"] / REVENUE_SCALE,
+        }
         for day, c in sorted(days.items())
-    ]  # fmt: skip
+    ]

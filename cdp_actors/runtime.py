@@ -176,4 +176,3 @@ def stop_runtime(config: WorkspaceConfig, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"runtime actors still registered after {timeout_s}s")
         time.sleep(0.05)
-

@@ -63,7 +63,11 @@ class Tasks:
                 self.restarts += 1
                 log.error(
                     "%s loop %s failed, restarting in %.1f s: %s (at %s)",
-                    self.owner, name, delay, describe(error), code_location(error),
+                    self.owner,
+                    name,
+                    delay,
+                    describe(error),
+                    code_location(error),
                     extra={"fields": {"task": name}},
                 )
             if time.monotonic() - started > MAX_RESTART_DELAY_S:  # it ran a good while: a new fault, not the same
@@ -76,8 +80,13 @@ class Tasks:
         if task.cancelled() or (error := task.exception()) is None:
             return
         self.failed += 1
-        log.error("%s task failed: %s (at %s)", self.owner, describe(error), code_location(error),
-                  extra={"fields": {"task": task.get_name()}})  # fmt: skip
+        log.error(
+            "%s task failed: %s (at %s)",
+            self.owner,
+            describe(error),
+            code_location(error),
+            extra={"fields": {"task": task.get_name()}},
+        )
 
     def __len__(self) -> int:
         return len(self.running)

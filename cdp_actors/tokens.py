@@ -33,8 +33,9 @@ def verify_token(clients: list[ApiClient], token: str, now_ms: int) -> ApiClient
         return None
     client = next((c for c in clients if hmac.compare_digest(c.client_id.encode(), client_id.encode())), None)
     # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, and a token is whatever a client sends.
-    signature_ok = client is not None and hmac.compare_digest(_sign(client, payload).encode(),
-                                                              signature.encode("utf-8", "replace"))  # fmt: skip
+    signature_ok = client is not None and hmac.compare_digest(
+        _sign(client, payload).encode(), signature.encode("utf-8", "replace")
+    )
     if not signature_ok or expires_ms <= now_ms:
         return None
     return client

@@ -66,8 +66,12 @@ class ProfileEdit(BaseModel):
             check_identity_value(value, f"$.identities.{name}")
 
     def batch(self, mpid: int, now: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"mpid": mpid, "environment": self.environment, "events": [],
-                                "timestamp_unixtime_ms": now}  # fmt: skip
+        body: dict[str, Any] = {
+            "mpid": mpid,
+            "environment": self.environment,
+            "events": [],
+            "timestamp_unixtime_ms": now,
+        }
         if self.user_attributes:
             body["user_attributes"] = self.user_attributes
         if self.deleted_user_attributes:
@@ -76,8 +80,9 @@ class ProfileEdit(BaseModel):
         if self.gdpr:
             consent["gdpr"] = {p: {"consented": c, "timestamp_unixtime_ms": now} for p, c in self.gdpr.items()}
         if self.ccpa_data_sale_opt_out is not None:
-            consent["ccpa"] = {"data_sale_opt_out": {"consented": self.ccpa_data_sale_opt_out,
-                                                     "timestamp_unixtime_ms": now}}  # fmt: skip
+            consent["ccpa"] = {
+                "data_sale_opt_out": {"consented": self.ccpa_data_sale_opt_out, "timestamp_unixtime_ms": now}
+            }
         if consent:
             body["consent_state"] = consent
         user, device = split_identities(self.identities)
@@ -96,8 +101,12 @@ def split_identities(identities: dict[str, str]) -> tuple[dict[str, str], dict[s
     return user, device
 
 
-_EDIT_PATHS = (("$.user_identities.", "$.identities."), ("$.device_info.", "$.identities."),
-               ("$.consent_state.gdpr", "$.gdpr"), ("$.consent_state.ccpa", "$.ccpa_data_sale_opt_out"))  # fmt: skip
+_EDIT_PATHS = (
+    ("$.user_identities.", "$.identities."),
+    ("$.device_info.", "$.identities."),
+    ("$.consent_state.gdpr", "$.gdpr"),
+    ("$.consent_state.ccpa", "$.ccpa_data_sale_opt_out"),
+)
 """Paths in the batch an edit becomes, and the edit body's paths they come from."""
 
 
@@ -171,13 +180,20 @@ class AdminApi:
         )
         return json_response(
             200,
-            {"intake": intake, "dispatcher": dispatcher, "dead_letter": dead_letter, "identity": identity,
-             "shards": shards, "forwarders": forwarders},  # fmt: skip
+            {
+                "intake": intake,
+                "dispatcher": dispatcher,
+                "dead_letter": dead_letter,
+                "identity": identity,
+                "shards": shards,
+                "forwarders": forwarders,
+            },
         )
 
     @app.get("/deadletter")
-    async def dead_letters(self, limit: int = Query(100, ge=1, le=MAX_PAGE), after: int = Query(0, ge=0),
-                           include_body: bool = False) -> Response:  # fmt: skip
+    async def dead_letters(
+        self, limit: int = Query(100, ge=1, le=MAX_PAGE), after: int = Query(0, ge=0), include_body: bool = False
+    ) -> Response:
         """Batches set aside because applying them failed on their own, oldest first; `after` is the last seq of
         the previous page (`next_after`). The raw batch only with `include_body=true`."""
         page = await handles.dispatcher().dead_letters.remote(after, limit, include_body)
@@ -240,8 +256,9 @@ class AdminApi:
         """Report counters of every shard and of the alert store for hours first..last (UTC)."""
         first, last = counter_key(first_hour, "", "", 0)[:10], counter_key(last_hour + 1, "", "", 0)[:10]
         shards = handles.shards(self.config.runtime.shards)
-        parts = await asyncio.gather(handles.alerts().counts.remote(first, last),
-                                     *(shard.counts.remote(first, last) for shard in shards))  # fmt: skip
+        parts = await asyncio.gather(
+            handles.alerts().counts.remote(first, last), *(shard.counts.remote(first, last) for shard in shards)
+        )
         return [item for part in parts for item in part]
 
     @app.get("/reports/forwarding")
@@ -255,9 +272,13 @@ class AdminApi:
         return json_response(200, {"date": day_text(day), "hour": hour, **report})
 
     @app.get("/reports/activity")
-    async def activity(self, since: str | None = None, until: str | None = None,
-                              environment: Literal["production", "development"] | None = None,
-                              input_id: int | None = None) -> Response:  # fmt: skip
+    async def activity(
+        self,
+        since: str | None = None,
+        until: str | None = None,
+        environment: Literal["production", "development"] | None = None,
+        input_id: int | None = None,
+    ) -> Response:
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
         first, last = report_days(since, until)
@@ -273,8 +294,16 @@ class AdminApi:
                 if input_id is None or source == input_id:
                     active[day_text(day)] = active.get(day_text(day), 0) + entry.active
         rows = activity_rows(counts, active, fatal, environment, input_id)
-        return json_response(200, {"since": day_text(first), "until": day_text(last), "environment": environment,
-                                   "input_id": input_id, "days": rows})  # fmt: skip
+        return json_response(
+            200,
+            {
+                "since": day_text(first),
+                "until": day_text(last),
+                "environment": environment,
+                "input_id": input_id,
+                "days": rows,
+            },
+        )
 
     @app.get("/reports/identity")
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
@@ -283,5 +312,6 @@ class AdminApi:
         shards = handles.shards(self.config.runtime.shards)
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
         names = {i.id: i.name for i in self.config.inputs}
-        return json_response(200, {"since": day_text(first), "until": day_text(last),
-                                   "days": identity_report(reports, names)})  # fmt: skip
+        return json_response(
+            200, {"since": day_text(first), "until": day_text(last), "days": identity_report(reports, names)}
+        )

@@ -36,9 +36,10 @@ def bounded_queue(config: WorkspaceConfig) -> dict[str, Any]:
 def events_app(config: WorkspaceConfig, data_dir: str) -> Application:
     runtime = config.runtime
     return EventsApi.options(
-        num_replicas=runtime.ingest_replicas, max_ongoing_requests=runtime.ingest_max_ongoing_requests,
+        num_replicas=runtime.ingest_replicas,
+        max_ongoing_requests=runtime.ingest_max_ongoing_requests,
         **bounded_queue(config),
-    ).bind(config, data_dir)  # fmt: skip
+    ).bind(config, data_dir)
 
 
 def admin_app(config: WorkspaceConfig, data_dir: str) -> Application:

@@ -88,8 +88,10 @@ def date_refusal(date: str, now: datetime) -> str | None:
     skew = when - now
     if abs(skew) > MAX_DATE_SKEW:
         direction = "ahead of" if skew > timedelta(0) else "behind"
-        return (f"Date is {int(abs(skew).total_seconds())} s {direction} the server's clock; a signed request must "
-                f"be within {int(MAX_DATE_SKEW.total_seconds())} s.")  # fmt: skip
+        return (
+            f"Date is {int(abs(skew).total_seconds())} s {direction} the server's clock; a signed request must "
+            f"be within {int(MAX_DATE_SKEW.total_seconds())} s."
+        )
     return None
 
 
@@ -98,9 +100,7 @@ def signatures_match(expected: str, given: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.strip().lower().encode("utf-8", "replace"))
 
 
-def authenticate_signed(
-    config: WorkspaceConfig, request: Request, body: bytes, now: datetime | None = None
-) -> Input:
+def authenticate_signed(config: WorkspaceConfig, request: Request, body: bytes, now: datetime | None = None) -> Input:
     """Basic auth, or the HMAC mode: `x-mp-key`, `Date` and `x-mp-signature` headers."""
     headers = request.headers
     if "authorization" in headers or "x-mp-signature" not in headers:

@@ -153,9 +153,19 @@ def unavailable(error: ray.exceptions.RayError, service: str) -> Unavailable:
 
 log = logging.getLogger("cdp_actors.serve_apps")
 
-CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-         408: "REQUEST_TIMEOUT", 413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 429: "TOO_MANY_REQUESTS",
-         500: "INTERNAL_ERROR", 503: "SERVICE_UNAVAILABLE"}  # fmt: skip
+CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    408: "REQUEST_TIMEOUT",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
 """mParticle-style code for a status, for errors raised outside our own apps (Serve's, by status alone)."""
 
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
@@ -188,8 +198,9 @@ def check_media_type(content_type: str | None) -> None:
         return
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in ACCEPTED_CONTENT_TYPES:
-        raise UnsupportedMediaType(f"Content-Type {media_type!r} is not accepted; send a JSON body as "
-                                   f"{' or '.join(ACCEPTED_CONTENT_TYPES)}.")  # fmt: skip
+        raise UnsupportedMediaType(
+            f"Content-Type {media_type!r} is not accepted; send a JSON body as {' or '.join(ACCEPTED_CONTENT_TYPES)}."
+        )
 
 
 def install_error_handlers(app: FastAPI, codes: Mapping[type[RequestFailed], str] | None = None) -> None:
@@ -243,8 +254,9 @@ MAX_HELD_ERROR_BYTES = 4096
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name.lower() == b"content-type" and value.lower().startswith(b"application/json")
-               for name, value in headers)  # fmt: skip
+    return any(
+        name.lower() == b"content-type" and value.lower().startswith(b"application/json") for name, value in headers
+    )
 
 
 def enveloped(start: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
@@ -254,8 +266,11 @@ def enveloped(start: dict[str, Any], body: bytes) -> list[dict[str, Any]]:
     if (status >= 500 and status != 503) or not text:
         text = "An unexpected error occurred; it has been logged." if status >= 500 else f"HTTP {status}"
     encoded = _encode({"errors": [{"code": code_for(status), "message": text}]})
-    headers = [(name, value) for name, value in start.get("headers", [])
-               if name.lower() not in (b"content-type", b"content-length")]  # fmt: skip
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name.lower() not in (b"content-type", b"content-length")
+    ]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(encoded)).encode())]
     return [{**start, "headers": headers}, {"type": "http.response.body", "body": encoded, "more_body": False}]
 

@@ -118,6 +118,8 @@ class EventsApi:
         if not bulk:
             message = checked.rejected[0]["message"]
             raise TooLarge(message) if every_too_large else BadRequest(message)
-        errors = [{"code": r["code"], "message": f"batch {r['index']}: {r['message']}", "index": r["index"]}
-                  for r in checked.rejected]  # fmt: skip
+        errors = [
+            {"code": r["code"], "message": f"batch {r['index']}: {r['message']}", "index": r["index"]}
+            for r in checked.rejected
+        ]
         return json_response(413 if every_too_large else 400, {"errors": errors})

@@ -134,8 +134,10 @@ class IdentityApi:
         mpid = parse_mpid(argument, "mpid")
         changes = identity_changes(decode_request(body, ModifyRequest))
         applied = await self.index.modify.remote(mpid, changes)
-        results = [{"identity_type": CANONICAL_TO_IDSYNC.get(c.identity_type, c.identity_type),
-                    "modified_mpid": str(mpid)} for c in applied]  # fmt: skip
+        results = [
+            {"identity_type": CANONICAL_TO_IDSYNC.get(c.identity_type, c.identity_type), "modified_mpid": str(mpid)}
+            for c in applied
+        ]
         return json_response(200, {"change_results": results})
 
     async def _alias(self, api_key: str, body: bytes, key: str) -> Response:
@@ -146,6 +148,7 @@ class IdentityApi:
         destination = parse_mpid(request.data.destination_mpid, "data.destination_mpid")
         if source == destination:
             raise RequestError("Source MPID is the same as the target MPID.")
-        await self.index.alias.remote(source, destination, request.data.start_unixtime_ms,
-                                      request.data.end_unixtime_ms, now_ms())  # fmt: skip
+        await self.index.alias.remote(
+            source, destination, request.data.start_unixtime_ms, request.data.end_unixtime_ms, now_ms()
+        )
         return Response(status_code=202)

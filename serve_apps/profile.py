@@ -36,8 +36,10 @@ def json_body(request: Request) -> None:
     """FastAPI parses a body as JSON only when it is labelled so (or not labelled): anything else is a 415."""
     content_type = request.headers.get("content-type")
     if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType(f"Content-Type {content_type.split(';', 1)[0].strip()!r} is not accepted; "
-                                   "send the JSON body as application/json.")  # fmt: skip
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type.split(';', 1)[0].strip()!r} is not accepted; "
+            "send the JSON body as application/json."
+        )
 
 
 class TokenRequest(BaseModel):
@@ -85,12 +87,15 @@ class ProfileApi:
 
     @app.post("/oauth/token", dependencies=[Depends(json_body)])
     async def token(self, body: TokenRequest) -> Response:
-        client = next((c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)),
-                      None)  # fmt: skip
+        client = next(
+            (c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)), None
+        )
         if client is None:
             raise Unauthorized("Unknown client_id or wrong client_secret.")
-        return json_response(200, {"access_token": issue_token(client, now_ms()), "expires_in": client.token_ttl_s,
-                                   "token_type": "Bearer"})  # fmt: skip
+        return json_response(
+            200,
+            {"access_token": issue_token(client, now_ms()), "expires_in": client.token_ttl_s, "token_type": "Bearer"},
+        )
 
     def _check_token(self, request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -108,13 +113,15 @@ class ProfileApi:
         record, profile = await asyncio.gather(handles.identity().record.remote(mpid), shard.profile.remote(mpid))
         if (record is None or record.orphaned) and profile is None:
             raise NotFound(f"No profile with mpid {mpid}.")
-        return Response(msgspec.json.encode(profile_api_body(mpid, record, profile, fields)),
-                        media_type="application/json")  # fmt: skip
+        return Response(
+            msgspec.json.encode(profile_api_body(mpid, record, profile, fields)), media_type="application/json"
+        )
 
     # Declared before the by-MPID route, which would otherwise claim /userprofile/v1/resolve/... paths.
     @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}", dependencies=[Depends(json_body)])
-    async def resolve(self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest,
-                      fields: str | None = None) -> Response:  # fmt: skip
+    async def resolve(
+        self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest, fields: str | None = None
+    ) -> Response:
         """A profile by an immutable identity."""
         self._check_token(request)
         self._check_workspace(org, account, workspace)
@@ -130,8 +137,9 @@ class ProfileApi:
         return await self._body(live[0], wanted)
 
     @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
-    async def profile(self, request: Request, org: int, account: int, workspace: int, mpid: Mpid,
-                      fields: str | None = None) -> Response:  # fmt: skip
+    async def profile(
+        self, request: Request, org: int, account: int, workspace: int, mpid: Mpid, fields: str | None = None
+    ) -> Response:
         self._check_token(request)
         self._check_workspace(org, account, workspace)
         return await self._body(mpid, parse_fields(fields))

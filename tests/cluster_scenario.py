@@ -36,8 +36,9 @@ SINGLETONS = (INTAKE_NAME, DISPATCHER_NAME, IDENTITY_NAME, ALERTS_NAME)
 
 def where(handle: Any) -> tuple[str, int]:
     """The node and the process the actor answers from."""
-    here = ray.get(handle.__ray_call__.remote(lambda _self: (ray.get_runtime_context().get_node_id(), os.getpid())),
-                   timeout=30)  # fmt: skip
+    here = ray.get(
+        handle.__ray_call__.remote(lambda _self: (ray.get_runtime_context().get_node_id(), os.getpid())), timeout=30
+    )
     return here[0], here[1]
 
 

@@ -249,10 +249,15 @@ def events(draw: st.DrawFn, families: frozenset[str]) -> dict[str, Any]:
 
 @st.composite
 def batches(draw: st.DrawFn, families: frozenset[str]) -> BatchSpec:
-    body: dict[str, Any] = {"environment": draw(st.sampled_from(["production", "development"])),
-                            "events": draw(st.lists(events(families), max_size=4))}  # fmt: skip
-    identities = draw(st.dictionaries(st.sampled_from(["customer_id", "email", "other", "customerid"]),
-                                      identity_values(families), max_size=2))  # fmt: skip
+    body: dict[str, Any] = {
+        "environment": draw(st.sampled_from(["production", "development"])),
+        "events": draw(st.lists(events(families), max_size=4)),
+    }
+    identities = draw(
+        st.dictionaries(
+            st.sampled_from(["customer_id", "email", "other", "customerid"]), identity_values(families), max_size=2
+        )
+    )
     if identities:
         body["user_identities"] = identities
     if draw(st.integers(0, 4)) == 0:
@@ -276,10 +281,13 @@ def replay_batches(draw: st.DrawFn, families: frozenset[str]) -> BatchSpec:
     and deleted, never the same name both set and deleted."""
     attributes = draw(attribute_maps(families, replayable=True))
     deleted = [n for n in draw(st.lists(st.sampled_from(ATTRIBUTE_NAMES), max_size=2)) if n not in attributes]
-    body: dict[str, Any] = {"environment": "production",
-                            "events": [{"event_type": "custom_event",
-                                        "data": {"event_name": "replay", "custom_event_type": "other"}}
-                                       for _ in range(draw(st.integers(1, 2)))]}  # fmt: skip
+    body: dict[str, Any] = {
+        "environment": "production",
+        "events": [
+            {"event_type": "custom_event", "data": {"event_name": "replay", "custom_event_type": "other"}}
+            for _ in range(draw(st.integers(1, 2)))
+        ],
+    }
     if attributes:
         body["user_attributes"] = attributes
     if deleted:
@@ -289,8 +297,10 @@ def replay_batches(draw: st.DrawFn, families: frozenset[str]) -> BatchSpec:
 
 def events_ops(families: frozenset[str]) -> st.SearchStrategy[EventsOp]:
     one = st.one_of(batches(families), batches(families), replay_batches(families))
-    return st.one_of(st.builds(lambda b: EventsOp(False, [b]), one),
-                     st.builds(lambda bs: EventsOp(True, bs), st.lists(one, min_size=1, max_size=6)))  # fmt: skip
+    return st.one_of(
+        st.builds(lambda b: EventsOp(False, [b]), one),
+        st.builds(lambda bs: EventsOp(True, bs), st.lists(one, min_size=1, max_size=6)),
+    )
 
 
 # ---- IDSync and edits ------------------------------------------------------------------------------------
@@ -301,15 +311,24 @@ def idsync_ops(draw: st.DrawFn, families: frozenset[str]) -> IdSyncOp:
     operation = draw(st.sampled_from(["identify", "login", "logout", "search", "modify"]))
     names = st.sampled_from(["customerid", "email", "other", "ios_idfv", "device_application_stamp"])
     if operation == "modify":
-        changes = draw(st.lists(st.fixed_dictionaries({
-            "identity_type": names,
-            "old_value": st.one_of(st.none(), identity_values(families)),
-            "new_value": st.one_of(st.none(), identity_values(families)),
-        }), min_size=1, max_size=2))  # fmt: skip
+        changes = draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "identity_type": names,
+                        "old_value": st.one_of(st.none(), identity_values(families)),
+                        "new_value": st.one_of(st.none(), identity_values(families)),
+                    }
+                ),
+                min_size=1,
+                max_size=2,
+            )
+        )
         return IdSyncOp("modify", {"identity_changes": changes}, draw(mpids(families)))
-    body: dict[str, Any] = {"environment": "production",
-                            "known_identities": draw(st.dictionaries(names, identity_values(families), min_size=1,
-                                                                     max_size=2))}  # fmt: skip
+    body: dict[str, Any] = {
+        "environment": "production",
+        "known_identities": draw(st.dictionaries(names, identity_values(families), min_size=1, max_size=2)),
+    }
     if operation in ("identify", "login") and draw(st.booleans()):
         body["previous_mpid"] = draw(mpids(families))
     return IdSyncOp(operation, body)
@@ -317,20 +336,32 @@ def idsync_ops(draw: st.DrawFn, families: frozenset[str]) -> IdSyncOp:
 
 @st.composite
 def edit_ops(draw: st.DrawFn, families: frozenset[str]) -> EditOp:
-    values = st.one_of(st.none(), st.booleans(), ints(families), floats(families), texts(),
-                       st.lists(st.text(max_size=6), max_size=3))  # fmt: skip
-    body: dict[str, Any] = {"input_id": 1,
-                            "user_attributes": draw(st.dictionaries(st.sampled_from(ATTRIBUTE_NAMES), values,
-                                                                    max_size=3))}  # fmt: skip
+    values = st.one_of(
+        st.none(), st.booleans(), ints(families), floats(families), texts(), st.lists(st.text(max_size=6), max_size=3)
+    )
+    body: dict[str, Any] = {
+        "input_id": 1,
+        "user_attributes": draw(st.dictionaries(st.sampled_from(ATTRIBUTE_NAMES), values, max_size=3)),
+    }
     if draw(st.booleans()):
         body["deleted_user_attributes"] = draw(deleted_names(families))
     if draw(st.booleans()):
-        body["identities"] = draw(st.dictionaries(st.sampled_from(["customer_id", "email", "ios_idfv"]),
-                                                  identity_values(families), max_size=2))  # fmt: skip
+        body["identities"] = draw(
+            st.dictionaries(
+                st.sampled_from(["customer_id", "email", "ios_idfv"]), identity_values(families), max_size=2
+            )
+        )
     if draw(st.booleans()):
         body["gdpr"] = {"marketing": draw(st.booleans())}
-    marker_value = draw(st.one_of(st.booleans(), ints(families), floats(families), texts(surrogates=False),
-                                  st.lists(st.text(max_size=6), max_size=3)))  # fmt: skip
+    marker_value = draw(
+        st.one_of(
+            st.booleans(),
+            ints(families),
+            floats(families),
+            texts(surrogates=False),
+            st.lists(st.text(max_size=6), max_size=3),
+        )
+    )
     return EditOp(draw(mpids(families)), body, marker_value)
 
 
@@ -363,8 +394,11 @@ class Renderer:
         if isinstance(value, Long):
             return value.fill * value.n + value.tail
         if isinstance(value, Many):
-            return [f"d{i}-".ljust(value.size, "z") for i in range(value.n)] if value.names else \
-                {f"a{i}": i for i in range(value.n)}  # fmt: skip
+            return (
+                [f"d{i}-".ljust(value.size, "z") for i in range(value.n)]
+                if value.names
+                else {f"a{i}": i for i in range(value.n)}
+            )
         if isinstance(value, KnownMpid):
             return self.mpid(value)
         if isinstance(value, Deep):
@@ -426,4 +460,3 @@ def families_from(skip: str) -> frozenset[str]:
     if unknown:
         raise ValueError(f"unknown fuzz families {sorted(unknown)}; known: {', '.join(FAMILIES)}")
     return frozenset(FAMILIES) - names
-

@@ -45,8 +45,7 @@ class Call:
 
 def strace_command(output: Path, *, attach_to: int | None = None) -> list[str]:
     where = ["-p", str(attach_to)] if attach_to else []
-    return [STRACE, "-f", "-ttt", "-T", "-yy", "-s", "16", "-e", f"trace={','.join(TRACED)}", "-o", str(output),
-            *where]  # fmt: skip
+    return [STRACE, "-f", "-ttt", "-T", "-yy", "-s", "16", "-e", f"trace={','.join(TRACED)}", "-o", str(output), *where]
 
 
 def parse(trace: str) -> list[Call]:
@@ -72,8 +71,15 @@ def _call(pid: int, name: str, start: float, first: str, last: str) -> Call:
     duration = _DURATION.search(last.rstrip())
     fd = _FD.match(first)
     text = first if first is last else f"{first} ... {last}"
-    return Call(pid, name, start, start + (float(duration[1]) if duration else 0.0),
-                int(fd[1]) if fd else None, fd[2] if fd else "", text)  # fmt: skip
+    return Call(
+        pid,
+        name,
+        start,
+        start + (float(duration[1]) if duration else 0.0),
+        int(fd[1]) if fd else None,
+        fd[2] if fd else "",
+        text,
+    )
 
 
 def dsync_descriptors_opened(calls: list[Call], path: str) -> set[int]:
@@ -93,8 +99,11 @@ def dsync_descriptors_of(pid: int, path: str) -> set[int]:
         try:
             if os.readlink(entry) != path:
                 continue
-            flags = next(line for line in Path(f"/proc/{pid}/fdinfo/{entry.name}").read_text().splitlines()
-                         if line.startswith("flags:"))  # fmt: skip
+            flags = next(
+                line
+                for line in Path(f"/proc/{pid}/fdinfo/{entry.name}").read_text().splitlines()
+                if line.startswith("flags:")
+            )
         except OSError:
             continue
         if int(flags.split()[1], 8) & O_DSYNC:
@@ -114,8 +123,9 @@ def unsynced_writes(calls: list[Call], path: str, dsync_fds: set[int], since: fl
         if write.end > answer.start:
             problems.append(f"{write.name} at {write.start:.6f} still running when the answer began")
         elif write.fd not in dsync_fds and not any(sync.start >= write.end for sync in syncs):
-            problems.append(f"{write.name} at {write.start:.6f} (fd {write.fd}) not synced before the answer "
-                            f"at {answer.start:.6f}")  # fmt: skip
+            problems.append(
+                f"{write.name} at {write.start:.6f} (fd {write.fd}) not synced before the answer at {answer.start:.6f}"
+            )
     return problems
 
 

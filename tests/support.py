@@ -95,8 +95,9 @@ class Receiver:
             status = 503
             self.refused.append(parsed)
         if status == 200:
-            self.received.append(Received(parsed, dict(request.headers), time.time(), request.path, request.method,
-                                          request.query_string))  # fmt: skip
+            self.received.append(
+                Received(parsed, dict(request.headers), time.time(), request.path, request.method, request.query_string)
+            )
         headers = {"Retry-After": self.retry_after} if status != 200 and self.retry_after else {}
         if 300 <= status < 400 and self.redirect_to:
             headers["Location"] = self.redirect_to

@@ -42,9 +42,7 @@ def bucket_of(alert: Alert) -> tuple[int, BucketKey]:
     return alert.ts_ms // MINUTE_MS, key
 
 
-def summarize(
-    counts: list[tuple[BucketKey, int]], latest: dict[tuple[int, str], str]
-) -> list[dict[str, Any]]:
+def summarize(counts: list[tuple[BucketKey, int]], latest: dict[tuple[int, str], str]) -> list[dict[str, Any]]:
     """Connections by alert volume, high to low, each with its counts per alert type and input."""
     per_connection: dict[int, dict[str, Any]] = {}
     for key, n in counts:
@@ -81,8 +79,9 @@ class AlertLedger:
         with self.store.read() as txn:
             return read_counts(txn, self.store.db("counters"), first, last)
 
-    def fatal_by_day(self, since_ms: int, until_ms: int, environment: str | None, input_id: int | None
-                     ) -> dict[str, int]:  # fmt: skip
+    def fatal_by_day(
+        self, since_ms: int, until_ms: int, environment: str | None, input_id: int | None
+    ) -> dict[str, int]:
         days: dict[str, int] = defaultdict(int)
         with self.store.read() as txn:
             for raw, value in iter_from(txn, self.store.db("buckets"), u64(since_ms // MINUTE_MS), 1 << 62):
@@ -121,8 +120,7 @@ class AlertLedger:
                 if environment is None or key.environment == environment:
                     totals[key] += from_u64(value)
             latest = {
-                tuple(msgspec.msgpack.decode(k)): v.decode()
-                for k, v in txn.cursor(self.store.db("latest")).iternext()
+                tuple(msgspec.msgpack.decode(k)): v.decode() for k, v in txn.cursor(self.store.db("latest")).iternext()
             }
         return summarize(list(totals.items()), latest)
 
@@ -141,8 +139,9 @@ class AlertStore:
     def counts(self, first: str, last: str) -> list[tuple[str, int]]:
         return self.ledger.counts(first, last)
 
-    def fatal_by_day(self, since_ms: int, until_ms: int, environment: str | None = None,
-                     input_id: int | None = None) -> dict[str, int]:  # fmt: skip
+    def fatal_by_day(
+        self, since_ms: int, until_ms: int, environment: str | None = None, input_id: int | None = None
+    ) -> dict[str, int]:
         return self.ledger.fatal_by_day(since_ms, until_ms, environment, input_id)
 
     def summary(self, since_ms: int, until_ms: int, environment: str | None = None) -> list[dict[str, Any]]:

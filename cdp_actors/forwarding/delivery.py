@@ -89,8 +89,9 @@ class Delivery:
         self.max_buffered_changes = config.runtime.max_buffered_audience_changes
         self.bulk_wake = asyncio.Event()
         self.connections = {c.id: c for c in config.connections}
-        self.passthrough = {c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward")
-                            for c in config.connections}  # fmt: skip
+        self.passthrough = {
+            c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward") for c in config.connections
+        }
         retry = config.retry
         breaker = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
         self.breakers = {o.id: Breaker(*breaker) for o in config.outputs}
@@ -238,8 +239,9 @@ class Delivery:
             assert combines(adapter), output_id  # only a combining output's rows are grouped (`groupers`)
             request = adapter.combine([prepared.requests[0] for _, prepared in together])
         except Exception as error:  # a bug in combining is no row's fault: each goes on its own instead
-            log.error("combining requests for output %s failed: %s (at %s)", output_id, describe(error),
-                      code_location(error))  # fmt: skip
+            log.error(
+                "combining requests for output %s failed: %s (at %s)", output_id, describe(error), code_location(error)
+            )
             for row, prepared in together:
                 self.tasks.spawn(self._deliver_prepared(row, prepared))
             return
@@ -250,8 +252,9 @@ class Delivery:
         else:
             self.tasks.spawn(self._retry_group(output_id, together, request, attempt))
 
-    async def _retry_group(self, output_id: int, together: list[tuple[OutboxRow, Prepared]], request: HttpRequest,
-                           failed: Attempt) -> None:  # fmt: skip
+    async def _retry_group(
+        self, output_id: int, together: list[tuple[OutboxRow, Prepared]], request: HttpRequest, failed: Attempt
+    ) -> None:
         rows = [row for row, _ in together]
         try:
             expires_at = min(self._expires_at(row) for row in rows)
@@ -296,17 +299,24 @@ class Delivery:
 
     def _prepare_decoded(self, row: OutboxRow, batch: dict[str, Any]) -> Prepared | None:
         output = self.outputs[row.output_id]
-        screened = Screened(batch) if self.passthrough[row.connection_id] else \
-            screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")  # fmt: skip
+        screened = (
+            Screened(batch)
+            if self.passthrough[row.connection_id]
+            else screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")
+        )
         if screened.batch is None:
             self.screened_out += 1
             return None
         return self.adapters[row.output_id].prepare(screened.batch, now_ms())
 
     async def _deliver_request(
-        self, output_id: int, request: HttpRequest, expires_at: float, about: Sequence[Target],
+        self,
+        output_id: int,
+        request: HttpRequest,
+        expires_at: float,
+        about: Sequence[Target],
         failed: Attempt | None = None,
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """Send with retries until delivered, refused, out of attempts, or held past `retry.max_age_s`;
         alerts name every row in `about`. `failed`: a first attempt already made (for a group)."""
         breaker = self.breakers[output_id]

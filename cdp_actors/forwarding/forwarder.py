@@ -60,9 +60,12 @@ class Forwarder:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             pending = self.delivery.take_pending()
-            flushed = await asyncio.gather(self._flush_acks(pending.acks), self._flush_alerts(pending.alerts),
-                                           self._flush_report_counts(pending.report_counts),
-                                           return_exceptions=True)  # fmt: skip
+            flushed = await asyncio.gather(
+                self._flush_acks(pending.acks),
+                self._flush_alerts(pending.alerts),
+                self._flush_report_counts(pending.report_counts),
+                return_exceptions=True,
+            )
             for error in flushed:
                 if isinstance(error, Exception):  # not a restarting actor (that is retried): say so, go on
                     log.error("flush failed: %s (at %s)", describe(error), code_location(error))
@@ -106,8 +109,12 @@ class Forwarder:
                 except ray.exceptions.RayError:  # the shard is restarting
                     await asyncio.sleep(RESEND_RETRY_S)
                 except Exception as error:
-                    log.error("resend from shard %d failed, asking again: %s (at %s)", index, describe(error),
-                              code_location(error))
+                    log.error(
+                        "resend from shard %d failed, asking again: %s (at %s)",
+                        index,
+                        describe(error),
+                        code_location(error),
+                    )
                     await asyncio.sleep(RESEND_RETRY_S)
                 else:
                     self.early.pop(index, None)

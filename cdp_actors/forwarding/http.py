@@ -23,8 +23,14 @@ class UnsendableRequest(Exception):
 
 async def send(session: aiohttp.ClientSession, request: HttpRequest, timeout: aiohttp.ClientTimeout) -> Attempt:
     try:
-        async with session.request(request.method, request.url, data=request.body, headers=request.headers,
-                                   timeout=timeout, allow_redirects=False) as reply:  # fmt: skip
+        async with session.request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=timeout,
+            allow_redirects=False,
+        ) as reply:
             await reply.read()
             return Attempt(status=reply.status, retry_after_s=parse_retry_after(reply.headers.get("Retry-After")))
     except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):

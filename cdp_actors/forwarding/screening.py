@@ -85,9 +85,14 @@ def _filter_event(event: dict[str, Any], filters: DataFilters, default: bool) ->
 def passes_everything(connection: Connection, new_data_points_forward: bool) -> bool:
     """True for a connection with no filters, rules, sampling or version floor: the common case, which the
     forwarder passes through without screening (or copying) each batch."""
-    return (new_data_points_forward and not connection.rules and connection.filters == DataFilters()
-            and connection.sample_percent >= 100 and not connection.min_app_version
-            and len(connection.environments) == 2)  # fmt: skip
+    return (
+        new_data_points_forward
+        and not connection.rules
+        and connection.filters == DataFilters()
+        and connection.sample_percent >= 100
+        and not connection.min_app_version
+        and len(connection.environments) == 2
+    )
 
 
 def screen(batch: dict[str, Any], connection: Connection, new_data_points_forward: bool = True) -> Screened:
@@ -113,8 +118,11 @@ def screen(batch: dict[str, Any], connection: Connection, new_data_points_forwar
             kept.append(filtered)
     out = {**batch, "events": kept}
     if filters.user_attributes or not default:
-        out["user_attributes"] = {k: v for k, v in (batch.get("user_attributes") or {}).items()
-                                  if _allowed(filters.user_attributes, k, default)}  # fmt: skip
+        out["user_attributes"] = {
+            k: v
+            for k, v in (batch.get("user_attributes") or {}).items()
+            if _allowed(filters.user_attributes, k, default)
+        }
     if filters.user_identities or not default:
         allowed = filters.user_identities
         identities = batch.get("user_identities") or []

@@ -240,8 +240,7 @@ class IdentityIndex:
 
         return await self._submit(resolve_all)
 
-    async def alias(self, source: int, destination: int, start_ms: int | None, end_ms: int | None,
-                    now_ms: int) -> bool:  # fmt: skip
+    async def alias(self, source: int, destination: int, start_ms: int | None, end_ms: int | None, now_ms: int) -> bool:
         """Record an alias and queue the copy of the source's events; False if a rule says not to apply it."""
 
         def record(state: LmdbState) -> bool:

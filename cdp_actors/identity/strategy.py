@@ -79,8 +79,11 @@ class MemoryState:
 
     def record(self, mpid: int) -> IdentityRecord | None:
         found = self.records.get(mpid)
-        return msgspec.structs.replace(found, identities={t: list(v) for t, v in found.identities.items()}) if found \
-            else None  # fmt: skip
+        return (
+            msgspec.structs.replace(found, identities={t: list(v) for t, v in found.identities.items()})
+            if found
+            else None
+        )
 
     def put(self, mpid: int, record: IdentityRecord) -> None:
         self.records[mpid] = record
@@ -273,8 +276,14 @@ def identify(
     return outcome
 
 
-def login(state: IdentityState, policy: Policy, request: Mapping[str, str], now_ms: int,
-          previous_mpid: int | None = None, new_mpid: int | None = None) -> Outcome:  # fmt: skip
+def login(
+    state: IdentityState,
+    policy: Policy,
+    request: Mapping[str, str],
+    now_ms: int,
+    previous_mpid: int | None = None,
+    new_mpid: int | None = None,
+) -> Outcome:
     _needs_login_support(policy, "login")
     return identify(state, policy, request, now_ms, previous_mpid, new_mpid)
 

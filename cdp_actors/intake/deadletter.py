@@ -31,8 +31,9 @@ class DeadLetter(msgspec.Struct, array_like=True, frozen=True):
 
     def view(self, include_body: bool) -> DeadLetterView:
         body = self.raw.decode("utf-8", errors="replace") if include_body else None
-        return DeadLetterView(self.seq, self.input_id, self.received_ms, self.error, self.attempts,
-                              self.dead_lettered_ms, body)  # fmt: skip
+        return DeadLetterView(
+            self.seq, self.input_id, self.received_ms, self.error, self.attempts, self.dead_lettered_ms, body
+        )
 
 
 class DeadLetterView(msgspec.Struct, omit_defaults=True):
@@ -111,6 +112,5 @@ class DeadLetters:
             return [seq for seq in seqs if txn.delete(u64(seq), db=self.db)]
 
     def summary(self) -> DeadLetterSummary:
-        latest = [DeadLetterNote(e.seq, e.input_id, e.error, e.dead_lettered_ms)
-                  for e in self.latest(LATEST_IN_STATUS)]  # fmt: skip
+        latest = [DeadLetterNote(e.seq, e.input_id, e.error, e.dead_lettered_ms) for e in self.latest(LATEST_IN_STATUS)]
         return DeadLetterSummary(self.count(), latest)

@@ -68,9 +68,16 @@ class DispatcherCore:
         routed: dict[int, list[ShardRecord]] = defaultdict(list)
         for (seq, record), outcome in zip(chunk, outcomes, strict=True):
             routed[partition_of(outcome.mpid, self.shards)].append(
-                ShardRecord(seq, batch_id(self.origin, seq), outcome.mpid, record.input_id, record.received_ms,
-                            record.raw, outcome.changes)
-            )  # fmt: skip
+                ShardRecord(
+                    seq,
+                    batch_id(self.origin, seq),
+                    outcome.mpid,
+                    record.input_id,
+                    record.received_ms,
+                    record.raw,
+                    outcome.changes,
+                )
+            )
         return routed
 
     def advance(self, next_seq: int) -> None:
@@ -157,8 +164,10 @@ def environment_of(raw: bytes) -> str:
 def dead_letter_alert(entry: DeadLetter, now: int) -> Alert:
     """Named for the batch by its seq and input, and the error's type and first line, never its contents: no
     connection is involved, so connection and output are 0 (`/cdp/alerts` names it "(processing: no connection)")."""
-    message = (f"batch {entry.seq} from input {entry.input_id} failed alone {entry.attempts} times and was "
-               f"set aside (GET /cdp/deadletter, cdp deadletter replay): {entry.error}")  # fmt: skip
+    message = (
+        f"batch {entry.seq} from input {entry.input_id} failed alone {entry.attempts} times and was "
+        f"set aside (GET /cdp/deadletter, cdp deadletter replay): {entry.error}"
+    )
     return Alert(now, 0, entry.input_id, 0, environment_of(entry.raw), DEAD_LETTERED, "Fatal", message)
 
 
@@ -263,8 +272,7 @@ class Dispatcher:
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
     def status(self) -> DispatcherStatus:
-        return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating,
-                                self.transient_failures)  # fmt: skip
+        return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating, self.transient_failures)
 
     def dead_letter_summary(self) -> DeadLetterSummary:
         """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
@@ -274,8 +282,11 @@ class Dispatcher:
         """A page of entries with seq > `after`, oldest first; `next_after` continues, None at the end."""
         limit = min(limit, MAX_PAGE)
         entries = self.core.dead_letters.page(after, limit)
-        return DeadLetterPage(self.core.dead_letters.count(), [e.view(include_body) for e in entries],
-                              entries[-1].seq if entries and len(entries) == limit else None)  # fmt: skip
+        return DeadLetterPage(
+            self.core.dead_letters.count(),
+            [e.view(include_body) for e in entries],
+            entries[-1].seq if entries and len(entries) == limit else None,
+        )
 
     def forget_dead_letters(self, seqs: list[int]) -> list[int]:
         """Remove entries once they were accepted again (`cdp deadletter replay`); returns those removed."""

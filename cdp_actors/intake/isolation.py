@@ -26,10 +26,21 @@ MAX_ATTEMPTS = 3
 (a bug that depends on timing) gets three chances; a deterministic one costs 3 x RETRY_DELAY_S before the split."""
 
 TRANSIENT_LMDB_ERRORS: tuple[type[Exception], ...] = (
-    lmdb.DiskError, lmdb.MapFullError, lmdb.MapResizedError, lmdb.ReadersFullError, lmdb.TlsFullError,
-    lmdb.MemoryError, lmdb.PanicError, lmdb.LockError, lmdb.ReadonlyError, lmdb.CorruptedError,
-    lmdb.PageNotFoundError, lmdb.BadChecksumError, lmdb.InvalidError, lmdb.VersionMismatchError,
-)  # fmt: skip
+    lmdb.DiskError,
+    lmdb.MapFullError,
+    lmdb.MapResizedError,
+    lmdb.ReadersFullError,
+    lmdb.TlsFullError,
+    lmdb.MemoryError,
+    lmdb.PanicError,
+    lmdb.LockError,
+    lmdb.ReadonlyError,
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.BadChecksumError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+)
 """The storage refusing or failing writes, whatever the data: skipping batches would not help. The other
 LMDB errors (BadValsizeError: a key over 511 bytes; TxnFullError, ...) depend on what is written."""
 

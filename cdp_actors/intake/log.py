@@ -90,8 +90,12 @@ class IntakeLogCore:
                     accepted, duplicates = self._put_request(child, item, seq)
                 except lmdb.BadValsizeError as error:
                     child.abort()
-                    results.append(AppendResult(refused=f"The intake cannot store this request ({error}); nothing"
-                                                        " was stored.", lag=seq - self.cursor))  # fmt: skip
+                    results.append(
+                        AppendResult(
+                            refused=f"The intake cannot store this request ({error}); nothing was stored.",
+                            lag=seq - self.cursor,
+                        )
+                    )
                     continue
                 child.commit()
                 seq += accepted

@@ -54,17 +54,37 @@ IDENTIFY_EVENT_TYPE = "$identify"
 SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event", "session_start", "session_end"})
 UserIdType = Literal["customer_id", "email", "mpid", "other", "other_id_2", "other_id_3", "other_id_4", "none"]
 DeviceIdType = Literal[
-    "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id", "roku_advertising_id",
-    "roku_publisher_id", "fire_advertising_id", "mpid",
-]  # fmt: skip
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_uuid",
+    "android_advertising_id",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "fire_advertising_id",
+    "mpid",
+]
 DOCUMENTED_DEVICE_ID_ORDER: tuple[DeviceIdType, ...] = (
-    "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id", "roku_advertising_id",
-    "roku_publisher_id", "fire_advertising_id",
-)  # fmt: skip
-DEVICE_FIELDS = {"platform": "platform", "os_version": "os_version", "brand": "device_brand",
-                 "device_manufacturer": "device_manufacturer", "device_model": "device_model",
-                 "network_carrier": "carrier", "locale_language": "language", "ios_advertising_id": "idfa",
-                 "ios_idfv": "idfv", "android_advertising_id": "adid", "android_uuid": "android_id"}  # fmt: skip
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_uuid",
+    "android_advertising_id",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "fire_advertising_id",
+)
+DEVICE_FIELDS = {
+    "platform": "platform",
+    "os_version": "os_version",
+    "brand": "device_brand",
+    "device_manufacturer": "device_manufacturer",
+    "device_model": "device_model",
+    "network_carrier": "carrier",
+    "locale_language": "language",
+    "ios_advertising_id": "idfa",
+    "ios_idfv": "idfv",
+    "android_advertising_id": "adid",
+    "android_uuid": "android_id",
+}
 
 
 class Settings(SettingsModel):
@@ -102,14 +122,21 @@ class BatchContext:
         time_ms = data.get("timestamp_unixtime_ms") or self.batch.get("timestamp_unixtime_ms") or self.now_ms
         head = {**self.who, "time": time_ms, **session_of(event, time_ms)}
         ids = insert_ids(self.batch, position, data, len(partials))
-        return [{"event_type": partial["event_type"], **head, "insert_id": insert_id, **partial, **self._tail()}
-                for partial, insert_id in zip(partials, ids, strict=True)]  # fmt: skip
+        return [
+            {"event_type": partial["event_type"], **head, "insert_id": insert_id, **partial, **self._tail()}
+            for partial, insert_id in zip(partials, ids, strict=True)
+        ]
 
     def identify(self) -> dict[str, Any]:
         """User attributes of a batch without events, which the docs say are forwarded all the same."""
         time_ms = self.batch.get("timestamp_unixtime_ms") or self.now_ms
-        return {"event_type": IDENTIFY_EVENT_TYPE, **self.who, "time": time_ms,
-                "insert_id": f"{self.batch.get('batch_id', 0)}-identify", **self._tail()}  # fmt: skip
+        return {
+            "event_type": IDENTIFY_EVENT_TYPE,
+            **self.who,
+            "time": time_ms,
+            "insert_id": f"{self.batch.get('batch_id', 0)}-identify",
+            **self._tail(),
+        }
 
     def _tail(self) -> dict[str, Any]:
         return {"user_properties": self.user_properties, **self.device} if self.user_properties else dict(self.device)
@@ -160,8 +187,13 @@ class Adapter:
             return []
         kinds = [self.settings.user_id_type, *self.settings.device_id_types]
         wanted = ", ".join(kind for kind in dict.fromkeys(kinds) if kind != "none")
-        return [Rejection("Missing Identity and Device ID", f"none of {wanted} (of at least {self.min_id_length} "
-                          f"characters) is in the batch; {len(events)} events not forwarded to Amplitude")]  # fmt: skip
+        return [
+            Rejection(
+                "Missing Identity and Device ID",
+                f"none of {wanted} (of at least {self.min_id_length} "
+                f"characters) is in the batch; {len(events)} events not forwarded to Amplitude",
+            )
+        ]
 
     def _translate(
         self, batch: dict[str, Any], events: list[dict[str, Any]], who: dict[str, str], now_ms: int
@@ -176,8 +208,11 @@ class Adapter:
             elif event.get("event_type") == "commerce_event":
                 translated.without_products += 1
             else:
-                translated.rejections.append(Rejection("Missing Event Name", f"a {event.get('event_type')} without "
-                                                       "a name cannot be sent to Amplitude"))  # fmt: skip
+                translated.rejections.append(
+                    Rejection(
+                        "Missing Event Name", f"a {event.get('event_type')} without a name cannot be sent to Amplitude"
+                    )
+                )
         if not events and context.user_properties:
             translated.events.append(context.identify())
         return translated

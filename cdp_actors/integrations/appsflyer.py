@@ -94,13 +94,20 @@ def device_fields(batch: dict[str, Any], platform: str) -> dict[str, Any]:
     """The body fields describing the user and device, the same for every event of the batch."""
     device, application = batch.get("device_info") or {}, batch.get("application_info") or {}
     if platform == "ios":
-        fields = {"idfa": _ad_id(device.get("ios_advertising_id")), "idfv": device.get("ios_idfv"),
-                  "bundleIdentifier": application.get("package"), "os": device.get("os_version"),
-                  "att": ATT_STATUS.get(device.get("att_authorization_status") or "")}  # fmt: skip
+        fields = {
+            "idfa": _ad_id(device.get("ios_advertising_id")),
+            "idfv": device.get("ios_idfv"),
+            "bundleIdentifier": application.get("package"),
+            "os": device.get("os_version"),
+            "att": ATT_STATUS.get(device.get("att_authorization_status") or ""),
+        }
     else:
         fields = {"advertising_id": _ad_id(device.get("android_advertising_id"))}
-    fields.update(customer_user_id=identities(batch).get("customer_id"), ip=batch.get("ip"),
-                  app_version_name=application.get("application_version"))  # fmt: skip
+    fields.update(
+        customer_user_id=identities(batch).get("customer_id"),
+        ip=batch.get("ip"),
+        app_version_name=application.get("application_version"),
+    )
     return {name: value for name, value in fields.items() if value is not None}
 
 
@@ -120,16 +127,21 @@ def _per_product(name: str, shared: dict[str, Any], products: list[dict[str, Any
     made = []
     for product in products:
         values = dict(shared)
-        for key, field in (("af_price", "price"), ("af_quantity", "quantity"), ("af_content_id", "id"),
-                           ("af_content_type", "category")):  # fmt: skip
+        for key, field in (
+            ("af_price", "price"),
+            ("af_quantity", "quantity"),
+            ("af_content_id", "id"),
+            ("af_content_type", "category"),
+        ):
             if product.get(field) is not None:
                 values[key] = product[field]
         made.append((name, values))
     return made
 
 
-def _summed(action: dict[str, Any], shared: dict[str, Any], products: list[dict[str, Any]],
-            total: Expanded | None) -> tuple[str, dict]:  # fmt: skip
+def _summed(
+    action: dict[str, Any], shared: dict[str, Any], products: list[dict[str, Any]], total: Expanded | None
+) -> tuple[str, dict]:
     """One `af_purchase` or `af_initiated_checkout` for the whole event, as the AppsFlyer kit sends."""
     values = {**shared, "af_quantity": _quantity(products)}
     if _skus(products):
@@ -194,8 +206,10 @@ class Adapter:
                 rejections.append(made)
                 continue
             time = appsflyer_time((event.get("data") or {}).get("timestamp_unixtime_ms") or now_ms)
-            requests += [HttpRequest(url, json_body(self._body(shared, name, values, time)), self.headers)
-                         for name, values in made]  # fmt: skip
+            requests += [
+                HttpRequest(url, json_body(self._body(shared, name, values, time)), self.headers)
+                for name, values in made
+            ]
             forwarded += bool(made)
         return Prepared(requests, rejections, skipped, forwarded)
 
@@ -230,8 +244,13 @@ class Adapter:
 
     @staticmethod
     def _body(shared: dict[str, Any], name: str, values: dict[str, Any], time: str) -> dict[str, Any]:
-        body = {**shared, "eventName": name, "eventValue": json_body(values).decode() if values else " ",
-                "eventTime": time, "af_events_api": "true"}  # fmt: skip
+        body = {
+            **shared,
+            "eventName": name,
+            "eventValue": json_body(values).decode() if values else " ",
+            "eventTime": time,
+            "af_events_api": "true",
+        }
         if "af_currency" in values:
             body["eventCurrency"] = values["af_currency"]
         return body

@@ -193,13 +193,22 @@ def consent_events(batch: dict[str, Any]) -> list[dict[str, Any]]:
         current = data.get("current") or {}
         purpose = data.get("purpose") or ("data_sale_opt_out" if ccpa else "")
         given = (current.get("consented") is True) != ccpa  # opting out of data sale rejects consent
-        attributes = {"regulation": "ccpa" if ccpa else "gdpr", "purpose": purpose,
-                      **{k: v for k, v in current.items() if k in ("document", "location", "hardware_id")}}  # fmt: skip
-        made.append({"event_type": "custom_event",
-                     "data": {"event_name": "Consent Given" if given else "Consent Rejected",
-                              "custom_event_type": "other", "custom_attributes": attributes,
-                              "timestamp_unixtime_ms": current.get("timestamp_unixtime_ms",
-                                                                   batch.get("timestamp_unixtime_ms"))}})  # fmt: skip
+        attributes = {
+            "regulation": "ccpa" if ccpa else "gdpr",
+            "purpose": purpose,
+            **{k: v for k, v in current.items() if k in ("document", "location", "hardware_id")},
+        }
+        made.append(
+            {
+                "event_type": "custom_event",
+                "data": {
+                    "event_name": "Consent Given" if given else "Consent Rejected",
+                    "custom_event_type": "other",
+                    "custom_attributes": attributes,
+                    "timestamp_unixtime_ms": current.get("timestamp_unixtime_ms", batch.get("timestamp_unixtime_ms")),
+                },
+            }
+        )
     return made
 
 

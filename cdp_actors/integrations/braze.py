@@ -53,10 +53,26 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ALWAYS_SUPPORTED = frozenset({"custom_event", "screen_view", "commerce_event"})
 _SESSION_EVENT_NAMES = {"session_start": "Session Start", "session_end": "Session End"}
 _RESERVED_PROPERTIES = frozenset({"time", "event_name"})
-_STANDARD_ATTRIBUTES = {"$firstname": "first_name", "$lastname": "last_name", "$gender": "gender",
-                        "$city": "home_city", "$country": "country", "$mobile": "phone"}  # fmt: skip
-_GENDERS = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O",
-            "n": "N", "not applicable": "N", "p": "P", "prefer not to say": "P"}  # fmt: skip
+_STANDARD_ATTRIBUTES = {
+    "$firstname": "first_name",
+    "$lastname": "last_name",
+    "$gender": "gender",
+    "$city": "home_city",
+    "$country": "country",
+    "$mobile": "phone",
+}
+_GENDERS = {
+    "m": "M",
+    "male": "M",
+    "f": "F",
+    "female": "F",
+    "o": "O",
+    "other": "O",
+    "n": "N",
+    "not applicable": "N",
+    "p": "P",
+    "prefer not to say": "P",
+}
 
 
 class Settings(SettingsModel):
@@ -118,8 +134,9 @@ class Adapter:
         self.settings = settings
         self.url = settings.api_url.rstrip("/") + "/users/track"
         self.headers = bearer_json_headers(settings.api_key)
-        self.supported = _ALWAYS_SUPPORTED | (frozenset(_SESSION_EVENT_NAMES) if settings.forward_session_events
-                                              else frozenset())  # fmt: skip
+        self.supported = _ALWAYS_SUPPORTED | (
+            frozenset(_SESSION_EVENT_NAMES) if settings.forward_session_events else frozenset()
+        )
 
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
         kept, skipped = events_of(batch, self.supported)
@@ -203,14 +220,21 @@ class Adapter:
             else:
                 into.events.append(self._event_object(user, item.name, time, braze_properties(item.attributes)))
 
-    def _purchase_object(self, user: dict[str, Any], product: dict[str, Any], currency: str, time: str,
-                         attributes: dict[str, Any]) -> dict[str, Any] | Rejection:  # fmt: skip
+    def _purchase_object(
+        self, user: dict[str, Any], product: dict[str, Any], currency: str, time: str, attributes: dict[str, Any]
+    ) -> dict[str, Any] | Rejection:
         product_id = product.get("id") or product.get("name")
         if not product_id:
             return Rejection("Missing Required Attribute", "a purchased product without id or name (Braze product_id)")
-        body = {**user, **self._app(), "product_id": str(product_id), "currency": currency,
-                "price": float(product.get("price") or 0), "quantity": max(1, round(product.get("quantity") or 1)),
-                "time": time}  # fmt: skip
+        body = {
+            **user,
+            **self._app(),
+            "product_id": str(product_id),
+            "currency": currency,
+            "price": float(product.get("price") or 0),
+            "quantity": max(1, round(product.get("quantity") or 1)),
+            "time": time,
+        }
         properties = braze_properties(attributes)
         if properties:
             body["properties"] = properties
@@ -218,8 +242,9 @@ class Adapter:
 
     # ---- requests ---------------------------------------------------------------------------------------
 
-    def _requests(self, attributes: list[dict[str, Any]], events: list[dict[str, Any]],
-                  purchases: list[dict[str, Any]]) -> list[HttpRequest]:  # fmt: skip
+    def _requests(
+        self, attributes: list[dict[str, Any]], events: list[dict[str, Any]], purchases: list[dict[str, Any]]
+    ) -> list[HttpRequest]:
         """As many requests as the longest array needs, each array at most 75 objects per request."""
         arrays = {"attributes": attributes, "events": events, "purchases": purchases}
         count = max(-(-len(items) // MAX_ITEMS_PER_ARRAY) for items in arrays.values())

@@ -77,11 +77,16 @@ class Adapter:
 
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
         prepared = Prepared()
-        objects = [self._attributes(change, prepared) for members in members_by_audience(changes).values()
-                   for change in members]  # fmt: skip
+        objects = [
+            self._attributes(change, prepared)
+            for members in members_by_audience(changes).values()
+            for change in members
+        ]
         objects = [attributes for attributes in objects if attributes]
-        prepared.requests = [HttpRequest(self.url, json_body({"attributes": chunk}), self.headers)
-                             for chunk in chunks(objects, self.max_batch)]  # fmt: skip
+        prepared.requests = [
+            HttpRequest(self.url, json_body({"attributes": chunk}), self.headers)
+            for chunk in chunks(objects, self.max_batch)
+        ]
         return prepared
 
     def _attributes(self, change: MembershipChange, prepared: Prepared) -> dict[str, Any] | None:

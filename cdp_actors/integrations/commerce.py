@@ -11,12 +11,28 @@ from typing import Any
 from msgspec import Struct
 
 TOTAL_ACTIONS = frozenset({"purchase", "refund"})
-_PRODUCT_FIELDS = {"id": "Id", "name": "Name", "brand": "Brand", "category": "Category", "variant": "Variant",
-                   "position": "Position", "price": "Price", "quantity": "Quantity", "coupon_code": "Coupon Code",
-                   "total_product_amount": "Total Product Amount"}  # fmt: skip
-_TOTAL_FIELDS = {"transaction_id": "Transaction Id", "total_amount": "Total Amount", "tax_amount": "Tax Amount",
-                 "shipping_amount": "Shipping Amount", "affiliation": "Affiliation", "coupon_code": "Coupon Code",
-                 "checkout_step": "Checkout Step", "checkout_options": "Checkout Options"}  # fmt: skip
+_PRODUCT_FIELDS = {
+    "id": "Id",
+    "name": "Name",
+    "brand": "Brand",
+    "category": "Category",
+    "variant": "Variant",
+    "position": "Position",
+    "price": "Price",
+    "quantity": "Quantity",
+    "coupon_code": "Coupon Code",
+    "total_product_amount": "Total Product Amount",
+}
+_TOTAL_FIELDS = {
+    "transaction_id": "Transaction Id",
+    "total_amount": "Total Amount",
+    "tax_amount": "Tax Amount",
+    "shipping_amount": "Shipping Amount",
+    "affiliation": "Affiliation",
+    "coupon_code": "Coupon Code",
+    "checkout_step": "Checkout Step",
+    "checkout_options": "Checkout Options",
+}
 _PROMOTION_FIELDS = {"id": "Id", "name": "Name", "creative": "Creative", "position": "Position"}
 
 
@@ -49,24 +65,39 @@ def expand_commerce(data: dict[str, Any]) -> list[Expanded]:
     if action:
         name = action["action"]
         for product in action.get("products") or []:
-            expanded.append(Expanded(f"eCommerce - {name} - Item", "product", name,
-                                     {**shared, **_product_attributes(product)}, product=product))  # fmt: skip
+            expanded.append(
+                Expanded(
+                    f"eCommerce - {name} - Item",
+                    "product",
+                    name,
+                    {**shared, **_product_attributes(product)},
+                    product=product,
+                )
+            )
         if name in TOTAL_ACTIONS:
             count = len(action.get("products") or [])
             attributes = {**shared, **_renamed(action, _TOTAL_FIELDS), "Product Count": count}
-            expanded.append(Expanded(f"eCommerce - {name} - Total", "total", name, attributes,
-                                     revenue=action.get("total_amount")))  # fmt: skip
+            expanded.append(
+                Expanded(f"eCommerce - {name} - Total", "total", name, attributes, revenue=action.get("total_amount"))
+            )
     promotion = data.get("promotion_action")
     if promotion:
         name = promotion["action"]
         for item in promotion.get("promotions") or []:
-            expanded.append(Expanded(f"eCommerce - {name} - Item", "promotion", name,
-                                     {**shared, **_renamed(item, _PROMOTION_FIELDS)}))  # fmt: skip
+            expanded.append(
+                Expanded(
+                    f"eCommerce - {name} - Item", "promotion", name, {**shared, **_renamed(item, _PROMOTION_FIELDS)}
+                )
+            )
     for impression in data.get("product_impressions") or []:
-        listed = {"Product Impression List": impression["product_impression_list"]} \
-            if impression.get("product_impression_list") else {}  # fmt: skip
+        listed = (
+            {"Product Impression List": impression["product_impression_list"]}
+            if impression.get("product_impression_list")
+            else {}
+        )
         for product in impression.get("products") or []:
             attributes = {**shared, **listed, **_product_attributes(product)}
-            expanded.append(Expanded("eCommerce - Impression - Item", "impression", "impression", attributes,
-                                     product=product))  # fmt: skip
+            expanded.append(
+                Expanded("eCommerce - Impression - Item", "impression", "impression", attributes, product=product)
+            )
     return expanded

@@ -68,8 +68,9 @@ class Adapter(MappedAudienceAdapter[str]):
         self.api_url = settings.api_url.rstrip("/")
         self.columns: dict[str, list[MatchIdentity]] = {
             column: [kind for kind in kinds if kind in settings.identities]
-            for column, kinds in COLUMNS.items() if set(kinds) & set(settings.identities)
-        }  # fmt: skip
+            for column, kinds in COLUMNS.items()
+            if set(kinds) & set(settings.identities)
+        }
         self.missing_description = "none of " + ", ".join(kind for kinds in self.columns.values() for kind in kinds)
         self.headers = bearer_json_headers(settings.access_token)
 
@@ -77,8 +78,11 @@ class Adapter(MappedAudienceAdapter[str]):
         self, facebook_id: str, members: list[MembershipChange], prepared: Prepared, now_ms: int
     ) -> list[HttpRequest]:
         rows_by_action = self._rows(members, prepared)
-        return [self._request(facebook_id, action, chunk)
-                for action, rows in rows_by_action.items() for chunk in chunks(rows, self.max_batch)]  # fmt: skip
+        return [
+            self._request(facebook_id, action, chunk)
+            for action, rows in rows_by_action.items()
+            for chunk in chunks(rows, self.max_batch)
+        ]
 
     def _rows(self, members: list[MembershipChange], prepared: Prepared) -> dict[str, list[list[str]]]:
         """Each member's match-key row, by action; members without any match key are rejected."""

@@ -52,17 +52,27 @@ from cdp_actors.integrations.base import (
 from cdp_actors.integrations.commerce import Expanded, expand_commerce
 
 ActionSource = Literal[
-    "website", "app", "email", "phone_call", "chat", "physical_store", "system_generated", "business_messaging",
+    "website",
+    "app",
+    "email",
+    "phone_call",
+    "chat",
+    "physical_store",
+    "system_generated",
+    "business_messaging",
     "other",
-]  # fmt: skip
+]
 MAX_EVENTS_PER_REQUEST = 1000
 MAX_EVENT_AGE_MS = 7 * 24 * 3600 * 1000
 DEFAULT_CURRENCY = "USD"
 APP_PLATFORMS = {"iOS": "i2", "tvOS": "i2", "Android": "a2"}
 STANDARD_COMMERCE_EVENTS = {
-    "add_to_cart": "AddToCart", "add_to_wishlist": "AddToWishlist", "view_detail": "ViewContent",
-    "checkout": "InitiateCheckout", "purchase": "Purchase",
-}  # fmt: skip
+    "add_to_cart": "AddToCart",
+    "add_to_wishlist": "AddToWishlist",
+    "view_detail": "ViewContent",
+    "checkout": "InitiateCheckout",
+    "purchase": "Purchase",
+}
 MATCH_KEYS = ("em", "ph", "external_id", "madid")
 """Customer information Meta can match a user on by itself; an IP address needs a user agent with it."""
 SOURCE_URL_FLAG = "Facebook.EventSourceUrl"
@@ -105,9 +115,15 @@ def _country(value: str) -> str:
     return code if len(code) == 2 else ""
 
 
-_ATTRIBUTE_KEYS = {"$firstname": ("fn", str.strip), "$lastname": ("ln", str.strip), "$gender": ("ge", _gender),
-                   "$city": ("ct", _letters_only), "$state": ("st", _letters_only), "$zip": ("zp", _zip),
-                   "$country": ("country", _country)}  # fmt: skip
+_ATTRIBUTE_KEYS = {
+    "$firstname": ("fn", str.strip),
+    "$lastname": ("ln", str.strip),
+    "$gender": ("ge", _gender),
+    "$city": ("ct", _letters_only),
+    "$state": ("st", _letters_only),
+    "$zip": ("zp", _zip),
+    "$country": ("country", _country),
+}
 
 
 def hashed_user_attributes(user_attributes: dict[str, Any]) -> dict[str, list[str]]:
@@ -131,20 +147,27 @@ def user_data(batch: dict[str, Any], external_id_type: str, app: bool) -> dict[s
     attributes = batch.get("user_attributes") or {}
     phone = ids.get("mobile_number") or _attribute(attributes, "$mobile")
     data: dict[str, Any] = hashed_user_attributes(attributes)
-    for key, value in (("em", ids.get("email")), ("ph", phone_digits(phone) if isinstance(phone, str) else None),
-                       ("external_id", user_identity(batch, external_id_type))):  # fmt: skip
+    for key, value in (
+        ("em", ids.get("email")),
+        ("ph", phone_digits(phone) if isinstance(phone, str) else None),
+        ("external_id", user_identity(batch, external_id_type)),
+    ):
         if value and value.strip():
             data[key] = [sha256_hex(value)]
     ad_id = device.get("ios_advertising_id") or device.get("android_advertising_id")
-    unhashed = {"client_ip_address": batch.get("ip"), "client_user_agent": device.get("http_header_user_agent"),
-                "madid": ad_id if app and ad_id != ZERO_AD_ID else None}  # fmt: skip
+    unhashed = {
+        "client_ip_address": batch.get("ip"),
+        "client_user_agent": device.get("http_header_user_agent"),
+        "madid": ad_id if app and ad_id != ZERO_AD_ID else None,
+    }
     data.update({key: value for key, value in unhashed.items() if value})
     return data
 
 
 def matchable(data: dict[str, Any]) -> bool:
-    return any(data.get(key) for key in MATCH_KEYS) or bool(data.get("client_ip_address")
-                                                                and data.get("client_user_agent"))  # fmt: skip
+    return any(data.get(key) for key in MATCH_KEYS) or bool(
+        data.get("client_ip_address") and data.get("client_user_agent")
+    )
 
 
 # ---- app data --------------------------------------------------------------------------------------------
@@ -162,10 +185,24 @@ def extinfo(batch: dict[str, Any]) -> list[str]:
     """Meta's 16 extended device fields, in order; unknown ones as empty strings."""
     device, application = batch.get("device_info") or {}, batch.get("application_info") or {}
     locale = "_".join(p for p in (device.get("locale_language"), device.get("locale_country")) if p)
-    fields = [APP_PLATFORMS[device["platform"]], application.get("package"), application.get("application_version"),
-              application.get("application_build_number"), device.get("os_version"), device.get("device_model"),
-              locale, None, device.get("network_carrier"), device.get("screen_width"), device.get("screen_height"),
-              device.get("screen_dpi"), None, None, None, None]  # fmt: skip
+    fields = [
+        APP_PLATFORMS[device["platform"]],
+        application.get("package"),
+        application.get("application_version"),
+        application.get("application_build_number"),
+        device.get("os_version"),
+        device.get("device_model"),
+        locale,
+        None,
+        device.get("network_carrier"),
+        device.get("screen_width"),
+        device.get("screen_height"),
+        device.get("screen_dpi"),
+        None,
+        None,
+        None,
+        None,
+    ]
     return ["" if value is None else str(value) for value in fields]
 
 
@@ -178,8 +215,11 @@ def app_data(batch: dict[str, Any]) -> dict[str, Any] | Rejection:
     if APP_PLATFORMS[platform] == "i2" and not device.get("os_version"):
         return Rejection("Missing OS Version", "Facebook requires device_info.os_version for iOS and tvOS events")
     tracking = advertiser_tracking_enabled(device)
-    return {"advertiser_tracking_enabled": tracking, "application_tracking_enabled": tracking,
-            "extinfo": extinfo(batch)}  # fmt: skip
+    return {
+        "advertiser_tracking_enabled": tracking,
+        "application_tracking_enabled": tracking,
+        "extinfo": extinfo(batch),
+    }
 
 
 # ---- custom data for commerce ----------------------------------------------------------------------------
@@ -193,12 +233,23 @@ def commerce_custom_data(data: dict[str, Any], expanded: list[Expanded]) -> dict
     products = [item.product for item in expanded if item.kind == "product" and item.product is not None]
     total = next((item for item in expanded if item.kind == "total"), None)
     value = total.revenue if total and total.revenue is not None else sum(map(_product_value, products))
-    contents = [{k: v for k, v in (("id", p.get("id")), ("quantity", p.get("quantity")), ("item_price", p.get("price")))
-                 if v is not None} for p in products]  # fmt: skip
-    custom: dict[str, Any] = {**(data.get("custom_attributes") or {}),
-                              "currency": data.get("currency_code") or DEFAULT_CURRENCY, "value": value,
-                              "content_type": "product", "contents": contents, "num_items": len(products),
-                              "content_ids": [p["id"] for p in products if p.get("id")]}  # fmt: skip
+    contents = [
+        {
+            k: v
+            for k, v in (("id", p.get("id")), ("quantity", p.get("quantity")), ("item_price", p.get("price")))
+            if v is not None
+        }
+        for p in products
+    ]
+    custom: dict[str, Any] = {
+        **(data.get("custom_attributes") or {}),
+        "currency": data.get("currency_code") or DEFAULT_CURRENCY,
+        "value": value,
+        "content_type": "product",
+        "contents": contents,
+        "num_items": len(products),
+        "content_ids": [p["id"] for p in products if p.get("id")],
+    }
     transaction_id = (data.get("product_action") or {}).get("transaction_id")
     if transaction_id:
         custom["order_id"] = transaction_id
@@ -218,8 +269,11 @@ def _platform_action_source(batch: dict[str, Any]) -> str:
 def _data_processing_options(batch: dict[str, Any]) -> dict[str, Any]:
     opt_out = ((batch.get("consent_state") or {}).get("ccpa") or {}).get("data_sale_opt_out") or {}
     if opt_out.get("consented") is True:
-        return {"data_processing_options": ["LDU"], "data_processing_options_country": 0,
-                "data_processing_options_state": 0}  # fmt: skip
+        return {
+            "data_processing_options": ["LDU"],
+            "data_processing_options_country": 0,
+            "data_processing_options_state": 0,
+        }
     return {}
 
 
@@ -258,8 +312,11 @@ class Adapter:
         """The fields every server event of the batch carries: action source, user data, app data."""
         user = user_data(batch, self.settings.external_id_type, app=source == "app")
         if not matchable(user):
-            return Rejection("Missing Required Attribute", "no customer information Facebook can match a user on "
-                             "(email, phone, external id, advertising id, or IP address with user agent)")  # fmt: skip
+            return Rejection(
+                "Missing Required Attribute",
+                "no customer information Facebook can match a user on "
+                "(email, phone, external id, advertising id, or IP address with user agent)",
+            )
         if source == "website" and not user.get("client_user_agent"):
             return Rejection("Missing Required Attribute", "website events need device_info.http_header_user_agent")
         shared = {"action_source": source, "user_data": user, **_data_processing_options(batch)}
@@ -321,5 +378,7 @@ class Adapter:
 
     def _requests(self, server_events: list[dict[str, Any]]) -> list[HttpRequest]:
         extra = {"test_event_code": self.settings.test_event_code} if self.settings.test_event_code else {}
-        return [HttpRequest(self.url, json_body({"data": chunk, **extra}), self.headers)
-                for chunk in chunks(server_events, MAX_EVENTS_PER_REQUEST)]  # fmt: skip
+        return [
+            HttpRequest(self.url, json_body({"data": chunk, **extra}), self.headers)
+            for chunk in chunks(server_events, MAX_EVENTS_PER_REQUEST)
+        ]

@@ -97,21 +97,37 @@ def message_base(kind: str, message_id: str, timestamp_ms: int, version: str) ->
 
 
 USER_IDENTITY_TYPES = {
-    "customer_id": "customer", "email": "email", "facebook": "facebook", "twitter": "twitter",
-    "google": "google", "microsoft": "microsoft", "yahoo": "yahoo", "other": "other",
+    "customer_id": "customer",
+    "email": "email",
+    "facebook": "facebook",
+    "twitter": "twitter",
+    "google": "google",
+    "microsoft": "microsoft",
+    "yahoo": "yahoo",
+    "other": "other",
     **{f"other_id_{n}": f"other{n}" for n in range(2, 11)},
-    "mobile_number": "mobile_number", "phone_number_2": "phone_number_2", "phone_number_3": "phone_number_3",
-}  # fmt: skip
+    "mobile_number": "mobile_number",
+    "phone_number_2": "phone_number_2",
+    "phone_number_3": "phone_number_3",
+}
 """Our (Events API) user identity names → Firehose `UserIdentity.Type`; `alias` etc. have none."""
 DEVICE_IDENTITY_TYPES = {
-    "android_uuid": "android_id", "android_advertising_id": "google_advertising_id",
-    "ios_advertising_id": "ios_advertising_id", "ios_idfv": "ios_vendor_id",
-    "roku_advertising_id": "roku_advertising_id", "roku_publisher_id": "roku_publisher_id",
-    "microsoft_advertising_id": "microsoft_advertising_id", "microsoft_publisher_id": "microsoft_publisher_id",
+    "android_uuid": "android_id",
+    "android_advertising_id": "google_advertising_id",
+    "ios_advertising_id": "ios_advertising_id",
+    "ios_idfv": "ios_vendor_id",
+    "roku_advertising_id": "roku_advertising_id",
+    "roku_publisher_id": "roku_publisher_id",
+    "microsoft_advertising_id": "microsoft_advertising_id",
+    "microsoft_publisher_id": "microsoft_publisher_id",
     "fire_advertising_id": "fire_advertising_id",
-}  # fmt: skip
-PUSH_TOKEN_TYPES = {"ios": "apple_push_notification_token", "tvos": "apple_push_notification_token",
-                    "android": "google_cloud_messaging_token", "firetv": "google_cloud_messaging_token"}  # fmt: skip
+}
+PUSH_TOKEN_TYPES = {
+    "ios": "apple_push_notification_token",
+    "tvos": "apple_push_notification_token",
+    "android": "google_cloud_messaging_token",
+    "firetv": "google_cloud_messaging_token",
+}
 
 
 def identity(firehose_type: str, value: str) -> Json:
@@ -154,20 +170,57 @@ def renamed(source: dict[str, Any], names: dict[str, str]) -> Json:
 
 # ---- events --------------------------------------------------------------------------------------------
 
-CUSTOM_EVENT_TYPES = frozenset({"unknown", "navigation", "location", "search", "transaction", "user_content",
-                                "user_preference", "social", "other", "media"})  # fmt: skip
-APPLICATION_STATES = {"application_exit": "exit", "application_background": "background",
-                      "application_foreground": "foreground"}  # fmt: skip
-PRODUCT_ACTIONS = {"add_to_cart": "add_to_cart", "remove_from_cart": "remove_from_cart", "checkout": "checkout",
-                   "checkout_option": "checkout_option", "click": "click", "view_detail": "view_detail",
-                   "purchase": "purchase", "refund": "refund", "add_to_wishlist": "add_to_wishlist",
-                   "remove_from_wishlist": "remove_from_wish_list",
-                   "remove_from_wish_list": "remove_from_wish_list"}  # fmt: skip
-PRODUCT_FIELDS = {"id": "id", "name": "name", "brand": "brand", "category": "category", "variant": "variant",
-                  "position": "position", "price": "price", "quantity": "quantity", "coupon_code": "coupon_code",
-                  "total_product_amount": "total_amount"}  # fmt: skip
-TOTAL_FIELDS = {"transaction_id": "transaction_id", "affiliation": "affiliation", "total_amount": "total_amount",
-                "tax_amount": "tax_amount", "shipping_amount": "shipping_amount"}  # fmt: skip
+CUSTOM_EVENT_TYPES = frozenset(
+    {
+        "unknown",
+        "navigation",
+        "location",
+        "search",
+        "transaction",
+        "user_content",
+        "user_preference",
+        "social",
+        "other",
+        "media",
+    }
+)
+APPLICATION_STATES = {
+    "application_exit": "exit",
+    "application_background": "background",
+    "application_foreground": "foreground",
+}
+PRODUCT_ACTIONS = {
+    "add_to_cart": "add_to_cart",
+    "remove_from_cart": "remove_from_cart",
+    "checkout": "checkout",
+    "checkout_option": "checkout_option",
+    "click": "click",
+    "view_detail": "view_detail",
+    "purchase": "purchase",
+    "refund": "refund",
+    "add_to_wishlist": "add_to_wishlist",
+    "remove_from_wishlist": "remove_from_wish_list",
+    "remove_from_wish_list": "remove_from_wish_list",
+}
+PRODUCT_FIELDS = {
+    "id": "id",
+    "name": "name",
+    "brand": "brand",
+    "category": "category",
+    "variant": "variant",
+    "position": "position",
+    "price": "price",
+    "quantity": "quantity",
+    "coupon_code": "coupon_code",
+    "total_product_amount": "total_amount",
+}
+TOTAL_FIELDS = {
+    "transaction_id": "transaction_id",
+    "affiliation": "affiliation",
+    "total_amount": "total_amount",
+    "tax_amount": "tax_amount",
+    "shipping_amount": "shipping_amount",
+}
 PROMOTION_FIELDS = {"id": "id", "name": "name", "creative": "creative", "position": "position"}
 LOCATION_FIELDS = {"latitude": "latitude", "longitude": "longitude", "accuracy": "accuracy"}
 
@@ -365,32 +418,76 @@ def firehose_events(batch: Json, message_id: str) -> tuple[list[Json], dict[str,
 
 # ---- the rest of the event processing request ------------------------------------------------------------
 
-RUNTIME_TYPES = {"iOS": "ios", "Android": "android", "web": "mobileweb", "tvOS": "tvos", "roku": "roku",
-                 "xbox": "xbox", "fire_tv": "firetv", "alexa": "alexa", "smart_tv": "smarttv"}  # fmt: skip
-OS_RUNTIME_TYPES = {"IOS": "ios", "UnityIOS": "ios", "Android": "android", "UnityAndroid": "android",
-                    "MobileWeb": "mobileweb", "TVOS": "tvos", "Roku": "roku", "Xbox": "xbox", "FireTV": "firetv",
-                    "Alexa": "alexa", "SmartTV": "smarttv"}  # fmt: skip
+RUNTIME_TYPES = {
+    "iOS": "ios",
+    "Android": "android",
+    "web": "mobileweb",
+    "tvOS": "tvos",
+    "roku": "roku",
+    "xbox": "xbox",
+    "fire_tv": "firetv",
+    "alexa": "alexa",
+    "smart_tv": "smarttv",
+}
+OS_RUNTIME_TYPES = {
+    "IOS": "ios",
+    "UnityIOS": "ios",
+    "Android": "android",
+    "UnityAndroid": "android",
+    "MobileWeb": "mobileweb",
+    "TVOS": "tvos",
+    "Roku": "roku",
+    "Xbox": "xbox",
+    "FireTV": "firetv",
+    "Alexa": "alexa",
+    "SmartTV": "smarttv",
+}
 _SHARED_DEVICE_FIELDS = {
-    "build_identifier": "build_id", "brand": "brand", "product": "product", "device": "name",
-    "os_version": "os_version", "screen_height": "screen_height", "screen_width": "screen_width",
-    "screen_dpi": "screen_dpi", "locale_language": "locale_language", "locale_country": "locale_country",
-    "network_country": "network_country", "network_carrier": "network_carrier", "network_code": "network_code",
-    "network_mobile_country_code": "network_mobile_country_code", "timezone_offset": "timezone_offset",
-    "is_tablet": "is_tablet", "radio_access_technology": "radio_access_technology",
-}  # fmt: skip
+    "build_identifier": "build_id",
+    "brand": "brand",
+    "product": "product",
+    "device": "name",
+    "os_version": "os_version",
+    "screen_height": "screen_height",
+    "screen_width": "screen_width",
+    "screen_dpi": "screen_dpi",
+    "locale_language": "locale_language",
+    "locale_country": "locale_country",
+    "network_country": "network_country",
+    "network_carrier": "network_carrier",
+    "network_code": "network_code",
+    "network_mobile_country_code": "network_mobile_country_code",
+    "timezone_offset": "timezone_offset",
+    "is_tablet": "is_tablet",
+    "radio_access_technology": "radio_access_technology",
+}
 DEVICE_FIELDS = {
-    **_SHARED_DEVICE_FIELDS, "device_manufacturer": "manufacturer", "device_model": "model",
-    "device_country": "country", "cpu_architecture": "cpu_architecture",
-    "supports_telephony": "supports_telephony", "has_nfc": "has_nfc", "bluetooth_enabled": "bluetooth_enabled",
-    "bluetooth_version": "bluetooth_version", "att_authorization_status": "att_authorization_status",
+    **_SHARED_DEVICE_FIELDS,
+    "device_manufacturer": "manufacturer",
+    "device_model": "model",
+    "device_country": "country",
+    "cpu_architecture": "cpu_architecture",
+    "supports_telephony": "supports_telephony",
+    "has_nfc": "has_nfc",
+    "bluetooth_enabled": "bluetooth_enabled",
+    "bluetooth_version": "bluetooth_version",
+    "att_authorization_status": "att_authorization_status",
     "att_timestamp_unixtime_ms": "att_timestamp_unixtime_ms",
-}  # fmt: skip
-WEB_DEVICE_FIELDS = {**_SHARED_DEVICE_FIELDS, "device_manufacturer": "device_manufacturer",
-                     "device_model": "device_model", "device_country": "device_country",
-                     "push_token": "push_token"}  # fmt: skip
-APPLICATION_FIELDS = {"application_name": "application_name", "application_version": "application_version",
-                      "package": "application_package", "install_referrer": "install_referrer",
-                      "apple_search_ads_attributes": "apple_search_ads_attribution"}  # fmt: skip
+}
+WEB_DEVICE_FIELDS = {
+    **_SHARED_DEVICE_FIELDS,
+    "device_manufacturer": "device_manufacturer",
+    "device_model": "device_model",
+    "device_country": "device_country",
+    "push_token": "push_token",
+}
+APPLICATION_FIELDS = {
+    "application_name": "application_name",
+    "application_version": "application_version",
+    "package": "application_package",
+    "install_referrer": "install_referrer",
+    "apple_search_ads_attributes": "apple_search_ads_attribution",
+}
 SOURCE_CHANNELS = frozenset({"unknown", "native", "javascript", "pixel", "partner", "server_to_server"})
 
 
@@ -430,8 +527,13 @@ def user_attribute_fields(batch: Json) -> Json:
     return {"user_attributes": singles, "user_attribute_lists": lists}
 
 
-CONSENT_FIELDS = {"consented": "consented", "document": "document", "timestamp_unixtime_ms": "timestamp_unixtime_ms",
-                  "location": "location", "hardware_id": "hardware_id"}  # fmt: skip
+CONSENT_FIELDS = {
+    "consented": "consented",
+    "document": "document",
+    "timestamp_unixtime_ms": "timestamp_unixtime_ms",
+    "location": "location",
+    "hardware_id": "hardware_id",
+}
 
 
 def consent(state: Json | None) -> Json | None:
@@ -591,5 +693,9 @@ class AudienceAdapter(FirehoseClient):
 
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
         version = self.settings.firehose_version
-        return Prepared([self.request(audience_membership_change_request(chunk, self.account, version))
-                         for chunk in chunks(changes, self.max_batch)])  # fmt: skip
+        return Prepared(
+            [
+                self.request(audience_membership_change_request(chunk, self.account, version))
+                for chunk in chunks(changes, self.max_batch)
+            ]
+        )

@@ -51,13 +51,34 @@ MAX_EVENTS_PER_REQUEST = 2000
 TRACK_WINDOW_MS = 5 * 24 * 60 * 60 * 1000
 SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event"})
 DistinctIdType = Literal[
-    "mpid", "customer_id", "email", "other", "other_id_2", "other_id_3", "other_id_4", "mobile_number",
-    "ios_advertising_id", "ios_idfv", "android_uuid", "android_advertising_id",
-]  # fmt: skip
-RESERVED_ATTRIBUTES = {"$FirstName": "$first_name", "$LastName": "$last_name", "$Mobile": "$phone",
-                       "$City": "$city", "$State": "$region"}  # fmt: skip
-DEVICE_PROPERTIES = {"platform": "$os", "os_version": "$os_version", "device_manufacturer": "$manufacturer",
-                     "brand": "$brand", "device_model": "$model", "network_carrier": "$carrier"}  # fmt: skip
+    "mpid",
+    "customer_id",
+    "email",
+    "other",
+    "other_id_2",
+    "other_id_3",
+    "other_id_4",
+    "mobile_number",
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_uuid",
+    "android_advertising_id",
+]
+RESERVED_ATTRIBUTES = {
+    "$FirstName": "$first_name",
+    "$LastName": "$last_name",
+    "$Mobile": "$phone",
+    "$City": "$city",
+    "$State": "$region",
+}
+DEVICE_PROPERTIES = {
+    "platform": "$os",
+    "os_version": "$os_version",
+    "device_manufacturer": "$manufacturer",
+    "brand": "$brand",
+    "device_model": "$model",
+    "network_carrier": "$carrier",
+}
 
 
 class Settings(SettingsModel):
@@ -104,8 +125,11 @@ class Adapter:
         self.settings = settings
         self.token = settings.project_token.get_secret_value()
         self.base_url = settings.api_url.rstrip("/")
-        self.json_headers = {"Content-Type": "application/json", "Accept": "application/json",
-                             "User-Agent": "cdp-actors/0.1"}  # fmt: skip
+        self.json_headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "cdp-actors/0.1",
+        }
         self.import_headers = dict(self.json_headers)
         if settings.api_secret is not None:
             credentials = f"{settings.api_secret.get_secret_value()}:".encode()
@@ -140,8 +164,13 @@ class Adapter:
                 continue
             target = routed.recent if now_ms - time_ms <= TRACK_WINDOW_MS else routed.historical
             for plain, insert_id in zip(plains, insert_ids(batch, position, data, len(plains)), strict=True):
-                properties = {**context, **converted(plain.attributes), **envelope,  # reserved names win
-                              "time": time_ms, "$insert_id": insert_id}  # fmt: skip
+                properties = {
+                    **context,
+                    **converted(plain.attributes),
+                    **envelope,  # reserved names win
+                    "time": time_ms,
+                    "$insert_id": insert_id,
+                }
                 target.append({"event": plain.name, "properties": properties})
             routed.amounts += [(time_ms, plain.amount) for plain in plains if plain.amount is not None]
             routed.forwarded += 1
@@ -178,8 +207,11 @@ class Adapter:
             return Rejection("Missing Event Name", f"a {kind} without a name cannot be sent to Mixpanel")
         if age_ms > TRACK_WINDOW_MS and self.settings.api_secret is None:
             days = age_ms / 86_400_000
-            return Rejection("Event Arrived Late", f"{plains[0].name!r} is {days:.1f} days old; events older than "
-                             "5 days go to Mixpanel's /import, which needs the api_secret setting")  # fmt: skip
+            return Rejection(
+                "Event Arrived Late",
+                f"{plains[0].name!r} is {days:.1f} days old; events older than "
+                "5 days go to Mixpanel's /import, which needs the api_secret setting",
+            )
         return None
 
     def _event_requests(self, path: str, events: list[dict[str, Any]], headers: dict[str, str]) -> list[HttpRequest]:
@@ -221,8 +253,10 @@ def plain_events(event: dict[str, Any]) -> list[Plain]:
     kind = event.get("event_type")
     attributes = data.get("custom_attributes") or {}
     if kind == "commerce_event":
-        return [Plain(item.name, item.attributes, transaction_amount(item.action, item.revenue))
-                for item in expand_commerce(data)]  # fmt: skip
+        return [
+            Plain(item.name, item.attributes, transaction_amount(item.action, item.revenue))
+            for item in expand_commerce(data)
+        ]
     name = data.get("event_name") if kind == "custom_event" else data.get("screen_name")
     if not name:
         return []

@@ -75,8 +75,11 @@ class Adapter(MappedAudienceAdapter[dict[ListKind, str]]):
         self, lists: dict[ListKind, str], members: list[MembershipChange], prepared: Prepared, now_ms: int
     ) -> list[HttpRequest]:
         records = self._records(members, lists, prepared)
-        return [self._request(lists[kind], action, chunk)
-                for (action, kind), values in records.items() for chunk in chunks(values, self.max_batch)]  # fmt: skip
+        return [
+            self._request(lists[kind], action, chunk)
+            for (action, kind), values in records.items()
+            for chunk in chunks(values, self.max_batch)
+        ]
 
     def _records(
         self, members: list[MembershipChange], lists: dict[ListKind, str], prepared: Prepared
@@ -88,9 +91,11 @@ class Adapter(MappedAudienceAdapter[dict[ListKind, str]]):
         missing_description = "none of " + ", ".join(identity for kind in lists for identity in LIST_IDENTITIES[kind])
         for change in members:
             found: list[tuple[ListKind, str]] = [
-                (kind, sha256_hex(change.identities[identity])) for kind in lists
-                for identity in LIST_IDENTITIES[kind] if change.identities.get(identity, "").strip()
-            ]  # fmt: skip
+                (kind, sha256_hex(change.identities[identity]))
+                for kind in lists
+                for identity in LIST_IDENTITIES[kind]
+                if change.identities.get(identity, "").strip()
+            ]
             if sendable(change, OPERATIONS, bool(found), missing_description, prepared):
                 for kind, record in found:
                     records[(change.action, kind)][record] = None

@@ -12,10 +12,20 @@ from cdp_actors.integrations.base import Adapter
 MODULES = {
     kind: f"cdp_actors.integrations.{kind}"
     for kind in (
-        "webhook", "firehose", "mixpanel", "amplitude", "braze", "facebook_capi", "appsflyer",  # event outputs
-        "facebook_audience", "snapchat_audience", "twitter_audience", "braze_audience", "pinterest_audience",
+        "webhook",
+        "firehose",
+        "mixpanel",
+        "amplitude",
+        "braze",
+        "facebook_capi",
+        "appsflyer",  # event outputs
+        "facebook_audience",
+        "snapchat_audience",
+        "twitter_audience",
+        "braze_audience",
+        "pinterest_audience",
     )
-}  # fmt: skip
+}
 
 
 AUDIENCE_ONLY = frozenset(kind for kind in MODULES if kind.endswith("_audience"))

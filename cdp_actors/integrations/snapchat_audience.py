@@ -78,8 +78,11 @@ class Adapter(MappedAudienceAdapter[str]):
     ) -> list[HttpRequest]:
         """One request per action and identifier type (Snap takes one schema per request)."""
         hashes = self._hashes(members, prepared)
-        return [self._request(segment_id, action, schema, chunk)
-                for (action, schema), values in hashes.items() for chunk in chunks(values, self.max_batch)]  # fmt: skip
+        return [
+            self._request(segment_id, action, schema, chunk)
+            for (action, schema), values in hashes.items()
+            for chunk in chunks(values, self.max_batch)
+        ]
 
     def _hashes(self, members: list[MembershipChange], prepared: Prepared) -> dict[tuple[str, str], list[str]]:
         """The members' hashed identifiers by (action, schema), deduplicated; members without any are rejected."""

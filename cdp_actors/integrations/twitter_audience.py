@@ -89,8 +89,11 @@ class Adapter(MappedAudienceAdapter[str]):
         self, x_audience_id: str, members: list[MembershipChange], prepared: Prepared, now_ms: int
     ) -> list[HttpRequest]:
         users_by_action = self._users(members, prepared)
-        return [self._request(x_audience_id, action, chunk, now_ms)
-                for action, users in users_by_action.items() for chunk in chunks(users, self.max_batch)]  # fmt: skip
+        return [
+            self._request(x_audience_id, action, chunk, now_ms)
+            for action, users in users_by_action.items()
+            for chunk in chunks(users, self.max_batch)
+        ]
 
     def _users(self, members: list[MembershipChange], prepared: Prepared) -> dict[str, list[dict[str, list[str]]]]:
         """The members as X user objects, by action; members without any accepted identity are rejected."""

@@ -30,14 +30,23 @@ def identity_change_events(record: ShardRecord) -> list[dict[str, Any]]:
     def identity(name: str, value: str | None, created: bool) -> dict[str, Any] | None:
         if value is None:
             return None
-        return {"identity_type": name, "identity": value, "timestamp_unixtime_ms": record.received_ms,
-                "created_this_batch": created}  # fmt: skip
+        return {
+            "identity_type": name,
+            "identity": value,
+            "timestamp_unixtime_ms": record.received_ms,
+            "created_this_batch": created,
+        }
 
     return [
-        {"event_type": "user_identity_change",
-         "data": {"new": identity(c.identity_type, c.new, c.created), "old": identity(c.identity_type, c.old, False)}}
+        {
+            "event_type": "user_identity_change",
+            "data": {
+                "new": identity(c.identity_type, c.new, c.created),
+                "old": identity(c.identity_type, c.old, False),
+            },
+        }
         for c in record.identity_changes
-    ]  # fmt: skip
+    ]
 
 
 def build_outbound(

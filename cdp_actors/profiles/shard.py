@@ -162,8 +162,11 @@ class ShardCore:
         types = sorted({*profile.user_identities, *profile.device_identities})
         activity = Activity(any(t in self.login_ids for t in profile.user_identities), types)
         day = record.received_ms // DAY_MS
-        txn.put(activity_key(day, record.input_id, record.mpid), _activity_codec[0].encode(activity),
-                db=self.store.db("activity"))  # fmt: skip
+        txn.put(
+            activity_key(day, record.input_id, record.mpid),
+            _activity_codec[0].encode(activity),
+            db=self.store.db("activity"),
+        )
         if day > self.trimmed_day:  # once a day: activity older than the retention goes
             cursor = txn.cursor(self.store.db("activity"))
             while cursor.first() and int.from_bytes(cursor.key()[:4], "big") <= day - ACTIVITY_RETENTION_DAYS:
@@ -183,8 +186,7 @@ class ShardCore:
                 if day > last_day:
                     break
                 activity = _activity_codec[1].decode(value)
-                entry = report.setdefault((day, int.from_bytes(key[4:8], "big")),
-                                          DayActivity())  # fmt: skip
+                entry = report.setdefault((day, int.from_bytes(key[4:8], "big")), DayActivity())
                 entry.active += 1
                 entry.known += activity.known
                 for identity_type in activity.identity_types:

@@ -16,8 +16,18 @@ from cdp_actors.schema.identity_types import is_device_type, profile_api_name
 from cdp_actors.schema.records import DayActivity
 
 PROFILE_FIELDS = ("device_identities", "user_identities", "user_attributes", "audience_memberships", "attribution")
-RESERVED_ATTRIBUTES = ("$firstname", "$lastname", "$age", "$gender", "$mobile", "$address", "$city", "$state",
-                       "$zip", "$country")  # fmt: skip
+RESERVED_ATTRIBUTES = (
+    "$firstname",
+    "$lastname",
+    "$age",
+    "$gender",
+    "$mobile",
+    "$address",
+    "$city",
+    "$state",
+    "$zip",
+    "$country",
+)
 
 
 def _as_strings(value: Any) -> str | list[str]:
@@ -75,16 +85,21 @@ def ordered_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 
 def user_detail(mpid: int, record: IdentityRecord | None, profile: dict[str, Any] | None) -> dict[str, Any]:
     profile = profile or {}
-    devices = {name: {"value": value, "last_seen_ms": ts}
-               for name, (value, ts) in profile.get("device_identities", {}).items()}  # fmt: skip
+    devices = {
+        name: {"value": value, "last_seen_ms": ts} for name, (value, ts) in profile.get("device_identities", {}).items()
+    }
     return {
         "mpid": mpid,
         "orphaned": bool(record and record.orphaned),
         "identities": {t: v for t, v in (record.identities if record else {}).items() if not is_device_type(t)},
         "devices": devices,
-        "attributes": ordered_attributes({name: {"value": value, "updated_ms": ts}
-                                          for name, (value, ts) in profile.get("attributes", {}).items()
-                                          if value is not None}),  # fmt: skip
+        "attributes": ordered_attributes(
+            {
+                name: {"value": value, "updated_ms": ts}
+                for name, (value, ts) in profile.get("attributes", {}).items()
+                if value is not None
+            }
+        ),
         "consent": profile.get("consent", {}),
         "first_seen_ms": profile.get("first_seen_ms"),
         "last_seen_ms": profile.get("last_seen_ms"),
@@ -111,13 +126,15 @@ def identity_report(
     rows = []
     for (day, input_id), entry in sorted(merged.items()):
         active = entry["active"]
-        rows.append({
-            "date": day_text(day),
-            "input_id": input_id,
-            "input": input_names.get(input_id, ""),
-            "active_profiles": active,
-            "known_profiles": entry["known"],
-            "anonymous_profiles": active - entry["known"],
-            "identifier_coverage": {t: round(n / active, 4) for t, n in sorted(entry["coverage"].items())},
-        })  # fmt: skip
+        rows.append(
+            {
+                "date": day_text(day),
+                "input_id": input_id,
+                "input": input_names.get(input_id, ""),
+                "active_profiles": active,
+                "known_profiles": entry["known"],
+                "anonymous_profiles": active - entry["known"],
+                "identifier_coverage": {t: round(n / active, 4) for t, n in sorted(entry["coverage"].items())},
+            }
+        )
     return rows

@@ -133,19 +133,60 @@ class EventData(_Base, kw_only=True):
 # ---- per-event-type data ---------------------------------------------------------------------------------
 
 CustomEventType = Literal[
-    "attribution", "location", "media", "navigation", "search", "social", "transaction",
-    "user_content", "user_preference", "other", "unknown",
-]  # fmt: skip
+    "attribution",
+    "location",
+    "media",
+    "navigation",
+    "search",
+    "social",
+    "transaction",
+    "user_content",
+    "user_preference",
+    "other",
+    "unknown",
+]
 CommerceEventType = Literal[
-    "add_to_cart", "remove_from_cart", "checkout", "checkout_option", "click", "view_detail", "purchase",
-    "refund", "promotion_view", "promotion_click", "add_to_wishlist", "remove_from_wishlist", "impression",
-    "attribution", "location", "media", "navigation", "search", "social", "transaction", "user_content",
-    "user_preference", "other", "unknown", "consent_granted", "consent_denied",
-]  # fmt: skip
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout",
+    "checkout_option",
+    "click",
+    "view_detail",
+    "purchase",
+    "refund",
+    "promotion_view",
+    "promotion_click",
+    "add_to_wishlist",
+    "remove_from_wishlist",
+    "impression",
+    "attribution",
+    "location",
+    "media",
+    "navigation",
+    "search",
+    "social",
+    "transaction",
+    "user_content",
+    "user_preference",
+    "other",
+    "unknown",
+    "consent_granted",
+    "consent_denied",
+]
 ProductActionType = Literal[
-    "add_to_cart", "remove_from_cart", "checkout", "checkout_option", "click", "view_detail", "purchase",
-    "refund", "add_to_wishlist", "remove_from_wish_list", "remove_from_wishlist", "unknown",
-]  # fmt: skip
+    "add_to_cart",
+    "remove_from_cart",
+    "checkout",
+    "checkout_option",
+    "click",
+    "view_detail",
+    "purchase",
+    "refund",
+    "add_to_wishlist",
+    "remove_from_wish_list",
+    "remove_from_wishlist",
+    "unknown",
+]
 
 
 class MediaInfo(_Base, kw_only=True):
@@ -488,9 +529,20 @@ class UserIdentities(_Base, kw_only=True):
 
 
 Platform = Literal[
-    "iOS", "Android", "web", "tvOS", "roku", "out_of_band", "alexa", "smart_tv", "fire_tv", "xbox", "desktop",
-    "Unknown", "unknown",
-]  # fmt: skip
+    "iOS",
+    "Android",
+    "web",
+    "tvOS",
+    "roku",
+    "out_of_band",
+    "alexa",
+    "smart_tv",
+    "fire_tv",
+    "xbox",
+    "desktop",
+    "Unknown",
+    "unknown",
+]
 
 
 class DeviceInfo(_Base, kw_only=True):
@@ -548,10 +600,26 @@ class ApplicationInfo(_Base, kw_only=True):
     application_build_number: str | None = None
     install_referrer: str | None = None
     package: str | None = None
-    os: Literal[
-        "Unknown", "IOS", "Android", "WindowsPhone", "MobileWeb", "UnityIOS", "UnityAndroid", "Desktop", "TVOS",
-        "Roku", "OutOfBand", "Alexa", "SmartTV", "FireTV", "Xbox",
-    ] | None = None  # fmt: skip
+    os: (
+        Literal[
+            "Unknown",
+            "IOS",
+            "Android",
+            "WindowsPhone",
+            "MobileWeb",
+            "UnityIOS",
+            "UnityAndroid",
+            "Desktop",
+            "TVOS",
+            "Roku",
+            "OutOfBand",
+            "Alexa",
+            "SmartTV",
+            "FireTV",
+            "Xbox",
+        ]
+        | None
+    ) = None
     apple_search_ads_attributes: dict[str, dict[str, str]] | None = None
     sideloaded_kits_count: Int64 | None = None
 
@@ -582,9 +650,19 @@ class BatchContext(_Base, kw_only=True):
 
 
 class SourceInfo(_Base, kw_only=True):
-    channel: Literal[
-        "native", "javascript", "pixel", "desktop", "partner", "server_to_server", "unknown", "All",
-    ] | None = None  # fmt: skip
+    channel: (
+        Literal[
+            "native",
+            "javascript",
+            "pixel",
+            "desktop",
+            "partner",
+            "server_to_server",
+            "unknown",
+            "All",
+        ]
+        | None
+    ) = None
     partner: str | None = None
     replay_request_id: str | None = None
     replay_job_id: str | None = None
@@ -646,8 +724,7 @@ def encode(obj: Any) -> bytes:
 
 
 NESTED_TOO_DEEPLY = (
-    "JSON is nested deeper than the decoder's recursion limit (about 900 levels; a batch needs fewer than 10)"
-    " - at `$`"
+    "JSON is nested deeper than the decoder's recursion limit (about 900 levels; a batch needs fewer than 10) - at `$`"
 )
 
 

@@ -10,22 +10,57 @@ identity index and the profiles all read it.
 from __future__ import annotations
 
 USER_TYPES = (
-    "customer_id", "mobile_number", "email", "other", "facebook", "google", "twitter", "microsoft", "yahoo",
+    "customer_id",
+    "mobile_number",
+    "email",
+    "other",
+    "facebook",
+    "google",
+    "twitter",
+    "microsoft",
+    "yahoo",
     *(f"other_id_{n}" for n in range(2, 11)),
-    "phone_number_2", "phone_number_3", "alias", "facebook_custom_audience_id",
-)  # fmt: skip
+    "phone_number_2",
+    "phone_number_3",
+    "alias",
+    "facebook_custom_audience_id",
+)
 DEVICE_TYPES = (
-    "ios_advertising_id", "ios_idfv", "android_advertising_id", "android_uuid", "roku_advertising_id",
-    "roku_publisher_id", "microsoft_publisher_id", "microsoft_advertising_id", "device_application_stamp",
-    "fire_advertising_id", "amp_id", "push_token",
-)  # fmt: skip
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_advertising_id",
+    "android_uuid",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "microsoft_publisher_id",
+    "microsoft_advertising_id",
+    "device_application_stamp",
+    "fire_advertising_id",
+    "amp_id",
+    "push_token",
+)
 ALL_TYPES = USER_TYPES + DEVICE_TYPES
 
 DEFAULT_PRIORITY = (
-    "customer_id", "mobile_number", "email", "other", "facebook", "google", "twitter", "microsoft", "yahoo",
-    "ios_advertising_id", "ios_idfv", "android_advertising_id", "android_uuid", "roku_advertising_id",
-    "roku_publisher_id", "microsoft_publisher_id", "microsoft_advertising_id", "device_application_stamp",
-)  # fmt: skip
+    "customer_id",
+    "mobile_number",
+    "email",
+    "other",
+    "facebook",
+    "google",
+    "twitter",
+    "microsoft",
+    "yahoo",
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_advertising_id",
+    "android_uuid",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "microsoft_publisher_id",
+    "microsoft_advertising_id",
+    "device_application_stamp",
+)
 """The documented default identity hierarchy; types it does not name rank after it, in `ALL_TYPES` order."""
 
 IDSYNC_TO_CANONICAL = {
@@ -37,12 +72,30 @@ IDSYNC_TO_CANONICAL = {
     "fire_aid": "fire_advertising_id",
     "microsoft_aid": "microsoft_advertising_id",
     **{f"other{n}": f"other_id_{n}" for n in range(2, 11)},
-    **{name: name for name in (
-        "email", "facebook", "google", "microsoft", "other", "twitter", "yahoo", "mobile_number",
-        "phone_number_2", "phone_number_3", "alias", "ios_idfv", "android_uuid", "amp_id", "push_token",
-        "roku_publisher_id", "microsoft_publisher_id", "device_application_stamp",
-    )},
-}  # fmt: skip
+    **{
+        name: name
+        for name in (
+            "email",
+            "facebook",
+            "google",
+            "microsoft",
+            "other",
+            "twitter",
+            "yahoo",
+            "mobile_number",
+            "phone_number_2",
+            "phone_number_3",
+            "alias",
+            "ios_idfv",
+            "android_uuid",
+            "amp_id",
+            "push_token",
+            "roku_publisher_id",
+            "microsoft_publisher_id",
+            "device_application_stamp",
+        )
+    },
+}
 CANONICAL_TO_IDSYNC = {canonical: idsync for idsync, canonical in IDSYNC_TO_CANONICAL.items()}
 USER_SPELLINGS = {
     spelling: name for spelling, name in IDSYNC_TO_CANONICAL.items() if spelling != name and name in USER_TYPES

@@ -54,9 +54,14 @@ class Store:
         make_private_dir(path)
         # py-lmdb creates data.mdb and lock.mdb with `mode` minus the execute bits: 0600
         self.env = lmdb.open(
-            str(path), map_size=MAP_SIZE, max_dbs=len(names) + 1, sync=True, metasync=True, max_readers=256,
+            str(path),
+            map_size=MAP_SIZE,
+            max_dbs=len(names) + 1,
+            sync=True,
+            metasync=True,
+            max_readers=256,
             mode=PRIVATE_DIR_MODE,
-        )  # fmt: skip
+        )
         for name in LMDB_FILES:  # files an earlier version created 0644
             os.chmod(Path(path) / name, PRIVATE_FILE_MODE)
         self.env.reader_check()  # clear reader slots left by a killed process

@@ -42,8 +42,9 @@ def fault_workspace(partner_base: str, runtime: dict[str, int] = FAULT_RUNTIME) 
             "settings": {"url": partner_base + PATHS[2], "max_batches_per_request": COALESCE},
         }
     )
-    data["connections"].append({"id": 2, "name": "demo-server → coalescing-webhook", "input": 1, "output": 2,
-                                "active": True})  # fmt: skip
+    data["connections"].append(
+        {"id": 2, "name": "demo-server → coalescing-webhook", "input": 1, "output": 2, "active": True}
+    )
     data["retry"], data["runtime"] = FAULT_RETRY, runtime
     return data
 
@@ -85,8 +86,10 @@ def eventually(predicate: Callable[[], Any], timeout: float) -> bool:
 def fatal_alerts(api: Api) -> dict[str, int]:
     """Fatal alerts so far, per output path."""
     connections = {c["connection_id"]: c for c in api.get("/cdp/alerts").json()["connections"]}
-    return {path: sum(t["count"] for t in connections.get(connection, {}).get("types", []) if t["severity"] == "Fatal")
-            for connection, path in PATHS.items()}  # fmt: skip
+    return {
+        path: sum(t["count"] for t in connections.get(connection, {}).get("types", []) if t["severity"] == "Fatal")
+        for connection, path in PATHS.items()
+    }
 
 
 def run_under_load(

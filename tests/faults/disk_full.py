@@ -82,8 +82,17 @@ def run(seed: int, hold_s: float, workdir: Path) -> dict:
         with watching_stalls(Api(port)) as stalls:  # its own HTTP session: the poller is another thread
             # Large batches and a longer load: the stores reuse their own free pages, so small writes get
             # through a full disk for a while.
-            summary = run_under_load(api, partner, seed, "disk-full", fill_then_free, allowed=frozenset({"503"}),
-                                     pad=PAD_BYTES, rounds=ROUNDS, inject_between=(0.2, 0.4))  # fmt: skip
+            summary = run_under_load(
+                api,
+                partner,
+                seed,
+                "disk-full",
+                fill_then_free,
+                allowed=frozenset({"503"}),
+                pad=PAD_BYTES,
+                rounds=ROUNDS,
+                inject_between=(0.2, 0.4),
+            )
         assert summary["answers"].get("503"), "no request met the full disk"
         assert "No space left on device" in summary["first_bodies"]["503"], summary["first_bodies"]
         assert any("No space left on device" in stall for stall in stalls), stalls  # /cdp/status said why

@@ -23,8 +23,11 @@ def pid_of(handle: Any, timeout: float = 60.0) -> int:
 
 def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-             timeout=30, what=f"process {pid} gone")  # fmt: skip
+    wait_for(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        timeout=30,
+        what=f"process {pid} gone",
+    )
 
 
 def kill_9_actor(name: str, namespace: str = NAMESPACE) -> int:

@@ -125,8 +125,7 @@ class Ledger:
             step = len(self.users[customer])
         ts = T0 + step * STEP_MS
         events = [custom(f"fault-{k}", ts + k, step=step) for k in range(rng.randint(1, 3))]
-        fields: dict[str, Any] = {"source_request_id": f"{customer}-{step}",
-                                  "user_attributes": {"step": step}}  # fmt: skip
+        fields: dict[str, Any] = {"source_request_id": f"{customer}-{step}", "user_attributes": {"step": step}}
         if self.pad:
             fields["user_attributes"]["pad"] = f"{step}:".ljust(self.pad, "x")
         plan = rng.choice(["gold", "silver", "delete", "keep"])
@@ -135,8 +134,9 @@ class Ledger:
         elif plan != "keep":
             fields["user_attributes"]["plan"] = plan
         if rng.random() < 0.3:
-            fields["consent_state"] = {"gdpr": {"marketing": {"consented": rng.random() < 0.5,
-                                                              "timestamp_unixtime_ms": ts}}}  # fmt: skip
+            fields["consent_state"] = {
+                "gdpr": {"marketing": {"consented": rng.random() < 0.5, "timestamp_unixtime_ms": ts}}
+            }
         sent = Sent(customer, step, batch(customer, events, **fields))
         with self.lock:
             self.users[customer].append(sent)
@@ -173,9 +173,13 @@ class Ledger:
         seed = f"(seed {self.seed})"
         assert not self.batches("pending"), f"the load left batches neither acknowledged nor given up {seed}"
         assert self.batches("acked"), f"nothing was acknowledged {seed}"
-        summary: dict[str, Any] = {"seed": self.seed, "users": len(self.users), "sent": len(self.by_srid),
-                                   "acked": len(self.batches("acked")),
-                                   "gave_up": len(self.batches("gave_up"))}  # fmt: skip
+        summary: dict[str, Any] = {
+            "seed": self.seed,
+            "users": len(self.users),
+            "sent": len(self.by_srid),
+            "acked": len(self.batches("acked")),
+            "gave_up": len(self.batches("gave_up")),
+        }
         dead = dead_lettered(api) & self.by_srid.keys()
         summary["dead_lettered"] = len(dead)
         for path, fatal in fatal_alerts.items():
@@ -212,8 +216,11 @@ class Ledger:
             # A batch refused (dropped with a Fatal alert) and offered again after a crash, because the drop was
             # not yet acknowledged to its shard, may be taken after later ones: that is a re-send, like a
             # duplicate, so only batches never refused must be first taken in order.
-            order = sorted((first_delivery[s.srid], s.step) for s in sends
-                           if s.srid in first_delivery and s.srid not in partner.refused[path])  # fmt: skip
+            order = sorted(
+                (first_delivery[s.srid], s.step)
+                for s in sends
+                if s.srid in first_delivery and s.srid not in partner.refused[path]
+            )
             steps = [step for _, step in order]
             assert steps == sorted(steps), f"{customer}: delivered out of order: steps {steps}; {history}"
             for position, step in order:
@@ -240,14 +247,17 @@ class Ledger:
             assert self.mpids.get(customer, mpid) == mpid, f"{customer}: delivered under another mpid {seed}"
             profile = api.get(f"/cdp/users/{mpid}").json()
             expected = replay(applied)
-            assert (profile["batches"], profile["events"]) == (expected.batches, expected.events), \
-                f"{customer}: applied {profile['batches']} batches / {profile['events']} events, the ledger " \
-                f"implies {expected.batches} / {expected.events} {seed}"  # fmt: skip
+            assert (profile["batches"], profile["events"]) == (expected.batches, expected.events), (
+                f"{customer}: applied {profile['batches']} batches / {profile['events']} events, the ledger "
+                f"implies {expected.batches} / {expected.events} {seed}"
+            )
             attributes = {name: (a["value"], a["updated_ms"]) for name, a in profile["attributes"].items()}
             assert attributes == expected.attributes, f"{customer}: attributes {attributes} {seed}"
             consent = {p: c["consented"] for p, c in profile["consent"].get("gdpr", {}).items()}
             assert consent == expected.consent, f"{customer}: consent {consent} {seed}"
-            assert (profile["first_seen_ms"], profile["last_seen_ms"]) == (expected.first_seen_ms,
-                                                                           expected.last_seen_ms), customer  # fmt: skip
+            assert (profile["first_seen_ms"], profile["last_seen_ms"]) == (
+                expected.first_seen_ms,
+                expected.last_seen_ms,
+            ), customer
             recent = [e["data"]["source_message_id"] for e in profile["recent_events"]]
             assert recent == expected.recent_event_ids, f"{customer}: event history differs from the replay {seed}"

@@ -102,8 +102,9 @@ class Load:
 
     def _post(self, http: requests.Session, data: bytes) -> str:
         try:
-            response = http.post(self.base + "/v2/bulkevents", data=data, headers=HEADERS,
-                                 timeout=self.request_timeout_s)  # fmt: skip
+            response = http.post(
+                self.base + "/v2/bulkevents", data=data, headers=HEADERS, timeout=self.request_timeout_s
+            )
         except requests.RequestException as error:
             return type(error).__name__
         if response.status_code == 202 and response.content:  # every batch is valid: none may be rejected

@@ -56,21 +56,28 @@ def test_signed_idsync_requests_must_carry_a_current_date_and_an_ascii_signature
 def test_non_ascii_bearer_tokens_and_basic_credentials_are_401(platform, receiver) -> None:
     api = platform(config(receiver))
     url = f"{api.base}/userprofile/v1/1/1/1/1?fields=user_identities"
-    issued = api.post("/oauth/token", {"client_id": "demo-client", "client_secret": "demo-client-secret"},
-                      auth=None).json()["access_token"]  # fmt: skip
+    issued = api.post(
+        "/oauth/token", {"client_id": "demo-client", "client_secret": "demo-client-secret"}, auth=None
+    ).json()["access_token"]
     payload = issued.partition(".")[0].encode()  # a valid client and expiry: the signature is what gets compared
     for token in ("é".encode() * 20, payload + b"." + "é".encode() * 32):
         reply = requests.get(url, headers={"Authorization": b"Bearer " + token}, timeout=30)
         assert error_of(reply, 401)["code"] == "UNAUTHORIZED"
-    reply = requests.post(api.base + "/v2/events", data=json.dumps(batch("x")),
-                          headers={"Authorization": b"Basic " + "é".encode() * 8}, timeout=30)  # fmt: skip
+    reply = requests.post(
+        api.base + "/v2/events",
+        data=json.dumps(batch("x")),
+        headers={"Authorization": b"Basic " + "é".encode() * 8},
+        timeout=30,
+    )
     assert error_of(reply, 401)["code"] == "UNAUTHORIZED"
 
 
 def test_unknown_paths_and_methods_are_the_api_shape(platform, receiver) -> None:
     api = platform(config(receiver))
-    assert error_of(api.get("/cdp/nothing-here"), 404) == {"code": "NOT_FOUND",
-                                                           "message": "No such endpoint: GET /cdp/nothing-here"}
+    assert error_of(api.get("/cdp/nothing-here"), 404) == {
+        "code": "NOT_FOUND",
+        "message": "No such endpoint: GET /cdp/nothing-here",
+    }
     assert error_of(api.post("/cdp/status", {}), 405)["code"] == "METHOD_NOT_ALLOWED"
     assert error_of(api.get("/userprofile/v1/1/1/1/not-a-number", fields="x"), 400)["code"] == "BAD_REQUEST"
     for path in ("/v2/foo/events", "/v2/events/extra", "/v2/x/bulkevents"):
@@ -90,11 +97,13 @@ def test_text_plain_is_accepted_other_content_types_are_415_and_store_nothing(pl
         refused = error_of(requests.post(api.base + "/v2/events", data=body, headers=headers, timeout=30), 415)
         assert refused["code"] == "UNSUPPORTED_MEDIA_TYPE" and "application/json or text/plain" in refused["message"]
         refused_identify = {"environment": "production", "known_identities": {"email": "refused@x.io"}}
-        identify = requests.post(api.base + "/v1/identify", data=json.dumps(refused_identify), headers=headers,
-                                 timeout=30)  # fmt: skip
+        identify = requests.post(
+            api.base + "/v1/identify", data=json.dumps(refused_identify), headers=headers, timeout=30
+        )
         assert error_of(identify, 415)["code"] == "UNSUPPORTED_MEDIA_TYPE"
-        token = requests.post(api.base + "/oauth/token", data="client_id=demo-client", timeout=30,
-                              headers={"Content-Type": content_type})  # fmt: skip
+        token = requests.post(
+            api.base + "/oauth/token", data="client_id=demo-client", timeout=30, headers={"Content-Type": content_type}
+        )
         assert error_of(token, 415)["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert api.accepted_batches() == before + 1
     assert api.get("/cdp/users/search", identity_type="email", value="refused@x.io").json()["users"] == []

@@ -63,7 +63,8 @@ def test_past_the_serve_queue_bound_requests_get_429_and_every_acknowledged_batc
     assert all(reply.headers["Content-Type"] == "application/json" for reply in refused)
     assert {reply.json()["errors"][0]["code"] for reply in refused} == {"TOO_MANY_REQUESTS"}
     assert all("backpressure" in reply.json()["errors"][0]["message"] for reply in refused)  # Serve's, not ours
-    acknowledged = set().union(*(ids(bodies) for bodies, reply in zip(requests_, replies, strict=True)
-                                 if reply.status_code == 202))  # fmt: skip
+    acknowledged = set().union(
+        *(ids(bodies) for bodies, reply in zip(requests_, replies, strict=True) if reply.status_code == 202)
+    )
     wait_for(lambda: delivered_ids(receiver) >= acknowledged and api.settled(), what="every acknowledged batch")
     assert delivered_ids(receiver) == acknowledged

@@ -22,8 +22,9 @@ SCENARIO_TIMEOUT_S = 300  # ~45 s on two busy cores
 def test_shards_spread_over_nodes_stay_pinned_and_the_flow_runs_end_to_end(tmp_path: Path) -> None:
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_ADDRESS")}
     command = [sys.executable, "-m", "tests.cluster_scenario", str(tmp_path)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         out, err = process.communicate(timeout=SCENARIO_TIMEOUT_S)
     except subprocess.TimeoutExpired:

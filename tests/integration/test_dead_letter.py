@@ -19,10 +19,17 @@ from tests.samples import batch, custom
 from tests.support import Api, Receiver, wait_for
 
 T0 = 1_700_000_000_000
-POISON_IN_IDENTITY = {"environment": "production", "mpid": 2**63, "user_identities": {"customer_id": "dl-mpid"},
-                      "events": [custom("x", T0)]}  # fmt: skip
-POISON_IN_SHARD = {"environment": "development", "user_identities": {"customer_id": "dl-event"},
-                   "events": [{"event_type": "no_such_event", "data": {}}]}  # fmt: skip
+POISON_IN_IDENTITY = {
+    "environment": "production",
+    "mpid": 2**63,
+    "user_identities": {"customer_id": "dl-mpid"},
+    "events": [custom("x", T0)],
+}
+POISON_IN_SHARD = {
+    "environment": "development",
+    "user_identities": {"customer_id": "dl-event"},
+    "events": [{"event_type": "no_such_event", "data": {}}],
+}
 
 
 def dead_letters(api: Api, **params: str) -> dict:
@@ -48,15 +55,19 @@ def test_poison_batches_are_dead_lettered_and_the_rest_is_delivered_in_order(pla
     first_seq = api.accepted_batches() - 4
 
     srids = [b["source_request_id"] for b in user]
-    wait_for(lambda: {b.get("source_request_id") for b in receiver.bodies()} >= set(srids), timeout=90,
-             what="the batches around the poison delivered")  # fmt: skip
+    wait_for(
+        lambda: {b.get("source_request_id") for b in receiver.bodies()} >= set(srids),
+        timeout=90,
+        what="the batches around the poison delivered",
+    )
     delivered = [b["source_request_id"] for b in receiver.bodies() if b.get("source_request_id") in srids]
     assert delivered == srids, "delivered in send order"
     assert [b["user_attributes"]["step"] for b in receiver.bodies() if b.get("source_request_id") in srids] == [0, 1, 2]
 
     # a batch after a poison one may be applied on another shard while the poison is still being isolated
-    page = wait_for(lambda: (p := dead_letters(api))["count"] == 2 and p, timeout=60,
-                    what="both poison batches set aside")
+    page = wait_for(
+        lambda: (p := dead_letters(api))["count"] == 2 and p, timeout=60, what="both poison batches set aside"
+    )
     assert page["count"] == 2 and [e["seq"] for e in page["entries"]] == [first_seq + 1, first_seq + 3]
     assert all("body" not in e for e in page["entries"]), "no raw batch unless asked"
     by_identity, by_shard = page["entries"]
@@ -81,14 +92,19 @@ def test_poison_batches_are_dead_lettered_and_the_rest_is_delivered_in_order(pla
 
     later = batch("dl-user", [custom("later", T0 + 10)], user_attributes={"step": 3})
     assert api.post("/v2/events", later).status_code == 202
-    wait_for(lambda: later["source_request_id"] in {b.get("source_request_id") for b in receiver.bodies()},
-             timeout=30, what="a batch sent after the poison delivered")  # fmt: skip
+    wait_for(
+        lambda: later["source_request_id"] in {b.get("source_request_id") for b in receiver.bodies()},
+        timeout=30,
+        what="a batch sent after the poison delivered",
+    )
 
     # Replay re-submits through the intake (still poison here: it is set aside again, under a new seq).
     assert main(["deadletter", "replay", "--seq", str(first_seq + 3)]) == 0
-    again = wait_for(lambda: [e for e in dead_letters(api, include_body="true")["entries"]
-                              if e["seq"] > api.accepted_batches() - 2], timeout=60,
-                     what="the replayed batch processed again")  # fmt: skip
+    again = wait_for(
+        lambda: [e for e in dead_letters(api, include_body="true")["entries"] if e["seq"] > api.accepted_batches() - 2],
+        timeout=60,
+        what="the replayed batch processed again",
+    )
     assert [json.loads(e["body"]) for e in again] == [POISON_IN_SHARD]
     assert first_seq + 3 not in [e["seq"] for e in dead_letters(api)["entries"]], "removed once re-accepted"
     assert dead_letters(api)["count"] == 2

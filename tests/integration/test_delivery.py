@@ -84,11 +84,17 @@ def test_batches_held_past_the_max_age_by_a_dead_output_are_dropped_with_a_fatal
 
 def test_a_dead_output_does_not_hold_up_a_healthy_one(platform, receiver) -> None:
     config = demo_config(receiver.url, retry={**FAST_RETRY, "max_attempts": 1000}, runtime={"forwarder_window": 4})
-    dead = config.outputs[0].model_copy(update={"id": 2, "name": "dead-webhook", "settings": config.outputs[0].settings
-                                                .model_copy(update={"url": f"http://127.0.0.1:{free_port()}/x"})})
+    dead = config.outputs[0].model_copy(
+        update={
+            "id": 2,
+            "name": "dead-webhook",
+            "settings": config.outputs[0].settings.model_copy(update={"url": f"http://127.0.0.1:{free_port()}/x"}),
+        }
+    )
     second = config.connections[0].model_copy(update={"id": 2, "name": "to the dead one", "output": 2})
-    api = platform(config.model_copy(update={"outputs": [*config.outputs, dead],
-                                             "connections": [*config.connections, second]}))  # fmt: skip
+    api = platform(
+        config.model_copy(update={"outputs": [*config.outputs, dead], "connections": [*config.connections, second]})
+    )
     before = alert_counts(api)
     for start in range(0, 40, 20):
         bodies = [batch(f"iso-{n}", [custom("x", n)]) for n in range(start, start + 20)]
@@ -97,5 +103,7 @@ def test_a_dead_output_does_not_hold_up_a_healthy_one(platform, receiver) -> Non
     # The dead output's attempts are Warnings (their number depends on timing: retries, then the breaker's
     # probes) and nothing else: no retries are spent (no Fatal), the healthy output raises nothing.
     wait_for(lambda: set(new_alerts(api, before)) == {("306-Unknown", "Warning")}, what="the dead output's warnings")
-    wait_for(lambda: sum(shard["outbox"] for shard in api.status()["shards"]) == 40,
-             what="only the dead output's rows left in the outbox (acks are batched)")  # fmt: skip
+    wait_for(
+        lambda: sum(shard["outbox"] for shard in api.status()["shards"]) == 40,
+        what="only the dead output's rows left in the outbox (acks are batched)",
+    )

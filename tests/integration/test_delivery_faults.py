@@ -38,8 +38,10 @@ def test_a_giant_application_version_does_not_stall_its_users_lane(platform, rec
     before = alert_counts(api)
     now = int(time.time() * 1000)
     versions = [f"1.{GIANT_DIGITS}", f"0.{GIANT_DIGITS}", "1.5"]  # above the floor, below it, a plain one
-    bodies = [batch("giant-version", [custom(f"v{n}", now)], application_info={"application_version": version})
-              for n, version in enumerate(versions)]  # fmt: skip
+    bodies = [
+        batch("giant-version", [custom(f"v{n}", now)], application_info={"application_version": version})
+        for n, version in enumerate(versions)
+    ]
     for body in bodies:  # one at a time: the user's lane holds them in this order
         assert api.post("/v2/events", body).status_code == 202
     wait_for(lambda: len(receiver.received) == 2 and api.settled(), timeout=30, what="the user's lane drained")
@@ -93,8 +95,10 @@ def logged_delivery_failures() -> str:
 def test_a_partner_credential_in_a_url_is_in_no_alert_and_no_log(platform, receiver) -> None:
     refused = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
     invalid = "http://127.0.0.1:99999"  # an invalid URL: aiohttp's error text is the whole URL, token included
-    outputs = [{"kind": "facebook_capi", "settings": {"pixel_id": "123", "access_token": TOKEN, "api_url": url}}
-               for url in (refused, invalid)]  # fmt: skip
+    outputs = [
+        {"kind": "facebook_capi", "settings": {"pixel_id": "123", "access_token": TOKEN, "api_url": url}}
+        for url in (refused, invalid)
+    ]
     api = platform(with_outputs(demo_config(receiver.url, retry={**FAST_RETRY, "max_attempts": 2}), *outputs))
     assert summed_alerts(api) == Counter()  # a new platform, its own alert store
     body = batch("leaky", [custom("Played", int(time.time() * 1000))], user_identities={"email": "leak@x.io"})

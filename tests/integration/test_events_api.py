@@ -14,32 +14,47 @@ from tests.support import Api, wait_for
 
 @pytest.fixture
 def api(platform, receiver) -> Api:
-    return platform(demo_config(receiver.url, limits={"max_batch_bytes": 8192, "max_request_bytes": 32768,
-                                                     "max_bulk_batches": 5}))  # fmt: skip
+    return platform(
+        demo_config(receiver.url, limits={"max_batch_bytes": 8192, "max_request_bytes": 32768, "max_bulk_batches": 5})
+    )
 
 
 def full_batch() -> dict:
     return batch(
         "cust-1",
         [event(t, 1_700_000_000_000 + n) for n, t in enumerate(EVENT_DATA)],
-        user_identities={"customerid": "cust-1", "email": "a@x.io", "other_id_2": "o2", "other_id_10": "o10",
-                         "mobile_number": "+4712345678", "phone_number_2": "+1", "phone_number_3": "+2"},
-        device_info={"platform": "iOS", "ios_idfv": "0A1B2C3D-0000-4000-8000-000000000001", "brand": "Apple",
-                     "is_tablet": False, "screen_width": 390, "att_authorization_status": "authorized"},
+        user_identities={
+            "customerid": "cust-1",
+            "email": "a@x.io",
+            "other_id_2": "o2",
+            "other_id_10": "o10",
+            "mobile_number": "+4712345678",
+            "phone_number_2": "+1",
+            "phone_number_3": "+2",
+        },
+        device_info={
+            "platform": "iOS",
+            "ios_idfv": "0A1B2C3D-0000-4000-8000-000000000001",
+            "brand": "Apple",
+            "is_tablet": False,
+            "screen_width": 390,
+            "att_authorization_status": "authorized",
+        },
         application_info={"application_name": "demo", "application_version": "1.2", "os": "IOS"},
-        consent_state={"gdpr": {"location": {"consented": True, "document": "v4",
-                                             "timestamp_unixtime_ms": 1_700_000_000_000}},
-                       "ccpa": {"data_sale_opt_out": {"consented": False,
-                                                      "timestamp_unixtime_ms": 1_700_000_000_000}}},
+        consent_state={
+            "gdpr": {"location": {"consented": True, "document": "v4", "timestamp_unixtime_ms": 1_700_000_000_000}},
+            "ccpa": {"data_sale_opt_out": {"consented": False, "timestamp_unixtime_ms": 1_700_000_000_000}},
+        },
         user_attributes={"$firstname": "Ada", "tags": ["a", "b"]},
-    )  # fmt: skip
+    )
 
 
 def test_every_event_type_is_accepted_and_delivered(api: Api, receiver) -> None:
     response = api.post("/v2/events", full_batch())
     assert response.status_code == 202, response.text
-    commerce = [batch("cust-1", [{"event_type": "commerce_event", "data": variant}])
-                for variant in COMMERCE_VARIANTS.values()]  # fmt: skip
+    commerce = [
+        batch("cust-1", [{"event_type": "commerce_event", "data": variant}]) for variant in COMMERCE_VARIANTS.values()
+    ]
     for body in commerce:
         assert api.post("/v2/events", body).status_code == 202
     wait_for(lambda: len(receiver.received) == 3, what="three deliveries")
@@ -66,17 +81,36 @@ def assert_nothing_stored(api: Api, receiver, before: int) -> None:
 BAD_BODIES = [
     ("not json", b"{oops", "$"),
     ("unknown event type", json.dumps(batch("u", [{"event_type": "teleport", "data": {}}])).encode(), "event_type"),
-    ("wrong type deep inside", json.dumps(batch("u", [custom("x", 1) | {"data": {"event_name": "x",
-        "custom_event_type": "other", "timestamp_unixtime_ms": "yesterday"}}])).encode(),
-     "$.events[0].data.timestamp_unixtime_ms"),
+    (
+        "wrong type deep inside",
+        json.dumps(
+            batch(
+                "u",
+                [
+                    custom("x", 1)
+                    | {"data": {"event_name": "x", "custom_event_type": "other", "timestamp_unixtime_ms": "yesterday"}}
+                ],
+            )
+        ).encode(),
+        "$.events[0].data.timestamp_unixtime_ms",
+    ),
     ("bad enum", json.dumps(batch("u", environment="staging")).encode(), "environment"),
-    ("missing event name", json.dumps(batch("u", [{"event_type": "custom_event",
-        "data": {"custom_event_type": "other"}}])).encode(), "event_name"),
-    ("two commerce actions", json.dumps(batch("u", [event("commerce_event", 1,
-        **COMMERCE_VARIANTS["promotion"])])).encode(), "$.events[0].data"),
-    ("ccpa purpose", json.dumps(batch("u", consent_state={"ccpa": {"marketing": {"consented": True}}})).encode(),
-     "ccpa"),
-]  # fmt: skip
+    (
+        "missing event name",
+        json.dumps(batch("u", [{"event_type": "custom_event", "data": {"custom_event_type": "other"}}])).encode(),
+        "event_name",
+    ),
+    (
+        "two commerce actions",
+        json.dumps(batch("u", [event("commerce_event", 1, **COMMERCE_VARIANTS["promotion"])])).encode(),
+        "$.events[0].data",
+    ),
+    (
+        "ccpa purpose",
+        json.dumps(batch("u", consent_state={"ccpa": {"marketing": {"consented": True}}})).encode(),
+        "ccpa",
+    ),
+]
 
 
 @pytest.mark.parametrize(("case", "body", "path"), BAD_BODIES, ids=[c[0] for c in BAD_BODIES])

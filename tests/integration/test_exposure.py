@@ -70,8 +70,9 @@ def test_nothing_listens_beyond_loopback_but_serves_inter_deployment_grpc(platfo
     assert all(count == 1 for count in per_replica.values()), exposed
 
 
-def test_haproxy_answers_408_to_a_client_that_does_not_finish_its_request_headers(platform, receiver,
-                                                                                   serve_port) -> None:  # fmt: skip
+def test_haproxy_answers_408_to_a_client_that_does_not_finish_its_request_headers(
+    platform, receiver, serve_port
+) -> None:
     platform(demo_config(receiver.url))
     limit_s = int(os.environ[HTTP_REQUEST_TIMEOUT_ENV])
     assert limit_s < HAPROXY_CLIENT_TIMEOUT_S / 2  # the answer below comes from the request timeout, not the client one
@@ -91,6 +92,12 @@ def test_the_running_platforms_data_directory_is_owner_only(platform, platforms,
     data_dir = Path(platforms.data_dir)
     wait_for(lambda: (data_dir / "spans.jsonl").exists(), what="the span file")
     written = {str(path.relative_to(data_dir)) for path in data_dir.rglob("*")}
-    assert {f"{INTAKE_NAME}/data.mdb", "identity/data.mdb", "alerts/data.mdb", "shard-0/data.mdb", "placement.json",
-            "spans.jsonl"} <= written, written  # fmt: skip
+    assert {
+        f"{INTAKE_NAME}/data.mdb",
+        "identity/data.mdb",
+        "alerts/data.mdb",
+        "shard-0/data.mdb",
+        "placement.json",
+        "spans.jsonl",
+    } <= written, written
     assert others_can_reach(data_dir) == {}

@@ -18,40 +18,67 @@ def with_outputs(config: WorkspaceConfig, *outputs: dict[str, Any]) -> Workspace
     """The demo config with these outputs instead of its own, each but audience outputs connected to input 1."""
     data = config.model_dump(mode="python")
     data["inputs"][0]["secret"] = "demo-secret"
-    data["outputs"] = [{"id": n, "name": f"out-{n}", "kind": o.get("kind", "webhook"), "settings": o["settings"],
-                        "new_data_points": o.get("new_data_points", "forward")}
-                       for n, o in enumerate(outputs, start=1)]  # fmt: skip
-    data["connections"] = [{"id": n, "name": f"conn-{n}", "input": 1, "output": n, **o.get("connection", {})}
-                           for n, o in enumerate(outputs, start=1)
-                           if not o.get("kind", "").endswith("_audience")]  # fmt: skip
+    data["outputs"] = [
+        {
+            "id": n,
+            "name": f"out-{n}",
+            "kind": o.get("kind", "webhook"),
+            "settings": o["settings"],
+            "new_data_points": o.get("new_data_points", "forward"),
+        }
+        for n, o in enumerate(outputs, start=1)
+    ]
+    data["connections"] = [
+        {"id": n, "name": f"conn-{n}", "input": 1, "output": n, **o.get("connection", {})}
+        for n, o in enumerate(outputs, start=1)
+        if not o.get("kind", "").endswith("_audience")
+    ]
     data["api_clients"] = [{"client_id": "demo-client", "client_secret": "demo-client-secret"}]
     return WorkspaceConfig.model_validate(data)
 
 
 def test_connection_filters_rules_and_sampling_and_the_reports(platform, receiver) -> None:
-    rules = {"filters": {"event_types": {"screen_view": False}},
-             "rules": [{"on": "gdpr", "name": "marketing", "action": "only_forward"}]}  # fmt: skip
-    config = with_outputs(demo_config(receiver.url),
-                          {"settings": {"url": f"{receiver.base}/consented"}, "connection": rules},
-                          {"settings": {"url": f"{receiver.base}/sampled-out"}, "connection": {"sample_percent": 0}},
-                          {"settings": {"url": f"{receiver.base}/all"}})  # fmt: skip
+    rules = {
+        "filters": {"event_types": {"screen_view": False}},
+        "rules": [{"on": "gdpr", "name": "marketing", "action": "only_forward"}],
+    }
+    config = with_outputs(
+        demo_config(receiver.url),
+        {"settings": {"url": f"{receiver.base}/consented"}, "connection": rules},
+        {"settings": {"url": f"{receiver.base}/sampled-out"}, "connection": {"sample_percent": 0}},
+        {"settings": {"url": f"{receiver.base}/all"}},
+    )
     api = platform(config)  # a config of its own: a new platform, so the counts and reports below are this test's
     now = int(time.time() * 1000)
-    purchase = {"product_action": {"action": "purchase", "total_amount": 12.5,
-                                   "products": [{"id": "p", "price": 12.5}]}}
-    consented = batch("fwd-1", [custom("Played", now), event("screen_view", now, screen_name="Home"),
-                                event("session_start", now), event("commerce_event", now, **purchase)],
-                      consent_state=CONSENTED)  # fmt: skip
+    purchase = {
+        "product_action": {"action": "purchase", "total_amount": 12.5, "products": [{"id": "p", "price": 12.5}]}
+    }
+    consented = batch(
+        "fwd-1",
+        [
+            custom("Played", now),
+            event("screen_view", now, screen_name="Home"),
+            event("session_start", now),
+            event("commerce_event", now, **purchase),
+        ],
+        consent_state=CONSENTED,
+    )
     unconsented = batch("fwd-2", [custom("Played", now)])
     assert api.post("/v2/bulkevents", [consented, unconsented]).status_code == 202
-    wait_for(lambda: api.settled() and len([r for r in receiver.received if r.path == "/all"]) == 2,
-             what="both batches at the unfiltered output")  # fmt: skip
+    wait_for(
+        lambda: api.settled() and len([r for r in receiver.received if r.path == "/all"]) == 2,
+        what="both batches at the unfiltered output",
+    )
 
     by_path = {path: [r.body for r in receiver.received if r.path == path] for path in ("/consented", "/sampled-out")}
     assert by_path["/sampled-out"] == []
     (only,) = by_path["/consented"]
-    assert [e["event_type"] for e in only["events"]] == ["custom_event", "session_start", "commerce_event",
-                                                         "user_identity_change"]  # fmt: skip
+    assert [e["event_type"] for e in only["events"]] == [
+        "custom_event",
+        "session_start",
+        "commerce_event",
+        "user_identity_change",
+    ]
     screened = api.status()["forwarders"][0]["screened_out_batches"]
     assert screened == 3  # fwd-2 at /consented, both at /sampled-out (a config of its own: counted from zero)
 
@@ -60,8 +87,12 @@ def test_connection_filters_rules_and_sampling_and_the_reports(platform, receive
 
     report = wait_for(lambda: forwarding() if forwarding()["outbound"] else None, what="outbound counts")
     inbound = report["inbound"]
-    assert inbound["events"] == 5 and inbound["message_types"] == {"custom_event": 2, "screen_view": 1,
-                                                                   "session_start": 1, "commerce_event": 1}
+    assert inbound["events"] == 5 and inbound["message_types"] == {
+        "custom_event": 2,
+        "screen_view": 1,
+        "session_start": 1,
+        "commerce_event": 1,
+    }
     assert inbound["event_names"] == {"Played": 2, "Home": 1}
     outbound = {o["output"]: o["events"] for o in report["outbound"]}
     assert outbound.get("out-1") == 4 and "out-2" not in outbound and outbound.get("out-3") == 7
@@ -76,16 +107,23 @@ def test_connection_filters_rules_and_sampling_and_the_reports(platform, receive
 def test_a_hanging_partner_does_not_hold_up_the_others(platform, receiver) -> None:
     hanging = Receiver(delay_s=3).start()  # answers only after the 1 s request timeout
     try:
-        config = with_outputs(demo_config(receiver.url, retry=FAST_RETRY),
-                              {"settings": {"url": receiver.url}}, {"settings": {"url": hanging.url}})  # fmt: skip
+        config = with_outputs(
+            demo_config(receiver.url, retry=FAST_RETRY),
+            {"settings": {"url": receiver.url}},
+            {"settings": {"url": hanging.url}},
+        )
         api = platform(config)
         for start in range(0, 60, 20):
             bodies = [batch(f"hang-{n}", [custom("x", n)]) for n in range(start, start + 20)]
             assert api.post("/v2/bulkevents", bodies).status_code == 202
         wait_for(lambda: len(receiver.received) == 60, timeout=60, what="every batch at the healthy output")
         assert hanging.received == []
-        breakers = wait_for(lambda: api.status()["forwarders"][0]["breakers"]["2"] != "closed" and
-                            api.status()["forwarders"][0]["breakers"], what="the hanging output's breaker to open")
+        breakers = wait_for(
+            lambda: (
+                api.status()["forwarders"][0]["breakers"]["2"] != "closed" and api.status()["forwarders"][0]["breakers"]
+            ),
+            what="the hanging output's breaker to open",
+        )
         assert breakers["1"] == "closed"
     finally:
         hanging.stop()

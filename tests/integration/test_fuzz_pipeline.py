@@ -81,9 +81,11 @@ class Sent:
         saved.write_bytes(self.raw)
         body = self.raw[:SHOWN_BYTES].decode(errors="replace")
         more = f"... ({len(self.raw)} bytes in all)" if len(self.raw) > SHOWN_BYTES else ""
-        return (f"{self.method} {self.path} -> {self.status} {self.answer[:300]!r}\n  body: {body}{more}\n"
-                f"  replay: curl -u demo-key:demo-secret -H 'Content-Type: application/json' -X {self.method} "
-                f"--data-binary @{saved} http://127.0.0.1:PORT{self.path}")  # fmt: skip
+        return (
+            f"{self.method} {self.path} -> {self.status} {self.answer[:300]!r}\n  body: {body}{more}\n"
+            f"  replay: curl -u demo-key:demo-secret -H 'Content-Type: application/json' -X {self.method} "
+            f"--data-binary @{saved} http://127.0.0.1:PORT{self.path}"
+        )
 
 
 @dataclass
@@ -139,7 +141,6 @@ class Session:
         self.statuses[str(response.status_code)] += 1
         check_answer(sent, response, self.where())
         return sent
-
 
     def where(self) -> str:
         again = f" (hypothesis's rerun of #{self.failed_at})" if self.failed_at not in (None, self.examples) else ""
@@ -197,8 +198,9 @@ class Example:
             ts = T0 + self.replay_steps[user] * STEP_MS
             self.replay_steps[user] += 1
             body["user_identities"] = {"customer_id": f"{self.prefix}-r{user}"}
-            body["events"] = [{**e, "data": {**e["data"], "timestamp_unixtime_ms": ts + n}}
-                              for n, e in enumerate(body["events"])]  # fmt: skip
+            body["events"] = [
+                {**e, "data": {**e["data"], "timestamp_unixtime_ms": ts + n}} for n, e in enumerate(body["events"])
+            ]
         value, raw = self.renderer.encode(body)
         return body["source_request_id"], value, raw
 
@@ -270,8 +272,9 @@ class Example:
         try:
             wait_for(lambda: keys <= self.delivered(), timeout=CANARY_TIMEOUT_S, what="the canaries")
         except AssertionError:
-            raise AssertionError(f"canaries not delivered within {CANARY_TIMEOUT_S} s ({self.where()}): "
-                                 f"{self.stall_report()}") from None  # fmt: skip
+            raise AssertionError(
+                f"canaries not delivered within {CANARY_TIMEOUT_S} s ({self.where()}): {self.stall_report()}"
+            ) from None
 
     def stall_report(self) -> str:
         """Why: the dispatcher's error, and the batches from its cursor on (the poison is in its first chunk)."""
@@ -279,9 +282,11 @@ class Example:
         cursor = status["intake"]["cursor"]
         waiting = [a for a in self.session.log if a.seq >= cursor]
         shown = "\n".join(f"seq {a.seq} ({a.key}): {a.describe()}" for a in waiting[:STALL_SHOWN])
-        return (f"dispatcher {json.dumps(status.get('dispatcher'))[:600]}; intake {status['intake']} (the fuzzer "
-                f"counted next_seq {self.session.next_seq}); "
-                f"{len(waiting)} accepted batches from the cursor on, the first:\n{shown}")  # fmt: skip
+        return (
+            f"dispatcher {json.dumps(status.get('dispatcher'))[:600]}; intake {status['intake']} (the fuzzer "
+            f"counted next_seq {self.session.next_seq}); "
+            f"{len(waiting)} accepted batches from the cursor on, the first:\n{shown}"
+        )
 
     def undelivered(self) -> list[Accepted]:
         delivered = self.delivered()
@@ -300,10 +305,13 @@ class Example:
         except AssertionError:
             missing, listed = self.undelivered(), self.dead_letters()
             fatal = fatal_alerts(self.session.api) - fatal_before
-            shown = "\n".join(f"{a.key} ({'' if a.key in listed else 'not '}in /cdp/deadletter): {a.describe()}"
-                              for a in missing[:STALL_SHOWN])  # fmt: skip
-            raise AssertionError(f"{len(missing)} accepted batches undelivered and {fatal} Fatal alerts "
-                                 f"({self.where()}):\n{shown}") from None  # fmt: skip
+            shown = "\n".join(
+                f"{a.key} ({'' if a.key in listed else 'not '}in /cdp/deadletter): {a.describe()}"
+                for a in missing[:STALL_SHOWN]
+            )
+            raise AssertionError(
+                f"{len(missing)} accepted batches undelivered and {fatal} Fatal alerts ({self.where()}):\n{shown}"
+            ) from None
 
     def check_replay(self) -> None:
         """Invariant 4: last-write-wins over the accepted batches, which are stamped in send order."""
@@ -332,8 +340,9 @@ class Example:
                 seen.setdefault(name, value)
         for item in self.accepted:
             if item.body is None and item.key in seen:
-                assert seen[item.key] == item.edited, \
+                assert seen[item.key] == item.edited, (
                     f"edit delivered {seen[item.key]!r}, sent {item.edited!r} ({self.where()}):\n{item.describe()}"
+                )
 
     def check_unknown_mpids(self) -> None:
         """A batch naming an MPID nobody was given never creates a profile there (issue 13, item 7)."""
@@ -378,8 +387,12 @@ PROFILE = settings(
     database=None,
     phases=[Phase.explicit, Phase.generate],  # no shrinking: see the module docstring
     print_blob=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.large_base_example],  # fmt: skip
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
 )
 
 
@@ -403,5 +416,7 @@ def test_fuzz_pipeline_no_500_no_stall_nothing_lost_profiles_replay(platform, re
         session.seconds.append(time.monotonic() - started)
 
     (run_example if DERANDOMIZED else seed(SEED)(run_example))()
-    print(f"fuzz: {session.examples} examples in {sum(session.seconds):.1f} s (longest {max(session.seconds):.1f} s), "
-          f"answers {dict(session.statuses)}, families {sorted(FAMILIES)}")
+    print(
+        f"fuzz: {session.examples} examples in {sum(session.seconds):.1f} s (longest {max(session.seconds):.1f} s), "
+        f"answers {dict(session.statuses)}, families {sorted(FAMILIES)}"
+    )

@@ -42,8 +42,11 @@ def nested(depth: int) -> bytes:
 
 # (case, raw body, the path the 400 names): each stalled all processing after its 202, or was a 500
 TRIGGERS: list[tuple[str, bytes, str]] = [
-    ("user identity over LMDB's key limit", batch(None, user_identities={"email": "x" * 600}),
-     "$.user_identities.email"),
+    (
+        "user identity over LMDB's key limit",
+        batch(None, user_identities={"email": "x" * 600}),
+        "$.user_identities.email",
+    ),
     ("identity in IDSync spelling", batch(None, user_identities={"other2": LONG}), "$.user_identities.other2"),
     ("device id", batch(None, device_info={"ios_idfv": LONG}), "$.device_info.ios_idfv"),
     ("multi-byte device id", batch(None, device_info={"push_token": "é" * 241}), "$.device_info.push_token"),
@@ -59,14 +62,23 @@ TRIGGERS: list[tuple[str, bytes, str]] = [
     ("event timestamp 2^64", batch("u", [custom("x", 2**64)]), "$.events[0].data.timestamp_unixtime_ms"),
     ("batch timestamp 2^63", batch("u", timestamp_unixtime_ms=2**63), "$.timestamp_unixtime_ms"),
     ("source_request_id over the intake's key", batch("u", source_request_id="s" * 600), "$.source_request_id"),
-    ("deleted attributes", batch("u", deleted_user_attributes=[f"attr-{n}" for n in range(101)]),
-     "$.deleted_user_attributes"),
+    (
+        "deleted attributes",
+        batch("u", deleted_user_attributes=[f"attr-{n}" for n in range(101)]),
+        "$.deleted_user_attributes",
+    ),
     ("deleted attribute name", batch("u", deleted_user_attributes=["n" * 257]), "$.deleted_user_attributes[0]"),
-    ("consent purposes", batch("u", consent_state={"gdpr": {f"p{n}": {"consented": True} for n in range(101)}}),
-     "$.consent_state.gdpr"),
-    ("integration attributes", batch("u", integration_attributes={"x": {f"k{n}": "v" for n in range(101)}}),
-     '$.integration_attributes["x"]'),
-]  # fmt: skip
+    (
+        "consent purposes",
+        batch("u", consent_state={"gdpr": {f"p{n}": {"consented": True} for n in range(101)}}),
+        "$.consent_state.gdpr",
+    ),
+    (
+        "integration attributes",
+        batch("u", integration_attributes={"x": {f"k{n}": "v" for n in range(101)}}),
+        '$.integration_attributes["x"]',
+    ),
+]
 RAW_TRIGGERS = [(case, json.dumps(body).encode(), path) for case, body, path in TRIGGERS]
 RAW_TRIGGERS.append(("JSON nested 5,000 deep", nested(5000), "$"))
 
@@ -81,9 +93,15 @@ def assert_refused(response: requests.Response, path: str) -> str:
 def assert_still_processing(api: Api, receiver, customer: str) -> None:
     """A normal batch sent after the hostile one is delivered: processing did not stall."""
     assert api.post("/v2/events", batch(customer, [custom("canary", T0)])).status_code == 202
-    wait_for(lambda: any(b["events"][0]["data"].get("event_name") == "canary" and
-                         any(i["identity"] == customer for i in b["user_identities"]) for b in receiver.bodies()),
-             timeout=30, what=f"{customer}'s canary")  # fmt: skip
+    wait_for(
+        lambda: any(
+            b["events"][0]["data"].get("event_name") == "canary"
+            and any(i["identity"] == customer for i in b["user_identities"])
+            for b in receiver.bodies()
+        ),
+        timeout=30,
+        what=f"{customer}'s canary",
+    )
 
 
 @pytest.mark.parametrize(("case", "raw", "path"), RAW_TRIGGERS, ids=[t[0] for t in RAW_TRIGGERS])
@@ -92,8 +110,9 @@ def test_each_trigger_is_refused_at_the_door(api: Api, receiver, case: str, raw:
     message = assert_refused(api.post("/v2/events", None, raw=raw), path)
     if "identity" in case or "device" in case:
         assert message.startswith("Identifier Too Long")
-    bulk = api.post("/v2/bulkevents", None, raw=b"[" + json.dumps(batch("fine", [custom("ok", T0)])).encode()
-                    + b"," + raw + b"]")  # fmt: skip
+    bulk = api.post(
+        "/v2/bulkevents", None, raw=b"[" + json.dumps(batch("fine", [custom("ok", T0)])).encode() + b"," + raw + b"]"
+    )
     if path == "$":  # the bulk list itself cannot be decoded: the whole request is refused
         assert_refused(bulk, "$")
         assert api.accepted_batches() == before
@@ -109,8 +128,10 @@ def test_a_long_event_name_is_counted_not_a_stall(api: Api, receiver) -> None:
     name = "é" * 1000
     now = int(time.time() * 1000)  # reports leave out events stamped over 72 hours before their receipt
     assert api.post("/v2/events", batch("long-name", [custom(name, now)])).status_code == 202
-    wait_for(lambda: any(b["events"][0]["data"]["event_name"] == name for b in receiver.bodies()),
-             what="the long-named event's delivery")  # fmt: skip
+    wait_for(
+        lambda: any(b["events"][0]["data"]["event_name"] == name for b in receiver.bodies()),
+        what="the long-named event's delivery",
+    )
     assert_still_processing(api, receiver, "after-long-name")
 
 
@@ -164,25 +185,41 @@ def test_idsync_and_alias_refuse_the_same_values(api: Api, receiver) -> None:
 
 def test_profile_api_refuses_them(api: Api, receiver) -> None:
     body = {"client_id": "demo-client", "client_secret": "demo-client-secret", "grant_type": "client_credentials"}
-    auth = {"Authorization": "Bearer " + requests.post(api.base + "/oauth/token", json=body, timeout=30).json()[
-        "access_token"]}  # fmt: skip
-    resolve = requests.post(f"{api.base}/userprofile/v1/resolve/1/1/1", params={"fields": "user_identities"},
-                            headers=auth, json={"identity": {"type": "customer_id", "value": "x" * 600}}, timeout=30)
+    auth = {
+        "Authorization": "Bearer "
+        + requests.post(api.base + "/oauth/token", json=body, timeout=30).json()["access_token"]
+    }
+    resolve = requests.post(
+        f"{api.base}/userprofile/v1/resolve/1/1/1",
+        params={"fields": "user_identities"},
+        headers=auth,
+        json={"identity": {"type": "customer_id", "value": "x" * 600}},
+        timeout=30,
+    )
     assert "Identifier Too Long" in assert_refused(resolve, "$.identity.value")
     surrogate = b'{"identity": {"type": "customer_id", "value": "\\ud800"}}'
-    resolve = requests.post(f"{api.base}/userprofile/v1/resolve/1/1/1", params={"fields": "user_identities"},
-                            headers={**auth, "Content-Type": "application/json"}, data=surrogate, timeout=30)
+    resolve = requests.post(
+        f"{api.base}/userprofile/v1/resolve/1/1/1",
+        params={"fields": "user_identities"},
+        headers={**auth, "Content-Type": "application/json"},
+        data=surrogate,
+        timeout=30,
+    )
     assert_refused(resolve, "$.identity.value")
-    by_mpid = requests.get(f"{api.base}/userprofile/v1/1/1/1/{2**63}", params={"fields": "user_identities"},
-                           headers=auth, timeout=30)  # fmt: skip
+    by_mpid = requests.get(
+        f"{api.base}/userprofile/v1/1/1/1/{2**63}", params={"fields": "user_identities"}, headers=auth, timeout=30
+    )
     assert by_mpid.status_code == 400 and "mpid" in by_mpid.json()["errors"][0]["message"]
 
 
 def test_admin_edit_refuses_them(api: Api, receiver) -> None:
     assert api.post("/v2/events", batch("edited", [custom("hello", T0)])).status_code == 202
-    mpid = wait_for(lambda: next((b["mpid"] for b in receiver.bodies()
-                                  if any(i["identity"] == "edited" for i in b["user_identities"])), None),
-                    what="the profile to edit")  # fmt: skip
+    mpid = wait_for(
+        lambda: next(
+            (b["mpid"] for b in receiver.bodies() if any(i["identity"] == "edited" for i in b["user_identities"])), None
+        ),
+        what="the profile to edit",
+    )
     before = settled_count(api)
     edit = f"/cdp/users/{mpid}/edit"
     assert_refused(api.post(edit, {"input_id": 1, "user_attributes": {"n": 2**64}}), "$.user_attributes[...]")
@@ -190,8 +227,9 @@ def test_admin_edit_refuses_them(api: Api, receiver) -> None:
     assert_refused(nan, '$.user_attributes["score"]')
     infinity = api.post(edit, None, raw=b'{"input_id": 1, "user_attributes": {"score": -Infinity}}')
     assert_refused(infinity, '$.user_attributes["score"]')
-    assert "Identifier Too Long" in assert_refused(api.post(edit, {"input_id": 1, "identities": {"email": LONG}}),
-                                                   "$.identities.email")  # fmt: skip
+    assert "Identifier Too Long" in assert_refused(
+        api.post(edit, {"input_id": 1, "identities": {"email": LONG}}), "$.identities.email"
+    )
     assert_refused(api.post(edit, {"input_id": 1, "identities": {"ios_idfv": "é" * 241}}), "$.identities.ios_idfv")
     many = {"input_id": 1, "deleted_user_attributes": [f"a{n}" for n in range(101)]}
     assert_refused(api.post(edit, many), "$.deleted_user_attributes")
@@ -201,8 +239,10 @@ def test_admin_edit_refuses_them(api: Api, receiver) -> None:
     assert_refused(api.post(f"/cdp/users/{2**63}/edit", {"input_id": 1}), "mpid")
     assert api.accepted_batches() == before
     assert api.post(edit, {"input_id": 1, "user_attributes": {"score": 1.5}}).status_code == 202
-    wait_for(lambda: any(b["mpid"] == mpid and b["user_attributes"].get("score") == 1.5 for b in receiver.bodies()),
-             what="the edit's delivery")  # fmt: skip
+    wait_for(
+        lambda: any(b["mpid"] == mpid and b["user_attributes"].get("score") == 1.5 for b in receiver.bodies()),
+        what="the edit's delivery",
+    )
 
 
 # ---- point 9: what the official Python SDK sends --------------------------------------------------------
@@ -214,14 +254,19 @@ def test_a_batch_built_with_the_official_python_sdk_is_accepted_and_forwarded_wh
     played.custom_flags = {"answer": 42, "source": "sdk"}
     product = Product(id="sku-1", name="Boots", price=49.5, quantity=2)
     bought = CommerceEvent(ProductAction("purchase", total_amount=99.0, products=[product]), timestamp_unixtime_ms=T0)
-    sdk_batch = Batch(environment="production", source_request_id="python-sdk-1",
-                      user_identities=UserIdentities(customerid="sdk-user", email="sdk@x.io"))  # fmt: skip
+    sdk_batch = Batch(
+        environment="production",
+        source_request_id="python-sdk-1",
+        user_identities=UserIdentities(customerid="sdk-user", email="sdk@x.io"),
+    )
     sdk_batch.events = [played, bought]
     body = ApiClient.sanitize_for_serialization(sdk_batch)
     response = api.post("/v2/events", body)
     assert response.status_code == 202, response.text
-    delivered = wait_for(lambda: next((b for b in receiver.bodies() if b["source_request_id"] == "python-sdk-1"),
-                                      None), what="the SDK batch's delivery")  # fmt: skip
+    delivered = wait_for(
+        lambda: next((b for b in receiver.bodies() if b["source_request_id"] == "python-sdk-1"), None),
+        what="the SDK batch's delivery",
+    )
     media, commerce = delivered["events"][0]["data"], delivered["events"][1]["data"]
     assert media["media_info"] == {"action": "play", "format": "video", "quality": "hd", "playback_position": 12.5}
     assert media["custom_flags"] == {"answer": 42, "source": "sdk"}

@@ -29,8 +29,10 @@ def idsync(api: Api, operation: str, previous: str | None = None, status: int = 
 
 
 def modify(api: Api, mpid: str, *changes: tuple[str, str | None, str | None], status: int = 200) -> Any:
-    body = {"environment": "production", "identity_changes": [
-        {"identity_type": t, "old_value": old, "new_value": new} for t, old, new in changes]}  # fmt: skip
+    body = {
+        "environment": "production",
+        "identity_changes": [{"identity_type": t, "old_value": old, "new_value": new} for t, old, new in changes],
+    }
     response = api.post(f"/v1/{mpid}/modify", body)
     assert response.status_code == status, response.text
     return response.json()
@@ -58,7 +60,8 @@ def test_profile_conversion_flow_over_http(platform, receiver) -> None:
     assert api.post("/v2/events", feed).status_code == 202
     p3 = wait_for(lambda: users_holding(api, "email", "b@x.io"), what="the feed profile")[0]
     assert modify(api, p1["mpid"], ("email", "a@x.io", "b@x.io")) == {
-        "change_results": [{"identity_type": "email", "modified_mpid": p1["mpid"]}]}  # fmt: skip
+        "change_results": [{"identity_type": "email", "modified_mpid": p1["mpid"]}]
+    }
     orphan = api.get(f"/cdp/users/{p3['mpid']}").json()
     assert orphan["orphaned"] is True
     assert [u["mpid"] for u in users_holding(api, "email", "b@x.io")] == [int(p1["mpid"])]
@@ -113,22 +116,29 @@ def test_bad_requests_and_auth_modes(platform, receiver) -> None:
         assert response.status_code == 400 and expected in response.json()["errors"][0]["message"], response.text
     assert api.post("/v1/identify", None, raw=b"{not json").status_code == 400
     assert api.post("/v1/search", {"environment": "production", "known_identities": {"email": "no@x.io"}}).json() == {
-        "errors": [{"code": "NOT_FOUND_ERROR", "message": "User Profile Not Found."}]}  # fmt: skip
+        "errors": [{"code": "NOT_FOUND_ERROR", "message": "User Profile Not Found."}]
+    }
     assert users_holding(api, "email", "no@x.io") == []  # search never creates
     assert modify(api, "12345", ("email", None, "e@x.io"), status=404)["errors"][0]["code"] == "NOT_FOUND_ERROR"
     assert modify(api, "not-a-number", ("email", None, "e@x.io"), status=400)
-    assert api.post("/v1/identify", {"environment": "production", "known_identities": {"email": "a@b.c"}},
-                    auth=None).status_code == 401  # fmt: skip
+    assert (
+        api.post(
+            "/v1/identify", {"environment": "production", "known_identities": {"email": "a@b.c"}}, auth=None
+        ).status_code
+        == 401
+    )
 
     body = json.dumps({"environment": "production", "known_identities": {"email": "signed@x.io"}}).encode()
     date = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")  # the docs' ISO-8601 form, within the skew
     signature = hmac.new(b"demo-secret", b"POST\n" + date.encode() + b"\n/v1/identify" + body, hashlib.sha256)
     headers = {"x-mp-key": "demo-key", "Date": date, "Content-Type": "application/json"}
-    signed = requests.post(api.base + "/v1/identify", data=body,
-                           headers={**headers, "x-mp-signature": signature.hexdigest()}, timeout=30)  # fmt: skip
+    signed = requests.post(
+        api.base + "/v1/identify", data=body, headers={**headers, "x-mp-signature": signature.hexdigest()}, timeout=30
+    )
     assert signed.status_code == 200 and int(signed.json()["mpid"])
-    forged = requests.post(api.base + "/v1/identify", data=body, headers={**headers, "x-mp-signature": "00" * 32},
-                           timeout=30)  # fmt: skip
+    forged = requests.post(
+        api.base + "/v1/identify", data=body, headers={**headers, "x-mp-signature": "00" * 32}, timeout=30
+    )
     assert forged.status_code == 401
 
 
@@ -139,10 +149,13 @@ def test_concurrent_identify_and_login_with_overlapping_new_identities(platform,
 
     def call(args: tuple[str, str, int]) -> tuple[str, str]:
         operation, customer, device = args
-        body = {"environment": "production",
-                "known_identities": {"customerid": customer, "ios_idfv": f"{customer}-dev-{device}"}}  # fmt: skip
-        response = requests.post(f"{api.base}/v1/{operation}", json=body, timeout=60,
-                                 headers={"Authorization": api_auth()})  # fmt: skip
+        body = {
+            "environment": "production",
+            "known_identities": {"customerid": customer, "ios_idfv": f"{customer}-dev-{device}"},
+        }
+        response = requests.post(
+            f"{api.base}/v1/{operation}", json=body, timeout=60, headers={"Authorization": api_auth()}
+        )
         assert response.status_code == 200, response.text
         return customer, response.json()["mpid"]
 
@@ -181,8 +194,10 @@ def test_batches_resolve_through_idsync_and_carry_identity_changes(platform, rec
     new = changes[0]["new"]
     assert (new["identity_type"], new["identity"], new["created_this_batch"]) == ("email", "bu@x.io", True)
     found = idsync(api, "search", customerid="batch-user", email="bu@x.io")
-    assert (found["mpid"], found["matched_identities"]) == (known["mpid"], {"customerid": "batch-user",
-                                                                             "email": "bu@x.io"})  # fmt: skip
+    assert (found["mpid"], found["matched_identities"]) == (
+        known["mpid"],
+        {"customerid": "batch-user", "email": "bu@x.io"},
+    )
     idsync(api, "search", status=404, email="bu@x.io")  # a known profile needs its login ID (customer ID)
 
 

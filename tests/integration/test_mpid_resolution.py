@@ -26,6 +26,7 @@ ORIGIN = origin_key(INTAKE_NAME)
 
 def delivered(receiver: Receiver, sent: dict[str, Any]) -> dict[str, Any]:
     """The outbound batch the sink received for `sent` (by its source_request_id)."""
+
     def find() -> dict[str, Any] | None:
         return next((b for b in receiver.bodies() if b["source_request_id"] == sent["source_request_id"]), None)
 

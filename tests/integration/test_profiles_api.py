@@ -16,23 +16,32 @@ FIELDS = "user_identities,device_identities,user_attributes,audience_memberships
 
 
 def token(api: Api, secret: str = "demo-client-secret") -> requests.Response:
-    body = {"client_id": "demo-client", "client_secret": secret, "grant_type": "client_credentials",
-            "audience": "https://api.mparticle.com"}  # fmt: skip
+    body = {
+        "client_id": "demo-client",
+        "client_secret": secret,
+        "grant_type": "client_credentials",
+        "audience": "https://api.mparticle.com",
+    }
     return requests.post(api.base + "/oauth/token", json=body, timeout=30)
 
 
 def delivered_mpid(api: Api, receiver, customer: str, body: dict) -> int:
     assert api.post("/v2/events", body).status_code == 202
-    found = wait_for(lambda: [b for b in receiver.bodies() if any(i["identity"] == customer
-                                                                   for i in b["user_identities"])],
-                     what=f"{customer}'s delivery")  # fmt: skip
+    found = wait_for(
+        lambda: [b for b in receiver.bodies() if any(i["identity"] == customer for i in b["user_identities"])],
+        what=f"{customer}'s delivery",
+    )
     return found[-1]["mpid"]
 
 
 def test_profile_api_with_oauth_tokens(platform, receiver) -> None:
     api = platform(demo_config(receiver.url, identity=IMMUTABLE_CID))
-    body = batch("pa-1", [custom("a", 1_700_000_000_000)], user_attributes={"ltv": 342.1, "vip": True,
-                 "recs": ["1", "2"]}, device_info={"android_uuid": "and-1"})  # fmt: skip
+    body = batch(
+        "pa-1",
+        [custom("a", 1_700_000_000_000)],
+        user_attributes={"ltv": 342.1, "vip": True, "recs": ["1", "2"]},
+        device_info={"android_uuid": "and-1"},
+    )
     mpid = delivered_mpid(api, receiver, "pa-1", body)
     wait_for(api.settled, what="settled")
 
@@ -55,20 +64,31 @@ def test_profile_api_with_oauth_tokens(platform, receiver) -> None:
     forged = {"Authorization": "Bearer " + issued["access_token"][:-2] + "00"}
     assert requests.get(url, params={"fields": FIELDS}, headers=forged, timeout=30).status_code == 401
     assert requests.get(url, headers=auth, timeout=30).status_code == 400  # fields is required
-    unknown = requests.get(f"{api.base}/userprofile/v1/1/1/1/424242", params={"fields": FIELDS}, headers=auth,
-                           timeout=30)  # fmt: skip
+    unknown = requests.get(
+        f"{api.base}/userprofile/v1/1/1/1/424242", params={"fields": FIELDS}, headers=auth, timeout=30
+    )
     assert unknown.status_code == 404 and unknown.json()["errors"][0]["code"] == "NOT_FOUND"
-    other_workspace = requests.get(f"{api.base}/userprofile/v1/1/1/2/{mpid}", params={"fields": FIELDS},
-                                   headers=auth, timeout=30)  # fmt: skip
+    other_workspace = requests.get(
+        f"{api.base}/userprofile/v1/1/1/2/{mpid}", params={"fields": FIELDS}, headers=auth, timeout=30
+    )
     assert other_workspace.status_code == 404
 
     resolve = f"{api.base}/userprofile/v1/resolve/1/1/1"
-    found = requests.post(resolve, params={"fields": "user_identities"}, headers=auth, timeout=30,
-                          json={"environment_type": "production", "identity": {"type": "customer_id",
-                                                                               "value": "pa-1"}})  # fmt: skip
+    found = requests.post(
+        resolve,
+        params={"fields": "user_identities"},
+        headers=auth,
+        timeout=30,
+        json={"environment_type": "production", "identity": {"type": "customer_id", "value": "pa-1"}},
+    )
     assert found.status_code == 200 and found.json()["mpid"] == mpid
-    not_immutable = requests.post(resolve, params={"fields": "user_identities"}, headers=auth, timeout=30,
-                                  json={"identity": {"type": "email", "value": "x@y.io"}})  # fmt: skip
+    not_immutable = requests.post(
+        resolve,
+        params={"fields": "user_identities"},
+        headers=auth,
+        timeout=30,
+        json={"identity": {"type": "email", "value": "x@y.io"}},
+    )
     assert not_immutable.status_code == 400
 
 
@@ -80,31 +100,44 @@ def test_tokens_expire(platform, receiver) -> None:
     auth = {"Authorization": "Bearer " + token(api).json()["access_token"]}
     url = f"{api.base}/userprofile/v1/1/1/1/{mpid}"
     assert requests.get(url, params={"fields": "user_identities"}, headers=auth, timeout=30).status_code == 200
-    wait_for(lambda: requests.get(url, params={"fields": "user_identities"}, headers=auth, timeout=30).status_code
-             == 401, timeout=10, interval=0.2, what="the token to expire")  # fmt: skip
+    wait_for(
+        lambda: requests.get(url, params={"fields": "user_identities"}, headers=auth, timeout=30).status_code == 401,
+        timeout=10,
+        interval=0.2,
+        what="the token to expire",
+    )
 
 
 def test_alias_copies_events_in_the_window_and_first_seen(platform, receiver) -> None:
     api = platform(demo_config(receiver.url))
     now = int(time.time() * 1000)
     early, inside, late = now - 3 * 86_400_000, now - 2 * 86_400_000, now - 3_600_000
-    source = delivered_mpid(api, receiver, "alias-src", batch("alias-src", [
-        custom("before", early), custom("inside", inside), custom("after", late)]))  # fmt: skip
+    source = delivered_mpid(
+        api,
+        receiver,
+        "alias-src",
+        batch("alias-src", [custom("before", early), custom("inside", inside), custom("after", late)]),
+    )
     destination = delivered_mpid(api, receiver, "alias-dst", batch("alias-dst", [custom("own", now - 1000)]))
     wait_for(api.settled, what="settled")
 
     def alias(src: int, dst: int, start: int | None, end: int | None) -> requests.Response:
-        body = {"request_type": "alias", "environment": "production", "api_key": "demo-key",
-                "data": {"source_mpid": src, "destination_mpid": dst, "start_unixtime_ms": start,
-                         "end_unixtime_ms": end}}  # fmt: skip
+        body = {
+            "request_type": "alias",
+            "environment": "production",
+            "api_key": "demo-key",
+            "data": {"source_mpid": src, "destination_mpid": dst, "start_unixtime_ms": start, "end_unixtime_ms": end},
+        }
         return api.post("/v1/identity/demo-key/alias", body)
 
     assert alias(source, source, early, late).json()["errors"][0]["message"] == (
-        "Source MPID is the same as the target MPID.")  # fmt: skip
+        "Source MPID is the same as the target MPID."
+    )
     assert alias(source, destination, late, early).json()["errors"][0]["message"] == "Given time range is invalid."
     assert alias(source, 987654321, early, late).status_code == 400
-    assert api.post("/v1/identity/other-key/alias", {"data": {"source_mpid": 1, "destination_mpid": 2}}
-                    ).status_code == 403  # fmt: skip
+    assert (
+        api.post("/v1/identity/other-key/alias", {"data": {"source_mpid": 1, "destination_mpid": 2}}).status_code == 403
+    )
     assert alias(source, destination, inside - 1000, late - 1000).status_code == 202
 
     def copied() -> list[str]:
@@ -126,17 +159,27 @@ def test_alias_copies_events_in_the_window_and_first_seen(platform, receiver) ->
 def test_user_search_edit_and_identity_report(platform, receiver) -> None:
     # A config of its own (an explicit login ID list), so the report counts only this test's profiles.
     api = platform(demo_config(receiver.url, identity={"login_ids": ["customer_id"]}))
-    mpid = delivered_mpid(api, receiver, "edit-me", batch("edit-me", [custom("x", 1_700_000_000_000)],
-                          device_info={"ios_idfv": "idfv-edit"}))  # fmt: skip
+    mpid = delivered_mpid(
+        api,
+        receiver,
+        "edit-me",
+        batch("edit-me", [custom("x", 1_700_000_000_000)], device_info={"ios_idfv": "idfv-edit"}),
+    )
     users = api.get("/cdp/users/search", identity_type="customerid", value="edit-me").json()["users"]
     assert [u["mpid"] for u in users] == [mpid] and users[0]["devices"]["ios_idfv"]["value"] == "idfv-edit"
     assert api.get("/cdp/users/search", identity_type="shoe", value="1").status_code == 400
 
-    edit = {"input_id": 1, "user_attributes": {"$firstname": "Ada", "plan": "pro"},
-            "gdpr": {"marketing": True}, "identities": {"email": "ada@x.io"}}  # fmt: skip
+    edit = {
+        "input_id": 1,
+        "user_attributes": {"$firstname": "Ada", "plan": "pro"},
+        "gdpr": {"marketing": True},
+        "identities": {"email": "ada@x.io"},
+    }
     assert api.post(f"/cdp/users/{mpid}/edit", edit).status_code == 202
-    forwarded = wait_for(lambda: [b for b in receiver.bodies() if b["user_attributes"].get("plan") == "pro"],
-                         what="the edit to reach the output")[0]  # fmt: skip
+    forwarded = wait_for(
+        lambda: [b for b in receiver.bodies() if b["user_attributes"].get("plan") == "pro"],
+        what="the edit to reach the output",
+    )[0]
     assert forwarded["mpid"] == mpid and forwarded["events"][0]["event_type"] == "user_identity_change"
     assert forwarded["consent_state"]["gdpr"]["marketing"]["consented"] is True
     assert forwarded["system_notifications"][0]["type"] == "gdpr_change"

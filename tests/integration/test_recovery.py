@@ -54,16 +54,31 @@ def workspace_file(tmp_path: Path, sink_url: str, **sections: dict) -> tuple[Pat
 def wait_delivered(api: Api, sink: Receiver, sent: list[dict], timeout: float = 120) -> None:
     """Every batch in `sent` reached the sink, then every outbox drained."""
     want = {b["source_request_id"] for b in sent}
-    wait_for(lambda: {b["source_request_id"] for b in sink.bodies()} >= want, timeout=timeout,
-             what="every accepted batch delivered")  # fmt: skip
+    wait_for(
+        lambda: {b["source_request_id"] for b in sink.bodies()} >= want,
+        timeout=timeout,
+        what="every accepted batch delivered",
+    )
     wait_for(api.settled, timeout=60, what="outboxes drained")
 
 
 def start_serve(config_path: Path, data_dir: Path, port: int, *options: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "cdp_actors.cli", "serve", "--config", str(config_path),
-               "--data-dir", str(data_dir), "--port", str(port), *options]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cdp_actors.cli",
+        "serve",
+        "--config",
+        str(config_path),
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        str(port),
+        *options,
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
     def up() -> bool:
         assert process.poll() is None, process.stdout.read().decode()
@@ -83,8 +98,11 @@ def kill_9(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait(30)
-    wait_for(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in tree),
-             timeout=30, what="every runtime process gone")  # fmt: skip
+    wait_for(
+        lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in tree),
+        timeout=30,
+        what="every runtime process gone",
+    )
 
 
 def check_profiles(api: Api, receiver: Receiver, sent: list[dict]) -> None:
@@ -144,11 +162,14 @@ def test_kill_9_during_identity_traffic_keeps_index_and_profiles_in_agreement(tm
     enough = threading.Event()
 
     def identify(n: int) -> None:
-        body = {"environment": "production",
-                "known_identities": {"customerid": f"idk-{n}", "ios_idfv": f"dev-{n}"}}  # fmt: skip
+        body = {"environment": "production", "known_identities": {"customerid": f"idk-{n}", "ios_idfv": f"dev-{n}"}}
         with contextlib.suppress(requests.RequestException):
-            response = requests.post(f"{api.base}/v1/{'login' if n % 2 else 'identify'}", json=body, timeout=10,
-                                     headers={"Authorization": DEMO_AUTH})  # fmt: skip
+            response = requests.post(
+                f"{api.base}/v1/{'login' if n % 2 else 'identify'}",
+                json=body,
+                timeout=10,
+                headers={"Authorization": DEMO_AUTH},
+            )
             if response.status_code == 200:
                 answered[f"idk-{n}"] = response.json()["mpid"]
         if len(answered) >= 60:

@@ -37,8 +37,10 @@ def test_a_loop_that_raises_runs_again_and_the_pipeline_goes_on(platform, receiv
     forwarders = handles.forwarders(config_forwarders)
     before = ray.get([f.__ray_call__.remote(loop_restarts) for f in forwarders])
     ray.get([f.__ray_call__.remote(fail_next_flush) for f in forwarders])
-    wait_for(lambda: ray.get([f.__ray_call__.remote(loop_restarts) for f in forwarders]) == [n + 1 for n in before],
-             what="each forwarder's flush loop to fail once and run again")
+    wait_for(
+        lambda: ray.get([f.__ray_call__.remote(loop_restarts) for f in forwarders]) == [n + 1 for n in before],
+        what="each forwarder's flush loop to fail once and run again",
+    )
     for n in range(4):
         assert api.post("/v2/events", batch(f"after-{n}", [custom("x", n)])).status_code == 202
     wait_for(lambda: len(receiver.received) == 4 and api.settled(), what="delivered and acknowledged after the restart")

@@ -31,8 +31,13 @@ def user_identities(**values: str) -> list[dict[str, Any]]:
 
 def outbound_batch(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
     """An enriched outbound batch of `events`; `fields` add to or replace its top-level fields."""
-    return {"environment": "production", "schema_version": 2, "timestamp_unixtime_ms": NOW_MS, "events": list(events),
-            **fields}  # fmt: skip
+    return {
+        "environment": "production",
+        "schema_version": 2,
+        "timestamp_unixtime_ms": NOW_MS,
+        "events": list(events),
+        **fields,
+    }
 
 
 def event(event_type: str, event_id: int = 201, ts: int = EVENT_MS, **data: Any) -> dict[str, Any]:
@@ -48,9 +53,15 @@ def custom_event(name: str | None, event_id: int, ts: int, attributes: dict[str,
 
 
 def commerce_event(
-    action: str, products: list[dict[str, Any]], event_id: int, ts: int = EVENT_MS, *, total: float | None,
-    transaction_id: str, **data: Any,
-) -> dict[str, Any]:  # fmt: skip
+    action: str,
+    products: list[dict[str, Any]],
+    event_id: int,
+    ts: int = EVENT_MS,
+    *,
+    total: float | None,
+    transaction_id: str,
+    **data: Any,
+) -> dict[str, Any]:
     """A commerce event of one product action paid in EUR; `total` is its total amount, left out when None."""
     product_action = {"action": action, "transaction_id": transaction_id, "products": products}
     if total is not None:
@@ -124,8 +135,14 @@ class LocalPartner:
         received: list[Received] = []
 
         async def record(request: web.Request) -> web.Response:
-            seen = Received(request.method, request.path, request.path_qs, dict(request.query),
-                            dict(request.headers), await request.read())  # fmt: skip
+            seen = Received(
+                request.method,
+                request.path,
+                request.path_qs,
+                dict(request.query),
+                dict(request.headers),
+                await request.read(),
+            )
             received.append(seen)
             return reply(seen)
 

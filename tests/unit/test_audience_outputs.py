@@ -265,10 +265,12 @@ def test_braze_sets_one_attribute_per_audience_by_default() -> None:
     [request] = braze_audience.Adapter(BRAZE).prepare_memberships(changes, NOW_MS).requests
     assert (request.method, request.url) == ("POST", "http://braze.test/users/track")
     assert request.headers == {"Content-Type": "application/json", "Authorization": "Bearer braze-key"}
-    assert body(request) == {"attributes": [
-        {"external_id": "c-1", "In Big Spenders": True},
-        {"external_id": "c-2", "In Big Spenders": False},
-    ]}  # fmt: skip
+    assert body(request) == {
+        "attributes": [
+            {"external_id": "c-1", "In Big Spenders": True},
+            {"external_id": "c-2", "In Big Spenders": False},
+        ]
+    }
 
 
 def test_braze_can_keep_an_array_of_audience_ids_too() -> None:

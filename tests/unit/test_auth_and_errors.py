@@ -44,10 +44,20 @@ def signed_request(date: str, signature: str | None = None, path: str = "/v1/ide
     if signature is None:
         message = f"POST\n{date}\n{path}".encode() + BODY
         signature = hmac.new(b"demo-secret", message, hashlib.sha256).hexdigest()
-    headers = [(b"x-mp-key", b"demo-key"), (b"date", date.encode("latin-1")),
-               (b"x-mp-signature", signature.encode("latin-1"))]  # fmt: skip
-    scope = {"type": "http", "method": "POST", "path": path, "query_string": b"", "headers": headers,
-             "scheme": "http", "server": ("127.0.0.1", 8000)}  # fmt: skip
+    headers = [
+        (b"x-mp-key", b"demo-key"),
+        (b"date", date.encode("latin-1")),
+        (b"x-mp-signature", signature.encode("latin-1")),
+    ]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "query_string": b"",
+        "headers": headers,
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+    }
     return Request(scope)
 
 
@@ -64,21 +74,34 @@ def refusal(request: Request, now: datetime = NOW) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("date", [
-    "Mon, 30 Nov 2026 21:38:23 GMT",  # iOS: RFC 1123 in GMT
-    "Mon, 30 Nov 2026 13:38:23 PST",  # Android: `zzz` in the device's zone
-    "Mon, 30 Nov 2026 23:08:23 GMT+01:30",
-    "Mon, 30 Nov 2026 22:38:23 +0100",
-    "20261130T213823Z",  # mParticle's docs: ISO-8601 basic
-    "2026-11-30T21:38:23+00:00",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "date",
+    [
+        "Mon, 30 Nov 2026 21:38:23 GMT",  # iOS: RFC 1123 in GMT
+        "Mon, 30 Nov 2026 13:38:23 PST",  # Android: `zzz` in the device's zone
+        "Mon, 30 Nov 2026 23:08:23 GMT+01:30",
+        "Mon, 30 Nov 2026 22:38:23 +0100",
+        "20261130T213823Z",  # mParticle's docs: ISO-8601 basic
+        "2026-11-30T21:38:23+00:00",
+    ],
+)
 def test_the_date_formats_the_sdks_send_name_the_same_instant(date: str) -> None:
     assert signed_at(date) == NOW
     assert refusal(signed_request(date)) is None
 
 
-@pytest.mark.parametrize("date", ["", "yesterday", "Mon, 30 Nov 2026 22:38:23 CET", "2026-11-30T21:38:23",
-                                  "Mon, 99 Nov 2026 22:38:23 GMT", "9999-12-31T23:59:59-23:59", "\u00e9t\u00e9"])
+@pytest.mark.parametrize(
+    "date",
+    [
+        "",
+        "yesterday",
+        "Mon, 30 Nov 2026 22:38:23 CET",
+        "2026-11-30T21:38:23",
+        "Mon, 99 Nov 2026 22:38:23 GMT",
+        "9999-12-31T23:59:59-23:59",
+        "\u00e9t\u00e9",
+    ],
+)
 def test_a_date_without_a_known_instant_is_refused_saying_why(date: str) -> None:
     message = refusal(signed_request(date))
     assert message is not None and ("Date" in message or "x-mp-key" in message)
@@ -88,8 +111,10 @@ def test_a_missing_date_or_an_unknown_key_is_refused_saying_which() -> None:
     request = signed_request(http_date(NOW))
     headers = [(name, value) for name, value in request.scope["headers"] if name != b"date"]
     assert "Date must accompany" in (refusal(Request({**request.scope, "headers": headers})) or "")
-    headers = [(b"x-mp-key", b"other-key") if name == b"x-mp-key" else (name, value)
-               for name, value in request.scope["headers"]]  # fmt: skip
+    headers = [
+        (b"x-mp-key", b"other-key") if name == b"x-mp-key" else (name, value)
+        for name, value in request.scope["headers"]
+    ]
     assert "not a key of this workspace" in (refusal(Request({**request.scope, "headers": headers})) or "")
 
 
@@ -129,14 +154,18 @@ def test_non_ascii_signatures_tokens_and_basic_credentials_are_refused_not_raise
         authenticate(CONFIG, latin)
 
 
-@pytest.mark.parametrize("content_type", [None, "", "application/json", "application/json; charset=utf-8",
-                                          "text/plain;charset=UTF-8", "TEXT/PLAIN"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "application/json", "application/json; charset=utf-8", "text/plain;charset=UTF-8", "TEXT/PLAIN"],
+)
 def test_json_and_the_web_sdks_text_plain_are_accepted(content_type: str | None) -> None:
     check_media_type(content_type)  # raises nothing
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-                                          "application/xml", "application/jsonx"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml", "application/jsonx"],
+)
 def test_other_content_types_are_415_naming_the_accepted_ones(content_type: str) -> None:
     with pytest.raises(UnsupportedMediaType) as refused:
         check_media_type(content_type)
@@ -162,14 +191,16 @@ def through_envelope(messages: list[dict[str, Any]]) -> tuple[dict[str, Any], by
 
 def test_serves_backpressure_429_becomes_the_api_shape_keeping_retry_after() -> None:
     # The exact messages Serve's proxy and a replica's direct ingress send for a request past max_queued_requests
-    plain = convert_object_to_asgi_messages("Request dropped due to backpressure", status_code=429,
-                                            extra_headers=retry_after_headers(1))  # fmt: skip
+    plain = convert_object_to_asgi_messages(
+        "Request dropped due to backpressure", status_code=429, extra_headers=retry_after_headers(1)
+    )
     start, body = through_envelope(plain)
     headers = dict(start["headers"])
     assert start["status"] == 429 and headers[b"retry-after"] == b"1"
     assert headers[b"content-type"] == b"application/json" and int(headers[b"content-length"]) == len(body)
-    assert json.loads(body) == {"errors": [{"code": "TOO_MANY_REQUESTS",
-                                            "message": "Request dropped due to backpressure"}]}  # fmt: skip
+    assert json.loads(body) == {
+        "errors": [{"code": "TOO_MANY_REQUESTS", "message": "Request dropped due to backpressure"}]
+    }
 
 
 def test_a_plain_500_loses_its_text_and_json_and_successes_pass_untouched() -> None:
@@ -190,8 +221,10 @@ def test_cluster_configs_install_the_error_middleware_on_every_node() -> None:
     assert len(containers) == 3
     for container in containers:
         assert {"name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", "value": ERROR_MIDDLEWARES} in container["env"]
-    assert f"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH={ERROR_MIDDLEWARES}" in (
-        root / "configs" / "ray-cluster.sh").read_text()
+    assert (
+        f"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH={ERROR_MIDDLEWARES}"
+        in (root / "configs" / "ray-cluster.sh").read_text()
+    )
     assert ingress_middlewares()[0].cls is ErrorEnvelope  # the path names a callable Serve can import
 
 
@@ -215,8 +248,17 @@ def asgi_call(app: Any, method: str, path: str) -> tuple[int, dict[bytes, bytes]
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-             "headers": [], "scheme": "http", "server": ("127.0.0.1", 8000), "root_path": ""}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "root_path": "",
+    }
     with contextlib.suppress(RuntimeError):  # Starlette re-raises a bug after answering it, for the server's log
         asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
@@ -231,9 +273,14 @@ def test_the_fastapi_apps_answer_unknown_paths_wrong_methods_and_bugs_in_the_api
     async def status() -> dict[str, str]:
         raise RuntimeError("password=hunter2")
 
-    missing, wrong, bug = (asgi_call(app, "GET", "/nope"), asgi_call(app, "POST", "/status"),
-                           asgi_call(app, "GET", "/status"))  # fmt: skip
-    assert (missing[0], json.loads(missing[2])) == (404, {"errors": [{"code": "NOT_FOUND",
-                                                                      "message": "No such endpoint: GET /nope"}]})
+    missing, wrong, bug = (
+        asgi_call(app, "GET", "/nope"),
+        asgi_call(app, "POST", "/status"),
+        asgi_call(app, "GET", "/status"),
+    )
+    assert (missing[0], json.loads(missing[2])) == (
+        404,
+        {"errors": [{"code": "NOT_FOUND", "message": "No such endpoint: GET /nope"}]},
+    )
     assert wrong[0] == 405 and wrong[1][b"allow"] == b"GET" and b"METHOD_NOT_ALLOWED" in wrong[2]
     assert bug[0] == 500 and b"hunter2" not in bug[2] and json.loads(bug[2])["errors"][0]["code"] == "INTERNAL_ERROR"

@@ -65,60 +65,193 @@ LIMITS: list[tuple[str, Callable[[Any], dict[str, Any]], Any, Any, str]] = [
     ("origin_mpid", lambda v: batch("u", origin_mpid=v), INT64_MAX, INT64_MAX + 1, "$.origin_mpid"),
     ("batch_id", lambda v: batch("u", batch_id=v), INT64_MAX, INT64_MAX + 1, "$.batch_id"),
     ("batch timestamp", lambda v: batch("u", timestamp_unixtime_ms=v), INT64_MAX, 2**64, "$.timestamp_unixtime_ms"),
-    ("event timestamp", lambda v: batch("u", [custom("x", v)]), INT64_MAX, INT64_MAX + 1,
-     "$.events[0].data.timestamp_unixtime_ms"),
+    (
+        "event timestamp",
+        lambda v: batch("u", [custom("x", v)]),
+        INT64_MAX,
+        INT64_MAX + 1,
+        "$.events[0].data.timestamp_unixtime_ms",
+    ),
     ("session id", lambda v: with_event_data(session_id=v), INT64_MIN, INT64_MIN - 1, "$.events[0].data.session_id"),
-    ("user attribute integer", lambda v: batch("u", user_attributes={"n": v}), INT64_MAX, 2**64,
-     "$.user_attributes[...]"),
-    ("event attribute integer", lambda v: with_event_data(custom_attributes={"n": v}), INT64_MIN, -(2**64),
-     "$.events[0].data.custom_attributes[...]"),
-    ("product quantity", lambda v: batch("u", [event("commerce_event", 1, product_action={
-        "action": "add_to_cart", "products": [{"id": "a", "quantity": v}]})]), INT64_MAX, INT64_MAX + 1,
-     "$.events[0].data.product_action.products[0].quantity"),
-    ("custom flag integer", lambda v: with_event_data(custom_flags={"n": v}), INT64_MAX, INT64_MAX + 1,
-     "$.events[0].data.custom_flags[...]"),
-    ("email", lambda v: batch(None, user_identities={"email": v}), "a" * MAX_IDENTITY_BYTES,
-     "a" * (MAX_IDENTITY_BYTES + 1), "$.user_identities.email"),
-    ("customer id in UTF-8 bytes", lambda v: batch(None, user_identities={"customer_id": v}),
-     "é" * (MAX_IDENTITY_BYTES // 2), "é" * (MAX_IDENTITY_BYTES // 2) + "a", "$.user_identities.customer_id"),
-    ("IDSync spelling", lambda v: batch(None, user_identities={"other2": v}), "😀" * (MAX_IDENTITY_BYTES // 4),
-     "😀" * (MAX_IDENTITY_BYTES // 4) + "a", "$.user_identities.other2"),
-    ("device id", lambda v: batch(None, device_info={"push_token": v}), "t" * MAX_IDENTITY_BYTES,
-     "t" * (MAX_IDENTITY_BYTES + 1), "$.device_info.push_token"),
-    ("device_application_stamp", lambda v: batch(None, device_info={"device_application_stamp": v}),
-     "ø" * (MAX_IDENTITY_BYTES // 2), "ø" * (MAX_IDENTITY_BYTES // 2 + 1), "$.device_info.device_application_stamp"),
-    ("mp_deviceid", lambda v: batch(None, mp_deviceid=v), "d" * MAX_IDENTITY_BYTES, "d" * (MAX_IDENTITY_BYTES + 1),
-     "$.mp_deviceid"),
-    ("source_request_id", lambda v: batch("u", source_request_id=v), "r" * MAX_SOURCE_REQUEST_ID_CHARS,
-     "r" * (MAX_SOURCE_REQUEST_ID_CHARS + 1), "$.source_request_id"),
-    ("deleted attributes", lambda v: batch("u", deleted_user_attributes=v), names(MAX_USER_ATTRIBUTES),
-     names(MAX_USER_ATTRIBUTES + 1), "$.deleted_user_attributes"),
-    ("deleted attribute name", lambda v: batch("u", deleted_user_attributes=["a", v]), "n" * MAX_NAME_CHARS,
-     "n" * (MAX_NAME_CHARS + 1), "$.deleted_user_attributes[1]"),
-    ("consent purposes", lambda v: batch("u", consent_state={"gdpr": {p: {"consented": True} for p in v}}),
-     names(MAX_CONSENT_PURPOSES), names(MAX_CONSENT_PURPOSES + 1), "$.consent_state.gdpr"),
-    ("consent purpose name", lambda v: batch("u", consent_state={"gdpr": {v: {"consented": True}}}),
-     "p" * MAX_NAME_CHARS, "p" * (MAX_NAME_CHARS + 1), '$.consent_state.gdpr["pppp'),
+    (
+        "user attribute integer",
+        lambda v: batch("u", user_attributes={"n": v}),
+        INT64_MAX,
+        2**64,
+        "$.user_attributes[...]",
+    ),
+    (
+        "event attribute integer",
+        lambda v: with_event_data(custom_attributes={"n": v}),
+        INT64_MIN,
+        -(2**64),
+        "$.events[0].data.custom_attributes[...]",
+    ),
+    (
+        "product quantity",
+        lambda v: batch(
+            "u",
+            [
+                event(
+                    "commerce_event",
+                    1,
+                    product_action={"action": "add_to_cart", "products": [{"id": "a", "quantity": v}]},
+                )
+            ],
+        ),
+        INT64_MAX,
+        INT64_MAX + 1,
+        "$.events[0].data.product_action.products[0].quantity",
+    ),
+    (
+        "custom flag integer",
+        lambda v: with_event_data(custom_flags={"n": v}),
+        INT64_MAX,
+        INT64_MAX + 1,
+        "$.events[0].data.custom_flags[...]",
+    ),
+    (
+        "email",
+        lambda v: batch(None, user_identities={"email": v}),
+        "a" * MAX_IDENTITY_BYTES,
+        "a" * (MAX_IDENTITY_BYTES + 1),
+        "$.user_identities.email",
+    ),
+    (
+        "customer id in UTF-8 bytes",
+        lambda v: batch(None, user_identities={"customer_id": v}),
+        "é" * (MAX_IDENTITY_BYTES // 2),
+        "é" * (MAX_IDENTITY_BYTES // 2) + "a",
+        "$.user_identities.customer_id",
+    ),
+    (
+        "IDSync spelling",
+        lambda v: batch(None, user_identities={"other2": v}),
+        "😀" * (MAX_IDENTITY_BYTES // 4),
+        "😀" * (MAX_IDENTITY_BYTES // 4) + "a",
+        "$.user_identities.other2",
+    ),
+    (
+        "device id",
+        lambda v: batch(None, device_info={"push_token": v}),
+        "t" * MAX_IDENTITY_BYTES,
+        "t" * (MAX_IDENTITY_BYTES + 1),
+        "$.device_info.push_token",
+    ),
+    (
+        "device_application_stamp",
+        lambda v: batch(None, device_info={"device_application_stamp": v}),
+        "ø" * (MAX_IDENTITY_BYTES // 2),
+        "ø" * (MAX_IDENTITY_BYTES // 2 + 1),
+        "$.device_info.device_application_stamp",
+    ),
+    (
+        "mp_deviceid",
+        lambda v: batch(None, mp_deviceid=v),
+        "d" * MAX_IDENTITY_BYTES,
+        "d" * (MAX_IDENTITY_BYTES + 1),
+        "$.mp_deviceid",
+    ),
+    (
+        "source_request_id",
+        lambda v: batch("u", source_request_id=v),
+        "r" * MAX_SOURCE_REQUEST_ID_CHARS,
+        "r" * (MAX_SOURCE_REQUEST_ID_CHARS + 1),
+        "$.source_request_id",
+    ),
+    (
+        "deleted attributes",
+        lambda v: batch("u", deleted_user_attributes=v),
+        names(MAX_USER_ATTRIBUTES),
+        names(MAX_USER_ATTRIBUTES + 1),
+        "$.deleted_user_attributes",
+    ),
+    (
+        "deleted attribute name",
+        lambda v: batch("u", deleted_user_attributes=["a", v]),
+        "n" * MAX_NAME_CHARS,
+        "n" * (MAX_NAME_CHARS + 1),
+        "$.deleted_user_attributes[1]",
+    ),
+    (
+        "consent purposes",
+        lambda v: batch("u", consent_state={"gdpr": {p: {"consented": True} for p in v}}),
+        names(MAX_CONSENT_PURPOSES),
+        names(MAX_CONSENT_PURPOSES + 1),
+        "$.consent_state.gdpr",
+    ),
+    (
+        "consent purpose name",
+        lambda v: batch("u", consent_state={"gdpr": {v: {"consented": True}}}),
+        "p" * MAX_NAME_CHARS,
+        "p" * (MAX_NAME_CHARS + 1),
+        '$.consent_state.gdpr["pppp',
+    ),
     ("events", lambda v: batch("u", [{"event_type": "session_start"}] * v), MAX_EVENTS, MAX_EVENTS + 1, "$.events"),
-    ("custom flags", lambda v: with_event_data(custom_flags=dict.fromkeys(v, "x")), names(MAX_EVENT_ATTRIBUTES),
-     names(MAX_EVENT_ATTRIBUTES + 1), "$.events[0].data.custom_flags"),
-    ("integrations", lambda v: batch("u", integration_attributes={k: {"a": "b"} for k in v}), names(MAX_MAP_ENTRIES),
-     names(MAX_MAP_ENTRIES + 1), "$.integration_attributes"),
-    ("integration attributes", lambda v: batch("u", integration_attributes={"braze": dict.fromkeys(v, "x")}),
-     names(MAX_MAP_ENTRIES), names(MAX_MAP_ENTRIES + 1), '$.integration_attributes["braze"]'),
-    ("integration attribute key", lambda v: batch("u", integration_attributes={"braze": {v: "x"}}),
-     "k" * MAX_NAME_CHARS, "k" * (MAX_NAME_CHARS + 1), '$.integration_attributes["braze"]["kkkk'),
-    ("integration attribute value", lambda v: batch("u", integration_attributes={"braze": {"k": v}}),
-     "v" * MAX_VALUE_CHARS, "v" * (MAX_VALUE_CHARS + 1), '$.integration_attributes["braze"]["k"]'),
-    ("partner identities", lambda v: batch("u", partner_identities=dict.fromkeys(v, "x")), names(MAX_MAP_ENTRIES),
-     names(MAX_MAP_ENTRIES + 1), "$.partner_identities"),
-    ("purchase total", lambda v: batch("u", [purchase(v)]), MAX_AMOUNT, MAX_AMOUNT * 1.000001,
-     "$.events[0].data.product_action.total_amount"),
-    ("negative purchase", lambda v: batch("u", [purchase(v)]), 0.0, -0.01,
-     "$.events[0].data.product_action.total_amount"),
-    ("refund", lambda v: batch("u", [purchase(v, "refund")]), -MAX_AMOUNT, -MAX_AMOUNT * 1.000001,
-     "$.events[0].data.product_action.total_amount"),
-]  # fmt: skip
+    (
+        "custom flags",
+        lambda v: with_event_data(custom_flags=dict.fromkeys(v, "x")),
+        names(MAX_EVENT_ATTRIBUTES),
+        names(MAX_EVENT_ATTRIBUTES + 1),
+        "$.events[0].data.custom_flags",
+    ),
+    (
+        "integrations",
+        lambda v: batch("u", integration_attributes={k: {"a": "b"} for k in v}),
+        names(MAX_MAP_ENTRIES),
+        names(MAX_MAP_ENTRIES + 1),
+        "$.integration_attributes",
+    ),
+    (
+        "integration attributes",
+        lambda v: batch("u", integration_attributes={"braze": dict.fromkeys(v, "x")}),
+        names(MAX_MAP_ENTRIES),
+        names(MAX_MAP_ENTRIES + 1),
+        '$.integration_attributes["braze"]',
+    ),
+    (
+        "integration attribute key",
+        lambda v: batch("u", integration_attributes={"braze": {v: "x"}}),
+        "k" * MAX_NAME_CHARS,
+        "k" * (MAX_NAME_CHARS + 1),
+        '$.integration_attributes["braze"]["kkkk',
+    ),
+    (
+        "integration attribute value",
+        lambda v: batch("u", integration_attributes={"braze": {"k": v}}),
+        "v" * MAX_VALUE_CHARS,
+        "v" * (MAX_VALUE_CHARS + 1),
+        '$.integration_attributes["braze"]["k"]',
+    ),
+    (
+        "partner identities",
+        lambda v: batch("u", partner_identities=dict.fromkeys(v, "x")),
+        names(MAX_MAP_ENTRIES),
+        names(MAX_MAP_ENTRIES + 1),
+        "$.partner_identities",
+    ),
+    (
+        "purchase total",
+        lambda v: batch("u", [purchase(v)]),
+        MAX_AMOUNT,
+        MAX_AMOUNT * 1.000001,
+        "$.events[0].data.product_action.total_amount",
+    ),
+    (
+        "negative purchase",
+        lambda v: batch("u", [purchase(v)]),
+        0.0,
+        -0.01,
+        "$.events[0].data.product_action.total_amount",
+    ),
+    (
+        "refund",
+        lambda v: batch("u", [purchase(v, "refund")]),
+        -MAX_AMOUNT,
+        -MAX_AMOUNT * 1.000001,
+        "$.events[0].data.product_action.total_amount",
+    ),
+]
 
 
 def encodings(body: dict[str, Any]) -> list[bytes]:
@@ -127,8 +260,9 @@ def encodings(body: dict[str, Any]) -> list[bytes]:
 
 
 @pytest.mark.parametrize(("case", "build", "at_limit", "past", "path"), LIMITS, ids=[c[0] for c in LIMITS])
-def test_at_the_limit_accepted_one_past_refused(case: str, build: Callable, at_limit: Any, past: Any,
-                                                path: str) -> None:
+def test_at_the_limit_accepted_one_past_refused(
+    case: str, build: Callable, at_limit: Any, past: Any, path: str
+) -> None:
     for raw in encodings(build(at_limit)):
         decode_batch(raw)
     for raw in encodings(build(past)):
@@ -158,11 +292,20 @@ def test_every_identity_spelling_the_index_reads_is_bounded() -> None:
 
 
 def test_identity_spellings_reach_the_profile_as_the_index_sees_them() -> None:
-    raw = msgspec.json.encode(batch(None, user_identities={"other2": "o2", "customerid": "c", "other_id_3": "o3"},
-                                    device_info={"device_application_stamp": "das"}))  # fmt: skip
+    raw = msgspec.json.encode(
+        batch(
+            None,
+            user_identities={"other2": "o2", "customerid": "c", "other_id_3": "o3"},
+            device_info={"device_application_stamp": "das"},
+        )
+    )
     assert user_identities_of(decode_batch(raw)) == {"other_id_2": "o2", "customer_id": "c", "other_id_3": "o3"}
-    assert batch_identities(decode_head(raw)) == {"other_id_2": "o2", "customer_id": "c", "other_id_3": "o3",
-                                                  "device_application_stamp": "das"}  # fmt: skip
+    assert batch_identities(decode_head(raw)) == {
+        "other_id_2": "o2",
+        "customer_id": "c",
+        "other_id_3": "o3",
+        "device_application_stamp": "das",
+    }
 
 
 def nested(depth: int) -> bytes:
@@ -188,8 +331,12 @@ def test_breadcrumbs_are_typed_so_they_cannot_nest() -> None:
 # ---- the property: what the door accepts, the pipeline can keep -----------------------------------------
 
 _texts = st.one_of(st.text(max_size=8), st.text(min_size=100, max_size=700), st.just("é" * 241))
-_ints = st.one_of(st.integers(INT64_MIN - 5, INT64_MIN + 5), st.integers(INT64_MAX - 5, INT64_MAX + 5),
-                  st.integers(-(2**70), 2**70), st.integers(-5, 5))  # fmt: skip
+_ints = st.one_of(
+    st.integers(INT64_MIN - 5, INT64_MIN + 5),
+    st.integers(INT64_MAX - 5, INT64_MAX + 5),
+    st.integers(-(2**70), 2**70),
+    st.integers(-5, 5),
+)
 _scalars = st.one_of(_ints, _texts, st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none())
 _identity_names = st.sampled_from(["customer_id", "customerid", "email", "other2", "other_id_5", "mobile_number"])
 
@@ -207,9 +354,19 @@ def hostile_batches(draw: st.DrawFn) -> dict[str, Any]:
         body["mp_deviceid"] = draw(_texts)
     body["user_attributes"] = draw(st.dictionaries(st.text(max_size=5), _scalars, max_size=3))
     stamps = draw(st.lists(_ints, max_size=3))
-    body["events"] = [{"event_type": "custom_event", "data": {"event_name": "e", "custom_event_type": "other",
-                      "timestamp_unixtime_ms": ts, "custom_attributes": {"v": draw(_scalars)}}} for ts in stamps]
-    return body  # fmt: skip
+    body["events"] = [
+        {
+            "event_type": "custom_event",
+            "data": {
+                "event_name": "e",
+                "custom_event_type": "other",
+                "timestamp_unixtime_ms": ts,
+                "custom_attributes": {"v": draw(_scalars)},
+            },
+        }
+        for ts in stamps
+    ]
+    return body
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

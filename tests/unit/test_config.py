@@ -61,8 +61,10 @@ def test_cdp_serve_exits_non_zero_on_a_bad_file(tmp_path: Path) -> None:
     bad.write_text("inputs: []\n")
     result = subprocess.run(
         [sys.executable, "-m", "cdp_actors.cli", "serve", "--config", str(bad)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     reason = "inputs: List should have at least 1 item after validation, not 0"
     assert result.stderr == f"cdp: {bad} is invalid:\n{reason}\n"

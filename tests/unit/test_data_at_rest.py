@@ -42,8 +42,14 @@ def test_the_data_directory_and_every_file_in_it_are_owner_only(tmp_path: Path, 
     with provider.get_tracer("test").start_as_current_span("one span"):
         pass
     written = {str(p.relative_to(data_dir)) for p in data_dir.rglob("*")}
-    assert {"alerts/data.mdb", "alerts/lock.mdb", "intake-0/data.mdb", "placement.json", "placement.json.lock",
-            "spans.jsonl"} <= written  # fmt: skip
+    assert {
+        "alerts/data.mdb",
+        "alerts/lock.mdb",
+        "intake-0/data.mdb",
+        "placement.json",
+        "placement.json.lock",
+        "spans.jsonl",
+    } <= written
     assert others_can_reach(tmp_path / "deep") == {}
     assert stat.S_IMODE((data_dir / "alerts" / "data.mdb").stat().st_mode) == 0o600
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

@@ -57,19 +57,32 @@ class PoisonableWebhook(webhook.Adapter):
 
 
 def row(key: int, mpid: int, **payload: Any) -> OutboxRow:
-    return OutboxRow(key=key.to_bytes(8, "big"), shard=0, connection_id=1, input_id=1, output_id=1,
-                     environment="production", mpid=mpid, event_count=1,
-                     payload=msgspec.json.encode({"mpid": mpid, "n": key, **payload}),
-                     received_ms=int(time.time() * 1000))  # fmt: skip
+    return OutboxRow(
+        key=key.to_bytes(8, "big"),
+        shard=0,
+        connection_id=1,
+        input_id=1,
+        output_id=1,
+        environment="production",
+        mpid=mpid,
+        event_count=1,
+        payload=msgspec.json.encode({"mpid": mpid, "n": key, **payload}),
+        received_ms=int(time.time() * 1000),
+    )
 
 
-def config(url: str, batches_per_request: int = 1, retry: dict[str, Any] = FAST_RETRY,
-           **connection: Any) -> WorkspaceConfig:  # fmt: skip
+def config(
+    url: str, batches_per_request: int = 1, retry: dict[str, Any] = FAST_RETRY, **connection: Any
+) -> WorkspaceConfig:
     base = demo_config(url, retry=retry)
     output = base.outputs[0]
     settings = output.settings.model_copy(update={"max_batches_per_request": batches_per_request})
-    return base.model_copy(update={"outputs": [output.model_copy(update={"settings": settings})],
-                                   "connections": [base.connections[0].model_copy(update=connection)]})  # fmt: skip
+    return base.model_copy(
+        update={
+            "outputs": [output.model_copy(update={"settings": settings})],
+            "connections": [base.connections[0].model_copy(update=connection)],
+        }
+    )
 
 
 async def deliver(delivery: Delivery, rows: list[OutboxRow], timeout_s: float = 10.0) -> Delivery:
@@ -83,8 +96,13 @@ async def deliver(delivery: Delivery, rows: list[OutboxRow], timeout_s: float = 
     return delivery
 
 
-def run(workspace: WorkspaceConfig, rows: list[OutboxRow], poisonable: bool = True, combine_raises: bool = False,
-        timeout_s: float = 10.0) -> Delivery:  # fmt: skip
+def run(
+    workspace: WorkspaceConfig,
+    rows: list[OutboxRow],
+    poisonable: bool = True,
+    combine_raises: bool = False,
+    timeout_s: float = 10.0,
+) -> Delivery:
     async def main() -> Delivery:
         delivery = Delivery(workspace)
         if poisonable:
@@ -189,8 +207,9 @@ def test_a_redirect_is_not_followed_and_is_a_fatal_delivery_error(partner: Recei
 
 
 def test_a_connection_error_alert_names_no_credential(caplog) -> None:
-    workspace = config("http://user:PASSWORD-1@127.0.0.1:99999/hook?token=SECRET-TOKEN-123",
-                       retry={**FAST_RETRY, "max_attempts": 2})  # fmt: skip
+    workspace = config(
+        "http://user:PASSWORD-1@127.0.0.1:99999/hook?token=SECRET-TOKEN-123", retry={**FAST_RETRY, "max_attempts": 2}
+    )
     with caplog.at_level(logging.INFO):
         delivery = run(workspace, [row(1, mpid=10)], poisonable=False)
     assert delivery.dropped == 1 and len(delivery.alerts) == 2
@@ -199,13 +218,16 @@ def test_a_connection_error_alert_names_no_credential(caplog) -> None:
     assert "SECRET-TOKEN-123" not in messages + caplog.text and "PASSWORD-1" not in messages + caplog.text
 
 
-
 class FailingAudience:
     """An audience adapter that raises for audience 8 and prepares the others as `inner` does."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner, self.status_alerts, self.max_batch, self.max_age_s = (inner, inner.status_alerts, inner.max_batch,
-                                                                          inner.max_age_s)
+        self.inner, self.status_alerts, self.max_batch, self.max_age_s = (
+            inner,
+            inner.status_alerts,
+            inner.max_batch,
+            inner.max_age_s,
+        )
 
     def prepare_memberships(self, changes: list[MembershipChange], now_ms: int) -> Prepared:
         if any(change.audience_id == 8 for change in changes):
@@ -215,12 +237,21 @@ class FailingAudience:
 
 def test_an_audience_upload_that_raises_drops_its_group_and_the_uploads_go_on(partner: Receiver) -> None:
     base = demo_config(partner.url, retry=FAST_RETRY)
-    settings = {"access_token": "fb-token", "audience_ids": {"7": "fb-7", "8": "fb-8"}, "api_url": partner.base,
-                "bulk_max_age_s": 0.05}  # fmt: skip
-    audience = base.outputs[0].model_validate({"id": 2, "name": "fb", "kind": "facebook_audience",
-                                               "settings": settings})  # fmt: skip
-    workspace = WorkspaceConfig.model_validate({**base.model_dump(mode="python"), "outputs": [
-        *base.model_dump(mode="python")["outputs"], audience.model_dump(mode="python")]})  # fmt: skip
+    settings = {
+        "access_token": "fb-token",
+        "audience_ids": {"7": "fb-7", "8": "fb-8"},
+        "api_url": partner.base,
+        "bulk_max_age_s": 0.05,
+    }
+    audience = base.outputs[0].model_validate(
+        {"id": 2, "name": "fb", "kind": "facebook_audience", "settings": settings}
+    )
+    workspace = WorkspaceConfig.model_validate(
+        {
+            **base.model_dump(mode="python"),
+            "outputs": [*base.model_dump(mode="python")["outputs"], audience.model_dump(mode="python")],
+        }
+    )
 
     def change(audience_id: int, mpid: int) -> MembershipChange:
         return MembershipChange(audience_id, f"a{audience_id}", mpid, "add", {"email": f"{mpid}@x.io"}, 1)

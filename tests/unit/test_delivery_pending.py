@@ -23,8 +23,16 @@ def partner() -> Any:
 
 
 def alert(n: int) -> Alert:
-    return Alert(ts_ms=n, connection_id=1, input_id=1, output_id=1, environment="production", type=f"t{n}",
-                 severity="Warning", message=f"alert {n}")  # fmt: skip
+    return Alert(
+        ts_ms=n,
+        connection_id=1,
+        input_id=1,
+        output_id=1,
+        environment="production",
+        type=f"t{n}",
+        severity="Warning",
+        message=f"alert {n}",
+    )
 
 
 def test_take_pending_returns_what_delivery_buffered_and_starts_empty_again(partner: Receiver) -> None:
@@ -57,4 +65,3 @@ def test_what_is_given_back_is_taken_again_its_alerts_first(partner: Receiver) -
     assert dict(taken.acks) == {0: [b"new", b"old"], 1: [b"other"]}
     assert [a.message for a in taken.alerts] == ["alert 1", "alert 2", "alert 3"]
     assert dict(taken.report_counts) == {"k": 7}
-

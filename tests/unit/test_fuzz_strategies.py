@@ -39,11 +39,20 @@ def test_nan_tokens_deep_nesting_surrogates_and_big_ints_reach_the_wire_raw() ->
 
 def test_symbolic_values_resolve_per_example() -> None:
     renderer = Renderer("fz7", known_mpids=[11, 22])
-    body = {"id": Pooled(2), "mpid": KnownMpid(3), "text": Long("é", 3, "x"), "attrs": Many(3),
-            "deleted": Many(2, names=True, size=5)}  # fmt: skip
-    assert json.loads(renderer.encode(body)[1]) == {"id": "fz7-c2", "mpid": 22, "text": "éééx",
-                                                    "attrs": {"a0": 0, "a1": 1, "a2": 2},
-                                                    "deleted": ["d0-zz", "d1-zz"]}  # fmt: skip
+    body = {
+        "id": Pooled(2),
+        "mpid": KnownMpid(3),
+        "text": Long("é", 3, "x"),
+        "attrs": Many(3),
+        "deleted": Many(2, names=True, size=5),
+    }
+    assert json.loads(renderer.encode(body)[1]) == {
+        "id": "fz7-c2",
+        "mpid": 22,
+        "text": "éééx",
+        "attrs": {"a0": 0, "a1": 1, "a2": 2},
+        "deleted": ["d0-zz", "d1-zz"],
+    }
     assert "mpid" not in json.loads(Renderer("fz7").encode(body)[1])  # no MPID known yet: left out
 
 

@@ -30,16 +30,26 @@ class SplittingWebhook(webhook.Adapter):
 
 
 def row(key: int, mpid: int, payload: dict) -> OutboxRow:
-    return OutboxRow(key=key.to_bytes(8, "big"), shard=0, connection_id=1, input_id=1, output_id=1,
-                     environment="production", mpid=mpid, event_count=3, payload=msgspec.json.encode(payload),
-                     received_ms=int(time.time() * 1000))  # fmt: skip
+    return OutboxRow(
+        key=key.to_bytes(8, "big"),
+        shard=0,
+        connection_id=1,
+        input_id=1,
+        output_id=1,
+        environment="production",
+        mpid=mpid,
+        event_count=3,
+        payload=msgspec.json.encode(payload),
+        received_ms=int(time.time() * 1000),
+    )
 
 
 async def deliver(rows: list[OutboxRow], url: str) -> Delivery:
     config = demo_config(url)
     output = config.outputs[0]
-    combining = output.model_copy(update={"settings": output.settings.model_copy(
-        update={"max_batches_per_request": 10})})  # fmt: skip
+    combining = output.model_copy(
+        update={"settings": output.settings.model_copy(update={"max_batches_per_request": 10})}
+    )
     delivery = Delivery(config.model_copy(update={"outputs": [combining]}))
     assert delivery.passthrough[1] and 1 in delivery.groupers  # the raw, grouped path is the one under test
     delivery.adapters[1] = SplittingWebhook(combining.settings)

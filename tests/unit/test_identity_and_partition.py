@@ -32,9 +32,12 @@ def test_batch_identities_use_canonical_names_and_skip_empty_values() -> None:
         mp_deviceid="das-1",
     )
     assert batch_identities(head) == {
-        "customer_id": "c1", "email": "a@x.io", "other_id_3": "o3",
-        "ios_idfv": "idfv-1", "device_application_stamp": "das-1",
-    }  # fmt: skip
+        "customer_id": "c1",
+        "email": "a@x.io",
+        "other_id_3": "o3",
+        "ios_idfv": "idfv-1",
+        "device_application_stamp": "das-1",
+    }
 
 
 def test_every_idsync_spelling_maps_to_a_canonical_type_and_back() -> None:

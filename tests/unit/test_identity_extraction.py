@@ -47,8 +47,9 @@ def index_keys(raw: bytes) -> set[tuple[str, str]]:
     """The (type, value) keys a fresh identity index files the batch's new profile under (Best Match: it claims
     every identity, no unique or login IDs to move one elsewhere)."""
     state = MemoryState()
-    outcome = strategy.resolve_batch(state, Policy.of(strategy.BEST_MATCH), None, batch_identities(decode_head(raw)),
-                                     NOW, NEW_MPID)  # fmt: skip
+    outcome = strategy.resolve_batch(
+        state, Policy.of(strategy.BEST_MATCH), None, batch_identities(decode_head(raw)), NOW, NEW_MPID
+    )
     return {key for key, holders in state.index.items() if outcome.mpid in holders}
 
 

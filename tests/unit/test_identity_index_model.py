@@ -135,13 +135,19 @@ class IndexMachine(RuleBasedStateMachine):
         batch_mpid, mpid = self.pick(whose, drawn), self.fresh(new)
         first = self.both(lambda s: strategy.resolve_batch(s, self.policy, batch_mpid, request, 0, mpid))
         if replayed:  # the dispatcher re-resolves a chunk after a crash: the same MPID again
-            again = self.both(lambda s: strategy.resolve_batch(s, self.policy, batch_mpid, request, 0, mpid),
-                              replay=True)
+            again = self.both(
+                lambda s: strategy.resolve_batch(s, self.policy, batch_mpid, request, 0, mpid), replay=True
+            )
             assert again.mpid == first.mpid and not again.changes
 
     @precondition(lambda self: self.model.records)
-    @rule(whose=st.sampled_from(WHOSE[1:]), drawn=mpids, identity_type=st.sampled_from(TYPES),
-          old=st.none() | identity_values, new=st.none() | identity_values)  # fmt: skip
+    @rule(
+        whose=st.sampled_from(WHOSE[1:]),
+        drawn=mpids,
+        identity_type=st.sampled_from(TYPES),
+        old=st.none() | identity_values,
+        new=st.none() | identity_values,
+    )
     def modify(self, whose: str, drawn: int, identity_type: str, old: str | None, new: str | None) -> None:
         target = self.pick(whose, drawn)
         if target is not None and (old or new):
@@ -192,11 +198,13 @@ def test_the_index_keys_values_past_lmdbs_key_limit(tmp_path: Path) -> None:
     core = IdentityCore(tmp_path, Policy.of(strategy.CONVERSION))
     try:
         long_email, other = "\U0001f600" * 300, "\U0001f600" * 299 + "x"  # 1,200 bytes; differing at the end
-        first, same, different = core.run([
-            lambda s: strategy.identify(s, core.policy, {"email": long_email}, 0, new_mpid=1),
-            lambda s: strategy.identify(s, core.policy, {"email": long_email, "ios_idfv": "d"}, 0, new_mpid=2),
-            lambda s: strategy.identify(s, core.policy, {"email": other}, 0, new_mpid=3),
-        ])  # fmt: skip
+        first, same, different = core.run(
+            [
+                lambda s: strategy.identify(s, core.policy, {"email": long_email}, 0, new_mpid=1),
+                lambda s: strategy.identify(s, core.policy, {"email": long_email, "ios_idfv": "d"}, 0, new_mpid=2),
+                lambda s: strategy.identify(s, core.policy, {"email": other}, 0, new_mpid=3),
+            ]
+        )
         assert (first.mpid, same.mpid, different.mpid) == (1, 1, 3)
         assert core.read(lambda s: s.holders("email", long_email)) == [1]
         assert len(identity_key("email", long_email)) == len(b"email\x01") + 32

@@ -156,8 +156,13 @@ def test_a_cached_mpid_of_an_orphan_resolves_by_the_batch_identities() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(policy=policies(), setup=st.lists(identity_requests, max_size=8), pick=st.integers(0, 20),
-       unknown=mpids, request=batch_requests)  # fmt: skip
+@given(
+    policy=policies(),
+    setup=st.lists(identity_requests, max_size=8),
+    pick=st.integers(0, 20),
+    unknown=mpids,
+    request=batch_requests,
+)
 def test_a_batch_resolves_as_identify_would_unless_its_mpid_names_a_live_profile(
     policy: Policy, setup: list[dict[str, str]], pick: int, unknown: int, request: dict[str, str]
 ) -> None:
@@ -185,6 +190,9 @@ def test_a_batch_resolves_as_identify_would_unless_its_mpid_names_a_live_profile
 def test_a_chunk_of_batch_requests_reaches_the_index_unchanged() -> None:
     """The dispatcher sends a chunk's requests as one msgpack array (`encode_requests`): MPIDs at the int64 bounds,
     a missing batch mpid and the identities come out as they went in, in order."""
-    requests = [BatchRequest(None, {"customer_id": "c1", "email": "é@x.io"}, 1_000, 2**63 - 1),
-                BatchRequest(-(2**63), {}, 0, 1), BatchRequest(7, {"ios_idfv": "d"}, 2, 3)]
+    requests = [
+        BatchRequest(None, {"customer_id": "c1", "email": "é@x.io"}, 1_000, 2**63 - 1),
+        BatchRequest(-(2**63), {}, 0, 1),
+        BatchRequest(7, {"ios_idfv": "d"}, 2, 3),
+    ]
     assert decode_requests(encode_requests(requests)) == requests

@@ -61,7 +61,13 @@ def test_handles_depend_only_on_ray_and_partition() -> None:
 
 def test_the_actor_modules_import_alone() -> None:
     """Each in a fresh interpreter: an import that works only after another module was loaded first fails here."""
-    names = ["cdp_actors.identity.index", "cdp_actors.intake.dispatcher", "cdp_actors.runtime",
-             "cdp_actors.forwarding.forwarder", "cdp_actors.profiles.shard", "cdp_actors.handles"]
+    names = [
+        "cdp_actors.identity.index",
+        "cdp_actors.intake.dispatcher",
+        "cdp_actors.runtime",
+        "cdp_actors.forwarding.forwarder",
+        "cdp_actors.profiles.shard",
+        "cdp_actors.handles",
+    ]
     for name in names:
         subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, check=True)

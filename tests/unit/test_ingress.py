@@ -23,8 +23,12 @@ from cdp_actors.haproxy_wrapper import (
 )
 from tests.support import free_port, wait_for
 
-HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT",
-                 "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT")  # fmt: skip
+HAPROXY_PORTS = (
+    "RAY_SERVE_HAPROXY_METRICS_PORT",
+    "RAY_SERVE_HAPROXY_STATS_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+)
 
 
 def replica_ports(settings: dict[str, str], protocol: str) -> range:
@@ -45,18 +49,30 @@ def test_each_haproxy_ingress_gets_its_own_ports_and_files_and_the_python_proxy_
     checks = {name: defaults[f"RAY_SERVE_HAPROXY_HEALTH_CHECK_{name}"] for name in ("FALL", "FASTINTER")}
     assert checks == {"FALL": "10", "FASTINTER": "1s"}
     proxy, proxy_defaults = ingress_env("proxy")
-    assert proxy == {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
-                     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.errors.ingress_middlewares"}  # fmt: skip
+    assert proxy == {
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.errors.ingress_middlewares",
+    }
     # Serve's own errors are rewritten into the API's shape in either ingress
     assert first["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == proxy["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"]
     assert not proxy_defaults
 
 
 def test_the_haproxy_state_directory_is_removed_when_the_process_exits() -> None:
-    show_state = ("from cdp_actors.cli import ingress_env; "
-                  "print(ingress_env('haproxy')[0]['RAY_SERVE_HAPROXY_SERVER_STATE_BASE'])")  # fmt: skip
-    state = Path(subprocess.run([sys.executable, "-c", show_state], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).resolve().parents[2]).stdout.strip())  # fmt: skip
+    show_state = (
+        "from cdp_actors.cli import ingress_env; "
+        "print(ingress_env('haproxy')[0]['RAY_SERVE_HAPROXY_SERVER_STATE_BASE'])"
+    )
+    state = Path(
+        subprocess.run(
+            [sys.executable, "-c", show_state],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parents[2],
+        ).stdout.strip()
+    )
     assert state.name.startswith("cdp-haproxy-") and not state.exists()
 
 
@@ -69,8 +85,9 @@ def haproxy_listening(directory: Path, port: int) -> Iterator[subprocess.Popen]:
         "defaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n"
         f"frontend web\n  bind 127.0.0.1:{port}\n  http-request return status 200\n"
     )
-    process = subprocess.Popen([real_haproxy_binary(), "-db", "-f", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [real_haproxy_binary(), "-db", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
     def listening() -> bool:
         connections = psutil.Process(process.pid).net_connections("tcp")
@@ -102,10 +119,15 @@ def serve_haproxy_config(directory: Path, host: str, port: int, stats_port: int,
     from ray.serve._private.haproxy import HAProxyApi, HAProxyConfig
     from ray.serve.config import HTTPOptions
 
-    config = HAProxyConfig(http_options=HTTPOptions(host=host, port=port), stats_port=stats_port,
-                           metrics_port=metrics_port, socket_path=str(directory / "admin.sock"),
-                           server_state_base=str(directory), server_state_file=str(directory / "state"),
-                           metrics_socket_path=str(directory / "metrics.sock"))  # fmt: skip
+    config = HAProxyConfig(
+        http_options=HTTPOptions(host=host, port=port),
+        stats_port=stats_port,
+        metrics_port=metrics_port,
+        socket_path=str(directory / "admin.sock"),
+        server_state_base=str(directory),
+        server_state_file=str(directory / "state"),
+        metrics_socket_path=str(directory / "metrics.sock"),
+    )
     path = directory / "haproxy.cfg"
     HAProxyApi(config, config_file_path=str(path))._generate_config_file_internal()
     return path
@@ -128,8 +150,12 @@ def test_the_wrapper_binds_haproxy_stats_and_metrics_where_http_is_served_and_bo
     assert set(binds(original)) == {f"127.0.0.1:{port}", f"*:{stats}", f":{metrics}"}  # Ray's template as it is
     assert "timeout http-request" not in original
     wrapper = haproxy_wrapper(str(tmp_path))
-    checked = subprocess.run([wrapper, "-c", "-f", str(config)], capture_output=True, text=True,
-                             env={**os.environ, HTTP_REQUEST_TIMEOUT_ENV: "7"})  # fmt: skip
+    checked = subprocess.run(
+        [wrapper, "-c", "-f", str(config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, HTTP_REQUEST_TIMEOUT_ENV: "7"},
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr  # the real HAProxy accepted the rewritten config
     hardened = Path(f"{config}{REWRITTEN_SUFFIX}").read_text()
     assert sorted(binds(hardened)) == sorted(f"127.0.0.1:{p}" for p in (port, stats, metrics))
@@ -156,7 +182,13 @@ def test_an_embedded_ray_for_a_loopback_host_is_told_its_address_is_loopback_onl
     from ray._private import ray_constants
 
     assert [is_loopback(h) for h in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "10.1.2.3", "example.com")] == [
-        True, True, True, False, False, False]  # fmt: skip
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]
     before = ray_constants.ENABLE_RAY_CLUSTER
     with node_ip_on_loopback(True):
         assert ray_constants.ENABLE_RAY_CLUSTER is False

@@ -33,7 +33,7 @@ def test_every_intake_commit_is_synced_before_it_is_acknowledged(tmp_path: Path)
     assert done.stdout.encode() == ACK * COMMITS
     calls = parse(trace.read_text())
     data_file = str(log_dir / "data.mdb")
-    acks = [c for c in calls if c.name == "write" and c.fd == 1 and c.text.startswith('1<') and "ACK" in c.text]
+    acks = [c for c in calls if c.name == "write" and c.fd == 1 and c.text.startswith("1<") and "ACK" in c.text]
     assert len(acks) == COMMITS, [c.text for c in calls if c.fd == 1]
     dsync_fds = dsync_descriptors_opened(calls, data_file)
     since = 0.0

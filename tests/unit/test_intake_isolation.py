@@ -26,18 +26,22 @@ def request(loop: asyncio.AbstractEventLoop, input_id: int, *batches: tuple[str 
 
 def logged(core: IntakeLogCore) -> list[tuple[int, int, bytes]]:
     with core.store.read() as txn:
-        return [(from_u64(key), (record := decode_log_record(value)).input_id, record.raw)
-                for key, value in txn.cursor(db=core.store.db("log"))]  # fmt: skip
+        return [
+            (from_u64(key), (record := decode_log_record(value)).input_id, record.raw)
+            for key, value in txn.cursor(db=core.store.db("log"))
+        ]
 
 
 def test_an_over_long_key_fails_its_request_alone(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
     core = IntakeLogCore(tmp_path, max_lag=1000)
     too_long = "x" * 600  # srid key 4 + 600 bytes: over LMDB's 511
-    results = core.write([
-        request(loop, 1, ("a", b"A"), (None, b"B")),
-        request(loop, 1, ("b", b"C"), (too_long, b"D")),
-        request(loop, 2, ("c", b"E")),
-    ])  # fmt: skip
+    results = core.write(
+        [
+            request(loop, 1, ("a", b"A"), (None, b"B")),
+            request(loop, 1, ("b", b"C"), (too_long, b"D")),
+            request(loop, 2, ("c", b"E")),
+        ]
+    )
     assert [(r.accepted, r.refused is None) for r in results] == [(2, True), (0, False), (1, True)]
     assert "cannot store this request" in results[1].refused
     assert logged(core) == [(1, 1, b"A"), (2, 1, b"B"), (3, 2, b"E")]

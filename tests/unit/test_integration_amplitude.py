@@ -28,19 +28,32 @@ def adapter(**settings: Any) -> Adapter:
     return Adapter(Settings(api_key="key-1", **settings))
 
 
-def commerce(action: str = "purchase", products: list[dict[str, Any]] | None = None, event_id: int = 301,
-             total: float | None = 59.5) -> dict[str, Any]:  # fmt: skip
+def commerce(
+    action: str = "purchase",
+    products: list[dict[str, Any]] | None = None,
+    event_id: int = 301,
+    total: float | None = 59.5,
+) -> dict[str, Any]:
     products = [BOOTS, HAT] if products is None else products
     return partners.commerce_event(action, products, event_id, total=total, transaction_id="t-9")
 
 
 IOS_BATCH = {
-    "mpid": MPID, "batch_id": 77, "ip": "203.0.113.9", "user_attributes": {},
+    "mpid": MPID,
+    "batch_id": 77,
+    "ip": "203.0.113.9",
+    "user_attributes": {},
     "user_identities": user_identities(customer_id="cust-1", email="ann@example.com"),
-    "device_info": {"platform": "iOS", "os_version": "17.1", "brand": "Apple", "device_model": "iPhone15,2",
-                    "ios_advertising_id": "idfa-1234", "ios_idfv": "idfv-1234"},
+    "device_info": {
+        "platform": "iOS",
+        "os_version": "17.1",
+        "brand": "Apple",
+        "device_model": "iPhone15,2",
+        "ios_advertising_id": "idfa-1234",
+        "ios_idfv": "idfv-1234",
+    },
     "application_info": {"application_version": "2.0"},
-}  # fmt: skip
+}
 
 
 def outbound(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -53,8 +66,16 @@ def sent_events(requests: list[HttpRequest]) -> list[dict[str, Any]]:
 
 
 WHO = {"user_id": "cust-1", "device_id": "idfa-1234"}
-DEVICE = {"platform": "iOS", "os_version": "17.1", "device_brand": "Apple", "device_model": "iPhone15,2",
-          "idfa": "idfa-1234", "idfv": "idfv-1234", "app_version": "2.0", "ip": "203.0.113.9"}  # fmt: skip
+DEVICE = {
+    "platform": "iOS",
+    "os_version": "17.1",
+    "device_brand": "Apple",
+    "device_model": "iPhone15,2",
+    "idfa": "idfa-1234",
+    "idfv": "idfv-1234",
+    "app_version": "2.0",
+    "ip": "203.0.113.9",
+}
 
 
 # ---- events -----------------------------------------------------------------------------------------------
@@ -64,10 +85,20 @@ def test_a_custom_event_is_sent_with_the_documented_body() -> None:
     prepared = adapter().prepare(outbound(custom("Played", song="x", n=3), user_attributes={"plan": "gold"}), NOW)
     [request] = prepared.requests
     assert (request.method, request.url, request.headers) == ("POST", "https://api2.amplitude.com/2/httpapi", HEADERS)
-    assert json.loads(request.body) == {"api_key": "key-1", "events": [
-        {"event_type": "Played", **WHO, "time": NOW - 60_000, "insert_id": "101",
-         "event_properties": {"song": "x", "n": 3}, "user_properties": {"plan": "gold"}, **DEVICE},
-    ]}  # fmt: skip
+    assert json.loads(request.body) == {
+        "api_key": "key-1",
+        "events": [
+            {
+                "event_type": "Played",
+                **WHO,
+                "time": NOW - 60_000,
+                "insert_id": "101",
+                "event_properties": {"song": "x", "n": 3},
+                "user_properties": {"plan": "gold"},
+                **DEVICE,
+            },
+        ],
+    }
     assert (prepared.forwarded_events, prepared.rejections, prepared.skipped) == (1, [], {})
 
 
@@ -78,13 +109,19 @@ def test_a_screen_view_is_sent_as_viewed_screen_name_in_its_session() -> None:
 
 
 def test_session_start_and_end_keep_their_names_and_the_session_start_as_id() -> None:
-    batch = outbound(event("session_start", 1, NOW - 90_000),
-                     event("session_end", 2, NOW - 1_000, session_start_unixtime_ms=NOW - 90_000,
-                           custom_attributes={"reason": "idle"}))  # fmt: skip
+    batch = outbound(
+        event("session_start", 1, NOW - 90_000),
+        event(
+            "session_end", 2, NOW - 1_000, session_start_unixtime_ms=NOW - 90_000, custom_attributes={"reason": "idle"}
+        ),
+    )
     start, end = sent_events(adapter().prepare(batch, NOW).requests)
     assert (start["event_type"], start["session_id"]) == ("session_start", NOW - 90_000)
     assert (end["event_type"], end["session_id"], end["event_properties"]) == (
-        "session_end", NOW - 90_000, {"reason": "idle"})  # fmt: skip
+        "session_end",
+        NOW - 90_000,
+        {"reason": "idle"},
+    )
 
 
 def test_a_purchase_of_two_products_expands_to_items_a_total_and_a_revenue_event() -> None:
@@ -97,12 +134,21 @@ def test_a_purchase_of_two_products_expands_to_items_a_total_and_a_revenue_event
         "revenue_amount",
     ]
     assert [e["insert_id"] for e in sent] == ["301-0", "301-1", "301-2", "301-3"]
-    assert sent[1]["event_properties"] == {"Currency Code": "EUR", "Id": "sku-2", "Name": "Hat", "Price": 10.0,
-                                           "Quantity": 1}  # fmt: skip
+    assert sent[1]["event_properties"] == {
+        "Currency Code": "EUR",
+        "Id": "sku-2",
+        "Name": "Hat",
+        "Price": 10.0,
+        "Quantity": 1,
+    }
     assert sent[2]["event_properties"]["products"] == [BOOTS, HAT]
     revenue = sent[3]
     assert {k: revenue[k] for k in ("price", "quantity", "revenue", "revenueType")} == {
-        "price": 59.5, "quantity": 1, "revenue": 59.5, "revenueType": "purchase"}  # fmt: skip
+        "price": 59.5,
+        "quantity": 1,
+        "revenue": 59.5,
+        "revenueType": "purchase",
+    }
     assert "productId" not in revenue
     assert all("revenue" not in e and "price" not in e for e in sent[:3])  # counted once, on the revenue event
     assert prepared.forwarded_events == 1
@@ -110,10 +156,17 @@ def test_a_purchase_of_two_products_expands_to_items_a_total_and_a_revenue_event
 
 def test_a_single_product_refund_has_a_negative_revenue_with_its_product_id() -> None:
     sent = sent_events(adapter().prepare(outbound(commerce("refund", [BOOTS], total=99.0)), NOW).requests)
-    assert [e["event_type"] for e in sent] == ["eCommerce - refund - Item", "eCommerce - refund - Total",
-                                               "revenue_amount"]  # fmt: skip
+    assert [e["event_type"] for e in sent] == [
+        "eCommerce - refund - Item",
+        "eCommerce - refund - Total",
+        "revenue_amount",
+    ]
     assert (sent[2]["revenue"], sent[2]["price"], sent[2]["productId"], sent[2]["revenueType"]) == (
-        -99.0, -99.0, "sku-1", "refund")  # fmt: skip
+        -99.0,
+        -99.0,
+        "sku-1",
+        "refund",
+    )
 
 
 def test_a_product_action_other_than_purchase_has_no_revenue_event() -> None:
@@ -122,25 +175,46 @@ def test_a_product_action_other_than_purchase_has_no_revenue_event() -> None:
 
 
 def test_a_consent_change_is_sent_as_consent_given() -> None:
-    notification = {"type": "gdpr_change",
-                    "data": {"purpose": "location_collection", "old": None,
-                             "current": {"consented": True, "document": "doc-v4", "timestamp_unixtime_ms": NOW - 5,
-                                         "location": None, "hardware_id": None}}}  # fmt: skip
+    notification = {
+        "type": "gdpr_change",
+        "data": {
+            "purpose": "location_collection",
+            "old": None,
+            "current": {
+                "consented": True,
+                "document": "doc-v4",
+                "timestamp_unixtime_ms": NOW - 5,
+                "location": None,
+                "hardware_id": None,
+            },
+        },
+    }
     prepared = adapter().prepare(outbound(system_notifications=[notification]), NOW)
     assert sent_events(prepared.requests) == [
-        {"event_type": "Consent Given", **WHO, "time": NOW - 5, "insert_id": "77-0",
-         "event_properties": {"regulation": "gdpr", "purpose": "location_collection", "document": "doc-v4"},
-         **DEVICE},
-    ]  # fmt: skip
+        {
+            "event_type": "Consent Given",
+            **WHO,
+            "time": NOW - 5,
+            "insert_id": "77-0",
+            "event_properties": {"regulation": "gdpr", "purpose": "location_collection", "document": "doc-v4"},
+            **DEVICE,
+        },
+    ]
     assert prepared.forwarded_events == 1
 
 
 def test_user_attributes_are_sent_even_without_events() -> None:
     prepared = adapter().prepare(outbound(user_attributes={"plan": "gold", "gone": None}), NOW)
     assert sent_events(prepared.requests) == [
-        {"event_type": "$identify", **WHO, "time": NOW, "insert_id": "77-identify",
-         "user_properties": {"plan": "gold"}, **DEVICE},
-    ]  # fmt: skip
+        {
+            "event_type": "$identify",
+            **WHO,
+            "time": NOW,
+            "insert_id": "77-identify",
+            "user_properties": {"plan": "gold"},
+            **DEVICE,
+        },
+    ]
     assert prepared.forwarded_events == 0
 
 
@@ -219,18 +293,31 @@ def test_events_without_a_name_are_rejected() -> None:
 
 
 def test_unsupported_event_types_and_commerce_events_without_products_are_skipped_and_counted() -> None:
-    batch = outbound(event("crash_report"), event("push_registration"), event("crash_report"),
-                     event("user_attribute_change"), commerce(products=[]), custom("Kept"))  # fmt: skip
+    batch = outbound(
+        event("crash_report"),
+        event("push_registration"),
+        event("crash_report"),
+        event("user_attribute_change"),
+        commerce(products=[]),
+        custom("Kept"),
+    )
     prepared = adapter().prepare(batch, NOW)
-    assert prepared.skipped == {"crash_report": 2, "push_registration": 1, "user_attribute_change": 1,
-                                "commerce_event": 1}  # fmt: skip
+    assert prepared.skipped == {
+        "crash_report": 2,
+        "push_registration": 1,
+        "user_attribute_change": 1,
+        "commerce_event": 1,
+    }
     assert [e["event_type"] for e in sent_events(prepared.requests)] == ["Kept"]
 
 
 def test_requests_carry_at_most_the_configured_number_of_events() -> None:
     prepared = adapter(max_events_per_request=2).prepare(outbound(*(custom(f"E{n}", n) for n in range(5))), NOW)
     assert [[e["event_type"] for e in json.loads(r.body)["events"]] for r in prepared.requests] == [
-        ["E0", "E1"], ["E2", "E3"], ["E4"]]  # fmt: skip
+        ["E0", "E1"],
+        ["E2", "E3"],
+        ["E4"],
+    ]
 
 
 def test_the_api_url_is_configurable() -> None:
@@ -240,8 +327,13 @@ def test_the_api_url_is_configurable() -> None:
 
 def test_the_same_batch_gives_byte_identical_requests_and_is_left_unchanged() -> None:
     notification = {"type": "ccpa_change", "data": {"purpose": "data_sale_opt_out", "current": {"consented": True}}}
-    batch = outbound(custom("A"), commerce(), event("screen_view", screen_name="Home"),
-                     user_attributes={"plan": "gold"}, system_notifications=[notification])  # fmt: skip
+    batch = outbound(
+        custom("A"),
+        commerce(),
+        event("screen_view", screen_name="Home"),
+        user_attributes={"plan": "gold"},
+        system_notifications=[notification],
+    )
     original = copy.deepcopy(batch)
     first = adapter().prepare(batch, NOW)
     second = build_adapter("amplitude", Settings(api_key="key-1")).prepare(copy.deepcopy(batch), NOW)
@@ -255,10 +347,17 @@ def test_the_same_batch_gives_byte_identical_requests_and_is_left_unchanged() ->
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"api_key": ""}, {"api_key": "k", "api_url": "api2.amplitude.com"}, {"api_key": "k", "user_id_type": "x"},
-     {"api_key": "k", "device_id_types": ["imei"]}, {"api_key": "k", "min_id_length": 0},
-     {"api_key": "k", "max_events_per_request": 2001}, {"api_key": "k", "unknown": 1}],
-)  # fmt: skip
+    [
+        {},
+        {"api_key": ""},
+        {"api_key": "k", "api_url": "api2.amplitude.com"},
+        {"api_key": "k", "user_id_type": "x"},
+        {"api_key": "k", "device_id_types": ["imei"]},
+        {"api_key": "k", "min_id_length": 0},
+        {"api_key": "k", "max_events_per_request": 2001},
+        {"api_key": "k", "unknown": 1},
+    ],
+)
 def test_invalid_settings_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         settings_model("amplitude").model_validate(settings)
@@ -292,6 +391,12 @@ def test_requests_arrive_over_http_as_prepared() -> None:
     first, second = (r.json() for r in received)
     assert first["api_key"] == second["api_key"] == "key-1"
     assert [e["event_type"] for e in first["events"] + second["events"]] == [
-        "E0", "E1", "E2", "eCommerce - purchase - Item", "eCommerce - purchase - Item",
-        "eCommerce - purchase - Total", "revenue_amount"]  # fmt: skip
+        "E0",
+        "E1",
+        "E2",
+        "eCommerce - purchase - Item",
+        "eCommerce - purchase - Item",
+        "eCommerce - purchase - Total",
+        "revenue_amount",
+    ]
     assert second["events"][-1]["revenue"] == 59.5 and second["events"][-1]["user_properties"] == {"plan": "gold"}

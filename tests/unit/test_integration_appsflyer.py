@@ -28,8 +28,17 @@ PRODUCTS = [
     {"id": "sku-1", "name": "Boots", "category": "shoes", "price": 49.5, "quantity": 2},
     {"id": "sku,2", "name": "Laces", "price": 3.0, "quantity": 1},
 ]
-IOS_FIELDS = {"appsflyer_id": AF_ID, "idfa": IDFA, "idfv": IDFV, "bundleIdentifier": "com.example.app", "os": "17.1",
-              "att": 3, "customer_user_id": "cust-1", "ip": "203.0.113.7", "app_version_name": "1.2.0"}  # fmt: skip
+IOS_FIELDS = {
+    "appsflyer_id": AF_ID,
+    "idfa": IDFA,
+    "idfv": IDFV,
+    "bundleIdentifier": "com.example.app",
+    "os": "17.1",
+    "att": 3,
+    "customer_user_id": "cust-1",
+    "ip": "203.0.113.7",
+    "app_version_name": "1.2.0",
+}
 
 
 def adapter(**settings: Any) -> appsflyer.Adapter:
@@ -41,14 +50,21 @@ def custom(name: str = "level_up", n: int = 1, **attributes: Any) -> dict[str, A
 
 
 IOS_BATCH = {
-    "mpid": 8_000_000_000_000_001, "batch_id": 42, "user_identities": user_identities(customer_id="cust-1"),
+    "mpid": 8_000_000_000_000_001,
+    "batch_id": 42,
+    "user_identities": user_identities(customer_id="cust-1"),
     "user_attributes": {"plan": "gold"},
-    "device_info": {"platform": "iOS", "os_version": "17.1", "ios_advertising_id": IDFA, "ios_idfv": IDFV,
-                    "att_authorization_status": "authorized"},
+    "device_info": {
+        "platform": "iOS",
+        "os_version": "17.1",
+        "ios_advertising_id": IDFA,
+        "ios_idfv": IDFV,
+        "att_authorization_status": "authorized",
+    },
     "application_info": {"package": "com.example.app", "application_version": "1.2.0"},
     "integration_attributes": {"92": {"appsflyer_id_integration_setting": AF_ID}},
     "ip": "203.0.113.7",
-}  # fmt: skip
+}
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -56,8 +72,11 @@ def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 
 def android(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    return outbound(*events, device_info={"platform": "Android", "android_advertising_id": GAID,
-                                          "android_uuid": "a1b2"}, **overrides)  # fmt: skip
+    return outbound(
+        *events,
+        device_info={"platform": "Android", "android_advertising_id": GAID, "android_uuid": "a1b2"},
+        **overrides,
+    )
 
 
 def bodies(prepared: Prepared) -> list[dict[str, Any]]:
@@ -76,9 +95,13 @@ def test_ios_custom_event_is_one_request_with_device_identities() -> None:
 
     [request] = prepared.requests
     assert (request.method, request.url, request.headers) == ("POST", IOS_URL, HEADERS)
-    assert json.loads(request.body) == {**IOS_FIELDS, "eventName": "level_up",
-                                        "eventValue": '{"level":3,"hero":"ada"}', "eventTime": EVENT_TIME,
-                                        "af_events_api": "true"}  # fmt: skip
+    assert json.loads(request.body) == {
+        **IOS_FIELDS,
+        "eventName": "level_up",
+        "eventValue": '{"level":3,"hero":"ada"}',
+        "eventTime": EVENT_TIME,
+        "af_events_api": "true",
+    }
     assert (prepared.forwarded_events, prepared.rejections, prepared.skipped) == (1, [], {})
 
 
@@ -87,10 +110,16 @@ def test_android_uses_the_package_as_app_id_and_the_google_advertising_id() -> N
 
     assert request.url == "https://api2.appsflyer.com/inappevent/com.example.app"
     assert json.loads(request.body) == {
-        "appsflyer_id": AF_ID, "advertising_id": GAID, "customer_user_id": "cust-1", "ip": "203.0.113.7",
-        "app_version_name": "1.2.0", "eventName": "level_up", "eventValue": " ", "eventTime": EVENT_TIME,
+        "appsflyer_id": AF_ID,
+        "advertising_id": GAID,
+        "customer_user_id": "cust-1",
+        "ip": "203.0.113.7",
+        "app_version_name": "1.2.0",
+        "eventName": "level_up",
+        "eventValue": " ",
+        "eventTime": EVENT_TIME,
         "af_events_api": "true",
-    }  # fmt: skip
+    }
     overridden = adapter(android_app_id="com.example.other").prepare(android(custom()), NOW_MS)
     assert overridden.requests[0].url.endswith("/inappevent/com.example.other")
 
@@ -100,9 +129,14 @@ def test_purchase_of_two_products_is_one_af_purchase_with_revenue_and_currency()
 
     [body] = bodies(prepared)
     assert (body["eventName"], body["eventCurrency"]) == ("af_purchase", "EUR")
-    assert json.loads(body["eventValue"]) == {"coupon": "X", "af_currency": "EUR", "af_quantity": 3,
-                                              "af_content_id": "sku-1,sku%2C2", "af_revenue": 102.0,
-                                              "af_order_id": "t-1"}  # fmt: skip
+    assert json.loads(body["eventValue"]) == {
+        "coupon": "X",
+        "af_currency": "EUR",
+        "af_quantity": 3,
+        "af_content_id": "sku-1,sku%2C2",
+        "af_revenue": 102.0,
+        "af_order_id": "t-1",
+    }
     assert prepared.forwarded_events == 1
 
 
@@ -110,10 +144,18 @@ def test_add_to_cart_is_one_event_per_product() -> None:
     prepared = adapter().prepare(outbound(commerce("add_to_cart", PRODUCTS)), NOW_MS)
 
     assert event_values(prepared) == [
-        ("af_add_to_cart", {"af_currency": "EUR", "af_price": 49.5, "af_quantity": 2, "af_content_id": "sku-1",
-                            "af_content_type": "shoes"}),
+        (
+            "af_add_to_cart",
+            {
+                "af_currency": "EUR",
+                "af_price": 49.5,
+                "af_quantity": 2,
+                "af_content_id": "sku-1",
+                "af_content_type": "shoes",
+            },
+        ),
         ("af_add_to_cart", {"af_currency": "EUR", "af_price": 3.0, "af_quantity": 1, "af_content_id": "sku,2"}),
-    ]  # fmt: skip
+    ]
     assert prepared.forwarded_events == 1
 
 
@@ -150,11 +192,14 @@ def test_the_appsflyer_id_can_come_from_a_configured_identity() -> None:
     assert "customer_user_id" not in body
 
 
-@pytest.mark.parametrize(("settings", "batch", "alert"), [
-    ({"ios_app_id": None}, outbound(custom()), "Missing Required Setting"),
-    ({}, android(custom(), application_info={}), "Missing PackageName"),
-    ({}, outbound(custom(), device_info={"platform": "web"}, application_info={}), "No Route Available"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("settings", "batch", "alert"),
+    [
+        ({"ios_app_id": None}, outbound(custom()), "Missing Required Setting"),
+        ({}, android(custom(), application_info={}), "Missing PackageName"),
+        ({}, outbound(custom(), device_info={"platform": "web"}, application_info={}), "No Route Available"),
+    ],
+)
 def test_batches_appsflyer_cannot_take_are_rejected(settings: dict, batch: dict, alert: str) -> None:
     prepared = adapter(**settings).prepare(batch, NOW_MS)
     assert (prepared.requests, [r.alert_type for r in prepared.rejections]) == ([], [alert])

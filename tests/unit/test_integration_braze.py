@@ -27,10 +27,18 @@ PRODUCTS = [
     {"id": "sku-2", "name": "Laces", "price": 3.0, "quantity": 1, "custom_attributes": {"$colour": "red"}},
 ]
 ATTRIBUTES = {
-    "external_id": "cust-1", "first_name": "Ada", "last_name": "Lovelace", "gender": "F", "home_city": "London",
-    "country": "GB", "phone": "+442079460000", "Zip": "N1 9GU", "plan": "gold", "tags": ["a", "b"],
+    "external_id": "cust-1",
+    "first_name": "Ada",
+    "last_name": "Lovelace",
+    "gender": "F",
+    "home_city": "London",
+    "country": "GB",
+    "phone": "+442079460000",
+    "Zip": "N1 9GU",
+    "plan": "gold",
+    "tags": ["a", "b"],
     "email": "ada@example.com",
-}  # fmt: skip
+}
 
 
 def adapter(**settings: Any) -> braze.Adapter:
@@ -42,14 +50,24 @@ def custom(name: str = "Played", n: int = 1, **attributes: Any) -> dict[str, Any
 
 
 BATCH = {
-    "mpid": MPID, "batch_id": 42, "user_identities": user_identities(customer_id="cust-1", email="ada@example.com"),
-    "user_attributes": {"$FirstName": "Ada", "$LastName": "Lovelace", "$Gender": "female", "$City": "London",
-                        "$Country": "GB", "$Mobile": "+442079460000", "$Zip": "N1 9GU", "plan": "gold",
-                        "tags": ["a", "b"]},
+    "mpid": MPID,
+    "batch_id": 42,
+    "user_identities": user_identities(customer_id="cust-1", email="ada@example.com"),
+    "user_attributes": {
+        "$FirstName": "Ada",
+        "$LastName": "Lovelace",
+        "$Gender": "female",
+        "$City": "London",
+        "$Country": "GB",
+        "$Mobile": "+442079460000",
+        "$Zip": "N1 9GU",
+        "plan": "gold",
+        "tags": ["a", "b"],
+    },
     "device_info": {"platform": "iOS", "os_version": "17.1"},
     "application_info": {"application_version": "1.2.0", "package": "com.example.app"},
     "ip": "203.0.113.7",
-}  # fmt: skip
+}
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -70,9 +88,15 @@ def test_custom_event_with_user_attributes_is_one_users_track_request() -> None:
     assert (request.method, request.url, request.headers) == ("POST", URL, HEADERS)
     assert json.loads(request.body) == {
         "attributes": [ATTRIBUTES],
-        "events": [{"external_id": "cust-1", "name": "Played", "time": EVENT_TIME,
-                    "properties": {"song": "x", "source": "app"}}],
-    }  # fmt: skip
+        "events": [
+            {
+                "external_id": "cust-1",
+                "name": "Played",
+                "time": EVENT_TIME,
+                "properties": {"song": "x", "source": "app"},
+            }
+        ],
+    }
     assert (prepared.forwarded_events, prepared.rejections, prepared.skipped) == (1, [], {})
 
 
@@ -82,9 +106,16 @@ def test_screen_view_is_an_event_named_by_its_screen_with_the_session_id() -> No
 
     assert body == {
         "attributes": [{"external_id": "cust-1", "app_id": "braze-app", "email": "ada@example.com"}],
-        "events": [{"external_id": "cust-1", "app_id": "braze-app", "name": "Home", "time": EVENT_TIME,
-                    "properties": {"tab": "feed", "session_id": 77}}],
-    }  # fmt: skip
+        "events": [
+            {
+                "external_id": "cust-1",
+                "app_id": "braze-app",
+                "name": "Home",
+                "time": EVENT_TIME,
+                "properties": {"tab": "feed", "session_id": 77},
+            }
+        ],
+    }
 
 
 def test_purchase_of_two_products_is_two_braze_purchases_and_no_total_event() -> None:
@@ -93,13 +124,41 @@ def test_purchase_of_two_products_is_two_braze_purchases_and_no_total_event() ->
     [body] = bodies(prepared)
     assert "events" not in body
     assert body["purchases"] == [
-        {"external_id": "cust-1", "product_id": "sku-1", "currency": "EUR", "price": 49.5, "quantity": 2,
-         "time": EVENT_TIME, "properties": {"coupon": "X", "Currency Code": "EUR", "Id": "sku-1", "Name": "Boots",
-                                            "Category": "shoes", "Price": 49.5, "Quantity": 2}},
-        {"external_id": "cust-1", "product_id": "sku-2", "currency": "EUR", "price": 3.0, "quantity": 1,
-         "time": EVENT_TIME, "properties": {"coupon": "X", "Currency Code": "EUR", "Id": "sku-2", "Name": "Laces",
-                                            "Price": 3.0, "Quantity": 1, "colour": "red"}},
-    ]  # fmt: skip
+        {
+            "external_id": "cust-1",
+            "product_id": "sku-1",
+            "currency": "EUR",
+            "price": 49.5,
+            "quantity": 2,
+            "time": EVENT_TIME,
+            "properties": {
+                "coupon": "X",
+                "Currency Code": "EUR",
+                "Id": "sku-1",
+                "Name": "Boots",
+                "Category": "shoes",
+                "Price": 49.5,
+                "Quantity": 2,
+            },
+        },
+        {
+            "external_id": "cust-1",
+            "product_id": "sku-2",
+            "currency": "EUR",
+            "price": 3.0,
+            "quantity": 1,
+            "time": EVENT_TIME,
+            "properties": {
+                "coupon": "X",
+                "Currency Code": "EUR",
+                "Id": "sku-2",
+                "Name": "Laces",
+                "Price": 3.0,
+                "Quantity": 1,
+                "colour": "red",
+            },
+        },
+    ]
     assert prepared.forwarded_events == 1
 
 
@@ -108,25 +167,41 @@ def test_refund_is_custom_events_per_product_plus_a_total() -> None:
 
     assert "purchases" not in body
     assert [e["name"] for e in body["events"]] == ["eCommerce - refund - Item", "eCommerce - refund - Total"]
-    assert body["events"][1]["properties"] == {"Currency Code": "EUR", "Transaction Id": "t-1",
-                                               "Total Amount": 102.0, "Product Count": 1}  # fmt: skip
+    assert body["events"][1]["properties"] == {
+        "Currency Code": "EUR",
+        "Transaction Id": "t-1",
+        "Total Amount": 102.0,
+        "Product Count": 1,
+    }
 
 
 def test_consent_change_is_forwarded_as_a_consent_event() -> None:
-    notification = {"type": "gdpr_change", "data": {"purpose": "marketing", "current": {
-        "consented": True, "document": "v2", "timestamp_unixtime_ms": EVENT_MS, "location": "eu"}}}  # fmt: skip
+    notification = {
+        "type": "gdpr_change",
+        "data": {
+            "purpose": "marketing",
+            "current": {"consented": True, "document": "v2", "timestamp_unixtime_ms": EVENT_MS, "location": "eu"},
+        },
+    }
     prepared = adapter().prepare(outbound(system_notifications=[notification], user_attributes={}), NOW_MS)
 
     [body] = bodies(prepared)
-    assert body["events"] == [{"external_id": "cust-1", "name": "Consent Given", "time": EVENT_TIME,
-                               "properties": {"regulation": "gdpr", "purpose": "marketing", "document": "v2",
-                                              "location": "eu"}}]  # fmt: skip
+    assert body["events"] == [
+        {
+            "external_id": "cust-1",
+            "name": "Consent Given",
+            "time": EVENT_TIME,
+            "properties": {"regulation": "gdpr", "purpose": "marketing", "document": "v2", "location": "eu"},
+        }
+    ]
     assert prepared.forwarded_events == 1
 
 
 def test_attribute_mapping_drops_unknown_genders_and_falls_back_to_the_mobile_identity() -> None:
-    identities = [{"identity_type": "customer_id", "identity": "c"}, {"identity_type": "mobile_number",
-                                                                       "identity": "+15550100"}]  # fmt: skip
+    identities = [
+        {"identity_type": "customer_id", "identity": "c"},
+        {"identity_type": "mobile_number", "identity": "+15550100"},
+    ]
     batch = outbound(user_identities=identities, user_attributes={"$gender": "unknown", "$age": 40, "$$x": 1})
 
     [body] = bodies(adapter().prepare(batch, NOW_MS))
@@ -150,8 +225,9 @@ def test_nothing_to_send_and_no_identity_is_neither_sent_nor_rejected() -> None:
     assert (prepared.requests, prepared.rejections) == ([], [])
 
 
-@pytest.mark.parametrize(("settings", "device"), [({}, {"push_token": "tok"}),
-                                                  ({"disable_external_id_constraint": True}, {})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("settings", "device"), [({}, {"push_token": "tok"}), ({"disable_external_id_constraint": True}, {})]
+)
 def test_push_token_or_disabled_constraint_sends_under_an_mpid_alias(settings: dict, device: dict) -> None:
     batch = outbound(custom(), user_identities=[], user_attributes={"plan": "gold"}, device_info=device)
     [body] = bodies(adapter(**settings).prepare(batch, NOW_MS))
@@ -171,9 +247,16 @@ def test_external_identity_type_is_configurable(identity_type: str, external_id:
 
 
 def test_unsupported_types_are_counted_and_unnamed_events_rejected() -> None:
-    batch = outbound(custom(n=1), event("crash_report", 2), event("session_start", 3), event("session_end", 4),
-                     event("custom_event", 5, custom_event_type="other"), event("screen_view", 6),
-                     event("user_identity_change", 7), user_attributes={})  # fmt: skip
+    batch = outbound(
+        custom(n=1),
+        event("crash_report", 2),
+        event("session_start", 3),
+        event("session_end", 4),
+        event("custom_event", 5, custom_event_type="other"),
+        event("screen_view", 6),
+        event("user_identity_change", 7),
+        user_attributes={},
+    )
     prepared = adapter().prepare(batch, NOW_MS)
 
     assert prepared.skipped == {"crash_report": 1, "session_start": 1, "session_end": 1, "user_identity_change": 1}
@@ -183,12 +266,13 @@ def test_unsupported_types_are_counted_and_unnamed_events_rejected() -> None:
 
 
 def test_session_events_are_forwarded_when_enabled() -> None:
-    batch = outbound(event("session_start", 1, session_id=9), event("session_end", 2, session_id=9),
-                     user_attributes={})  # fmt: skip
+    batch = outbound(event("session_start", 1, session_id=9), event("session_end", 2, session_id=9), user_attributes={})
     prepared = adapter(forward_session_events=True).prepare(batch, NOW_MS)
 
     assert [(e["name"], e["properties"]) for e in bodies(prepared)[0]["events"]] == [
-        ("Session Start", {"session_id": 9}), ("Session End", {"session_id": 9})]  # fmt: skip
+        ("Session Start", {"session_id": 9}),
+        ("Session End", {"session_id": 9}),
+    ]
     assert (prepared.skipped, prepared.forwarded_events) == ({}, 2)
 
 
@@ -207,8 +291,9 @@ def test_more_than_75_objects_per_array_split_into_several_requests() -> None:
     events = [custom(f"E{n}", n) for n in range(160)]
     prepared = adapter().prepare(outbound(*events, commerce("purchase", many_products)), NOW_MS)
 
-    sizes = [(len(b.get("attributes", [])), len(b.get("events", [])), len(b.get("purchases", [])))
-             for b in bodies(prepared)]  # fmt: skip
+    sizes = [
+        (len(b.get("attributes", [])), len(b.get("events", [])), len(b.get("purchases", []))) for b in bodies(prepared)
+    ]
     assert sizes == [(1, 75, 75), (0, 75, 5), (0, 10, 0)]
     assert [e["name"] for b in bodies(prepared) for e in b.get("events", [])] == [f"E{n}" for n in range(160)]
     assert prepared.forwarded_events == 161

@@ -39,10 +39,19 @@ def sha(text: str) -> str:
 
 
 WEB_USER_DATA = {
-    "fn": [sha("ada")], "ln": [sha("lovelace")], "ge": [FEMALE_HASH], "ct": [sha("sanfrancisco")], "st": [CA_HASH],
-    "zp": [sha("94107")], "country": [US_HASH], "em": [EMAIL_HASH], "ph": [PHONE_HASH], "external_id": [sha("cust-1")],
-    "client_ip_address": "203.0.113.7", "client_user_agent": USER_AGENT,
-}  # fmt: skip
+    "fn": [sha("ada")],
+    "ln": [sha("lovelace")],
+    "ge": [FEMALE_HASH],
+    "ct": [sha("sanfrancisco")],
+    "st": [CA_HASH],
+    "zp": [sha("94107")],
+    "country": [US_HASH],
+    "em": [EMAIL_HASH],
+    "ph": [PHONE_HASH],
+    "external_id": [sha("cust-1")],
+    "client_ip_address": "203.0.113.7",
+    "client_user_agent": USER_AGENT,
+}
 
 
 def adapter(**settings: Any) -> fb.Adapter:
@@ -67,14 +76,23 @@ def commerce(action: str, products: list[dict[str, Any]], n: int = 1) -> dict[st
 
 
 WEB_BATCH = {
-    "mpid": 8_000_000_000_000_001, "batch_id": 42,
+    "mpid": 8_000_000_000_000_001,
+    "batch_id": 42,
     "user_identities": user_identities(customer_id="Cust-1", email=" Person@Example.com "),
-    "user_attributes": {"$FirstName": " Ada ", "$LastName": "Lovelace", "$Gender": "Female",
-                        "$City": "San Francisco", "$State": "CA", "$Zip": "94107-1234", "$Country": "US",
-                        "$Mobile": "+44 844 412 4653", "plan": "gold"},
+    "user_attributes": {
+        "$FirstName": " Ada ",
+        "$LastName": "Lovelace",
+        "$Gender": "Female",
+        "$City": "San Francisco",
+        "$State": "CA",
+        "$Zip": "94107-1234",
+        "$Country": "US",
+        "$Mobile": "+44 844 412 4653",
+        "plan": "gold",
+    },
     "device_info": {"platform": "web", "http_header_user_agent": USER_AGENT},
     "ip": "203.0.113.7",
-}  # fmt: skip
+}
 
 
 def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
@@ -82,10 +100,20 @@ def outbound(*events: dict[str, Any], **overrides: Any) -> dict[str, Any]:
 
 
 def app_batch(*events: dict[str, Any], **device: Any) -> dict[str, Any]:
-    device_info = {"platform": "iOS", "os_version": "17.1", "device_model": "iPhone15,2", "locale_language": "en",
-                   "locale_country": "GB", "network_carrier": "EE", "screen_width": 1179, "screen_height": 2556,
-                   "screen_dpi": 460, "ios_advertising_id": IDFA, "att_authorization_status": "authorized",
-                   **device}  # fmt: skip
+    device_info = {
+        "platform": "iOS",
+        "os_version": "17.1",
+        "device_model": "iPhone15,2",
+        "locale_language": "en",
+        "locale_country": "GB",
+        "network_carrier": "EE",
+        "screen_width": 1179,
+        "screen_height": 2556,
+        "screen_dpi": 460,
+        "ios_advertising_id": IDFA,
+        "att_authorization_status": "authorized",
+        **device,
+    }
     application = {"package": "com.example.app", "application_version": "1.2.0", "application_build_number": "120"}
     return outbound(*events, device_info=device_info, application_info=application, user_attributes={})
 
@@ -105,8 +133,12 @@ def test_customer_information_is_normalised_then_hashed_as_meta_documents() -> N
 
 def test_unusable_attribute_values_are_left_out() -> None:
     batch = outbound(user_attributes={"$gender": "x", "$country": "United States", "$city": "  ", "$zip": 94107})
-    assert set(fb.user_data(batch, "customer_id", app=False)) == {"em", "external_id", "client_ip_address",
-                                                                  "client_user_agent"}  # fmt: skip
+    assert set(fb.user_data(batch, "customer_id", app=False)) == {
+        "em",
+        "external_id",
+        "client_ip_address",
+        "client_user_agent",
+    }
 
 
 # ---- request shapes --------------------------------------------------------------------------------------
@@ -117,10 +149,19 @@ def test_website_custom_event_is_one_server_event_with_hashed_user_data() -> Non
 
     [request] = prepared.requests
     assert (request.method, request.url, request.headers) == ("POST", URL, {"Content-Type": "application/json"})
-    assert json.loads(request.body) == {"data": [{
-        "event_name": "Signed Up", "event_id": "smid-1", "event_time": EVENT_MS // 1000, "action_source": "website",
-        "user_data": WEB_USER_DATA, "event_source_url": PAGE, "custom_data": {"plan": "gold"},
-    }]}  # fmt: skip
+    assert json.loads(request.body) == {
+        "data": [
+            {
+                "event_name": "Signed Up",
+                "event_id": "smid-1",
+                "event_time": EVENT_MS // 1000,
+                "action_source": "website",
+                "user_data": WEB_USER_DATA,
+                "event_source_url": PAGE,
+                "custom_data": {"plan": "gold"},
+            }
+        ]
+    }
     assert (prepared.forwarded_events, prepared.rejections, prepared.skipped) == (1, [], {})
 
 
@@ -142,11 +183,17 @@ def test_purchase_of_two_products_is_one_purchase_with_the_total_value() -> None
     assert purchase["event_name"] == "Purchase"
     assert purchase["event_id"] == "smid-1"
     assert purchase["custom_data"] == {
-        "currency": "EUR", "value": 102.0, "content_type": "product", "num_items": 2,
-        "contents": [{"id": "sku-1", "quantity": 2, "item_price": 49.5},
-                     {"id": "sku-2", "quantity": 1, "item_price": 3.0}],
-        "content_ids": ["sku-1", "sku-2"], "order_id": "t-1",
-    }  # fmt: skip
+        "currency": "EUR",
+        "value": 102.0,
+        "content_type": "product",
+        "num_items": 2,
+        "contents": [
+            {"id": "sku-1", "quantity": 2, "item_price": 49.5},
+            {"id": "sku-2", "quantity": 1, "item_price": 3.0},
+        ],
+        "content_ids": ["sku-1", "sku-2"],
+        "order_id": "t-1",
+    }
 
 
 def test_add_to_cart_is_valued_by_its_products() -> None:
@@ -157,8 +204,10 @@ def test_add_to_cart_is_valued_by_its_products() -> None:
 def test_unmapped_commerce_events_go_expanded_with_distinct_event_ids() -> None:
     refund = server_events(adapter().prepare(outbound(commerce("refund", PRODUCTS)), NOW_MS))
     assert [(e["event_name"], e["event_id"]) for e in refund] == [
-        ("eCommerce - refund - Item", "smid-1-1"), ("eCommerce - refund - Item", "smid-1-2"),
-        ("eCommerce - refund - Total", "smid-1-3")]  # fmt: skip
+        ("eCommerce - refund - Item", "smid-1-1"),
+        ("eCommerce - refund - Item", "smid-1-2"),
+        ("eCommerce - refund - Total", "smid-1-3"),
+    ]
 
 
 def test_app_events_carry_app_data_and_the_advertising_id() -> None:
@@ -168,18 +217,38 @@ def test_app_events_carry_app_data_and_the_advertising_id() -> None:
     assert "event_source_url" in server_event  # the flag is passed along even for app events
     assert server_event["user_data"]["madid"] == IDFA
     assert server_event["app_data"] == {
-        "advertiser_tracking_enabled": True, "application_tracking_enabled": True,
-        "extinfo": ["i2", "com.example.app", "1.2.0", "120", "17.1", "iPhone15,2", "en_GB", "", "EE", "1179",
-                    "2556", "460", "", "", "", ""],
-    }  # fmt: skip
+        "advertiser_tracking_enabled": True,
+        "application_tracking_enabled": True,
+        "extinfo": [
+            "i2",
+            "com.example.app",
+            "1.2.0",
+            "120",
+            "17.1",
+            "iPhone15,2",
+            "en_GB",
+            "",
+            "EE",
+            "1179",
+            "2556",
+            "460",
+            "",
+            "",
+            "",
+            "",
+        ],
+    }
 
 
-@pytest.mark.parametrize(("device", "enabled"), [
-    ({"att_authorization_status": "denied"}, False),
-    ({"att_authorization_status": None, "limit_ad_tracking": False}, True),
-    ({"att_authorization_status": None}, False),
-    ({"platform": "Android", "att_authorization_status": None}, True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("device", "enabled"),
+    [
+        ({"att_authorization_status": "denied"}, False),
+        ({"att_authorization_status": None, "limit_ad_tracking": False}, True),
+        ({"att_authorization_status": None}, False),
+        ({"platform": "Android", "att_authorization_status": None}, True),
+    ],
+)
 def test_advertiser_tracking_follows_att_then_limit_ad_tracking(device: dict, enabled: bool) -> None:
     [server_event] = server_events(adapter().prepare(app_batch(custom(), **device), NOW_MS))
     assert server_event["app_data"]["advertiser_tracking_enabled"] is enabled
@@ -298,8 +367,7 @@ def test_prepared_requests_reach_a_real_http_server() -> None:
     attempts, [received] = partner.deliver(prepared.requests, facebook_reply)
 
     assert [a.status for a in attempts] == [200]
-    assert (received.method, received.path, received.query) == ("POST", "/v22.0/555/events",
-                                                                {"access_token": "a b/c"})  # fmt: skip
+    assert (received.method, received.path, received.query) == ("POST", "/v22.0/555/events", {"access_token": "a b/c"})
     assert received.headers["Content-Type"] == "application/json"
     assert [e["event_name"] for e in received.json()["data"]] == ["Signed Up", "Purchase"]
     assert received.json() == json.loads(prepared.requests[0].body)

@@ -37,16 +37,23 @@ IOS_CONTEXT: dict[str, Any] = {
     "user_identities": {"customer_id": "cust-1", "email": "jane@example.com", "alias": "no-firehose-type"},
     "user_attributes": {"plan": "gold", "age": 42, "vip": True, "tags": ["a", "b"]},
     "device_info": {
-        "platform": "iOS", "device_manufacturer": "Apple", "os_version": "17.4", "device_model": "iPhone15,2",
-        "locale_language": "en", "timezone_offset": -5, "http_header_user_agent": "Shop/2.0",
-        "ios_advertising_id": "IDFA-1", "push_token": "APNS-1", "ios_idfv": "IDFV-1",
+        "platform": "iOS",
+        "device_manufacturer": "Apple",
+        "os_version": "17.4",
+        "device_model": "iPhone15,2",
+        "locale_language": "en",
+        "timezone_offset": -5,
+        "http_header_user_agent": "Shop/2.0",
+        "ios_advertising_id": "IDFA-1",
+        "push_token": "APNS-1",
+        "ios_idfv": "IDFV-1",
     },
     "application_info": {"application_name": "Shop", "application_version": "2.0.1", "package": "com.example.shop"},
     "mp_deviceid": "das-1",
     "ip": "203.0.113.9",
     "sdk_version": "8.19.0",
     "source_info": {"channel": "native"},
-}  # fmt: skip
+}
 IOS_REQUEST: dict[str, Any] = {
     "type": "event_processing_request",
     "id": MESSAGE_ID,
@@ -64,18 +71,25 @@ IOS_REQUEST: dict[str, Any] = {
     "user_attributes": {"plan": "gold", "age": "42", "vip": "true"},
     "user_attribute_lists": {"tags": ["a", "b"]},
     "runtime_environment": {
-        "type": "ios", "client_ip_address": "203.0.113.9", "sdk_version": "8.19.0",
+        "type": "ios",
+        "client_ip_address": "203.0.113.9",
+        "sdk_version": "8.19.0",
         "http_header_user_agent": "Shop/2.0",
         "identities": [
             {"type": "ios_advertising_id", "encoding": "raw", "value": "IDFA-1"},
             {"type": "apple_push_notification_token", "encoding": "raw", "value": "APNS-1"},
             {"type": "ios_vendor_id", "encoding": "raw", "value": "IDFV-1"},
         ],
-        "os_version": "17.4", "locale_language": "en", "timezone_offset": -5, "manufacturer": "Apple",
-        "model": "iPhone15,2", "application_name": "Shop", "application_version": "2.0.1",
+        "os_version": "17.4",
+        "locale_language": "en",
+        "timezone_offset": -5,
+        "manufacturer": "Apple",
+        "model": "iPhone15,2",
+        "application_name": "Shop",
+        "application_version": "2.0.1",
         "application_package": "com.example.shop",
     },
-}  # fmt: skip
+}
 
 
 def outbound(batch: dict[str, Any], before: Profile | None = None, batch_id: int = BATCH_ID) -> dict[str, Any]:
@@ -103,105 +117,218 @@ def event_data(event_id: int, **fields: Any) -> dict[str, Any]:
 
 
 def test_custom_event_becomes_an_event_processing_request() -> None:
-    event = {"event_type": "custom_event", "data": event_data(
-        1001, event_name="Add Review", custom_event_type="user_content", source_message_id="msg-1", session_id=77,
-        location={"latitude": 40.7, "longitude": -74.0, "accuracy": 15.0, "city_name": "NYC"},
-        custom_attributes={"stars": 5, "verified": True, "title": "Great", "price": 9.5, "note": None},
-        custom_flags={"Team.Flag": "x", "Multi": ["a", "b"]})}  # fmt: skip
+    event = {
+        "event_type": "custom_event",
+        "data": event_data(
+            1001,
+            event_name="Add Review",
+            custom_event_type="user_content",
+            source_message_id="msg-1",
+            session_id=77,
+            location={"latitude": 40.7, "longitude": -74.0, "accuracy": 15.0, "city_name": "NYC"},
+            custom_attributes={"stars": 5, "verified": True, "title": "Great", "price": 9.5, "note": None},
+            custom_flags={"Team.Flag": "x", "Multi": ["a", "b"]},
+        ),
+    }
     prepared = firehose.Adapter(SETTINGS).prepare(outbound({**IOS_CONTEXT, "events": [event]}), RECEIVED_MS + 5000)
 
     assert prepared.forwarded_events == 1 and prepared.skipped == {} and prepared.rejections == []
     [request] = prepared.requests
     assert request.url == "https://partner.example.com/firehose" and request.method == "POST"
-    assert request.headers == {"Content-Type": "application/json", "User-Agent": "cdp-actors/0.1",
-                               "Authorization": "Token key-123", "X-Firehose-Api-Secret": "secret-456"}  # fmt: skip
-    assert json.loads(request.body) == {**IOS_REQUEST, "events": [{
-        "type": "custom_event", "id": EVENT_1001, "timestamp_ms": 1714592700000, "source_id": "msg-1",
-        "session_id": 77, "location": {"latitude": 40.7, "longitude": -74.0, "accuracy": 15.0},
-        "name": "Add Review", "custom_event_type": "user_content",
-        "attributes": {"stars": "5", "verified": "true", "title": "Great", "price": "9.5", "note": None},
-        "custom_flags": {"Team.Flag": "x", "Multi": '["a","b"]'},
-    }]}  # fmt: skip
+    assert request.headers == {
+        "Content-Type": "application/json",
+        "User-Agent": "cdp-actors/0.1",
+        "Authorization": "Token key-123",
+        "X-Firehose-Api-Secret": "secret-456",
+    }
+    assert json.loads(request.body) == {
+        **IOS_REQUEST,
+        "events": [
+            {
+                "type": "custom_event",
+                "id": EVENT_1001,
+                "timestamp_ms": 1714592700000,
+                "source_id": "msg-1",
+                "session_id": 77,
+                "location": {"latitude": 40.7, "longitude": -74.0, "accuracy": 15.0},
+                "name": "Add Review",
+                "custom_event_type": "user_content",
+                "attributes": {"stars": "5", "verified": "true", "title": "Great", "price": "9.5", "note": None},
+                "custom_flags": {"Team.Flag": "x", "Multi": '["a","b"]'},
+            }
+        ],
+    }
 
 
 def test_screen_view_from_the_web_uses_the_web_runtime_environment() -> None:
-    body = prepared_body({
-        "environment": "development",
-        "device_info": {"platform": "web", "device_manufacturer": "Apple", "device_model": "Macintosh",
-                        "is_dst": True, "http_header_user_agent": "Mozilla/5.0"},
-        "application_info": {"application_name": "Shop Web"},
-        "events": [{"event_type": "screen_view", "data": event_data(
-            1002, screen_name="Checkout", custom_attributes={"step": 2}, custom_flags={"ga.page": "/checkout"})}],
-    })  # fmt: skip
+    body = prepared_body(
+        {
+            "environment": "development",
+            "device_info": {
+                "platform": "web",
+                "device_manufacturer": "Apple",
+                "device_model": "Macintosh",
+                "is_dst": True,
+                "http_header_user_agent": "Mozilla/5.0",
+            },
+            "application_info": {"application_name": "Shop Web"},
+            "events": [
+                {
+                    "event_type": "screen_view",
+                    "data": event_data(
+                        1002,
+                        screen_name="Checkout",
+                        custom_attributes={"step": 2},
+                        custom_flags={"ga.page": "/checkout"},
+                    ),
+                }
+            ],
+        }
+    )
 
     assert body["runtime_environment"] == {
-        "type": "mobileweb", "is_debug": True, "http_header_user_agent": "Mozilla/5.0",
-        "device_manufacturer": "Apple", "device_model": "Macintosh", "is_dst": "true",
-    }  # fmt: skip
-    assert body["events"] == [{
-        "type": "screen_view", "id": EVENT_1002, "timestamp_ms": 1714592700000, "screen_name": "Checkout",
-        "attributes": {"step": "2"}, "custom_flags": {"ga.page": "/checkout"},
-    }]  # fmt: skip
+        "type": "mobileweb",
+        "is_debug": True,
+        "http_header_user_agent": "Mozilla/5.0",
+        "device_manufacturer": "Apple",
+        "device_model": "Macintosh",
+        "is_dst": "true",
+    }
+    assert body["events"] == [
+        {
+            "type": "screen_view",
+            "id": EVENT_1002,
+            "timestamp_ms": 1714592700000,
+            "screen_name": "Checkout",
+            "attributes": {"step": "2"},
+            "custom_flags": {"ga.page": "/checkout"},
+        }
+    ]
 
 
 def test_purchase_becomes_a_product_action_event() -> None:
-    purchase = {"event_type": "commerce_event", "data": event_data(
-        1001, currency_code="USD", custom_attributes={"channel": "app"},
-        product_action={
-            "action": "purchase", "transaction_id": "T-1", "affiliation": "Store", "total_amount": 89.96,
-            "tax_amount": 5.0, "shipping_amount": 5.0, "coupon_code": "SPRING",
+    purchase = {
+        "event_type": "commerce_event",
+        "data": event_data(
+            1001,
+            currency_code="USD",
+            custom_attributes={"channel": "app"},
+            product_action={
+                "action": "purchase",
+                "transaction_id": "T-1",
+                "affiliation": "Store",
+                "total_amount": 89.96,
+                "tax_amount": 5.0,
+                "shipping_amount": 5.0,
+                "coupon_code": "SPRING",
+                "products": [
+                    {
+                        "id": "sku-1",
+                        "name": "Shoe",
+                        "brand": "Acme",
+                        "category": "Shoes",
+                        "variant": "Red",
+                        "position": 1,
+                        "price": 19.99,
+                        "quantity": 4,
+                        "coupon_code": "P1",
+                        "total_product_amount": 79.96,
+                        "custom_attributes": {"size": 42},
+                    },
+                    {"id": "sku-2", "price": 10.0, "quantity": 1},
+                ],
+            },
+        ),
+    }
+
+    assert prepared_body({"events": [purchase]})["events"] == [
+        {
+            "type": "product_action",
+            "id": EVENT_1001,
+            "timestamp_ms": 1714592700000,
+            "action": "purchase",
+            "transaction_id": "T-1",
+            "affiliation": "Store",
+            "total_amount": 89.96,
+            "tax_amount": 5.0,
+            "shipping_amount": 5.0,
+            "currency_code": "USD",
+            "coupon_code": "SPRING",
             "products": [
-                {"id": "sku-1", "name": "Shoe", "brand": "Acme", "category": "Shoes", "variant": "Red", "position": 1,
-                 "price": 19.99, "quantity": 4, "coupon_code": "P1", "total_product_amount": 79.96,
-                 "custom_attributes": {"size": 42}},
+                {
+                    "id": "sku-1",
+                    "name": "Shoe",
+                    "brand": "Acme",
+                    "category": "Shoes",
+                    "variant": "Red",
+                    "position": 1,
+                    "price": 19.99,
+                    "quantity": 4,
+                    "coupon_code": "P1",
+                    "total_amount": 79.96,
+                    "attributes": {"size": "42"},
+                },
                 {"id": "sku-2", "price": 10.0, "quantity": 1},
             ],
-        })}  # fmt: skip
-
-    assert prepared_body({"events": [purchase]})["events"] == [{
-        "type": "product_action", "id": EVENT_1001, "timestamp_ms": 1714592700000, "action": "purchase",
-        "transaction_id": "T-1", "affiliation": "Store", "total_amount": 89.96, "tax_amount": 5.0,
-        "shipping_amount": 5.0, "currency_code": "USD", "coupon_code": "SPRING",
-        "products": [
-            {"id": "sku-1", "name": "Shoe", "brand": "Acme", "category": "Shoes", "variant": "Red", "position": 1,
-             "price": 19.99, "quantity": 4, "coupon_code": "P1", "total_amount": 79.96, "attributes": {"size": "42"}},
-            {"id": "sku-2", "price": 10.0, "quantity": 1},
-        ],
-        "attributes": {"channel": "app"},
-    }]  # fmt: skip
+            "attributes": {"channel": "app"},
+        }
+    ]
 
 
 def test_promotions_and_impressions_become_their_firehose_events() -> None:
     promoted = {"id": "promo-1", "name": "Spring", "creative": "banner", "position": "top"}
     shown = {"id": "sku-9", "position": 0, "price": 40.0}
-    promotion = {"event_type": "commerce_event",
-                 "data": event_data(1001, promotion_action={"action": "click", "promotions": [promoted]})}  # fmt: skip
-    impressions = {"event_type": "commerce_event", "data": event_data(
-        1002, product_impressions=[{"product_impression_list": "Search results", "products": [shown]}])}  # fmt: skip
+    promotion = {
+        "event_type": "commerce_event",
+        "data": event_data(1001, promotion_action={"action": "click", "promotions": [promoted]}),
+    }
+    impressions = {
+        "event_type": "commerce_event",
+        "data": event_data(
+            1002, product_impressions=[{"product_impression_list": "Search results", "products": [shown]}]
+        ),
+    }
 
     assert prepared_body({"events": [promotion, impressions]})["events"] == [
-        {"type": "promotion_action", "id": EVENT_1001, "timestamp_ms": 1714592700000, "action": "click",
-         "promotions": [promoted]},
-        {"type": "impression", "id": EVENT_1002, "timestamp_ms": 1714592700000,
-         "impressions": [{"impression_list_name": "Search results",
-                          "products": [shown]}]},
-    ]  # fmt: skip
+        {
+            "type": "promotion_action",
+            "id": EVENT_1001,
+            "timestamp_ms": 1714592700000,
+            "action": "click",
+            "promotions": [promoted],
+        },
+        {
+            "type": "impression",
+            "id": EVENT_1002,
+            "timestamp_ms": 1714592700000,
+            "impressions": [{"impression_list_name": "Search results", "products": [shown]}],
+        },
+    ]
 
 
 def test_other_event_types_map_to_their_firehose_names() -> None:
     events = [
         {"event_type": "session_start", "data": {"session_id": 9}},
         {"event_type": "session_end", "data": {"session_id": 9, "session_duration_ms": 336000}},
-        {"event_type": "crash_report", "data": {"message": "NPE", "exception_handled": False, "stack_trace": "at x",
-                                                "breadcrumbs": ["opened cart"]}},
+        {
+            "event_type": "crash_report",
+            "data": {
+                "message": "NPE",
+                "exception_handled": False,
+                "stack_trace": "at x",
+                "breadcrumbs": ["opened cart"],
+            },
+        },
         {"event_type": "opt_out", "data": {"is_opted_out": True}},
         {"event_type": "user_attribute_change", "data": {"user_attribute_name": "plan", "new": "gold"}},
         {"event_type": "user_attribute_change", "data": {"user_attribute_name": "city", "old": "Oy", "deleted": True}},
         {"event_type": "push_registration", "data": {"register": True, "registration_token": "tok"}},
         {"event_type": "push_message", "data": {"push_message_type": "action", "push_notification_payload": "{}"}},
-        {"event_type": "application_state_transition",
-         "data": {"application_transition_type": "application_initialized", "is_first_run": True}},
-    ]  # fmt: skip
+        {
+            "event_type": "application_state_transition",
+            "data": {"application_transition_type": "application_initialized", "is_first_run": True},
+        },
+    ]
     converted = prepared_body({"events": events})["events"]
     specific = [{k: v for k, v in e.items() if k not in ("id", "timestamp_ms", "session_id")} for e in converted]
 
@@ -221,41 +348,72 @@ def test_other_event_types_map_to_their_firehose_names() -> None:
 
 def test_identity_changes_from_resolution_become_user_identity_change_events() -> None:
     batch = outbound({"events": [{"event_type": "screen_view", "data": {"screen_name": "Home"}}]})
-    batch["events"].append({"event_type": "user_identity_change", "data": {
-        "new": {"identity_type": "email", "identity": "new@example.com", "timestamp_unixtime_ms": 1},
-        "old": {"identity_type": "email", "identity": "old@example.com", "timestamp_unixtime_ms": 1},
-        "event_id": 1003, "timestamp_unixtime_ms": RECEIVED_MS}})  # fmt: skip
+    batch["events"].append(
+        {
+            "event_type": "user_identity_change",
+            "data": {
+                "new": {"identity_type": "email", "identity": "new@example.com", "timestamp_unixtime_ms": 1},
+                "old": {"identity_type": "email", "identity": "old@example.com", "timestamp_unixtime_ms": 1},
+                "event_id": 1003,
+                "timestamp_unixtime_ms": RECEIVED_MS,
+            },
+        }
+    )
 
     [_, change] = json.loads(firehose.Adapter(SETTINGS).prepare(batch, RECEIVED_MS).requests[0].body)["events"]
     assert change == {
-        "type": "user_identity_change", "id": firehose.derived_uuid("event", 1003), "timestamp_ms": RECEIVED_MS,
+        "type": "user_identity_change",
+        "id": firehose.derived_uuid("event", 1003),
+        "timestamp_ms": RECEIVED_MS,
         "added": [{"type": "email", "encoding": "raw", "value": "new@example.com"}],
         "removed": [{"type": "email", "encoding": "raw", "value": "old@example.com"}],
-    }  # fmt: skip
+    }
 
 
 def test_consent_changes_are_sent_as_firehose_system_notifications() -> None:
     before = Profile(mpid=MPID, consent={"gdpr": {"location": ConsentRecord(consented=False, timestamp_unixtime_ms=1)}})
-    batch = outbound({"consent_state": {
-        "gdpr": {"location": {"consented": True, "document": "v2", "timestamp_unixtime_ms": 1714592000000,
-                              "location": "example.com/consent", "hardware_id": "IDFA-1"}},
-        "ccpa": {"data_sale_opt_out": {"consented": True, "timestamp_unixtime_ms": 1714592000000}},
-    }}, before=before)  # fmt: skip
+    batch = outbound(
+        {
+            "consent_state": {
+                "gdpr": {
+                    "location": {
+                        "consented": True,
+                        "document": "v2",
+                        "timestamp_unixtime_ms": 1714592000000,
+                        "location": "example.com/consent",
+                        "hardware_id": "IDFA-1",
+                    }
+                },
+                "ccpa": {"data_sale_opt_out": {"consented": True, "timestamp_unixtime_ms": 1714592000000}},
+            }
+        },
+        before=before,
+    )
     prepared = firehose.Adapter(SETTINGS).prepare(batch, RECEIVED_MS)
     body = json.loads(prepared.requests[0].body)
 
-    gdpr_now = {"consented": True, "document": "v2", "timestamp_unixtime_ms": 1714592000000,
-                "location": "example.com/consent", "hardware_id": "IDFA-1"}  # fmt: skip
+    gdpr_now = {
+        "consented": True,
+        "document": "v2",
+        "timestamp_unixtime_ms": 1714592000000,
+        "location": "example.com/consent",
+        "hardware_id": "IDFA-1",
+    }
     ccpa_now = {"consented": True, "timestamp_unixtime_ms": 1714592000000}
     assert prepared.forwarded_events == 0
-    assert body["consent_state"] == {"gdpr_consent_state": {"location": gdpr_now},
-                                     "ccpa_consent_state": {"data_sale_opt_out": ccpa_now}}  # fmt: skip
+    assert body["consent_state"] == {
+        "gdpr_consent_state": {"location": gdpr_now},
+        "ccpa_consent_state": {"data_sale_opt_out": ccpa_now},
+    }
     assert body["system_notifications"] == [
-        {"type": "gdpr_consent_state", "purpose": "location",
-         "old_gdpr_consent_state": {"consented": False, "timestamp_unixtime_ms": 1},
-         "new_gdpr_consent_state": gdpr_now},
+        {
+            "type": "gdpr_consent_state",
+            "purpose": "location",
+            "old_gdpr_consent_state": {"consented": False, "timestamp_unixtime_ms": 1},
+            "new_gdpr_consent_state": gdpr_now,
+        },
         {"type": "ccpa_consent_state", "purpose": "data_sale_opt_out", "new_ccpa_consent_state": ccpa_now},
-    ]  # fmt: skip
+    ]
     assert "events" not in body
 
 
@@ -272,8 +430,13 @@ def test_unsupported_event_types_are_skipped_and_counted() -> None:
     prepared = firehose.Adapter(SETTINGS).prepare(outbound({"events": events}), RECEIVED_MS)
     sent = json.loads(prepared.requests[0].body)["events"]
 
-    assert prepared.skipped == {"breadcrumb": 2, "network_performance": 1, "uninstall": 1, "push_registration": 1,
-                                "commerce_event": 1}  # fmt: skip
+    assert prepared.skipped == {
+        "breadcrumb": 2,
+        "network_performance": 1,
+        "uninstall": 1,
+        "push_registration": 1,
+        "commerce_event": 1,
+    }
     assert prepared.forwarded_events == 1
     assert [(e["type"], e["name"], e["custom_event_type"]) for e in sent] == [("custom_event", "kept", "other")]
 
@@ -289,8 +452,10 @@ def test_a_batch_with_nothing_to_send_makes_no_request_unless_eventless_batches_
 
 
 def test_the_same_batch_always_makes_the_byte_identical_request() -> None:
-    events = [{"event_type": "custom_event", "data": {"event_name": "a", "custom_event_type": "other"}},
-              {"event_type": "screen_view", "data": {"screen_name": "b"}}]  # fmt: skip
+    events = [
+        {"event_type": "custom_event", "data": {"event_name": "a", "custom_event_type": "other"}},
+        {"event_type": "screen_view", "data": {"screen_name": "b"}},
+    ]
     adapter = firehose.Adapter(SETTINGS)
     first = adapter.prepare(outbound({**IOS_CONTEXT, "events": events}), now_ms=1)
     replay = adapter.prepare(outbound({**IOS_CONTEXT, "events": events}), now_ms=999_999)
@@ -324,8 +489,9 @@ def test_settings_reject_invalid_values(fields: dict[str, Any], where: str) -> N
 
 def test_settings_take_secrets_from_the_environment_and_never_show_them(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FIREHOSE_KEY", "from-env")
-    settings = firehose.Settings(url="http://localhost:9000/", api_key="${FIREHOSE_KEY}",
-                                 account_settings={"apiKey": "${FIREHOSE_KEY}"})  # fmt: skip
+    settings = firehose.Settings(
+        url="http://localhost:9000/", api_key="${FIREHOSE_KEY}", account_settings={"apiKey": "${FIREHOSE_KEY}"}
+    )
 
     assert settings.firehose_version == "3.2.0"
     assert "from-env" not in repr(settings)
@@ -348,30 +514,50 @@ def change(mpid: int, audience_id: int, action: str, ts: int, **identities: str)
 
 def test_membership_changes_become_user_profiles_with_their_audiences() -> None:
     changes = [
-        change(11, 456, "add", 1000, email="a@example.com", customer_id="c-11", ios_advertising_id="IDFA-11",
-               alias="no-firehose-type", push_token="no-platform-known"),
+        change(
+            11,
+            456,
+            "add",
+            1000,
+            email="a@example.com",
+            customer_id="c-11",
+            ios_advertising_id="IDFA-11",
+            alias="no-firehose-type",
+            push_token="no-platform-known",
+        ),
         change(22, 456, "delete", 1001, android_advertising_id="GAID-22"),
         change(11, 789, "delete", 1002, email="a@example.com"),
-    ]  # fmt: skip
+    ]
     prepared = firehose.AudienceAdapter(SETTINGS).prepare_memberships(changes, now_ms=5000)
     [request] = prepared.requests
     body = json.loads(request.body)
 
     assert body == {
-        "type": "audience_membership_change_request", "id": body["id"], "timestamp_ms": 1002,
-        "firehose_version": "3.2.0", "account": ACCOUNT,
+        "type": "audience_membership_change_request",
+        "id": body["id"],
+        "timestamp_ms": 1002,
+        "firehose_version": "3.2.0",
+        "account": ACCOUNT,
         "user_profiles": [
-            {"user_identities": [{"type": "email", "encoding": "raw", "value": "a@example.com"},
-                                 {"type": "customer", "encoding": "raw", "value": "c-11"}],
-             "device_identities": [{"type": "ios_advertising_id", "encoding": "raw", "value": "IDFA-11"}],
-             "mpid": "11",
-             "audiences": [{"audience_id": 456, "audience_name": "Audience 456", "action": "add"},
-                           {"audience_id": 789, "audience_name": "Audience 789", "action": "delete"}]},
-            {"device_identities": [{"type": "google_advertising_id", "encoding": "raw", "value": "GAID-22"}],
-             "mpid": "22",
-             "audiences": [{"audience_id": 456, "audience_name": "Audience 456", "action": "delete"}]},
+            {
+                "user_identities": [
+                    {"type": "email", "encoding": "raw", "value": "a@example.com"},
+                    {"type": "customer", "encoding": "raw", "value": "c-11"},
+                ],
+                "device_identities": [{"type": "ios_advertising_id", "encoding": "raw", "value": "IDFA-11"}],
+                "mpid": "11",
+                "audiences": [
+                    {"audience_id": 456, "audience_name": "Audience 456", "action": "add"},
+                    {"audience_id": 789, "audience_name": "Audience 789", "action": "delete"},
+                ],
+            },
+            {
+                "device_identities": [{"type": "google_advertising_id", "encoding": "raw", "value": "GAID-22"}],
+                "mpid": "22",
+                "audiences": [{"audience_id": 456, "audience_name": "Audience 456", "action": "delete"}],
+            },
         ],
-    }  # fmt: skip
+    }
     assert request.headers["Authorization"] == "Token key-123"
     replay = firehose.AudienceAdapter(SETTINGS).prepare_memberships(changes, now_ms=9999)
     assert replay.requests[0].body == request.body
@@ -396,9 +582,14 @@ def test_membership_requests_carry_at_most_max_batch_changes() -> None:
 def firehose_reply(received: Received) -> web.Response:
     """A Firehose partner's answer: the request's type as a response, with its id, time and version."""
     message = received.json()
-    return web.json_response({"type": message["type"].replace("_request", "_response"), "id": message["id"],
-                              "timestamp_ms": message["timestamp_ms"],
-                              "firehose_version": message["firehose_version"]})  # fmt: skip
+    return web.json_response(
+        {
+            "type": message["type"].replace("_request", "_response"),
+            "id": message["id"],
+            "timestamp_ms": message["timestamp_ms"],
+            "firehose_version": message["firehose_version"],
+        }
+    )
 
 
 def test_prepared_requests_reach_a_partner_over_http() -> None:
@@ -407,8 +598,9 @@ def test_prepared_requests_reach_a_partner_over_http() -> None:
     membership = firehose.AudienceAdapter(SETTINGS).prepare_memberships([change(11, 456, "add", 1000)], 0)
 
     partner = LocalPartner()
-    requests = [msgspec.structs.replace(r, url=f"{partner.url}/firehose")
-                for r in [event_request, *membership.requests]]  # fmt: skip
+    requests = [
+        msgspec.structs.replace(r, url=f"{partner.url}/firehose") for r in [event_request, *membership.requests]
+    ]
     attempts, received = partner.deliver(requests, firehose_reply)
 
     assert [attempt.status for attempt in attempts] == [200, 200]

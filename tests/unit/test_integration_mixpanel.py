@@ -36,11 +36,14 @@ def purchase(event_id: int = 301, ts: int = NOW - 60_000, action: str = "purchas
 
 
 BATCH = {
-    "mpid": 4242, "batch_id": 77, "ip": "203.0.113.9", "user_attributes": {},
+    "mpid": 4242,
+    "batch_id": 77,
+    "ip": "203.0.113.9",
+    "user_attributes": {},
     "user_identities": user_identities(customer_id="cust-1", email="ann@example.com"),
     "device_info": {"platform": "iOS", "os_version": "17.1", "ios_idfv": "idfv-1"},
     "application_info": {"application_version": "2.0"},
-}  # fmt: skip
+}
 
 
 def outbound(*events: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -64,26 +67,36 @@ def test_a_recent_custom_event_is_tracked_with_the_documented_body() -> None:
     request = prepared.requests[0]
     assert (request.method, request.url, request.headers) == ("POST", "https://api.mixpanel.com/track", JSON_HEADERS)
     assert json.loads(request.body) == [
-        {"event": "Played",
-         "properties": {**CONTEXT, "song": "x", "n": 3, **ENVELOPE, "time": NOW - 60_000, "$insert_id": "101"}},
-    ]  # fmt: skip
+        {
+            "event": "Played",
+            "properties": {**CONTEXT, "song": "x", "n": 3, **ENVELOPE, "time": NOW - 60_000, "$insert_id": "101"},
+        },
+    ]
     assert (prepared.forwarded_events, prepared.rejections, prepared.skipped) == (1, [], {})
 
 
 def test_true_and_false_strings_become_booleans_in_any_case() -> None:
-    batch = outbound(custom("Played", a="true", b="FALSE", c="True", d="yes", e=1, f=None),
-                     user_attributes={"vip": "tRuE", "tags": ["true"]})  # fmt: skip
+    batch = outbound(
+        custom("Played", a="true", b="FALSE", c="True", d="yes", e=1, f=None),
+        user_attributes={"vip": "tRuE", "tags": ["true"]},
+    )
     track, engage = bodies(adapter().prepare(batch, NOW).requests)
     properties = track[0]["properties"]
     assert (properties["a"], properties["b"], properties["c"], properties["d"], properties["e"]) == (
-        True, False, True, "yes", 1)  # fmt: skip
+        True,
+        False,
+        True,
+        "yes",
+        1,
+    )
     assert "f" not in properties
     assert engage[0]["$set"]["vip"] is True and engage[0]["$set"]["tags"] == ["true"]
 
 
 def test_reserved_names_cannot_be_overwritten_by_attributes() -> None:
-    track = bodies(adapter(send_people=False).prepare(outbound(custom("Played", token="x", distinct_id="y")), NOW)
-                   .requests)[0]  # fmt: skip
+    track = bodies(
+        adapter(send_people=False).prepare(outbound(custom("Played", token="x", distinct_id="y")), NOW).requests
+    )[0]
     assert (track[0]["properties"]["token"], track[0]["properties"]["distinct_id"]) == ("tok-1", "4242")
 
 
@@ -112,9 +125,12 @@ def test_a_purchase_of_two_products_expands_to_two_items_and_a_total_with_a_tran
     envelope = {"$token": "tok-1", "$distinct_id": "4242", "$ip": "203.0.113.9"}
     assert engage == [
         {**envelope, "$time": NOW, "$set": {"$email": "ann@example.com"}},
-        {**envelope, "$time": NOW - 60_000,
-         "$append": {"$transactions": {"$time": "2023-11-14T22:12:20", "$amount": 109.0}}},
-    ]  # fmt: skip
+        {
+            **envelope,
+            "$time": NOW - 60_000,
+            "$append": {"$transactions": {"$time": "2023-11-14T22:12:20", "$amount": 109.0}},
+        },
+    ]
     assert prepared.forwarded_events == 1
 
 
@@ -124,10 +140,20 @@ def test_a_refund_records_a_negative_transaction() -> None:
 
 
 def test_a_consent_change_is_tracked_as_consent_given() -> None:
-    notification = {"type": "gdpr_change",
-                    "data": {"purpose": "location_collection", "old": None,
-                             "current": {"consented": True, "document": "doc-v4", "timestamp_unixtime_ms": NOW - 5,
-                                         "location": None, "hardware_id": None}}}  # fmt: skip
+    notification = {
+        "type": "gdpr_change",
+        "data": {
+            "purpose": "location_collection",
+            "old": None,
+            "current": {
+                "consented": True,
+                "document": "doc-v4",
+                "timestamp_unixtime_ms": NOW - 5,
+                "location": None,
+                "hardware_id": None,
+            },
+        },
+    }
     [track] = bodies(adapter(send_people=False).prepare(outbound(system_notifications=[notification]), NOW).requests)
     assert track == [
         {
@@ -165,8 +191,9 @@ def test_events_older_than_five_days_go_to_import_with_the_api_secret_as_basic_a
     assert [e["event"] for e in json.loads(track.body)] == ["Edge"]
     assert imported.url == "https://api.mixpanel.com/import?strict=1"
     assert imported.headers == {**JSON_HEADERS, "Authorization": "Basic " + base64.b64encode(b"sec-1:").decode()}
-    assert json.loads(imported.body) == [{"event": "Old", "properties": {
-        **CONTEXT, **ENVELOPE, "time": NOW - 5 * DAY - 1, "$insert_id": "1"}}]  # fmt: skip
+    assert json.loads(imported.body) == [
+        {"event": "Old", "properties": {**CONTEXT, **ENVELOPE, "time": NOW - 5 * DAY - 1, "$insert_id": "1"}}
+    ]
     assert prepared.forwarded_events == 2 and prepared.rejections == []
 
 
@@ -184,12 +211,35 @@ def test_without_the_api_secret_old_events_are_rejected_as_late() -> None:
 
 
 def test_user_attributes_are_set_on_the_profile_with_the_email() -> None:
-    attributes = {"$FirstName": "Ann", "$LastName": "Lee", "$Mobile": "+1555", "$City": "Oslo", "$State": "OS",
-                  "$Age": 40, "plan": "gold", "gone": None}  # fmt: skip
+    attributes = {
+        "$FirstName": "Ann",
+        "$LastName": "Lee",
+        "$Mobile": "+1555",
+        "$City": "Oslo",
+        "$State": "OS",
+        "$Age": 40,
+        "plan": "gold",
+        "gone": None,
+    }
     [engage] = bodies(adapter().prepare(outbound(user_attributes=attributes, ip=None), NOW).requests)
-    assert engage == [{"$token": "tok-1", "$distinct_id": "4242", "$ip": "0", "$time": NOW,
-                       "$set": {"$first_name": "Ann", "$last_name": "Lee", "$phone": "+1555", "$city": "Oslo",
-                                "$region": "OS", "Age": 40, "plan": "gold", "$email": "ann@example.com"}}]  # fmt: skip
+    assert engage == [
+        {
+            "$token": "tok-1",
+            "$distinct_id": "4242",
+            "$ip": "0",
+            "$time": NOW,
+            "$set": {
+                "$first_name": "Ann",
+                "$last_name": "Lee",
+                "$phone": "+1555",
+                "$city": "Oslo",
+                "$region": "OS",
+                "Age": 40,
+                "plan": "gold",
+                "$email": "ann@example.com",
+            },
+        }
+    ]
 
 
 def test_people_updates_can_be_turned_off_and_user_attributes_put_on_events() -> None:
@@ -200,9 +250,14 @@ def test_people_updates_can_be_turned_off_and_user_attributes_put_on_events() ->
 
 @pytest.mark.parametrize(
     ("choice", "expected"),
-    [("mpid", "4242"), ("customer_id", "cust-1"), ("email", "ann@example.com"), ("ios_idfv", "idfv-1"),
-     ("other", "4242")],  # no `other` identity: the MPID stands in
-)  # fmt: skip
+    [
+        ("mpid", "4242"),
+        ("customer_id", "cust-1"),
+        ("email", "ann@example.com"),
+        ("ios_idfv", "idfv-1"),
+        ("other", "4242"),
+    ],  # no `other` identity: the MPID stands in
+)
 def test_the_distinct_id_follows_the_setting(choice: str, expected: str) -> None:
     [track] = bodies(adapter(distinct_id_type=choice, send_people=False).prepare(outbound(custom("A")), NOW).requests)
     assert track[0]["properties"]["distinct_id"] == expected
@@ -220,11 +275,23 @@ def test_events_without_a_name_are_rejected() -> None:
 
 def test_unsupported_event_types_are_skipped_and_counted() -> None:
     no_products = event("commerce_event", product_action={"action": "add_to_cart", "products": []})
-    batch = outbound(event("session_start"), event("session_end"), event("crash_report"), event("session_start"),
-                     event("user_identity_change"), no_products, custom("Kept"))  # fmt: skip
+    batch = outbound(
+        event("session_start"),
+        event("session_end"),
+        event("crash_report"),
+        event("session_start"),
+        event("user_identity_change"),
+        no_products,
+        custom("Kept"),
+    )
     prepared = adapter(send_people=False).prepare(batch, NOW)
-    assert prepared.skipped == {"session_start": 2, "session_end": 1, "crash_report": 1, "user_identity_change": 1,
-                                "commerce_event": 1}  # fmt: skip
+    assert prepared.skipped == {
+        "session_start": 2,
+        "session_end": 1,
+        "crash_report": 1,
+        "user_identity_change": 1,
+        "commerce_event": 1,
+    }
     assert prepared.forwarded_events == 1 and prepared.rejections == []
 
 
@@ -249,12 +316,18 @@ def test_the_api_url_is_configurable() -> None:
 
 def test_the_same_batch_gives_byte_identical_requests_and_is_left_unchanged() -> None:
     notification = {"type": "gdpr_change", "data": {"purpose": "ads", "current": {"consented": False}}}
-    batch = outbound(custom("A", x="true"), purchase(), custom("Old", event_id=9, ts=NOW - 9 * DAY),
-                     user_attributes={"plan": "gold"}, system_notifications=[notification])  # fmt: skip
+    batch = outbound(
+        custom("A", x="true"),
+        purchase(),
+        custom("Old", event_id=9, ts=NOW - 9 * DAY),
+        user_attributes={"plan": "gold"},
+        system_notifications=[notification],
+    )
     original = copy.deepcopy(batch)
     first = adapter(api_secret="s").prepare(batch, NOW)
-    second = build_adapter("mixpanel", Settings(project_token="tok-1", api_secret="s")).prepare(copy.deepcopy(batch),
-                                                                                                NOW)  # fmt: skip
+    second = build_adapter("mixpanel", Settings(project_token="tok-1", api_secret="s")).prepare(
+        copy.deepcopy(batch), NOW
+    )
     assert first == second and len(first.requests) == 3
     assert [r.body for r in first.requests] == [r.body for r in second.requests]
     assert batch == original
@@ -265,10 +338,17 @@ def test_the_same_batch_gives_byte_identical_requests_and_is_left_unchanged() ->
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"project_token": ""}, {"project_token": "  "}, {"project_token": "t", "api_url": "ftp://x"},
-     {"project_token": "t", "distinct_id_type": "guess"}, {"project_token": "t", "max_events_per_request": 0},
-     {"project_token": "t", "max_events_per_request": 2001}, {"project_token": "t", "unknown": 1}],
-)  # fmt: skip
+    [
+        {},
+        {"project_token": ""},
+        {"project_token": "  "},
+        {"project_token": "t", "api_url": "ftp://x"},
+        {"project_token": "t", "distinct_id_type": "guess"},
+        {"project_token": "t", "max_events_per_request": 0},
+        {"project_token": "t", "max_events_per_request": 2001},
+        {"project_token": "t", "unknown": 1},
+    ],
+)
 def test_invalid_settings_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         settings_model("mixpanel").model_validate(settings)
@@ -300,8 +380,9 @@ def mixpanel_reply(received: Received) -> web.Response:
 
 
 def test_requests_arrive_over_http_as_prepared() -> None:
-    batch = outbound(custom("Played", vip="true"), custom("Old", event_id=7, ts=NOW - 10 * DAY),
-                     user_attributes={"plan": "gold"})  # fmt: skip
+    batch = outbound(
+        custom("Played", vip="true"), custom("Old", event_id=7, ts=NOW - 10 * DAY), user_attributes={"plan": "gold"}
+    )
     partner = LocalPartner()
     prepared = adapter(api_url=partner.url, api_secret="sec-1").prepare(batch, NOW)
     attempts, received = partner.deliver(prepared.requests, mixpanel_reply)

@@ -45,8 +45,9 @@ def sdk_models() -> dict[str, type]:
     found = {}
     for info in pkgutil.iter_modules(mparticle.models.__path__):
         module = importlib.import_module(f"mparticle.models.{info.name}")
-        found |= {name: cls for name, cls in inspect.getmembers(module, inspect.isclass)
-                  if cls.__module__ == module.__name__}  # fmt: skip
+        found |= {
+            name: cls for name, cls in inspect.getmembers(module, inspect.isclass) if cls.__module__ == module.__name__
+        }
     return found
 
 
@@ -72,16 +73,20 @@ def app_event(**data: Any) -> AppEvent:
 
 PLACES: dict[tuple[str, str], Callable[[str], dict[str, Any]]] = {
     ("AppEvent", "custom_event_type"): lambda v: sent(AppEvent("x", custom_event_type=v)),
-    ("ApplicationStateTransitionEvent", "application_transition_type"):
-        lambda v: sent(ApplicationStateTransitionEvent(application_transition_type=v)),
+    ("ApplicationStateTransitionEvent", "application_transition_type"): lambda v: sent(
+        ApplicationStateTransitionEvent(application_transition_type=v)
+    ),
     ("Batch", "environment"): lambda v: ApiClient.sanitize_for_serialization(Batch(environment=v)),
-    ("DeviceCurrentState", "device_orientation"):
-        lambda v: sent(app_event(device_current_state=DeviceCurrentState(device_orientation=v))),
-    ("DeviceCurrentState", "status_bar_orientation"):
-        lambda v: sent(app_event(device_current_state=DeviceCurrentState(status_bar_orientation=v))),
+    ("DeviceCurrentState", "device_orientation"): lambda v: sent(
+        app_event(device_current_state=DeviceCurrentState(device_orientation=v))
+    ),
+    ("DeviceCurrentState", "status_bar_orientation"): lambda v: sent(
+        app_event(device_current_state=DeviceCurrentState(status_bar_orientation=v))
+    ),
     ("DeviceInformation", "platform"): lambda v: sent(device_info=DeviceInformation(platform=v)),
-    ("DeviceInformation", "att_authorization_status"):
-        lambda v: sent(device_info=DeviceInformation(att_authorization_status=v)),
+    ("DeviceInformation", "att_authorization_status"): lambda v: sent(
+        device_info=DeviceInformation(att_authorization_status=v)
+    ),
     ("EventBase", "event_type"): lambda v: sent(EventBase(event_type=v, data=EVENT_DATA.get(v, {}))),
     ("MediaInfo", "action"): lambda v: sent(app_event(media_info=MediaInfo(action=v))),
     ("MediaInfo", "format"): lambda v: sent(app_event(media_info=MediaInfo(format=v))),
@@ -92,9 +97,11 @@ PLACES: dict[tuple[str, str], Callable[[str], dict[str, Any]]] = {
     ("PushMessageEvent", "push_message_type"): lambda v: sent(PushMessageEvent(push_message_type=v)),
     ("PushMessageEvent", "application_state"): lambda v: sent(PushMessageEvent(application_state=v)),
     # The Python Batch model has no source_info; the Node SDK's and the event models' batches do.
-    ("SourceInformation", "channel"):
-        lambda v: {**sent(), "source_info": ApiClient.sanitize_for_serialization(SourceInformation(channel=v))},
-}  # fmt: skip
+    ("SourceInformation", "channel"): lambda v: {
+        **sent(),
+        "source_info": ApiClient.sanitize_for_serialization(SourceInformation(channel=v)),
+    },
+}
 ENUMS = sorted(sdk_enums())
 
 
@@ -109,21 +116,43 @@ def test_every_sdk_enum_value_is_accepted_and_kept(model: str, attribute: str, v
 
 
 MODELS: dict[str, type] = {
-    "Batch": ours.Batch, "AppEvent": ours.CustomEventData, "CommerceEvent": ours.CommerceEventData,
-    "ApplicationStateTransitionEvent": ours.ApplicationStateTransitionData, "BreadcrumbEvent": ours.BreadcrumbData,
-    "CrashReportEvent": ours.CrashReportData, "FirstRunEvent": ours.EventData, "SessionStartEvent": ours.EventData,
-    "SessionEndEvent": ours.SessionEndData, "ScreenViewEvent": ours.ScreenViewData, "OptOutEvent": ours.OptOutData,
-    "PushRegistrationEvent": ours.PushRegistrationData, "PushMessageEvent": ours.PushMessageData,
-    "NetworkPerformanceEvent": ours.NetworkPerformanceData, "ProfileEvent": ours.ProfileEventData,
-    "UserAttributeChangeEvent": ours.UserAttributeChangeData, "EventData": ours.EventData,
-    "ApplicationInformation": ours.ApplicationInfo, "DeviceInformation": ours.DeviceInfo,
-    "DeviceCurrentState": ours.DeviceCurrentState, "GeoLocation": ours.Location, "MediaInfo": ours.MediaInfo,
-    "Product": ours.Product, "ProductAction": ours.ProductAction, "ProductImpression": ours.ProductImpression,
-    "Promotion": ours.Promotion, "PromotionAction": ours.PromotionAction, "ShoppingCart": ours.ShoppingCart,
-    "ConsentState": ours.ConsentState, "GDPRConsentState": ours.Consent, "CCPAConsentState": ours.Consent,
-    "BatchContext": ours.BatchContext, "DataPlanContext": ours.DataPlan, "AttributionInfo": ours.AttributionInfo,
-    "SourceInformation": ours.SourceInfo, "UserIdentities": ours.UserIdentities,
-}  # fmt: skip
+    "Batch": ours.Batch,
+    "AppEvent": ours.CustomEventData,
+    "CommerceEvent": ours.CommerceEventData,
+    "ApplicationStateTransitionEvent": ours.ApplicationStateTransitionData,
+    "BreadcrumbEvent": ours.BreadcrumbData,
+    "CrashReportEvent": ours.CrashReportData,
+    "FirstRunEvent": ours.EventData,
+    "SessionStartEvent": ours.EventData,
+    "SessionEndEvent": ours.SessionEndData,
+    "ScreenViewEvent": ours.ScreenViewData,
+    "OptOutEvent": ours.OptOutData,
+    "PushRegistrationEvent": ours.PushRegistrationData,
+    "PushMessageEvent": ours.PushMessageData,
+    "NetworkPerformanceEvent": ours.NetworkPerformanceData,
+    "ProfileEvent": ours.ProfileEventData,
+    "UserAttributeChangeEvent": ours.UserAttributeChangeData,
+    "EventData": ours.EventData,
+    "ApplicationInformation": ours.ApplicationInfo,
+    "DeviceInformation": ours.DeviceInfo,
+    "DeviceCurrentState": ours.DeviceCurrentState,
+    "GeoLocation": ours.Location,
+    "MediaInfo": ours.MediaInfo,
+    "Product": ours.Product,
+    "ProductAction": ours.ProductAction,
+    "ProductImpression": ours.ProductImpression,
+    "Promotion": ours.Promotion,
+    "PromotionAction": ours.PromotionAction,
+    "ShoppingCart": ours.ShoppingCart,
+    "ConsentState": ours.ConsentState,
+    "GDPRConsentState": ours.Consent,
+    "CCPAConsentState": ours.Consent,
+    "BatchContext": ours.BatchContext,
+    "DataPlanContext": ours.DataPlan,
+    "AttributionInfo": ours.AttributionInfo,
+    "SourceInformation": ours.SourceInfo,
+    "UserIdentities": ours.UserIdentities,
+}
 NOT_MODELS = {"ApiResponse", "ApiResponseErrors", "EventBase"}  # responses, and the event envelope (a tagged union)
 
 
@@ -153,16 +182,26 @@ def test_what_the_node_sdk_and_the_event_models_send() -> None:
         "application_info": {"sideloaded_kits_count": 2},
         "consent_state": {"gdpr": {"marketing": {"purpose": "marketing", "consented": True}}},
         "events": [
-            {"event_type": "custom_event", "data": {"event_name": "Test App Event", "custom_event_type": "other",
-             "custom_flags": flags, "page_url": "https://x.io/p", "location": {"latitude": "59.9",
-             "longitude": 10.7}, "media_info": {"action": "play", "playback_position": 1.5}}},
+            {
+                "event_type": "custom_event",
+                "data": {
+                    "event_name": "Test App Event",
+                    "custom_event_type": "other",
+                    "custom_flags": flags,
+                    "page_url": "https://x.io/p",
+                    "location": {"latitude": "59.9", "longitude": 10.7},
+                    "media_info": {"action": "play", "playback_position": 1.5},
+                },
+            },
             {"event_type": "screen_view", "data": {"screen_name": "Home", "custom_flags": flags}},
-            {"event_type": "commerce_event", "data": {"product_action": {"action": "purchase", "products": [product]},
-             "custom_flags": flags}},
+            {
+                "event_type": "commerce_event",
+                "data": {"product_action": {"action": "purchase", "products": [product]}, "custom_flags": flags},
+            },
             {"event_type": "user_attribute_change", "data": {"user_attribute_name": "visits", "new": 3, "old": 2}},
             {"event_type": "validation_result", "data": {}},
         ],
-    }  # fmt: skip
+    }
     kept = msgspec.to_builtins(decode_batch(msgspec.json.encode(body)))  # what build_outbound starts from
     assert kept["source_info"]["channel"] == "All" and kept["application_info"]["sideloaded_kits_count"] == 2
     custom, screen, commerce, change, _ = (event["data"] for event in kept["events"])

@@ -7,8 +7,16 @@ from cdp_actors.schema.records import OutboxRow, Window, decode_window
 
 def row(n: int) -> OutboxRow:
     return OutboxRow(
-        key=n.to_bytes(8, "big"), shard=1, connection_id=2, input_id=3, output_id=4, environment="production",
-        mpid=-n, event_count=n, payload=b'{"n":%d}' % n, received_ms=n,
+        key=n.to_bytes(8, "big"),
+        shard=1,
+        connection_id=2,
+        input_id=3,
+        output_id=4,
+        environment="production",
+        mpid=-n,
+        event_count=n,
+        payload=b'{"n":%d}' % n,
+        received_ms=n,
     )
 
 

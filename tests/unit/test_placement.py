@@ -39,9 +39,13 @@ def test_identity_is_head_then_label_then_ip() -> None:
 
 
 def test_node_info_reads_ray_nodes_entries() -> None:
-    entry = {"NodeID": "abc", "Alive": True, "NodeManagerAddress": "10.0.0.2",
-             "Resources": {"CPU": 1.0, HEAD_RESOURCE: 1.0, "node:10.0.0.2": 1.0},
-             "Labels": {"ray.io/node-id": "abc", NODE_LABEL: "h"}}  # fmt: skip
+    entry = {
+        "NodeID": "abc",
+        "Alive": True,
+        "NodeManagerAddress": "10.0.0.2",
+        "Resources": {"CPU": 1.0, HEAD_RESOURCE: 1.0, "node:10.0.0.2": 1.0},
+        "Labels": {"ray.io/node-id": "abc", NODE_LABEL: "h"},
+    }
     info = NodeInfo.from_ray(entry)
     assert (info.node_id, info.ip, info.is_head, info.alive, node_key(info)) == ("abc", "10.0.0.2", True, True, HEAD)
     worker = NodeInfo.from_ray({**entry, "Resources": {"CPU": 1.0}, "Labels": None})
@@ -92,8 +96,9 @@ def test_a_recorded_shard_keeps_its_node_whatever_joined_since() -> None:
         assign_shards(3, [], recorded)
 
 
-@given(st.integers(1, 64), st.lists(st.sampled_from(["label:a", "label:b", "ip:10.0.0.3", HEAD]), min_size=1,
-                                    unique=True))  # fmt: skip
+@given(
+    st.integers(1, 64), st.lists(st.sampled_from(["label:a", "label:b", "ip:10.0.0.3", HEAD]), min_size=1, unique=True)
+)
 def test_round_robin_is_balanced_and_deterministic(shards: int, order: list[str]) -> None:
     assignment = assign_shards(shards, order, {})
     assert assignment == assign_shards(shards, list(order), {})
@@ -162,8 +167,10 @@ def test_kuberay_manifest_parses_and_deploys_the_apps_of_serve_yaml() -> None:
     claims = {
         doc["metadata"]["name"] for doc in yaml.safe_load_all((ROOT / "configs" / "kuberay-volumes.yaml").read_text())
     }
-    used = {group["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
-            for group in [cluster["headGroupSpec"], *groups]}  # fmt: skip
+    used = {
+        group["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        for group in [cluster["headGroupSpec"], *groups]
+    }
     assert used == claims and len(used) == len(groups) + 1
     for group in groups:  # one pod per data volume: a pod and its LMDB files belong together
         assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1

@@ -132,8 +132,12 @@ def test_a_poison_batch_alone_is_retried_then_dead_lettered_with_its_record(tmp_
     assert entry.error == "KeyError: '…'", "the error's quoted values (batch contents) are masked"
     assert msgspec.json.decode(entry.raw) == {"environment": "development", "n": 1}
     alert = dead_letter_alert(entry, 6_000)
-    assert (alert.severity, alert.type, alert.input_id, alert.environment) == ("Fatal", "Batch Dead-Lettered", 7,
-                                                                               "development")  # fmt: skip
+    assert (alert.severity, alert.type, alert.input_id, alert.environment) == (
+        "Fatal",
+        "Batch Dead-Lettered",
+        7,
+        "development",
+    )
     assert "batch 1 from input 7" in alert.message and "KeyError" in alert.message and '"n"' not in alert.message
     assert core.dead_letters.summary().count == 1
     assert core.dead_letters.remove([1, 99]) == [1] and core.dead_letters.count() == 0
@@ -156,11 +160,16 @@ def test_a_failure_that_passes_within_the_retries_splits_nothing() -> None:
     assert isolation.failed(chunk, transient=False) is Action.RETRY, "the count starts again"
 
 
-@pytest.mark.parametrize("error", [
-    lmdb.DiskError("mdb_txn_commit: No space left on device"), lmdb.MapFullError("full"),
-    OSError(errno.ENOSPC, "No space left on device"), OSError(errno.EIO, "I/O error"),
-    SequenceGap("shard 0 applied up to 3, dispatcher sent 9"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        lmdb.DiskError("mdb_txn_commit: No space left on device"),
+        lmdb.MapFullError("full"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EIO, "I/O error"),
+        SequenceGap("shard 0 applied up to 3, dispatcher sent 9"),
+    ],
+)
 def test_storage_and_sequence_failures_are_transient(error: Exception) -> None:
     assert is_transient(error)
     assert is_transient(ray_task_error("ProfileShard.apply", error))
@@ -171,12 +180,20 @@ def test_actor_failures_are_transient() -> None:
     assert is_transient(ray.exceptions.ActorUnavailableError("restarting", None))
 
 
-@pytest.mark.parametrize("error", [
-    KeyError("plan"), ValueError("bad"), OverflowError("int too big"), TypeError("x"), RecursionError(),
-    struct.error("'Q' format requires 0 <= number <= 18446744073709551615"),
-    lmdb.BadValsizeError("mdb_put: MDB_BAD_VALSIZE"), msgspec.ValidationError("Expected `str` - at `$.x`"),
-    OSError(errno.ENOENT, "No such file"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "error",
+    [
+        KeyError("plan"),
+        ValueError("bad"),
+        OverflowError("int too big"),
+        TypeError("x"),
+        RecursionError(),
+        struct.error("'Q' format requires 0 <= number <= 18446744073709551615"),
+        lmdb.BadValsizeError("mdb_put: MDB_BAD_VALSIZE"),
+        msgspec.ValidationError("Expected `str` - at `$.x`"),
+        OSError(errno.ENOENT, "No such file"),
+    ],
+)
 def test_data_failures_are_possibly_deterministic(error: Exception) -> None:
     assert not is_transient(ray_task_error("ProfileShard.apply", error))
     assert not is_transient(ray_task_error("IdentityIndex.resolve_batches", error))

@@ -53,12 +53,24 @@ def test_attribute_merge_keeps_the_latest_write(sequence) -> None:
 
 
 def test_out_of_order_batches_converge_on_the_profile() -> None:
-    newer = batch(user_attributes={"plan": "gold"}, events=[
-        {"event_type": "custom_event", "data": {"event_name": "a", "custom_event_type": "other",
-                                                "timestamp_unixtime_ms": 2000}}])  # fmt: skip
-    older = batch(user_attributes={"plan": "silver", "city": "Oslo"}, events=[
-        {"event_type": "custom_event", "data": {"event_name": "b", "custom_event_type": "other",
-                                                "timestamp_unixtime_ms": 1000}}])  # fmt: skip
+    newer = batch(
+        user_attributes={"plan": "gold"},
+        events=[
+            {
+                "event_type": "custom_event",
+                "data": {"event_name": "a", "custom_event_type": "other", "timestamp_unixtime_ms": 2000},
+            }
+        ],
+    )
+    older = batch(
+        user_attributes={"plan": "silver", "city": "Oslo"},
+        events=[
+            {
+                "event_type": "custom_event",
+                "data": {"event_name": "b", "custom_event_type": "other", "timestamp_unixtime_ms": 1000},
+            }
+        ],
+    )
     one = apply_batch(apply_batch(Profile(mpid=1), newer, 1, 5000).profile, older, 1, 5000).profile
     two = apply_batch(apply_batch(Profile(mpid=1), older, 1, 5000).profile, newer, 1, 5000).profile
     assert one.live_attributes() == two.live_attributes() == {"plan": "gold", "city": "Oslo"}
@@ -69,8 +81,10 @@ def test_deleted_attribute_is_removed_and_not_resurrected_by_an_older_write() ->
     profile = apply_batch(Profile(mpid=1), batch(user_attributes={"plan": "gold"}), 1, 1000).profile
     profile = apply_batch(profile, batch(deleted_user_attributes=["plan"]), 1, 2000).profile
     assert "plan" not in profile.live_attributes()
-    stale = batch(user_attributes={"plan": "bronze"}, events=[
-        {"event_type": "screen_view", "data": {"screen_name": "x", "timestamp_unixtime_ms": 1500}}])  # fmt: skip
+    stale = batch(
+        user_attributes={"plan": "bronze"},
+        events=[{"event_type": "screen_view", "data": {"screen_name": "x", "timestamp_unixtime_ms": 1500}}],
+    )
     assert "plan" not in apply_batch(profile, stale, 1, 3000).profile.live_attributes()
 
 
@@ -121,15 +135,20 @@ def test_consent_merge_converges_in_any_order(states) -> None:
 
 
 def test_consent_change_produces_a_system_notification() -> None:
-    granted = batch(consent_state={"gdpr": {"location": {"consented": True, "timestamp_unixtime_ms": 10,
-                                                         "document": "v1"}}})  # fmt: skip
+    granted = batch(
+        consent_state={"gdpr": {"location": {"consented": True, "timestamp_unixtime_ms": 10, "document": "v1"}}}
+    )
     first = apply_batch(Profile(mpid=7), granted, 1, 100)
     assert first.notifications[0]["type"] == "gdpr_change"
     assert first.notifications[0]["data"]["old"] is None
     same = apply_batch(first.profile, granted, 1, 200)
     assert same.notifications == []
-    revoked = batch(consent_state={"gdpr": {"location": {"consented": False, "timestamp_unixtime_ms": 20}},
-                                   "ccpa": {"data_sale_opt_out": {"consented": True, "timestamp_unixtime_ms": 20}}})
+    revoked = batch(
+        consent_state={
+            "gdpr": {"location": {"consented": False, "timestamp_unixtime_ms": 20}},
+            "ccpa": {"data_sale_opt_out": {"consented": True, "timestamp_unixtime_ms": 20}},
+        }
+    )
     after = apply_batch(same.profile, revoked, 1, 300)
     kinds = {(n["type"], n["data"]["old"] is None, n["data"]["current"]["consented"]) for n in after.notifications}
     assert kinds == {("gdpr_change", False, False), ("ccpa_change", True, True)}

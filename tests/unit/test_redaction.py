@@ -14,32 +14,39 @@ from tests.support import free_port
 @pytest.mark.parametrize(
     ("url", "redacted"),
     [
-        ("https://graph.facebook.com/v19.0/123/events?access_token=SECRET-TOKEN-123",
-         "https://graph.facebook.com/v19.0/123/events?access_token=***"),
+        (
+            "https://graph.facebook.com/v19.0/123/events?access_token=SECRET-TOKEN-123",
+            "https://graph.facebook.com/v19.0/123/events?access_token=***",
+        ),
         ("http://user:p%40ss@10.0.0.1:8080/hook?a=1&b=&c", "http://***@10.0.0.1:8080/hook?a=***&b=***&***"),
         ("https://h/cb#access_token=abc", "https://h/cb#***"),
         ("https://h/path/with/no/query", "https://h/path/with/no/query"),
         ("http://[::1/x?access_token=S", "http://[::1/x?access_token=***"),  # an invalid URL is redacted too
         ("http://h/a@b?k=v", "http://h/a@b?k=***"),  # an @ in the path is no user info
     ],
-)  # fmt: skip
+)
 def test_redact_url(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
 
 
 def test_every_url_in_a_text_is_redacted() -> None:
-    text = ("400, message='Bad Request', url='http://u:pw@a.io/x?access_token=T1&appsecret_proof=P1' "
-            "then URL('https://b.io/y?api_key=K2') and http://c.io/z?sig=S3, done")  # fmt: skip
+    text = (
+        "400, message='Bad Request', url='http://u:pw@a.io/x?access_token=T1&appsecret_proof=P1' "
+        "then URL('https://b.io/y?api_key=K2') and http://c.io/z?sig=S3, done"
+    )
     redacted = redact(text)
     for secret in ("pw", "T1", "P1", "K2", "S3"):
         assert secret not in redacted
-    assert redacted == ("400, message='Bad Request', url='http://***@a.io/x?access_token=***&appsecret_proof=***' "
-                        "then URL('https://b.io/y?api_key=***') and http://c.io/z?sig=***, done")  # fmt: skip
+    assert redacted == (
+        "400, message='Bad Request', url='http://***@a.io/x?access_token=***&appsecret_proof=***' "
+        "then URL('https://b.io/y?api_key=***') and http://c.io/z?sig=***, done"
+    )
 
 
 def test_known_secrets_are_masked_anywhere_in_the_text() -> None:
-    secrets = request_secrets("https://h/x?access_token=a%2Fb%20c", {"Authorization": "Bearer KEY-1",
-                                                                      "Content-Type": "application/json"})  # fmt: skip
+    secrets = request_secrets(
+        "https://h/x?access_token=a%2Fb%20c", {"Authorization": "Bearer KEY-1", "Content-Type": "application/json"}
+    )
     text = "header Bearer KEY-1 refused; token a/b c; content type application/json"
     assert redact(text, secrets) == "header *** refused; token ***; content type application/json"
 

@@ -84,8 +84,15 @@ def test_unusable_retry_after_falls_back_to_backoff(header: str) -> None:
     assert 0.5 <= verdict.delay_s <= 1.0 and not math.isnan(verdict.delay_s)
 
 
-@pytest.mark.parametrize(("status", "alert_type"), [(301, "301-Moved Permanently"), (302, "302-Found"),
-                                                    (307, "307-Temporary Redirect"), (308, "308-Permanent Redirect")])
+@pytest.mark.parametrize(
+    ("status", "alert_type"),
+    [
+        (301, "301-Moved Permanently"),
+        (302, "302-Found"),
+        (307, "307-Temporary Redirect"),
+        (308, "308-Permanent Redirect"),
+    ],
+)
 def test_redirects_are_fatal_delivery_errors(status: int, alert_type: str) -> None:
     attempt = Attempt(status=status)
     assert not attempt.ok and not attempt.retryable

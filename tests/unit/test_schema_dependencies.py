@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
-SCHEMA = ("cdp_actors.schema.events", "cdp_actors.schema.identity", "cdp_actors.schema.identity_types",
-          "cdp_actors.schema.records")  # fmt: skip
+SCHEMA = (
+    "cdp_actors.schema.events",
+    "cdp_actors.schema.identity",
+    "cdp_actors.schema.identity_types",
+    "cdp_actors.schema.records",
+)
 ABOVE = ("cdp_actors.identity", "cdp_actors.profiles", "cdp_actors.forwarding", "cdp_actors.intake")
 
 

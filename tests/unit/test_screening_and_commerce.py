@@ -22,19 +22,25 @@ def outbound(**fields: Any) -> dict[str, Any]:
     batch = {
         "environment": "production",
         "mpid": 42,
-        "user_identities": [{"identity_type": "customer_id", "identity": "c1"},
-                            {"identity_type": "email", "identity": "a@x.io"}],
+        "user_identities": [
+            {"identity_type": "customer_id", "identity": "c1"},
+            {"identity_type": "email", "identity": "a@x.io"},
+        ],
         "user_attributes": {"plan": "gold", "$city": "Oslo"},
-        "consent_state": {"gdpr": {"marketing": {"consented": True}},
-                          "ccpa": {"data_sale_opt_out": {"consented": False}}},
+        "consent_state": {
+            "gdpr": {"marketing": {"consented": True}},
+            "ccpa": {"data_sale_opt_out": {"consented": False}},
+        },
         "application_info": {"application_version": "2.10.1"},
         "events": [
-            {"event_type": "custom_event",
-             "data": {"event_name": "Played", "custom_attributes": {"song": "x", "tier": "paid"}}},
+            {
+                "event_type": "custom_event",
+                "data": {"event_name": "Played", "custom_attributes": {"song": "x", "tier": "paid"}},
+            },
             {"event_type": "screen_view", "data": {"screen_name": "Home"}},
             {"event_type": "custom_event", "data": {"event_name": "Paused", "custom_attributes": {"tier": "free"}}},
         ],
-    }  # fmt: skip
+    }
     return {**batch, **fields}
 
 
@@ -76,10 +82,18 @@ GIANT = "9" * 4_301  # one digit past Python's limit for int("...")
 
 @pytest.mark.parametrize(
     ("version", "floor", "forwarded"),
-    [("2.10.1", "2.9", True), ("2.010.1", "2.9", True), ("2.9", "2.10", False), ("1.0", "1", True),
-     (f"1.{GIANT}", "1.2", True), ("1.2", f"1.{GIANT}", False), (f"2.{GIANT}", f"2.{GIANT}0", False),
-     (f"{GIANT}", f"0{GIANT}", True), ("build 7", "6", True)],
-)  # fmt: skip
+    [
+        ("2.10.1", "2.9", True),
+        ("2.010.1", "2.9", True),
+        ("2.9", "2.10", False),
+        ("1.0", "1", True),
+        (f"1.{GIANT}", "1.2", True),
+        ("1.2", f"1.{GIANT}", False),
+        (f"2.{GIANT}", f"2.{GIANT}0", False),
+        (f"{GIANT}", f"0{GIANT}", True),
+        ("build 7", "6", True),
+    ],
+)
 def test_min_app_version_compares_numbers_of_any_size(version: str, floor: str, forwarded: bool) -> None:
     batch = outbound(application_info={"application_version": version})
     assert (screen(batch, connection(min_app_version=floor)).batch is not None) is forwarded
@@ -97,9 +111,15 @@ def test_event_attribute_rules_and_data_filters_drop_events_and_fields() -> None
     screened = screen(outbound(), only_paid)
     assert names(screened.batch) == ["Played"] and screened.blocked_events == 2
 
-    filtered = connection(filters={"event_types": {"screen_view": False}, "event_names": {"Paused": False},
-                                   "event_attributes": {"song": False}, "user_attributes": {"$city": False},
-                                   "user_identities": {"email": False}})  # fmt: skip
+    filtered = connection(
+        filters={
+            "event_types": {"screen_view": False},
+            "event_names": {"Paused": False},
+            "event_attributes": {"song": False},
+            "user_attributes": {"$city": False},
+            "user_identities": {"email": False},
+        }
+    )
     batch = screen(outbound(), filtered).batch
     assert names(batch) == ["Played"] and batch["events"][0]["data"]["custom_attributes"] == {"tier": "paid"}
     assert batch["user_attributes"] == {"plan": "gold"}
@@ -107,9 +127,15 @@ def test_event_attribute_rules_and_data_filters_drop_events_and_fields() -> None
 
 
 def test_new_data_points_blocked_by_default_unless_listed() -> None:
-    allow_played = connection(filters={"event_names": {"Played": True}, "event_types": {"custom_event": True},
-                                       "event_attributes": {"song": True}, "user_attributes": {"plan": True},
-                                       "user_identities": {"customer_id": True}})  # fmt: skip
+    allow_played = connection(
+        filters={
+            "event_names": {"Played": True},
+            "event_types": {"custom_event": True},
+            "event_attributes": {"song": True},
+            "user_attributes": {"plan": True},
+            "user_identities": {"customer_id": True},
+        }
+    )
     batch = screen(outbound(), allow_played, new_data_points_forward=False).batch
     assert names(batch) == ["Played"] and batch["events"][0]["data"]["custom_attributes"] == {"song": "x"}
     assert batch["user_attributes"] == {"plan": "gold"} and len(batch["user_identities"]) == 1
@@ -123,13 +149,27 @@ def test_sampling_is_deterministic_per_user_and_close_to_the_rate() -> None:
 
 
 def test_purchase_expands_to_one_event_per_product_plus_a_total() -> None:
-    data = {"product_action": {"action": "purchase", "transaction_id": "t-1", "total_amount": 104.0,
-                               "products": [PRODUCT, {**PRODUCT, "id": "sku-2"}]},
-            "currency_code": "EUR", "custom_attributes": {"channel": "web"}}  # fmt: skip
+    data = {
+        "product_action": {
+            "action": "purchase",
+            "transaction_id": "t-1",
+            "total_amount": 104.0,
+            "products": [PRODUCT, {**PRODUCT, "id": "sku-2"}],
+        },
+        "currency_code": "EUR",
+        "custom_attributes": {"channel": "web"},
+    }
     expanded = expand_commerce(data)
     assert [e.name for e in expanded] == ["eCommerce - purchase - Item"] * 2 + ["eCommerce - purchase - Total"]
-    assert expanded[0].attributes == {"channel": "web", "Currency Code": "EUR", "Id": "sku-1", "Name": "Boots",
-                                      "Price": 49.5, "Quantity": 2, "size": "42"}  # fmt: skip
+    assert expanded[0].attributes == {
+        "channel": "web",
+        "Currency Code": "EUR",
+        "Id": "sku-1",
+        "Name": "Boots",
+        "Price": 49.5,
+        "Quantity": 2,
+        "size": "42",
+    }
     total = expanded[-1]
     assert total.revenue == 104.0 and total.attributes["Transaction Id"] == "t-1"
     assert total.attributes["Product Count"] == 2
@@ -138,18 +178,33 @@ def test_purchase_expands_to_one_event_per_product_plus_a_total() -> None:
 def test_other_commerce_kinds_expand_per_product_or_promotion() -> None:
     assert len(expand_commerce({"product_action": {"action": "add_to_cart", "products": [PRODUCT, PRODUCT]}})) == 2
     promotions = expand_commerce({"promotion_action": {"action": "click", "promotions": [{"id": "p1"}, {"id": "p2"}]}})
-    assert [(e.name, e.attributes["Id"]) for e in promotions] == [("eCommerce - click - Item", "p1"),
-                                                                  ("eCommerce - click - Item", "p2")]  # fmt: skip
-    impressions = expand_commerce({"product_impressions": [{"product_impression_list": "home", "products": [PRODUCT]},
-                                                           {"products": [PRODUCT, PRODUCT]}]})  # fmt: skip
+    assert [(e.name, e.attributes["Id"]) for e in promotions] == [
+        ("eCommerce - click - Item", "p1"),
+        ("eCommerce - click - Item", "p2"),
+    ]
+    impressions = expand_commerce(
+        {
+            "product_impressions": [
+                {"product_impression_list": "home", "products": [PRODUCT]},
+                {"products": [PRODUCT, PRODUCT]},
+            ]
+        }
+    )
     assert len(impressions) == 3 and impressions[0].attributes["Product Impression List"] == "home"
 
 
 def test_report_counters_for_an_inbound_batch() -> None:
     received = 500 * HOUR_MS + 5
     purchase = {"product_action": {"action": "purchase", "total_amount": 12.5, "products": [{"id": "p"}]}}
-    raw = batch("r", [custom("Played", received), custom("Old", received - LATE_MS - 1),
-                      event("session_start", received), event("commerce_event", received, **purchase)])  # fmt: skip
+    raw = batch(
+        "r",
+        [
+            custom("Played", received),
+            custom("Old", received - LATE_MS - 1),
+            event("session_start", received),
+            event("commerce_event", received, **purchase),
+        ],
+    )
     tallies: Counter[tuple] = Counter()
     inbound_counts(decode_batch(json.dumps(raw).encode()), 7, received, tallies)
     counts = formatted(tallies)

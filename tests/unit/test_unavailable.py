@@ -23,8 +23,10 @@ def test_a_full_disk_is_named_and_the_client_told_to_retry() -> None:
     full = lmdb.DiskError("mdb_txn_commit: No space left on device")
     status, retry_after, error = answer(ray_task_error("IntakeLog.append", full))
     assert (status, retry_after, error["code"]) == (503, "1", "SERVICE_UNAVAILABLE")
-    assert error["message"] == ("Intake cannot write to its storage (mdb_txn_commit: No space left on device); "
-                                "nothing was stored. Retry shortly.")  # fmt: skip
+    assert error["message"] == (
+        "Intake cannot write to its storage (mdb_txn_commit: No space left on device); "
+        "nothing was stored. Retry shortly."
+    )
 
 
 def test_a_restarting_actor_and_a_failing_one_are_told_apart() -> None:
