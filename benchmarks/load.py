@@ -180,9 +180,18 @@ async def wait_http(url: str, timeout: float = 60) -> None:
             await asyncio.sleep(0.2)
 
 
-async def get_json(url: str) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+async def get_json(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as reply:
         return await reply.json()
+
+
+async def admin_bearer(base: str, config: WorkspaceConfig) -> dict[str, str]:
+    """The Authorization header of the config's first Platform API client (admin endpoints need one)."""
+    client = next(c for c in config.api_clients if c.api.value == "platform")
+    body = {"client_id": client.client_id, "client_secret": client.client_secret.get_secret_value(),
+            "grant_type": "client_credentials"}  # fmt: skip
+    async with aiohttp.ClientSession() as session, session.post(f"{base}/oauth/token", json=body) as reply:
+        return {"Authorization": "Bearer " + (await reply.json())["access_token"]}
 
 
 def basic_auth(config: WorkspaceConfig) -> str:

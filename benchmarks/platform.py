@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.load import Load, LoadResult, basic_auth, get_json, rss_mb, say, wait_http
+from benchmarks.load import Load, LoadResult, admin_bearer, basic_auth, get_json, rss_mb, say, wait_http
 from benchmarks.servers import run_baseline, run_sink, start_process
 from benchmarks.workload import Workload
 from cdp_actors.cli import free_port
@@ -72,6 +72,8 @@ class Platform:
     paths: list[str]
     args: Any
     exclude: set[int]
+    status_headers: dict[str, str] = field(default_factory=dict)
+    """The admin client's bearer token, for `status_url`."""
     samples: dict[str, list] = field(default_factory=lambda: {"rss_mb": [], "rss_at": [], "lag": [], "lag_at": []})
     started: float = field(default_factory=time.time)
 
@@ -80,7 +82,7 @@ class Platform:
         self.samples["rss_at"].append(round(time.time() - self.started, 1))
 
     async def probe(self) -> str:
-        lag = (await get_json(self.status_url))["intake"]["lag"]
+        lag = (await get_json(self.status_url, self.status_headers))["intake"]["lag"]
         delivered = (await get_json(self.sink_stats))["events"]
         self.samples["lag"].append(lag)
         self.samples["lag_at"].append(round(time.time() - self.started, 1))
@@ -104,7 +106,7 @@ class Platform:
             await asyncio.sleep(1)
 
     async def status(self) -> dict[str, Any]:
-        return await get_json(self.status_url)
+        return await get_json(self.status_url, self.status_headers)
 
 
 def sink_host(args: Any) -> tuple[str, str]:
@@ -136,7 +138,14 @@ async def running_platform(
             start_platform(config, data_dir, "127.0.0.1", port)
             url = f"http://127.0.0.1:{port}"
             platform = Platform(
-                f"{url}/v2/bulkevents", basic_auth(config), f"{url}/cdp/status", sink_stats, paths, args, {sink.pid}
+                f"{url}/v2/bulkevents",
+                basic_auth(config),
+                f"{url}/cdp/status",
+                sink_stats,
+                paths,
+                args,
+                {sink.pid},
+                await admin_bearer(url, config),
             )
             platform.sample_rss()
             yield platform

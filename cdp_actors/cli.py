@@ -300,8 +300,24 @@ def _load(path: str) -> WorkspaceConfig:
         raise SystemExit(2) from None
 
 
+def demo_credentials_warning(config: WorkspaceConfig, host: str) -> str | None:
+    """The warning `cdp serve` prints when the published demo credentials are served beyond this machine."""
+    from cdp_actors.access.setup import demo_credentials
+
+    in_use = demo_credentials(config)
+    if is_loopback(host) or not in_use:
+        return None
+    return (
+        f"cdp: WARNING: serving on {host} with the demo credentials of the README ({', '.join(in_use)}): anyone "
+        "who can reach this port can use them; replace them in the workspace file"
+    )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
+    warning = demo_credentials_warning(config, args.host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     data_dir = str(Path(args.data_dir).resolve())
     os.umask(0o077)  # whatever this process and Ray's create is the owner's alone (the data directory sets its own)
     adopt_orphans()  # before Ray starts: a process it starts that loses its parent (HAProxy) stays ours to end

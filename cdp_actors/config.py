@@ -8,12 +8,15 @@ held as `SecretStr`, so they never appear in reprs or logs.
 from __future__ import annotations
 
 import hmac
+import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -22,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from cdp_actors.access.roles import CREDENTIAL_ROLES, Api, Grant, Role, credential_grant
+from cdp_actors.access.tokens import TOKEN_TTL_S
+from cdp_actors.envvars import expand_env
 from cdp_actors.identity.strategy import Policy
 from cdp_actors.integrations.base import Secret
 from cdp_actors.schema.identity_types import ALL_TYPES
@@ -160,14 +166,49 @@ class Identity(_Strict):
 
 
 class ApiClient(_Strict):
-    """OAuth client credentials for the Profile API (`POST /oauth/token`)."""
+    """OAuth client credentials (`POST /oauth/token`) for one API, with the permission level API Credential
+    Management offers it (https://docs.mparticle.com/developers/credential-management/): the Platform API (and
+    our `/cdp/*` admin endpoints) Admin or User, the Profile API Read Only."""
 
     client_id: str = Field(min_length=1)
     client_secret: Secret
-    token_ttl_s: int = Field(default=28_800, gt=0)
+    api: Api = Api.PROFILE
+    role: Role = Role.READ_ONLY
+    token_ttl_s: int = Field(default=TOKEN_TTL_S, gt=0)
+
+    @model_validator(mode="after")
+    def _credential_level(self) -> ApiClient:
+        if self.role not in CREDENTIAL_ROLES[self.api]:
+            levels = ", ".join(sorted(r.value for r in CREDENTIAL_ROLES[self.api]))
+            raise ValueError(f".role: the {self.api.value} API's credentials are {levels}")
+        return self
+
+    def grant(self) -> Grant:
+        return credential_grant(self.api, self.role)
 
     def credentials_match(self, client_id: str, secret: str) -> bool:
         return credentials_match((client_id, secret), (self.client_id, self.client_secret))
+
+
+def _password_or_none(value: Any) -> Any:
+    """`${CDP_ADMIN_PASSWORD}` with the variable unset is no password (one is generated at first start), not an
+    error; any other reference is expanded as usual."""
+    if isinstance(value, str) and (match := _WHOLE_ENV_REF.fullmatch(value.strip())):
+        return os.environ.get(match.group(1))
+    return expand_env(value)
+
+
+_WHOLE_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConsoleUser(_Strict):
+    """A person who logs in to the admin endpoints (`POST /cdp/login`) with one role in this workspace."""
+
+    name: str = Field(min_length=1, max_length=256)
+    role: Role
+    password: Annotated[SecretStr | None, BeforeValidator(_password_or_none)] = None
+    """In clear only here (usually `${CDP_ADMIN_PASSWORD}`); only its argon2 hash is stored, in the data
+    directory. Unset: a password is generated and printed once at the first start."""
 
 
 class Limits(_Strict):
@@ -236,6 +277,7 @@ class WorkspaceConfig(_Strict):
     connections: list[Connection] = []
     identity: Identity = Identity()
     api_clients: list[ApiClient] = []
+    users: list[ConsoleUser] = []
     limits: Limits = Limits()
     retry: Retry = Retry()
     runtime: Runtime = Runtime()
@@ -249,6 +291,12 @@ class WorkspaceConfig(_Strict):
             ids = [item.id for item in items]
             if len(ids) != len(set(ids)):
                 raise ValueError(f"{kind}: ids must be unique, got {ids}")
+        for kind, names in (
+            ("api_clients", [c.client_id for c in self.api_clients]),
+            ("users", [u.name for u in self.users]),
+        ):
+            if len(names) != len(set(names)):
+                raise ValueError(f"{kind}: names must be unique, got {names}")
         keys = [i.key for i in self.inputs]
         if len(keys) != len(set(keys)):
             raise ValueError("inputs: keys must be unique")

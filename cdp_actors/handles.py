@@ -17,6 +17,7 @@ from cdp_actors.partition import (
     IDENTITY_NAME,
     INTAKE_NAME,
     NAMESPACE,
+    SESSIONS_NAME,
     forwarder_name,
     partition_of,
     shard_name,
@@ -72,3 +73,8 @@ def identity() -> ActorHandle:
 
 def alerts() -> ActorHandle:
     return named(ALERTS_NAME)
+
+
+def sessions() -> ActorHandle:
+    """The console's login sessions (cdp_actors/access/session_store.py)."""
+    return named(SESSIONS_NAME)

@@ -21,6 +21,9 @@ from typing import Any
 import ray
 
 from cdp_actors import handles
+from cdp_actors.access.passwords import Password
+from cdp_actors.access.session_store import SessionStore
+from cdp_actors.access.setup import load_access_key, prepare_users
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import NODE_WAIT_S
 from cdp_actors.forwarding.alerts import AlertStore
@@ -34,6 +37,7 @@ from cdp_actors.partition import (
     IDENTITY_NAME,
     INTAKE_NAME,
     NAMESPACE,
+    SESSIONS_NAME,
     forwarder_name,
     shard_name,
 )
@@ -88,12 +92,28 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
     shards = [
         _named(ProfileShard, shard_name(i), placement.get(i)).remote(data_dir, i, config) for i in range(runtime.shards)
     ]
-    _ready(alerts, intake, identity, *shards)
+    load_access_key(os.environ, data_dir)  # created here, once, before replicas race for it
+    prepare_users(config.users, data_dir, announce_password)
+    sessions = _named(SessionsActor, SESSIONS_NAME, HEAD).remote(data_dir)
+    _ready(alerts, intake, identity, sessions, *shards)
     forwarders = [_named(Forwarder, forwarder_name(i)).remote(data_dir, i, config) for i in range(runtime.forwarders)]
     dispatcher = _named(Dispatcher, DISPATCHER_NAME, HEAD).remote(  # it reads the intake log's LMDB
         data_dir, INTAKE_NAME, runtime.shards, runtime.max_chunk_batches, config
     )
     _ready(*forwarders, dispatcher)
+
+
+SessionsActor = ray.remote(max_restarts=-1, max_task_retries=0)(SessionStore)
+"""Restarted if it dies (everybody logs in again); a call is never retried: a login must not start two sessions."""
+
+
+def announce_password(user: str, password: Password) -> None:
+    """A generated first password, shown once on the terminal that started the platform (never in a log)."""
+    print(
+        f"cdp: console user {user!r} has the generated password {password.reveal()} (shown once; only its hash is "
+        "kept; set CDP_ADMIN_PASSWORD to choose one)",
+        flush=True,
+    )
 
 
 def shard_placement(data_dir: str, shards: int) -> dict[int, NodeKey]:
@@ -162,6 +182,7 @@ def runtime_actor_names(config: WorkspaceConfig) -> list[str]:
         *(forwarder_name(i) for i in range(config.runtime.forwarders)),
         *(shard_name(i) for i in range(config.runtime.shards)),
         ALERTS_NAME,
+        SESSIONS_NAME,
     ]
 
 

@@ -1,22 +1,29 @@
-"""Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports."""
+"""Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports; logging in.
+
+Every route but `GET /cdp/health`, `POST /cdp/login` and `POST /cdp/logout` declares its permission
+(`needs(Permission.X)`, the one check of serve_apps/access.py): a bearer token from `POST /oauth/token` or a
+session cookie from `POST /cdp/login`, and a role that has the permission."""
 
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 import asyncio
 import math
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import ray
 import ray.exceptions
-from fastapi import FastAPI, Query
-from pydantic import BaseModel, ConfigDict, StrictBool
+from fastapi import FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool
 from ray import serve
 from starlette.responses import Response
 
 from cdp_actors import handles
+from cdp_actors.access.passwords import MAX_PASSWORD_CHARS, Password
+from cdp_actors.access.roles import Permission
+from cdp_actors.access.sessions import CSRF_HEADER, SESSION_COOKIE, clear_cookie, set_cookie
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.errors import BadRequest, NotFound, Overloaded
+from cdp_actors.errors import BadRequest, NotFound, Overloaded, Unauthorized
 from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.profiles.views import identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
@@ -24,6 +31,7 @@ from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, required_mpid
 from cdp_actors.schema.identity_types import canonical, is_device_type
 from cdp_actors.telemetry import now_ms
+from serve_apps.access import Access, Principal, access_of, needs, now_s
 from serve_apps.errors import RETRY_AFTER_S, install_error_handlers, json_response, unavailable
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
@@ -117,6 +125,14 @@ def edit_error(message: str) -> str:
     return message
 
 
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1, max_length=256)
+    password: SecretStr = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+    """A SecretStr: never in a repr, a log line or an error message."""
+
+
 def report_days(since: str | None, until: str | None) -> tuple[int, int]:
     try:
         return day_range(since, until, now_ms())
@@ -134,8 +150,38 @@ def report_days(since: str | None, until: str | None) -> tuple[int, int]:
 class AdminApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.config = config
+        app.state.access = Access(config, data_dir)
 
-    @app.get("/alerts")
+    @app.get("/health")
+    async def health(self) -> Response:
+        """Open to anyone, and says nothing but that this app answers."""
+        return json_response(200, {"status": "ok"})
+
+    @app.post("/login")
+    async def login(self, request: Request, body: Login) -> Response:
+        """A console user's session: the cookie (HttpOnly, SameSite=Strict) and, in the body, the CSRF token that
+        every state-changing request with that cookie sends back in `X-CSRF-Token`."""
+        access = access_of(request)
+        started = await access.login(body.user, Password(body.password.get_secret_value()))
+        secure = request.url.scheme == "https"
+        role = access.roles[body.user]
+        response = json_response(200, {"user": body.user, "role": role.value, "csrf_token": started.csrf_token})
+        response.headers["Set-Cookie"] = set_cookie(started.session_id, secure)
+        return response
+
+    @app.post("/logout")
+    async def logout(self, request: Request) -> Response:
+        """Ends the cookie's session on every replica (with its CSRF token, as any state change)."""
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if not session_id:
+            raise Unauthorized("Log in: the session is missing, expired or ended.")
+        await handles.sessions().resume.remote(session_id, now_s(), "POST", request.headers.get(CSRF_HEADER))
+        await handles.sessions().end.remote(session_id)
+        response = Response(status_code=204)
+        response.headers["Set-Cookie"] = clear_cookie(request.url.scheme == "https")
+        return response
+
+    @app.get("/alerts", dependencies=[needs(Permission.ALERTS_READ)])
     async def alerts(
         self, since: str | None = None, until: str | None = None, environment: str | None = Query(None)
     ) -> Response:
@@ -167,7 +213,7 @@ class AdminApi:
                 source = next((i for i in self.config.inputs if i.id == item["input_id"]), None)
                 item["input"] = source.name if source else ""
 
-    @app.get("/status")
+    @app.get("/status", dependencies=[needs(Permission.STATUS_READ)])
     async def status(self) -> Response:
         runtime = self.config.runtime
         intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
@@ -192,17 +238,25 @@ class AdminApi:
 
     @app.get("/deadletter")
     async def dead_letters(
-        self, limit: int = Query(100, ge=1, le=MAX_PAGE), after: int = Query(0, ge=0), include_body: bool = False
+        self,
+        request: Request,
+        principal: Annotated[Principal, needs(Permission.DEAD_LETTERS_READ)],
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+        after: int = Query(0, ge=0),
+        include_body: bool = False,
     ) -> Response:
         """Batches set aside because applying them failed on their own, oldest first; `after` is the last seq of
-        the previous page (`next_after`). The raw batch only with `include_body=true`."""
+        the previous page (`next_after`). The raw batch (personal data) only with `include_body=true`, for a role
+        that may see it."""
+        if include_body:
+            access_of(request).authorize(principal, Permission.DEAD_LETTER_BODIES_READ)
         page = await handles.dispatcher().dead_letters.remote(after, limit, include_body)
         return json_response(200, page)
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
         return await handles.shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
 
-    @app.get("/users/search")
+    @app.get("/users/search", dependencies=[needs(Permission.USER_ACTIVITY_SEARCH)])
     async def search(self, identity_type: str, value: str) -> Response:
         """Exact match on any identity; several profiles may hold a non-unique one."""
         canonical_type = canonical(identity_type)
@@ -215,7 +269,7 @@ class AdminApi:
             user.pop("recent_events")
         return json_response(200, {"identity_type": canonical_type, "value": value, "users": users})
 
-    @app.get("/users/{mpid}")
+    @app.get("/users/{mpid}", dependencies=[needs(Permission.USER_ACTIVITY_READ)])
     async def user(self, mpid: str) -> Response:
         value = required_mpid(mpid, "mpid")
         record, profile = await asyncio.gather(handles.identity().record.remote(value), self._shard_profile(value))
@@ -223,7 +277,7 @@ class AdminApi:
             raise NotFound(f"No profile with mpid {value}")
         return json_response(200, user_detail(value, record, profile))
 
-    @app.post("/users/{mpid}/edit")
+    @app.post("/users/{mpid}/edit", dependencies=[needs(Permission.USER_ACTIVITY_EDIT)])
     async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
         connected outputs receive the change like any other."""
@@ -261,7 +315,7 @@ class AdminApi:
         )
         return [item for part in parts for item in part]
 
-    @app.get("/reports/forwarding")
+    @app.get("/reports/forwarding", dependencies=[needs(Permission.REPORTS_READ)])
     async def forwarding(self, date: str | None = None, hour: int | None = Query(None, ge=0, le=23)) -> Response:
         """Event Forwarding: inbound counts per message type and event name, outbound per output (UTC)."""
         _, day = report_days(date, date)
@@ -271,7 +325,7 @@ class AdminApi:
         report = forwarding_report(await self._counts(first, last), names)
         return json_response(200, {"date": day_text(day), "hour": hour, **report})
 
-    @app.get("/reports/activity")
+    @app.get("/reports/activity", dependencies=[needs(Permission.REPORTS_READ)])
     async def activity(
         self,
         since: str | None = None,
@@ -305,7 +359,7 @@ class AdminApi:
             },
         )
 
-    @app.get("/reports/identity")
+    @app.get("/reports/identity", dependencies=[needs(Permission.REPORTS_READ)])
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
         first, last = report_days(since, until)

@@ -11,19 +11,20 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import Depends, FastAPI, Path, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from ray import serve
 from starlette.responses import Response
 
 from cdp_actors import handles
+from cdp_actors.access.roles import Permission
+from cdp_actors.access.tokens import check_token_request, token_response
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.errors import BadRequest, NotFound, Unauthorized
+from cdp_actors.errors import BadRequest, NotFound
 from cdp_actors.profiles.views import PROFILE_FIELDS, profile_api_body
 from cdp_actors.schema.events import INT64_MAX, INT64_MIN
 from cdp_actors.schema.identity import check_identity_value
 from cdp_actors.schema.identity_types import canonical
-from cdp_actors.telemetry import now_ms
-from cdp_actors.tokens import issue_token, verify_token
+from serve_apps.access import Access, access_of, needs
 from serve_apps.errors import UnsupportedMediaType, install_error_handlers, json_response
 
 app = FastAPI(title="cdp profile api", docs_url=None, redoc_url=None)
@@ -44,7 +45,8 @@ def json_body(request: Request) -> None:
 
 class TokenRequest(BaseModel):
     client_id: str
-    client_secret: str
+    client_secret: SecretStr
+    """A SecretStr: never in a repr, a log line or an error message."""
     grant_type: Literal["client_credentials"] = "client_credentials"
     audience: str | None = None
 
@@ -84,24 +86,15 @@ class ProfileApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.config = config
         self.workspace = config.workspace
+        app.state.access = Access(config, data_dir)
 
     @app.post("/oauth/token", dependencies=[Depends(json_body)])
-    async def token(self, body: TokenRequest) -> Response:
-        client = next(
-            (c for c in self.config.api_clients if c.credentials_match(body.client_id, body.client_secret)), None
-        )
-        if client is None:
-            raise Unauthorized("Unknown client_id or wrong client_secret.")
-        return json_response(
-            200,
-            {"access_token": issue_token(client, now_ms()), "expires_in": client.token_ttl_s, "token_type": "Bearer"},
-        )
-
-    def _check_token(self, request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or verify_token(self.config.api_clients, token.strip(), now_ms()) is None:
-            raise Unauthorized("Send a valid, unexpired Bearer token from POST /oauth/token.")
+    async def token(self, request: Request, body: TokenRequest) -> Response:
+        """Client credentials → a bearer token carrying the client's API and role (valid `token_ttl_s`, 8 h)."""
+        check_token_request(body.grant_type, body.audience)
+        access = access_of(request)
+        client = access.client(body.client_id, body.client_secret.get_secret_value())
+        return json_response(200, token_response(access.issue(client), client.token_ttl_s))
 
     def _check_workspace(self, org: int, account: int, workspace: int) -> None:
         ours = (self.workspace.org_id, self.workspace.account_id, self.workspace.workspace_id)
@@ -118,12 +111,14 @@ class ProfileApi:
         )
 
     # Declared before the by-MPID route, which would otherwise claim /userprofile/v1/resolve/... paths.
-    @app.post("/userprofile/v1/resolve/{org}/{account}/{workspace}", dependencies=[Depends(json_body)])
+    @app.post(
+        "/userprofile/v1/resolve/{org}/{account}/{workspace}",
+        dependencies=[needs(Permission.PROFILE_READ), Depends(json_body)],
+    )
     async def resolve(
         self, request: Request, org: int, account: int, workspace: int, body: ResolveRequest, fields: str | None = None
     ) -> Response:
         """A profile by an immutable identity."""
-        self._check_token(request)
         self._check_workspace(org, account, workspace)
         wanted = parse_fields(fields)
         check_identity_value(body.identity.value, "$.identity.value")
@@ -136,10 +131,13 @@ class ProfileApi:
             raise NotFound("No profile holds that identity.")
         return await self._body(live[0], wanted)
 
-    @app.api_route("/userprofile/v1/{org}/{account}/{workspace}/{mpid}", methods=["GET", "POST"])
+    @app.api_route(
+        "/userprofile/v1/{org}/{account}/{workspace}/{mpid}",
+        methods=["GET", "POST"],
+        dependencies=[needs(Permission.PROFILE_READ)],
+    )
     async def profile(
         self, request: Request, org: int, account: int, workspace: int, mpid: Mpid, fields: str | None = None
     ) -> Response:
-        self._check_token(request)
         self._check_workspace(org, account, workspace)
         return await self._body(mpid, parse_fields(fields))

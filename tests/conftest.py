@@ -19,6 +19,7 @@ How platforms are shared (read this before asserting on counts or state):
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,10 @@ from cdp_actors.config import WorkspaceConfig, parse_workspace
 from tests.support import Api, Receiver, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_ADMIN_PASSWORD = "test-admin-password"
+"""The demo's console user `admin` takes its password from CDP_ADMIN_PASSWORD: the tests choose it, so they can log
+in (an unset variable would make the first start generate one)."""
+os.environ.setdefault("CDP_ADMIN_PASSWORD", TEST_ADMIN_PASSWORD)
 INTEGRATION_DIRS = (ROOT / "tests" / "integration", ROOT / "tests" / "faults")
 """Tests under these start real Ray and Serve (about a minute to start; minutes to run)."""
 

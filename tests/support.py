@@ -16,6 +16,18 @@ import requests
 from aiohttp import web
 
 DEMO_AUTH = "Basic " + base64.b64encode(b"demo-key:demo-secret").decode()
+DEMO_ADMIN_CLIENT = ("demo-admin", "demo-admin-secret")
+"""configs/workspace.yaml's Platform API client, admin role."""
+PLATFORM_AUDIENCE = "https://api.mparticle.com"
+
+
+def token_of(base: str, client_id: str, client_secret: str) -> str:
+    """A bearer token from `POST /oauth/token` (client credentials, as mParticle's Platform API)."""
+    body = {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials",
+            "audience": PLATFORM_AUDIENCE}  # fmt: skip
+    answer = requests.post(base + "/oauth/token", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access_token"]
 
 
 def free_port() -> int:
@@ -132,21 +144,39 @@ class Receiver:
 
 
 class Api:
-    """The platform's HTTP surface, as a client sees it."""
+    """The platform's HTTP surface, as a client sees it. Admin paths (`/cdp/...`) are called with a bearer token of
+    the demo's Platform API client `demo-admin` (admin role), fetched once per `Api`."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, client: tuple[str, str] = DEMO_ADMIN_CLIENT) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.http = requests.Session()
+        self.client = client
+        self._bearer: str | None = None
+
+    def bearer(self) -> str:
+        """`Bearer <token>` of the client."""
+        if self._bearer is None:
+            self._bearer = "Bearer " + token_of(self.base, *self.client)
+        return self._bearer
+
+    def auth_for(self, path: str, auth: str | None = DEMO_AUTH) -> str | None:
+        """The Authorization a path takes: an input's key and secret for the Events and Identity APIs, the admin
+        client's token for `/cdp/...` (its open health check needs none)."""
+        if path.startswith("/cdp/") and auth == DEMO_AUTH:
+            return self.bearer()
+        return auth
 
     def post(self, path: str, body: Any, auth: str | None = DEMO_AUTH, raw: bytes | None = None) -> requests.Response:
         headers = {"Content-Type": "application/json"}
-        if auth:
-            headers["Authorization"] = auth
+        authorization = self.auth_for(path, auth)
+        if authorization:
+            headers["Authorization"] = authorization
         data = raw if raw is not None else json.dumps(body).encode()
         return self.http.post(self.base + path, data=data, headers=headers, timeout=30)
 
     def get(self, path: str, **params: Any) -> requests.Response:
-        return self.http.get(self.base + path, params=params, timeout=30)
+        headers = {"Authorization": self.bearer()} if path.startswith("/cdp/") else {}
+        return self.http.get(self.base + path, params=params, headers=headers, timeout=30)
 
     def status(self) -> dict[str, Any]:
         return self.get("/cdp/status").json()

@@ -244,6 +244,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 """Every endpoint behind authentication and what it needs. Open without credentials: the health endpoint,
 `POST /oauth/token` and the console's login; the Events and Identity APIs authenticate with input keys."""
 
+OPEN_ENDPOINTS = frozenset({("GET", "/cdp/health"), ("POST", "/cdp/login"), ("POST", "/cdp/logout")})
+"""Admin routes without a permission: the health check (no data), logging in, and logging out (which needs a session
+and its CSRF token, checked by the route itself)."""
+
 PERMISSION_OF: dict[tuple[str, str], Permission] = {(e.method, e.path): e.permission for e in ENDPOINTS}
 
 

@@ -83,7 +83,7 @@ def start_serve(config_path: Path, data_dir: Path, port: int, *options: str) -> 
     def up() -> bool:
         assert process.poll() is None, process.stdout.read().decode()
         try:
-            return requests.get(f"http://127.0.0.1:{port}/cdp/status", timeout=2).status_code == 200
+            return requests.get(f"http://127.0.0.1:{port}/cdp/health", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 

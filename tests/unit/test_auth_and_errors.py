@@ -19,10 +19,10 @@ from fastapi import FastAPI
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
 from starlette.requests import ClientDisconnect, Request
 
+from cdp_actors.access.roles import Api, Role, credential_grant
+from cdp_actors.access.tokens import MIN_KEY_BYTES, TokenSigner
 from cdp_actors.cli import ERROR_MIDDLEWARES
-from cdp_actors.config import ApiClient
 from cdp_actors.errors import Forbidden, Unauthorized
-from cdp_actors.tokens import issue_token, verify_token
 from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
 from serve_apps.errors import (
     ErrorEnvelope,
@@ -139,12 +139,13 @@ def test_a_captured_signed_request_replayed_after_the_skew_is_refused() -> None:
 
 def test_non_ascii_signatures_tokens_and_basic_credentials_are_refused_not_raised() -> None:
     assert "does not match" in (refusal(signed_request(http_date(NOW), "\u00e9" * 64)) or "")
-    client = ApiClient(client_id="demo-client", client_secret="demo-client-secret")
-    token = issue_token(client, 0)
-    assert verify_token([client], token, 1) == client
-    payload, accent = token.partition(".")[0], "\u00e9"
-    for forged in (f"{payload}.{accent * 64}", f"{accent * 2}.{'ab' * 32}", "\u00ff", f"{payload}.\udcff"):
-        assert verify_token([client], forged, 1) is None
+    signer, versions = TokenSigner(b"k" * MIN_KEY_BYTES), {"demo-client": 1}
+    token = signer.issue("demo-client", 1, (credential_grant(Api.PROFILE, Role.READ_ONLY),), 0)
+    assert signer.verify(token, 1, versions).client_id == "demo-client"
+    signed, accent = token.rpartition(".")[0], "\u00e9"
+    for forged in (f"{signed}.{accent * 43}", f"{accent * 2}.{'ab' * 32}", "\u00ff", f"{signed}.\udcff"):
+        with pytest.raises(Unauthorized):
+            signer.verify(forged, 1, versions)
     for header in ("Basic \u00e9\u00e9\u00e9\u00e9", "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode()):
         assert parse_basic_auth(header) is None
         with pytest.raises(Unauthorized):
