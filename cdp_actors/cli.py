@@ -248,7 +248,7 @@ def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int)
     for pid in stop_orphaned_ingress(port):
         print(f"cdp: stopped HAProxy pid {pid}, left on port {port} by an earlier run", file=sys.stderr, flush=True)
     serve.start(http_options={"host": host, "port": port})
-    ensure_runtime(config, data_dir)
+    ensure_runtime(config, data_dir, announce_passwords=True)
     deploy(config, data_dir)
 
 

@@ -78,8 +78,10 @@ def _ready(*handles: Any) -> None:
     ray.get([handle.__ray_ready__.remote() for handle in handles])
 
 
-def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
-    """Create whichever runtime actors do not exist yet, in dependency order, and wait until all are up."""
+def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path, announce_passwords: bool = False) -> None:
+    """Create whichever runtime actors do not exist yet, in dependency order, and wait until all are up. The
+    process that starts the platform from a terminal (`cdp serve`) sets `announce_passwords`: a console user
+    without a password then gets one, printed once; a Serve replica, whose output is a log file, never does."""
     data_dir = str(Path(data_dir).resolve())
     make_private_dir(data_dir)
     runtime, limits = config.runtime, config.limits
@@ -93,7 +95,7 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path) -> None:
         _named(ProfileShard, shard_name(i), placement.get(i)).remote(data_dir, i, config) for i in range(runtime.shards)
     ]
     load_access_key(os.environ, data_dir)  # created here, once, before replicas race for it
-    prepare_users(config.users, data_dir, announce_password)
+    prepare_users(config.users, data_dir, announce_password if announce_passwords else None)
     sessions = _named(SessionsActor, SESSIONS_NAME, HEAD).remote(data_dir)
     _ready(alerts, intake, identity, sessions, *shards)
     forwarders = [_named(Forwarder, forwarder_name(i)).remote(data_dir, i, config) for i in range(runtime.forwarders)]

@@ -7,10 +7,11 @@
   of the admin and Profile apps, the session store actor) calls it itself in `__init__`: the key never travels in a
   task spec. Unlike the secrets key (secrets.py) it may live in the data directory: it protects no data at rest,
   and whoever reads the data directory has the data anyway.
-- `prepare_users(users, data_dir, announce)`: run once by the process that starts the platform (`ensure_runtime`),
-  before the apps: each configured user's argon2 hash into `users.json` of the data directory. A configured
-  password (`${CDP_ADMIN_PASSWORD}`) is hashed when the stored hash does not match it; a user without one gets a
-  generated password, announced once (printed by `cdp serve`, never logged) and kept only as its hash.
+- `prepare_users(users, data_dir, announce)`: run by whoever starts the runtime (`ensure_runtime`), before the apps
+  (`cdp serve` with an `announce` that prints; a Serve replica under `serve run` without one, generating nothing):
+  each configured user's argon2 hash into `users.json` of the data directory. A configured password
+  (`${CDP_ADMIN_PASSWORD}`) is hashed when the stored hash does not match it; a user without one gets a generated
+  password, announced once (printed by `cdp serve`, never logged) and kept only as its hash.
 - `load_password_hashes(data_dir)`: what the admin app's replicas read at start to check a login.
 - `demo_credentials(config)`: the demo's well-known credentials still configured, for `cdp serve`'s warning.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +34,8 @@ from cdp_actors.storage.lmdb_env import make_private_dir, open_private
 
 if TYPE_CHECKING:
     from cdp_actors.config import ConsoleUser, WorkspaceConfig
+
+_log = logging.getLogger(__name__)
 
 ACCESS_KEY_ENV = "CDP_ACCESS_KEY"
 ACCESS_KEY_FILE = "access.key"
@@ -88,10 +92,12 @@ def load_password_hashes(data_dir: str | Path) -> dict[str, str]:
 
 
 def prepare_users(
-    users: Sequence[ConsoleUser], data_dir: str | Path, announce: Callable[[str, Password], None]
+    users: Sequence[ConsoleUser], data_dir: str | Path, announce: Callable[[str, Password], None] | None
 ) -> dict[str, str]:
     """Store each user's hash (users not configured any more are dropped); `announce(name, password)` for each
-    generated password. Returns the stored hashes."""
+    generated password. Returns the stored hashes. Without `announce` (a Serve replica starting the runtime, whose
+    output goes to a log file) no password is generated: such a user cannot log in until the platform is started
+    by `cdp serve` or given a password."""
     stored = load_password_hashes(data_dir)
     hashes: dict[str, str] = {}
     for user in users:
@@ -102,6 +108,8 @@ def prepare_users(
             hashes[user.name] = current if keep and current else hash_password(password)
         elif user.name in stored:
             hashes[user.name] = stored[user.name]
+        elif announce is None:
+            _log.warning("Console user %r has no password yet: set one, or start with `cdp serve`", user.name)
         else:
             generated = generate_password()
             hashes[user.name] = hash_password(generated)
@@ -113,7 +121,7 @@ def prepare_users(
 
 def _write_hashes(data_dir: Path, hashes: dict[str, str]) -> None:
     make_private_dir(data_dir)
-    temporary = data_dir / f"{USERS_FILE}.tmp"
+    temporary = data_dir / f"{USERS_FILE}.{os.getpid()}.tmp"  # replicas starting together each write their own
     fd = open_private(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     with os.fdopen(fd, "w") as file:
         json.dump(hashes, file, sort_keys=True)

@@ -110,3 +110,9 @@ def test_serve_warns_about_demo_credentials_only_beyond_loopback():
         client["client_secret"] = "changed"
     document["users"] = []
     assert demo_credentials_warning(parse_workspace(document), "0.0.0.0") is None
+
+
+def test_without_an_announcer_no_password_is_generated(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    assert prepare_users([user("admin")], tmp_path, None) == {}
+    assert "admin" in caplog.text
+    assert prepare_users([user("admin", PASSWORD)], tmp_path, None).keys() == {"admin"}
