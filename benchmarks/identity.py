@@ -200,7 +200,7 @@ async def run_identity_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
 
     start_ray(None, ingress=args.ingress)
     try:
-        start_platform(config, str(data_dir), "127.0.0.1", port)
+        start_platform(config, str(data_dir), "127.0.0.1", port, announce_passwords=False)
         through_actor = actor_rate(requests, args.duration)
         say(f"[resolve] through the IdentityIndex actor: {through_actor:,.0f} batches/s")
         http = await identify_load(f"http://127.0.0.1:{port}/v1/identify", auth, args.users, args.duration)

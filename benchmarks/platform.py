@@ -135,7 +135,7 @@ async def running_platform(
         try:
             await wait_http(sink_stats)
             start_ray(args.address, ingress=args.ingress)
-            start_platform(config, data_dir, "127.0.0.1", port)
+            start_platform(config, data_dir, "127.0.0.1", port, announce_passwords=False)
             url = f"http://127.0.0.1:{port}"
             platform = Platform(
                 f"{url}/v2/bulkevents",

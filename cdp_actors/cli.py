@@ -238,8 +238,11 @@ def stop_orphaned_ingress(port: int) -> list[int]:
     return killed
 
 
-def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int) -> None:
-    """Serve on host:port, the runtime's actors, and every HTTP app; Ray must be initialised."""
+def start_platform(
+    config: WorkspaceConfig, data_dir: str, host: str, port: int, announce_passwords: bool = True
+) -> None:
+    """Serve on host:port, the runtime's actors, and every HTTP app; Ray must be initialised. A console user without
+    a password gets one, printed once, unless `announce_passwords` is false (the benchmarks: nobody logs in)."""
     from ray import serve
 
     from cdp_actors.runtime import ensure_runtime
@@ -248,7 +251,7 @@ def start_platform(config: WorkspaceConfig, data_dir: str, host: str, port: int)
     for pid in stop_orphaned_ingress(port):
         print(f"cdp: stopped HAProxy pid {pid}, left on port {port} by an earlier run", file=sys.stderr, flush=True)
     serve.start(http_options={"host": host, "port": port})
-    ensure_runtime(config, data_dir, announce_passwords=True)
+    ensure_runtime(config, data_dir, announce_passwords)
     deploy(config, data_dir)
 
 

@@ -14,7 +14,7 @@ import requests
 
 from tests.conftest import demo_config
 from tests.samples import batch, custom
-from tests.support import DEMO_AUTH, Api
+from tests.support import DEMO_AUTH, Api, token_of
 
 MAX_BATCH_BYTES = 4096  # small, so a too-large batch fits in one request
 T0 = 1_700_000_000_000
@@ -79,7 +79,11 @@ def test_unknown_paths_and_methods_are_the_api_shape(platform, receiver) -> None
         "message": "No such endpoint: GET /cdp/nothing-here",
     }
     assert error_of(api.post("/cdp/status", {}), 405)["code"] == "METHOD_NOT_ALLOWED"
-    assert error_of(api.get("/userprofile/v1/1/1/1/not-a-number", fields="x"), 400)["code"] == "BAD_REQUEST"
+    profile_client = {"Authorization": "Bearer " + token_of(api.base, "demo-client", "demo-client-secret")}
+    not_a_number = requests.get(
+        api.base + "/userprofile/v1/1/1/1/not-a-number", params={"fields": "x"}, headers=profile_client, timeout=30
+    )
+    assert error_of(not_a_number, 400)["code"] == "BAD_REQUEST"  # authenticated first: anonymous is a 401
     for path in ("/v2/foo/events", "/v2/events/extra", "/v2/x/bulkevents"):
         assert error_of(api.post(path, batch("nowhere", [custom("e", T0)])), 404)["code"] == "NOT_FOUND", path
     assert api.accepted_batches() == 0  # shared platform: no test of this module before this one sent a valid batch

@@ -33,7 +33,10 @@ def with_outputs(config: WorkspaceConfig, *outputs: dict[str, Any]) -> Workspace
         for n, o in enumerate(outputs, start=1)
         if not o.get("kind", "").endswith("_audience")
     ]
-    data["api_clients"] = [{"client_id": "demo-client", "client_secret": "demo-client-secret"}]
+    data["api_clients"] = [
+        {"client_id": "demo-admin", "client_secret": "demo-admin-secret", "api": "platform", "role": "admin"},
+        {"client_id": "demo-client", "client_secret": "demo-client-secret"},
+    ]
     return WorkspaceConfig.model_validate(data)
 
 

@@ -94,7 +94,10 @@ def test_profile_api_with_oauth_tokens(platform, receiver) -> None:
 
 def test_tokens_expire(platform, receiver) -> None:
     config = demo_config(receiver.url)
-    config = config.model_copy(update={"api_clients": [config.api_clients[0].model_copy(update={"token_ttl_s": 1})]})
+    clients = [
+        c.model_copy(update={"token_ttl_s": 1}) if c.client_id == "demo-client" else c for c in config.api_clients
+    ]
+    config = config.model_copy(update={"api_clients": clients})
     api = platform(config)
     mpid = idsync(api, "identify", email="ttl@x.io")["mpid"]
     auth = {"Authorization": "Bearer " + token(api).json()["access_token"]}
