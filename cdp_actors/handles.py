@@ -13,6 +13,7 @@ from ray.actor import ActorHandle
 
 from cdp_actors.partition import (
     ALERTS_NAME,
+    CONTROL_NAME,
     DISPATCHER_NAME,
     IDENTITY_NAME,
     INTAKE_NAME,
@@ -78,3 +79,8 @@ def alerts() -> ActorHandle:
 def sessions() -> ActorHandle:
     """The console's login sessions (cdp_actors/access/session_store.py)."""
     return named(SESSIONS_NAME)
+
+
+def control() -> ActorHandle:
+    """The owner of the versioned workspace configuration and the audit log (cdp_actors/control/owner.py)."""
+    return named(CONTROL_NAME)

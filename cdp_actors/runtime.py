@@ -26,6 +26,7 @@ from cdp_actors.access.session_store import SessionStore
 from cdp_actors.access.setup import load_access_key, prepare_users
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import NODE_WAIT_S
+from cdp_actors.control.owner import ControlCore
 from cdp_actors.forwarding.alerts import AlertStore
 from cdp_actors.forwarding.forwarder import Forwarder
 from cdp_actors.identity.index import IdentityIndex
@@ -33,6 +34,7 @@ from cdp_actors.intake.dispatcher import Dispatcher
 from cdp_actors.intake.log import IntakeLog
 from cdp_actors.partition import (
     ALERTS_NAME,
+    CONTROL_NAME,
     DISPATCHER_NAME,
     IDENTITY_NAME,
     INTAKE_NAME,
@@ -84,6 +86,9 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path, announce_passw
     without a password then gets one, printed once; a Serve replica, whose output is a log file, never does."""
     data_dir = str(Path(data_dir).resolve())
     make_private_dir(data_dir)
+    control = _named(ControlActor, CONTROL_NAME, HEAD).remote(data_dir)
+    ray.get(control.seed.remote(config))  # the file seeds an empty store; a seeded store is the configuration
+    _, config = ray.get(control.current.remote())
     runtime, limits = config.runtime, config.limits
     placement = shard_placement(data_dir, runtime.shards)
     alerts = _named(AlertStore, ALERTS_NAME, HEAD).remote(data_dir)
@@ -104,6 +109,10 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path, announce_passw
     )
     _ready(*forwarders, dispatcher)
 
+
+ControlActor = ray.remote(max_restarts=-1, max_task_retries=-1)(ControlCore)
+"""Restarted if it dies (its state is in LMDB). A retried `apply` may apply a change twice: the Platform API sends
+changes with the version they were made against, so a repeat is refused as a Conflict."""
 
 SessionsActor = ray.remote(max_restarts=-1, max_task_retries=0)(SessionStore)
 """Restarted if it dies (everybody logs in again); a call is never retried: a login must not start two sessions."""
@@ -185,6 +194,7 @@ def runtime_actor_names(config: WorkspaceConfig) -> list[str]:
         *(shard_name(i) for i in range(config.runtime.shards)),
         ALERTS_NAME,
         SESSIONS_NAME,
+        CONTROL_NAME,
     ]
 
 
