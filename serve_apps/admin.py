@@ -33,6 +33,7 @@ from cdp_actors.schema.identity_types import canonical, is_device_type
 from cdp_actors.telemetry import now_ms
 from serve_apps.access import Access, Principal, access_of, needs, now_s
 from serve_apps.errors import RETRY_AFTER_S, install_error_handlers, json_response, unavailable
+from serve_apps.live import LiveConfig
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
@@ -140,6 +141,19 @@ def report_days(since: str | None, until: str | None) -> tuple[int, int]:
         raise BadRequest("dates must be YYYY-MM-DD (UTC)") from None
 
 
+def _name_connection(config: WorkspaceConfig, entry: dict[str, Any]) -> None:
+    connection = next((c for c in config.connections if c.id == entry["connection_id"]), None)
+    entry["connection"] = connection.name if connection else ""
+    if entry["connection_id"] == 0:  # processing alerts (a dead-lettered batch): no connection involved
+        entry["connection"] = "(processing: no connection)"
+    output = next((o for o in config.outputs if o.id == entry["output_id"]), None)
+    entry["output"] = output.name if output else ""
+    for kind in entry["types"]:
+        for item in kind["inputs"]:
+            source = next((i for i in config.inputs if i.id == item["input_id"]), None)
+            item["input"] = source.name if source else ""
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 0},
     max_ongoing_requests=32,
@@ -149,7 +163,8 @@ def report_days(since: str | None, until: str | None) -> tuple[int, int]:
 @serve.ingress(app)
 class AdminApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
-        self.config = config
+        self.live = LiveConfig.plain()
+        self.runtime = config.runtime  # fixed until a restart
         app.state.access = Access(config, data_dir)
 
     @app.get("/health")
@@ -194,28 +209,17 @@ class AdminApi:
         if environment not in (None, "production", "development"):
             raise BadRequest("environment must be production or development")
         connections = await handles.alerts().summary.remote(since_ms, until_ms, environment)
+        config = (await self.live.snapshot()).config
         for entry in connections:
-            self._name_connection(entry)
+            _name_connection(config, entry)
         return json_response(
             200,
             {"since_ms": since_ms, "until_ms": until_ms, "environment": environment, "connections": connections},
         )
 
-    def _name_connection(self, entry: dict[str, Any]) -> None:
-        connection = next((c for c in self.config.connections if c.id == entry["connection_id"]), None)
-        entry["connection"] = connection.name if connection else ""
-        if entry["connection_id"] == 0:  # processing alerts (a dead-lettered batch): no connection involved
-            entry["connection"] = "(processing: no connection)"
-        output = next((o for o in self.config.outputs if o.id == entry["output_id"]), None)
-        entry["output"] = output.name if output else ""
-        for kind in entry["types"]:
-            for item in kind["inputs"]:
-                source = next((i for i in self.config.inputs if i.id == item["input_id"]), None)
-                item["input"] = source.name if source else ""
-
     @app.get("/status", dependencies=[needs(Permission.STATUS_READ)])
     async def status(self) -> Response:
-        runtime = self.config.runtime
+        runtime = self.runtime
         intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
             handles.intake().status.remote(),
             handles.dispatcher().status.remote(),
@@ -254,7 +258,7 @@ class AdminApi:
         return json_response(200, page)
 
     async def _shard_profile(self, mpid: int) -> dict[str, Any] | None:
-        return await handles.shard_for(mpid, self.config.runtime.shards).profile.remote(mpid)
+        return await handles.shard_for(mpid, self.runtime.shards).profile.remote(mpid)
 
     @app.get("/users/search", dependencies=[needs(Permission.USER_ACTIVITY_SEARCH)])
     async def search(self, identity_type: str, value: str) -> Response:
@@ -282,7 +286,7 @@ class AdminApi:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
         connected outputs receive the change like any other."""
         value = required_mpid(mpid, "mpid")
-        if not any(i.id == edit.input_id for i in self.config.inputs):
+        if not any(i.id == edit.input_id for i in (await self.live.snapshot()).config.inputs):
             raise BadRequest(f"input_id: no input with id {edit.input_id}")
         edit.check()
         try:
@@ -309,7 +313,7 @@ class AdminApi:
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
         """Report counters of every shard and of the alert store for hours first..last (UTC)."""
         first, last = counter_key(first_hour, "", "", 0)[:10], counter_key(last_hour + 1, "", "", 0)[:10]
-        shards = handles.shards(self.config.runtime.shards)
+        shards = handles.shards(self.runtime.shards)
         parts = await asyncio.gather(
             handles.alerts().counts.remote(first, last), *(shard.counts.remote(first, last) for shard in shards)
         )
@@ -321,7 +325,7 @@ class AdminApi:
         _, day = report_days(date, date)
         first = day * 24 + (hour or 0)
         last = first if hour is not None else first + 23
-        names = {o.id: (o.name, o.kind) for o in self.config.outputs}
+        names = {o.id: (o.name, o.kind) for o in (await self.live.snapshot()).config.outputs}
         report = forwarding_report(await self._counts(first, last), names)
         return json_response(200, {"date": day_text(day), "hour": hour, **report})
 
@@ -336,7 +340,7 @@ class AdminApi:
         """Activity overview per UTC day: events received and forwarded, Fatal alerts, active users, sessions,
         revenue. Active users are counted per input, whatever the environment."""
         first, last = report_days(since, until)
-        shards = handles.shards(self.config.runtime.shards)
+        shards = handles.shards(self.runtime.shards)
         counts, fatal, activity = await asyncio.gather(
             self._counts(first * 24, last * 24 + 23),
             handles.alerts().fatal_by_day.remote(first * DAY_MS, (last + 1) * DAY_MS - 1, environment, input_id),
@@ -363,9 +367,9 @@ class AdminApi:
     async def identity_report(self, since: str | None = None, until: str | None = None) -> Response:
         """Per day (UTC) and input: active, known and anonymous profiles, and identifier coverage."""
         first, last = report_days(since, until)
-        shards = handles.shards(self.config.runtime.shards)
+        shards = handles.shards(self.runtime.shards)
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
-        names = {i.id: i.name for i in self.config.inputs}
+        names = {i.id: i.name for i in (await self.live.snapshot()).config.inputs}
         return json_response(
             200, {"since": day_text(first), "until": day_text(last), "days": identity_report(reports, names)}
         )

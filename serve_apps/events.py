@@ -24,6 +24,7 @@ from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import authenticate, read_body
 from serve_apps.errors import RETRY_AFTER_S, answer, check_media_type, json_response, unavailable
+from serve_apps.live import LiveConfig
 from serve_apps.routes import Route, Routes
 
 ROUTES = Routes([Route("POST", "/v2/events", False), Route("POST", "/v2/bulkevents", True)])
@@ -66,7 +67,7 @@ class EventsApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         setup_process(config, data_dir, "events-api")
         ensure_runtime(config, data_dir)
-        self.config = config
+        self.live = LiveConfig.plain()
         self.limits = config.limits
         self.intake = handles.intake()
 
@@ -80,7 +81,7 @@ class EventsApi:
             return answer(error, request)
 
     async def _ingest(self, request: Request, bulk: bool) -> Response:
-        source = authenticate(self.config, request.headers.get("authorization"))
+        source = authenticate((await self.live.snapshot()).config, request.headers.get("authorization"))
         body = await read_body(request, self.limits.max_request_bytes)
         items = self._split(body, bulk)
         checked = validate_batches(items, self.limits.max_batch_bytes)

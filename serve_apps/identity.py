@@ -34,6 +34,7 @@ from cdp_actors.schema.identity_types import CANONICAL_TO_IDSYNC
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import authenticate_signed, read_body
 from serve_apps.errors import IDSYNC_CODES, STORAGE_ERRORS, answer, check_media_type, json_response, unavailable
+from serve_apps.live import LiveConfig
 from serve_apps.routes import Route, Routes
 
 MAX_BODY_BYTES = 64 * 1024
@@ -83,7 +84,7 @@ class IdentityApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         setup_process(config, data_dir, "identity-api")
         ensure_runtime(config, data_dir)
-        self.config = config
+        self.live = LiveConfig.plain()
         self.index = handles.identity()
 
     async def __call__(self, request: Request) -> Response:
@@ -96,7 +97,7 @@ class IdentityApi:
         operation, arguments = ROUTES.find(request.method, request.url.path)
         check_media_type(request.headers.get("content-type"))
         body = await read_body(request, MAX_BODY_BYTES)
-        source = authenticate_signed(self.config, request, body)
+        source = authenticate_signed((await self.live.snapshot()).config, request, body)
         with span("identity.request", operation=operation):
             try:
                 response = await self._dispatch(operation, arguments, body, source.key)
