@@ -186,7 +186,7 @@ async def run_identity_bench(config: WorkspaceConfig, args: Any) -> dict[str, An
     core.store.close()
 
     source = config.inputs[0]
-    key, secret = source.key, source.secret.get_secret_value()
+    key, secret = source.key, source.clear_secret()
     auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
     port = free_port()
     server = start_process(run_identify_baseline, port, str(data_dir / "identity"), key, secret)

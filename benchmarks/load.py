@@ -196,5 +196,5 @@ async def admin_bearer(base: str, config: WorkspaceConfig) -> dict[str, str]:
 
 def basic_auth(config: WorkspaceConfig) -> str:
     source = config.inputs[0]
-    pair = f"{source.key}:{source.secret.get_secret_value()}"
+    pair = f"{source.key}:{source.clear_secret()}"
     return "Basic " + base64.b64encode(pair.encode()).decode()

@@ -34,7 +34,7 @@ async def baseline_phase(config: WorkspaceConfig, args: Any) -> LoadResult:
     say(f"baseline: {seconds:.0f}s closed loop, {args.concurrency} clients, {args.users:,} users")
     with tempfile.TemporaryDirectory(prefix="cdp-baseline-") as data_dir:
         server = start_process(
-            run_baseline, port, data_dir, source.key, source.secret.get_secret_value(), config.limits.max_request_bytes
+            run_baseline, port, data_dir, source.key, source.clear_secret(), config.limits.max_request_bytes
         )
         try:
             await wait_http(url)

@@ -64,9 +64,28 @@ class Input(_Strict):
     kind: Literal["platform", "feed"] = "platform"
     platform: str = "server"
     key: str = Field(min_length=1)
-    secret: Secret
+    secret: Secret | None = None
+    """In clear only in a workspace file (the store's seed) or for an input that takes signed IDSync requests."""
+    secret_hash: str | None = None
+    """The salted hash the store keeps (cdp_actors/access/keys.py): what Basic authentication is verified against."""
+    key_revision: int = 1
+    """Raised by every rotation or revocation of this input's key: cached verifications of another revision fail."""
+
+    @model_validator(mode="after")
+    def _has_a_secret(self) -> Input:
+        if self.secret is None and self.secret_hash is None:
+            raise ValueError("an input needs a secret (or, in the configuration store, its secret_hash)")
+        return self
+
+    def clear_secret(self) -> str:
+        """The secret as a workspace file gives it (benchmarks and tests sign their requests with it)."""
+        if self.secret is None:
+            raise ValueError(f"input {self.id} holds only its secret's hash")
+        return self.secret.get_secret_value()
 
     def credentials_match(self, key: str, secret: str) -> bool:
+        if self.secret is None:
+            return False
         return credentials_match((key, secret), (self.key, self.secret))
 
 

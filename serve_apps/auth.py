@@ -114,7 +114,7 @@ def authenticate_signed(config: WorkspaceConfig, request: Request, body: bytes, 
     refused = date_refusal(date, now or datetime.now(timezone.utc))
     if refused:
         raise Unauthorized(refused)
-    expected = signature_of(found.secret.get_secret_value(), request.method, date, request.url.path, body)
+    expected = signature_of(found.clear_secret(), request.method, date, request.url.path, body)
     if not signatures_match(expected, headers["x-mp-signature"]):
         raise Unauthorized("x-mp-signature does not match the request.")
     return found

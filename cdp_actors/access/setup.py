@@ -132,7 +132,7 @@ def _write_hashes(data_dir: Path, hashes: dict[str, str]) -> None:
 
 def demo_credentials(config: WorkspaceConfig) -> list[str]:
     """`input demo-key`, `api client demo-admin`, ...: the published demo credentials this config still uses."""
-    configured = {("input", i.key): i.secret for i in config.inputs} | {
+    configured = {("input", i.key): i.secret for i in config.inputs if i.secret is not None} | {
         ("api client", c.client_id): c.client_secret for c in config.api_clients
     }
     return [
