@@ -45,8 +45,8 @@ from cdp_actors.tasks import Tasks
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
-REMOVED = "Output Removed"
-"""The alert type of a row dropped because its output or connection was removed before it was sent."""
+OUTPUT_REMOVED, CONNECTION_REMOVED = "Output Removed", "Connection Removed"
+"""The alert types of a row dropped because its output, or its connection, was removed before it was sent."""
 INTERNAL_ERROR = "Internal Error"
 """The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
 at the door caught): the row fails alone."""
@@ -207,8 +207,10 @@ class Delivery:
             self.version_wanted.set()
             return False
         self.dropped += 1
-        detail = f"output {row.output_id} or connection {row.connection_id} was removed before the batch was sent"
-        self._alert(row, REMOVED, FATAL, detail)
+        removed = "output" if row.output_id not in routing.adapters else "connection"
+        alert_type = OUTPUT_REMOVED if removed == "output" else CONNECTION_REMOVED
+        item = row.output_id if removed == "output" else row.connection_id
+        self._alert(row, alert_type, FATAL, f"{removed} {item} was removed before the batch was sent")
         self._done(row, None, False)
         return False
 

@@ -43,6 +43,7 @@ class Forwarder:
         self.index = index
         self.delivery = Delivery(config)
         self.watcher = ConfigWatcher((0, config), self.delivery.use)  # the current version comes with the first poll
+        self.loaded = asyncio.Event()  # the current version is held: rows handed over now go as it says
         self.shards = handles.shards(config.runtime.shards)
         self.alerts_store = handles.alerts()
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
@@ -55,6 +56,7 @@ class Forwarder:
     async def _follow_config(self) -> None:
         if self.watcher.version == 0:
             self.watcher.offer(*await current_version())
+        self.loaded.set()
         await follow(self.watcher, self.delivery.version_wanted)
 
     def config_version(self) -> int:
@@ -116,7 +118,9 @@ class Forwarder:
 
     async def _ask_for_resend(self) -> None:
         """After a (re)start nothing is held here: every shard hands its undelivered rows over again. Any failure
-        asks that shard again (after a pause), so no shard's windows are left waiting in `early`."""
+        asks that shard again (after a pause), so no shard's windows are left waiting in `early`. It waits for the
+        current configuration version first: a restarted process was created with the first one."""
+        await self.loaded.wait()
         for index, shard in enumerate(self.shards):
             while index not in self.resent:
                 try:

@@ -25,7 +25,7 @@ from cdp_actors.control.changes import (
     first_next_ids,
 )
 from cdp_actors.control.diff import is_newer_item, output_changes
-from cdp_actors.forwarding.delivery import REMOVED, Delivery
+from cdp_actors.forwarding.delivery import CONNECTION_REMOVED, OUTPUT_REMOVED, Delivery
 from cdp_actors.forwarding.retry import FATAL
 from cdp_actors.profiles.handoff import HandOff, outbox_lane
 from cdp_actors.profiles.shard import ShardCore, output_lanes
@@ -196,7 +196,7 @@ def test_an_added_output_gets_its_resources_and_a_removed_ones_rows_are_dropped_
     old, new = partners
     v1 = base(old.url)
     v2 = changed(v1, webhook(new.url, "Bearer n"), AddConnection(fields={"name": "c2", "input": 1, "output": 2}))
-    v3 = changed(v2, RemoveConnection(id=2), RemoveOutput(id=2))
+    v3 = changed(v2, RemoveConnection(id=2), RemoveOutput(id=2), RemoveConnection(id=1))
 
     async def main() -> Delivery:
         delivery = Delivery(v1)
@@ -205,16 +205,20 @@ def test_an_added_output_gets_its_resources_and_a_removed_ones_rows_are_dropped_
         delivery.queue([to(2, 2, 1, mpid=1)])
         await until(lambda: not delivery.lanes, "the added output's row")
         delivery.use(v3)
-        delivery.queue([to(2, 2, 2, mpid=1)])
-        await until(lambda: not delivery.lanes, "the removed output's row dropped")
+        delivery.queue([to(2, 2, 2, mpid=1), to(1, 1, 3, mpid=1)])
+        await until(lambda: not delivery.lanes, "the removed output's and connection's rows dropped")
         await delivery.close()
         return delivery
 
     delivery = asyncio.run(main())
     assert [r.body["n"] for r in new.received] == [1]
     pending = delivery.take_pending()
-    assert [(a.type, a.severity, a.output_id) for a in pending.alerts] == [(REMOVED, FATAL, 2)]
-    assert (2).to_bytes(8, "big") in pending.acks[0] and delivery.dropped == 1 and not delivery.parked
+    assert sorted((a.type, a.severity, a.output_id) for a in pending.alerts) == [
+        (CONNECTION_REMOVED, FATAL, 1),
+        (OUTPUT_REMOVED, FATAL, 2),
+    ]
+    assert {(2).to_bytes(8, "big"), (3).to_bytes(8, "big")} <= set(pending.acks[0])
+    assert delivery.dropped == 2 and not delivery.parked and [r.body["n"] for r in old.received] == []
 
 
 def test_a_coalesced_group_is_prepared_and_combined_by_one_version(partners: list[Receiver]) -> None:
