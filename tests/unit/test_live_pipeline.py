@@ -27,8 +27,9 @@ from cdp_actors.control.changes import (
 from cdp_actors.control.diff import is_newer_item, output_changes
 from cdp_actors.forwarding.delivery import CONNECTION_REMOVED, OUTPUT_REMOVED, Delivery
 from cdp_actors.forwarding.retry import FATAL
+from cdp_actors.intake.isolation import is_transient
 from cdp_actors.profiles.handoff import HandOff, outbox_lane
-from cdp_actors.profiles.shard import ShardCore, output_lanes
+from cdp_actors.profiles.shard import ConfigVersionGap, ShardCore, output_lanes
 from cdp_actors.schema.records import OutboxRow, ShardRecord
 from tests.conftest import demo_config
 from tests.samples import batch, custom
@@ -244,3 +245,7 @@ def test_a_coalesced_group_is_prepared_and_combined_by_one_version(partners: lis
     assert all(header == "Bearer v2" for header, _ in sent[new.port]) and sent[new.port]
     bodies = [b for server in partners for r in server.received for b in r.body]
     assert sorted(b["n"] for b in bodies) == list(range(1, 41))
+
+
+def test_a_shard_refusing_a_version_it_does_not_hold_is_waited_out_not_dead_lettered() -> None:
+    assert is_transient(ConfigVersionGap("shard 0 holds version 5, not 4"))
