@@ -27,15 +27,16 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from cdp_actors.config import WorkspaceConfig
+from cdp_actors.config import Connection, Output, WorkspaceConfig
 from cdp_actors.constants import BULK_MAX_SLEEP_S, MAX_BUFFERED_ALERTS
+from cdp_actors.control.diff import is_newer_item, largest_ids, output_changes
 from cdp_actors.forwarding.breaker import CLOSED, Breaker
 from cdp_actors.forwarding.bulk import BulkQueue
 from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
-from cdp_actors.integrations.base import HttpRequest, MembershipChange, Prepared, combines, sends_raw
+from cdp_actors.integrations.base import Adapter, HttpRequest, MembershipChange, Prepared, combines, sends_raw
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
@@ -44,6 +45,8 @@ from cdp_actors.tasks import Tasks
 from cdp_actors.telemetry import count, now_ms, span
 
 log = logging.getLogger(__name__)
+OUTPUT_REMOVED, CONNECTION_REMOVED = "Output Removed", "Connection Removed"
+"""The alert types of a row dropped because its output, or its connection, was removed before it was sent."""
 INTERNAL_ERROR = "Internal Error"
 """The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
 at the door caught): the row fails alone."""
@@ -75,37 +78,71 @@ class Pending:
     forwarded_events: Counter[int] = field(default_factory=Counter)
 
 
+@dataclass
+class Routing:
+    """What delivery derives from one configuration version: the outputs with their adapters, the connections
+    with their filters. A row (or a coalesced group) is prepared and combined with one `Routing`."""
+
+    outputs: dict[int, Output]
+    adapters: dict[int, Adapter]
+    audience_adapters: dict[int, Any]
+    status_alerts: dict[int, dict[int, str]]
+    connections: dict[int, Connection]
+    passthrough: dict[int, bool]
+    """Connections whose filters change nothing: their rows go as the shard encoded them."""
+
+    @staticmethod
+    def of(config: WorkspaceConfig, previous: Routing | None = None, rebuild: frozenset[int] = frozenset()) -> Routing:
+        """The routing of `config`, keeping the adapters of `previous` for outputs not in `rebuild` (an adapter
+        may cost something to build, and an unchanged one needs no rebuilding)."""
+        outputs = {o.id: o for o in config.outputs}
+        before_events = {} if previous is None else previous.adapters
+        before_audience = {} if previous is None else previous.audience_adapters
+        adapters, audience = {}, {}
+        for o in config.outputs:
+            if takes_events(o.kind):
+                kept = o.id in before_events and o.id not in rebuild
+                adapters[o.id] = before_events[o.id] if kept else build_adapter(o.kind, o.settings)
+            kept = o.id in before_audience and o.id not in rebuild
+            audience_adapter = before_audience[o.id] if kept else build_audience_adapter(o.kind, o.settings)
+            if audience_adapter is not None:
+                audience[o.id] = audience_adapter
+        connections = {c.id: c for c in config.connections}
+        return Routing(
+            outputs=outputs,
+            adapters=adapters,
+            audience_adapters=audience,
+            status_alerts={o: a.status_alerts for o, a in {**audience, **adapters}.items()},
+            connections=connections,
+            passthrough={
+                c.id: passes_everything(c, outputs[c.output].new_data_points == "forward") for c in config.connections
+            },
+        )
+
+
 class Delivery:
     def __init__(self, config: WorkspaceConfig) -> None:
         self.policy = RetryPolicy(config.retry.max_attempts, config.retry.base_delay_s, config.retry.max_delay_s)
         self.timeout = aiohttp.ClientTimeout(total=config.retry.request_timeout_s)
-        self.outputs = {o.id: o for o in config.outputs}
-        self.adapters = {o.id: build_adapter(o.kind, o.settings) for o in config.outputs if takes_events(o.kind)}
-        audience = {o.id: build_audience_adapter(o.kind, o.settings) for o in config.outputs}
-        self.audience_adapters = {output: adapter for output, adapter in audience.items() if adapter is not None}
-        self.status_alerts = {o: a.status_alerts for o, a in {**self.audience_adapters, **self.adapters}.items()}
         self.max_age_s = config.retry.max_age_s
         self.bulk: dict[tuple[int, int], BulkQueue] = {}
         self.max_buffered_changes = config.runtime.max_buffered_audience_changes
         self.bulk_wake = asyncio.Event()
-        self.connections = {c.id: c for c in config.connections}
-        self.passthrough = {
-            c.id: passes_everything(c, self.outputs[c.output].new_data_points == "forward") for c in config.connections
-        }
         retry = config.retry
-        breaker = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
-        self.breakers = {o.id: Breaker(*breaker) for o in config.outputs}
-        limit = config.runtime.output_concurrency
-        self.sessions = {
-            o.id: aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) for o in config.outputs
-        }
-        self.slots = {o.id: asyncio.Semaphore(limit) for o in config.outputs}
+        self.breaker_settings = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
+        self.output_concurrency = config.runtime.output_concurrency
         self.tasks = Tasks("delivery")
-        self.groupers = {
-            output: Grouper(adapter.max_batches_per_request, partial(self._deliver_group, output))
-            for output, adapter in self.adapters.items()
-            if combines(adapter) and adapter.max_batches_per_request > 1
-        }
+        # per output, kept across versions (a changed output keeps them; a removed one's in-flight retries use them)
+        self.breakers: dict[int, Breaker] = {}
+        self.sessions: dict[int, aiohttp.ClientSession] = {}
+        self.slots: dict[int, asyncio.Semaphore] = {}
+        self.groupers: dict[int, Grouper[OutboxRow]] = {}
+        self.config = config
+        self.routing = Routing.of(config)
+        self.largest_ids = largest_ids(config)  # of every version held: ids are never reused
+        self.parked: list[OutboxRow] = []  # lane heads of outputs or connections of a version not held yet
+        self.version_wanted = asyncio.Event()  # set when a row needs a newer version: the forwarder looks early
+        self._add_outputs(self.routing.outputs)
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
@@ -115,6 +152,67 @@ class Delivery:
         self.skipped_events: Counter[tuple[int, str]] = Counter()
         self.report_counts: Counter[str] = Counter()
         self.forwarded_memberships: Counter[int] = Counter()
+
+    outputs = property(lambda self: self.routing.outputs)
+    adapters = property(lambda self: self.routing.adapters)
+    audience_adapters = property(lambda self: self.routing.audience_adapters)
+    status_alerts = property(lambda self: self.routing.status_alerts)
+    connections = property(lambda self: self.routing.connections)
+    passthrough = property(lambda self: self.routing.passthrough)
+
+    def use(self, config: WorkspaceConfig) -> Routing:
+        """Deliver under `config` from now on, between prepared requests: requests built already go as they were
+        built. An added output gets its adapter, session, breaker and slot; a changed one a new adapter, keeping
+        its session and breaker; a removed one's rows not yet prepared are dropped with a Fatal alert (as a row
+        of a removed connection is): nothing would deliver them as the workspace now says. The connections'
+        filters are rebuilt. Rows that waited for this version start."""
+        changes = output_changes(self.config, config)
+        self.routing = Routing.of(config, self.routing, changes.added | changes.changed)
+        self.config = config
+        self.largest_ids = tuple(map(max, zip(self.largest_ids, largest_ids(config), strict=True)))  # type: ignore[assignment]
+        self._add_outputs({i: self.routing.outputs[i] for i in changes.added | changes.changed})
+        parked, self.parked = self.parked, []
+        for row in parked:
+            self._start(row)
+        return self.routing
+
+    def _add_outputs(self, outputs: dict[int, Output]) -> None:
+        """Sessions, breakers and slots for outputs that have none yet; the groupers of combining outputs."""
+        for output in outputs:
+            if output not in self.sessions:
+                connector = aiohttp.TCPConnector(limit=self.output_concurrency)
+                self.sessions[output] = aiohttp.ClientSession(connector=connector)
+                self.breakers[output] = Breaker(*self.breaker_settings)
+                self.slots[output] = asyncio.Semaphore(self.output_concurrency)
+            adapter = self.routing.adapters.get(output)
+            if adapter is not None and combines(adapter) and adapter.max_batches_per_request > 1:
+                grouper = self.groupers.get(output)
+                size = adapter.max_batches_per_request
+                if grouper is None:
+                    self.groupers[output] = Grouper(size, partial(self._deliver_group, output))
+                else:
+                    grouper.max_items = size
+            else:
+                self.groupers.pop(output, None)  # rows it still holds go on: `_deliver_group` sends them alone
+
+    def _routable(self, row: OutboxRow, routing: Routing) -> bool:
+        """Whether `routing` knows the row's output and connection. If not, the row waits for a newer version
+        (ids above every id held belong to one not held yet), or is dropped: its output or connection was
+        removed."""
+        if row.output_id in routing.adapters and row.connection_id in routing.connections:
+            return True
+        largest_output, largest_connection = self.largest_ids
+        if is_newer_item(row.output_id, largest_output) or is_newer_item(row.connection_id, largest_connection):
+            self.parked.append(row)
+            self.version_wanted.set()
+            return False
+        self.dropped += 1
+        removed = "output" if row.output_id not in routing.adapters else "connection"
+        alert_type = OUTPUT_REMOVED if removed == "output" else CONNECTION_REMOVED
+        item = row.output_id if removed == "output" else row.connection_id
+        self._alert(row, alert_type, FATAL, f"{removed} {item} was removed before the batch was sent")
+        self._done(row, None, False)
+        return False
 
     def queue(self, rows: list[OutboxRow]) -> None:
         for row in rows:
@@ -151,6 +249,8 @@ class Delivery:
     def _start(self, row: OutboxRow) -> None:
         """Deliver the head of a lane: with the output's other ready rows as one request when the output
         combines requests and is healthy, else on its own."""
+        if not self._routable(row, self.routing):
+            return
         grouper = self.groupers.get(row.output_id)
         if grouper is not None and self.breakers[row.output_id].state == CLOSED:
             grouper.add(row)
@@ -196,7 +296,7 @@ class Delivery:
                 self._done(row, Prepared(), False)
 
     async def _deliver_alone(self, row: OutboxRow) -> None:
-        prepared = self._prepared(row)
+        prepared = self._prepared(row, self.routing)
         if prepared is not None:
             await self._deliver_prepared(row, prepared)
 
@@ -214,13 +314,15 @@ class Delivery:
         """The first attempt for a group of lane heads, as one combined request. Rows that need more than
         one request, or arrive while the output's breaker is not closed, go on their own; if the combined
         request fails, its retries run outside the group's slot. A row whose preparation fails fails alone."""
-        if self.breakers[output_id].state != CLOSED:
-            for row in rows:
+        routing = self.routing  # one version prepares and combines the group
+        adapter = routing.adapters.get(output_id)
+        if self.breakers[output_id].state != CLOSED or adapter is None or output_id not in self.groupers:
+            for row in rows:  # the output is not healthy, removed, or no longer combines
                 self.tasks.spawn(self._deliver_alone(row))
             return
         together: list[tuple[OutboxRow, Prepared]] = []
         for row in rows:
-            prepared = self._prepared(row)
+            prepared = self._prepared(row, routing)
             if prepared is None:
                 continue
             if len(prepared.requests) == 1:
@@ -229,13 +331,14 @@ class Delivery:
                 self.tasks.spawn(self._deliver_prepared(row, prepared))
         if together:
             try:
-                await self._deliver_together(output_id, together)
+                await self._deliver_together(output_id, adapter, together)
             except Exception as error:
                 self._fail([row for row, _ in together], "sending the batches", error)
 
-    async def _deliver_together(self, output_id: int, together: list[tuple[OutboxRow, Prepared]]) -> None:
+    async def _deliver_together(
+        self, output_id: int, adapter: Adapter, together: list[tuple[OutboxRow, Prepared]]
+    ) -> None:
         try:
-            adapter = self.adapters[output_id]
             assert combines(adapter), output_id  # only a combining output's rows are grouped (`groupers`)
             request = adapter.combine([prepared.requests[0] for _, prepared in together])
         except Exception as error:  # a bug in combining is no row's fault: each goes on its own instead
@@ -269,26 +372,29 @@ class Delivery:
         received_ms = row.received_ms or now_ms()
         return time.monotonic() + self.max_age_s - (now_ms() - received_ms) / 1000
 
-    def _prepared(self, row: OutboxRow) -> Prepared | None:
-        """The row's requests; None when it has none to send, and is finished: screened out, or failed (an
-        exception while decoding, screening or preparing it fails the row alone, with a Fatal alert)."""
+    def _prepared(self, row: OutboxRow, routing: Routing) -> Prepared | None:
+        """The row's requests, built by `routing`'s adapter; None when it has none to send: screened out, failed
+        (an exception while decoding, screening or preparing it fails the row alone, with a Fatal alert), or not
+        routable (its output or connection removed, or of a version not held yet: see `_routable`)."""
+        if not self._routable(row, routing):
+            return None
         try:
-            prepared = self._prepare(row)
+            prepared = self._prepare(row, routing)
         except Exception as error:
-            self._fail([row], f"preparing the batch for {self.outputs[row.output_id].kind}", error)
+            self._fail([row], f"preparing the batch for {routing.outputs[row.output_id].kind}", error)
             return None
         if prepared is None:
             self._done(row, None, True)
         return prepared
 
-    def _prepare(self, row: OutboxRow) -> Prepared | None:
+    def _prepare(self, row: OutboxRow, routing: Routing) -> Prepared | None:
         """Screen the row for its connection and turn it into the output's requests, alerting its rejections
         and counting skipped events; None: nothing to send. May raise (see `_prepared`)."""
-        adapter = self.adapters[row.output_id]
-        if self.passthrough[row.connection_id] and sends_raw(adapter):
+        adapter = routing.adapters[row.output_id]
+        if routing.passthrough[row.connection_id] and sends_raw(adapter):
             prepared = adapter.prepare_raw(row.payload, row.event_count)  # the hot path: no decode, no encode
         else:
-            prepared = self._prepare_decoded(row, msgspec.json.decode(row.payload))
+            prepared = self._prepare_decoded(row, msgspec.json.decode(row.payload), routing)
             if prepared is None:
                 return None
         for rejection in prepared.rejections:
@@ -297,17 +403,17 @@ class Delivery:
             self.skipped_events[(row.output_id, kind)] += n
         return prepared
 
-    def _prepare_decoded(self, row: OutboxRow, batch: dict[str, Any]) -> Prepared | None:
-        output = self.outputs[row.output_id]
+    def _prepare_decoded(self, row: OutboxRow, batch: dict[str, Any], routing: Routing) -> Prepared | None:
+        output = routing.outputs[row.output_id]
         screened = (
             Screened(batch)
-            if self.passthrough[row.connection_id]
-            else screen(batch, self.connections[row.connection_id], output.new_data_points == "forward")
+            if routing.passthrough[row.connection_id]
+            else screen(batch, routing.connections[row.connection_id], output.new_data_points == "forward")
         )
         if screened.batch is None:
             self.screened_out += 1
             return None
-        return self.adapters[row.output_id].prepare(screened.batch, now_ms())
+        return routing.adapters[row.output_id].prepare(screened.batch, now_ms())
 
     async def _deliver_request(
         self,
@@ -333,7 +439,7 @@ class Delivery:
             if attempt.ok:
                 return True
             verdict = self.policy.judge(attempt_no, attempt)
-            named = self.status_alerts[output_id].get(attempt.status or 0)
+            named = self.status_alerts.get(output_id, {}).get(attempt.status or 0)
             alert_type = named if named and verdict.alert_type != RETRY_COUNT_EXCEEDED else verdict.alert_type
             detail = _attempt_detail(attempt)
             self._alert_all(about, alert_type, verdict.severity, f"{detail} delivering to output {output_id}")

@@ -3,6 +3,11 @@
 A row is acknowledged to its shard, which deletes it, once delivered or dropped with a Fatal alert; until
 then it stays in the shard's outbox, so pending retries survive any restart. After a (re)start the actor
 asks every shard for its undelivered rows again before taking the shard's new windows.
+
+It follows the configuration's versions like the dispatcher (`cdp_actors/control/follow.py`): from the control
+actor's current one at (re)start, then every poll, and at once when `Delivery` is handed a row of an output or
+connection it does not know yet (the shards may hold a version before this process does). `Delivery.use` takes a
+version between prepared requests.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import ray.exceptions
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import FLUSH_INTERVAL_S, RESEND_RETRY_S
+from cdp_actors.control.follow import current_version, follow
+from cdp_actors.control.watcher import ConfigWatcher
 from cdp_actors.forwarding.delivery import Delivery, ForwarderStatus, Pending
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.redaction import code_location, describe
@@ -35,13 +42,25 @@ class Forwarder:
         setup_process(config, data_dir, f"forwarder-{index}")
         self.index = index
         self.delivery = Delivery(config)
+        self.watcher = ConfigWatcher((0, config), self.delivery.use)  # the current version comes with the first poll
+        self.loaded = asyncio.Event()  # the current version is held: rows handed over now go as it says
         self.shards = handles.shards(config.runtime.shards)
         self.alerts_store = handles.alerts()
         self.resent: set[int] = set()  # shards that handed this process their undelivered rows
         self.early: dict[int, list[bytes]] = defaultdict(list)  # windows that arrived before that
+        keep_running(self._follow_config, "configuration poll")
         keep_running(self._ask_for_resend, "resend")
         keep_running(self._flush_forever, "flush")
         keep_running(self.delivery.flush_bulk_forever, "audience uploads")
+
+    async def _follow_config(self) -> None:
+        if self.watcher.version == 0:
+            self.watcher.offer(*await current_version())
+        self.loaded.set()
+        await follow(self.watcher, self.delivery.version_wanted)
+
+    def config_version(self) -> int:
+        return self.watcher.version
 
     async def deliver(self, shard: int, windows: list[bytes]) -> None:
         """Queue windows of one shard's outbox rows (one per output). Until that shard has answered this
@@ -99,7 +118,9 @@ class Forwarder:
 
     async def _ask_for_resend(self) -> None:
         """After a (re)start nothing is held here: every shard hands its undelivered rows over again. Any failure
-        asks that shard again (after a pause), so no shard's windows are left waiting in `early`."""
+        asks that shard again (after a pause), so no shard's windows are left waiting in `early`. It waits for the
+        current configuration version first: a restarted process was created with the first one."""
+        await self.loaded.wait()
         for index, shard in enumerate(self.shards):
             while index not in self.resent:
                 try:

@@ -1,7 +1,12 @@
 """Dispatcher: tails the intake log, resolves each batch to an MPID and hands chunks to profile shards.
 
 The cursor advances, and the processed log is trimmed, only after every shard has committed its part
-of a chunk; after any crash the chunk is sent again and shards skip what they already applied. A chunk that
+of a chunk; after any crash the chunk is sent again and shards skip what they already applied.
+
+The dispatcher follows the configuration's versions (`cdp_actors/control/follow.py`) and stamps every shard call
+with the version of the chunk: a chunk is resolved, applied and turned into outbox rows under one version. A shard
+gets the configuration along with the version whenever the dispatcher does not know it holds it (a new version,
+a restart of either; a shard that restarted says so by refusing the stamp, `ConfigVersionGap`). A chunk that
 keeps failing for a reason other than the runtime or the storage is split to find the batch that fails on
 its own, which goes to the dead-letter store with a Fatal alert (`isolation.py`, `deadletter.py`).
 """
@@ -21,6 +26,8 @@ import ray
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import ALERT_TIMEOUT_S, IDLE_POLL_S, RETRY_DELAY_S
+from cdp_actors.control.follow import current_version, follow
+from cdp_actors.control.watcher import ConfigSnapshot, ConfigWatcher
 from cdp_actors.identity.index import BatchRequest, encode_requests
 from cdp_actors.identity.strategy import Outcome
 from cdp_actors.ids import batch_id, fresh_mpid, load_mpid_secret, origin_key
@@ -148,6 +155,10 @@ class DispatcherStatus(msgspec.Struct):
     transient_failures: int
 
 
+def _nothing(config: WorkspaceConfig) -> None:
+    """The dispatcher derives nothing from a configuration: it passes versions on to the shards."""
+
+
 class _Environment(msgspec.Struct):
     environment: str = "production"
 
@@ -193,6 +204,8 @@ class Dispatcher:
         self.identity = handles.identity()
         self.alerts = handles.alerts()
         self.sent_upto: dict[int, int] = {}
+        self.watcher: ConfigWatcher[None] | None = None  # loaded when dispatching starts
+        self.shard_versions: dict[int, int] = {}  # shard -> the configuration version it was last sent
         self.dispatched = 0
         self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
@@ -201,6 +214,9 @@ class Dispatcher:
         keep_running(self._run, "dispatch")
 
     async def _run(self) -> None:
+        if self.watcher is None:  # the current version, not the one this actor was first created with
+            self.watcher = ConfigWatcher(await current_version(), _nothing)
+            keep_running(lambda: follow(self._watcher()), "configuration poll")
         while True:
             try:
                 moved = await self._dispatch_once()
@@ -223,6 +239,7 @@ class Dispatcher:
             await self._apply(part)
         except Exception as error:
             self.sent_upto.clear()  # the part goes again from the cursor
+            self.shard_versions.clear()  # with the configuration: a shard that failed may have restarted
             return await self._failed(part, error)
         self.isolation.done(part)
         self.stall.clear()
@@ -230,20 +247,27 @@ class Dispatcher:
         count("cdp_batches_dispatched", len(part))
         return len(part)
 
+    def _watcher(self) -> ConfigWatcher[None]:
+        assert self.watcher is not None
+        return self.watcher
+
+    def _shard_call(self, shard: int, records: list[ShardRecord], held: ConfigSnapshot[None]) -> Any:
+        config = None if self.shard_versions.get(shard) == held.version else held.config
+        return self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard), held.version, config)
+
     async def _apply(self, part: list[tuple[int, LogRecord]]) -> None:
+        held = self._watcher().snapshot()  # the chunk's version, from resolving it to its outbox rows
         with span("dispatch.chunk", batches=len(part)):
             outcomes = await self.identity.resolve_batches.remote(encode_requests(self.core.identity_requests(part)))
             routed = self.core.route(part, outcomes)
-            calls = [
-                self.shard_handles[shard].apply.remote(records, self.sent_upto.get(shard))
-                for shard, records in routed.items()
-            ]
+            calls = [self._shard_call(shard, records, held) for shard, records in routed.items()]
             results = await asyncio.gather(*calls, return_exceptions=True)
             failures = [r for r in results if isinstance(r, Exception)]
             if failures:  # one shard restarting makes it a wait, whatever the others raised
                 raise next((f for f in failures if is_transient(f)), failures[0])
             for shard, records in routed.items():
                 self.sent_upto[shard] = records[-1].seq
+                self.shard_versions[shard] = held.version
             self.core.advance(part[-1][0] + 1)
 
     async def _failed(self, part: list[tuple[int, LogRecord]], error: Exception) -> int:
@@ -270,6 +294,10 @@ class Dispatcher:
             await asyncio.wait_for(self.alerts.record.remote([dead_letter_alert(entry, now_ms())]), ALERT_TIMEOUT_S)
         except Exception:  # the entry is stored: /cdp/status and /cdp/deadletter show it even without the alert
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
+
+    def config_version(self) -> int:
+        """The configuration version the next chunk is dispatched under (0 before dispatching starts)."""
+        return 0 if self.watcher is None else self.watcher.version
 
     def status(self) -> DispatcherStatus:
         return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating, self.transient_failures)

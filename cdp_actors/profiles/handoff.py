@@ -38,8 +38,16 @@ def forwarder_of(lane: bytes) -> int:
 class HandOff:
     def __init__(self, lanes: Iterable[bytes], window: int) -> None:
         self.window = window
-        self.held: dict[bytes, set[bytes]] = {lane: set() for lane in lanes}  # handed, not acknowledged yet
-        self.handed_upto: dict[bytes, bytes | None] = dict.fromkeys(self.held)  # the last key handed
+        self.held: dict[bytes, set[bytes]] = {}  # handed, not acknowledged yet
+        self.handed_upto: dict[bytes, bytes | None] = {}  # the last key handed
+        self.add_lanes(lanes)
+
+    def add_lanes(self, lanes: Iterable[bytes]) -> None:
+        """Lanes of outputs added live: empty, handed from their start. Lanes already here keep their state."""
+        for lane in lanes:
+            if lane not in self.held:
+                self.held[lane] = set()
+                self.handed_upto[lane] = None
 
     @property
     def lanes(self) -> KeysView[bytes]:

@@ -54,6 +54,16 @@ class SequenceGap(RuntimeError):
     """The shard has not applied a chunk the dispatcher believes it sent: resend from the cursor."""
 
 
+class ConfigVersionGap(SequenceGap):
+    """The dispatcher stamped a chunk with a configuration version this shard does not hold (it restarted and
+    started from the control actor's current one) and did not send it: resend from the cursor, with it."""
+
+
+CONTROL_TIMEOUT_S = 30.0
+"""How long a (re)starting shard waits for the control actor's current version before it starts from the
+configuration it was created with (the dispatcher's first chunk then brings its own version)."""
+
+
 def history_key(mpid: int, seq: int) -> bytes:
     return mpid_key(mpid) + u64(seq)
 
@@ -70,6 +80,11 @@ class Activity(msgspec.Struct, array_like=True):
 
 
 _activity_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(Activity))
+
+
+def _after(lane: bytes) -> bytes:
+    """The smallest key past every key that starts with `lane`."""
+    return (int.from_bytes(lane, "big") + 1).to_bytes(len(lane), "big")  # lanes never reach all 0xff
 
 
 def event_time(event: dict[str, Any]) -> int:
@@ -91,9 +106,11 @@ class ShardStats(msgspec.Struct):
 class ShardCore:
     """The shard's state and storage, without Ray."""
 
-    def __init__(self, path: str | Path, index: int, config: WorkspaceConfig) -> None:
+    def __init__(self, path: str | Path, index: int, config: WorkspaceConfig, version: int = 0) -> None:
         self.index = index
         self.config = config
+        self.version = version
+        """The configuration version whose connections turn batches into outbox rows."""
         self.forwarders = config.runtime.forwarders
         self.history_cap = config.runtime.history_per_user
         self.login_ids = config.identity.policy().login
@@ -103,6 +120,26 @@ class ShardCore:
             value = txn.get(LAST_SEQ, db=self.store.db("meta"))
         self.last_seq = from_u64(value) if value else 0
         self.applied_since_start = 0
+
+    def use(self, version: int, config: WorkspaceConfig) -> None:
+        """Turn the next chunks into outbox rows under this version (taken between chunks, never inside one).
+        The version is the dispatcher's: an older one than held is taken too, so that a chunk's rows follow the
+        version its dispatcher resolved it under. What stays fixed until a restart (runtime, identity) is not read
+        from it."""
+        self.version, self.config = version, config
+
+    def outbox_lanes(self) -> list[bytes]:
+        """The lanes that hold outbox rows now, one key lookup each: after a restart, the rows of an output that
+        was removed meanwhile are still handed on (their forwarder drops them with an alert) and so leave."""
+        lanes = []
+        with self.store.read() as txn:
+            cursor = txn.cursor(self.store.db("outbox"))
+            found = cursor.first()
+            while found:
+                lane = bytes(cursor.key()[:LANE_BYTES])
+                lanes.append(lane)
+                found = cursor.set_range(_after(lane))
+        return lanes
 
     def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
         if prev_seq is not None and prev_seq > self.last_seq:
@@ -282,6 +319,21 @@ class ShardCore:
             )
 
 
+def output_lanes(config: WorkspaceConfig) -> list[bytes]:
+    """Every (forwarder, output) lane of a configuration. Lanes are only ever added while a shard runs: a removed
+    output's rows still leave through theirs (see `Delivery`: dropped with a Fatal alert)."""
+    return [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
+
+
+def _current_or(config: WorkspaceConfig) -> tuple[int, WorkspaceConfig]:
+    """The control actor's current version, or `config` as version 0 if it does not answer in time."""
+    try:
+        return ray.get(handles.control().current.remote(), timeout=CONTROL_TIMEOUT_S)
+    except Exception:
+        log.warning("no current configuration version from the control actor; starting from the first", exc_info=True)
+        return 0, config
+
+
 @ray.remote(max_restarts=-1, max_task_retries=0)
 class ProfileShard:
     """Sync actor: calls from the dispatcher run one at a time, in the order they were sent."""
@@ -290,19 +342,32 @@ class ProfileShard:
         from cdp_actors.telemetry import setup_process
 
         setup_process(config, data_dir, f"shard-{index}")
-        self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config)
-        lanes = [outbox_lane(f, o.id) for f in range(config.runtime.forwarders) for o in config.outputs]
-        self.handoff = HandOff(lanes, config.runtime.forwarder_window)
+        version, config = _current_or(config)  # a restarted shard starts from the current version, not its first
+        self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config, version)
+        self.handoff = HandOff([*output_lanes(config), *self.core.outbox_lanes()], config.runtime.forwarder_window)
         self.handing: dict[int, Any] = {}  # forwarder -> the call with its latest windows
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
 
-    def apply(self, records: list[ShardRecord], prev_seq: int | None) -> int:
+    def apply(
+        self, records: list[ShardRecord], prev_seq: int | None, version: int | None = None,
+        config: WorkspaceConfig | None = None,
+    ) -> int:  # fmt: skip
+        """Apply a chunk under configuration `version`; `config` comes with it when the dispatcher does not know
+        that this shard holds that version (the version's first chunk here, or after a restart of either)."""
+        if config is not None and version is not None:
+            self.core.use(version, config)
+            self.handoff.add_lanes(output_lanes(config))  # a new output's rows get their lanes before they exist
+        elif version is not None and version != self.core.version:
+            raise ConfigVersionGap(f"shard {self.core.index} holds version {self.core.version}, not {version}")
         with span("profile.apply", shard=self.core.index, batches=len(records)):
             applied = self.core.apply(records, prev_seq)
         count("cdp_batches_applied", applied, shard=str(self.core.index))
         self._pump_all()
         return applied
+
+    def config_version(self) -> int:
+        return self.core.version
 
     def ack(self, keys: list[bytes]) -> None:
         self.core.delete_outbox(keys)
