@@ -173,9 +173,9 @@ class PlatformApi:
         self, request: Request, principal: Annotated[Principal, platform_call(P.APPS_WRITE)]
     ) -> Response:
         """A new app with one platform: its access key and secret are in this answer, and never again."""
-        body = await body_of(request)
+        wanted = r.app_request(await body_of(request))
         issued = await asyncio.to_thread(keys.issue)  # scrypt: ~70 ms of a core
-        change = r.new_app(body, issued.key, issued.secret_hash)
+        change = r.new_app(wanted, issued.key, issued.secret_hash)
         version, config = await self._apply(request, principal, change, r.APP_PATHS)
         created = next(i for i in config.inputs if i.key == issued.key)
         return answer(version, [r.app_document(created, issued.secret.reveal())], 201)

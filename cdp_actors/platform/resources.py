@@ -176,11 +176,13 @@ def required(body: Mapping[str, Any], field: str, kind: type, path: str = "$") -
         raise BadRequest(f"{field} is required", f"{path}.{field}")
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise BadRequest(f"{field} must be a {'string' if kind is str else kind.__name__}", f"{path}.{field}")
+    if kind is str and not value.strip():
+        raise BadRequest(f"{field} must not be empty", f"{path}.{field}")
     return value
 
 
-def new_app(body: Any, key: str, secret_hash: str) -> AddInput:
-    """`{"name", "platforms": [{"platform"}]}` → the input holding its issued key (one platform per app)."""
+def app_request(body: Any) -> tuple[str, str]:
+    """`{"name", "platforms": [{"platform"}]}` → (name, platform): checked before a key is issued for it."""
     body = body_object(body)
     only_fields(body, APP_FIELDS)
     name = required(body, "name", str)
@@ -189,8 +191,14 @@ def new_app(body: Any, key: str, secret_hash: str) -> AddInput:
         raise BadRequest("an app holds exactly one platform here; create one app per platform", "$.platforms")
     platform = body_object_at(platforms[0], "$.platforms[0]")
     only_fields(platform, APP_PLATFORM_FIELDS, "$.platforms[0]")
-    return AddInput(fields={"name": name, "kind": "platform", "key": key, "secret_hash": secret_hash,
-                            "platform": required(platform, "platform", str, "$.platforms[0]")})  # fmt: skip
+    return name, required(platform, "platform", str, "$.platforms[0]")
+
+
+def new_app(request: tuple[str, str], key: str, secret_hash: str) -> AddInput:
+    """The input of a new app (one platform) holding its issued key's hash, never its secret."""
+    name, platform = request
+    return AddInput(fields={"name": name, "kind": "platform", "platform": platform, "key": key,
+                            "secret_hash": secret_hash})  # fmt: skip
 
 
 def body_object_at(value: Any, path: str) -> dict[str, Any]:

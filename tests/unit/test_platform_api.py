@@ -66,7 +66,8 @@ def test_every_platform_route_declares_exactly_the_tables_permission():
 def test_a_new_app_is_an_input_holding_only_its_secrets_hash():
     config = config_with()
     issued = keys.issue()
-    change = r.new_app({"name": "Shop", "platforms": [{"platform": "iOS"}]}, issued.key, issued.secret_hash)
+    wanted = r.app_request({"name": "Shop", "platforms": [{"platform": "iOS"}]})
+    change = r.new_app(wanted, issued.key, issued.secret_hash)
     after = applied(config, change)
     created = after.inputs[-1]
     assert (created.name, created.platform, created.key, created.kind) == ("Shop", "iOS", issued.key, "platform")
@@ -90,19 +91,21 @@ def test_a_new_app_is_an_input_holding_only_its_secrets_hash():
         ({"name": "A", "platforms": [{"platform": "iOS"}, {"platform": "Android"}]}, "$.platforms"),
         ({"name": "A", "platforms": ["iOS"]}, "$.platforms[0]"),
         ({"name": "A", "platforms": [{}]}, "$.platforms[0].platform"),
+        ({"name": "A", "platforms": [{"platform": " "}]}, "$.platforms[0].platform"),
+        ({"name": "", "platforms": [{"platform": "iOS"}]}, "$.name"),
         ({"name": "A", "platforms": [{"platform": "iOS", "colour": "red"}]}, "$.platforms[0].colour"),
         ({"name": "A", "platforms": [{"platform": "iOS"}], "extra": 1}, "$.extra"),
     ],
 )
 def test_a_bad_app_body_is_refused_naming_its_field(body: Any, path: str):
     with pytest.raises(BadRequest) as refused:
-        r.new_app(body, "k" * 32, "scrypt$x")
+        r.app_request(body)
     assert refused.value.path == path
 
 
 def test_a_refusal_of_the_changes_module_is_renamed_to_the_bodys_field():
     config = config_with()
-    change = r.new_app({"name": "A", "platforms": [{"platform": "${HOME}"}]}, "k" * 32, "h")
+    change = r.new_app(r.app_request({"name": "A", "platforms": [{"platform": "${HOME}"}]}), "k" * 32, "h")
     with pytest.raises(BadRequest) as refused:
         applied(config, change)
     renamed = r.renamed(refused.value, r.APP_PATHS)
