@@ -176,7 +176,7 @@ def required(body: Mapping[str, Any], field: str, kind: type, path: str = "$") -
         raise BadRequest(f"{field} is required", f"{path}.{field}")
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise BadRequest(f"{field} must be a {'string' if kind is str else kind.__name__}", f"{path}.{field}")
-    if kind is str and not value.strip():
+    if isinstance(value, str) and not value.strip():
         raise BadRequest(f"{field} must not be empty", f"{path}.{field}")
     return value
 

@@ -303,3 +303,14 @@ def test_cors_allows_any_origin_without_credentials():
         "Access-Control-Allow-Headers"]  # fmt: skip
     assert "Access-Control-Allow-Credentials" not in preflight
     assert "Access-Control-Allow-Methods" not in preflight_headers("https://console.example", "PATCH")
+
+
+def test_a_users_hash_in_the_configuration_wins_over_the_data_directorys():
+    from serve_apps.access import directory_of
+
+    config = applied(config_with(), r.changed_user("admin", {}, PASSWORD_HASH))
+    config = applied(config, r.new_user({"name": "ada", "role": "user"}, PASSWORD_HASH))
+    directory = directory_of(config, {"admin": "file-hash", "gone": "file-hash"})
+    assert directory.password_hashes["admin"] == PASSWORD_HASH and directory.password_hashes["ada"] == PASSWORD_HASH
+    assert directory.roles == {"admin": Role.ADMIN, "ada": Role.USER}
+    assert set(directory.clients) == set(directory.key_versions) == {"demo-admin", "demo-client"}
