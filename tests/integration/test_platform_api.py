@@ -209,6 +209,17 @@ def test_bad_input_on_every_route_is_a_400_naming_the_field_and_stores_nothing(b
         assert call(base, method, concrete, admin, body, params={"accountId": "2"}).status_code == 404
 
 
+def test_if_match_refuses_a_change_to_a_version_that_is_no_longer_current(base: str, admin: dict[str, str]):
+    shown = call(base, "GET", "/platform/v1/apps/1", admin)
+    version = int(shown.headers["ETag"].strip('"'))
+    assert version == current()[0]
+    stale = call(base, "PUT", "/platform/v1/apps/1", {**admin, "If-Match": f'"{version - 1}"'}, {"name": "renamed"})
+    assert stale.status_code == 409 and current()[0] == version
+    fresh = call(base, "PUT", "/platform/v1/apps/1", {**admin, "If-Match": f'"{version}"'}, {"name": "renamed"})
+    assert fresh.status_code == 200 and fresh.headers["ETag"] == f'"{version + 1}"'
+    assert fresh.json()["data"][0]["name"] == "renamed"
+
+
 # ---- who may call ---------------------------------------------------------------------------------------------
 
 
