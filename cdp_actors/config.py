@@ -228,6 +228,9 @@ class ConsoleUser(_Strict):
     password: Annotated[SecretStr | None, BeforeValidator(_password_or_none)] = None
     """In clear only here (usually `${CDP_ADMIN_PASSWORD}`); only its argon2 hash is stored, in the data
     directory. Unset: a password is generated and printed once at the first start."""
+    password_hash: str | None = None
+    """The argon2 hash of a password set through the Platform API (`/platform/v1/users`): the configuration store
+    keeps it, and it takes precedence over `password` and the data directory's `users.json`."""
 
 
 class Limits(_Strict):

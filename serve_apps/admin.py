@@ -165,7 +165,7 @@ class AdminApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.live = LiveConfig.plain()
         self.runtime = config.runtime  # fixed until a restart
-        app.state.access = Access(config, data_dir)
+        app.state.access = Access(config, data_dir, follow=True)
 
     @app.get("/health")
     async def health(self) -> Response:

@@ -17,6 +17,7 @@ from cdp_actors.config import WorkspaceConfig, load_workspace
 from serve_apps.admin import AdminApi
 from serve_apps.events import RETRY_AFTER_S, EventsApi
 from serve_apps.identity import IdentityApi
+from serve_apps.platform import PlatformApi
 from serve_apps.profile import ProfileApi
 
 
@@ -54,10 +55,15 @@ def profile_app(config: WorkspaceConfig, data_dir: str) -> Application:
     return ProfileApi.bind(config, data_dir)
 
 
+def platform_app(config: WorkspaceConfig, data_dir: str) -> Application:
+    return PlatformApi.bind(config, data_dir)
+
+
 APPS = {  # name: (route prefix, builder)
     "events": ("/v2", events_app),
     "identity": ("/v1", identity_app),
     "cdp": ("/cdp", admin_app),
+    "platform": ("/platform", platform_app),
     "profile": ("/", profile_app),
 }
 
@@ -76,6 +82,10 @@ def build_identity_app(args: dict[str, Any]) -> Application:
 
 def build_profile_app(args: dict[str, Any]) -> Application:
     return profile_app(*_args(args))
+
+
+def build_platform_app(args: dict[str, Any]) -> Application:
+    return platform_app(*_args(args))
 
 
 def deploy(config: WorkspaceConfig, data_dir: str) -> None:

@@ -86,13 +86,14 @@ class ProfileApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.config = config
         self.workspace = config.workspace
-        app.state.access = Access(config, data_dir)
+        app.state.access = Access(config, data_dir, follow=True)
 
     @app.post("/oauth/token", dependencies=[Depends(json_body)])
     async def token(self, request: Request, body: TokenRequest) -> Response:
         """Client credentials → a bearer token carrying the client's API and role (valid `token_ttl_s`, 8 h)."""
         check_token_request(body.grant_type, body.audience)
         access = access_of(request)
+        await access.refresh()  # a client added or removed through the Platform API counts at once
         client = access.client(body.client_id, body.client_secret.get_secret_value())
         return json_response(200, token_response(access.issue(client), client.token_ttl_s))
 

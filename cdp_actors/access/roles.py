@@ -75,15 +75,14 @@ class Permission(str, enum.Enum):
     AUDIT_READ = "audit:read"
     # Platform API resources (issue 15, point 3)
     ACCOUNTS_READ = "accounts:read"
-    ACCOUNTS_WRITE = "accounts:write"
     WORKSPACES_READ = "workspaces:read"
-    WORKSPACES_WRITE = "workspaces:write"
     APPS_READ = "apps:read"
     APPS_WRITE = "apps:write"
     """Apps and app platforms (= inputs), including issuing and revoking their access keys."""
     SERVICES_READ = "services:read"
-    """The services (= output kinds) and their settings schemas. An output is configured, as in mParticle, by
-    `PUT /apps/{id}/platforms/{platform}/services`: a connection change."""
+    """The services (= output kinds) and their settings schemas, and the configured outputs (secrets masked).
+    Configuring an output is a connection change (`CONNECTIONS_WRITE`), as mParticle's
+    `PUT /apps/{id}/platforms/{platform}/services` is."""
     CONNECTIONS_READ = "connections:read"
     CONNECTIONS_WRITE = "connections:write"
     USERS_READ = "users:read"
@@ -122,13 +121,13 @@ _CONFIGURATION_READ = frozenset({Permission.ALERTS_READ, Permission.STATUS_READ,
                                  Permission.APPS_READ, Permission.SERVICES_READ, Permission.CONNECTIONS_READ,
                                  Permission.AUDIENCES_READ, Permission.CALCULATED_ATTRIBUTES_READ})  # fmt: skip
 """What Read Only sees: everything but personal data and user management."""
-_CONFIGURATION_WRITE = frozenset({Permission.WORKSPACES_WRITE, Permission.APPS_WRITE,
+_CONFIGURATION_WRITE = frozenset({Permission.APPS_WRITE,
                                   Permission.CONNECTIONS_WRITE, Permission.AUDIENCES_WRITE,
                                   Permission.CALCULATED_ATTRIBUTES_WRITE})  # fmt: skip
 _USER_ACTIVITY = frozenset({Permission.USER_ACTIVITY_SEARCH, Permission.USER_ACTIVITY_READ,
                             Permission.USER_ACTIVITY_EDIT, Permission.DEAD_LETTER_BODIES_READ,
                             Permission.AUDIT_READ})  # fmt: skip
-_USER_MANAGEMENT = frozenset({Permission.USERS_READ, Permission.USERS_WRITE, Permission.ACCOUNTS_WRITE})
+_USER_MANAGEMENT = frozenset({Permission.USERS_READ, Permission.USERS_WRITE})
 _PRIVACY = frozenset({Permission.DSR_READ, Permission.DSR_WRITE})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -216,23 +215,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/cdp/reports/activity", P.REPORTS_READ),
     Endpoint("GET", "/cdp/reports/identity", P.REPORTS_READ),
     Endpoint("GET", "/cdp/audit", P.AUDIT_READ),  # issue 15, point 5
-    # Platform API (https://docs.mparticle.com/developers/apis/platform/overview/), `?accountId=` on each
-    *_platform("accounts", P.ACCOUNTS_READ, P.ACCOUNTS_WRITE),
+    # Platform API (https://docs.mparticle.com/developers/apis/platform/overview/), `?accountId=` on each;
+    # serve_apps/platform.py, mounted at /platform
+    Endpoint("GET", "/platform/v1/accounts", P.ACCOUNTS_READ),
+    Endpoint("GET", "/platform/v1/accounts/{account_id}", P.ACCOUNTS_READ),
     Endpoint("GET", "/platform/v1/workspace", P.WORKSPACES_READ),
-    Endpoint("POST", "/platform/v1/workspace", P.WORKSPACES_WRITE),
-    Endpoint("PUT", "/platform/v1/workspace/{id}", P.WORKSPACES_WRITE),
-    Endpoint("DELETE", "/platform/v1/workspace/{id}", P.WORKSPACES_WRITE),
-    *_platform("apps", P.APPS_READ, P.APPS_WRITE),
-    *_platform("apps/{id}/platforms", P.APPS_READ, P.APPS_WRITE, item="{platform}"),
-    Endpoint("GET", "/platform/v1/apps/{id}/platforms/{platform}/services", P.CONNECTIONS_READ),
-    Endpoint("PUT", "/platform/v1/apps/{id}/platforms/{platform}/services", P.CONNECTIONS_WRITE),
+    *_platform("apps", P.APPS_READ, P.APPS_WRITE, item="{app_id}"),
+    *_platform("apps/{app_id}/platforms", P.APPS_READ, P.APPS_WRITE, item="{platform}"),
+    Endpoint("GET", "/platform/v1/apps/{app_id}/platforms/{platform}/services", P.CONNECTIONS_READ),
     Endpoint("GET", "/platform/v1/services", P.SERVICES_READ),
     Endpoint("GET", "/platform/v1/services/{name}", P.SERVICES_READ),
-    Endpoint("GET", "/platform/v1/users", P.USERS_READ),
-    Endpoint("GET", "/platform/v1/users/{user}", P.USERS_READ),
-    Endpoint("POST", "/platform/v1/users", P.USERS_WRITE),
-    Endpoint("PUT", "/platform/v1/users/{user}", P.USERS_WRITE),
-    Endpoint("DELETE", "/platform/v1/users/{user}", P.USERS_WRITE),
+    # outputs (configured services) and connections: ours, as resources (an output here serves many app platforms)
+    *_platform("outputs", P.SERVICES_READ, P.CONNECTIONS_WRITE, item="{output_id}"),
+    *_platform("connections", P.CONNECTIONS_READ, P.CONNECTIONS_WRITE, item="{connection_id}"),
+    *_platform("users", P.USERS_READ, P.USERS_WRITE, item="{user}"),
+    # issue 9 adds these behind the same roles
     Endpoint("GET", "/platform/v1/audiences", P.AUDIENCES_READ),
     Endpoint("GET", "/platform/v1/workspace/{id}/audiences", P.AUDIENCES_READ),
     Endpoint("DELETE", "/platform/v1/audiences/{id}", P.AUDIENCES_WRITE),

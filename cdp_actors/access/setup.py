@@ -101,6 +101,8 @@ def prepare_users(
     stored = load_password_hashes(data_dir)
     hashes: dict[str, str] = {}
     for user in users:
+        if user.password_hash is not None:  # set through the Platform API: the configuration store holds its hash
+            continue
         if user.password is not None:
             password = Password(user.password.get_secret_value())
             current = stored.get(user.name)

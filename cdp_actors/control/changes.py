@@ -1,6 +1,6 @@
 """Typed changes to the workspace configuration, applied as pure functions: add, update or remove an input (an
-app platform of the Platform API, with its key and secret), an output (a service, with its settings) or a
-connection.
+app platform of the Platform API, with its key and secret), an output (a service, with its settings), a
+connection, or a console user (by name, with a role and the argon2 hash of a password, never the password).
 
 `apply_change` validates through the same pydantic models that read the YAML file, so a change the file could
 not hold is refused the same way; the refusal is a `BadRequest` naming the field of the request at fault
@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 import msgspec
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from cdp_actors.config import Connection, Input, Output, WorkspaceConfig
+from cdp_actors.access.roles import Role
+from cdp_actors.config import Connection, ConsoleUser, Input, Output, WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound
 from cdp_actors.integrations.registry import MODULES, takes_events
 
@@ -106,10 +107,37 @@ class RemoveConnection(RemoveItem, tag="remove_connection", frozen=True):
     section = "connections"
 
 
+class AddUser(msgspec.Struct, tag="add_user", frozen=True, kw_only=True):
+    """A console user: `name`, `role` and `password_hash` (passwords.hash_password): a change never carries a
+    password in clear, so neither the store, its history nor an actor call ever holds one."""
+
+    fields: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"AddUser(fields=<{', '.join(map(str, self.fields))}>)"
+
+
+class UpdateUser(msgspec.Struct, tag="update_user", frozen=True, kw_only=True):
+    """A new `role` and/or `password_hash` for user `name`. A new hash replaces a password the seed file gave."""
+
+    name: str
+    fields: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"UpdateUser(name={self.name!r}, fields=<{', '.join(map(str, self.fields))}>)"
+
+
+class RemoveUser(msgspec.Struct, tag="remove_user", frozen=True, kw_only=True):
+    name: str
+
+
+UserChange = AddUser | UpdateUser | RemoveUser
+
 Change = (
     AddInput | UpdateInput | RemoveInput
     | AddOutput | UpdateOutput | RemoveOutput
     | AddConnection | UpdateConnection | RemoveConnection
+    | AddUser | UpdateUser | RemoveUser
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
 
@@ -132,6 +160,8 @@ class Applied:
 
 def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> Applied:
     """The configuration with `change` made, or a refusal naming the field at fault; `config` is not modified."""
+    if isinstance(change, (AddUser, UpdateUser, RemoveUser)):
+        return Applied(_users_changed(config, change), dict(next_ids), f"users/{_user_name(change)}")
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
@@ -242,6 +272,71 @@ def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
         users = [c.id for c in config.connections if c.output == item.id]
         if users:
             raise BadRequest(f"{item.kind} takes no event data, and connections {users} send it", "$.kind")
+
+
+# ---- console users -------------------------------------------------------------------------------------------
+
+USER_FIELDS = frozenset({"name", "role", "password_hash"})
+"""What a user change may set: a password arrives hashed (`password` in clear belongs to the seed file only)."""
+
+
+def _user_name(change: AddUser | UpdateUser | RemoveUser) -> str:
+    return str(change.fields.get("name", "")) if isinstance(change, AddUser) else change.name
+
+
+def _users_changed(config: WorkspaceConfig, change: AddUser | UpdateUser | RemoveUser) -> WorkspaceConfig:
+    users = list(config.users)
+    if isinstance(change, AddUser):
+        _check_user_fields(change.fields)
+        user = _validated_user(change.fields)
+        if any(u.name == user.name for u in users):
+            raise BadRequest("another user has this name", "$.name")
+        users.append(user)
+    else:
+        position = next((n for n, u in enumerate(users) if u.name == change.name), None)
+        if position is None:
+            raise NotFound(f"No user named {change.name!r}.")
+        if isinstance(change, RemoveUser):
+            del users[position]
+        else:
+            _check_user_fields(change.fields)
+            if "name" in change.fields and change.fields["name"] != change.name:
+                raise BadRequest("a user's name cannot change", "$.name")
+            merged = {**item_document(users[position]), **change.fields}
+            if "password_hash" in change.fields:
+                merged["password"] = None  # the new password replaces the one the seed file gave
+            users[position] = _validated_user(merged)
+    _check_an_admin_remains(config, users)
+    return _rebuilt_users(config, users)
+
+
+def _check_user_fields(fields: dict[str, Any]) -> None:
+    _refuse_environment_references(fields)
+    unknown = sorted(set(fields) - USER_FIELDS)
+    if unknown:
+        raise BadRequest(f"a user change sets only {', '.join(sorted(USER_FIELDS))}", f"$.{unknown[0]}")
+
+
+def _validated_user(fields: dict[str, Any]) -> ConsoleUser:
+    try:
+        return ConsoleUser.model_validate(fields)
+    except ValidationError as error:
+        raise _refusal(error) from None
+
+
+def _check_an_admin_remains(config: WorkspaceConfig, users: list[ConsoleUser]) -> None:
+    """A workspace whose last console admin was removed or demoted could not manage users again from the console."""
+    had_admin = any(u.role is Role.ADMIN for u in config.users)
+    if had_admin and not any(u.role is Role.ADMIN for u in users):
+        raise BadRequest("the workspace keeps at least one console user with the admin role", "$.role")
+
+
+def _rebuilt_users(config: WorkspaceConfig, users: list[ConsoleUser]) -> WorkspaceConfig:
+    fields = {name: getattr(config, name) for name in WorkspaceConfig.model_fields}
+    try:
+        return WorkspaceConfig.model_validate({**fields, "users": users})
+    except ValidationError as error:
+        raise _refusal(error) from None
 
 
 def _rebuilt(config: WorkspaceConfig, section: str, items: list[Any]) -> WorkspaceConfig:

@@ -42,7 +42,7 @@ def expected(permission: Permission, grant: Grant) -> bool:
         return role in {Role.COMPLIANCE, Role.ADMIN_COMPLIANCE} or (role is Role.SUPPORT and permission is P.DSR_READ)
     if permission is P.AUDIT_READ:
         return role in USER_ACTIVITY_ROLES | {Role.COMPLIANCE}
-    if permission in {P.USERS_READ, P.USERS_WRITE, P.ACCOUNTS_WRITE}:
+    if permission in {P.USERS_READ, P.USERS_WRITE}:
         return role in USER_MANAGEMENT_ROLES
     if permission.personal:
         return role in USER_ACTIVITY_ROLES

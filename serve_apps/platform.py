@@ -1,0 +1,383 @@
+"""The Platform API at `/platform/v1/...` (https://docs.mparticle.com/developers/apis/platform/overview/): accounts,
+workspaces, apps and app platforms (inputs, with access keys issued once), services (output kinds and their
+settings schemas), outputs, connections and console users.
+
+Every route declares its permission (`platform_call(Permission.X)`): authenticate (a bearer token from `POST
+/oauth/token`, or a console session and, for a change, its CSRF token), take a token of the replica's rate limiter
+(429 with `Retry-After` and `X-mp-rate-limit-exceeded` past mParticle's limits), authorize the role, check
+`?accountId=`. A change goes to the control actor as one typed change (`cdp_actors/control/changes.py`) made by
+`api_client:<id>` or `user:<name>`; the replica offers the new version to its own live configuration, so its next
+request reads its write, and every other process has it within a second. The translation is Ray-free
+(`cdp_actors/platform/`); this module only speaks HTTP and Ray.
+
+The rate limits count per replica (ratelimit.py): the app runs as one replica.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any
+
+import ray.exceptions
+from fastapi import Depends, FastAPI, Request
+from ray import serve
+from starlette.responses import Response
+
+from cdp_actors import handles
+from cdp_actors.access import keys
+from cdp_actors.access.passwords import Password, hash_password
+from cdp_actors.access.roles import Permission
+from cdp_actors.config import WorkspaceConfig
+from cdp_actors.control.changes import Change, RemoveConnection, RemoveInput, RemoveOutput, RemoveUser
+from cdp_actors.errors import BadRequest, Conflict, RequestFailed
+from cdp_actors.platform import resources as r
+from cdp_actors.platform.http import (
+    check_account,
+    cors_headers,
+    envelope,
+    etag,
+    expected_version,
+    is_preflight,
+    preflight_headers,
+)
+from cdp_actors.ratelimit import PLATFORM_API_LIMITS, Limit, RateLimiter
+from serve_apps.access import Access, Principal, access_of
+from serve_apps.errors import install_error_handlers, json_response, unavailable
+
+app = FastAPI(title="cdp platform api", docs_url=None, redoc_url=None)
+install_error_handlers(app)
+
+P = Permission
+MAX_BODY_BYTES = 256 * 1024
+"""A Platform API body is one configuration item: a few KB. Larger is refused before parsing."""
+
+
+@app.middleware("http")
+async def cors_and_limits(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Preflights answered here (no credentials come with them); every other answer gets the CORS headers and,
+    when it is a success, the rate limiter's share used."""
+    origin = request.headers.get("origin")
+    if is_preflight(request.method, request.headers):
+        return Response(status_code=204, headers=preflight_headers(origin, request.headers.get(
+            "access-control-request-method")))  # fmt: skip
+    response = await call_next(request)
+    response.headers.update(cors_headers(origin))
+    admitted = getattr(request.state, "admitted", None)
+    if admitted is not None and response.status_code < 300:
+        response.headers.update(admitted.headers())
+    return response
+
+
+def platform_call(permission: Permission) -> Any:
+    """The dependency every route declares: who is calling, within the rate limits, allowed, on our account."""
+
+    async def check(request: Request) -> Principal:
+        access = access_of(request)
+        principal = await access.principal(request)  # 401 first: an anonymous request costs no token
+        workspace = (await access.snapshot()).config.workspace
+        limiter: RateLimiter = request.app.state.limiter
+        request.state.admitted = limiter.admit({"account": workspace.account_id, "org": workspace.org_id},
+                                               time.monotonic())  # fmt: skip
+        access.authorize(principal, permission)
+        check_account(request.query_params.get("accountId"), workspace)
+        return principal
+
+    check.permission = permission  # type: ignore[attr-defined]  # read by the route table test
+    return Depends(check)
+
+
+def actor_of(principal: Principal) -> str:
+    return f"user:{principal.name}" if principal.session_id else f"api_client:{principal.name}"
+
+
+async def body_of(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(f"a Platform API body is at most {MAX_BODY_BYTES} bytes", "$")
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body is not valid JSON", "$") from None
+
+
+def answer(version: int, data: list[Any], status: int = 200) -> Response:
+    return json_response(status, envelope(data), {"ETag": etag(version)})
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0},
+    num_replicas=1,  # the rate limits count per replica
+    max_ongoing_requests=32,
+    graceful_shutdown_timeout_s=5,
+    graceful_shutdown_wait_loop_s=1,
+)
+@serve.ingress(app)
+class PlatformApi:
+    def __init__(self, config: WorkspaceConfig, data_dir: str, limits: Sequence[Limit] = PLATFORM_API_LIMITS) -> None:
+        self.access = Access(config, data_dir, follow=True)
+        app.state.access = self.access
+        app.state.limiter = RateLimiter(limits)
+
+    async def _current(self) -> tuple[int, WorkspaceConfig]:
+        snapshot = await self.access.snapshot()
+        return snapshot.version, snapshot.config
+
+    async def _apply(
+        self, request: Request, principal: Principal, change: Change, paths: dict[str, str] | None = None
+    ) -> tuple[int, WorkspaceConfig]:
+        """The change made by the control actor (nothing stored if it is refused), in use here from now on."""
+        expected = expected_version(request.headers.get("if-match"))
+        try:
+            version, config = await handles.control().apply.remote(change, expected, actor_of(principal))
+        except BadRequest as error:  # an actor's refusal arrives as RayTaskError(BadRequest), a BadRequest too
+            raise r.renamed(error, paths or {}) from None
+        except RequestFailed:
+            raise
+        except ray.exceptions.RayError as error:
+            raise unavailable(error, "The configuration store") from error
+        await self.access.offer(version, config)
+        return version, config
+
+    # ---- accounts and workspaces ----
+
+    @app.get("/v1/accounts", dependencies=[platform_call(P.ACCOUNTS_READ)])
+    async def accounts(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.account_document(config)])
+
+    @app.get("/v1/accounts/{account_id}", dependencies=[platform_call(P.ACCOUNTS_READ)])
+    async def account(self, account_id: int) -> Response:
+        version, config = await self._current()
+        check_account(str(account_id), config.workspace)
+        return answer(version, [r.account_document(config)])
+
+    @app.get("/v1/workspace", dependencies=[platform_call(P.WORKSPACES_READ)])
+    async def workspaces(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.workspace_document(config)])
+
+    # ---- apps and app platforms (inputs) ----
+
+    @app.get("/v1/apps", dependencies=[platform_call(P.APPS_READ)])
+    async def apps(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.app_document(item) for item in r.apps(config)])
+
+    @app.post("/v1/apps")
+    async def create_app(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.APPS_WRITE)]
+    ) -> Response:
+        """A new app with one platform: its access key and secret are in this answer, and never again."""
+        wanted = r.app_request(await body_of(request))
+        issued = await asyncio.to_thread(keys.issue)  # scrypt: ~70 ms of a core
+        change = r.new_app(wanted, issued.key, issued.secret_hash)
+        version, config = await self._apply(request, principal, change, r.APP_PATHS)
+        created = next(i for i in config.inputs if i.key == issued.key)
+        return answer(version, [r.app_document(created, issued.secret.reveal())], 201)
+
+    @app.get("/v1/apps/{app_id}", dependencies=[platform_call(P.APPS_READ)])
+    async def app_(self, app_id: int) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.app_document(r.app_input(config, app_id))])
+
+    @app.put("/v1/apps/{app_id}")
+    async def rename_app(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.APPS_WRITE)], app_id: int
+    ) -> Response:
+        _, config = await self._current()
+        r.app_input(config, app_id)
+        version, config = await self._apply(request, principal, r.renamed_app(await body_of(request), app_id))
+        return answer(version, [r.app_document(r.app_input(config, app_id))])
+
+    @app.delete("/v1/apps/{app_id}")
+    async def delete_app(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.APPS_WRITE)], app_id: int
+    ) -> Response:
+        """Removes the app's input: its key stops working on every replica within a second."""
+        _, config = await self._current()
+        r.app_input(config, app_id)
+        version, _ = await self._apply(request, principal, RemoveInput(id=app_id))
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    @app.get("/v1/apps/{app_id}/platforms", dependencies=[platform_call(P.APPS_READ)])
+    async def platforms(self, app_id: int) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.platform_document(r.app_input(config, app_id))])
+
+    @app.post("/v1/apps/{app_id}/platforms")
+    async def create_platform(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.APPS_WRITE)], app_id: int
+    ) -> Response:
+        _, config = await self._current()
+        r.app_input(config, app_id)
+        raise Conflict(f"App {app_id} has its platform: an app holds one platform here; create one app per platform.")
+
+    @app.get("/v1/apps/{app_id}/platforms/{platform}", dependencies=[platform_call(P.APPS_READ)])
+    async def platform(self, app_id: int, platform: str) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.platform_document(r.platform_input(config, app_id, platform))])
+
+    @app.put("/v1/apps/{app_id}/platforms/{platform}")
+    async def rotate_key(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.APPS_WRITE)],
+        app_id: int,
+        platform: str,
+    ) -> Response:
+        """`{"regenerate_access_key": true}`: a new key and secret (in this answer only); the old key stops working
+        on every replica within a second."""
+        _, config = await self._current()
+        item = r.platform_input(config, app_id, platform)
+        r.check_platform_update(await body_of(request), item)
+        issued = await asyncio.to_thread(keys.issue)
+        version, config = await self._apply(request, principal, r.new_access_key(item, issued.key, issued.secret_hash))
+        updated = r.app_input(config, app_id)
+        return answer(version, [r.platform_document(updated, issued.secret.reveal())])
+
+    @app.delete("/v1/apps/{app_id}/platforms/{platform}")
+    async def delete_platform(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.APPS_WRITE)],
+        app_id: int,
+        platform: str,
+    ) -> Response:
+        _, config = await self._current()
+        r.platform_input(config, app_id, platform)
+        version, _ = await self._apply(request, principal, RemoveInput(id=app_id))
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    @app.get("/v1/apps/{app_id}/platforms/{platform}/services", dependencies=[platform_call(P.CONNECTIONS_READ)])
+    async def platform_services(self, app_id: int, platform: str) -> Response:
+        version, config = await self._current()
+        return answer(version, r.platform_services(config, r.platform_input(config, app_id, platform)))
+
+    # ---- services (output kinds) and outputs ----
+
+    @app.get("/v1/services", dependencies=[platform_call(P.SERVICES_READ)])
+    async def services(self) -> Response:
+        version, _ = await self._current()
+        return answer(version, r.services())
+
+    @app.get("/v1/services/{name}", dependencies=[platform_call(P.SERVICES_READ)])
+    async def service(self, name: str) -> Response:
+        version, _ = await self._current()
+        return answer(version, [r.service(name)])
+
+    @app.get("/v1/outputs", dependencies=[platform_call(P.SERVICES_READ)])
+    async def outputs(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.output_document(item) for item in config.outputs])
+
+    @app.post("/v1/outputs")
+    async def create_output(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)]
+    ) -> Response:
+        version, config = await self._apply(request, principal, r.new_output(await body_of(request)), r.OUTPUT_PATHS)
+        return answer(version, [r.output_document(config.outputs[-1])], 201)
+
+    @app.get("/v1/outputs/{output_id}", dependencies=[platform_call(P.SERVICES_READ)])
+    async def output(self, output_id: int) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.output_document(r.output_of(config, output_id))])
+
+    @app.put("/v1/outputs/{output_id}")
+    async def update_output(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)], output_id: int
+    ) -> Response:
+        """Settings merge into the stored ones; a secret sent back as the mask a GET showed stays as it was."""
+        _, config = await self._current()
+        change = r.changed_output(await body_of(request), r.output_of(config, output_id))
+        version, config = await self._apply(request, principal, change, r.OUTPUT_PATHS)
+        return answer(version, [r.output_document(r.output_of(config, output_id))])
+
+    @app.delete("/v1/outputs/{output_id}")
+    async def delete_output(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)], output_id: int
+    ) -> Response:
+        version, _ = await self._apply(request, principal, RemoveOutput(id=output_id))
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    # ---- connections ----
+
+    @app.get("/v1/connections", dependencies=[platform_call(P.CONNECTIONS_READ)])
+    async def connections(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.connection_document(item) for item in config.connections])
+
+    @app.post("/v1/connections")
+    async def create_connection(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)]
+    ) -> Response:
+        version, config = await self._apply(request, principal, r.new_connection(await body_of(request)))
+        return answer(version, [r.connection_document(config.connections[-1])], 201)
+
+    @app.get("/v1/connections/{connection_id}", dependencies=[platform_call(P.CONNECTIONS_READ)])
+    async def connection(self, connection_id: int) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.connection_document(r.connection_of(config, connection_id))])
+
+    @app.put("/v1/connections/{connection_id}")
+    async def update_connection(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)], connection_id: int
+    ) -> Response:
+        change = r.changed_connection(await body_of(request), connection_id)
+        version, config = await self._apply(request, principal, change)
+        return answer(version, [r.connection_document(r.connection_of(config, connection_id))])
+
+    @app.delete("/v1/connections/{connection_id}")
+    async def delete_connection(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.CONNECTIONS_WRITE)], connection_id: int
+    ) -> Response:
+        version, _ = await self._apply(request, principal, RemoveConnection(id=connection_id))
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    # ---- console users ----
+
+    @app.get("/v1/users", dependencies=[platform_call(P.USERS_READ)])
+    async def users(self) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.user_document(item) for item in config.users])
+
+    @app.get("/v1/users/{user}", dependencies=[platform_call(P.USERS_READ)])
+    async def user(self, user: str) -> Response:
+        version, config = await self._current()
+        return answer(version, [r.user_document(r.user_of(config, user))])
+
+    @app.post("/v1/users")
+    async def create_user(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.USERS_WRITE)]
+    ) -> Response:
+        """`{"name", "role", "password"}`: only the password's argon2 hash is stored; the user can log in on every
+        replica within a second."""
+        fields, password = r.user_body(await body_of(request), creating=True)
+        assert password is not None
+        password_hash = await asyncio.to_thread(hash_password, Password(password))
+        version, config = await self._apply(request, principal, r.new_user(fields, password_hash), r.USER_PATHS)
+        return answer(version, [r.user_document(r.user_of(config, fields["name"]))], 201)
+
+    @app.put("/v1/users/{user}")
+    async def update_user(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.USERS_WRITE)], user: str
+    ) -> Response:
+        _, config = await self._current()
+        r.user_of(config, user)
+        fields, password = r.user_body(await body_of(request), creating=False)
+        password_hash = None if password is None else await asyncio.to_thread(hash_password, Password(password))
+        version, config = await self._apply(request, principal, r.changed_user(user, fields, password_hash),
+                                            r.USER_PATHS)  # fmt: skip
+        return answer(version, [r.user_document(r.user_of(config, user))])
+
+    @app.delete("/v1/users/{user}")
+    async def delete_user(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.USERS_WRITE)], user: str
+    ) -> Response:
+        """The user's sessions stop working on every replica within a second (their role is gone: 401)."""
+        version, _ = await self._apply(request, principal, RemoveUser(name=user))
+        return Response(status_code=204, headers={"ETag": etag(version)})
