@@ -22,10 +22,13 @@ point 6's key), not only hashed.
 elsewhere). A hit costs one BLAKE2b and three dict lookups: 1.3 µs per verification (timeit, best of 5, on the
 2-core machine while it ran CI), against 0.7 µs for today's clear-text `compare_digest` of key and secret; a miss
 verifies against the stored hash once: 60–80 ms there. Each `StoredKey` has a `revision`, raised by the
-configuration on every revocation or rotation: a cached answer holds only while the revision it was made for is
-current, so a revoked key is refused from the first request after the replica has the new configuration version
-(a second, issue 15 point 3). Wrong secrets are cached too (a misconfigured client retrying), and cache misses
-share a budget per replica, so a flood of random secrets costs a bounded share of a core and answers 429.
+configuration on every revocation or rotation: a cached answer holds only while the key's stamp it was made under
+(revision and stored hash) is current, so a revoked key is refused from the first request after the replica has
+the new configuration version (a second, issue 15 point 3). The hash is part of the stamp because the revision
+alone does not name a secret: a key removed and added again starts over at revision 1 with another secret, and a
+replica that saw neither version in between must not keep answering from the old one's cache. Wrong secrets are
+cached too (a misconfigured client retrying), and cache misses share a budget per replica, so a flood of random
+secrets costs a bounded share of a core and answers 429.
 
 Wiring (next session): the Events API replica builds `KeyVerifier(config.stored_keys)` and calls
 `replace(...)` on each configuration version. Per request: `verifier.cached(key, secret)`; on `None`, `await
@@ -111,6 +114,11 @@ class StoredKey:
     """Raised by every revocation, rotation or change of this key: a cached verification made under another
     revision no longer holds."""
 
+    @property
+    def stamp(self) -> tuple[int, str]:
+        """What a cached answer was made under: it holds while the key has this stamp."""
+        return (self.revision, self.secret_hash)
+
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
@@ -177,8 +185,8 @@ class KeyVerifier:
         self._budget = budget or MissBudget()
         self._max_cached = max_cached
         self._pepper = secrets.token_bytes(32)
-        self._accepted: dict[tuple[str, bytes], int] = {}  # → the revision it was verified under
-        self._refused: dict[tuple[str, bytes], int] = {}
+        self._accepted: dict[tuple[str, bytes], tuple[int, str]] = {}  # → the key's stamp it was verified under
+        self._refused: dict[tuple[str, bytes], tuple[int, str]] = {}
         self._lock = threading.Lock()
         """Held by writers only (misses run in threads, `replace` on the event loop); `cached` reads without it:
         a dict lookup is atomic under the GIL."""
@@ -191,7 +199,7 @@ class KeyVerifier:
         with self._lock:
             self._keys = dict(keys)
             for cache in (self._accepted, self._refused):
-                for entry in [e for e, revision in cache.items() if self._revision_of(e[0]) != revision]:
+                for entry in [e for e, stamp in cache.items() if self._stamp_of(e[0]) != stamp]:
                     del cache[entry]
 
     def cached(self, key: str, secret: str) -> int | None:
@@ -201,9 +209,10 @@ class KeyVerifier:
         if stored is None:
             raise Forbidden(_REFUSED)
         entry = (key, self._digest(secret))
-        if self._accepted.get(entry) == stored.revision:
+        stamp = stored.stamp
+        if self._accepted.get(entry) == stamp:
             return stored.input_id
-        if self._refused.get(entry) == stored.revision:
+        if self._refused.get(entry) == stamp:
             raise Forbidden(_REFUSED)
         return None
 
@@ -213,25 +222,28 @@ class KeyVerifier:
         found = self.cached(key, secret)
         if found is not None:
             return found
-        stored = self._keys[key]
+        stored = self._keys.get(key)
+        if stored is None:  # revoked by a `replace` since `cached` looked (this runs in a thread)
+            raise Forbidden(_REFUSED)
         if not self._budget.take():
             raise Overloaded("Too many credentials to verify at once; retry shortly.", RETRY_AFTER_S)
         entry = (key, self._digest(secret))
         if verify_secret(stored.secret_hash, Secret(secret)):
-            self._remember(self._accepted, entry, stored.revision)
+            self._remember(self._accepted, entry, stored.stamp)
             return stored.input_id
-        self._remember(self._refused, entry, stored.revision)
+        self._remember(self._refused, entry, stored.stamp)
         raise Forbidden(_REFUSED)
 
     def _digest(self, secret: str) -> bytes:
         return hashlib.blake2b(secret.encode("utf-8", "replace"), key=self._pepper, digest_size=16).digest()
 
-    def _revision_of(self, key: str) -> int | None:
+    def _stamp_of(self, key: str) -> tuple[int, str] | None:
         stored = self._keys.get(key)
-        return stored.revision if stored else None
+        return stored.stamp if stored else None
 
-    def _remember(self, cache: dict[tuple[str, bytes], int], entry: tuple[str, bytes], revision: int) -> None:
+    def _remember(self, cache: dict[tuple[str, bytes], tuple[int, str]], entry: tuple[str, bytes],
+                  stamp: tuple[int, str]) -> None:  # fmt: skip
         with self._lock:
             if len(cache) >= self._max_cached:
                 del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
-            cache[entry] = revision
+            cache[entry] = stamp
