@@ -30,10 +30,15 @@ replica that saw neither version in between must not keep answering from the old
 cached too (a misconfigured client retrying), and cache misses share a budget per replica, so a flood of random
 secrets costs a bounded share of a core and answers 429.
 
-Wiring (next session): the Events API replica builds `KeyVerifier(config.stored_keys)` and calls
-`replace(...)` on each configuration version. Per request: `verifier.cached(key, secret)`; on `None`, `await
-asyncio.to_thread(verifier.verify, key, secret)`. `verify` raises Forbidden (wrong key or secret, as
-serve_apps/auth.py does today) or Overloaded (miss budget spent).
+How the runtime uses it:
+- The store never keeps an input's secret in clear: `hashed_inputs(config)` turns the seed file's clear secrets
+  into `secret_hash`es before the control actor makes the file version 1 (`ControlCore.seed`). Only an input with
+  `signed_requests: true` keeps its secret beside the hash (IDSync's HMAC mode, above).
+- Each Events API and IDSync replica derives its `KeyVerifier` from the configuration it follows (`InputKeys`, the
+  `derive` of its `LiveConfig`): one verifier per replica, `replace`d with each version's `stored_keys`, so the
+  cache outlives versions that leave a key alone. Per request: `verifier.cached(key, secret)`; on `None`, `await
+  asyncio.to_thread(verifier.verify, key, secret)` (serve_apps/auth.py `verify_basic`). `verify` raises Forbidden
+  (wrong key or secret) or Overloaded (miss budget spent).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from cdp_actors.config import Input, WorkspaceConfig
 from cdp_actors.errors import Forbidden, Overloaded
 
 SCRYPT_N = 2**14
@@ -247,3 +253,61 @@ class KeyVerifier:
             if len(cache) >= self._max_cached:
                 del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
             cache[entry] = stamp
+
+
+# ---- the configuration's keys --------------------------------------------------------------------------------
+
+
+def hashed_inputs(config: WorkspaceConfig) -> WorkspaceConfig:
+    """The configuration as the store keeps it: every input's clear `secret` replaced by its `secret_hash`, except
+    for inputs that take signed requests, which keep the secret beside the hash. Inputs without a clear secret
+    are left as they are. Costs one scrypt (~70 ms) per input with a clear secret: call it once, on the seed."""
+    return config.model_copy(update={"inputs": [_hashed(item) for item in config.inputs]})
+
+
+def _hashed(item: Input) -> Input:
+    if item.secret is None:
+        return item
+    update: dict[str, object] = {"secret_hash": hash_secret(Secret(item.secret.get_secret_value()))}
+    if not item.signed_requests:
+        update["secret"] = None
+    return item.model_copy(update=update)
+
+
+def stored_keys(config: WorkspaceConfig) -> dict[str, StoredKey]:
+    """`{key: StoredKey}` of the inputs that have a stored hash."""
+    return {
+        item.key: StoredKey(item.key, item.id, item.secret_hash, item.key_revision)
+        for item in config.inputs
+        if item.secret_hash is not None
+    }
+
+
+class InputKeys:
+    """A replica's `derive` for its live configuration: one `KeyVerifier` across versions, given each version's
+    keys (a version that leaves a key alone keeps its cached answers).
+
+    An input that reaches the replica with a clear secret and no hash (a configuration that did not pass through
+    the store's seed) is hashed here once, and the hash reused while its secret stays the same: a fresh hash per
+    version would have a new salt, so a new stamp, and empty the cache at every version."""
+
+    def __init__(self, budget: MissBudget | None = None) -> None:
+        self.verifier = KeyVerifier({}, budget)
+        self._hashed_here: dict[tuple[int, str, int, bytes], str] = {}
+        self._pepper = secrets.token_bytes(32)
+
+    def __call__(self, config: WorkspaceConfig) -> KeyVerifier:
+        keys = stored_keys(config)
+        hashed_here: dict[tuple[int, str, int, bytes], str] = {}
+        for item in config.inputs:
+            if item.secret_hash is None and item.secret is not None:
+                secret = item.secret.get_secret_value()
+                memo = (item.id, item.key, item.key_revision, self._digest(secret))
+                hashed_here[memo] = self._hashed_here.get(memo) or hash_secret(Secret(secret))
+                keys[item.key] = StoredKey(item.key, item.id, hashed_here[memo], item.key_revision)
+        self._hashed_here = hashed_here
+        self.verifier.replace(keys)
+        return self.verifier
+
+    def _digest(self, secret: str) -> bytes:
+        return hashlib.blake2b(secret.encode(), key=self._pepper, digest_size=16).digest()
