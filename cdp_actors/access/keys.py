@@ -20,8 +20,8 @@ point 6's key), not only hashed.
 `KeyVerifier` is a replica's view: the current configuration's `{key: StoredKey}` and two bounded caches keyed by
 (key, keyed BLAKE2b of the secret under a per-process random key, so the cache holds nothing that verifies
 elsewhere). A hit costs one BLAKE2b and three dict lookups: 1.3 µs per verification (timeit, best of 5, on the
-2-core machine while it ran CI), against 0.7 µs for the clear-text `compare_digest` of key and secret the Events API did before; a miss
-verifies against the stored hash once: 60–80 ms there. Each `StoredKey` has a `revision`, raised by the
+2-core machine while it ran CI), against 0.7 µs for a clear-text `compare_digest` of key and secret; a miss
+verifies against the stored hash once: 60–80 ms there (`python -m benchmarks.input_keys` measures all three). Each `StoredKey` has a `revision`, raised by the
 configuration on every revocation or rotation: a cached answer holds only while the key's stamp it was made under
 (revision and stored hash) is current, so a revoked key is refused from the first request after the replica has
 the new configuration version (a second, issue 15 point 3). The hash is part of the stamp because the revision
