@@ -20,15 +20,15 @@ point 6's key), not only hashed.
 `KeyVerifier` is a replica's view: the current configuration's `{key: StoredKey}` and two bounded caches keyed by
 (key, keyed BLAKE2b of the secret under a per-process random key, so the cache holds nothing that verifies
 elsewhere). A hit costs one BLAKE2b and three dict lookups: 1.3 µs per verification (timeit, best of 5, on the
-2-core machine while it ran CI), against 0.7 µs for a clear-text `compare_digest` of key and secret; a miss
-verifies against the stored hash once: 60–80 ms there (`python -m benchmarks.input_keys` measures all three). Each `StoredKey` has a `revision`, raised by the
-configuration on every revocation or rotation: a cached answer holds only while the key's stamp it was made under
-(revision and stored hash) is current, so a revoked key is refused from the first request after the replica has
-the new configuration version (a second, issue 15 point 3). The hash is part of the stamp because the revision
-alone does not name a secret: a key removed and added again starts over at revision 1 with another secret, and a
-replica that saw neither version in between must not keep answering from the old one's cache. Wrong secrets are
-cached too (a misconfigured client retrying), and cache misses share a budget per replica, so a flood of random
-secrets costs a bounded share of a core and answers 429.
+2-core machine while it ran CI), against 0.7 µs for a clear-text `compare_digest` of key and secret; a miss verifies
+against the stored hash once: 60–80 ms there (`python -m benchmarks.input_keys` measures all three). Each
+`StoredKey` has a `revision`, raised by the configuration on every revocation or rotation: a cached answer holds
+only while the key's stamp it was made under (revision and stored hash) is current, so a revoked key is refused from
+the first request after the replica has the new configuration version (a second, issue 15 point 3). The hash is part
+of the stamp because the revision alone does not name a secret: a key removed and added again starts over at
+revision 1 with another secret, and a replica that saw neither version in between must not keep answering from the
+old one's cache. Wrong secrets are cached too (a misconfigured client retrying), and cache misses share a budget per
+replica, so a flood of random secrets costs a bounded share of a core and answers 429.
 
 How the runtime uses it:
 - The store never keeps an input's secret in clear: `hashed_inputs(config)` turns the seed file's clear secrets
