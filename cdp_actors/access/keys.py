@@ -28,7 +28,8 @@ the first request after the replica has the new configuration version (a second,
 of the stamp because the revision alone does not name a secret: a key removed and added again starts over at
 revision 1 with another secret, and a replica that saw neither version in between must not keep answering from the
 old one's cache. Wrong secrets are cached too (a misconfigured client retrying), and cache misses share a budget per
-replica, so a flood of random secrets costs a bounded share of a core and answers 429.
+replica, so a flood of random secrets costs a bounded share of a core and answers 429; concurrent misses on the same
+credentials (a replica's first requests) wait for one verification.
 
 How the runtime uses it:
 - The store never keeps an input's secret in clear: `hashed_inputs(config)` turns the seed file's clear secrets
@@ -77,6 +78,9 @@ MISSES_PER_S = 5.0
 Enough to warm a replica's cache for a handful of inputs at once; a flood of wrong secrets gets 429, not a core."""
 MISS_BURST = 10.0
 """Misses allowed at once after a quiet spell (a replica's start, with ten inputs sending)."""
+MISS_LOCKS = 64
+"""Locks that make concurrent misses on the same credentials wait for one verification (striped by a hash of the
+credentials: 64 stripes make two different ones sharing a lock, so waiting for each other, rare)."""
 RETRY_AFTER_S = 1
 
 _SCHEME = "scrypt"
@@ -196,6 +200,9 @@ class KeyVerifier:
         self._lock = threading.Lock()
         """Held by writers only (misses run in threads, `replace` on the event loop); `cached` reads without it:
         a dict lookup is atomic under the GIL."""
+        self._miss_locks = [threading.Lock() for _ in range(MISS_LOCKS)]
+        """A replica's first requests arrive together with the same credentials: one verifies, the others wait for
+        its cached answer instead of each spending a hash (and the budget, which would answer them 429)."""
 
     def __repr__(self) -> str:
         return f"KeyVerifier({len(self._keys)} keys, {len(self._accepted)} cached)"
@@ -228,12 +235,19 @@ class KeyVerifier:
         found = self.cached(key, secret)
         if found is not None:
             return found
-        stored = self._keys.get(key)
+        entry = (key, self._digest(secret))
+        with self._miss_locks[hash(entry) % MISS_LOCKS]:
+            return self._verify_once(entry, secret)
+
+    def _verify_once(self, entry: tuple[str, bytes], secret: str) -> int:
+        found = self.cached(entry[0], secret)  # another thread may have verified these credentials meanwhile
+        if found is not None:
+            return found
+        stored = self._keys.get(entry[0])
         if stored is None:  # revoked by a `replace` since `cached` looked (this runs in a thread)
             raise Forbidden(_REFUSED)
         if not self._budget.take():
             raise Overloaded("Too many credentials to verify at once; retry shortly.", RETRY_AFTER_S)
-        entry = (key, self._digest(secret))
         if verify_secret(stored.secret_hash, Secret(secret)):
             self._remember(self._accepted, entry, stored.stamp)
             return stored.input_id

@@ -4,6 +4,8 @@ budget of cache misses."""
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import settings
@@ -98,6 +100,26 @@ def test_a_wrong_secret_is_refused_and_remembered(hashes):
     assert len(hashes) == 1
     assert verifier.verify(issued.key, issued.secret.reveal()) == 7
     assert len(hashes) == 2
+
+
+def test_concurrent_misses_on_the_same_credentials_share_one_verification(hashes):
+    """A replica's first requests come together: one hash, the others take its answer (none is refused 429)."""
+    issued = issue()
+    verifier = KeyVerifier(stored(issued), MissBudget(per_s=1, burst=1))
+    hashes.clear()
+    start = threading.Barrier(6)
+
+    def request(secret: str) -> int | str:
+        start.wait()
+        try:
+            return verifier.verify(issued.key, secret)
+        except Forbidden:
+            return "forbidden"
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(request, [issued.secret.reveal()] * 6))
+    assert answers == [7] * 6
+    assert len(hashes) == 1
 
 
 def test_an_unknown_key_is_refused_without_hashing(hashes):
