@@ -1,8 +1,12 @@
 """`cdp bench ingest`: acknowledged and end-to-end throughput against a same-run, no-Ray baseline.
 
 Phase 1 drives the baseline server (aiohttp + msgspec + LMDB synced group commit, no Ray) with the
-same closed-loop load; phase 2 drives the platform, delivering to a local sink, then waits for the sink
-to receive everything that was acknowledged. `--rate` makes phase 2 open-loop at that many events/s.
+same closed-loop load; phase 2 drives a platform whose Events API checks the workspace file's clear-text
+secrets and follows no configuration versions (the static configuration, as before the configuration store);
+phase 3 drives the platform as it runs (keys verified through their stored hashes, the live configuration),
+each delivering to a local sink, then waiting for the sink to receive everything that was acknowledged.
+`--rate` makes phases 2 and 3 open-loop at that many events/s. The report's figures are phase 3's, with its
+ratios to the baseline and to phase 2 (issue 15: end to end ≥ 0.95 of the static configuration's rate).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.input_keys import verification_costs
 from benchmarks.load import LoadResult, say
 from benchmarks.platform import baseline_phase, system_phase
 from benchmarks.servers import percentiles
@@ -49,7 +54,21 @@ def statuses(load: LoadResult) -> dict[str, int]:
     return {str(k): v for k, v in sorted(load.statuses.items(), key=str)}
 
 
-def build_report(baseline: LoadResult, system: dict[str, Any]) -> dict[str, Any]:
+def static_comparison(static: dict[str, Any], load: LoadResult, e2e: float) -> dict[str, Any]:
+    """The static configuration's figures and the live platform's ratios to them."""
+    static_load: LoadResult = static["load"]
+    static_e2e, _ = e2e_rate(static["sink"], static["started"])
+    return {
+        "static_acked_events_per_s": round(static_load.events_per_s),
+        "static_e2e_events_per_s": round(static_e2e),
+        "ratio_acked_to_static": round(load.events_per_s / static_load.events_per_s, 3),
+        "ratio_e2e_to_static": round(e2e / static_e2e, 3) if static_e2e else None,
+        "static_lost_batches": max(0, static_load.acked_batches - static["sink"]["unique_batches"]),
+        "static_statuses": statuses(static_load),
+    }
+
+
+def build_report(baseline: LoadResult, system: dict[str, Any], static: dict[str, Any] | None = None) -> dict[str, Any]:
     load: LoadResult = system["load"]
     sink, samples = system["sink"], system["samples"]
     e2e, span = e2e_rate(sink, system["started"])
@@ -59,6 +78,7 @@ def build_report(baseline: LoadResult, system: dict[str, Any]) -> dict[str, Any]
         "baseline_events_per_s": round(baseline.events_per_s),
         "ratio_acked_to_baseline": round(load.events_per_s / baseline.events_per_s, 3),
         "ratio_e2e_to_baseline": round(e2e / baseline.events_per_s, 3),
+        **(static_comparison(static, load, e2e) if static else {}),
         "ack_latency_ms": percentiles(load.ack_latencies_ms),
         "e2e_latency_ms": sink["latency_ms"],
         "baseline_ack_latency_ms": percentiles(baseline.ack_latencies_ms),
@@ -75,6 +95,9 @@ def build_report(baseline: LoadResult, system: dict[str, Any]) -> dict[str, Any]
         "baseline_statuses": statuses(baseline),
         "timeline": {
             "acked_per_second": [load.acked_per_second[s] for s in range(int(load.seconds))],
+            "static_acked_per_second": (
+                [static["load"].acked_per_second[s] for s in range(int(static["load"].seconds))] if static else []
+            ),
             "baseline_per_second": [baseline.acked_per_second[s] for s in range(int(baseline.seconds))],
             "delivered_per_second": delivered_timeline(sink, system["started"]),
             "intake_lag": samples["lag"],
@@ -93,6 +116,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     timeline = report["timeline"]
     fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(9, 10))
     top.plot(timeline["acked_per_second"], label="acknowledged")
+    if timeline.get("static_acked_per_second"):
+        top.plot(timeline["static_acked_per_second"], label="acknowledged, static configuration", linestyle="--")
     top.plot(timeline["delivered_per_second"], label="delivered to sink")
     top.plot(timeline["baseline_per_second"], label="baseline (no Ray)", linestyle=":")
     top.set(title="events per second", xlabel="second")
@@ -140,5 +165,7 @@ def write(report: dict[str, Any], args: Any, name: str, draw: Any = plot) -> dic
 
 async def run_ingest_bench(config: WorkspaceConfig, args: Any) -> dict[str, Any]:
     baseline = await baseline_phase(config, args)
+    static = await system_phase(config, args, "static", static_keys=True)
     system = await system_phase(config, args)
-    return write(build_report(baseline, system), args, "ingest")
+    report = {**build_report(baseline, system, static), "verification": verification_costs(config)}
+    return write(report, args, "ingest")

@@ -116,11 +116,23 @@ def sink_host(args: Any) -> tuple[str, str]:
     return "0.0.0.0", socket.gethostbyname(socket.gethostname())
 
 
+def deploy_static_events_api(config: WorkspaceConfig, data_dir: str) -> None:
+    """The Events API replaced by one that checks the clear-text secrets of `config` (the workspace file) and
+    follows no configuration versions: the Events API as it was before the configuration store, for a same-run
+    comparison with the hashed keys and the live configuration."""
+    from ray import serve
+
+    from serve_apps.app import APPS, events_app
+
+    serve.run(events_app(config, data_dir, static_keys=True), name="events", route_prefix=APPS["events"][0])
+
+
 @asynccontextmanager
 async def running_platform(
-    config: WorkspaceConfig, args: Any, outputs: Outputs = single_output
+    config: WorkspaceConfig, args: Any, outputs: Outputs = single_output, static_keys: bool = False
 ) -> AsyncIterator[Platform]:
-    """The platform on Ray (embedded, or the cluster at `--address`), forwarding to a sink process."""
+    """The platform on Ray (embedded, or the cluster at `--address`), forwarding to a sink process. With
+    `static_keys`, its Events API checks the file's clear-text secrets and follows no configuration versions."""
     from cdp_actors.cli import start_platform, start_ray, stop_platform
 
     listen, reach = sink_host(args)
@@ -136,6 +148,8 @@ async def running_platform(
             await wait_http(sink_stats)
             start_ray(args.address, ingress=args.ingress)
             start_platform(config, data_dir, "127.0.0.1", port, announce_passwords=False)
+            if static_keys:
+                deploy_static_events_api(config, data_dir)
             url = f"http://127.0.0.1:{port}"
             platform = Platform(
                 f"{url}/v2/bulkevents",
@@ -167,9 +181,10 @@ async def system_phase(
     label: str = "system",
     outputs: Outputs = single_output,
     workload: Workload | None = None,
+    static_keys: bool = False,
 ) -> dict[str, Any]:
     """One load phase on a fresh platform, then a drain until everything acknowledged is delivered."""
-    async with running_platform(config, args, outputs) as platform:
+    async with running_platform(config, args, outputs, static_keys) as platform:
         started = time.time()
         load = await platform.load(label, workload or workload_for(args), args.duration, args.rate)
         drained = await platform.drain(load.acked_events, deadline_s=max(120.0, 4 * args.duration))

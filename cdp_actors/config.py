@@ -68,13 +68,18 @@ class Input(_Strict):
     """In clear only in a workspace file (the store's seed) or for an input that takes signed IDSync requests."""
     secret_hash: str | None = None
     """The salted hash the store keeps (cdp_actors/access/keys.py): what Basic authentication is verified against."""
-    key_revision: int = 1
+    key_revision: int = Field(default=1, ge=1)
     """Raised by every rotation or revocation of this input's key: cached verifications of another revision fail."""
+    signed_requests: bool = False
+    """Whether the input takes IDSync requests signed with `x-mp-signature` (an HMAC keyed with the secret itself):
+    only such an input keeps its secret in the store (encrypted at rest); every other keeps only its hash."""
 
     @model_validator(mode="after")
     def _has_a_secret(self) -> Input:
         if self.secret is None and self.secret_hash is None:
             raise ValueError("an input needs a secret (or, in the configuration store, its secret_hash)")
+        if self.signed_requests and self.secret is None:
+            raise ValueError(".secret: an input that takes signed requests needs its secret, not only its hash")
         return self
 
     def clear_secret(self) -> str:

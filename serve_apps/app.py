@@ -34,13 +34,15 @@ def bounded_queue(config: WorkspaceConfig) -> dict[str, Any]:
     }
 
 
-def events_app(config: WorkspaceConfig, data_dir: str) -> Application:
+def events_app(config: WorkspaceConfig, data_dir: str, static_keys: bool = False) -> Application:
+    """`static_keys`: the clear-text check of `config`'s secrets, no live configuration (the ingest benchmark's
+    same-run comparison; see serve_apps/events.py)."""
     runtime = config.runtime
     return EventsApi.options(
         num_replicas=runtime.ingest_replicas,
         max_ongoing_requests=runtime.ingest_max_ongoing_requests,
         **bounded_queue(config),
-    ).bind(config, data_dir)
+    ).bind(config, data_dir, static_keys)
 
 
 def admin_app(config: WorkspaceConfig, data_dir: str) -> Application:

@@ -2,6 +2,12 @@
 
 Authenticate the input, bound the sizes, validate every batch, then one actor call appends all valid
 batches durably; 202 only after that commit.
+
+A replica follows the configuration's versions (`LiveConfig`) and verifies credentials against the stored hashes
+through its `KeyVerifier` (`InputKeys`): a key revoked or rotated is refused from the first request after the
+replica holds the new version. `static_keys=True` deploys the check the Events API had before the configuration
+store: the clear-text secrets of the configuration it was given, no poll loop; only the ingest benchmark's
+same-run comparison uses it.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cdp_actors import handles
+from cdp_actors.access.keys import InputKeys, KeyVerifier
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
-from serve_apps.auth import authenticate, read_body
+from serve_apps.auth import Source, authenticate, read_body, verify_basic
 from serve_apps.errors import RETRY_AFTER_S, answer, check_media_type, json_response, unavailable
 from serve_apps.live import LiveConfig
 from serve_apps.routes import Route, Routes
@@ -64,10 +71,11 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
     graceful_shutdown_wait_loop_s=1,
 )
 class EventsApi:
-    def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
+    def __init__(self, config: WorkspaceConfig, data_dir: str, static_keys: bool = False) -> None:
         setup_process(config, data_dir, "events-api")
         ensure_runtime(config, data_dir)
-        self.live = LiveConfig.plain()
+        self.live: LiveConfig[KeyVerifier] | None = None if static_keys else LiveConfig(InputKeys())
+        self.static_config = config
         self.limits = config.limits
         self.intake = handles.intake()
 
@@ -80,8 +88,14 @@ class EventsApi:
         except Exception as error:  # the app's one handler: a refusal's answer from the table, a bug's 500
             return answer(error, request)
 
+    async def _authenticate(self, request: Request) -> Source:
+        header = request.headers.get("authorization")
+        if self.live is None:
+            return authenticate(self.static_config, header)
+        return await verify_basic((await self.live.snapshot()).derived, header)
+
     async def _ingest(self, request: Request, bulk: bool) -> Response:
-        source = authenticate((await self.live.snapshot()).config, request.headers.get("authorization"))
+        source = await self._authenticate(request)
         body = await read_body(request, self.limits.max_request_bytes)
         items = self._split(body, bulk)
         checked = validate_batches(items, self.limits.max_batch_bytes)

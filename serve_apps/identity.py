@@ -1,7 +1,8 @@
 """IDSync Identity API under `/v1`: identify, search, login, logout, modify, and alias.
 
-A thin face: authenticate (Basic or HMAC signature), decode and validate, then one call to the
-IdentityIndex actor, where the strategy runs atomically.
+A thin face: authenticate (Basic against the stored hashes, as the Events API does, or the HMAC signature of an
+input that takes signed requests), decode and validate, then one call to the IdentityIndex actor, where the
+strategy runs atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cdp_actors import handles
+from cdp_actors.access.keys import InputKeys
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Forbidden, NotFound, RequestFailed
 from cdp_actors.identity.strategy import Outcome
@@ -84,7 +86,7 @@ class IdentityApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         setup_process(config, data_dir, "identity-api")
         ensure_runtime(config, data_dir)
-        self.live = LiveConfig.plain()
+        self.live = LiveConfig(InputKeys())
         self.index = handles.identity()
 
     async def __call__(self, request: Request) -> Response:
@@ -97,7 +99,8 @@ class IdentityApi:
         operation, arguments = ROUTES.find(request.method, request.url.path)
         check_media_type(request.headers.get("content-type"))
         body = await read_body(request, MAX_BODY_BYTES)
-        source = authenticate_signed((await self.live.snapshot()).config, request, body)
+        held = await self.live.snapshot()
+        source = await authenticate_signed(held.config, held.derived, request, body)
         with span("identity.request", operation=operation):
             try:
                 response = await self._dispatch(operation, arguments, body, source.key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cdp_actors.access.keys import hashed_inputs
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.control.changes import Change
 from cdp_actors.control.store import ClearSecrets, ConfigStore, HistoryEntry
@@ -21,8 +22,10 @@ class ControlCore:
         self.store = ConfigStore(Path(data_dir) / CONTROL_DIR, ClearSecrets())
 
     def seed(self, config: WorkspaceConfig) -> bool:
-        """Make `config` version 1 if the store is empty; True if it did (a seeded store ignores its seed)."""
-        return self.store.seed_from(config)
+        """Make `config` version 1 if the store is empty; True if it did (a seeded store ignores its seed). Inputs'
+        secrets are stored as hashes (`hashed_inputs`), computed only when the store is empty: every replica's start
+        offers the seed again."""
+        return self.store.is_empty() and self.store.seed_from(hashed_inputs(config))
 
     def current(self) -> tuple[int, WorkspaceConfig]:
         return self.store.current()

@@ -4,6 +4,8 @@ budget of cache misses."""
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from hypothesis import settings
@@ -100,6 +102,26 @@ def test_a_wrong_secret_is_refused_and_remembered(hashes):
     assert len(hashes) == 2
 
 
+def test_concurrent_misses_on_the_same_credentials_share_one_verification(hashes):
+    """A replica's first requests come together: one hash, the others take its answer (none is refused 429)."""
+    issued = issue()
+    verifier = KeyVerifier(stored(issued), MissBudget(per_s=1, burst=1))
+    hashes.clear()
+    start = threading.Barrier(6)
+
+    def request(secret: str) -> int | str:
+        start.wait()
+        try:
+            return verifier.verify(issued.key, secret)
+        except Forbidden:
+            return "forbidden"
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(request, [issued.secret.reveal()] * 6))
+    assert answers == [7] * 6
+    assert len(hashes) == 1
+
+
 def test_an_unknown_key_is_refused_without_hashing(hashes):
     verifier = KeyVerifier(stored(issue()))
     hashes.clear()
@@ -142,6 +164,29 @@ def test_rotation_refuses_the_old_secret_and_accepts_the_new():
     with pytest.raises(Forbidden):
         verifier.verify(old.key, old.secret.reveal())
     assert verifier.verify(old.key, new_secret.reveal()) == 7
+
+
+def test_a_key_removed_and_added_again_refuses_its_old_secret():
+    """The revision starts over at 1 for a key added again: the cached answer must not outlive the old hash, even
+    for a replica that never held the version without the key (two changes within one poll)."""
+    old = issue()
+    verifier = KeyVerifier(stored(old, revision=1))
+    verifier.verify(old.key, old.secret.reveal())
+    new_secret = Secret("n" * 64)
+    verifier.replace({old.key: StoredKey(old.key, 7, hash_secret(new_secret), 1)})
+    assert verifier.cached(old.key, old.secret.reveal()) is None  # no answer from the cache: a hash decides
+    with pytest.raises(Forbidden):
+        verifier.verify(old.key, old.secret.reveal())
+    assert verifier.verify(old.key, new_secret.reveal()) == 7
+
+
+def test_a_cached_refusal_does_not_outlive_a_new_hash():
+    issued = issue()
+    verifier = KeyVerifier(stored(issued, revision=3))
+    with pytest.raises(Forbidden):
+        verifier.verify(issued.key, "the-next-secret")
+    verifier.replace({issued.key: StoredKey(issued.key, 7, hash_secret(Secret("the-next-secret")), 3)})
+    assert verifier.verify(issued.key, "the-next-secret") == 7
 
 
 def test_an_unrelated_change_keeps_other_keys_cached(hashes):
@@ -239,5 +284,5 @@ class VerifierMachine(RuleBasedStateMachine):
         assert len(self.verifier._accepted) <= 4 and len(self.verifier._refused) <= 4
 
 
-VerifierMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+VerifierMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 test_verifier_state_machine = VerifierMachine.TestCase

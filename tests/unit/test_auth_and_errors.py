@@ -19,11 +19,20 @@ from fastapi import FastAPI
 from ray.serve._private.http_util import convert_object_to_asgi_messages, retry_after_headers
 from starlette.requests import ClientDisconnect, Request
 
+from cdp_actors.access.keys import InputKeys, hashed_inputs
 from cdp_actors.access.roles import Api, Role, credential_grant
 from cdp_actors.access.tokens import MIN_KEY_BYTES, TokenSigner
 from cdp_actors.cli import ERROR_MIDDLEWARES
+from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import Forbidden, Unauthorized
-from serve_apps.auth import MAX_DATE_SKEW, authenticate, authenticate_signed, parse_basic_auth, signed_at
+from serve_apps.auth import (
+    MAX_DATE_SKEW,
+    authenticate,
+    authenticate_signed,
+    parse_basic_auth,
+    signed_at,
+    verify_basic,
+)
 from serve_apps.errors import (
     ErrorEnvelope,
     UnsupportedMediaType,
@@ -37,6 +46,8 @@ from tests.conftest import demo_config
 
 NOW = datetime(2026, 11, 30, 21, 38, 23, tzinfo=timezone.utc)
 CONFIG = demo_config("http://127.0.0.1:9/hook")
+STORED = hashed_inputs(CONFIG)
+"""The demo workspace as the store keeps it: the demo input takes signed requests, so it keeps its secret too."""
 BODY = b'{"environment": "production", "known_identities": {"email": "a@b.io"}}'
 
 
@@ -65,9 +76,9 @@ def http_date(when: datetime) -> str:
     return when.strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
-def refusal(request: Request, now: datetime = NOW) -> str | None:
+def refusal(request: Request, now: datetime = NOW, config: WorkspaceConfig = STORED) -> str | None:
     try:
-        authenticate_signed(CONFIG, request, BODY, now)
+        asyncio.run(authenticate_signed(config, InputKeys()(config), request, BODY, now))
     except Unauthorized as refused:
         assert answer_of(refused).status_code == 401
         return refused.message
@@ -118,6 +129,15 @@ def test_a_missing_date_or_an_unknown_key_is_refused_saying_which() -> None:
     assert "not a key of this workspace" in (refusal(Request({**request.scope, "headers": headers})) or "")
 
 
+def test_a_signed_request_for_an_input_that_keeps_only_a_hash_is_refused_saying_so() -> None:
+    document = CONFIG.model_dump(mode="python")
+    document["inputs"][0]["secret"] = "demo-secret"
+    document["inputs"][0]["signed_requests"] = False
+    unsigned = hashed_inputs(WorkspaceConfig.model_validate(document))
+    assert unsigned.inputs[0].secret is None
+    assert "does not take signed requests" in (refusal(signed_request(http_date(NOW)), config=unsigned) or "")
+
+
 def test_the_skew_bound_holds_both_ways_to_the_second() -> None:
     edge = MAX_DATE_SKEW
     for offset in (edge, -edge):
@@ -146,13 +166,19 @@ def test_non_ascii_signatures_tokens_and_basic_credentials_are_refused_not_raise
     for forged in (f"{signed}.{accent * 43}", f"{accent * 2}.{'ab' * 32}", "\u00ff", f"{signed}.\udcff"):
         with pytest.raises(Unauthorized):
             signer.verify(forged, 1, versions)
+    verifier = InputKeys()(STORED)
     for header in ("Basic \u00e9\u00e9\u00e9\u00e9", "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode()):
         assert parse_basic_auth(header) is None
         with pytest.raises(Unauthorized):
             authenticate(CONFIG, header)
-    latin = "Basic " + base64.b64encode("d\u00e9mo:s\u00e9cret".encode()).decode()
-    with pytest.raises(Forbidden):  # well-formed UTF-8 credentials that match nothing: 403
-        authenticate(CONFIG, latin)
+        with pytest.raises(Unauthorized):
+            asyncio.run(verify_basic(verifier, header))
+    for key in ("demo-key", "d\u00e9mo"):
+        latin = "Basic " + base64.b64encode(f"{key}:s\u00e9cret".encode()).decode()
+        with pytest.raises(Forbidden):  # well-formed UTF-8 credentials that match nothing: 403
+            authenticate(CONFIG, latin)
+        with pytest.raises(Forbidden):
+            asyncio.run(verify_basic(verifier, latin))
 
 
 @pytest.mark.parametrize(
