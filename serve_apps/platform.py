@@ -236,7 +236,7 @@ class PlatformApi:
         item = r.platform_input(config, app_id, platform)
         r.check_platform_update(await body_of(request), item)
         issued = await asyncio.to_thread(keys.issue)
-        version, config = await self._apply(request, principal, r.new_access_key(item, issued.key, issued.secret_hash))
+        version, config = await self._apply(request, principal, r.new_access_key(item, issued))
         updated = r.app_input(config, app_id)
         return answer(version, [r.platform_document(updated, issued.secret.reveal())])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from cdp_actors.access.keys import IssuedKey
 from cdp_actors.config import Connection, ConsoleUser, Input, Output, WorkspaceConfig
 from cdp_actors.control.changes import (
     AddConnection,
@@ -223,10 +224,13 @@ def check_platform_update(body: Any, item: Input) -> None:
         raise BadRequest("an app platform changes only its access key: send true", "$.regenerate_access_key")
 
 
-def new_access_key(item: Input, key: str, secret_hash: str) -> UpdateInput:
-    """The input with a new key and secret hash, its clear secret dropped and its revision raised: cached
-    verifications of the old key stop holding."""
-    fields = {"key": key, "secret_hash": secret_hash, "secret": None, "key_revision": item.key_revision + 1}
+def new_access_key(item: Input, issued: IssuedKey) -> UpdateInput:
+    """The input with a new key and secret hash and its revision raised: cached verifications of the old key stop
+    holding. The clear secret is dropped, unless the input takes signed IDSync requests (an HMAC needs the secret
+    itself; the store keeps it encrypted)."""
+    secret = issued.secret.reveal() if item.signed_requests else None
+    fields = {"key": issued.key, "secret_hash": issued.secret_hash, "secret": secret,
+              "key_revision": item.key_revision + 1}  # fmt: skip
     return UpdateInput(id=item.id, fields=fields)
 
 

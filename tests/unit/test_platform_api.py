@@ -125,8 +125,12 @@ def test_a_new_access_key_drops_the_clear_secret_and_raises_the_revision():
             r.check_platform_update(body, item)
         assert refused.value.path == path
     issued = keys.issue()
-    after = applied(config, r.new_access_key(item, issued.key, issued.secret_hash)).inputs[0]
-    assert (after.key, after.secret, after.key_revision) == (issued.key, None, item.key_revision + 1)
+    after = applied(config, r.new_access_key(item, issued)).inputs[0]
+    assert (after.key, after.secret_hash, after.key_revision) == (issued.key, issued.secret_hash, item.key_revision + 1)
+    assert after.secret is not None and after.secret.get_secret_value() == issued.secret.reveal()  # signed requests
+    unsigned = item.model_copy(update={"signed_requests": False})
+    after = applied(config.model_copy(update={"inputs": [unsigned]}), r.new_access_key(unsigned, issued)).inputs[0]
+    assert (after.key, after.secret, after.secret_hash) == (issued.key, None, issued.secret_hash)
 
 
 def test_apps_are_platform_inputs_found_by_id_and_platform_in_any_case():
