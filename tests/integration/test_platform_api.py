@@ -108,6 +108,20 @@ def current() -> tuple[int, WorkspaceConfig]:
     return ray.get(handles.control().current.remote())
 
 
+def events_status(base: str, key: str, secret: str) -> int:
+    """What the Events API answers a minimal batch sent with these credentials."""
+    batch = {"environment": "development", "events": [], "user_identities": {"customer_id": "platform-key-user"}}
+    return requests.post(base + "/v2/events", json=batch, auth=(key, secret), timeout=30).status_code
+
+
+def answers_within_a_second(base: str, key: str, secret: str, status: int) -> None:
+    started, deadline, seen = time.monotonic(), time.monotonic() + 10, []
+    while not seen or seen[-1] != status:
+        assert time.monotonic() < deadline, f"the key answered {seen[-3:]}, not {status}"
+        seen.append(events_status(base, key, secret))
+    assert time.monotonic() - started < LIVE_S + 0.5  # + one request's time and a cache miss's hash
+
+
 def allowed(answer: requests.Response) -> bool:
     assert answer.status_code < 500, answer.text
     return answer.status_code not in (401, 403)
@@ -130,6 +144,7 @@ def test_an_app_platforms_secret_is_in_its_create_answer_only(base: str, admin: 
     _, config = current()
     stored = next(i for i in config.inputs if i.id == app["id"])
     assert stored.secret is None and keys.verify_secret(stored.secret_hash or "", keys.Secret(secret))
+    answers_within_a_second(base, key["key"], secret, 202)  # the new key works on the Events API
     # a new key for it: the old one's revision passes, the new secret is in that answer only
     rotated = call(base, "PUT", f"/platform/v1/apps/{app['id']}/platforms/ios", admin,
                    {"regenerate_access_key": True}, keep=False)  # fmt: skip
@@ -137,8 +152,11 @@ def test_an_app_platforms_secret_is_in_its_create_answer_only(base: str, admin: 
     new_key = rotated.json()["data"][0]["access_keys"][0]
     issued_secrets.append(new_key["secret"])
     assert new_key["key"] != key["key"] and new_key["key_revision"] == key["key_revision"] + 1
+    answers_within_a_second(base, key["key"], secret, 403)  # the old key stops
+    answers_within_a_second(base, new_key["key"], new_key["secret"], 202)
     removed = call(base, "DELETE", f"/platform/v1/apps/{app['id']}", admin)
     assert removed.status_code == 204
+    answers_within_a_second(base, new_key["key"], new_key["secret"], 403)
     assert call(base, "GET", f"/platform/v1/apps/{app['id']}", admin).status_code == 404
     assert all(i.id != app["id"] for i in current()[1].inputs)
 
