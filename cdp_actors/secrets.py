@@ -78,6 +78,8 @@ ENVELOPE_FIELD = "$encrypted"
 field has that name; a settings dict key of that name (firehose's `account_settings`) holds a secret, itself sealed
 into an envelope, so it is never mistaken for one."""
 ENVELOPE_VERSION = "v1"
+DEFAULT_KEY_DIR = "cdp"
+DEFAULT_KEY_FILE = "secrets.key"
 MASK = "********"
 """What a GET shows of a secret: the same for every value, so not even its length shows. mParticle never returns a
 credential after it was set (the Platform API's apps docs: the secret is in the create response only)."""
@@ -195,6 +197,40 @@ def _decoded(text: str, where: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise SecretsKeyError(f"{where} is {len(key)} bytes; a key is {KEY_BYTES} random bytes, base64-encoded")
     return key
+
+
+def default_key_file(environ: Mapping[str, str]) -> Path:
+    """Where `cdp serve` keeps the key when none is given: `$XDG_CONFIG_HOME/cdp/secrets.key` (by default
+    `~/.config/cdp/secrets.key`), the user's own configuration, outside any data directory."""
+    config_home = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".config")
+    return Path(config_home) / DEFAULT_KEY_DIR / DEFAULT_KEY_FILE
+
+
+def ensure_key_file(path: str | Path) -> bool:
+    """Create `path` holding one new key (0600, its directory 0700) unless it exists; True if this call made it.
+    Two processes starting together make one file: the second finds the first's (O_EXCL)."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as file:
+        file.write(f"# cdp secrets key (AES-256-GCM), current key first; back it up apart from the data\n"
+                   f"{generate_key()}\n")  # fmt: skip
+        file.flush()
+        os.fsync(file.fileno())
+    return True
+
+
+def key_file_to_use(environ: Mapping[str, str], given: str | Path | None) -> Path | None:
+    """The key file a start uses: the one given (`--secrets-key-file`), else none when `CDP_SECRETS_KEY` is set,
+    else `default_key_file`."""
+    if given is not None:
+        return Path(given)
+    if environ.get(KEY_ENV, "").strip():
+        return None
+    return default_key_file(environ)
 
 
 def require_keys(key_ids_in_use: Iterable[str], keyring: Keyring | None) -> None:
