@@ -22,9 +22,11 @@ from typing import Any
 
 import yaml
 
+from cdp_actors.access.keys import Secret as KeySecret
+from cdp_actors.access.keys import verify_secret
 from cdp_actors.audit import AuditFilter, AuditLog, AuditPage
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.control.changes import ITEM_NAMES, AddItem, Change, RemoveItem
+from cdp_actors.control.changes import ITEM_NAMES, AddItem, Change, RemoveItem, changed_paths, config_document
 from cdp_actors.control.sealer import WorkspaceSealer, replaced_secrets
 from cdp_actors.control.store import SEED_ACTOR, ConfigStore, HistoryEntry
 from cdp_actors.secrets import load_keyring, require_keys
@@ -40,10 +42,14 @@ class ControlCore:
         self.sealer = WorkspaceSealer(keyring)
         self.store = ConfigStore(Path(data_dir) / CONTROL_DIR, self.sealer)
         self.audit_log = AuditLog(self.store.store)
-        stored = self.store.stored_document()
-        if stored is not None:
-            require_keys(self.sealer.key_ids(stored), keyring)
-            self.store.rewrite_snapshots(self._rotated)
+        try:
+            stored = self.store.stored_document()
+            if stored is not None:
+                require_keys(self.sealer.key_ids(stored), keyring)
+                self.store.rewrite_snapshots(self._rotated)
+        except BaseException:
+            self.store.close()  # a store refused is not left open (LMDB opens an environment once per process)
+            raise
 
     def __repr__(self) -> str:
         return f"ControlCore({self.store.store.env.path()})"
@@ -143,3 +149,35 @@ def placeholder_name(config: WorkspaceConfig, path: tuple[str | int, ...]) -> st
         parts.extend(str(part) for part in path[1:])
     words = "_".join(parts).upper()
     return "CDP_" + "".join(c if c.isalnum() else "_" for c in words)
+
+
+MAX_REPORTED_PATHS = 10
+"""Paths a start's warning names when the workspace file and the store differ; the rest are counted."""
+
+
+def file_differences(file: WorkspaceConfig, stored: WorkspaceConfig) -> list[str]:
+    """Where a workspace file differs from the configuration store (`outputs[id=2].settings.url`), paths only.
+    An input whose store keeps only its secret's hash counts as equal when the file's secret verifies against it
+    (one scrypt, ~70 ms, per such input: once per start)."""
+    file_document, stored_document = config_document(file), config_document(stored)
+    by_id = {item["id"]: item for item in stored_document["inputs"]}
+    for item in file_document["inputs"]:
+        kept = by_id.get(item["id"])
+        if kept is None or kept.get("secret") is not None or not kept.get("secret_hash") or not item.get("secret"):
+            continue
+        if verify_secret(kept["secret_hash"], KeySecret(item["secret"])):
+            item.update(secret=None, secret_hash=kept["secret_hash"], key_revision=kept.get("key_revision"))
+    return changed_paths(file_document, stored_document)
+
+
+def differences_warning(source: str, paths: list[str]) -> str | None:
+    """What `cdp serve` says once when its workspace file is not the configuration it runs."""
+    if not paths:
+        return None
+    named = ", ".join(paths[:MAX_REPORTED_PATHS]) + (f" and {len(paths) - MAX_REPORTED_PATHS} more"
+                                                     if len(paths) > MAX_REPORTED_PATHS else "")  # fmt: skip
+    return (
+        f"cdp: WARNING: {source} differs from the configuration store, which wins (it is the configuration since "
+        f"the first start, changed through the Platform API): {named}. `cdp config export` writes the store's "
+        "configuration to a file"
+    )

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 import yaml
 
+from cdp_actors.audit import AUDIT_DB
 from cdp_actors.config import WorkspaceConfig, load_workspace, parse_workspace
 from cdp_actors.control.changes import (
     MAX_CHANGED_PATHS,
@@ -35,7 +36,6 @@ from cdp_actors.control.changes import (
     config_document,
     first_next_ids,
 )
-from cdp_actors.audit import AUDIT_DB
 from cdp_actors.errors import Conflict, NotFound
 from cdp_actors.storage.lmdb_env import Store, Txn, from_u64, iter_from, u64
 

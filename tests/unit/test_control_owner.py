@@ -13,10 +13,13 @@ import msgspec
 import pytest
 import yaml
 
+from cdp_actors.access.keys import Secret as KeySecret
+from cdp_actors.access.keys import hash_secret
 from cdp_actors.audit import AuditFilter
+from cdp_actors.cli import main
 from cdp_actors.config import WorkspaceConfig, load_workspace, parse_workspace
 from cdp_actors.control.changes import AddOutput, RemoveConnection, UpdateOutput
-from cdp_actors.control.owner import CONTROL_DIR, ControlCore
+from cdp_actors.control.owner import CONTROL_DIR, ControlCore, differences_warning, file_differences
 from cdp_actors.errors import BadRequest
 from cdp_actors.secrets import (
     KEY_ENV,
@@ -141,17 +144,25 @@ def test_a_personal_change_is_audited_by_paths_only(tmp_path: Path, key: str) ->
     assert b"ada@example.com" not in stored_bytes(tmp_path)
 
 
-def test_the_export_names_secrets_as_placeholders_or_holds_them_when_asked(tmp_path: Path, key: str,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+EXPORTED_VARIABLES = {
+    "CDP_INPUT_1_SECRET": "demo-secret",
+    "CDP_OUTPUT_1_AUTH_HEADER": AUTH_HEADER,
+    "CDP_OUTPUT_2_API_KEY": BRAZE_KEY,
+    "CDP_API_CLIENT_DEMO_ADMIN_CLIENT_SECRET": "demo-admin-secret",
+    "CDP_API_CLIENT_DEMO_CLIENT_CLIENT_SECRET": "demo-client-secret",
+    "CDP_USER_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD,
+}
+
+
+def test_the_export_names_secrets_as_placeholders_or_holds_them_when_asked(
+    tmp_path: Path, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     core = ControlCore(tmp_path)
     core.seed(workspace())
     masked = core.export_yaml()
     assert not [secret for secret in SECRETS if secret in masked]
     assert "${CDP_OUTPUT_2_API_KEY}" in masked and "${CDP_API_CLIENT_DEMO_ADMIN_CLIENT_SECRET}" in masked
-    for name, value in {"CDP_INPUT_1_SECRET": "demo-secret", "CDP_OUTPUT_1_AUTH_HEADER": AUTH_HEADER,
-                        "CDP_OUTPUT_2_API_KEY": BRAZE_KEY, "CDP_API_CLIENT_DEMO_ADMIN_CLIENT_SECRET": "demo-admin-secret",
-                        "CDP_API_CLIENT_DEMO_CLIENT_CLIENT_SECRET": "demo-client-secret",
-                        "CDP_USER_ADMIN_PASSWORD": TEST_ADMIN_PASSWORD}.items():  # fmt: skip
+    for name, value in EXPORTED_VARIABLES.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "masked.yaml").write_text(masked)
     assert load_workspace(tmp_path / "masked.yaml") == core.current()[1]
@@ -179,3 +190,47 @@ def test_a_key_file_opens_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert ControlCore(tmp_path / "data", str(key_file)).current()[1] == workspace()
     with pytest.raises(SecretsKeyError):  # no key at all: the encrypted store is refused, not read as garbage
         ControlCore(tmp_path / "data")
+
+
+def test_cdp_config_export_opens_the_store_when_no_platform_runs(tmp_path: Path, key: str) -> None:
+    core = ControlCore(tmp_path / "data")
+    core.seed(workspace())
+    core.apply(RemoveConnection(id=1), None, "alice")
+    core.close()
+    out = tmp_path / "exported.yaml"
+    assert main(["config", "export", "--data-dir", str(tmp_path / "data"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert "version 2" in text and "${CDP_OUTPUT_2_API_KEY}" in text
+    assert not [secret for secret in SECRETS if secret in text]
+    assert main(["config", "export", "--data-dir", str(tmp_path / "data"), "--out", str(out), "--include-secrets"]) == 0
+    assert load_workspace(out) == ControlCore(tmp_path / "data").current()[1]
+
+
+def test_cdp_config_export_says_what_is_missing(tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    core = ControlCore(tmp_path / "data")
+    core.seed(workspace())
+    core.close()
+    monkeypatch.setenv(KEY_ENV, generate_key())
+    assert main(["config", "export", "--data-dir", str(tmp_path / "data")]) == 2
+    assert "not among the configured keys" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["config", "export", "--data-dir", str(tmp_path / "empty")])
+
+
+def test_a_start_names_where_the_file_differs_from_the_store(tmp_path: Path) -> None:
+    stored = workspace()
+    assert file_differences(workspace(), stored) == []
+    changed = stored.with_output_settings(1, url="https://elsewhere.example/hook")
+    paths = file_differences(workspace(), changed)
+    assert paths == ["outputs[id=1].settings.url"]
+    warning = differences_warning("configs/workspace.yaml", paths)
+    assert warning is not None and "outputs[id=1].settings.url" in warning and "elsewhere" not in warning
+    assert differences_warning("x", []) is None
+    hashed = [i.model_copy(update={"secret": None, "secret_hash": hash_secret(KeySecret("demo-secret"))})
+              for i in stored.inputs]  # fmt: skip
+    assert file_differences(workspace(), stored.model_copy(update={"inputs": hashed})) == []
+    other = [i.model_copy(update={"secret": None, "secret_hash": hash_secret(KeySecret("other"))})
+             for i in stored.inputs]  # fmt: skip
+    assert file_differences(workspace(), stored.model_copy(update={"inputs": other})) != []
