@@ -543,12 +543,14 @@ file then loads back equal; it is created 0600: keep it as you keep the key)."""
 
 def exported_yaml(args: argparse.Namespace) -> str:
     """The configuration from the running control actor, else from the store opened here."""
+    import ray
+
     from cdp_actors.intake.dispatcher import RAY_ADDRESS_FILE
 
     noted = Path(args.data_dir) / RAY_ADDRESS_FILE
     address = args.address or (noted.read_text().strip() if noted.exists() else None)
-    if address:
-        text = exported_by_control_actor(address, args.include_secrets)
+    if address or ray.is_initialized():
+        text = exported_by_control_actor(address, str(Path(args.data_dir).resolve()), args.include_secrets)
         if text is not None:
             return text
     from cdp_actors.control.owner import ControlCore
@@ -566,25 +568,32 @@ def exported_yaml(args: argparse.Namespace) -> str:
         core.close()
 
 
-def exported_by_control_actor(address: str, include_secrets: bool) -> str | None:
-    """The export of the platform's control actor on the Ray at `address`; None when no platform runs there."""
+def exported_by_control_actor(address: str | None, data_dir: str, include_secrets: bool) -> str | None:
+    """The export of the control actor of the platform on `data_dir`, found on the Ray at `address` (or the one this
+    process is attached to); None when no such platform runs there."""
     import ray
 
     from cdp_actors import handles
     from cdp_actors.partition import NAMESPACE
 
-    if not answers(address):
-        return None
+    attached = not ray.is_initialized()  # a caller inside the platform's Ray (a test) asks through its own
+    if attached:
+        if address is None or not answers(address):
+            return None
+        try:
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        except ConnectionError:
+            return None
     try:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    except ConnectionError:
-        return None
-    try:
-        return ray.get(handles.control().export_yaml.remote(include_secrets))
+        control = handles.control()
+        if ray.get(control.data_directory.remote()) != data_dir:  # another platform's
+            return None
+        return ray.get(control.export_yaml.remote(include_secrets))
     except ValueError:  # that Ray runs no platform
         return None
     finally:
-        ray.shutdown()
+        if attached:
+            ray.shutdown()
 
 
 def answers(address: str, timeout_s: float = 1.0) -> bool:

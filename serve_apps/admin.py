@@ -41,7 +41,8 @@ from serve_apps.live import LiveConfig
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
 PROFILE_EDIT_ACTION = "edit"
-"""How the audit log names a User Activity edit of a profile (target `profile:<mpid>`)."""
+"""How the audit log names a User Activity edit of a profile (target `profile:<mpid>`); a console user's session
+is recorded as `login` and `logout` (target `user:<name>`)."""
 _log = logging.getLogger(__name__)
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
 
@@ -148,14 +149,13 @@ def report_days(since: str | None, until: str | None) -> tuple[int, int]:
         raise BadRequest("dates must be YYYY-MM-DD (UTC)") from None
 
 
-async def record_edit(actor: str, mpid: int, edit: ProfileEdit) -> None:
-    """The audit entry of an accepted profile edit. The edit stands (it is durable) even if this fails: the failure
-    is logged, and the answer stays 202 so that the client does not send the edit again."""
-    fields = edit.model_dump(exclude_defaults=True)
+async def record_audit(actor: str, action: str, target: str, after: Any = None, personal: bool = False) -> None:
+    """An audit entry for what already happened (an accepted profile edit, a login). What it records stands even if
+    this fails: the failure is logged, and the answer stays the same, so that a client does not do it again."""
     try:
-        await handles.control().audit.remote(actor, PROFILE_EDIT_ACTION, f"profile:{mpid}", None, fields, True)
+        await handles.control().audit.remote(actor, action, target, None, after, personal)
     except (ray.exceptions.RayError, ValueError) as error:  # ValueError: the control actor is not registered
-        _log.error("the audit entry of an edit of profile %s by %r was not recorded: %s", mpid, actor, type(error))
+        _log.error("the audit entry %s %s by %r was not recorded: %s", action, target, actor, type(error).__name__)
 
 
 def _name_connection(config: WorkspaceConfig, entry: dict[str, Any]) -> None:
@@ -199,6 +199,7 @@ class AdminApi:
         role = access.roles[body.user]
         response = json_response(200, {"user": body.user, "role": role.value, "csrf_token": started.csrf_token})
         response.headers["Set-Cookie"] = set_cookie(started.session_id, secure)
+        await record_audit(body.user, "login", f"user:{body.user}")
         return response
 
     @app.post("/logout")
@@ -207,8 +208,9 @@ class AdminApi:
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             raise Unauthorized("Log in: the session is missing, expired or ended.")
-        await handles.sessions().resume.remote(session_id, now_s(), "POST", request.headers.get(CSRF_HEADER))
+        user = await handles.sessions().resume.remote(session_id, now_s(), "POST", request.headers.get(CSRF_HEADER))
         await handles.sessions().end.remote(session_id)
+        await record_audit(user, "logout", f"user:{user}")
         response = Response(status_code=204)
         response.headers["Set-Cookie"] = clear_cookie(request.url.scheme == "https")
         return response
@@ -328,7 +330,8 @@ class AdminApi:
             raise Overloaded("Intake is behind; retry later.", RETRY_AFTER_S)
         if result.refused:
             raise BadRequest(result.refused, "$")
-        await record_edit(principal.name, value, edit)
+        fields = edit.model_dump(exclude_defaults=True)
+        await record_audit(principal.name, PROFILE_EDIT_ACTION, f"profile:{value}", fields, personal=True)
         return Response(status_code=202)
 
     @app.get("/audit", dependencies=[needs(Permission.AUDIT_READ)])

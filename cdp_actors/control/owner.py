@@ -38,6 +38,7 @@ SEED_TARGET = "workspace"
 
 class ControlCore:
     def __init__(self, data_dir: str | Path, secrets_key_file: str | None = None) -> None:
+        self.data_dir = str(Path(data_dir).resolve())
         keyring = load_keyring(os.environ, secrets_key_file, data_dir)
         self.sealer = WorkspaceSealer(keyring)
         self.store = ConfigStore(Path(data_dir) / CONTROL_DIR, self.sealer)
@@ -56,6 +57,10 @@ class ControlCore:
 
     def close(self) -> None:
         self.store.close()
+
+    def data_directory(self) -> str:
+        """The data directory this owner's store lies in: how `cdp config export` knows it found the right one."""
+        return self.data_dir
 
     def seed(self, config: WorkspaceConfig) -> bool:
         """Make `config` version 1 if the store is empty; True if it did (a seeded store ignores its seed)."""

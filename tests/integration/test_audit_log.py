@@ -93,6 +93,8 @@ def test_only_the_admin_role_reads_the_log(base: str) -> None:
     answer = requests.get(base + "/cdp/audit", cookies=session.cookies, headers=headers, timeout=30)
     assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "FORBIDDEN"
     assert requests.get(base + "/cdp/audit", timeout=30).status_code == 401
+    sessions = audit(base, actor=SUPPORT[0]).json()["data"]
+    assert [(e["action"], e["target"]) for e in sessions][:1] == [("login", f"user:{SUPPORT[0]}")]
 
 
 def test_bad_paging_is_a_400_naming_the_field(base: str) -> None:
@@ -100,3 +102,14 @@ def test_bad_paging_is_a_400_naming_the_field(base: str) -> None:
         answer = audit(base, **query)
         assert answer.status_code == 400, (query, answer.text)
         assert field in answer.json()["errors"][0]["message"], (query, answer.text)
+
+
+def test_cdp_config_export_asks_the_running_control_actor(base: str, platforms, tmp_path) -> None:
+    from cdp_actors.cli import main
+
+    out = tmp_path / "exported.yaml"
+    assert main(["config", "export", "--data-dir", str(platforms.data_dir), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "${CDP_OUTPUT_1_AUTH_HEADER}" in text and "${CDP_API_CLIENT_DEMO_ADMIN_CLIENT_SECRET}" in text
+    for secret in (OLD_CREDENTIAL, NEW_CREDENTIAL, "demo-admin-secret", USER_CLIENT[1], SUPPORT[1]):
+        assert secret not in text
