@@ -29,26 +29,25 @@ instead of handing one partner's credential to another. The key id in each envel
 lookup; Fernet (AES-128-CBC + HMAC) carries no key id, so MultiFernet tries every key in turn. Nonces are 96 random
 bits: safe for 2^32 encryptions under one key, and settings are written a few times a day.
 
-How the next session wires it:
+How it is wired:
 - Keys never travel between processes: a `Keyring` refuses to pickle. Each process that needs them calls
-  `load_keyring(os.environ, key_file, data_dir)` itself: `cdp serve` once at start (to fail fast with
-  `SecretsKeyError`'s message), then the configuration actor and each forwarder in `__init__`, given the key file's
-  path (a path is no secret) as an argument; Ray workers on the local node inherit `cdp serve`'s environment, and
-  on a cluster joined with `--address` each node needs the key file (or the variable) itself. So no key, and no
-  decrypted credential, enters a task spec, the object store or its spill files on disk.
-- The configuration actor stores each output's settings as `encrypt_settings(output.settings, keyring,
-  f"output:{output.id}")`, calls `require_keys` over the key ids of its stored outputs when it opens its store
-  (the start fails), and when `needs_rotation` is true for any output writes `rotate_settings` of each in one
-  transaction. A configuration version carries the stored (encrypted) settings to the forwarders.
-- The forwarders decrypt when they build adapters for a new version (never per batch) with `decrypt_settings`:
+  `load_keyring(os.environ, key_file, data_dir)` itself: `ensure_runtime` once at start (to fail fast with
+  `SecretsKeyError`'s message), then the control actor in `__init__`, given the key file's path (a path is no
+  secret) as an argument; Ray workers on the local node inherit `cdp serve`'s environment, and on a cluster the
+  head node needs the key file (or the variable). `key_file_to_use`: `--secrets-key-file`, else none when
+  `CDP_SECRETS_KEY` is set, else `default_key_file` (`~/.config/cdp/secrets.key`), which `ensure_key_file` makes
+  (0600) at the first start so that the demo runs out of the box.
+- The control actor's store seals every snapshot with `control/sealer.py` (every `SecretStr` of the configuration
+  encrypted, bound to its item and field), calls `require_keys` over the current snapshot's key ids when it opens
+  (the start fails), and re-encrypts the kept snapshots under a new current key.
+- Configuration versions still reach the forwarders as validated models (secrets as `SecretStr` in memory);
+  `encrypt_settings`/`decrypt_settings` are for carrying the stored (encrypted) settings to them instead:
   measured ~14 µs per secret, validation included, on the 2-core machine under CI load (test_secrets.py prints
   it): about 3 ms for a version of 100 outputs with two credentials each.
 - Platform API / admin GET answers of services (outputs) return `mask(settings)`; PUT bodies go through
-  `restore_masked(body, current settings)` before validation.
-- The YAML seed and `cdp config export`: secrets come in as `${ENV}` or literals and are encrypted on first store;
-  export writes `MASK` unless asked for `${ENV}` placeholders (an open question for the integration).
-- No key configured and no secret in any output (the demo workspace): nothing to encrypt, nothing refused.
-  A secret to store without a key raises `SecretsKeyError` (the Platform API answers it as a 400 naming the field).
+  `restore_masked(body, current settings)` before validation; the audit log masks with `mask`.
+- `cdp config export` writes `${NAME}` placeholders, or the secrets in clear with `--include-secrets`.
+- No key at all (neither given nor the default file): a secret to store raises `SecretsKeyError`.
 """
 
 from __future__ import annotations
