@@ -581,7 +581,8 @@ def exported_by_control_actor(address: str | None, data_dir: str, include_secret
         if address is None or not answers(address):
             return None
         try:
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+            with node_ip_on_loopback(is_loopback(address.rpartition(":")[0])):  # else Ray looks on the LAN address
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
         except ConnectionError:
             return None
     try:
