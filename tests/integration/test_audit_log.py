@@ -1,6 +1,7 @@
 """The audit log over real HTTP: a configuration change made through the control actor and a profile edit made
 through `/cdp/users/{mpid}/edit` are read back from `GET /cdp/audit` with who made them, secrets masked and the
-edit's values left out; only the admin role reads the log. This module starts its own platform (a workspace with
+edit's values left out; only the admin role reads the log; `cdp config export` asks the running control actor;
+a console session outlives a restart of the sessions actor. This module starts its own platform (a workspace with
 a partner credential, a User-level client and a Support console user)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from cdp_actors.config import WorkspaceConfig, parse_workspace
 from cdp_actors.control.changes import UpdateOutput
 from cdp_actors.secrets import MASK
 from tests.conftest import demo_config
-from tests.support import token_of
+from tests.support import token_of, wait_for
 
 OLD_CREDENTIAL = "Bearer audit-old-credential-51"
 NEW_CREDENTIAL = "Bearer audit-new-credential-62"
@@ -113,3 +114,22 @@ def test_cdp_config_export_asks_the_running_control_actor(base: str, platforms, 
     assert "${CDP_OUTPUT_1_AUTH_HEADER}" in text and "${CDP_API_CLIENT_DEMO_ADMIN_CLIENT_SECRET}" in text
     for secret in (OLD_CREDENTIAL, NEW_CREDENTIAL, "demo-admin-secret", USER_CLIENT[1], SUPPORT[1]):
         assert secret not in text
+
+
+def test_a_console_session_survives_a_restart_of_the_sessions_actor(base: str) -> None:
+    import ray
+
+    from cdp_actors import handles
+
+    session = requests.post(base + "/cdp/login", json={"user": SUPPORT[0], "password": SUPPORT[1]}, timeout=30)
+    assert session.status_code == 200, session.text
+    status = base + "/cdp/status"
+    assert requests.get(status, cookies=session.cookies, timeout=30).status_code == 200
+    before = handles.sessions()
+    ray.kill(before, no_restart=False)  # Ray restarts it (max_restarts=-1), with an empty memory
+    wait_for(lambda: requests.get(status, cookies=session.cookies, timeout=30).status_code == 200,
+             timeout=30, what="the restarted sessions actor to answer for the session")  # fmt: skip
+    logout = requests.post(base + "/cdp/logout", cookies=session.cookies,
+                           headers={CSRF_HEADER: session.json()["csrf_token"]}, timeout=30)  # fmt: skip
+    assert logout.status_code == 204
+    assert requests.get(status, cookies=session.cookies, timeout=30).status_code == 401
