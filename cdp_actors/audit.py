@@ -17,16 +17,16 @@ What it offers: `AuditLog(store).record(actor, action, target, before, after)` (
 `latest(before_id, limit, filters)` (newest first, for a reader), both bounded by `MAX_PAGE` entries returned and
 `MAX_SCANNED` entries read, and returning the cursor to continue from.
 
-How the next session wires it: the configuration actor (the one owner of the versioned configuration store on the
-head node) opens its Store with `AUDIT_DB` among its sub-databases and writes each configuration change and its
+How it is wired: the control actor (`control/owner.py`, the one owner of the versioned configuration store on
+the head node) opens its Store with `AUDIT_DB` among its sub-databases and writes each configuration change and its
 audit entry in one transaction (`record_in`): a change without its entry, or an entry for a change that did not
-happen, cannot be stored. The Platform API and admin handlers pass who is calling (from the token or session) with
-the change request; users and roles, also configuration, are audited the same way. Profile edits on `/cdp/users`
-go to the profile shards, not the configuration actor: their handler calls the configuration actor's `audit`
-method afterwards with `personal=True` (one extra actor call on an admin edit, never on the event path).
-`GET /cdp/audit?after_id=&limit=&actor=&action=&target=&since_ms=&until_ms=` answers `latest` (or `page` with
-`order=asc`) as `{"data": [...entries], "next": <cursor or null>}`; it needs the admin role. Cost: a synced commit
-(~0.5-1 ms) per change; admin changes come at human speed.
+happen, cannot be stored. Callers pass who is calling (the token's client id or the session's user name) with the
+change. Profile edits on `/cdp/users` go to the intake, not the control actor: their handler calls the control
+actor's `audit` method afterwards with `personal=True` (one extra actor call on an admin edit, never on the event
+path); console logins and logouts are recorded the same way.
+`GET /cdp/audit?after_id=&before_id=&limit=&actor=&action=&target=&since_ms=&until_ms=&order=` answers `latest`
+(or `page` with `order=asc`) as `{"data": [...entries], "next": <cursor or null>}`; only the admin role reads it.
+Cost: a synced commit (~0.5-1 ms) per change; admin changes come at human speed.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`), see and replay batches
-set aside (`deadletter`)."""
+set aside (`deadletter`), write the configuration store back to a workspace file (`config export`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cdp_actors.config import ConfigError, WorkspaceConfig, load_workspace
+from cdp_actors.control.owner import differences_warning, file_differences
 from cdp_actors.haproxy_wrapper import (
     BINARY_ENV,
     DEFAULT_HTTP_REQUEST_TIMEOUT_S,
@@ -239,10 +240,16 @@ def stop_orphaned_ingress(port: int) -> list[int]:
 
 
 def start_platform(
-    config: WorkspaceConfig, data_dir: str, host: str, port: int, announce_passwords: bool = True
-) -> None:
+    config: WorkspaceConfig,
+    data_dir: str,
+    host: str,
+    port: int,
+    announce_passwords: bool = True,
+    secrets_key_file: str | None = None,
+) -> WorkspaceConfig:
     """Serve on host:port, the runtime's actors, and every HTTP app; Ray must be initialised. A console user without
-    a password gets one, printed once, unless `announce_passwords` is false (the benchmarks: nobody logs in)."""
+    a password gets one, printed once, unless `announce_passwords` is false (the benchmarks: nobody logs in).
+    `config` seeds an empty configuration store; the configuration the platform runs (the store's) is returned."""
     from ray import serve
 
     from cdp_actors.runtime import ensure_runtime
@@ -251,8 +258,9 @@ def start_platform(
     for pid in stop_orphaned_ingress(port):
         print(f"cdp: stopped HAProxy pid {pid}, left on port {port} by an earlier run", file=sys.stderr, flush=True)
     serve.start(http_options={"host": host, "port": port})
-    ensure_runtime(config, data_dir, announce_passwords)
-    deploy(config, data_dir)
+    running = ensure_runtime(config, data_dir, announce_passwords, secrets_key_file)
+    deploy(running, data_dir)
+    return running
 
 
 def stop_platform(config: WorkspaceConfig) -> None:
@@ -331,7 +339,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             signal.signal(sig, _stop_requested)
         # A signal while starting stops the start too: after a signal to the whole process group, Ray's processes
         # are gone and the start would never end.
-        start_platform(config, data_dir, args.host, args.port)
+        running = start_platform(config, data_dir, args.host, args.port, secrets_key_file=args.secrets_key_file)
+        differs = differences_warning(args.config, file_differences(config, running))
+        if differs:
+            print(differs, file=sys.stderr, flush=True)
         print(
             f"cdp: serving workspace {config.workspace.name!r} on http://{args.host}:{args.port} "
             f"(data in {data_dir}); Ctrl-C stops",
@@ -521,6 +532,102 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 1 if report["overloaded"] or report["not_found"] else 0
 
 
+EXPORT_HELP = """Write the running configuration (the configuration store's, which the workspace file only seeded) as a
+workspace file. It asks the platform's control actor when one runs on --data-dir's Ray (or --address), else it
+opens the store itself, with the secrets key `cdp serve` uses (CDP_SECRETS_KEY, --secrets-key-file, or
+~/.config/cdp/secrets.key). Secrets are written as ${NAME} placeholders (CDP_OUTPUT_3_API_KEY, ...), not in
+clear: the export is meant to be read, diffed and kept in version control, and a credential in such a file is a
+credential leaked; set those variables and the file seeds a new store. --include-secrets writes them in clear (the
+file then loads back equal; it is created 0600: keep it as you keep the key)."""
+
+
+def exported_yaml(args: argparse.Namespace) -> str:
+    """The configuration from the running control actor, else from the store opened here."""
+    import ray
+
+    from cdp_actors.intake.dispatcher import RAY_ADDRESS_FILE
+
+    noted = Path(args.data_dir) / RAY_ADDRESS_FILE
+    address = args.address or (noted.read_text().strip() if noted.exists() else None)
+    if address or ray.is_initialized():
+        text = exported_by_control_actor(address, str(Path(args.data_dir).resolve()), args.include_secrets)
+        if text is not None:
+            return text
+    from cdp_actors.control.owner import ControlCore
+    from cdp_actors.secrets import key_file_to_use
+
+    key_file = key_file_to_use(os.environ, args.secrets_key_file)
+    if key_file is not None and args.secrets_key_file is None and not key_file.exists():
+        key_file = None  # no default key made yet: the store opens only if it holds no secret
+    core = ControlCore(args.data_dir, None if key_file is None else str(key_file))
+    try:
+        if core.store.is_empty():
+            raise SystemExit(f"cdp config export: no configuration store in {args.data_dir} (start `cdp serve` once)")
+        return core.export_yaml(args.include_secrets)
+    finally:
+        core.close()
+
+
+def exported_by_control_actor(address: str | None, data_dir: str, include_secrets: bool) -> str | None:
+    """The export of the control actor of the platform on `data_dir`, found on the Ray at `address` (or the one this
+    process is attached to); None when no such platform runs there."""
+    import ray
+
+    from cdp_actors import handles
+    from cdp_actors.partition import NAMESPACE
+
+    attached = not ray.is_initialized()  # a caller inside the platform's Ray (a test) asks through its own
+    if attached:
+        if address is None or not answers(address):
+            return None
+        try:
+            with node_ip_on_loopback(is_loopback(address.rpartition(":")[0])):  # else Ray looks on the LAN address
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        except ConnectionError:
+            return None
+    try:
+        control = handles.control()
+        if ray.get(control.data_directory.remote()) != data_dir:  # another platform's
+            return None
+        return ray.get(control.export_yaml.remote(include_secrets))
+    except ValueError:  # that Ray runs no platform
+        return None
+    finally:
+        if attached:
+            ray.shutdown()
+
+
+def answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether a Ray GCS listens at `host:port` (`auto` is left to Ray): a platform that stopped left its address
+    noted, and Ray would wait for it to come back."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from cdp_actors.secrets import SecretsKeyError
+
+    try:
+        text = exported_yaml(args)
+    except SecretsKeyError as error:
+        print(f"cdp config export: {error}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    print(f"cdp config export: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="cdp", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -531,6 +638,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--address", default=None, help="join an existing Ray cluster, e.g. auto or ray://...")
+    serve.add_argument(
+        "--secrets-key-file",
+        default=None,
+        help="the key that encrypts the stored credentials (one base64 key a line, current first), outside the "
+        "data dir; default: CDP_SECRETS_KEY if set, else ~/.config/cdp/secrets.key, made 0600 at the first start",
+    )
     add_ingress_argument(serve)
     serve.set_defaults(run=cmd_serve)
 
@@ -586,6 +699,19 @@ def parser() -> argparse.ArgumentParser:
         help="the platform's Ray, e.g. auto (default: the one noted in --data-dir, else auto)",
     )
     dead.set_defaults(run=cmd_deadletter)
+
+    config = commands.add_parser("config", help="the configuration store: export it as a workspace file")
+    config.add_argument("action", choices=("export",))
+    config.description = EXPORT_HELP
+    config.formatter_class = argparse.RawDescriptionHelpFormatter
+    config.add_argument("--out", default=None, help="write here (0600) instead of to stdout")
+    config.add_argument("--data-dir", default=".cdp-data")
+    config.add_argument("--address", default=None, help="the platform's Ray (default: the one noted in --data-dir)")
+    config.add_argument("--secrets-key-file", default=None, help="as for cdp serve, when the store is opened here")
+    config.add_argument(
+        "--include-secrets", action="store_true", help="secrets in clear, not as ${NAME} placeholders (see above)"
+    )
+    config.set_defaults(run=cmd_config)
     return root
 
 

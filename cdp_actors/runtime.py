@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
@@ -59,7 +60,10 @@ from cdp_actors.placement import (
     shard_order,
 )
 from cdp_actors.profiles.shard import ProfileShard
+from cdp_actors.secrets import ensure_key_file, key_file_to_use, load_keyring
 from cdp_actors.storage.lmdb_env import make_private_dir, open_private
+
+_log = logging.getLogger(__name__)
 
 
 def _named(actor_class: Any, name: str, pin: NodeKey | None = None) -> Any:
@@ -80,13 +84,21 @@ def _ready(*handles: Any) -> None:
     ray.get([handle.__ray_ready__.remote() for handle in handles])
 
 
-def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path, announce_passwords: bool = False) -> None:
-    """Create whichever runtime actors do not exist yet, in dependency order, and wait until all are up. The
-    process that starts the platform from a terminal (`cdp serve`) sets `announce_passwords`: a console user
-    without a password then gets one, printed once; a Serve replica, whose output is a log file, never does."""
+def ensure_runtime(
+    config: WorkspaceConfig,
+    data_dir: str | Path,
+    announce_passwords: bool = False,
+    secrets_key_file: str | Path | None = None,
+) -> WorkspaceConfig:
+    """Create whichever runtime actors do not exist yet, in dependency order, wait until all are up, and return the
+    configuration they run (the store's: `config` only seeds an empty one). The process that starts the platform
+    from a terminal (`cdp serve`) sets `announce_passwords`: a console user without a password then gets one,
+    printed once, and so is the path of a secrets key made at this start; a Serve replica, whose output is a log
+    file, never prints either."""
     data_dir = str(Path(data_dir).resolve())
     make_private_dir(data_dir)
-    control = _named(ControlActor, CONTROL_NAME, HEAD).remote(data_dir)
+    key_file = prepare_secrets_key(secrets_key_file, data_dir, announce_passwords)
+    control = _named(ControlActor, CONTROL_NAME, HEAD).remote(data_dir, None if key_file is None else str(key_file))
     ray.get(control.seed.remote(config))  # the file seeds an empty store; a seeded store is the configuration
     _, config = ray.get(control.current.remote())
     runtime, limits = config.runtime, config.limits
@@ -108,6 +120,25 @@ def ensure_runtime(config: WorkspaceConfig, data_dir: str | Path, announce_passw
         data_dir, INTAKE_NAME, runtime.shards, runtime.max_chunk_batches, config
     )
     _ready(*forwarders, dispatcher)
+    return config
+
+
+def prepare_secrets_key(given: str | Path | None, data_dir: str, announce: bool) -> Path | None:
+    """The key file the control actor loads (None: `CDP_SECRETS_KEY` holds the keys), made at the first start when
+    neither is given (`~/.config/cdp/secrets.key`), and checked here so that a bad key stops the start with its
+    message rather than in the actor."""
+    key_file = key_file_to_use(os.environ, given)
+    if key_file is not None and given is None and ensure_key_file(key_file):
+        message = (
+            f"cdp: made the secrets key {key_file} (it encrypts the stored credentials; keep it, and back it up "
+            "apart from the data directory)"
+        )
+        if announce:
+            print(message, flush=True)
+        else:
+            _log.warning(message)
+    load_keyring(os.environ, key_file, data_dir)
+    return key_file
 
 
 ControlActor = ray.remote(max_restarts=-1, max_task_retries=-1)(ControlCore)

@@ -29,26 +29,25 @@ instead of handing one partner's credential to another. The key id in each envel
 lookup; Fernet (AES-128-CBC + HMAC) carries no key id, so MultiFernet tries every key in turn. Nonces are 96 random
 bits: safe for 2^32 encryptions under one key, and settings are written a few times a day.
 
-How the next session wires it:
+How it is wired:
 - Keys never travel between processes: a `Keyring` refuses to pickle. Each process that needs them calls
-  `load_keyring(os.environ, key_file, data_dir)` itself: `cdp serve` once at start (to fail fast with
-  `SecretsKeyError`'s message), then the configuration actor and each forwarder in `__init__`, given the key file's
-  path (a path is no secret) as an argument; Ray workers on the local node inherit `cdp serve`'s environment, and
-  on a cluster joined with `--address` each node needs the key file (or the variable) itself. So no key, and no
-  decrypted credential, enters a task spec, the object store or its spill files on disk.
-- The configuration actor stores each output's settings as `encrypt_settings(output.settings, keyring,
-  f"output:{output.id}")`, calls `require_keys` over the key ids of its stored outputs when it opens its store
-  (the start fails), and when `needs_rotation` is true for any output writes `rotate_settings` of each in one
-  transaction. A configuration version carries the stored (encrypted) settings to the forwarders.
-- The forwarders decrypt when they build adapters for a new version (never per batch) with `decrypt_settings`:
+  `load_keyring(os.environ, key_file, data_dir)` itself: `ensure_runtime` once at start (to fail fast with
+  `SecretsKeyError`'s message), then the control actor in `__init__`, given the key file's path (a path is no
+  secret) as an argument; Ray workers on the local node inherit `cdp serve`'s environment, and on a cluster the
+  head node needs the key file (or the variable). `key_file_to_use`: `--secrets-key-file`, else none when
+  `CDP_SECRETS_KEY` is set, else `default_key_file` (`~/.config/cdp/secrets.key`), which `ensure_key_file` makes
+  (0600) at the first start so that the demo runs out of the box.
+- The control actor's store seals every snapshot with `control/sealer.py` (every `SecretStr` of the configuration
+  encrypted, bound to its item and field), calls `require_keys` over the current snapshot's key ids when it opens
+  (the start fails), and re-encrypts the kept snapshots under a new current key.
+- Configuration versions still reach the forwarders as validated models (secrets as `SecretStr` in memory);
+  `encrypt_settings`/`decrypt_settings` are for carrying the stored (encrypted) settings to them instead:
   measured ~14 µs per secret, validation included, on the 2-core machine under CI load (test_secrets.py prints
   it): about 3 ms for a version of 100 outputs with two credentials each.
 - Platform API / admin GET answers of services (outputs) return `mask(settings)`; PUT bodies go through
-  `restore_masked(body, current settings)` before validation.
-- The YAML seed and `cdp config export`: secrets come in as `${ENV}` or literals and are encrypted on first store;
-  export writes `MASK` unless asked for `${ENV}` placeholders (an open question for the integration).
-- No key configured and no secret in any output (the demo workspace): nothing to encrypt, nothing refused.
-  A secret to store without a key raises `SecretsKeyError` (the Platform API answers it as a 400 naming the field).
+  `restore_masked(body, current settings)` before validation; the audit log masks with `mask`.
+- `cdp config export` writes `${NAME}` placeholders, or the secrets in clear with `--include-secrets`.
+- No key at all (neither given nor the default file): a secret to store raises `SecretsKeyError`.
 """
 
 from __future__ import annotations
@@ -78,6 +77,8 @@ ENVELOPE_FIELD = "$encrypted"
 field has that name; a settings dict key of that name (firehose's `account_settings`) holds a secret, itself sealed
 into an envelope, so it is never mistaken for one."""
 ENVELOPE_VERSION = "v1"
+DEFAULT_KEY_DIR = "cdp"
+DEFAULT_KEY_FILE = "secrets.key"
 MASK = "********"
 """What a GET shows of a secret: the same for every value, so not even its length shows. mParticle never returns a
 credential after it was set (the Platform API's apps docs: the secret is in the create response only)."""
@@ -195,6 +196,40 @@ def _decoded(text: str, where: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise SecretsKeyError(f"{where} is {len(key)} bytes; a key is {KEY_BYTES} random bytes, base64-encoded")
     return key
+
+
+def default_key_file(environ: Mapping[str, str]) -> Path:
+    """Where `cdp serve` keeps the key when none is given: `$XDG_CONFIG_HOME/cdp/secrets.key` (by default
+    `~/.config/cdp/secrets.key`), the user's own configuration, outside any data directory."""
+    config_home = environ.get("XDG_CONFIG_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".config")
+    return Path(config_home) / DEFAULT_KEY_DIR / DEFAULT_KEY_FILE
+
+
+def ensure_key_file(path: str | Path) -> bool:
+    """Create `path` holding one new key (0600, its directory 0700) unless it exists; True if this call made it.
+    Two processes starting together make one file: the second finds the first's (O_EXCL)."""
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as file:
+        file.write(f"# cdp secrets key (AES-256-GCM), current key first; back it up apart from the data\n"
+                   f"{generate_key()}\n")  # fmt: skip
+        file.flush()
+        os.fsync(file.fileno())
+    return True
+
+
+def key_file_to_use(environ: Mapping[str, str], given: str | Path | None) -> Path | None:
+    """The key file a start uses: the one given (`--secrets-key-file`), else none when `CDP_SECRETS_KEY` is set,
+    else `default_key_file`."""
+    if given is not None:
+        return Path(given)
+    if environ.get(KEY_ENV, "").strip():
+        return None
+    return default_key_file(environ)
 
 
 def require_keys(key_ids_in_use: Iterable[str], keyring: Keyring | None) -> None:

@@ -1,4 +1,5 @@
-"""Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports; logging in.
+"""Our own additions under `/cdp`: alerts, pipeline status, user search, detail and edit, reports, the audit log;
+logging in.
 
 Every route but `GET /cdp/health`, `POST /cdp/login` and `POST /cdp/logout` declares its permission
 (`needs(Permission.X)`, the one check of serve_apps/access.py): a bearer token from `POST /oauth/token` or a
@@ -6,6 +7,7 @@ session cookie from `POST /cdp/login`, and a role that has the permission."""
 
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 import asyncio
+import logging
 import math
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -22,6 +24,8 @@ from cdp_actors import handles
 from cdp_actors.access.passwords import MAX_PASSWORD_CHARS, Password
 from cdp_actors.access.roles import Permission
 from cdp_actors.access.sessions import CSRF_HEADER, SESSION_COOKIE, clear_cookie, set_cookie
+from cdp_actors.audit import DEFAULT_PAGE, AuditFilter, AuditPage
+from cdp_actors.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound, Overloaded, Unauthorized
 from cdp_actors.intake.deadletter import MAX_PAGE
@@ -36,6 +40,10 @@ from serve_apps.errors import RETRY_AFTER_S, install_error_handlers, json_respon
 from serve_apps.live import LiveConfig
 
 DEFAULT_ALERT_WINDOW_MS = 12 * 3600 * 1000
+PROFILE_EDIT_ACTION = "edit"
+"""How the audit log names a User Activity edit of a profile (target `profile:<mpid>`); a console user's session
+is recorded as `login` and `logout` (target `user:<name>`)."""
+_log = logging.getLogger(__name__)
 app = FastAPI(title="cdp admin", docs_url=None, redoc_url=None)
 
 
@@ -141,6 +149,15 @@ def report_days(since: str | None, until: str | None) -> tuple[int, int]:
         raise BadRequest("dates must be YYYY-MM-DD (UTC)") from None
 
 
+async def record_audit(actor: str, action: str, target: str, after: Any = None, personal: bool = False) -> None:
+    """An audit entry for what already happened (an accepted profile edit, a login). What it records stands even if
+    this fails: the failure is logged, and the answer stays the same, so that a client does not do it again."""
+    try:
+        await handles.control().audit.remote(actor, action, target, None, after, personal)
+    except (ray.exceptions.RayError, ValueError) as error:  # ValueError: the control actor is not registered
+        _log.error("the audit entry %s %s by %r was not recorded: %s", action, target, actor, type(error).__name__)
+
+
 def _name_connection(config: WorkspaceConfig, entry: dict[str, Any]) -> None:
     connection = next((c for c in config.connections if c.id == entry["connection_id"]), None)
     entry["connection"] = connection.name if connection else ""
@@ -182,6 +199,7 @@ class AdminApi:
         role = access.roles[body.user]
         response = json_response(200, {"user": body.user, "role": role.value, "csrf_token": started.csrf_token})
         response.headers["Set-Cookie"] = set_cookie(started.session_id, secure)
+        await record_audit(body.user, "login", f"user:{body.user}")
         return response
 
     @app.post("/logout")
@@ -190,8 +208,9 @@ class AdminApi:
         session_id = request.cookies.get(SESSION_COOKIE)
         if not session_id:
             raise Unauthorized("Log in: the session is missing, expired or ended.")
-        await handles.sessions().resume.remote(session_id, now_s(), "POST", request.headers.get(CSRF_HEADER))
+        user = await handles.sessions().resume.remote(session_id, now_s(), "POST", request.headers.get(CSRF_HEADER))
         await handles.sessions().end.remote(session_id)
+        await record_audit(user, "logout", f"user:{user}")
         response = Response(status_code=204)
         response.headers["Set-Cookie"] = clear_cookie(request.url.scheme == "https")
         return response
@@ -281,10 +300,13 @@ class AdminApi:
             raise NotFound(f"No profile with mpid {value}")
         return json_response(200, user_detail(value, record, profile))
 
-    @app.post("/users/{mpid}/edit", dependencies=[needs(Permission.USER_ACTIVITY_EDIT)])
-    async def edit(self, mpid: str, edit: ProfileEdit) -> Response:
+    @app.post("/users/{mpid}/edit")
+    async def edit(
+        self, mpid: str, edit: ProfileEdit, principal: Annotated[Principal, needs(Permission.USER_ACTIVITY_EDIT)]
+    ) -> Response:
         """Attributes, consent and identities change through an eventless batch from a chosen input, so
-        connected outputs receive the change like any other."""
+        connected outputs receive the change like any other. Once accepted, the edit is in the audit log as
+        personal data: who, which profile, which paths; no values."""
         value = required_mpid(mpid, "mpid")
         if not any(i.id == edit.input_id for i in (await self.live.snapshot()).config.inputs):
             raise BadRequest(f"input_id: no input with id {edit.input_id}")
@@ -308,7 +330,34 @@ class AdminApi:
             raise Overloaded("Intake is behind; retry later.", RETRY_AFTER_S)
         if result.refused:
             raise BadRequest(result.refused, "$")
+        fields = edit.model_dump(exclude_defaults=True)
+        await record_audit(principal.name, PROFILE_EDIT_ACTION, f"profile:{value}", fields, personal=True)
         return Response(status_code=202)
+
+    @app.get("/audit", dependencies=[needs(Permission.AUDIT_READ)])
+    async def audit(
+        self,
+        order: Literal["asc", "desc"] = "desc",
+        after_id: int | None = Query(None, ge=0),
+        before_id: int | None = Query(None, ge=1),
+        limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_AUDIT_PAGE),
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since_ms: int | None = Query(None, ge=0),
+        until_ms: int | None = Query(None, ge=0),
+    ) -> Response:
+        """Every change through the Platform API and the admin endpoints: newest first (`before_id` = the previous
+        page's `next`), or oldest first with `order=asc` (`after_id` = the previous page's `next`), filtered by
+        actor, action, target (`output:*` for a prefix) and time. Secrets are masked; profile edits show paths."""
+        if order == "desc" and after_id is not None:
+            raise BadRequest("after_id pages oldest first: give order=asc, or before_id", "after_id")
+        if order == "asc" and before_id is not None:
+            raise BadRequest("before_id pages newest first: give order=desc, or after_id", "before_id")
+        filters = AuditFilter(actor, action, target, since_ms, until_ms)
+        cursor = after_id if order == "asc" else before_id
+        page: AuditPage = await handles.control().audit_page.remote(order, cursor, limit, filters)
+        return json_response(200, {"data": msgspec.to_builtins(page.entries), "next": page.next_cursor})
 
     async def _counts(self, first_hour: int, last_hour: int) -> list[tuple[str, int]]:
         """Report counters of every shard and of the alert store for hours first..last (UTC)."""

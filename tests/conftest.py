@@ -34,6 +34,10 @@ TEST_ADMIN_PASSWORD = "test-admin-password"
 """The demo's console user `admin` takes its password from CDP_ADMIN_PASSWORD: the tests choose it, so they can log
 in (an unset variable would make the first start generate one)."""
 os.environ.setdefault("CDP_ADMIN_PASSWORD", TEST_ADMIN_PASSWORD)
+TEST_SECRETS_KEY = "dGVzdC1zZWNyZXRzLWtleS0zMi1ieXRlcy1sb25nISE="
+"""The secrets key (base64 of 32 bytes) of every platform the tests start and of the Ray workers they start (which
+inherit this process's environment): no key file is made in the user's home by a test run."""
+os.environ.setdefault("CDP_SECRETS_KEY", TEST_SECRETS_KEY)
 INTEGRATION_DIRS = (ROOT / "tests" / "integration", ROOT / "tests" / "faults")
 """Tests under these start real Ray and Serve (about a minute to start; minutes to run)."""
 

@@ -125,9 +125,10 @@ _CONFIGURATION_WRITE = frozenset({Permission.APPS_WRITE,
                                   Permission.CONNECTIONS_WRITE, Permission.AUDIENCES_WRITE,
                                   Permission.CALCULATED_ATTRIBUTES_WRITE})  # fmt: skip
 _USER_ACTIVITY = frozenset({Permission.USER_ACTIVITY_SEARCH, Permission.USER_ACTIVITY_READ,
-                            Permission.USER_ACTIVITY_EDIT, Permission.DEAD_LETTER_BODIES_READ,
-                            Permission.AUDIT_READ})  # fmt: skip
-_USER_MANAGEMENT = frozenset({Permission.USERS_READ, Permission.USERS_WRITE})
+                            Permission.USER_ACTIVITY_EDIT, Permission.DEAD_LETTER_BODIES_READ})  # fmt: skip
+_USER_MANAGEMENT = frozenset({Permission.USERS_READ, Permission.USERS_WRITE, Permission.AUDIT_READ})
+"""Admin's own: people, credentials, and the audit log of who changed what (which holds every actor's name and the
+configuration before and after each change, masked): the Admin role (and Admin & Compliance, Admin plus privacy)."""
 _PRIVACY = frozenset({Permission.DSR_READ, Permission.DSR_WRITE})
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -136,7 +137,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: _CONFIGURATION_READ | _CONFIGURATION_WRITE | _USER_ACTIVITY | _USER_MANAGEMENT,
     Role.ADMIN_COMPLIANCE: _CONFIGURATION_READ | _CONFIGURATION_WRITE | _USER_ACTIVITY | _USER_MANAGEMENT | _PRIVACY,
     Role.SUPPORT: _CONFIGURATION_READ | _CONFIGURATION_WRITE | _USER_ACTIVITY | {Permission.DSR_READ},
-    Role.COMPLIANCE: _CONFIGURATION_READ | _PRIVACY | {Permission.AUDIT_READ},
+    Role.COMPLIANCE: _CONFIGURATION_READ | _PRIVACY,
     Role.AUDIENCES_ONLY: frozenset(
         {Permission.AUDIENCES_READ, Permission.AUDIENCES_WRITE, Permission.SERVICES_READ, Permission.CONNECTIONS_READ}
     ),  # fmt: skip

@@ -9,8 +9,8 @@ What the package offers (Ray-free, HTTP-free):
   `(version, WorkspaceConfig)`; `apply(change, expected_version, actor)` in one synced transaction, a stale
   version refused as `Conflict` (409); `history()` (who, when, which change, which paths; never values);
   `snapshot(version)` of the last 100; `changed_since(version)` for watchers; `export_yaml()`, which
-  `load_workspace` reads back equal. Secrets pass through a `SecretSealer` (the hook `cdp_actors/secrets.py`
-  fills) on every write and read.
+  `load_workspace` reads back equal. Secrets pass through a `SecretSealer` (`sealer.WorkspaceSealer`: encrypted
+  with the operator's key) on every write and read.
 - `watcher.ConfigWatcher`: per process, one `ConfigSnapshot` (version, config, what the process derives from it)
   per batch; a new version is taken between batches, never inside one.
 
@@ -19,11 +19,8 @@ How the next session wires it:
   way, `max_restarts=-1`), a thin shell over `ConfigStore`: `current`, `changed_since`, `apply`, `history`,
   `export_yaml`. Not the alert store: that actor takes every forwarder's alert flushes, and a configuration
   change must not queue behind them (nor alerts behind a synced change). The audit log (`audit.py`) belongs to
-  it too: after `apply` returns, it records (actor, change name, target, before/after item, masked). Because
-  the two are separate LMDB environments, a crash between them loses the audit row but never the change;
-  the history entry (who, when, what paths) is written in the change's own transaction, so the fact that a
-  change happened is never lost. (Writing the audit row in the same transaction would need the audit log to
-  live in the same environment: an open question for the integration.)
+  it too, in the store's own LMDB environment: `apply` writes the audit entry (actor, action, target, before/after
+  item, masked) in the change's own transaction (owner.py), so neither is ever stored without the other.
 - `ensure_runtime` creates Control first and calls `seed_from(<--config>)`, then starts every other actor with
   `control.current()` rather than the file. When the store is seeded and the file differs, `cdp serve` warns
   once: the store is the configuration, `cdp config export` writes it back to a file. `cdp config export` asks

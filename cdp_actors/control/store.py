@@ -5,7 +5,9 @@ Layout (one LMDB environment, `<data dir>/control`):
 - `snapshots`: u64 version → msgpack of the whole configuration document, its secrets passed through the
   store's `SecretSealer` first; the last KEPT_SNAPSHOTS versions are kept;
 - `history`: u64 version → msgpack `HistoryEntry` (who, when, which change, which paths), kept for good (a
-  few hundred bytes each; the audit log keeps the before/after values, masked).
+  few hundred bytes each; the audit log keeps the before/after values, masked);
+- `audit.AUDIT_DB`: the audit log (cdp_actors/audit.py), which the owner writes in the change's own transaction
+  through `apply`'s `record` hook, so a change is never stored without its audit entry nor an entry without it.
 
 A change is applied in one write transaction: the current version is read, compared with the caller's
 `expected_version` (a stale one is a `Conflict`), the change validated against the configuration of that
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 import yaml
 
+from cdp_actors.audit import AUDIT_DB
 from cdp_actors.config import WorkspaceConfig, load_workspace, parse_workspace
 from cdp_actors.control.changes import (
     MAX_CHANGED_PATHS,
@@ -70,20 +73,26 @@ class NotSeeded(LookupError):
 
 
 class SecretSealer(Protocol):
-    """Turns the secrets of a configuration document into what may be stored (ciphertext) and back. The
-    document is plain data (`config_document`); a sealer returns a new document and leaves its argument as it
-    was. `cdp_actors/secrets.py` provides the real one (partner credentials encrypted with the operator's key)."""
+    """Turns a configuration into the document that may be stored (its secrets as ciphertext) and a stored document
+    back into one `parse_workspace` reads (secrets as `SecretStr`). The configuration is given as its model, so the
+    sealer finds secrets by type; `unseal` returns a new document and leaves its argument as it was.
+    `control/sealer.py` provides the real one (every secret encrypted with the operator's key)."""
 
-    def seal(self, document: dict[str, Any]) -> dict[str, Any]: ...
+    def seal(self, config: WorkspaceConfig) -> dict[str, Any]: ...
 
     def unseal(self, document: dict[str, Any]) -> dict[str, Any]: ...
+
+
+ChangeRecorder = Callable[[Txn, HistoryEntry, "WorkspaceConfig | None", WorkspaceConfig], None]
+"""Called inside the transaction that stores a new version, with its history entry, the configuration before (None
+for the seed) and after: what the owner records in the audit log, atomically with the change."""
 
 
 class ClearSecrets:
     """A sealer that seals nothing: only for tests and for tools that read a store without its key."""
 
-    def seal(self, document: dict[str, Any]) -> dict[str, Any]:
-        return document
+    def seal(self, config: WorkspaceConfig) -> dict[str, Any]:
+        return config_document(config)
 
     def unseal(self, document: dict[str, Any]) -> dict[str, Any]:
         return document
@@ -98,7 +107,7 @@ class ConfigStore:
     may open the store only once (LMDB), and `current()` is cheap while the version has not changed."""
 
     def __init__(self, path: str | Path, sealer: SecretSealer, clock_ms: Callable[[], int] = wall_ms) -> None:
-        self.store = Store(path, ("meta", "snapshots", "history"))
+        self.store = Store(path, ("meta", "snapshots", "history", AUDIT_DB))
         self.meta, self.snapshots, self.history_db = (self.store.db(n) for n in ("meta", "snapshots", "history"))
         self.sealer = sealer
         self.clock_ms = clock_ms
@@ -163,7 +172,7 @@ class ConfigStore:
 
     # ---- writing ----
 
-    def seed_from(self, source: str | Path | WorkspaceConfig) -> bool:
+    def seed_from(self, source: str | Path | WorkspaceConfig, record: ChangeRecorder | None = None) -> bool:
         """Make `source` (a workspace file or a configuration) version 1, if the store is empty; True if it did.
         A seeded store ignores its seed file from then on: the store is the configuration."""
         if not self.is_empty():
@@ -175,10 +184,14 @@ class ConfigStore:
                 return False
             entry = HistoryEntry(1, SEED_ACTOR, self.clock_ms(), "seed", target, ["$"])
             self._write(txn, entry, config, first_next_ids(config))
+            if record is not None:
+                record(txn, entry, None, config)
         self._held = (1, config)
         return True
 
-    def apply(self, change: Change, expected_version: int | None, actor: str) -> tuple[int, WorkspaceConfig]:
+    def apply(
+        self, change: Change, expected_version: int | None, actor: str, record: ChangeRecorder | None = None
+    ) -> tuple[int, WorkspaceConfig]:
         """Make `change` to the configuration of `expected_version` and return the new version and configuration.
         A version that is no longer the current one is a `Conflict`; an invalid change is a `BadRequest` naming
         the field, an unknown id a `NotFound`; either way nothing is stored. `expected_version=None` applies the
@@ -197,8 +210,31 @@ class ConfigStore:
                 paths[:MAX_CHANGED_PATHS], max(0, len(paths) - MAX_CHANGED_PATHS),
             )  # fmt: skip
             self._write(txn, entry, applied.config, applied.next_ids)
+            if record is not None:
+                record(txn, entry, before, applied.config)
         self._held = (version + 1, applied.config)
         return self._held
+
+    def stored_document(self, version: int | None = None) -> dict[str, Any] | None:
+        """The document stored for `version` (default: the current one) as it is on disk, secrets sealed; None
+        while empty or when that version is not kept."""
+        with self.store.read() as txn:
+            version = self._version_in(txn) if version is None else version
+            raw = txn.get(u64(version), db=self.snapshots) if version else None
+            return None if raw is None else _decode_document(raw)
+
+    def rewrite_snapshots(self, rewrite: Callable[[dict[str, Any]], dict[str, Any] | None]) -> int:
+        """Replace each kept snapshot's stored document by `rewrite(document)` where that is not None (a key
+        rotation re-encrypts them), in one synced transaction; the number rewritten. The configuration they hold
+        is the same: no version changes."""
+        rewritten = 0
+        with self.store.write() as txn:
+            for key, raw in list(txn.cursor(db=self.snapshots)):
+                document = rewrite(_decode_document(raw))
+                if document is not None:
+                    txn.put(key, _encode(document), db=self.snapshots)
+                    rewritten += 1
+        return rewritten
 
     # ---- inside a transaction ----
 
@@ -221,7 +257,7 @@ class ConfigStore:
         return parse_workspace(self.sealer.unseal(_decode_document(raw)), f"configuration version {version}")
 
     def _write(self, txn: Txn, entry: HistoryEntry, config: WorkspaceConfig, next_ids: dict[str, int]) -> None:
-        txn.put(u64(entry.version), _encode(self.sealer.seal(config_document(config))), db=self.snapshots)
+        txn.put(u64(entry.version), _encode(self.sealer.seal(config)), db=self.snapshots)
         txn.put(u64(entry.version), _encode(entry), db=self.history_db)
         txn.put(_NEXT_IDS, _encode(next_ids), db=self.meta)
         txn.put(_VERSION, u64(entry.version), db=self.meta)

@@ -24,8 +24,10 @@ USER_PASSWORD = "every-role-password-1"
 WRONG_PASSWORD = "wrong-password-for-the-log-scan"
 USER_CLIENT = ("user-client", "user-client-secret-1")
 SHORT_CLIENT = ("short-lived", "short-lived-secret-1")
+OUTPUT_SECRET = "Bearer webhook-credential-7f3a"
+"""A partner credential in an output's settings (the webhook's `auth_header`): encrypted in the store."""
 SECRETS = ("demo-admin-secret", "demo-client-secret", USER_CLIENT[1], SHORT_CLIENT[1], USER_PASSWORD,
-           WRONG_PASSWORD, TEST_ADMIN_PASSWORD)  # fmt: skip
+           WRONG_PASSWORD, TEST_ADMIN_PASSWORD, OUTPUT_SECRET, "demo-secret")  # fmt: skip
 
 CONCRETE = {  # a request for each admin route: (path, query, body)
     "/cdp/alerts": ("/cdp/alerts", {}, None),
@@ -46,6 +48,7 @@ answers: list[requests.Response] = []
 def access_config(webhook_url: str) -> WorkspaceConfig:
     document = demo_config(webhook_url).model_dump(mode="json")
     document["inputs"][0]["secret"] = "demo-secret"
+    document["outputs"][0]["settings"]["auth_header"] = OUTPUT_SECRET
     document["api_clients"] = [
         {"client_id": "demo-admin", "client_secret": "demo-admin-secret", "api": "platform", "role": "admin"},
         {"client_id": "demo-client", "client_secret": "demo-client-secret", "api": "profile", "role": "read_only"},

@@ -40,8 +40,8 @@ def expected(permission: Permission, grant: Grant) -> bool:
         return permission in {P.AUDIENCES_READ, P.AUDIENCES_WRITE, P.SERVICES_READ, P.CONNECTIONS_READ}
     if permission in {P.DSR_READ, P.DSR_WRITE}:
         return role in {Role.COMPLIANCE, Role.ADMIN_COMPLIANCE} or (role is Role.SUPPORT and permission is P.DSR_READ)
-    if permission is P.AUDIT_READ:
-        return role in USER_ACTIVITY_ROLES | {Role.COMPLIANCE}
+    if permission is P.AUDIT_READ:  # the audit log: Admin only (Admin & Compliance is Admin plus privacy)
+        return role in {Role.ADMIN, Role.ADMIN_COMPLIANCE}
     if permission in {P.USERS_READ, P.USERS_WRITE}:
         return role in USER_MANAGEMENT_ROLES
     if permission.personal:

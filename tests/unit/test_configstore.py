@@ -30,6 +30,7 @@ from cdp_actors.control.changes import (
     UpdateInput,
     UpdateOutput,
     changed_paths,
+    config_document,
 )
 from cdp_actors.control.store import ClearSecrets, ConfigStore, NotSeeded
 from cdp_actors.control.watcher import CONFIG_POLL_INTERVAL_S, ConfigWatcher
@@ -245,8 +246,8 @@ def test_the_export_reads_back_equal(store: ConfigStore, tmp_path: Path) -> None
 class ReversedSecrets:
     """A stand-in sealer: the secrets of inputs and of webhook settings reversed."""
 
-    def seal(self, document: dict[str, Any]) -> dict[str, Any]:
-        return self._flip(document)
+    def seal(self, config: WorkspaceConfig) -> dict[str, Any]:
+        return self._flip(config_document(config))
 
     def unseal(self, document: dict[str, Any]) -> dict[str, Any]:
         return self._flip(document)
