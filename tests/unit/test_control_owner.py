@@ -13,8 +13,8 @@ import msgspec
 import pytest
 import yaml
 
+from cdp_actors.access.keys import Secret, hash_secret, verify_secret
 from cdp_actors.access.keys import Secret as KeySecret
-from cdp_actors.access.keys import hash_secret
 from cdp_actors.audit import AuditFilter
 from cdp_actors.cli import main
 from cdp_actors.config import WorkspaceConfig, load_workspace, parse_workspace
@@ -187,7 +187,10 @@ def test_a_key_file_opens_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     core = ControlCore(tmp_path / "data", str(key_file))
     core.seed(workspace())
     core.close()
-    assert ControlCore(tmp_path / "data", str(key_file)).current()[1] == workspace()
+    reopened = ControlCore(tmp_path / "data", str(key_file)).current()[1]
+    assert reopened.model_copy(update={"inputs": workspace().inputs}) == workspace()
+    for stored, seeded in zip(reopened.inputs, workspace().inputs, strict=True):  # inputs keep their secrets' hashes
+        assert verify_secret(stored.secret_hash or "", Secret(seeded.clear_secret()))
     with pytest.raises(SecretsKeyError):  # no key at all: the encrypted store is refused, not read as garbage
         ControlCore(tmp_path / "data")
 
