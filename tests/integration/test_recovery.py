@@ -83,7 +83,8 @@ def start_serve(config_path: Path, data_dir: Path, port: int, *options: str) -> 
     def up() -> bool:
         assert process.poll() is None, process.stdout.read().decode()
         try:
-            return requests.get(f"http://127.0.0.1:{port}/cdp/health", timeout=2).status_code == 200
+            # the app at "/" (Profile API, /oauth/token) is deployed last: once it has the route, every app is up
+            return requests.get(f"http://127.0.0.1:{port}/oauth/token", timeout=2).status_code == 405
         except requests.RequestException:
             return False
 
