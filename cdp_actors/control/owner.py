@@ -26,7 +26,16 @@ from cdp_actors.access.keys import Secret as KeySecret
 from cdp_actors.access.keys import hashed_inputs, verify_secret
 from cdp_actors.audit import AuditFilter, AuditLog, AuditPage
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.control.changes import ITEM_NAMES, AddItem, Change, RemoveItem, changed_paths, config_document
+from cdp_actors.control.changes import (
+    ITEM_NAMES,
+    AddItem,
+    AddUser,
+    Change,
+    RemoveItem,
+    RemoveUser,
+    changed_paths,
+    config_document,
+)
 from cdp_actors.control.sealer import WorkspaceSealer, replaced_secrets
 from cdp_actors.control.store import SEED_ACTOR, ConfigStore, HistoryEntry
 from cdp_actors.secrets import load_keyring, require_keys
@@ -115,10 +124,10 @@ class ControlCore:
             if change is None:
                 self.audit_log.record_in(txn, actor, "seed", SEED_TARGET, None, after)
                 return
-            section, _, item_id = entry.target.partition("/")
+            section, _, key = entry.target.partition("/")  # `outputs/7`, `users/ada`
             self.audit_log.record_in(
-                txn, actor, action_of(change), f"{ITEM_NAMES[section]}:{item_id}",
-                _item(before, section, int(item_id)), _item(after, section, int(item_id)),
+                txn, actor, action_of(change), f"{ITEM_NAMES.get(section, section.removesuffix('s'))}:{key}",
+                _item(before, section, key), _item(after, section, key),
             )  # fmt: skip
 
         return record
@@ -131,17 +140,18 @@ class ControlCore:
 
 def action_of(change: Change) -> str:
     """`create`, `update` or `delete`: how the audit log names what a change did."""
-    if isinstance(change, AddItem):
+    if isinstance(change, (AddItem, AddUser)):
         return "create"
-    if isinstance(change, RemoveItem):
+    if isinstance(change, (RemoveItem, RemoveUser)):
         return "delete"
     return "update"
 
 
-def _item(config: WorkspaceConfig | None, section: str, item_id: int) -> Any:
+def _item(config: WorkspaceConfig | None, section: str, key: str) -> Any:
+    """The item a change's target names: by id, or by name for a console user."""
     if config is None:
         return None
-    return next((item for item in getattr(config, section) if item.id == item_id), None)
+    return next((item for item in getattr(config, section) if str(getattr(item, "id", item.name)) == key), None)
 
 
 def placeholder_name(config: WorkspaceConfig, path: tuple[str | int, ...]) -> str:

@@ -15,10 +15,11 @@ import yaml
 
 from cdp_actors.access.keys import Secret, hash_secret, verify_secret
 from cdp_actors.access.keys import Secret as KeySecret
+from cdp_actors.access.passwords import Password, hash_password
 from cdp_actors.audit import AuditFilter
 from cdp_actors.cli import main
 from cdp_actors.config import WorkspaceConfig, load_workspace, parse_workspace
-from cdp_actors.control.changes import AddOutput, RemoveConnection, UpdateOutput
+from cdp_actors.control.changes import AddOutput, AddUser, RemoveConnection, RemoveUser, UpdateOutput, UpdateUser
 from cdp_actors.control.owner import CONTROL_DIR, ControlCore, differences_warning, file_differences
 from cdp_actors.errors import BadRequest
 from cdp_actors.secrets import (
@@ -131,6 +132,20 @@ def test_each_change_is_audited_in_its_own_transaction_secrets_masked(tmp_path: 
     assert not [secret for secret in (*SECRETS, "rotated-braze-key-1") if secret in text]
     newest = core.audit_page("desc", limit=1, filters=AuditFilter(actor="alice"))
     assert [e.id for e in newest.entries] == [update.id]
+
+
+def test_console_user_changes_are_stored_and_audited_by_name_hash_masked(tmp_path: Path, key: str) -> None:
+    core = ControlCore(tmp_path)
+    core.seed(workspace())
+    password_hash = hash_password(Password("a-brand-new-password"))
+    core.apply(AddUser(fields={"name": "ada", "role": "support", "password_hash": password_hash}), None, "alice")
+    core.apply(UpdateUser(name="ada", fields={"role": "read_only"}), None, "alice")
+    core.apply(RemoveUser(name="ada"), None, "bob")
+    entries = core.audit_page("asc").entries[1:]
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("alice", "create", "user:ada"), ("alice", "update", "user:ada"), ("bob", "delete", "user:ada")]  # fmt: skip
+    assert entries[0].after["password_hash"] == MASK and entries[2].after is None
+    assert password_hash not in msgspec.json.encode(entries).decode()
 
 
 def test_a_personal_change_is_audited_by_paths_only(tmp_path: Path, key: str) -> None:
