@@ -27,6 +27,8 @@ from pydantic import (
 
 from cdp_actors.access.roles import CREDENTIAL_ROLES, Api, Grant, Role, credential_grant
 from cdp_actors.access.tokens import TOKEN_TTL_S
+from cdp_actors.audiences.criteria import Node
+from cdp_actors.calculated.definition import Definition
 from cdp_actors.envvars import expand_env
 from cdp_actors.identity.strategy import Policy
 from cdp_actors.integrations.base import Secret
@@ -291,6 +293,44 @@ class Runtime(_Strict):
     """Membership changes an audience output's bulk queue holds per audience before refusing more."""
 
 
+class CalculatedAttribute(_Strict):
+    """A calculated attribute (https://docs.mparticle.com/developers/apis/platform/ , v2 "Calculated attributes"):
+    changes go to `draft_definition`; activation moves the draft to `active_definition` and raises `generation`,
+    and the shards then backfill the new definition from the stored history and keep it up to date."""
+
+    id: int
+    name: str = Field(min_length=1, max_length=256)
+    description: str = ""
+    draft_definition: Definition | None = None
+    active_definition: Definition | None = None
+    generation: int = Field(default=0, ge=0)
+    """How many times it was activated: shards keep state per (id, generation), so a new definition starts clean."""
+    created_by: str = ""
+    created_on: str = ""
+    last_modified_by: str = ""
+    last_modified_on: str = ""
+    activated_by: str | None = None
+    activated_on: str | None = None
+
+
+class Audience(_Strict):
+    """An audience (https://docs.mparticle.com/developers/apis/platform/audiences/): criteria over one user,
+    evaluated by the shards in real time (or on demand for `standard`), members sent to `connected_outputs`."""
+
+    id: int
+    name: str = Field(min_length=1, max_length=256)
+    external_name: str = ""
+    kind: Literal["real_time", "standard"] = "real_time"
+    workspaces: list[int] = [1]
+    criteria: Node
+    connected_outputs: list[int] = []
+    """Audience outputs (and webhook / firehose outputs) receiving this audience's membership changes."""
+    created_by: str = ""
+    created_on: str = ""
+    last_modified_by: str = ""
+    last_modified_on: str = ""
+
+
 class Telemetry(_Strict):
     exporter: Literal["none", "console", "file"] = "none"
     file: str = "spans.jsonl"
@@ -305,6 +345,8 @@ class WorkspaceConfig(_Strict):
     identity: Identity = Identity()
     api_clients: list[ApiClient] = []
     users: list[ConsoleUser] = []
+    calculated_attributes: list[CalculatedAttribute] = []
+    audiences: list[Audience] = []
     limits: Limits = Limits()
     retry: Retry = Retry()
     runtime: Runtime = Runtime()
@@ -338,6 +380,12 @@ class WorkspaceConfig(_Strict):
             if not takes_events(kind):
                 raise ValueError(f"connections[{n}].output: {kind} takes audience memberships, not event data")
         return self
+
+    def active_calculated_attributes(self) -> list[CalculatedAttribute]:
+        return [ca for ca in self.calculated_attributes if ca.active_definition is not None]
+
+    def real_time_audiences(self) -> list[Audience]:
+        return [a for a in self.audiences if a.kind == "real_time"]
 
     def input_by_key(self, key: str) -> Input | None:
         return next((i for i in self.inputs if hmac.compare_digest(i.key.encode(), key.encode())), None)

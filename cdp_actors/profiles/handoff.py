@@ -31,6 +31,18 @@ def outbox_key(forwarder: int, output_id: int, seq: int, connection_id: int) -> 
     return outbox_lane(forwarder, output_id) + u64(seq) + connection_id.to_bytes(4, "big")
 
 
+AUDIENCE_MARK = 0x8000_0000
+"""Set in the connection-id part of a membership row's key, so it never equals an event connection's row key."""
+
+
+def membership_key(forwarder: int, output_id: int, seq: int, audience_id: int, change_no: int) -> bytes:
+    """A membership change's outbox key: after the rows of batches up to `seq` in its lane; `change_no` (the
+    shard's count of membership changes, kept in its meta) makes it unique and orders changes made together."""
+    return (
+        outbox_lane(forwarder, output_id) + u64(seq) + (AUDIENCE_MARK | audience_id).to_bytes(4, "big") + u64(change_no)
+    )
+
+
 def forwarder_of(lane: bytes) -> int:
     return int.from_bytes(lane[:2], "big")
 

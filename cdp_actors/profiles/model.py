@@ -35,9 +35,15 @@ class Profile(msgspec.Struct, omit_defaults=True):
     events: int = 0
     history: int = 0
     status_messages: list[str] = []
+    calculated: dict[str, str] = {}
+    """Calculated attribute name -> its current value (CA values are strings); shown among the user attributes."""
+    audiences: dict[int, int] = {}
+    """Audience id -> when the user entered it (epoch ms): the real-time audiences the user is a member of now."""
 
     def live_attributes(self) -> dict[str, Any]:
-        return {name: item.value for name, item in self.attributes.items() if item.value is not None}
+        """The user attributes with a value, calculated attributes included (a CA's name wins over an attribute's)."""
+        live = {name: item.value for name, item in self.attributes.items() if item.value is not None}
+        return {**live, **self.calculated} if self.calculated else live
 
 
 _encoder = msgspec.msgpack.Encoder()

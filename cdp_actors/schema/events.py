@@ -675,6 +675,21 @@ class AttributionInfo(_Base, kw_only=True):
     campaign: str | None = None
 
 
+class CalculatedAttributeSeed(_Base, kw_only=True):
+    """A CA Seeding API seed (https://docs.mparticle.com/developers/apis/calculated-attributes-seeding/), as the
+    seeding endpoint validated it: what the user did before `cutoff_ms`, in the shape of its calculation type."""
+
+    attribute_name: Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
+    calculation_type: str
+    cutoff_ms: Int64
+    value: str | None = None
+    """count, sum, min, max, first/last occurrence, first/last timestamp (epoch ms as text)."""
+    key_value_pairs: dict[str, float] | None = None
+    """average (`sum` and `count`), most_frequent (value -> count)."""
+    values: list[str] | None = None
+    """unique_list and unique_values_count."""
+
+
 class Batch(_Base, kw_only=True):
     events: list[Event] = []
     source_request_id: str | None = None
@@ -703,6 +718,9 @@ class Batch(_Base, kw_only=True):
     sdk_version: str | None = None
     job_id: str | None = None
     modified: bool | None = None
+    calculated_attribute_seeds: list[CalculatedAttributeSeed] | None = None
+    """Set only by the CA Seeding API (`/v2/calculatedattributes`), which turns a seed request into an eventless
+    batch of the user's identities, user attributes and seeds; the Events API refuses it."""
 
 
 # ---- decoding and checks ---------------------------------------------------------------------------------

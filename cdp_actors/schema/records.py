@@ -39,7 +39,8 @@ class ShardRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 class OutboxRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """One outbound batch for one connection, waiting for delivery."""
+    """One outbound batch for one connection, or one audience membership change for one audience output, waiting
+    for delivery."""
 
     key: bytes
     shard: int
@@ -51,6 +52,9 @@ class OutboxRow(msgspec.Struct, array_like=True, frozen=True, gc=False):
     event_count: int
     payload: bytes
     received_ms: int = 0
+    audience_id: int = 0
+    """Non-zero: a membership change of this audience (`payload` is a msgpack `MembershipChange`, `connection_id`
+    0); zero: an outbound batch (`payload` is its JSON)."""
 
 
 class AliasExport(msgspec.Struct, array_like=True):
