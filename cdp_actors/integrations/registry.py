@@ -32,6 +32,15 @@ AUDIENCE_ONLY = frozenset(kind for kind in MODULES if kind.endswith("_audience")
 """Outputs that take audience memberships only; Firehose takes both events and memberships."""
 
 
+TAKES_MEMBERSHIPS = AUDIENCE_ONLY | {"webhook", "firehose"}
+"""Outputs an audience can be connected to: they receive its membership changes (webhook and Firehose as
+`AudienceMembershipChangeRequest` JSON)."""
+
+
+def takes_memberships(kind: str) -> bool:
+    return kind in TAKES_MEMBERSHIPS
+
+
 def module_of(kind: str) -> Any:
     if kind not in MODULES:
         raise ValueError(f"unknown output kind {kind!r}; known: {', '.join(sorted(MODULES))}")
