@@ -18,6 +18,7 @@ from cdp_actors.partition import partition_of
 from cdp_actors.profiles.handoff import membership_key, outbox_lane
 from cdp_actors.profiles.model import decode_profile
 from cdp_actors.profiles.shard import ShardCore
+from cdp_actors.profiles.views import backfill_summary, live_attributes, user_detail
 from cdp_actors.reports import DAY_MS
 from cdp_actors.schema.records import OutboxRow, ShardRecord
 from cdp_actors.storage.lmdb_env import mpid_key
@@ -284,3 +285,18 @@ def test_lanes_of_membership_rows_are_the_outputs_lanes(tmp_path: Path) -> None:
     core = ShardCore(tmp_path, 0, workspace(), version=1)
     core.apply([record(1, 7, [played(T0), played(T0)], T0)], None)
     assert outbox_lane(partition_of(7, core.forwarders), MEMBERS_OUTPUT) in core.outbox_lanes()
+
+
+def test_views_show_calculated_values_memberships_and_backfill_progress(tmp_path: Path) -> None:
+    core = ShardCore(tmp_path, 0, workspace(), version=1)
+    core.apply([record(1, 7, [played(T0), played(T0), bought(T0, 12)], T0)], None)
+    shown = core.profile(7)
+    assert live_attributes(shown) == {"plays": "2", "spent": "12"}
+    detail = user_detail(7, None, shown)
+    assert detail["calculated"] == {"plays": "2", "spent": "12"}
+    assert set(detail["audiences"]) == {"1", "2"}
+    one = {1: {"generation": 2, "done": 3, "total": 4, "finished": False, "eta_s": 5.0}}
+    two = {1: {"generation": 2, "done": 4, "total": 4, "finished": True, "eta_s": 0.0}}
+    assert backfill_summary([one, two]) == {
+        "1": {"generation": 2, "done": 7, "total": 8, "finished": False, "eta_s": 5.0}
+    }
