@@ -34,8 +34,8 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from cdp_actors.audiences.criteria import leaf_definition
-from cdp_actors.audiences.evaluate import Criteria, evaluation_order, facts_of
+from cdp_actors.audiences.criteria import evaluation_order, leaf_definition
+from cdp_actors.audiences.evaluate import Criteria, facts_of
 from cdp_actors.calculated.engine import Calculation, CAState, Observed, decode_state, encode_state
 from cdp_actors.config import Audience, WorkspaceConfig
 from cdp_actors.integrations.base import MembershipChange
