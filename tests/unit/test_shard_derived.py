@@ -250,6 +250,14 @@ def test_incremental_state_equals_a_backfill_of_everything(
     between) end where a shard that sees the derivations only at the end and backfills everything does."""
     incremental = ShardCore(tmp_path_factory.mktemp("inc"), 0, workspace(cas=[], audiences=[]), version=1)
     fresh = ShardCore(tmp_path_factory.mktemp("fresh"), 0, workspace(cas=[], audiences=[]), version=1)
+    try:  # each example's environments are closed, also when it fails (shrinking runs many)
+        compare_incremental_with_backfill(incremental, fresh, steps, activate_at)
+    finally:
+        incremental.store.close()
+        fresh.store.close()
+
+
+def compare_incremental_with_backfill(incremental: ShardCore, fresh: ShardCore, steps: list, activate_at: int) -> None:
     now, seq, users = T0, 0, set()
     for n, step in enumerate(steps):
         if n == activate_at:
@@ -277,8 +285,6 @@ def test_incremental_state_equals_a_backfill_of_everything(
         # a value stamped at a user's last batch may differ from `now` only by what the sweep refreshed
         assert profile(incremental, mpid).calculated == profile(fresh, mpid).calculated, mpid
         assert set(profile(incremental, mpid).audiences) == set(profile(fresh, mpid).audiences), mpid
-    incremental.store.close()
-    fresh.store.close()
 
 
 def test_lanes_of_membership_rows_are_the_outputs_lanes(tmp_path: Path) -> None:
