@@ -63,8 +63,17 @@ BIG_SPENDERS = {
     "criteria": {"calculated_attribute": "spent", "type": "number", "operator": "greater_than", "value": "10"},
 }
 
+CASUAL_BIG_SPENDERS = {  # evaluated on the memberships computed before it in the same pass
+    "id": 3,
+    "name": "casual big spenders",
+    "criteria": {"all": [{"not": {"audience": 1}}, {"audience": 2}]},
+}
 
-def workspace(cas: list[dict] = [PLAYS, SPENT], audiences: list[dict] = [PLAYERS, BIG_SPENDERS]) -> WorkspaceConfig:  # noqa: B006
+
+def workspace(
+    cas: list[dict] = [PLAYS, SPENT],  # noqa: B006
+    audiences: list[dict] = [CASUAL_BIG_SPENDERS, PLAYERS, BIG_SPENDERS],  # noqa: B006
+) -> WorkspaceConfig:
     data = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
     data["outputs"][0]["settings"]["url"] = "http://127.0.0.1:1/events"
     for output in (MEMBERS_OUTPUT, SYNC_OUTPUT):
@@ -118,7 +127,9 @@ def test_calculated_attribute_values_are_set_by_the_batch_and_carried_outbound(t
     outbound = [json.loads(r.payload) for r in rows(core) if not r.audience_id]
     assert outbound[-1]["user_attributes"]["plays"] == "2"  # the outbound batch carries the CA values
     assert outbound[-1]["user_attributes"]["spent"] == "15.5"
-    assert set(profile(core, 7).audiences) == {1, 2}
+    assert set(profile(core, 7).audiences) == {1, 2}  # a player: not a casual one
+    core.apply([record(3, 8, [bought(T0, 11)], T0)], 2)
+    assert set(profile(core, 8).audiences) == {2, 3}
 
 
 def test_a_replayed_chunk_counts_nothing_twice(tmp_path: Path) -> None:
@@ -168,11 +179,11 @@ def test_a_new_connection_sends_the_current_members_first(tmp_path: Path) -> Non
     core.apply([record(1, 7, [played(T0), played(T0)], T0), record(2, 8, [played(T0)], T0)], None)
     before = len(membership_rows(core))
     connected = {**PLAYERS, "connected_outputs": [MEMBERS_OUTPUT, SYNC_OUTPUT]}
-    core.use(2, workspace(audiences=[connected, BIG_SPENDERS]))
+    core.use(2, workspace(audiences=[CASUAL_BIG_SPENDERS, connected, BIG_SPENDERS]))
     finish_jobs(core, T0 + 10, limit=1)
     synced = [(r.key, c.mpid, c.action) for r, c in membership_rows(core)[before:] if r.output_id == SYNC_OUTPUT]
     assert synced == [(membership_key(partition_of(7, core.forwarders), SYNC_OUTPUT, 2, 1, 2), 7, "add")]
-    core.use(3, workspace(audiences=[connected, BIG_SPENDERS]))  # already synced: nothing again
+    core.use(3, workspace(audiences=[CASUAL_BIG_SPENDERS, connected, BIG_SPENDERS]))  # already synced: nothing again
     finish_jobs(core, T0 + 20)
     assert len(membership_rows(core)) == before + 1
 
