@@ -85,6 +85,6 @@ def test_calculated_attributes_and_an_audience_over_http(platform: Any, receiver
     shards = api.status()["shards"]
     for shard in range(len(shards)):
         ray.get(handles.shard(shard).tick.remote(now_ms=later))
-    assert profile_api(api, mpid)["user_attributes"] == {"spent": "12.5"}
+    assert profile_api(api, mpid)["user_attributes"] == {"plays today": "0", "spent": "12.5"}
     detail = api.get(f"/cdp/users/{mpid}").json()
-    assert detail["calculated"] == {"spent": "12.5"} and detail["audiences"] == {}
+    assert detail["calculated"] == {"plays today": "0", "spent": "12.5"} and detail["audiences"] == {}

@@ -47,6 +47,16 @@ SPENT = {
         "calculation_type": "sum",
     },
 }
+LAST_PLAY = {
+    "id": 3,
+    "name": "last play",
+    "generation": 1,
+    "active_definition": {
+        "data_point": {"type": "event", "event_name": "Played", "event_type": "custom_event"},
+        "calculation_type": "last_occurrence_timestamp",
+        "time_period": {"type": "within", "within": 1, "within_unit": "days"},
+    },
+}
 PLAYERS = {  # played at least twice within a day
     "id": 1,
     "name": "players",
@@ -143,12 +153,13 @@ def test_a_replayed_chunk_counts_nothing_twice(tmp_path: Path) -> None:
 
 
 def test_the_sweep_drops_a_within_one_day_value_and_the_membership(tmp_path: Path) -> None:
-    core = ShardCore(tmp_path, 0, workspace(), version=1)
+    core = ShardCore(tmp_path, 0, workspace(cas=[PLAYS, SPENT, LAST_PLAY]), version=1)
     core.apply([record(1, 7, [played(T0), played(T0 + 1)], T0 + 1)], None)
+    assert profile(core, 7).calculated.keys() == {"plays", "spent", "last play"}
     assert profile(core, 7).calculated["plays"] == "2"
     assert core.sweep(T0 + 1000, 100) == 0  # nothing due yet
     assert core.sweep(T0 + 2 * DAY_MS, 100) == 1
-    assert "plays" not in profile(core, 7).calculated
+    assert profile(core, 7).calculated == {"plays": "0", "spent": "0"}  # a count of nothing is 0; no last play
     assert 1 not in profile(core, 7).audiences
     changes = [(r.output_id, c.action, c.mpid, c.timestamp_ms) for r, c in membership_rows(core)]
     assert changes == [(MEMBERS_OUTPUT, "add", 7, T0 + 1), (MEMBERS_OUTPUT, "delete", 7, T0 + 2 * DAY_MS)]
@@ -193,9 +204,9 @@ def test_seeds_combine_with_what_the_shard_computes(tmp_path: Path) -> None:
     seed = {"attribute_name": "spent", "calculation_type": "sum", "cutoff_ms": T0 - DAY_MS, "value": "100"}
     unknown = {**seed, "attribute_name": "nobody"}
     core.apply([record(1, 7, [], T0, calculated_attribute_seeds=[seed, unknown])], None)
-    assert profile(core, 7).calculated == {"spent": "100"}
+    assert profile(core, 7).calculated == {"plays": "0", "spent": "100"}
     core.apply([record(2, 7, [bought(T0, 15)], T0)], 1)
-    assert profile(core, 7).calculated == {"spent": "115"}
+    assert profile(core, 7).calculated == {"plays": "0", "spent": "115"}
 
 
 def test_a_backfill_equals_the_live_computation_and_resumes_after_a_restart(tmp_path: Path) -> None:
@@ -231,10 +242,10 @@ def test_live_batches_leave_a_backfilling_derivation_to_the_job(tmp_path: Path) 
     core.use(2, workspace())
     core.backfill(1, T0)  # user 5 done, 9 not yet
     core.apply([record(3, 5, [bought(T0, 10)], T0), record(4, 9, [bought(T0, 20)], T0)], 2)
-    assert profile(core, 5).calculated == {"spent": "11"}
-    assert "spent" not in profile(core, 9).calculated
+    assert profile(core, 5).calculated == {"plays": "0", "spent": "11"}
+    assert profile(core, 9).calculated == {}
     finish_jobs(core, T0)
-    assert profile(core, 9).calculated == {"spent": "22"}  # from the history, each batch once
+    assert profile(core, 9).calculated == {"plays": "0", "spent": "22"}  # from the history, each batch once
 
 
 # ---- property: incremental == backfilled from scratch ---------------------------------------------------------
