@@ -225,9 +225,11 @@ def batch_observed(batch: Batch, received_ms: int) -> Observed:
 
 
 def history_observed(events: list[dict[str, Any]]) -> Observed:
-    """A stored history record (one batch's events) as the CA sees it: the batch's time is its first event's."""
-    first = (events[0].get("data") or {}).get("timestamp_unixtime_ms") if events else None
-    return Observed(events=events, user_attributes={}, batch_ms=first or 0)
+    """A stored history record (one batch's events) as the CA sees it. The batch's time is its latest event time,
+    as `batch_time_ms` gives a live batch: the engine counts a later event at the batch's time, so the first
+    event's time would move a batch's later events into an earlier day than the live fold did."""
+    stamps = [(event.get("data") or {}).get("timestamp_unixtime_ms") for event in events]
+    return Observed(events=events, user_attributes={}, batch_ms=max((t for t in stamps if t), default=0))
 
 
 def identities_of(profile: Profile) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cdp_actors.config import WorkspaceConfig, parse_workspace
@@ -263,8 +263,15 @@ def event_of(name: str, ts: int, amount: int) -> dict:
     return custom(name, ts, amount=amount)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEP, max_size=12), activate_at=st.integers(0, 12))
+@example(  # a batch with yesterday's event before today's: the backfill must fold it at the batch's latest time
+    steps=[
+        ("batch", 3, [("Played", 0, 1), ("Played", 0, 1)], 0),
+        ("batch", 3, [("Played", DAY_MS // 2 + 1, 1), ("Played", 0, 1)], 0),
+    ],
+    activate_at=0,
+)
 def test_incremental_state_equals_a_backfill_of_everything(
     tmp_path_factory: Any, steps: list, activate_at: int
 ) -> None:
