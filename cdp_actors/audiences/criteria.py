@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
@@ -39,9 +39,6 @@ from cdp_actors.calculated.definition import (
 from cdp_actors.errors import BadRequest
 from cdp_actors.schema.events import Event
 from cdp_actors.schema.identity_types import ALL_TYPES
-
-if TYPE_CHECKING:
-    from cdp_actors.config import Audience
 
 MAX_DEPTH = 10
 """Levels of nesting (the root is level 1): deeper trees are machine-made, and evaluation recurses."""
@@ -386,7 +383,23 @@ def leaf_definition(leaf: PerformedEvent) -> Definition:
 # ---- a workspace's audiences ---------------------------------------------------------------------------------
 
 
-def check_audiences(audiences: list[Audience], calculated_names: set[str]) -> None:
+class Audience(Protocol):
+    """What these checks read of an audience (`cdp_actors.config.Audience`, which imports this module)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def criteria(self) -> Node: ...
+
+
+AudienceT = TypeVar("AudienceT", bound=Audience)
+
+
+def check_audiences(audiences: Sequence[Audience], calculated_names: set[str]) -> None:
     """The audiences of one workspace hold together: each tree valid, every referenced audience and calculated
     attribute defined, real-time audiences depending only on real-time ones, and no cycle of references."""
     by_id: dict[int, Audience] = {}
@@ -406,7 +419,8 @@ def check_audiences(audiences: list[Audience], calculated_names: set[str]) -> No
                 )
     if cycle := _cycle(audiences, by_id):
         names = " → ".join(f"{by_id[i].id} ({by_id[i].name})" for i in cycle)
-        raise refusal(f"audiences[{audiences.index(by_id[cycle[0]])}].criteria", f"audiences refer in a cycle: {names}")
+        first = next(n for n, audience in enumerate(audiences) if audience.id == cycle[0])
+        raise refusal(f"audiences[{first}].criteria", f"audiences refer to each other in a cycle: {names}")
 
 
 def _check_member_of(audience: Audience, referenced: Audience | None, audience_id: int, path: str) -> None:
@@ -420,7 +434,7 @@ def _check_member_of(audience: Audience, referenced: Audience | None, audience_i
         )
 
 
-def _cycle(audiences: list[Audience], by_id: dict[int, Audience]) -> list[int] | None:
+def _cycle(audiences: Sequence[Audience], by_id: dict[int, Audience]) -> list[int] | None:
     """Audience ids a → b → ... → a if their references form a cycle (the first found, in the given order)."""
     references = {a.id: sorted(referenced_audiences(a.criteria) & by_id.keys()) for a in audiences}
     done: set[int] = set()
@@ -441,14 +455,14 @@ def _cycle(audiences: list[Audience], by_id: dict[int, Audience]) -> list[int] |
     return None
 
 
-def evaluation_order(audiences: list[Audience]) -> list[Audience]:
+def evaluation_order(audiences: Sequence[AudienceT]) -> list[AudienceT]:
     """The audiences with every referenced one before those that test its membership (otherwise in the given
     order), so one pass evaluates each on the memberships just computed. Assumes no cycle (`check_audiences`)."""
     by_id = {audience.id: audience for audience in audiences}
-    ordered: list[Audience] = []
+    ordered: list[AudienceT] = []
     placed: set[int] = set()
 
-    def place(audience: Audience) -> None:
+    def place(audience: AudienceT) -> None:
         if audience.id in placed:
             return
         placed.add(audience.id)
