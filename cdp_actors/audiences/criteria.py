@@ -46,7 +46,7 @@ MAX_NODES = 100
 """Nodes in one tree: every batch of a member evaluates the tree, so its size bounds the shard's work."""
 MAX_WITHIN_DAYS = 400
 """The longest event window, in days: what the history keeps (the audit log's 400 days of retention)."""
-MAX_PATTERN_CHARS = 512
+MAX_PATTERN_CHARS = 256
 """The longest `pattern` regular expression: it runs on every evaluation of the leaf."""
 
 
@@ -279,35 +279,56 @@ def _check_event(leaf: PerformedEvent, path: str) -> None:
     for n, condition in enumerate(event.conditions):
         where = f"{path}.event.conditions[{n}]"
         if not condition.attribute_name:
-            raise refusal(f"{where}.attribute_name", "a condition names the event attribute it tests")
+            raise refusal(f"{where}.attribute_name", "attribute_name is required")
         _check_condition(condition, where)
     try:
         leaf_definition(leaf)
-    except ValidationError as error:  # whatever the CA definition refuses, named under the event
+    except ValidationError as error:  # whatever else the count's definition refuses, named in the leaf's words
         first = error.errors()[0]
-        raise refusal(f"{path}.event", first["msg"].removeprefix("Value error, ")) from None
+        below, message = _below(first["msg"].removeprefix("Value error, "))
+        if first["loc"][:1] == ("time_period",):
+            raise refusal(f"{path}.within_days", message) from None
+        loc = "".join(f".{part}" for part in first["loc"] if part != "data_point")
+        raise refusal(f"{path}.event{loc}{below}", message) from None
+
+
+def _below(message: str) -> tuple[str, str]:
+    """A model validator names a field below its own as `.field: message` (as config.py's validators do)."""
+    if message.startswith("."):
+        below, _, rest = message.partition(": ")
+        return below, rest
+    return "", message
 
 
 def _check_condition(test: _ValueTest | Condition, path: str) -> None:
-    """The operator applies to the type, and the condition carries exactly the values its operator reads."""
+    """The operator applies to the type, and the condition carries exactly the values its operator reads. The
+    messages are the CA definition's (`cdp_actors/calculated/definition.py`), which also refuses a bad event
+    condition while the tree is parsed; a user or calculated attribute leaf is checked here."""
     allowed = OPERATORS_BY_TYPE[test.type]
     if test.operator not in allowed:
-        raise refusal(
-            f"{path}.operator", f"{test.type} takes the operators {', '.join(sorted(allowed))}, not {test.operator}"
-        )
+        supported = ", ".join(sorted(allowed))
+        message = f"Operator '{test.operator}' is not supported for type '{test.type}' (supported: {supported})"
+        raise refusal(f"{path}.operator", message)
     needed = _needed_fields(test.operator)
     for field in ("value", "values", "min_value", "max_value"):
         given = getattr(test, field)
-        if field not in needed and given is not None:
-            raise refusal(f"{path}.{field}", f"must be empty for the operator {test.operator}")
-        if field in needed and (given is None or given == []):
-            raise refusal(f"{path}.{field}", f"the operator {test.operator} needs it")
-    for field in needed:
-        given = getattr(test, field)
-        for n, value in enumerate(given) if isinstance(given, list) else [(None, given)]:
-            where = f"{path}.{field}" + (f"[{n}]" if n is not None else "")
-            if problem := _value_problem(test.type, test.operator, value):
-                raise refusal(where, problem)
+        if field not in needed:
+            if given is not None:
+                raise refusal(f"{path}.{field}", _EMPTY_UNLESS[field])
+            continue
+        if given is None or given == []:  # an empty string is a value (`equals ""`)
+            raise refusal(f"{path}.{field}", f"{field} is required for operator '{test.operator}'")
+        for value in given if isinstance(given, list) else [given]:
+            if problem := _operand_problem(test.type, test.operator, value):
+                raise refusal(f"{path}.{field}", problem)
+
+
+_EMPTY_UNLESS = {
+    "value": "Condition value must be empty",
+    "values": "Condition values must be empty unless the operator is in_list",
+    "min_value": "min_value must be empty unless the operator is between or between_dates",
+    "max_value": "max_value must be empty unless the operator is between or between_dates",
+}
 
 
 def _needed_fields(operator: str) -> tuple[str, ...]:
@@ -320,20 +341,20 @@ def _needed_fields(operator: str) -> tuple[str, ...]:
     return ("value",)
 
 
-def _value_problem(kind: str, operator: str, value: str) -> str | None:
+def _operand_problem(kind: str, operator: str, operand: str) -> str | None:
+    if kind == "number" and as_number(operand) is None:
+        return f"'{operand}' is not a number"
+    if kind == "date" and as_instant_ms(operand) is None:
+        return f"'{operand}' is not a date (ISO 8601 or epoch milliseconds)"
+    if kind == "boolean" and as_boolean(operand) is None:
+        return f"'{operand}' is not a boolean (true or false)"
     if operator == "pattern":
-        if len(value) > MAX_PATTERN_CHARS:
-            return f"a pattern has at most {MAX_PATTERN_CHARS} characters"
+        if len(operand) > MAX_PATTERN_CHARS:
+            return f"pattern is longer than {MAX_PATTERN_CHARS} characters"
         try:
-            re.compile(value)
+            re.compile(operand)
         except re.error as error:
-            return f"not a regular expression: {error}"
-    if kind == "number" and as_number(value) is None:
-        return f"{value!r} is not a number"
-    if kind == "boolean" and as_boolean(value) is None:
-        return f"{value!r} is not true or false"
-    if kind == "date" and as_instant_ms(value) is None:
-        return f"{value!r} is not a date (ISO 8601 or epoch milliseconds)"
+            return f"pattern is not a regular expression: {error}"
     return None
 
 

@@ -37,6 +37,7 @@ def string_test(name: str, operator: str, **values: Any) -> dict[str, Any]:
     return {"user_attribute": name, "type": "string", "operator": operator, **values}
 
 
+BOOLEAN_YES = {"user_attribute": "vip", "type": "boolean", "operator": "equals", "value": "yes"}
 EXISTS_A = {"type": "string", "operator": "exists", "attribute_name": "a"}
 
 
@@ -57,20 +58,28 @@ REFUSED = [
     ({"all": [{"any": [{"identity": "email"}, {"identity": "nope"}]}]}, "criteria.all[0].any[1].identity", "nope"),
     ({"identity": "email", "extra": 1}, "criteria.extra", "Extra inputs"),
     ({"all": [string_test("plan", "bogus", value="x")]}, "criteria.all[0].operator", "Input should be"),
-    ({"not": string_test("plan", "greater_than", value="1")}, "criteria.not.operator", "string takes the operators"),
+    (
+        {"not": string_test("plan", "greater_than", value="1")},
+        "criteria.not.operator",
+        "is not supported for type 'string'",
+    ),
     ({"all": [{"user_attribute": "plan", "type": "text", "operator": "equals"}]}, "criteria.all[0].type", ""),
-    (string_test("plan", "exists", value="x"), "criteria.value", "must be empty for the operator exists"),
-    (string_test("plan", "equals"), "criteria.value", "the operator equals needs it"),
-    (string_test("plan", "equals", value="a", values=["a"]), "criteria.values", "must be empty"),
-    (string_test("plan", "in_list"), "criteria.values", "the operator in_list needs it"),
-    (string_test("plan", "in_list", values=[]), "criteria.values", "the operator in_list needs it"),
-    (string_test("plan", "in_list", values=["a"], value="a"), "criteria.value", "must be empty"),
+    (string_test("plan", "exists", value="x"), "criteria.value", "Condition value must be empty"),
+    (string_test("plan", "equals"), "criteria.value", "value is required for operator 'equals'"),
+    (
+        string_test("plan", "equals", value="a", values=["a"]),
+        "criteria.values",
+        "Condition values must be empty unless",
+    ),
+    (string_test("plan", "in_list"), "criteria.values", "values is required for operator 'in_list'"),
+    (string_test("plan", "in_list", values=[]), "criteria.values", "values is required for operator 'in_list'"),
+    (string_test("plan", "in_list", values=["a"], value="a"), "criteria.value", "Condition value must be empty"),
     (string_test("plan", "pattern", value="(unclosed"), "criteria.value", "not a regular expression"),
-    (string_test("plan", "pattern", value="a" * 513), "criteria.value", "at most 512 characters"),
+    (string_test("plan", "pattern", value="a" * 257), "criteria.value", "pattern is longer than 256 characters"),
     (
         {"calculated_attribute": "ltv", "type": "number", "operator": "between", "min_value": "1"},
         "criteria.max_value",
-        "the operator between needs it",
+        "max_value is required for operator 'between'",
     ),
     (
         {"calculated_attribute": "ltv", "type": "number", "operator": "between", "min_value": "1", "max_value": "x"},
@@ -79,12 +88,20 @@ REFUSED = [
     ),
     (
         {"user_attribute": "n", "type": "number", "operator": "in_list", "values": ["1", "two"]},
-        "criteria.values[1]",
+        "criteria.values",
         "'two' is not a number",
     ),
-    ({"user_attribute": "vip", "type": "boolean", "operator": "equals", "value": "yes"}, "criteria.value", "true"),
+    (
+        {"user_attribute": "vip", "type": "boolean", "operator": "equals", "value": "yes"},
+        "criteria.value",
+        "'yes' is not a boolean (true or false)",
+    ),
     ({"user_attribute": "vip", "type": "boolean", "operator": "contains", "value": "t"}, "criteria.operator", ""),
-    ({"user_attribute": "d", "type": "date", "operator": "before", "value": "soon"}, "criteria.value", "not a date"),
+    (
+        {"user_attribute": "d", "type": "date", "operator": "before", "value": "soon"},
+        "criteria.value",
+        "'soon' is not a date",
+    ),
     ({"user_attribute": "d", "type": "date", "operator": "greater_than", "value": "1"}, "criteria.operator", ""),
     ({"user_attribute": "", "type": "string", "operator": "exists"}, "criteria.user_attribute", "at least 1"),
     ({"audience": 0}, "criteria.audience", "greater than 0"),
@@ -103,7 +120,7 @@ REFUSED = [
     (
         {"event": {"event_name": "B", "conditions": [{"type": "string", "operator": "exists"}]}, "within_days": 1},
         "criteria.event.conditions[0].attribute_name",
-        "names the event attribute",
+        "attribute_name is required",
     ),
     (
         {
@@ -119,7 +136,7 @@ REFUSED = [
             ]
         },
         "criteria.all[1].event.conditions[0].operator",
-        "number takes the operators",
+        "Operator 'pattern' is not supported for type 'number'",
     ),
     (
         {
