@@ -3,9 +3,9 @@
 Outbox rows are grouped in lanes, one per (forwarder, output); a lane's rows sort in acceptance order. A
 forwarder holds at most the lane's window of rows at a time (`lane_window`: an audience-only output's membership
 changes wait in the forwarder's bulk queue, unacknowledged, until an upload of up to 10,000, so its lanes get
-`runtime.max_buffered_audience_changes`; other lanes `runtime.forwarder_window`): a lane's rows are handed in key order, each once,
-after the last one handed, as acknowledgements make room; the rest wait in the outbox. When a forwarder
-(re)starts it holds nothing, and every unacknowledged row of its lanes is handed again from the start.
+`runtime.max_buffered_audience_changes`; other lanes `runtime.forwarder_window`): a lane's rows are handed in key
+order, each once, after the last one handed, as acknowledgements make room; the rest wait in the outbox.
+When a forwarder (re)starts it holds nothing, and every unacknowledged row of its lanes is handed again from the start.
 
 The shard actor does the I/O around it: reading the outbox (`OutboxReader`), calling the forwarders.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, KeysView
-
 from typing import TYPE_CHECKING
 
 from cdp_actors.integrations.registry import AUDIENCE_ONLY

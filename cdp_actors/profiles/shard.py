@@ -357,7 +357,8 @@ class ProfileShard:
         that this shard holds that version (the version's first chunk here, or after a restart of either)."""
         if config is not None and version is not None:
             self.core.use(version, config)
-            self.handoff.add_lanes(output_lanes(config), lane_window(config))  # a new output's rows get their lanes before they exist
+            # a new output's rows get their lanes before they exist
+            self.handoff.add_lanes(output_lanes(config), lane_window(config))
         elif version is not None and version != self.core.version:
             raise ConfigVersionGap(f"shard {self.core.index} holds version {self.core.version}, not {version}")
         with span("profile.apply", shard=self.core.index, batches=len(records)):
