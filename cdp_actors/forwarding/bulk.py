@@ -66,6 +66,8 @@ class BulkQueue:
         self.max_age_s = max_age_s
         self.max_buffered = max_buffered
         self._pending: dict[tuple[int, int], _Pending] = {}  # insertion order is queue order
+        self.held_rows = 0
+        """Outbox rows the pending changes stand for (replaced ones included): what they hold of the lane window."""
 
     @classmethod
     def for_adapter(cls, adapter: BulkAdapter, max_buffered: int) -> BulkQueue:
@@ -89,10 +91,12 @@ class BulkQueue:
             if change.timestamp_ms >= pending.change.timestamp_ms:
                 pending.change = change
             pending.rows += rows
+            self.held_rows += len(rows)
             return True
         if self.full:
             return False
         self._pending[key] = _Pending(change, now, rows)
+        self.held_rows += len(rows)
         return True
 
     def due(self, now: float) -> list[Upload]:
@@ -121,5 +125,6 @@ class BulkQueue:
     def _take(self, count: int) -> list[Upload]:
         keys = list(islice(self._pending, count))
         taken = [self._pending.pop(key) for key in keys]
+        self.held_rows -= sum(len(p.rows) for p in taken)
         groups = [taken[i : i + self.max_batch] for i in range(0, len(taken), self.max_batch)]
         return [Upload([p.change for p in group], [row for p in group for row in p.rows]) for group in groups]

@@ -132,6 +132,7 @@ class Delivery:
         self.max_age_s = config.retry.max_age_s
         self.bulk: dict[tuple[int, int], BulkQueue] = {}
         self.max_buffered_changes = config.runtime.max_buffered_audience_changes
+        self.forwarder_window = config.runtime.forwarder_window
         self.bulk_wake = asyncio.Event()
         self.uploading: set[tuple[int, int]] = set()  # bulk queues with an upload under way: one at a time each
         self.refused: list[tuple[OutboxRow, MembershipChange]] = []  # membership rows a full queue refused
@@ -545,8 +546,9 @@ class Delivery:
         holds up only its own queues)."""
         while True:
             self._offer_refused()
+            crowded = self._crowded_outputs()
             deadlines = [
-                deadline
+                time.monotonic() if key[0] in crowded else deadline
                 for key, queue in self.bulk.items()
                 if key not in self.uploading and (deadline := queue.next_deadline()) is not None
             ]
@@ -554,10 +556,24 @@ class Delivery:
             self.bulk_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.bulk_wake.wait(), timeout=max(0.0, wait))
+            crowded = self._crowded_outputs()
             for key, queue in list(self.bulk.items()):
-                if key not in self.uploading and (uploads := queue.due(time.monotonic())):
+                if key in self.uploading:
+                    continue
+                uploads = queue.drain() if key[0] in crowded else queue.due(time.monotonic())
+                if uploads:
                     self.uploading.add(key)
                     self.tasks.spawn(self._upload_queue(key, uploads))
+
+    def _crowded_outputs(self) -> set[int]:
+        """Outputs that also take events (webhook, Firehose) whose waiting membership rows fill half of the lane
+        window a shard hands them (`runtime.forwarder_window`, which their event rows share): their queues upload
+        now, not at their age limit, so that waiting changes never hold the output's events back."""
+        held: Counter[int] = Counter()
+        for (output_id, _), queue in self.bulk.items():
+            if output_id in self.routing.adapters:
+                held[output_id] += queue.held_rows
+        return {output_id for output_id, rows in held.items() if 2 * rows >= self.forwarder_window}
 
     async def _upload_queue(self, key: tuple[int, int], uploads: list[Upload]) -> None:
         try:

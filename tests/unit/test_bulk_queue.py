@@ -198,6 +198,7 @@ def test_every_accepted_row_is_acknowledged_once_with_a_change_at_least_as_new(o
             row = (value % 2, n.to_bytes(4, "big"))
             if queue.add(change(value, ts=ts), now, row):
                 accepted[row], mpid_of[row] = ts, value
+        assert queue.held_rows == len(accepted) - sum(len(upload.rows) for upload in uploads)
     uploads += queue.drain()
     acknowledged = [row for upload in uploads for row in upload.rows]
     assert sorted(acknowledged) == sorted(accepted)

@@ -198,3 +198,22 @@ def test_an_audience_only_outputs_lane_gets_the_bulk_queue_bound_as_its_window(p
     sizes = {window.keys[0][:6]: len(window.keys) for window in handed[0]}
     assert sizes == {webhook_lane: config.runtime.forwarder_window, facebook_lane: 2_000}
     assert {len(window.keys) for window in handoff.resend(0, read)} == {config.runtime.forwarder_window, 2_000}
+
+
+def test_membership_rows_filling_half_an_event_outputs_window_upload_before_their_age(partner: Receiver) -> None:
+    """A webhook lane's window (`forwarder_window`) is shared with its event rows: changes waiting an hour for
+    their age limit would hold the output's events back, so half a window of them uploads at once."""
+    config = workspace(partner, webhook_age_s=3600)
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"forwarder_window": 4})})
+    rows = [membership_row(WEBHOOK, 1, mpid=10), membership_row(WEBHOOK, 2, mpid=11)]
+
+    async def steps(delivery: Delivery) -> None:
+        delivery.queue(rows[:1])
+        await asyncio.sleep(0.3)
+        assert partner.attempts == 0  # one row of four: it waits for its age limit
+        delivery.queue(rows[1:])
+        await until(lambda: len(acked(delivery)) == 2, "both acknowledgements", timeout_s=5)
+
+    run(config, steps)
+    [document] = partner.bodies()
+    assert [profile["mpid"] for profile in document["user_profiles"]] == ["10", "11"]
