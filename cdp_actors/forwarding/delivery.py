@@ -152,6 +152,9 @@ class Delivery:
         self.version_wanted = asyncio.Event()  # set when a row needs a newer version: the forwarder looks early
         self._add_outputs(self.routing.outputs)
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
+        # the same, of membership rows: by shard too, as two shards' membership keys may be equal (each numbers
+        # its own changes), while a batch's rows are the one shard's that applied its sequence number
+        self.known_changes: set[RowRef] = set()
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
@@ -227,12 +230,14 @@ class Delivery:
 
     def queue(self, rows: list[OutboxRow]) -> None:
         for row in rows:
+            if row.audience_id:
+                if (row.shard, row.key) not in self.known_changes:
+                    self.known_changes.add((row.shard, row.key))
+                    self._queue_membership_row(row)
+                continue
             if row.key in self.known:
                 continue
             self.known.add(row.key)
-            if row.audience_id:
-                self._queue_membership_row(row)
-                continue
             lane = (row.connection_id, row.mpid)
             waiting = self.lanes.get(lane)
             if waiting is None:
@@ -256,9 +261,11 @@ class Delivery:
         self.report_counts.update(unsent.report_counts)
         self.forwarded_events.update(unsent.forwarded_events)
 
-    def acknowledged(self, keys: list[bytes]) -> None:
+    def acknowledged(self, shard: int, keys: list[bytes]) -> None:
         """The shard deleted these rows: nothing here holds them any more."""
         self.known.difference_update(keys)
+        if self.known_changes:
+            self.known_changes.difference_update((shard, key) for key in keys)
 
     def _start(self, row: OutboxRow) -> None:
         """Deliver the head of a lane: with the output's other ready rows as one request when the output
@@ -629,7 +636,7 @@ class Delivery:
             audience_queues={f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
             forwarded_memberships=dict(self.forwarded_memberships),
             lanes=len(self.lanes),
-            held_rows=len(self.known),
+            held_rows=len(self.known) + len(self.known_changes),
         )
 
 

@@ -217,3 +217,22 @@ def test_membership_rows_filling_half_an_event_outputs_window_upload_before_thei
     run(config, steps)
     [document] = partner.bodies()
     assert [profile["mpid"] for profile in document["user_profiles"]] == ["10", "11"]
+
+
+def test_two_shards_membership_rows_with_equal_keys_are_both_delivered(partner: Receiver) -> None:
+    """Each shard numbers its own changes, so two shards' membership keys may be equal: held apart by shard."""
+    from_0, from_1 = membership_row(WEBHOOK, 1, mpid=10), membership_row(WEBHOOK, 1, mpid=20, shard=1)
+    assert from_0.key == from_1.key
+
+    async def steps(delivery: Delivery) -> None:
+        delivery.queue([from_0])
+        await until(lambda: acked(delivery), "shard 0's acknowledgement")
+        delivery.queue([from_1])  # shard 0's row is still held: not acknowledged by its shard yet
+        await until(lambda: len(acked(delivery)) == 2, "shard 1's acknowledgement")
+        assert delivery.status(0).held_rows == 2
+        delivery.acknowledged(0, [from_0.key])
+        assert delivery.status(0).held_rows == 1
+
+    delivery = run(workspace(partner), steps)
+    assert {profile["mpid"] for body in partner.bodies() for profile in body["user_profiles"]} == {"10", "20"}
+    assert dict(delivery.acks) == {0: [from_0.key], 1: [from_1.key]}
