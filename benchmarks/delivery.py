@@ -74,8 +74,8 @@ async def delivery_phase(config: WorkspaceConfig, users: int, seconds: float) ->
         if len(delivery.known) < HELD_ROWS:
             delivery.queue([next(rows) for _ in range(WINDOW_ROWS)])
         await asyncio.sleep(0.001)
-        for keys in delivery.take_pending().acks.values():  # the shard deletes them at once
-            delivery.acknowledged(keys)
+        for shard, keys in delivery.take_pending().acks.items():  # the shard deletes them at once
+            delivery.acknowledged(shard, keys)
     drained_by = time.monotonic() + DRAIN_S
     while delivery.lanes:  # the rows out when the phase ends
         if time.monotonic() > drained_by:

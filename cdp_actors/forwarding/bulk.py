@@ -12,6 +12,9 @@ in seconds, from a monotonic clock):
   (keeping its place and age), a change older than the pending one (by `timestamp_ms`) is ignored.
   Membership is a state, so only the latest matters, and each group then holds a user at most once,
   which lets adapters send a group's adds and deletes in separate requests in any order;
+- each pending change carries the references (`RowRef`: shard, outbox key) of the rows it stands for: its own and
+  those of the changes it replaced or outlived, so the upload that carries it acknowledges them all (the queue
+  is not the only copy: a row stays in its shard's outbox until then);
 - it holds at most `max_buffered` changes. Past that, `add` refuses (returns False) and the caller
   must keep the change where it came from (not acknowledge it) and offer it again after sending what
   `due` returns: the backpressure reaches the producer instead of growing memory.
@@ -22,7 +25,7 @@ not used as flush sizes: we flush at the partner's per-request limit, which only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Protocol
 
@@ -34,10 +37,23 @@ class BulkAdapter(AudienceAdapter, Protocol):
     """How long a membership change may wait in the bulk queue (the output's `bulk_max_age_s` setting)."""
 
 
+RowRef = tuple[int, bytes]
+"""An outbox row a queued change stands for: (shard, key), what its shard is acknowledged with."""
+
+
 @dataclass
 class _Pending:
     change: MembershipChange
     queued_at: float
+    rows: list[RowRef]
+
+
+@dataclass
+class Upload:
+    """One group of changes to upload together, and the outbox rows to acknowledge once it is done."""
+
+    changes: list[MembershipChange]
+    rows: list[RowRef] = field(default_factory=list)
 
 
 class BulkQueue:
@@ -50,6 +66,8 @@ class BulkQueue:
         self.max_age_s = max_age_s
         self.max_buffered = max_buffered
         self._pending: dict[tuple[int, int], _Pending] = {}  # insertion order is queue order
+        self.held_rows = 0
+        """Outbox rows the pending changes stand for (replaced ones included): what they hold of the lane window."""
 
     @classmethod
     def for_adapter(cls, adapter: BulkAdapter, max_buffered: int) -> BulkQueue:
@@ -62,20 +80,26 @@ class BulkQueue:
     def full(self) -> bool:
         return len(self._pending) >= self.max_buffered
 
-    def add(self, change: MembershipChange, now: float) -> bool:
-        """Queue `change`; False when the queue is full and the change was refused (keep it, retry later)."""
+    def add(self, change: MembershipChange, now: float, row: RowRef | None = None) -> bool:
+        """Queue `change` (from outbox row `row`, if any); False when the queue is full and the change was
+        refused (keep it, retry later). A change that replaces or loses to the pending one of its user hands it
+        its row: acknowledged with the upload that carries the pending one."""
         key = (change.audience_id, change.mpid)
+        rows = [] if row is None else [row]
         pending = self._pending.get(key)
         if pending is not None:
             if change.timestamp_ms >= pending.change.timestamp_ms:
                 pending.change = change
+            pending.rows += rows
+            self.held_rows += len(rows)
             return True
         if self.full:
             return False
-        self._pending[key] = _Pending(change, now)
+        self._pending[key] = _Pending(change, now, rows)
+        self.held_rows += len(rows)
         return True
 
-    def due(self, now: float) -> list[list[MembershipChange]]:
+    def due(self, now: float) -> list[Upload]:
         """Take the groups to upload now: everything if the oldest change is too old, else full groups only."""
         if not self._pending:
             return []
@@ -83,7 +107,7 @@ class BulkQueue:
             return self._take(len(self._pending))
         return self._take(len(self._pending) // self.max_batch * self.max_batch)
 
-    def drain(self) -> list[list[MembershipChange]]:
+    def drain(self) -> list[Upload]:
         """Take everything, due or not (shutdown, or an audience connection being removed)."""
         return self._take(len(self._pending))
 
@@ -98,7 +122,9 @@ class BulkQueue:
     def _oldest(self) -> _Pending:
         return next(iter(self._pending.values()))
 
-    def _take(self, count: int) -> list[list[MembershipChange]]:
+    def _take(self, count: int) -> list[Upload]:
         keys = list(islice(self._pending, count))
-        changes = [self._pending.pop(key).change for key in keys]
-        return [changes[i : i + self.max_batch] for i in range(0, len(changes), self.max_batch)]
+        taken = [self._pending.pop(key) for key in keys]
+        self.held_rows -= sum(len(p.rows) for p in taken)
+        groups = [taken[i : i + self.max_batch] for i in range(0, len(taken), self.max_batch)]
+        return [Upload([p.change for p in group], [row for p in group for row in p.rows]) for group in groups]

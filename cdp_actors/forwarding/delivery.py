@@ -1,5 +1,10 @@
 """Delivery: outbox rows and audience changes to their outputs, in order per (connection, user), with retries.
 
+Membership-change rows (`OutboxRow.audience_id` non-zero) do not wait in lanes: each goes into the bulk queue of
+its (output, audience), which uploads by size or age; the row is acknowledged once the upload carrying its change
+(or the newer change of the same user that replaced it) is done, delivered or dropped with a Fatal alert. Until
+then it stays in its shard's outbox, so a forwarder crash loses no change: the shard hands it over again.
+
 Rows wait in (connection, MPID) lanes and only a lane's head is out, so a user's batches leave in acceptance
 order while lanes run concurrently (bounded per output); when the head is done, the lane's next row starts.
 For an output that combines requests (webhook), the heads ready together go as one request, one task for
@@ -31,7 +36,7 @@ from cdp_actors.config import Connection, Output, WorkspaceConfig
 from cdp_actors.constants import BULK_MAX_SLEEP_S, MAX_BUFFERED_ALERTS
 from cdp_actors.control.diff import is_newer_item, largest_ids, output_changes
 from cdp_actors.forwarding.breaker import CLOSED, Breaker
-from cdp_actors.forwarding.bulk import BulkQueue
+from cdp_actors.forwarding.bulk import BulkQueue, RowRef, Upload
 from cdp_actors.forwarding.coalesce import Grouper
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
@@ -127,7 +132,10 @@ class Delivery:
         self.max_age_s = config.retry.max_age_s
         self.bulk: dict[tuple[int, int], BulkQueue] = {}
         self.max_buffered_changes = config.runtime.max_buffered_audience_changes
+        self.forwarder_window = config.runtime.forwarder_window
         self.bulk_wake = asyncio.Event()
+        self.uploading: set[tuple[int, int]] = set()  # bulk queues with an upload under way: one at a time each
+        self.refused: list[tuple[OutboxRow, MembershipChange]] = []  # membership rows a full queue refused
         retry = config.retry
         self.breaker_settings = (retry.breaker_failures, retry.breaker_open_s, retry.breaker_max_open_s)
         self.output_concurrency = config.runtime.output_concurrency
@@ -144,6 +152,9 @@ class Delivery:
         self.version_wanted = asyncio.Event()  # set when a row needs a newer version: the forwarder looks early
         self._add_outputs(self.routing.outputs)
         self.known: set[bytes] = set()  # queued, in flight, or delivered and awaiting the shard's ack
+        # the same, of membership rows: by shard too, as two shards' membership keys may be equal (each numbers
+        # its own changes), while a batch's rows are the one shard's that applied its sequence number
+        self.known_changes: set[RowRef] = set()
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
@@ -173,7 +184,10 @@ class Delivery:
         self._add_outputs({i: self.routing.outputs[i] for i in changes.added | changes.changed})
         parked, self.parked = self.parked, []
         for row in parked:
-            self._start(row)
+            if row.audience_id:
+                self._queue_membership_row(row)
+            else:
+                self._start(row)
         return self.routing
 
     def _add_outputs(self, outputs: dict[int, Output]) -> None:
@@ -216,6 +230,11 @@ class Delivery:
 
     def queue(self, rows: list[OutboxRow]) -> None:
         for row in rows:
+            if row.audience_id:
+                if (row.shard, row.key) not in self.known_changes:
+                    self.known_changes.add((row.shard, row.key))
+                    self._queue_membership_row(row)
+                continue
             if row.key in self.known:
                 continue
             self.known.add(row.key)
@@ -242,9 +261,11 @@ class Delivery:
         self.report_counts.update(unsent.report_counts)
         self.forwarded_events.update(unsent.forwarded_events)
 
-    def acknowledged(self, keys: list[bytes]) -> None:
+    def acknowledged(self, shard: int, keys: list[bytes]) -> None:
         """The shard deleted these rows: nothing here holds them any more."""
         self.known.difference_update(keys)
+        if self.known_changes:
+            self.known_changes.difference_update((shard, key) for key in keys)
 
     def _start(self, row: OutboxRow) -> None:
         """Deliver the head of a lane: with the output's other ready rows as one request when the output
@@ -477,52 +498,126 @@ class Delivery:
         log.warning("delivery failed", extra={"fields": {"alert": alert_type, "severity": severity}})
 
     def queue_memberships(self, output_id: int, changes: list[MembershipChange]) -> list[MembershipChange]:
-        """Queue audience membership changes for an audience output's bulk upload; returns those refused
-        because the queue is at its bound (the caller keeps them and offers them again later)."""
-        adapter = self.audience_adapters[output_id]
-        refused = []
-        now = time.monotonic()
-        for change in changes:
-            queue = self.bulk.get((output_id, change.audience_id))
-            if queue is None:
-                queue = self.bulk[(output_id, change.audience_id)] = BulkQueue.for_adapter(
-                    adapter, self.max_buffered_changes
-                )
-            if not queue.add(change, now):
-                refused.append(change)
+        """Queue membership changes sent once, not from an outbox (a standard audience's send), for the output's
+        bulk upload; returns those refused because the queue is at its bound (the caller keeps them and offers
+        them again later)."""
+        refused = [change for change in changes if not self._bulk_add(output_id, change, None)]
         self.bulk_wake.set()
         return refused
 
+    def _queue_membership_row(self, row: OutboxRow) -> None:
+        """A membership row into its (output, audience) bulk queue, its change stamped with a stable id; a row of
+        an output not known yet waits for that version, one of a removed output (or undecodable) is dropped with
+        a Fatal alert. A full queue's refused rows are offered again after its next upload."""
+        target = AudienceTarget(output_id=row.output_id, mpid=row.audience_id)
+        if row.output_id not in self.routing.audience_adapters:
+            if is_newer_item(row.output_id, self.largest_ids[0]):
+                self.parked.append(row)
+                self.version_wanted.set()
+                return
+            detail = f"output {row.output_id} was removed or takes no audiences before the change was sent"
+            return self._drop_membership_row(row, target, OUTPUT_REMOVED, detail)
+        try:
+            change = msgspec.msgpack.decode(row.payload, type=MembershipChange)
+        except Exception as error:
+            detail = f"decoding an audience change failed: {describe(error)}"
+            return self._drop_membership_row(row, target, INTERNAL_ERROR, detail)
+        if not change.change_id:
+            change = msgspec.structs.replace(change, change_id=change_id_of(row))
+        if not self._bulk_add(row.output_id, change, (row.shard, row.key)):
+            self.refused.append((row, change))
+        self.bulk_wake.set()
+
+    def _drop_membership_row(self, row: OutboxRow, target: AudienceTarget, alert_type: str, detail: str) -> None:
+        self._alert(target, alert_type, FATAL, detail)
+        self.acks[row.shard].append(row.key)
+
+    def _bulk_add(self, output_id: int, change: MembershipChange, row: RowRef | None) -> bool:
+        queue = self.bulk.get((output_id, change.audience_id))
+        if queue is None:
+            adapter = self.audience_adapters[output_id]
+            queue = self.bulk[(output_id, change.audience_id)] = BulkQueue.for_adapter(
+                adapter, self.max_buffered_changes
+            )
+        return queue.add(change, time.monotonic(), row)
+
+    def _offer_refused(self) -> None:
+        refused, self.refused = self.refused, []
+        for row, change in refused:
+            if not self._bulk_add(row.output_id, change, (row.shard, row.key)):
+                self.refused.append((row, change))
+
     async def flush_bulk_forever(self) -> None:
-        """Upload each audience queue's due groups, one group after another per queue, so a user's last
-        change reaches the partner last."""
+        """Start each audience queue's due uploads: one upload at a time per queue, its groups one after another,
+        so a user's last change reaches the partner last; queues upload concurrently (a slow partner, retrying,
+        holds up only its own queues)."""
         while True:
-            deadlines = [d for q in self.bulk.values() if (d := q.next_deadline()) is not None]
+            self._offer_refused()
+            crowded = self._crowded_outputs()
+            deadlines = [
+                time.monotonic() if key[0] in crowded else deadline
+                for key, queue in self.bulk.items()
+                if key not in self.uploading and (deadline := queue.next_deadline()) is not None
+            ]
             wait = min([*deadlines, time.monotonic() + BULK_MAX_SLEEP_S]) - time.monotonic()
             self.bulk_wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.bulk_wake.wait(), timeout=max(0.0, wait))
-            for (output_id, audience_id), queue in list(self.bulk.items()):
-                for group in queue.due(time.monotonic()):
-                    await self._upload_group(output_id, audience_id, group)
+            crowded = self._crowded_outputs()
+            for key, queue in list(self.bulk.items()):
+                if key in self.uploading:
+                    continue
+                uploads = queue.drain() if key[0] in crowded else queue.due(time.monotonic())
+                if uploads:
+                    self.uploading.add(key)
+                    self.tasks.spawn(self._upload_queue(key, uploads))
 
-    async def _upload_group(self, output_id: int, audience_id: int, group: list[MembershipChange]) -> None:
-        """Upload one group; an exception preparing or sending it drops that group with a Fatal alert, and the
-        queues' uploads go on."""
+    def _crowded_outputs(self) -> set[int]:
+        """Outputs that also take events (webhook, Firehose) whose waiting membership rows fill half of the lane
+        window a shard hands them (`runtime.forwarder_window`, which their event rows share): their queues upload
+        now, not at their age limit, so that waiting changes never hold the output's events back."""
+        held: Counter[int] = Counter()
+        for (output_id, _), queue in self.bulk.items():
+            if output_id in self.routing.adapters:
+                held[output_id] += queue.held_rows
+        return {output_id for output_id, rows in held.items() if 2 * rows >= self.forwarder_window}
+
+    async def _upload_queue(self, key: tuple[int, int], uploads: list[Upload]) -> None:
+        try:
+            for upload in uploads:
+                await self._upload_group(*key, upload)
+        finally:
+            self.uploading.discard(key)
+            self.bulk_wake.set()
+
+    async def _upload_group(self, output_id: int, audience_id: int, upload: Upload) -> None:
+        """Upload one group, then acknowledge its rows whatever the outcome: delivered, or dropped with a Fatal
+        alert (refused, out of retries, its output removed, or an exception preparing or sending it)."""
         target = AudienceTarget(output_id=output_id, mpid=audience_id)
         try:
-            prepared = self.audience_adapters[output_id].prepare_memberships(group, now_ms())
-            for rejection in prepared.rejections:
-                self._alert(target, rejection.alert_type, FATAL, rejection.message)
-            expires_at = time.monotonic() + self.max_age_s
-            for request in prepared.requests:
-                await self._deliver_request(output_id, request, expires_at, [target])
+            await self._upload(output_id, target, upload.changes)
         except Exception as error:
-            detail = f"uploading {len(group)} audience changes failed: {describe(error)}"
+            detail = f"uploading {len(upload.changes)} audience changes failed: {describe(error)}"
             log.error("%s (at %s)", detail, code_location(error), extra={"fields": {"alert": INTERNAL_ERROR}})
             self._alert(target, INTERNAL_ERROR, FATAL, detail)
+        finally:
+            for shard, key in upload.rows:
+                self.acks[shard].append(key)
+
+    async def _upload(self, output_id: int, target: AudienceTarget, changes: list[MembershipChange]) -> None:
+        adapter = self.audience_adapters.get(output_id)
+        if adapter is None:
+            self._alert(target, OUTPUT_REMOVED, FATAL, f"output {output_id} was removed before the changes were sent")
             return
-        self.forwarded_memberships[output_id] += prepared.forwarded_events or len(group)
+        prepared = adapter.prepare_memberships(changes, now_ms())
+        for rejection in prepared.rejections:
+            self._alert(target, rejection.alert_type, FATAL, rejection.message)
+        expires_at = time.monotonic() + self.max_age_s
+        delivered = True
+        for request in prepared.requests:  # every request is tried, even after one failed
+            delivered = await self._deliver_request(output_id, request, expires_at, [target]) and delivered
+        if delivered:
+            self.forwarded_memberships[output_id] += prepared.forwarded_events or len(changes)
 
     async def close(self) -> None:
         """Close the outputs' HTTP sessions (the Forwarder's live as long as its process)."""
@@ -541,7 +636,7 @@ class Delivery:
             audience_queues={f"{output}:{audience}": len(q) for (output, audience), q in self.bulk.items()},
             forwarded_memberships=dict(self.forwarded_memberships),
             lanes=len(self.lanes),
-            held_rows=len(self.known),
+            held_rows=len(self.known) + len(self.known_changes),
         )
 
 
@@ -563,6 +658,12 @@ class ForwarderStatus(msgspec.Struct):
     lanes: int
     held_rows: int
     """Outbox rows queued, in flight, or delivered and awaiting the shard's acknowledgement."""
+
+
+def change_id_of(row: OutboxRow) -> str:
+    """A membership row's change id: `<shard>-<change number>`, the number being the last 8 bytes of its key
+    (`handoff.membership_key`), so a resent row's change keeps its id."""
+    return f"{row.shard}-{int.from_bytes(row.key[-8:], 'big')}"
 
 
 def _attempt_detail(attempt: Attempt) -> str:

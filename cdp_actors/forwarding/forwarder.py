@@ -98,7 +98,7 @@ class Forwarder:
             except ray.exceptions.RayError:  # the shard is restarting: keep the keys and try again
                 self.delivery.give_back(Pending(acks={shard: keys}))
             else:
-                self.delivery.acknowledged(keys)
+                self.delivery.acknowledged(shard, keys)
 
     async def _flush_alerts(self, alerts: list[Alert]) -> None:
         if not alerts:

@@ -244,6 +244,9 @@ class MembershipChange(msgspec.Struct):
     identities: dict[str, str]
     """Canonical identity type → value, user and device identities (`cdp_actors/schema/identity_types.py`)."""
     timestamp_ms: int
+    change_id: str = ""
+    """Stable across resends, for partners to dedupe on: `<shard>-<change number>` for a change from a shard's
+    outbox (set by the forwarder from the row's key); empty for a one-off send (outputs then derive one)."""
 
 
 class AudienceAdapter(Protocol):

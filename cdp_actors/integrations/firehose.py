@@ -613,12 +613,24 @@ def event_processing_request(
 # ---- membership messages -----------------------------------------------------------------------------------------
 
 
-def user_profile(mpid: int, changes: list[MembershipChange]) -> Json:
+def audience_entry(change: MembershipChange, with_change_id: bool) -> Json:
+    entry = {"audience_id": change.audience_id, "audience_name": change.audience_name, "action": change.action}
+    if with_change_id:
+        entry["change_id"] = change.change_id or default_change_id(change)
+    return entry
+
+
+def default_change_id(change: MembershipChange) -> str:
+    """The id of a change sent once, not from an outbox (no outbox key to take it from): derived from its content."""
+    return derived_uuid("membership_change", (change.audience_id, change.mpid, change.action, change.timestamp_ms))
+
+
+def user_profile(mpid: int, changes: list[MembershipChange], with_change_ids: bool = False) -> Json:
     identities: dict[str, str] = {}
     for change in changes:
         identities.update(change.identities)
     users = [made for name, value in identities.items() if (made := user_identity(name, value))]
-    audiences = [{"audience_id": c.audience_id, "audience_name": c.audience_name, "action": c.action} for c in changes]
+    audiences = [audience_entry(change, with_change_ids) for change in changes]
     return compact(
         {
             "user_identities": users,
@@ -634,10 +646,11 @@ def changes_key(changes: list[MembershipChange]) -> str:
 
 
 def audience_membership_change_request(
-    changes: list[MembershipChange], account: Json, version: str = FIREHOSE_VERSION
+    changes: list[MembershipChange], account: Json, version: str = FIREHOSE_VERSION, with_change_ids: bool = False
 ) -> Json:
     """One user profile per MPID (in order of first change), each with its audience additions and removals.
-    Id and time derive from the changes, so the same changes always make the same request."""
+    Id and time derive from the changes, so the same changes always make the same request. `with_change_ids`:
+    each `audiences[]` entry also carries `change_id` (ours, not Firehose's: the webhook's document)."""
     by_mpid: dict[int, list[MembershipChange]] = {}
     for change in changes:
         by_mpid.setdefault(change.mpid, []).append(change)
@@ -646,7 +659,7 @@ def audience_membership_change_request(
     return {
         **message_base("audience_membership_change_request", message_id, timestamp_ms, version),
         "account": account,
-        "user_profiles": [user_profile(mpid, grouped) for mpid, grouped in by_mpid.items()],
+        "user_profiles": [user_profile(mpid, grouped, with_change_ids) for mpid, grouped in by_mpid.items()],
     }
 
 

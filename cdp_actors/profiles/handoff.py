@@ -1,9 +1,11 @@
 """HandOff: which outbox rows a shard has handed to its forwarders, and which rows to hand next. No Ray.
 
 Outbox rows are grouped in lanes, one per (forwarder, output); a lane's rows sort in acceptance order. A
-forwarder holds at most `window` rows of a lane at a time: a lane's rows are handed in key order, each once,
-after the last one handed, as acknowledgements make room; the rest wait in the outbox. When a forwarder
-(re)starts it holds nothing, and every unacknowledged row of its lanes is handed again from the start.
+forwarder holds at most the lane's window of rows at a time (`lane_window`: an audience-only output's membership
+changes wait in the forwarder's bulk queue, unacknowledged, until an upload of up to 10,000, so its lanes get
+`runtime.max_buffered_audience_changes`; other lanes `runtime.forwarder_window`): a lane's rows are handed in key
+order, each once, after the last one handed, as acknowledgements make room; the rest wait in the outbox.
+When a forwarder (re)starts it holds nothing, and every unacknowledged row of its lanes is handed again from the start.
 
 The shard actor does the I/O around it: reading the outbox (`OutboxReader`), calling the forwarders.
 """
@@ -12,11 +14,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, KeysView
+from typing import TYPE_CHECKING
 
+from cdp_actors.integrations.registry import AUDIENCE_ONLY
 from cdp_actors.schema.records import Window
 from cdp_actors.storage.lmdb_env import u64
 
+if TYPE_CHECKING:
+    from cdp_actors.config import WorkspaceConfig
+
 LANE_BYTES = 6  # 2 bytes of forwarder, 4 of output id
+LaneWindow = Callable[[bytes], int]
+"""lane -> how many of its rows its forwarder may hold at a time."""
 OutboxReader = Callable[[bytes, bytes | None, int], Window]
 """(lane, the key after which to read or None for the lane's start, most rows) -> the lane's rows, in key order."""
 
@@ -47,15 +56,33 @@ def forwarder_of(lane: bytes) -> int:
     return int.from_bytes(lane[:2], "big")
 
 
+def output_of(lane: bytes) -> int:
+    return int.from_bytes(lane[2:LANE_BYTES], "big")
+
+
+def lane_window(config: WorkspaceConfig) -> LaneWindow:
+    """The window of each lane under `config`: `max_buffered_audience_changes` for an audience-only output (its
+    bulk queue uploads at 10,000 changes or by age, and a window of 500 would hold it at 500 until the age),
+    `forwarder_window` for the others (a lane of an output not in `config`, being removed, included)."""
+    audience_only = {o.id for o in config.outputs if o.kind in AUDIENCE_ONLY}
+    runtime = config.runtime
+    return lambda lane: (
+        runtime.max_buffered_audience_changes if output_of(lane) in audience_only else runtime.forwarder_window
+    )
+
+
 class HandOff:
-    def __init__(self, lanes: Iterable[bytes], window: int) -> None:
-        self.window = window
+    def __init__(self, lanes: Iterable[bytes], window: int | LaneWindow) -> None:
+        self.window: LaneWindow = (lambda _lane: window) if isinstance(window, int) else window
         self.held: dict[bytes, set[bytes]] = {}  # handed, not acknowledged yet
         self.handed_upto: dict[bytes, bytes | None] = {}  # the last key handed
         self.add_lanes(lanes)
 
-    def add_lanes(self, lanes: Iterable[bytes]) -> None:
-        """Lanes of outputs added live: empty, handed from their start. Lanes already here keep their state."""
+    def add_lanes(self, lanes: Iterable[bytes], window: LaneWindow | None = None) -> None:
+        """Lanes of outputs added live: empty, handed from their start. Lanes already here keep their state.
+        `window`: the lane windows from now on (of the configuration that added them)."""
+        if window is not None:
+            self.window = window
         for lane in lanes:
             if lane not in self.held:
                 self.held[lane] = set()
@@ -72,7 +99,7 @@ class HandOff:
         A lane whose forwarder is not `reachable` is left as it is: that forwarder asks for a resend when it starts."""
         windows: dict[int, list[Window]] = defaultdict(list)
         for lane in lanes:
-            room = self.window - len(self.held[lane])
+            room = self.window(lane) - len(self.held[lane])
             if room <= 0 or not reachable(forwarder_of(lane)):
                 continue
             window = read(lane, self.handed_upto[lane], room)
@@ -96,7 +123,7 @@ class HandOff:
         windows = []
         for lane in self.held:
             if forwarder_of(lane) == forwarder:
-                window = read(lane, None, self.window)
+                window = read(lane, None, self.window(lane))
                 self.held[lane] = set(window.keys)
                 self.handed_upto[lane] = window.keys[-1] if window.keys else None
                 windows.append(window)

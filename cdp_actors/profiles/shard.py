@@ -27,7 +27,7 @@ from cdp_actors.constants import BACKFILL_USERS_PER_STEP, DERIVED_TICK_S, SWEEP_
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.derived import DERIVED_DBS, DerivedState
-from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, outbox_key, outbox_lane
+from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, lane_window, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
@@ -375,7 +375,7 @@ class ProfileShard:
         setup_process(config, data_dir, f"shard-{index}")
         version, config = _current_or(config)  # a restarted shard starts from the current version, not its first
         self.core = ShardCore(Path(data_dir) / f"shard-{index}", index, config, version)
-        self.handoff = HandOff([*output_lanes(config), *self.core.outbox_lanes()], config.runtime.forwarder_window)
+        self.handoff = HandOff([*output_lanes(config), *self.core.outbox_lanes()], lane_window(config))
         self.handing: dict[int, Any] = {}  # forwarder -> the call with its latest windows
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
@@ -426,7 +426,8 @@ class ProfileShard:
         that this shard holds that version (the version's first chunk here, or after a restart of either)."""
         if config is not None and version is not None:
             self.core.use(version, config)
-            self.handoff.add_lanes(output_lanes(config))  # a new output's rows get their lanes before they exist
+            # a new output's rows get their lanes before they exist
+            self.handoff.add_lanes(output_lanes(config), lane_window(config))
         elif version is not None and version != self.core.version:
             raise ConfigVersionGap(f"shard {self.core.index} holds version {self.core.version}, not {version}")
         with span("profile.apply", shard=self.core.index, batches=len(records)):
