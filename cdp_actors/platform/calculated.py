@@ -121,7 +121,7 @@ def _fields(body: Any, creating: bool) -> tuple[dict[str, Any], dict[str, str]]:
         raise BadRequest("the request body must be a JSON object", "$")
     unknown = sorted(set(body) - WRITABLE_FIELDS - READ_ONLY_FIELDS)
     if "active_definition" in unknown:
-        raise BadRequest("the active definition cannot be set: change the draft, then activate it", "$.active_definition")
+        raise BadRequest("active_definition is read-only: change the draft, then activate it", "$.active_definition")
     if unknown:
         raise BadRequest(f"unknown field; allowed: {', '.join(sorted(WRITABLE_FIELDS))}", f"$.{unknown[0]}")
     if "definition" in body and "draft_definition" in body:
