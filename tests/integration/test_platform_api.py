@@ -32,6 +32,8 @@ ACCOUNT = {"accountId": "1"}
 LIVE_S = 1.0
 """The Platform API's promise: a change counts everywhere within a second."""
 ROUTES = [e for e in ENDPOINTS if e.path.startswith("/platform/") and "audiences" not in e.path]
+CA_BASE = "/platform/v2/workspaces/{workspace_id}/calculatedattributes"
+CA_PATH = "/platform/v2/workspaces/1/calculatedattributes"
 REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {  # a harmless request per route: (concrete path, body)
     ("GET", "/platform/v1/accounts"): ("/platform/v1/accounts", None),
     ("GET", "/platform/v1/accounts/{account_id}"): ("/platform/v1/accounts/1", None),
@@ -67,7 +69,13 @@ REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {  # a harmless request per r
     ("GET", "/platform/v1/users/{user}"): ("/platform/v1/users/admin", None),
     ("PUT", "/platform/v1/users/{user}"): ("/platform/v1/users/nobody", {"role": "user"}),
     ("DELETE", "/platform/v1/users/{user}"): ("/platform/v1/users/nobody", None),
-}
+    **{(method, CA_BASE + route): (CA_PATH + concrete, body) for method, route, concrete, body in [
+        ("GET", "", "", None), ("HEAD", "", "", None), ("POST", "", "", {}),
+        ("GET", "/{ca_id}", "/999", None), ("PUT", "/{ca_id}", "/999", {"description": "x"}),
+        ("DELETE", "/{ca_id}", "/999", None), ("POST", "/{ca_id}/activation", "/999/activation", None),
+        ("GET", "/{ca_id}/activation", "/999/activation", None), ("DELETE", "/{ca_id}/draft", "/999/draft", None),
+    ]},
+}  # fmt: skip
 issued_secrets: list[str] = []
 answers: list[requests.Response] = []
 """Every answer but the ones that issued a secret: scanned for those secrets at the end."""
