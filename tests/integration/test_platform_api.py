@@ -230,6 +230,8 @@ def test_bad_input_on_every_route_is_a_400_naming_the_field_and_stores_nothing(b
     raw = requests.post(base + "/platform/v1/outputs", params=ACCOUNT, data=b"{nope", headers=admin, timeout=30)
     assert raw.status_code == 400
     for (method, path), (concrete, body) in REQUESTS.items():
+        if path.startswith("/platform/v2/"):  # v2 (calculated attributes) takes no ?accountId=: test_ca_api.py
+            continue
         answer = call(base, method, concrete, admin, body, params={})
         assert answer.status_code == 400 and "accountId" in answer.text, (method, path, answer.text)
         assert call(base, method, concrete, admin, body, params={"accountId": "2"}).status_code == 404
