@@ -278,7 +278,9 @@ def test_every_route_for_every_client_level(base: str) -> None:
             expected = grant.permits(endpoint.permission, workspace_id=1)
             assert allowed(answer) == expected, (client_id, endpoint, answer.status_code, answer.text)
             if not expected:
-                assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "FORBIDDEN"
+                assert answer.status_code == 403
+                if endpoint.method != "HEAD":  # an answer to HEAD has no body
+                    assert answer.json()["errors"][0]["code"] == "FORBIDDEN"
 
 
 def login(base: str, user: str, password: str = USER_PASSWORD) -> requests.Response:
