@@ -5,7 +5,7 @@ batches durably; 202 only after that commit.
 
 The CA Seeding API (`POST /v2/calculatedattributes`, `POST /v2/bulkcalculatedattributes`,
 https://docs.mparticle.com/developers/apis/ca-seeding-api/) shares the app, its authentication and its intake path:
-each request is checked against the active calculated attributes (`cdp_actors/calculated/seed.py`) and becomes an
+each request is checked against the active calculated attributes (`cdp_actors/calculated/seeding.py`) and becomes an
 eventless batch carrying `calculated_attribute_seeds`, appended like any batch (202 once on disk). A bulk request is
 all-or-nothing: every item is checked before one append of them all. A client batch sent to the Events API that
 carries `calculated_attribute_seeds` is refused: only the seeding endpoints write them.
@@ -31,7 +31,7 @@ from starlette.responses import Response
 
 from cdp_actors import handles
 from cdp_actors.access.keys import InputKeys, KeyVerifier
-from cdp_actors.calculated.seed import active_definitions, parse_seed_request
+from cdp_actors.calculated.seeding import active_definitions, parse_seed_request
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult

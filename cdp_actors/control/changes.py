@@ -501,19 +501,9 @@ def _validated_calculated_attribute(fields: dict[str, Any]) -> CalculatedAttribu
 
 
 def _check_not_in_audiences(config: WorkspaceConfig, item: CalculatedAttribute) -> None:
-    users = [a.id for a in config.audiences if item.name in referenced_calculated_attributes(a.criteria)]
+    users = [a.id for a in config.audiences if item.name in criteria.referenced_calculated_attributes(a.criteria)]
     if users:
         raise Conflict(f"Calculated attribute {item.name!r} is used by audiences {users}; change them first.")
-
-
-def referenced_calculated_attributes(node: Any) -> set[str]:
-    """The names of the calculated attributes an audience's criteria test."""
-    # TODO(merge): criteria.referenced_calculated_attributes does this once the criteria helper's branch is in.
-    if isinstance(node, criteria.CalculatedAttribute):
-        return {node.calculated_attribute}
-    children = (node.all if isinstance(node, criteria.All) else node.any if isinstance(node, criteria.Any_)
-                else [node.not_] if isinstance(node, criteria.Not) else [])  # fmt: skip
-    return set().union(*(referenced_calculated_attributes(child) for child in children))
 
 
 # ---- documents: the configuration as plain data --------------------------------------------------------------

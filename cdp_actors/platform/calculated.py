@@ -17,13 +17,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from cdp_actors.audiences.criteria import referenced_calculated_attributes
 from cdp_actors.calculated.definition import Definition
 from cdp_actors.config import CalculatedAttribute, Workspace, WorkspaceConfig
-from cdp_actors.control.changes import (
-    AddCalculatedAttribute,
-    UpdateCalculatedAttribute,
-    referenced_calculated_attributes,
-)
+from cdp_actors.control.changes import AddCalculatedAttribute, UpdateCalculatedAttribute
 from cdp_actors.errors import BadRequest, NotFound
 
 WRITABLE_FIELDS = frozenset({"name", "description", "draft_definition", "definition"})

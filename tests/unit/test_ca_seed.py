@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from cdp_actors.calculated.definition import Definition
-from cdp_actors.calculated.seed import (
+from cdp_actors.calculated.seeding import (
     DEVICE_KEYS,
     MAX_SEED_VALUES,
     NO_DEFINITION,
