@@ -9,6 +9,7 @@ The platform's workspace has console users of the roles under test, so it runs a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from cdp_actors import handles
 from cdp_actors.access.sessions import CSRF_HEADER
 from cdp_actors.config import WorkspaceConfig, parse_workspace
 from tests.conftest import demo_config
-from tests.support import DEMO_AUTH, Api, token_of
+from tests.support import DEMO_AUTH, Api, token_of, wait_for
 
 PASSWORD = "calculated-attributes-password-1"
 BASE = "/platform/v2/workspaces/1/calculatedattributes"
@@ -261,3 +262,40 @@ def test_the_events_api_refuses_a_batch_carrying_seeds(api: Api) -> None:
     assert answer.status_code == 400 and "calculated_attribute_seeds" in errors_of(answer)
     assert api.post("/v2/bulkevents", [batch], auth=DEMO_AUTH).status_code == 400
     assert api.accepted_batches() == accepted
+
+
+def test_a_seed_and_the_events_after_it_combine_in_the_profile(api: Api, admin: dict[str, str]) -> None:
+    """Seeding then live events: the shard applies the seed (an eventless batch through the intake), then folds
+    the purchases in; the profile shows the sum of both."""
+    definition = {**SUM_AMOUNT, "time_period": None, "conditions": []}
+    ca_id = create(api, admin, "Seeded spend", definition)
+    activate(api, admin, ca_id)
+    shards = handles.shards(ray.get(handles.control().current.remote())[1].runtime.shards)
+    wait_for(lambda: all(ca_id in ray.get(s.backfill_status.remote()) for s in shards), 30, what="the shards' CA")
+    user = "seeded-and-live"
+    seeded = api.post("/v2/calculatedattributes", {
+        "environment": "development", "identities": {"customer_id": user},
+        "calculated_attributes": {"workspace": [seed("Seeded spend", "sum", {"value": 100})]}})  # fmt: skip
+    assert seeded.status_code == 202, seeded.text
+    now_ms = int(time.time() * 1000)
+    purchases = [
+        {
+            "event_type": "custom_event",
+            "data": {
+                "event_name": "Purchase",
+                "custom_event_type": "transaction",
+                "timestamp_unixtime_ms": now_ms,
+                "custom_attributes": {"amount": str(amount)},
+            },
+        }
+        for amount in (5, 15)
+    ]
+    live = api.post("/v2/events", {"environment": "development", "user_identities": {"customer_id": user},
+                                   "events": purchases})  # fmt: skip
+    assert live.status_code == 202, live.text
+
+    def value() -> str | None:
+        users = api.get("/cdp/users/search", identity_type="customer_id", value=user).json()["users"]
+        return users[0].get("calculated", {}).get("Seeded spend") if users else None
+
+    assert wait_for(lambda: value() == "120", 30, what="seed + live sum") and value() == "120"
