@@ -3,6 +3,13 @@
 Authenticate the input, bound the sizes, validate every batch, then one actor call appends all valid
 batches durably; 202 only after that commit.
 
+The CA Seeding API (`POST /v2/calculatedattributes`, `POST /v2/bulkcalculatedattributes`,
+https://docs.mparticle.com/developers/apis/ca-seeding-api/) shares the app, its authentication and its intake path:
+each request is checked against the active calculated attributes (`cdp_actors/calculated/seeding.py`) and becomes an
+eventless batch carrying `calculated_attribute_seeds`, appended like any batch (202 once on disk). A bulk request is
+all-or-nothing: every item is checked before one append of them all. A client batch sent to the Events API that
+carries `calculated_attribute_seeds` is refused: only the seeding endpoints write them.
+
 A replica follows the configuration's versions (`LiveConfig`) and verifies credentials against the stored hashes
 through its `KeyVerifier` (`InputKeys`): a key revoked or rotated is refused from the first request after the
 replica holds the new version. `static_keys=True` deploys the check the Events API had before the configuration
@@ -15,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import ray
 import ray.exceptions
 from ray import serve
@@ -23,11 +31,12 @@ from starlette.responses import Response
 
 from cdp_actors import handles
 from cdp_actors.access.keys import InputKeys, KeyVerifier
+from cdp_actors.calculated.seeding import active_definitions, parse_seed_request
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult
 from cdp_actors.runtime import ensure_runtime
-from cdp_actors.schema.events import BatchError, decode_batch, decode_raw_list
+from cdp_actors.schema.events import Batch, BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps.auth import Source, authenticate, read_body, verify_basic
 from serve_apps.errors import RETRY_AFTER_S, answer, check_media_type, json_response, unavailable
@@ -36,6 +45,13 @@ from serve_apps.routes import Route, Routes
 
 ROUTES = Routes([Route("POST", "/v2/events", False), Route("POST", "/v2/bulkevents", True)])
 """Path (with the app's `/v2` prefix) to whether its body is a list of batches."""
+SEEDING_ROUTES = Routes([Route("POST", "/v2/calculatedattributes", False),
+                         Route("POST", "/v2/bulkcalculatedattributes", True)])  # fmt: skip
+"""The CA Seeding API's paths to whether the body is a list of seeding requests."""
+SEEDS_REFUSED = (
+    "calculated_attribute_seeds are written only by the CA Seeding API (/v2/calculatedattributes)"
+    " - at `$.calculated_attribute_seeds`"
+)
 
 
 @dataclass
@@ -59,6 +75,9 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
         except BatchError as error:
             rejected.append({"index": index, "code": "BAD_REQUEST", "message": error.message})
             continue
+        if batch.calculated_attribute_seeds is not None:
+            rejected.append({"index": index, "code": "BAD_REQUEST", "message": SEEDS_REFUSED})
+            continue
         accepted.append((batch.source_request_id, raw))
         events += len(batch.events)
     return Validated(accepted, events, rejected)
@@ -81,7 +100,12 @@ class EventsApi:
 
     async def __call__(self, request: Request) -> Response:
         try:
-            bulk, _ = ROUTES.find(request.method, request.url.path)
+            path = request.url.path
+            if path.rstrip("/") in SEEDING_ROUTES.exact:
+                bulk, _ = SEEDING_ROUTES.find(request.method, path)
+                check_media_type(request.headers.get("content-type"))
+                return await self._seed(request, bulk)
+            bulk, _ = ROUTES.find(request.method, path)
             check_media_type(request.headers.get("content-type"))
             with span("ingest.request", bulk=bulk):
                 return await self._ingest(request, bulk)
@@ -101,14 +125,7 @@ class EventsApi:
         checked = validate_batches(items, self.limits.max_batch_bytes)
         if not checked.accepted:
             return self._all_rejected(checked, bulk)
-        try:
-            result: AppendResult = await self.intake.append.remote(source.id, now_ms(), checked.accepted)
-        except ray.exceptions.RayError as error:
-            raise unavailable(error, "Intake") from error
-        if result.overloaded:
-            raise Overloaded(f"Intake is {result.lag} batches behind; retry later.", RETRY_AFTER_S)
-        if result.refused:  # the request's own fault, not the intake's: resending it would fail again
-            raise BadRequest(result.refused, "$")
+        result = await self._append(source.id, checked.accepted)
         count("cdp_events_received", checked.events, input=str(source.id))
         count("cdp_batches_deduplicated", result.duplicates, input=str(source.id))
         if not checked.rejected:
@@ -116,6 +133,46 @@ class EventsApi:
         return json_response(
             202, {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": checked.rejected}
         )
+
+    async def _append(self, input_id: int, batches: list[tuple[str | None, bytes]]) -> AppendResult:
+        """One durable append of `batches`: returns once they are on disk (synced)."""
+        try:
+            result: AppendResult = await self.intake.append.remote(input_id, now_ms(), batches)
+        except ray.exceptions.RayError as error:
+            raise unavailable(error, "Intake") from error
+        if result.overloaded:
+            raise Overloaded(f"Intake is {result.lag} batches behind; retry later.", RETRY_AFTER_S)
+        if result.refused:  # the request's own fault, not the intake's: resending it would fail again
+            raise BadRequest(result.refused, "$")
+        return result
+
+    async def _seed(self, request: Request, bulk: bool) -> Response:
+        """The CA Seeding API: every request checked against the active definitions, then one append of all."""
+        source = await self._authenticate(request)
+        body = await read_body(request, self.limits.max_request_bytes)
+        config = self.static_config if self.live is None else (await self.live.snapshot()).config
+        active = active_definitions(config.calculated_attributes)
+        batches = [parse_seed_request(item, active) for item in self._seed_requests(body, bulk)]
+        encoded = [msgspec.json.encode(batch) for batch in batches]
+        too_large = next((n for n, raw in enumerate(encoded) if len(raw) > self.limits.max_batch_bytes), None)
+        if too_large is not None:
+            raise TooLarge(f"Seeding request {too_large} is over {self.limits.max_batch_bytes} bytes as a batch.")
+        await self._append(source.id, [(None, raw) for raw in encoded])
+        count("cdp_calculated_attribute_seeds_received", sum(_seeds_in(b) for b in batches), input=str(source.id))
+        return Response(status_code=202)
+
+    def _seed_requests(self, body: bytes, bulk: bool) -> list[object]:
+        try:
+            parsed = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            raise BadRequest("the body is not valid JSON", "$") from None
+        if not bulk:
+            return [parsed]
+        if not isinstance(parsed, list) or not parsed:
+            raise BadRequest("a bulk seeding request is a non-empty JSON array of seeding requests", "$")
+        if len(parsed) > self.limits.max_bulk_batches:
+            raise TooLarge(f"A bulk request holds at most {self.limits.max_bulk_batches} users; got {len(parsed)}.")
+        return parsed
 
     def _split(self, body: bytes, bulk: bool) -> list[bytes]:
         if not bulk:
@@ -138,3 +195,7 @@ class EventsApi:
             for r in checked.rejected
         ]
         return json_response(413 if every_too_large else 400, {"errors": errors})
+
+
+def _seeds_in(batch: Batch) -> int:
+    return len(batch.calculated_attribute_seeds or ())

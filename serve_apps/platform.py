@@ -31,8 +31,18 @@ from cdp_actors.access import keys
 from cdp_actors.access.passwords import Password, hash_password
 from cdp_actors.access.roles import Permission
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.control.changes import Change, RemoveConnection, RemoveInput, RemoveOutput, RemoveUser
+from cdp_actors.control.changes import (
+    ActivateCalculatedAttribute,
+    Change,
+    DiscardCalculatedAttributeDraft,
+    RemoveCalculatedAttribute,
+    RemoveConnection,
+    RemoveInput,
+    RemoveOutput,
+    RemoveUser,
+)
 from cdp_actors.errors import BadRequest, Conflict, RequestFailed
+from cdp_actors.platform import calculated as ca
 from cdp_actors.platform import resources as r
 from cdp_actors.platform.http import (
     check_account,
@@ -53,6 +63,10 @@ install_error_handlers(app)
 P = Permission
 MAX_BODY_BYTES = 256 * 1024
 """A Platform API body is one configuration item: a few KB. Larger is refused before parsing."""
+BACKFILL_STATUS_TIMEOUT_S = 2.0
+"""How long a CA's GET waits for the shards' backfill progress: a shard busy with a large chunk answers late, and
+the definition is worth answering without its progress (then reported as none) rather than not at all."""
+CA_BASE = "/v2/workspaces/{workspace_id}/calculatedattributes"
 
 
 @app.middleware("http")
@@ -71,8 +85,9 @@ async def cors_and_limits(request: Request, call_next: Callable[[Request], Await
     return response
 
 
-def platform_call(permission: Permission) -> Any:
-    """The dependency every route declares: who is calling, within the rate limits, allowed, on our account."""
+def platform_call(permission: Permission, account: bool = True) -> Any:
+    """The dependency every route declares: who is calling, within the rate limits, allowed, on our account (the v2
+    routes take no `?accountId=`: `account=False`)."""
 
     async def check(request: Request) -> Principal:
         access = access_of(request)
@@ -82,7 +97,8 @@ def platform_call(permission: Permission) -> Any:
         request.state.admitted = limiter.admit({"account": workspace.account_id, "org": workspace.org_id},
                                                time.monotonic())  # fmt: skip
         access.authorize(principal, permission)
-        check_account(request.query_params.get("accountId"), workspace)
+        if account:
+            check_account(request.query_params.get("accountId"), workspace)
         return principal
 
     check.permission = permission  # type: ignore[attr-defined]  # read by the route table test
@@ -381,3 +397,115 @@ class PlatformApi:
         """The user's sessions stop working on every replica within a second (their role is gone: 401)."""
         version, _ = await self._apply(request, principal, RemoveUser(name=user))
         return Response(status_code=204, headers={"ETag": etag(version)})
+
+    # ---- calculated attributes (v2: no `?accountId=`, no envelope) ----
+
+    async def _workspace_config(self, workspace_id: int) -> WorkspaceConfig:
+        _, config = await self._current()
+        ca.check_workspace(workspace_id, config.workspace)
+        return config
+
+    async def _backfill_progress(self, config: WorkspaceConfig) -> list[ca.BackfillProgress]:
+        """Each shard's `backfill_status()`; none from a shard that has no such method, is restarting or is late."""
+        try:
+            shards = await asyncio.to_thread(handles.shards, config.runtime.shards)
+            calls = [shard.backfill_status.remote() for shard in shards]
+            return list(await asyncio.wait_for(asyncio.gather(*calls), BACKFILL_STATUS_TIMEOUT_S))
+        except (AttributeError, ValueError, asyncio.TimeoutError, ray.exceptions.RayError):
+            return []
+
+    async def _apply_ca(self, request: Request, principal: Principal, change: Change,
+                        paths: dict[str, str] | None = None) -> Response:  # fmt: skip
+        version, _ = await self._apply(request, principal, change, paths)
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    @app.get(CA_BASE, dependencies=[platform_call(P.CALCULATED_ATTRIBUTES_READ, account=False)])
+    async def calculated_attributes(self, workspace_id: int, name: str | None = None) -> Response:
+        config = await self._workspace_config(workspace_id)
+        progress = await self._backfill_progress(config)
+        return json_response(200, [ca.calculated_attribute_document(config, item, progress)
+                                   for item in ca.named(config, name)])  # fmt: skip
+
+    @app.head(CA_BASE, dependencies=[platform_call(P.CALCULATED_ATTRIBUTES_READ, account=False)])
+    async def calculated_attribute_exists(self, workspace_id: int, name: str | None = None) -> Response:
+        config = await self._workspace_config(workspace_id)
+        return Response(status_code=204 if ca.named(config, name) else 404)
+
+    @app.post(CA_BASE)
+    async def create_calculated_attribute(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.CALCULATED_ATTRIBUTES_WRITE, account=False)],
+        workspace_id: int,
+    ) -> Response:
+        """`{name, description, draft_definition}` (or `definition`): answers the new id, an integer."""
+        await self._workspace_config(workspace_id)
+        change, paths = ca.new_calculated_attribute(await body_of(request), actor_of(principal), ca.now_iso())
+        version, config = await self._apply(request, principal, change, paths)
+        created = next(item for item in config.calculated_attributes if item.name == change.fields["name"])
+        return json_response(200, created.id, {"ETag": etag(version)})
+
+    @app.get(CA_BASE + "/{ca_id}", dependencies=[platform_call(P.CALCULATED_ATTRIBUTES_READ, account=False)])
+    async def calculated_attribute(self, workspace_id: int, ca_id: int) -> Response:
+        config = await self._workspace_config(workspace_id)
+        item = ca.calculated_attribute_of(config, ca_id)
+        progress = await self._backfill_progress(config) if item.active_definition is not None else []
+        return json_response(200, ca.calculated_attribute_document(config, item, progress))
+
+    @app.put(CA_BASE + "/{ca_id}")
+    async def update_calculated_attribute(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.CALCULATED_ATTRIBUTES_WRITE, account=False)],
+        workspace_id: int,
+        ca_id: int,
+    ) -> Response:
+        """The draft (and name, until the first activation; description any time) changes; 204."""
+        ca.calculated_attribute_of(await self._workspace_config(workspace_id), ca_id)
+        change, paths = ca.changed_calculated_attribute(await body_of(request), ca_id, actor_of(principal),
+                                                        ca.now_iso())  # fmt: skip
+        return await self._apply_ca(request, principal, change, paths)
+
+    @app.delete(CA_BASE + "/{ca_id}")
+    async def delete_calculated_attribute(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.CALCULATED_ATTRIBUTES_WRITE, account=False)],
+        workspace_id: int,
+        ca_id: int,
+    ) -> Response:
+        """Refused (409) while an audience's criteria test it."""
+        await self._workspace_config(workspace_id)
+        return await self._apply_ca(request, principal, RemoveCalculatedAttribute(id=ca_id))
+
+    @app.post(CA_BASE + "/{ca_id}/activation")
+    async def activate_calculated_attribute(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.CALCULATED_ATTRIBUTES_WRITE, account=False)],
+        workspace_id: int,
+        ca_id: int,
+    ) -> Response:
+        """The draft becomes the active definition: every shard backfills it from its stored history, then keeps
+        it up to date (progress in the GET's `calculation_status`)."""
+        await self._workspace_config(workspace_id)
+        change = ActivateCalculatedAttribute(id=ca_id, by=actor_of(principal), at=ca.now_iso())
+        return await self._apply_ca(request, principal, change)
+
+    @app.get(CA_BASE + "/{ca_id}/activation",
+             dependencies=[platform_call(P.CALCULATED_ATTRIBUTES_READ, account=False)])  # fmt: skip
+    async def calculated_attribute_activation(self, workspace_id: int, ca_id: int) -> Response:
+        config = await self._workspace_config(workspace_id)
+        return json_response(200, ca.activation_document(ca.calculated_attribute_of(config, ca_id)))
+
+    @app.delete(CA_BASE + "/{ca_id}/draft")
+    async def discard_calculated_attribute_draft(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.CALCULATED_ATTRIBUTES_WRITE, account=False)],
+        workspace_id: int,
+        ca_id: int,
+    ) -> Response:
+        await self._workspace_config(workspace_id)
+        change = DiscardCalculatedAttributeDraft(id=ca_id, by=actor_of(principal), at=ca.now_iso())
+        return await self._apply_ca(request, principal, change)

@@ -203,6 +203,14 @@ def _platform(resource: str, read: Permission, write: Permission, item: str = "{
             Endpoint("PUT", f"{base}/{item}", write), Endpoint("DELETE", f"{base}/{item}", write)]  # fmt: skip
 
 
+def _calculated_attributes(base: str) -> list[Endpoint]:
+    read, write, item = Permission.CALCULATED_ATTRIBUTES_READ, Permission.CALCULATED_ATTRIBUTES_WRITE, base + "/{ca_id}"
+    return [Endpoint("GET", base, read), Endpoint("HEAD", base, read), Endpoint("POST", base, write),
+            Endpoint("GET", item, read), Endpoint("PUT", item, write), Endpoint("DELETE", item, write),
+            Endpoint("POST", item + "/activation", write), Endpoint("GET", item + "/activation", read),
+            Endpoint("DELETE", item + "/draft", write)]  # fmt: skip
+
+
 P = Permission
 ENDPOINTS: tuple[Endpoint, ...] = (
     # serve_apps/admin.py, mounted at /cdp
@@ -234,6 +242,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/platform/v1/audiences", P.AUDIENCES_READ),
     Endpoint("GET", "/platform/v1/workspace/{id}/audiences", P.AUDIENCES_READ),
     Endpoint("DELETE", "/platform/v1/audiences/{id}", P.AUDIENCES_WRITE),
+    # calculated attributes (Platform API v2, https://docs.mparticle.com/developers/apis/platform/calculated-attributes/)
+    *_calculated_attributes("/platform/v2/workspaces/{workspace_id}/calculatedattributes"),
     # Profile API (serve_apps/profile.py)
     Endpoint("GET", "/userprofile/v1/{org}/{account}/{workspace}/{mpid}", P.PROFILE_READ),
     Endpoint("POST", "/userprofile/v1/{org}/{account}/{workspace}/{mpid}", P.PROFILE_READ),

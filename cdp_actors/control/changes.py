@@ -23,8 +23,10 @@ import msgspec
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from cdp_actors.access.roles import Role
-from cdp_actors.config import Connection, ConsoleUser, Input, Output, WorkspaceConfig
-from cdp_actors.errors import BadRequest, NotFound
+from cdp_actors.audiences import criteria
+from cdp_actors.calculated.definition import Definition
+from cdp_actors.config import CalculatedAttribute, Connection, ConsoleUser, Input, Output, WorkspaceConfig
+from cdp_actors.errors import BadRequest, Conflict, NotFound
 from cdp_actors.integrations.registry import MODULES, takes_events
 
 SECTIONS: dict[str, type[BaseModel]] = {"inputs": Input, "outputs": Output, "connections": Connection}
@@ -133,11 +135,62 @@ class RemoveUser(msgspec.Struct, tag="remove_user", frozen=True, kw_only=True):
 
 UserChange = AddUser | UpdateUser | RemoveUser
 
+
+# ---- calculated attributes: the changes ---------------------------------------------------------------------
+
+
+class AddCalculatedAttribute(msgspec.Struct, tag="add_calculated_attribute", frozen=True, kw_only=True):
+    """A new calculated attribute: `name`, `description` and its first `draft_definition` (the Platform API v2
+    create body). `by` (`api_client:<id>`, `user:<name>`) and `at` (ISO 8601 UTC) are stamped by the caller, so
+    applying a change stays a pure function of the change."""
+
+    fields: dict[str, Any]
+    by: str
+    at: str
+
+
+class UpdateCalculatedAttribute(msgspec.Struct, tag="update_calculated_attribute", frozen=True, kw_only=True):
+    """New `name` (only before the first activation), `description` and/or `draft_definition` of CA `id`."""
+
+    id: int
+    fields: dict[str, Any]
+    by: str
+    at: str
+
+
+class RemoveCalculatedAttribute(msgspec.Struct, tag="remove_calculated_attribute", frozen=True, kw_only=True):
+    id: int
+
+
+class ActivateCalculatedAttribute(msgspec.Struct, tag="activate_calculated_attribute", frozen=True, kw_only=True):
+    """The draft becomes the active definition; `generation` is raised, so the shards start its state afresh."""
+
+    id: int
+    by: str
+    at: str
+
+
+class DiscardCalculatedAttributeDraft(
+    msgspec.Struct, tag="discard_calculated_attribute_draft", frozen=True, kw_only=True
+):
+    id: int
+    by: str
+    at: str
+
+
+CalculatedAttributeChange = (
+    AddCalculatedAttribute | UpdateCalculatedAttribute | RemoveCalculatedAttribute | ActivateCalculatedAttribute
+    | DiscardCalculatedAttributeDraft
+)  # fmt: skip
+CALCULATED_ATTRIBUTE_CHANGES = (AddCalculatedAttribute, UpdateCalculatedAttribute, RemoveCalculatedAttribute,
+                                ActivateCalculatedAttribute, DiscardCalculatedAttributeDraft)  # fmt: skip
+
 Change = (
     AddInput | UpdateInput | RemoveInput
     | AddOutput | UpdateOutput | RemoveOutput
     | AddConnection | UpdateConnection | RemoveConnection
     | AddUser | UpdateUser | RemoveUser
+    | CalculatedAttributeChange
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
 
@@ -162,6 +215,8 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
     """The configuration with `change` made, or a refusal naming the field at fault; `config` is not modified."""
     if isinstance(change, (AddUser, UpdateUser, RemoveUser)):
         return Applied(_users_changed(config, change), dict(next_ids), f"users/{_user_name(change)}")
+    if isinstance(change, CALCULATED_ATTRIBUTE_CHANGES):
+        return _calculated_attributes_changed(config, change, next_ids)
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
@@ -346,6 +401,109 @@ def _rebuilt(config: WorkspaceConfig, section: str, items: list[Any]) -> Workspa
         return WorkspaceConfig.model_validate({**fields, section: items})
     except ValidationError as error:  # a rule the checks above do not know yet: refused all the same
         raise _refusal(error) from None
+
+
+# ---- calculated attributes: applying -------------------------------------------------------------------------
+# https://docs.mparticle.com/developers/apis/platform/calculated-attributes/ : changes edit the draft; activation
+# moves it to the active definition; the name is read-only once activated.
+
+CALCULATED_ATTRIBUTES = "calculated_attributes"
+CALCULATED_ATTRIBUTE_FIELDS = frozenset({"name", "description", "draft_definition"})
+"""What a create or update sets; the rest (ids, stamps, the active definition, generation) the changes keep."""
+
+
+def _calculated_attributes_changed(
+    config: WorkspaceConfig, change: CalculatedAttributeChange, next_ids: NextIds
+) -> Applied:
+    items, ids = list(config.calculated_attributes), dict(next_ids)
+    if isinstance(change, AddCalculatedAttribute):
+        item = _new_calculated_attribute(change, _next_calculated_attribute_id(items, ids))
+        ids[CALCULATED_ATTRIBUTES] = item.id + 1
+        items.append(item)
+    else:
+        position = _calculated_attribute_position(items, change.id)
+        if isinstance(change, RemoveCalculatedAttribute):
+            _check_not_in_audiences(config, items[position])
+            del items[position]
+            return Applied(_rebuilt(config, CALCULATED_ATTRIBUTES, items), ids, f"{CALCULATED_ATTRIBUTES}/{change.id}")
+        item = _changed_calculated_attribute(items[position], change)
+        items[position] = item
+    if any(other.name == item.name and other.id != item.id for other in items):
+        raise Conflict(f"Another calculated attribute is named {item.name!r}.")
+    return Applied(_rebuilt(config, CALCULATED_ATTRIBUTES, items), ids, f"{CALCULATED_ATTRIBUTES}/{item.id}")
+
+
+def _next_calculated_attribute_id(items: list[CalculatedAttribute], next_ids: NextIds) -> int:
+    """A store written before this section existed has no counter for it: one past the largest id then."""
+    return max(next_ids.get(CALCULATED_ATTRIBUTES, 1), max((item.id for item in items), default=0) + 1)
+
+
+def _calculated_attribute_position(items: list[CalculatedAttribute], ca_id: int) -> int:
+    position = next((n for n, item in enumerate(items) if item.id == ca_id), None)
+    if position is None:
+        raise NotFound(f"No calculated attribute with id {ca_id}.")
+    return position
+
+
+def _new_calculated_attribute(change: AddCalculatedAttribute, ca_id: int) -> CalculatedAttribute:
+    fields = _calculated_attribute_fields(change.fields)
+    if "name" not in fields:
+        raise BadRequest("name is required", "$.name")
+    stamps = {"created_by": change.by, "created_on": change.at, "last_modified_by": change.by,
+              "last_modified_on": change.at}  # fmt: skip
+    return _validated_calculated_attribute({**fields, **stamps, "id": ca_id})
+
+
+def _changed_calculated_attribute(
+    item: CalculatedAttribute,
+    change: UpdateCalculatedAttribute | ActivateCalculatedAttribute | DiscardCalculatedAttributeDraft,
+) -> CalculatedAttribute:
+    stamps: dict[str, Any] = {"last_modified_by": change.by, "last_modified_on": change.at}
+    if isinstance(change, UpdateCalculatedAttribute):
+        fields = _calculated_attribute_fields(change.fields)
+        if item.activated_on is not None and fields.get("name", item.name) != item.name:
+            raise BadRequest("the name of a calculated attribute is read-only once it was activated", "$.name")
+        return _validated_calculated_attribute({**item_document(item), **fields, **stamps})
+    if item.draft_definition is None:
+        if isinstance(change, DiscardCalculatedAttributeDraft):
+            raise NotFound(f"Calculated attribute {item.id} has no draft definition.")
+        raise BadRequest(f"calculated attribute {item.id} has no draft definition to activate", "$.draft_definition")
+    if isinstance(change, DiscardCalculatedAttributeDraft):
+        return item.model_copy(update={"draft_definition": None, **stamps})
+    activated = {"active_definition": item.draft_definition, "draft_definition": None,
+                 "generation": item.generation + 1, "activated_by": change.by, "activated_on": change.at}  # fmt: skip
+    return item.model_copy(update={**activated, **stamps})
+
+
+def _calculated_attribute_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields a change may set, the definition validated (a refusal names `$.draft_definition.<field>`)."""
+    _refuse_environment_references(fields)
+    unknown = sorted(set(fields) - CALCULATED_ATTRIBUTE_FIELDS)
+    if unknown:
+        allowed = ", ".join(sorted(CALCULATED_ATTRIBUTE_FIELDS))
+        raise BadRequest(f"unknown field; a calculated attribute sets {allowed}", f"$.{unknown[0]}")
+    if fields.get("draft_definition") is None:
+        return {name: value for name, value in fields.items() if name != "draft_definition"}
+    try:
+        definition = Definition.model_validate(fields["draft_definition"])
+    except ValidationError as error:
+        refusal = _refusal(error)
+        raise BadRequest(refusal.message.removesuffix(f" - at `{refusal.path}`"),
+                         "$.draft_definition" + (refusal.path or "$")[1:]) from None  # fmt: skip
+    return {**fields, "draft_definition": definition}
+
+
+def _validated_calculated_attribute(fields: dict[str, Any]) -> CalculatedAttribute:
+    try:
+        return CalculatedAttribute.model_validate(fields)
+    except ValidationError as error:
+        raise _refusal(error) from None
+
+
+def _check_not_in_audiences(config: WorkspaceConfig, item: CalculatedAttribute) -> None:
+    users = [a.id for a in config.audiences if item.name in criteria.referenced_calculated_attributes(a.criteria)]
+    if users:
+        raise Conflict(f"Calculated attribute {item.name!r} is used by audiences {users}; change them first.")
 
 
 # ---- documents: the configuration as plain data --------------------------------------------------------------

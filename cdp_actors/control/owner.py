@@ -28,9 +28,11 @@ from cdp_actors.audit import AuditFilter, AuditLog, AuditPage
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.control.changes import (
     ITEM_NAMES,
+    AddCalculatedAttribute,
     AddItem,
     AddUser,
     Change,
+    RemoveCalculatedAttribute,
     RemoveItem,
     RemoveUser,
     changed_paths,
@@ -140,9 +142,9 @@ class ControlCore:
 
 def action_of(change: Change) -> str:
     """`create`, `update` or `delete`: how the audit log names what a change did."""
-    if isinstance(change, (AddItem, AddUser)):
+    if isinstance(change, (AddItem, AddUser, AddCalculatedAttribute)):
         return "create"
-    if isinstance(change, (RemoveItem, RemoveUser)):
+    if isinstance(change, (RemoveItem, RemoveUser, RemoveCalculatedAttribute)):
         return "delete"
     return "update"
 

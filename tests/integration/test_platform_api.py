@@ -32,6 +32,8 @@ ACCOUNT = {"accountId": "1"}
 LIVE_S = 1.0
 """The Platform API's promise: a change counts everywhere within a second."""
 ROUTES = [e for e in ENDPOINTS if e.path.startswith("/platform/") and "audiences" not in e.path]
+CA_BASE = "/platform/v2/workspaces/{workspace_id}/calculatedattributes"
+CA_PATH = "/platform/v2/workspaces/1/calculatedattributes"
 REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {  # a harmless request per route: (concrete path, body)
     ("GET", "/platform/v1/accounts"): ("/platform/v1/accounts", None),
     ("GET", "/platform/v1/accounts/{account_id}"): ("/platform/v1/accounts/1", None),
@@ -67,7 +69,13 @@ REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {  # a harmless request per r
     ("GET", "/platform/v1/users/{user}"): ("/platform/v1/users/admin", None),
     ("PUT", "/platform/v1/users/{user}"): ("/platform/v1/users/nobody", {"role": "user"}),
     ("DELETE", "/platform/v1/users/{user}"): ("/platform/v1/users/nobody", None),
-}
+    **{(method, CA_BASE + route): (CA_PATH + concrete, body) for method, route, concrete, body in [
+        ("GET", "", "", None), ("HEAD", "", "", None), ("POST", "", "", {}),
+        ("GET", "/{ca_id}", "/999", None), ("PUT", "/{ca_id}", "/999", {"description": "x"}),
+        ("DELETE", "/{ca_id}", "/999", None), ("POST", "/{ca_id}/activation", "/999/activation", None),
+        ("GET", "/{ca_id}/activation", "/999/activation", None), ("DELETE", "/{ca_id}/draft", "/999/draft", None),
+    ]},
+}  # fmt: skip
 issued_secrets: list[str] = []
 answers: list[requests.Response] = []
 """Every answer but the ones that issued a secret: scanned for those secrets at the end."""
@@ -222,6 +230,8 @@ def test_bad_input_on_every_route_is_a_400_naming_the_field_and_stores_nothing(b
     raw = requests.post(base + "/platform/v1/outputs", params=ACCOUNT, data=b"{nope", headers=admin, timeout=30)
     assert raw.status_code == 400
     for (method, path), (concrete, body) in REQUESTS.items():
+        if path.startswith("/platform/v2/"):  # v2 (calculated attributes) takes no ?accountId=: test_ca_api.py
+            continue
         answer = call(base, method, concrete, admin, body, params={})
         assert answer.status_code == 400 and "accountId" in answer.text, (method, path, answer.text)
         assert call(base, method, concrete, admin, body, params={"accountId": "2"}).status_code == 404
@@ -268,7 +278,9 @@ def test_every_route_for_every_client_level(base: str) -> None:
             expected = grant.permits(endpoint.permission, workspace_id=1)
             assert allowed(answer) == expected, (client_id, endpoint, answer.status_code, answer.text)
             if not expected:
-                assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "FORBIDDEN"
+                assert answer.status_code == 403
+                if endpoint.method != "HEAD":  # an answer to HEAD has no body
+                    assert answer.json()["errors"][0]["code"] == "FORBIDDEN"
 
 
 def login(base: str, user: str, password: str = USER_PASSWORD) -> requests.Response:
