@@ -23,13 +23,14 @@ import msgspec
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from cdp_actors.access.roles import Role
-from cdp_actors.config import Connection, ConsoleUser, Input, Output, WorkspaceConfig
-from cdp_actors.errors import BadRequest, NotFound
-from cdp_actors.integrations.registry import MODULES, takes_events
+from cdp_actors.audiences.criteria import All, Any_, MemberOf, Not
+from cdp_actors.config import Audience, Connection, ConsoleUser, Input, Output, WorkspaceConfig
+from cdp_actors.errors import BadRequest, Conflict, NotFound
+from cdp_actors.integrations.registry import MODULES, takes_events, takes_memberships
 
 SECTIONS: dict[str, type[BaseModel]] = {"inputs": Input, "outputs": Output, "connections": Connection}
 """The sections changes edit, each with the model of its items."""
-ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection"}
+ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection", "audiences": "audience"}
 MAX_CHANGED_PATHS = 50
 """Changed paths kept per history entry: a change touches one item, so more means a replaced section; the
 count of the rest is kept instead."""
@@ -133,11 +134,50 @@ class RemoveUser(msgspec.Struct, tag="remove_user", frozen=True, kw_only=True):
 
 UserChange = AddUser | UpdateUser | RemoveUser
 
+
+class AddAudience(AddItem, tag="add_audience", frozen=True):
+    """An audience: `name`, `external_name`, `workspaces`, `kind`, `criteria` (the Platform API body), made by `by`
+    at `on` (ISO 8601, UTC): its `created_*` and `last_modified_*`."""
+
+    section = "audiences"
+    by: str = ""
+    on: str = ""
+
+
+class UpdateAudience(UpdateItem, tag="update_audience", frozen=True):
+    section = "audiences"
+    by: str = ""
+    on: str = ""
+
+
+class RemoveAudience(RemoveItem, tag="remove_audience", frozen=True):
+    section = "audiences"
+
+
+class ConnectAudience(msgspec.Struct, tag="connect_audience", frozen=True, kw_only=True):
+    """Audience `id` sends its membership changes to output `output_id` from now on."""
+
+    id: int
+    output_id: int
+    by: str = ""
+    on: str = ""
+
+
+class DisconnectAudience(msgspec.Struct, tag="disconnect_audience", frozen=True, kw_only=True):
+    id: int
+    output_id: int
+    by: str = ""
+    on: str = ""
+
+
+AudienceChange = AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
+
 Change = (
     AddInput | UpdateInput | RemoveInput
     | AddOutput | UpdateOutput | RemoveOutput
     | AddConnection | UpdateConnection | RemoveConnection
     | AddUser | UpdateUser | RemoveUser
+    | AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
 
@@ -162,6 +202,8 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
     """The configuration with `change` made, or a refusal naming the field at fault; `config` is not modified."""
     if isinstance(change, (AddUser, UpdateUser, RemoveUser)):
         return Applied(_users_changed(config, change), dict(next_ids), f"users/{_user_name(change)}")
+    if isinstance(change, (AddAudience, UpdateAudience, RemoveAudience, ConnectAudience, DisconnectAudience)):
+        return _audiences_changed(config, change, next_ids)
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
@@ -254,6 +296,10 @@ def _check_removable(config: WorkspaceConfig, section: str, item_id: int) -> Non
         users = [c.id for c in config.connections if getattr(c, field) == item_id]
         if users:
             raise BadRequest(f"{field} {item_id} is used by connections {users}; remove them first", "$.id")
+    if section == "outputs":
+        connected = [a.id for a in config.audiences if item_id in a.connected_outputs]
+        if connected:
+            raise BadRequest(f"output {item_id} receives audiences {connected}; disconnect them first", "$.id")
 
 
 def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
@@ -272,6 +318,12 @@ def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
         users = [c.id for c in config.connections if c.output == item.id]
         if users:
             raise BadRequest(f"{item.kind} takes no event data, and connections {users} send it", "$.kind")
+    if section == "outputs" and not takes_memberships(item.kind):
+        connected = [a.id for a in config.audiences if item.id in a.connected_outputs]
+        if connected:
+            raise BadRequest(
+                f"{item.kind} takes no audience memberships, and audiences {connected} send them", "$.kind"
+            )
 
 
 # ---- console users -------------------------------------------------------------------------------------------
@@ -346,6 +398,154 @@ def _rebuilt(config: WorkspaceConfig, section: str, items: list[Any]) -> Workspa
         return WorkspaceConfig.model_validate({**fields, section: items})
     except ValidationError as error:  # a rule the checks above do not know yet: refused all the same
         raise _refusal(error) from None
+
+
+# ---- audiences -----------------------------------------------------------------------------------------------
+
+AUDIENCE_FIELDS = frozenset({"name", "external_name", "workspaces", "kind", "criteria"})
+"""What an audience change may set: its connections change through connect / disconnect, its stamps by the change."""
+
+
+def _audiences_changed(
+    config: WorkspaceConfig,
+    change: AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience,
+    next_ids: NextIds,
+) -> Applied:
+    audiences = list(config.audiences)
+    ids = dict(next_ids)
+    if isinstance(change, AddAudience):
+        audience = _new_audience(change, max(ids.get("audiences", 1), *(a.id + 1 for a in audiences)))
+        ids["audiences"] = audience.id + 1
+        audiences.append(audience)
+    else:
+        position = _position(audiences, "audiences", change.id)
+        audience = audiences[position]
+        if isinstance(change, RemoveAudience):
+            del audiences[position]
+        else:
+            audience = audiences[position] = _changed_audience(config, audience, change)
+    after = _rebuilt(config, "audiences", audiences)
+    removed = isinstance(change, RemoveAudience)
+    if not removed:
+        _check_workspaces(after, audience)
+    _check_audience_references(after, None if removed else audience.id)
+    return Applied(after, ids, f"audiences/{audience.id}")
+
+
+def _new_audience(change: AddAudience, audience_id: int) -> Audience:
+    _check_audience_fields(change.fields)
+    stamps = {"created_by": change.by, "created_on": change.on, "last_modified_by": change.by,
+              "last_modified_on": change.on}  # fmt: skip
+    return _validated_audience({**change.fields, **stamps, "id": audience_id})
+
+
+def _changed_audience(
+    config: WorkspaceConfig, audience: Audience, change: UpdateAudience | ConnectAudience | DisconnectAudience
+) -> Audience:
+    stamps = {"last_modified_by": change.by, "last_modified_on": change.on}
+    if isinstance(change, UpdateAudience):
+        _check_audience_fields(change.fields)
+        return _validated_audience({**item_document(audience), **change.fields, **stamps})
+    outputs = list(audience.connected_outputs)
+    if isinstance(change, DisconnectAudience):
+        if change.output_id not in outputs:
+            raise NotFound(f"Audience {audience.id} is not connected to output {change.output_id}.")
+        outputs.remove(change.output_id)
+    else:
+        output = next((o for o in config.outputs if o.id == change.output_id), None)
+        if output is None:
+            raise BadRequest(f"no output with id {change.output_id}", "$.output_id")
+        if not takes_memberships(output.kind):
+            raise BadRequest(f"{output.kind} takes no audience memberships", "$.output_id")
+        if change.output_id in outputs:
+            raise Conflict(f"Audience {audience.id} is connected to output {change.output_id} already.")
+        outputs.append(change.output_id)
+    return audience.model_copy(update={"connected_outputs": outputs, **stamps})
+
+
+def _check_audience_fields(fields: dict[str, Any]) -> None:
+    _refuse_environment_references(fields)
+    unknown = sorted(set(fields) - AUDIENCE_FIELDS)
+    if unknown:
+        raise BadRequest(f"an audience change sets only {', '.join(sorted(AUDIENCE_FIELDS))}", f"$.{unknown[0]}")
+
+
+def _validated_audience(fields: dict[str, Any]) -> Audience:
+    try:
+        return Audience.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise BadRequest(first["msg"].removeprefix("Value error, ").split("\n")[0], _node_path(first["loc"])) from None
+
+
+_NODE_TAGS = frozenset({"all", "any", "not", "user_attribute", "calculated_attribute", "identity", "gdpr_consented",
+                        "ccpa_data_sale_opt_out", "audience", "event"})  # fmt: skip
+
+
+def _node_path(loc: tuple[int | str, ...]) -> str:
+    """The request path of a validation error: pydantic's location without the union's tags (it names the node's
+    kind before each node: `criteria.all.all.0` is `$.criteria.all[0]`)."""
+    path, at_node, previous = "$", False, None
+    for part in loc:
+        if at_node and part in _NODE_TAGS:
+            at_node = False
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        at_node = path == "$.criteria" or part == "not" or isinstance(part, int) and previous in ("all", "any")
+        previous = part
+    return path
+
+
+def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[MemberOf, str]]:
+    """Every `{"audience": ID}` node of a criteria tree, with its path."""
+    if isinstance(node, MemberOf):
+        return [(node, path)]
+    if isinstance(node, (All, Any_)):
+        key = "all" if isinstance(node, All) else "any"
+        children = node.all if isinstance(node, All) else node.any
+        return [found for n, child in enumerate(children) for found in member_of_nodes(child, f"{path}.{key}[{n}]")]
+    if isinstance(node, Not):
+        return member_of_nodes(node.not_, f"{path}.not")
+    return []
+
+
+def _check_audience_references(config: WorkspaceConfig, changed: int | None) -> None:
+    """Every `{"audience": ID}` names a real-time audience (the shards keep only those memberships) and no audience
+    depends on itself. A fault of the changed audience is a 400 naming its node; one the change made in another
+    audience (removing, or turning standard, an audience that one names) is a 409."""
+    kinds = {a.id: a.kind for a in config.audiences}
+    for audience in config.audiences:
+        for node, path in member_of_nodes(audience.criteria):
+            if node.audience not in kinds:
+                fault = f"no audience with id {node.audience}"
+            elif kinds[node.audience] != "real_time":
+                fault = f"audience {node.audience} is a standard audience; membership criteria name real-time ones"
+            elif node.audience == audience.id or audience.id in _depended_on(config, node.audience):
+                fault = f"audience {node.audience} depends on this audience: the criteria would form a cycle"
+            else:
+                continue
+            if audience.id == changed:
+                raise BadRequest(fault, path)
+            raise Conflict(f"Audience {audience.id} ({audience.name}) depends on it: {fault}. Change that one first.")
+
+
+def _depended_on(config: WorkspaceConfig, audience_id: int) -> set[int]:
+    """The audiences `audience_id`'s criteria name, directly or through others."""
+    named = {a.id: [node.audience for node, _ in member_of_nodes(a.criteria)] for a in config.audiences}
+    found: set[int] = set()
+    waiting = list(named.get(audience_id, []))
+    while waiting:
+        current = waiting.pop()
+        if current not in found:
+            found.add(current)
+            waiting += named.get(current, [])
+    return found
+
+
+def _check_workspaces(config: WorkspaceConfig, audience: Audience) -> None:
+    for n, workspace_id in enumerate(audience.workspaces):
+        if workspace_id != config.workspace.workspace_id:
+            raise BadRequest(f"no workspace with id {workspace_id}", f"$.workspaces[{n}]")
 
 
 # ---- documents: the configuration as plain data --------------------------------------------------------------
