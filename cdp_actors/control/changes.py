@@ -414,7 +414,7 @@ def _audiences_changed(
     audiences = list(config.audiences)
     ids = dict(next_ids)
     if isinstance(change, AddAudience):
-        audience = _new_audience(change, max(ids.get("audiences", 1), *(a.id + 1 for a in audiences)))
+        audience = _new_audience(change, max(ids.get("audiences", 1), *(a.id + 1 for a in audiences), 1))
         ids["audiences"] = audience.id + 1
         audiences.append(audience)
     else:
