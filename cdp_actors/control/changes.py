@@ -23,7 +23,7 @@ import msgspec
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from cdp_actors.access.roles import Role
-from cdp_actors.audiences.criteria import All, Any_, MemberOf, Not
+from cdp_actors.audiences.criteria import All, Any_, CalculatedAttribute, MemberOf, Not
 from cdp_actors.config import Audience, Connection, ConsoleUser, Input, Output, WorkspaceConfig
 from cdp_actors.errors import BadRequest, Conflict, NotFound
 from cdp_actors.integrations.registry import MODULES, takes_events, takes_memberships
@@ -424,11 +424,12 @@ def _audiences_changed(
             del audiences[position]
         else:
             audience = audiences[position] = _changed_audience(config, audience, change)
-    after = _rebuilt(config, "audiences", audiences)
     removed = isinstance(change, RemoveAudience)
     if not removed:
-        _check_workspaces(after, audience)
-    _check_audience_references(after, None if removed else audience.id)
+        _check_workspaces(config, audience)
+    calculated_names = {ca.name for ca in config.calculated_attributes}
+    _check_audience_references(audiences, calculated_names, None if removed else audience.id)
+    after = _rebuilt(config, "audiences", audiences)
     return Applied(after, ids, f"audiences/{audience.id}")
 
 
@@ -509,36 +510,59 @@ def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[MemberOf,
     return []
 
 
-def _check_audience_references(config: WorkspaceConfig, changed: int | None) -> None:
-    """Every `{"audience": ID}` names a real-time audience (the shards keep only those memberships) and no audience
-    depends on itself. A fault of the changed audience is a 400 naming its node; one the change made in another
-    audience (removing, or turning standard, an audience that one names) is a 409."""
-    kinds = {a.id: a.kind for a in config.audiences}
-    for audience in config.audiences:
+def _check_audience_references(audiences: list[Audience], calculated_names: set[str], changed: int | None) -> None:
+    """Every `{"audience": ID}` names a real-time audience (the shards keep only those memberships), no audience
+    depends on itself, every `{"calculated_attribute": NAME}` names a calculated attribute. A fault of the changed
+    audience is a 400 naming its node; one the change made in another audience (removing, or turning standard, an
+    audience that one names) is a 409. Checked before the workspace's own validation, which would name the file's
+    paths (`audiences[2].criteria...`) rather than the request's."""
+    kinds = {a.id: a.kind for a in audiences}
+    named = {a.id: {node.audience for node, _ in member_of_nodes(a.criteria)} for a in audiences}
+    for audience in audiences:
         for node, path in member_of_nodes(audience.criteria):
             if node.audience not in kinds:
                 fault = f"no audience with id {node.audience}"
             elif kinds[node.audience] != "real_time":
                 fault = f"audience {node.audience} is a standard audience; membership criteria name real-time ones"
-            elif node.audience == audience.id or audience.id in _depended_on(config, node.audience):
+            elif node.audience == audience.id or audience.id in _depended_on(named, node.audience):
                 fault = f"audience {node.audience} depends on this audience: the criteria would form a cycle"
             else:
                 continue
             if audience.id == changed:
                 raise BadRequest(fault, path)
             raise Conflict(f"Audience {audience.id} ({audience.name}) depends on it: {fault}. Change that one first.")
+    for audience in audiences:
+        for name, path in calculated_attribute_nodes(audience.criteria):
+            if name not in calculated_names and audience.id == changed:
+                raise BadRequest(f"no calculated attribute named {name!r}", path)
 
 
-def _depended_on(config: WorkspaceConfig, audience_id: int) -> set[int]:
+def calculated_attribute_nodes(node: Any, path: str = "$.criteria") -> list[tuple[str, str]]:
+    """The calculated attribute each `{"calculated_attribute": NAME}` node names, with the node's path."""
+    if isinstance(node, CalculatedAttribute):
+        return [(node.calculated_attribute, f"{path}.calculated_attribute")]
+    if isinstance(node, (All, Any_)):
+        key = "all" if isinstance(node, All) else "any"
+        children = node.all if isinstance(node, All) else node.any
+        return [
+            found
+            for n, child in enumerate(children)
+            for found in calculated_attribute_nodes(child, f"{path}.{key}[{n}]")
+        ]
+    if isinstance(node, Not):
+        return calculated_attribute_nodes(node.not_, f"{path}.not")
+    return []
+
+
+def _depended_on(named: dict[int, set[int]], audience_id: int) -> set[int]:
     """The audiences `audience_id`'s criteria name, directly or through others."""
-    named = {a.id: [node.audience for node, _ in member_of_nodes(a.criteria)] for a in config.audiences}
     found: set[int] = set()
-    waiting = list(named.get(audience_id, []))
+    waiting = list(named.get(audience_id, ()))
     while waiting:
         current = waiting.pop()
         if current not in found:
             found.add(current)
-            waiting += named.get(current, [])
+            waiting += named.get(current, ())
     return found
 
 

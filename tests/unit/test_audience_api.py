@@ -117,6 +117,10 @@ def test_an_update_changes_the_given_fields_and_the_last_modified_stamp_only():
         (5, "$.criteria"),
         ({"audience": 99}, "$.criteria"),
         ({"all": [GOLD, {"audience": 99}]}, "$.criteria.all[1]"),
+        (
+            {"not": {**GOLD, "user_attribute": None, "calculated_attribute": "ltv"}},
+            "$.criteria.not.calculated_attribute",
+        ),
     ],
 )
 def test_bad_criteria_are_refused_naming_the_node_and_nothing_is_stored(criteria: Any, path: str):
