@@ -118,7 +118,7 @@ def test_an_update_changes_the_given_fields_and_the_last_modified_stamp_only():
         ({"audience": 99}, "$.criteria"),
         ({"all": [GOLD, {"audience": 99}]}, "$.criteria.all[1]"),
         (
-            {"not": {**GOLD, "user_attribute": None, "calculated_attribute": "ltv"}},
+            {"not": {"calculated_attribute": "ltv", "type": "number", "operator": "exists"}},
             "$.criteria.not.calculated_attribute",
         ),
     ],
