@@ -16,6 +16,7 @@ The rate limits count per replica (ratelimit.py): the app runs as one replica.
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -64,6 +65,9 @@ app = FastAPI(title="cdp platform api", docs_url=None, redoc_url=None)
 install_error_handlers(app)
 
 P = Permission
+SEND_RETRY_S = 1.0
+"""How long a standard audience's send waits before offering again what a full bulk queue refused: a queue drains
+with its next upload, seconds away once it is full."""
 MAX_BODY_BYTES = 256 * 1024
 """A Platform API body is one configuration item: a few KB. Larger is refused before parsing."""
 
@@ -563,12 +567,27 @@ class PlatformApi:
         by_forwarder: dict[int, list[Any]] = {}
         for change in changes:
             by_forwarder.setdefault(partition_of(change.mpid, self.runtime.forwarders), []).append(change)
-        calls = [handles.forwarder(f).deliver_memberships.remote(output_id, items)
-                 for f, items in by_forwarder.items() for output_id in audience.connected_outputs]  # fmt: skip
+        offers = [
+            (f, output_id, items) for f, items in by_forwarder.items() for output_id in audience.connected_outputs
+        ]
         try:
-            await asyncio.gather(*calls)
+            refused = await asyncio.gather(*(self._offer(*offer) for offer in offers))
         except ray.exceptions.RayError as error:
             raise unavailable(error, "The forwarders") from error
+        for (forwarder, output_id, _), left in zip(offers, refused, strict=True):
+            if left:
+                self.tasks.spawn(self._offer_until_taken(forwarder, output_id, left), f"send-{audience_id}-{output_id}")
         sent = {"audience_id": audience_id, "members": len(members), "outputs": audience.connected_outputs,
-                "calculated_at_ms": last.calculated_at_ms}  # fmt: skip
+                "calculated_at_ms": last.calculated_at_ms, "waiting": sum(len(left) for left in refused)}  # fmt: skip
         return answer(version, [sent], 202)
+
+    async def _offer(self, forwarder: int, output_id: int, changes: list[Any]) -> list[Any]:
+        """The changes to one forwarder's bulk queue of the output; those it refuses (the queue is full)."""
+        return await handles.forwarder(forwarder).deliver_memberships.remote(output_id, changes)
+
+    async def _offer_until_taken(self, forwarder: int, output_id: int, changes: list[Any]) -> None:
+        """Offered again as the full queue drains (its uploads), until every change is taken."""
+        while changes:
+            await asyncio.sleep(SEND_RETRY_S)
+            with contextlib.suppress(ray.exceptions.RayError):  # a restarting forwarder: offer again
+                changes = await self._offer(forwarder, output_id, changes)

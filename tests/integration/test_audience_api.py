@@ -151,8 +151,8 @@ def test_the_audiences_only_role_does_it_all_and_read_only_reads(base: str, admi
     assert call(base, "DELETE", path, csrf, cookies=session.cookies).status_code == 204
 
 
-def test_a_standard_audience_is_calculated_over_every_profile_and_downloaded_as_csv(
-    base: str, admin: dict[str, str]
+def test_a_standard_audience_is_calculated_over_every_profile_downloaded_as_csv_and_sent(
+    base: str, admin: dict[str, str], receiver
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     plan = f"gold-{tag}"
@@ -168,6 +168,9 @@ def test_a_standard_audience_is_calculated_over_every_profile_and_downloaded_as_
     audience_id = data(call(base, "POST", "/audiences", admin, {"name": f"Standard {tag}", "kind": "standard",
                                                                  "criteria": criteria}), 201)[0]["id"]  # fmt: skip
     assert call(base, "GET", f"/audiences/{audience_id}/download", admin).status_code == 404  # not calculated yet
+    braze = output(base, admin, {"service": "braze_audience", "settings": {"api_url": receiver.base, "api_key": "k",
+                                                                           "bulk_max_age_s": 0.2}})  # fmt: skip
+    assert call(base, "POST", f"/audiences/{audience_id}/connections", admin, {"output_id": braze}).status_code == 201
 
     def calculated() -> dict[str, Any] | None:
         """A run over the shards once every user's profile is stored (the batches are applied asynchronously)."""
@@ -191,6 +194,15 @@ def test_a_standard_audience_is_calculated_over_every_profile_and_downloaded_as_
     assert listed.status_code == 200, listed.text
     row = next(a for a in listed.json()["audiences"] if a["id"] == audience_id)
     assert (row["kind"], row["size"], row["calculated_at_ms"]) == ("standard", len(expected), done["calculated_at_ms"])
+    sent = data(call(base, "POST", f"/audiences/{audience_id}/send", admin), 202)[0]
+    assert (sent["members"], sent["outputs"], sent["waiting"]) == (len(expected), [braze], 0)
+
+    def uploaded() -> list[str]:
+        bodies = [r.body for r in list(receiver.received) if r.path == "/users/track"]
+        return sorted(a["external_id"] for b in bodies for a in b["attributes"] if a.get(f"In Standard {tag}"))
+
+    wait_for(lambda: uploaded() == [c for c, _ in expected], what="the members at the audience output")
+
     bad = call(base, "POST", f"/audiences/{audience_id}/calculate", admin, params={"identities": "shoe_size"})
     assert bad.status_code == 400 and "identities" in bad.text
     real_time = data(call(base, "POST", "/audiences", admin, {"name": f"Live {tag}", "criteria": criteria}), 201)[0]
