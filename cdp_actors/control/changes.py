@@ -23,7 +23,7 @@ import msgspec
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from cdp_actors.access.roles import Role
-from cdp_actors.audiences.criteria import All, Any_, CalculatedAttribute, MemberOf, Not
+from cdp_actors.audiences import criteria
 from cdp_actors.config import Audience, Connection, ConsoleUser, Input, Output, WorkspaceConfig
 from cdp_actors.errors import BadRequest, Conflict, NotFound
 from cdp_actors.integrations.registry import MODULES, takes_events, takes_memberships
@@ -497,15 +497,15 @@ def _node_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[MemberOf, str]]:
+def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[criteria.MemberOf, str]]:
     """Every `{"audience": ID}` node of a criteria tree, with its path."""
-    if isinstance(node, MemberOf):
+    if isinstance(node, criteria.MemberOf):
         return [(node, path)]
-    if isinstance(node, (All, Any_)):
-        key = "all" if isinstance(node, All) else "any"
-        children = node.all if isinstance(node, All) else node.any
+    if isinstance(node, (criteria.All, criteria.Any_)):
+        key = "all" if isinstance(node, criteria.All) else "any"
+        children = node.all if isinstance(node, criteria.All) else node.any
         return [found for n, child in enumerate(children) for found in member_of_nodes(child, f"{path}.{key}[{n}]")]
-    if isinstance(node, Not):
+    if isinstance(node, criteria.Not):
         return member_of_nodes(node.not_, f"{path}.not")
     return []
 
@@ -539,17 +539,17 @@ def _check_audience_references(audiences: list[Audience], calculated_names: set[
 
 def calculated_attribute_nodes(node: Any, path: str = "$.criteria") -> list[tuple[str, str]]:
     """The calculated attribute each `{"calculated_attribute": NAME}` node names, with the node's path."""
-    if isinstance(node, CalculatedAttribute):
+    if isinstance(node, criteria.CalculatedAttribute):
         return [(node.calculated_attribute, f"{path}.calculated_attribute")]
-    if isinstance(node, (All, Any_)):
-        key = "all" if isinstance(node, All) else "any"
-        children = node.all if isinstance(node, All) else node.any
+    if isinstance(node, (criteria.All, criteria.Any_)):
+        key = "all" if isinstance(node, criteria.All) else "any"
+        children = node.all if isinstance(node, criteria.All) else node.any
         return [
             found
             for n, child in enumerate(children)
             for found in calculated_attribute_nodes(child, f"{path}.{key}[{n}]")
         ]
-    if isinstance(node, Not):
+    if isinstance(node, criteria.Not):
         return calculated_attribute_nodes(node.not_, f"{path}.not")
     return []
 
