@@ -432,6 +432,7 @@ BENCH_USERS = {
     "fanout": 10_000,
     "overload": 10_000,
     "delivery": 10_000,
+    "audiences": 10_000,
 }
 
 
@@ -681,6 +682,9 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=100,
         help="batches per webhook POST to the sink (webhook max_batches_per_request)",
+    )
+    bench.add_argument(
+        "--backfill-users", type=int, default=None, help="audiences: users whose history a CA backfills (20,000)"
     )
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")

@@ -27,7 +27,7 @@ from pydantic import (
 
 from cdp_actors.access.roles import CREDENTIAL_ROLES, Api, Grant, Role, credential_grant
 from cdp_actors.access.tokens import TOKEN_TTL_S
-from cdp_actors.audiences.criteria import Node
+from cdp_actors.audiences.criteria import Node, check_audiences
 from cdp_actors.calculated.definition import Definition
 from cdp_actors.envvars import expand_env
 from cdp_actors.identity.strategy import Policy
@@ -354,7 +354,7 @@ class WorkspaceConfig(_Strict):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> WorkspaceConfig:
-        from cdp_actors.integrations.registry import takes_events
+        from cdp_actors.integrations.registry import takes_events, takes_memberships
 
         for kind, items in (("inputs", self.inputs), ("outputs", self.outputs), ("connections", self.connections)):
             ids = [item.id for item in items]
@@ -379,6 +379,15 @@ class WorkspaceConfig(_Strict):
             kind = next(o.kind for o in self.outputs if o.id == conn.output)
             if not takes_events(kind):
                 raise ValueError(f"connections[{n}].output: {kind} takes audience memberships, not event data")
+        check_audiences(self.audiences, {ca.name for ca in self.calculated_attributes})
+        kinds = {o.id: o.kind for o in self.outputs}
+        for n, audience in enumerate(self.audiences):
+            for m, output_id in enumerate(audience.connected_outputs):
+                where = f"audiences[{n}].connected_outputs[{m}]"
+                if output_id not in kinds:
+                    raise ValueError(f"{where}: no output with id {output_id}")
+                if not takes_memberships(kinds[output_id]):
+                    raise ValueError(f"{where}: {kinds[output_id]} does not take audience memberships")
         return self
 
     def active_calculated_attributes(self) -> list[CalculatedAttribute]:
