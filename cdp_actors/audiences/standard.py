@@ -16,26 +16,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from cdp_actors.audiences.criteria import (
-    All,
-    Any_,
-    CalculatedAttribute,
-    CcpaOptOut,
-    GdprConsented,
-    HasIdentity,
-    MemberOf,
-    Node,
-    Not,
-    PerformedEvent,
-    UserAttribute,
-)
-from cdp_actors.calculated.conditions import MISSING, matches
+from cdp_actors.audiences.criteria import leaf_definition
+from cdp_actors.audiences.evaluate import Criteria, facts_of
+from cdp_actors.calculated.engine import Calculation, Observed
 from cdp_actors.config import Audience
 from cdp_actors.errors import BadRequest
 from cdp_actors.profiles.model import Profile, decode_profile
@@ -63,14 +52,15 @@ def standard_members(store: Store, audience: Audience, now_ms: int, identity_typ
     """The members among the profiles of one shard's store, as of `now_ms`, with their identities of
     `identity_types` (all of them when empty)."""
     wanted = set(identity_types)
-    events = event_leaves(audience.criteria)
+    compiled = Criteria(audience.criteria)
+    counting = [Calculation(leaf_definition(leaf)) for leaf in compiled.event_leaves]
     members = []
     with store.read() as txn:
         history = store.db("history")
         for _, value in txn.cursor(store.db("profiles")).iternext():
             profile = decode_profile(value)
-            counts = event_counts(events, _batches(txn, history, profile.mpid), now_ms) if events else {}
-            if holds(audience.criteria, profile, counts):
+            counts = event_counts(counting, _batches(txn, history, profile.mpid), now_ms) if counting else []
+            if compiled.holds(facts_of(profile, frozenset(profile.audiences), counts)):
                 members.append(Member(profile.mpid, identities_of(profile, wanted)))
     return members
 
@@ -86,73 +76,19 @@ def identities_of(profile: Profile, wanted: set[str]) -> dict[str, str]:
     return {name: str(value) for name, value in kept.items() if value is not None}
 
 
-def event_leaves(node: Node) -> list[PerformedEvent]:
-    if isinstance(node, PerformedEvent):
-        return [node]
-    if isinstance(node, (All, Any_)):
-        return [leaf for child in (node.all if isinstance(node, All) else node.any) for leaf in event_leaves(child)]
-    if isinstance(node, Not):
-        return event_leaves(node.not_)
-    return []
-
-
-def event_counts(leaves: list[PerformedEvent], batches: list[list[dict[str, Any]]], now_ms: int) -> dict[int, int]:
-    """Per leaf (by `id`), how many of its events the user performed within its window as of `now_ms`: the engine's
-    count over the leaf's definition, fed the history batch by batch."""
-    from cdp_actors.audiences import criteria
-    from cdp_actors.calculated.engine import Calculation, Observed
-
-    leaf_definition: Callable[[PerformedEvent], Any] = criteria.leaf_definition  # type: ignore[attr-defined]
-    counts = {}
-    for leaf in leaves:
-        calculation = Calculation(leaf_definition(leaf))
+def event_counts(counting: list[Calculation], batches: list[list[dict[str, Any]]], now_ms: int) -> list[int]:
+    """Per event leaf, in tree order, how many of its events the user performed within its window as of `now_ms`:
+    the engine's `count` over the leaf's definition, fed the whole kept history batch by batch. A batch is stamped
+    with its latest event time (the history keeps no receipt time; an event without one is counted as of now)."""
+    counts = []
+    for calculation in counting:
         state = None
         for events in batches:
             stamps = [t for e in events if isinstance(t := (e.get("data") or {}).get("timestamp_unixtime_ms"), int)]
             state = calculation.observe(state, Observed(events, {}, max(stamps, default=now_ms)))
         value = calculation.value(state, now_ms)
-        counts[id(leaf)] = int(float(value)) if value else 0
+        counts.append(int(float(value)) if value else 0)
     return counts
-
-
-def holds(node: Node, profile: Profile, counts: dict[int, int]) -> bool:
-    """Whether the user meets the criteria tree; `counts` holds each event leaf's count (`event_counts`)."""
-    if isinstance(node, All):
-        return all(holds(child, profile, counts) for child in node.all)
-    if isinstance(node, Any_):
-        return any(holds(child, profile, counts) for child in node.any)
-    if isinstance(node, Not):
-        return not holds(node.not_, profile, counts)
-    if isinstance(node, UserAttribute):
-        item = profile.attributes.get(node.user_attribute)
-        return matches(node.condition(node.user_attribute), MISSING if item is None else item.value)
-    if isinstance(node, CalculatedAttribute):
-        value = profile.calculated.get(node.calculated_attribute, MISSING)
-        return matches(node.condition(node.calculated_attribute), value)
-    if isinstance(node, HasIdentity):
-        name = canonical(node.identity) or node.identity
-        item = profile.user_identities.get(name) or profile.device_identities.get(name)
-        return item is not None and item.value is not None
-    if isinstance(node, GdprConsented):
-        purposes = {purpose.lower(): record for purpose, record in profile.consent.get("gdpr", {}).items()}
-        record = purposes.get(node.gdpr_consented.lower())
-        return record is not None and record.consented
-    if isinstance(node, CcpaOptOut):
-        record = profile.consent.get("ccpa", {}).get("data_sale_opt_out")
-        return (record is not None and record.consented) == node.ccpa_data_sale_opt_out
-    if isinstance(node, MemberOf):
-        return node.audience in profile.audiences
-    assert isinstance(node, PerformedEvent)
-    return count_holds(node, counts.get(id(node), 0))
-
-
-def count_holds(leaf: PerformedEvent, count: int) -> bool:
-    wanted = leaf.count.value
-    if leaf.count.operator == "at_least":
-        return count >= wanted
-    if leaf.count.operator == "at_most":
-        return count <= wanted
-    return count == wanted
 
 
 # ---- a run over all shards, and its result ------------------------------------------------------------------------

@@ -472,29 +472,21 @@ def _check_audience_fields(fields: dict[str, Any]) -> None:
 
 
 def _validated_audience(fields: dict[str, Any]) -> Audience:
+    """The audience, its criteria checked by the criteria module (operators for each type, the values each takes,
+    identity and event types, the tree's size) with refusals naming the node in the request (`$.criteria.all[1]`)."""
+    if "criteria" in fields:
+        fields = {**fields, "criteria": _parsed_criteria(fields["criteria"])}
     try:
         return Audience.model_validate(fields)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise BadRequest(first["msg"].removeprefix("Value error, ").split("\n")[0], _node_path(first["loc"])) from None
+        raise _refusal(error) from None
 
 
-_NODE_TAGS = frozenset({"all", "any", "not", "user_attribute", "calculated_attribute", "identity", "gdpr_consented",
-                        "ccpa_data_sale_opt_out", "audience", "event"})  # fmt: skip
-
-
-def _node_path(loc: tuple[int | str, ...]) -> str:
-    """The request path of a validation error: pydantic's location without the union's tags (it names the node's
-    kind before each node: `criteria.all.all.0` is `$.criteria.all[0]`)."""
-    path, at_node, previous = "$", False, None
-    for part in loc:
-        if at_node and part in _NODE_TAGS:
-            at_node = False
-            continue
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-        at_node = path == "$.criteria" or part == "not" or isinstance(part, int) and previous in ("all", "any")
-        previous = part
-    return path
+def _parsed_criteria(data: Any) -> criteria.Node:
+    try:
+        return criteria.parse_criteria(data, "$.criteria")
+    except BadRequest as error:  # its message starts with the path; ours ends with it
+        raise BadRequest(error.message.removeprefix(f"{error.path}: "), error.path) from None
 
 
 def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[criteria.MemberOf, str]]:

@@ -292,3 +292,26 @@ def test_audience_memberships_name_each_current_audience():
     assert by_text["audience_memberships"] == [body["audience_memberships"][0]]
     assert profile_api_body(42, None, None, ["audience_memberships"])["audience_memberships"] == []
     assert "audience_memberships" not in profile_api_body(42, None, profile, ["user_attributes"])
+
+
+def test_an_audience_with_every_kind_of_node_survives_the_stores_restart(tmp_path: Path):
+    """The store writes the configuration as plain data and reads it back: a `not` node must read back as one."""
+    criteria = {"all": [{"not": {"identity": "email"}}, {"any": [GOLD, {"ccpa_data_sale_opt_out": False}]},
+                        {"event": {"event_name": "Played"}, "count": {"operator": "at_most", "value": 2},
+                         "within_days": 7}]}  # fmt: skip
+    core = ControlCore(tmp_path)
+    try:
+        core.seed(workspace())
+        core.apply(aud.new_audience({"name": "Every node", "criteria": criteria}, "a", 0), None, "a")
+        core.apply(UpdateAudience(id=1, fields={"name": "Renamed"}), None, "a")  # merges the stored criteria
+    finally:
+        core.close()
+    reopened = ControlCore(tmp_path)
+    try:
+        stored = reopened.current()[1].audiences[0]
+    finally:
+        reopened.close()
+    assert stored.name == "Renamed"
+    assert aud.criteria_document(stored) == {**criteria, "all": [criteria["all"][0], criteria["all"][1],
+                                             {**criteria["all"][2], "event": {"event_name": "Played",
+                                              "event_type": "custom_event", "conditions": []}}]}  # fmt: skip

@@ -34,14 +34,23 @@ NOW_MS = 1_764_547_200_000
 PLANS = ("gold", "silver", None)
 
 
-class User:
-    """A generated user: what its batches say, and what the oracle reads."""
+DAY_MS = 86_400_000
 
-    def __init__(self, mpid: int, plan: str | None, email: bool, consented: bool | None, opted_out: bool | None):
+
+class User:
+    """A generated user: what its batches say, and what the oracle reads. Events are clearly inside a week (1 to 5
+    days ago) or clearly outside it (10 to 30 days ago), so the oracle need not know how a window meets day ends."""
+
+    def __init__(self, mpid: int, plan: str | None, email: bool, consented: bool | None, opted_out: bool | None,
+                 recent: tuple[int, ...] = (), old: tuple[int, ...] = ()) -> None:  # fmt: skip
         self.mpid, self.plan, self.email, self.consented, self.opted_out = mpid, plan, email, consented, opted_out
+        self.recent, self.old = recent, old
 
     def batch(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"environment": "production", "events": [],
+        times = [NOW_MS - days * DAY_MS for days in (*self.recent, *self.old)]
+        played = [{"event_type": "custom_event", "data": {"event_name": "Played", "custom_event_type": "navigation",
+                                                          "timestamp_unixtime_ms": t}} for t in times]  # fmt: skip
+        body: dict[str, Any] = {"environment": "production", "events": played,
                                 "user_identities": {"customer_id": f"c{self.mpid}"}}  # fmt: skip
         if self.email:
             body["user_identities"]["email"] = f"u{self.mpid}@example.com"
@@ -49,7 +58,7 @@ class User:
             body["user_attributes"] = {"plan": self.plan}
         consent: dict[str, Any] = {}
         if self.consented is not None:
-            consent["gdpr"] = {"Marketing": {"consented": self.consented, "timestamp_unixtime_ms": NOW_MS}}
+            consent["gdpr"] = {"marketing": {"consented": self.consented, "timestamp_unixtime_ms": NOW_MS}}
         if self.opted_out is not None:
             consent["ccpa"] = {"data_sale_opt_out": {"consented": self.opted_out, "timestamp_unixtime_ms": NOW_MS}}
         if consent:
@@ -80,6 +89,23 @@ CRITERIA: dict[str, tuple[Any, Any]] = {  # criteria and the oracle's reading of
     "consented": ({"gdpr_consented": "marketing"}, lambda u: u.consented is True),
     "opted out": ({"ccpa_data_sale_opt_out": True}, lambda u: u.opted_out is True),
     "not opted out": ({"ccpa_data_sale_opt_out": False}, lambda u: u.opted_out is not True),
+    "played twice this week": (
+        {
+            "event": {"event_name": "Played", "custom_event_type": "navigation"},
+            "count": {"operator": "at_least", "value": 2},
+            "within_days": 7,
+        },
+        lambda u: len(u.recent) >= 2,
+    ),  # fmt: skip
+    "gold, played at most once this week": (
+        {
+            "all": [
+                GOLD,
+                {"event": {"event_name": "Played"}, "count": {"operator": "at_most", "value": 1}, "within_days": 7},
+            ]
+        },
+        lambda u: u.plan == "gold" and len(u.recent) <= 1,
+    ),  # fmt: skip
 }
 
 users_strategy = st.lists(
@@ -96,7 +122,7 @@ users_strategy = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(users=users_strategy, name=st.sampled_from(sorted(CRITERIA)))
 def test_a_shards_members_are_the_users_the_criteria_hold_for(users: list[User], name: str):
     criteria, oracle = CRITERIA[name]
@@ -113,6 +139,19 @@ def test_a_shards_members_are_the_users_the_criteria_hold_for(users: list[User],
         assert member.identities == expected
 
 
+def test_event_counts_are_the_engines_over_the_whole_kept_history(tmp_path: Path):
+    gold = ("gold", False, None, None)
+    users = [User(1, None, False, None, None, (1, 2)), User(2, *gold, (1,), (20,)), User(3, *gold, (), (12, 15, 29)),
+             User(4, *gold, (1, 3, 4))]  # fmt: skip
+    core = stored(tmp_path / "shard-0", users)
+    try:
+        for name, expected in (("played twice this week", [1, 4]), ("gold, played at most once this week", [2, 3])):
+            members = standard_members(core.store, audience(CRITERIA[name][0]), NOW_MS)
+            assert sorted(m.mpid for m in members) == expected, name
+    finally:
+        core.store.close()
+
+
 def test_membership_of_a_real_time_audience_reads_the_profile(tmp_path: Path):
     core = stored(tmp_path / "shard-0", [User(1, "gold", True, None, None), User(2, "gold", True, None, None)])
     try:
@@ -121,7 +160,9 @@ def test_membership_of_a_real_time_audience_reads_the_profile(tmp_path: Path):
 
         with core.store.write() as txn:  # as the shard records a real-time membership
             profiles = core.store.db("profiles")
-            profile = decode_profile(txn.get(mpid_key(2), db=profiles))
+            raw = txn.get(mpid_key(2), db=profiles)
+            assert raw is not None
+            profile = decode_profile(raw)
             profile.audiences = {3: NOW_MS}
             txn.put(mpid_key(2), encode_profile(profile), db=profiles)
         members = standard_members(core.store, audience({"all": [GOLD, {"audience": 3}]}), NOW_MS)
