@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from typing import Any
 
@@ -20,6 +21,7 @@ import requests
 from cdp_actors import handles
 from cdp_actors.access.sessions import CSRF_HEADER
 from tests.integration.test_platform_api import login, platform_config
+from tests.samples import custom
 from tests.support import DEMO_AUTH, token_of, wait_for
 
 ACCOUNT = {"accountId": "1"}
@@ -105,6 +107,7 @@ def test_audiences_are_defined_connected_and_removed_over_http(base: str, admin:
         ({"any": [GOLD, {"favourite": "colour"}]}, "$.criteria.any[1]"),
         ({"not": {"audience": 99_999}}, "$.criteria.not"),
         ({"event": {"event_name": "Played"}, "within_days": 0}, "$.criteria.within_days"),
+        ({"any": [{**GOLD, "operator": "greater_than"}]}, "$.criteria.any[0].operator"),
     ],
 )
 def test_bad_criteria_are_a_400_naming_the_node_and_nothing_is_stored(
@@ -156,14 +159,19 @@ def test_a_standard_audience_is_calculated_over_every_profile_downloaded_as_csv_
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     plan = f"gold-{tag}"
-    users = [(f"{tag}-{n}", plan if n % 3 else "silver", n % 2 == 0) for n in range(12)]
-    batches = [{"environment": "production", "events": [], "user_attributes": {"plan": p},
-                "user_identities": {"customer_id": c, **({"email": f"{c}@example.com"} if e else {})}}
-               for c, p, e in users]  # fmt: skip
+    users = [(f"{tag}-{n}", plan if n % 3 else "silver", n % 2 == 0, n % 4) for n in range(16)]
+    now = int(time.time() * 1000)
+    batches = [{"environment": "production", "user_attributes": {"plan": p},
+                "user_identities": {"customer_id": c, **({"email": f"{c}@example.com"} if e else {})},
+                "events": [custom("Played", now - (k + 1) * 3_600_000) for k in range(played)]}
+               for c, p, e, played in users]  # fmt: skip
     sent = requests.post(base + "/v2/bulkevents", json=batches, headers={"Authorization": DEMO_AUTH}, timeout=30)
     assert sent.status_code == 202, sent.text
-    criteria = {"all": [{**GOLD, "value": plan}, {"identity": "email"}]}
-    expected = sorted((c, f"{c}@example.com") for c, p, e in users if p == plan and e)
+    played_twice = {"event": {"event_name": "Played", "custom_event_type": "navigation"},
+                    "count": {"operator": "at_least", "value": 2}, "within_days": 2}  # fmt: skip
+    criteria = {"all": [{**GOLD, "value": plan}, {"identity": "email"}, played_twice]}
+    expected = sorted((c, f"{c}@example.com") for c, p, e, played in users if p == plan and e and played >= 2)
+    assert expected  # gold users with an email who played twice in the last two days
 
     audience_id = data(call(base, "POST", "/audiences", admin, {"name": f"Standard {tag}", "kind": "standard",
                                                                  "criteria": criteria}), 201)[0]["id"]  # fmt: skip
