@@ -68,6 +68,17 @@ ALERT_TIMEOUT_S = 10.0
 # retention is counted in days, so hourly keeps it within 1/24 of a day.
 DEDUPE_PRUNE_INTERVAL_S = 3600.0
 
+# --- Derived state in the profile shards (calculated attributes, real-time audiences) ---
+
+# Seconds between a shard's ticks when it has nothing left to do: a `within` window is at most this late in
+# dropping a value, and a new configuration's backfill starts at most this late.
+DERIVED_TICK_S = 1.0
+# Users one backfill / initial-sync step visits, in one transaction: ~50 ms of history folding, so a chunk
+# waits at most that long behind it; steps follow each other at once while a job has users left.
+BACKFILL_USERS_PER_STEP = 200
+# Users one sweep step refreshes (a window passed), in one transaction: cheaper per user than a backfill.
+SWEEP_USERS_PER_STEP = 1000
+
 # --- Identity ---
 
 # Seconds before a failed alias job (a shard restarting) is tried again.

@@ -32,7 +32,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound, Overloaded, Unauthorized
 from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.platform.audiences import audience_size, merged_stats
-from cdp_actors.profiles.views import identity_report, user_detail
+from cdp_actors.profiles.views import backfill_summary, identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
 from cdp_actors.schema.events import BatchError, decode_batch
 from cdp_actors.schema.identity import RequestError, check_identity_value, required_mpid
@@ -243,13 +243,14 @@ class AdminApi:
     @app.get("/status", dependencies=[needs(Permission.STATUS_READ)])
     async def status(self) -> Response:
         runtime = self.runtime
-        intake, dispatcher, dead_letter, identity, shards, forwarders = await asyncio.gather(
+        intake, dispatcher, dead_letter, identity, shards, forwarders, backfills = await asyncio.gather(
             handles.intake().status.remote(),
             handles.dispatcher().status.remote(),
             handles.dispatcher().dead_letter_summary.remote(),
             handles.identity().stats.remote(),
             asyncio.gather(*(shard.stats.remote() for shard in handles.shards(runtime.shards))),
             asyncio.gather(*(forwarder.status.remote() for forwarder in handles.forwarders(runtime.forwarders))),
+            asyncio.gather(*(shard.backfill_status.remote() for shard in handles.shards(runtime.shards))),
         )
         return json_response(
             200,
@@ -260,6 +261,7 @@ class AdminApi:
                 "identity": identity,
                 "shards": shards,
                 "forwarders": forwarders,
+                "calculated_attributes": backfill_summary(backfills),
             },
         )
 

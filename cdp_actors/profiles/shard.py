@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,8 +24,10 @@ import ray.exceptions
 from cdp_actors import handles
 from cdp_actors.audiences.standard import Member, standard_members
 from cdp_actors.config import Audience, WorkspaceConfig
+from cdp_actors.constants import BACKFILL_USERS_PER_STEP, DERIVED_TICK_S, SWEEP_USERS_PER_STEP
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
+from cdp_actors.profiles.derived import DERIVED_DBS, DerivedState
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
@@ -44,11 +48,15 @@ from cdp_actors.storage.lmdb_env import (
 from cdp_actors.telemetry import count, span
 
 log = logging.getLogger(__name__)
-SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters")
+SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters", *DERIVED_DBS)
 ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"
 _row_encoder = msgspec.msgpack.Encoder()
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class SequenceGap(RuntimeError):
@@ -121,13 +129,35 @@ class ShardCore:
             value = txn.get(LAST_SEQ, db=self.store.db("meta"))
         self.last_seq = from_u64(value) if value else 0
         self.applied_since_start = 0
+        self.derived = DerivedState(self.store, index, self.forwarders, lambda: self.last_seq)
+        self.derived.follow(version, config, wall_ms())
 
     def use(self, version: int, config: WorkspaceConfig) -> None:
         """Turn the next chunks into outbox rows under this version (taken between chunks, never inside one).
         The version is the dispatcher's: an older one than held is taken too, so that a chunk's rows follow the
         version its dispatcher resolved it under. What stays fixed until a restart (runtime, identity) is not read
-        from it."""
+        from it. Derived state follows only a newer version (`DerivedState.follow`)."""
         self.version, self.config = version, config
+        self.derived.follow(version, config, wall_ms())
+
+    def follow(self, version: int, config: WorkspaceConfig, now_ms: int) -> bool:
+        """Take a newer configuration for derived state only (the tick's): outbox rows of connections keep
+        following the chunks' versions."""
+        return self.derived.follow(version, config, now_ms)
+
+    def sweep(self, now_ms: int, limit: int) -> int:
+        """Refresh up to `limit` users whose derived values changed by `now_ms` only because time passed."""
+        return self.derived.sweep(now_ms, limit)
+
+    def backfill(self, limit: int, now_ms: int) -> int:
+        """One bounded step of the activation backfills and initial syncs; returns the users visited."""
+        return self.derived.step(limit, now_ms)
+
+    def backfill_status(self, now_ms: int) -> dict[int, dict[str, Any]]:
+        return self.derived.backfill_status(now_ms)
+
+    def audience_stats(self) -> dict[int, dict[str, Any]]:
+        return self.derived.audience_stats()
 
     def outbox_lanes(self) -> list[bytes]:
         """The lanes that hold outbox rows now, one key lookup each: after a restart, the rows of an output that
@@ -174,6 +204,7 @@ class ShardCore:
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
+        profile = self.derived.on_batch(txn, profile, batch, record.seq, record.input_id, record.received_ms)
         self._note_activity(txn, profile, record)
         connections = self.config.active_connections(record.input_id)
         if connections:
@@ -349,6 +380,44 @@ class ProfileShard:
         self.handing: dict[int, Any] = {}  # forwarder -> the call with its latest windows
         self.forwarder_handles: dict[int, Any] = {}
         self._pump_all()
+        self._ticker = threading.Thread(target=self._tick_forever, name=f"shard-{index}-tick", daemon=True)
+        self._ticker.start()
+
+    def _tick_forever(self) -> None:
+        """Calls this actor's own `tick` (so it runs between chunks, in the actor's call order: no locks), at once
+        again while jobs or due users remain, else every DERIVED_TICK_S."""
+        me = ray.get_runtime_context().current_actor
+        while True:
+            try:
+                more = ray.get(me.tick.remote())
+            except Exception:  # a failed tick is retried next time; the actor itself restarts on a crash
+                log.warning("shard tick failed", exc_info=True)
+                more = False
+            if not more:
+                time.sleep(DERIVED_TICK_S)
+
+    def tick(self, now_ms: int | None = None) -> bool:
+        """Take the control actor's configuration if newer (for derived state), then a bounded step of the
+        backfills / initial syncs and a bounded sweep at `now_ms` (the wall clock when None). True: more to do."""
+        now_ms = wall_ms() if now_ms is None else now_ms
+        changed = ray.get(handles.control().changed_since.remote(self.core.derived.version))
+        if changed is not None:
+            version, config = changed
+            self.core.follow(version, config, now_ms)
+            self.handoff.add_lanes(output_lanes(config))
+        visited = self.core.backfill(BACKFILL_USERS_PER_STEP, now_ms)
+        swept = self.core.sweep(now_ms, SWEEP_USERS_PER_STEP)
+        if visited or swept:
+            self._pump_all()
+        return visited == BACKFILL_USERS_PER_STEP or swept == SWEEP_USERS_PER_STEP
+
+    def backfill_status(self) -> dict[int, dict[str, Any]]:
+        """Per active CA id: {"generation", "done", "total", "finished", "eta_s"} of its backfill on this shard."""
+        return self.core.backfill_status(wall_ms())
+
+    def audience_stats(self) -> dict[int, dict[str, Any]]:
+        """Per real-time audience id: {"size", "adds": {day: n}, "drops": {day: n}} on this shard."""
+        return self.core.audience_stats()
 
     def apply(
         self, records: list[ShardRecord], prev_seq: int | None, version: int | None = None,

@@ -41,8 +41,10 @@ def _as_strings(value: Any) -> str | list[str]:
 
 
 def live_attributes(profile: dict[str, Any] | None) -> dict[str, Any]:
+    """The user attributes with a value, calculated attribute values included (a CA's name wins, as outbound)."""
     attributes = (profile or {}).get("attributes", {})
-    return {name: value for name, (value, _ts) in attributes.items() if value is not None}
+    live = {name: value for name, (value, _ts) in attributes.items() if value is not None}
+    return {**live, **(profile or {}).get("calculated", {})}
 
 
 def identity_entries(record: IdentityRecord | None, devices: bool) -> list[dict[str, str]]:
@@ -113,6 +115,8 @@ def user_detail(mpid: int, record: IdentityRecord | None, profile: dict[str, Any
                 if value is not None
             }
         ),
+        "calculated": dict(sorted(profile.get("calculated", {}).items())),
+        "audiences": {str(audience): entered for audience, entered in sorted(profile.get("audiences", {}).items())},
         "consent": profile.get("consent", {}),
         "first_seen_ms": profile.get("first_seen_ms"),
         "last_seen_ms": profile.get("last_seen_ms"),
@@ -151,3 +155,21 @@ def identity_report(
             }
         )
     return rows
+
+
+def backfill_summary(shard_statuses: list[dict[int, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per calculated attribute id: its activation backfill over all shards (`ProfileShard.backfill_status`),
+    done and total summed, finished when every shard is, the ETA of the slowest shard (None: not known yet)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for status in shard_statuses:
+        for ca_id, job in status.items():
+            into = merged.setdefault(
+                ca_id, {"generation": job["generation"], "done": 0, "total": 0, "finished": True, "eta_s": 0.0}
+            )
+            into["generation"] = max(into["generation"], job["generation"])
+            into["done"] += job["done"]
+            into["total"] += job["total"]
+            into["finished"] = into["finished"] and job["finished"]
+            eta = job["eta_s"]
+            into["eta_s"] = None if eta is None or into["eta_s"] is None else max(into["eta_s"], eta)
+    return {str(ca_id): merged[ca_id] for ca_id in sorted(merged)}

@@ -1,0 +1,568 @@
+"""Derived state inside a profile shard: calculated attribute (CA) values and real-time audience membership.
+
+Per user, one record in the `derived` db holds the encoded engine state of every derivation: `c<id>:<generation>`
+for a CA, `a<id>:<leaf>` for an event leaf ("performed E at least N times within D days") of a real-time
+audience. Applying a batch folds it into each state in the chunk's own transaction, sets the CA values on the
+profile, re-evaluates the audiences in their evaluation order and writes each membership change to the outbox
+(one row per connected output), all in the same transaction as the batch: a replayed chunk is skipped by the
+high-water mark, so nothing is counted twice.
+
+Time alone changes values too ("within 7 days"): the `expiry` index (`u64(next_change_ms) + mpid_key`) names the
+users whose value may change next, and `sweep` ages their states when that time comes.
+
+A derivation the shard sees for the first time (a CA activated, a new or changed real-time audience) starts a
+backfill job, recorded in meta: it visits the profiles in MPID order, folds each one's stored event history into
+a fresh state and writes it with the job's cursor in one transaction, so a `kill -9` resumes where it stopped.
+Until the job has passed a user, live batches leave that derivation alone for them (the history the job folds
+holds those batches by then). What a backfill cannot see: events past `runtime.history_per_user` (the oldest
+batches leave the history), and user attributes set before activation for `user_attribute` data points (the
+history keeps events only); a seed sent before the job reaches a user is kept and the history folded onto it.
+
+An audience that gains a connected output sends its current members there first: an initial-sync job, like a
+backfill, writes an `add` row per member.
+
+Everything here is Ray-free; `ShardCore` (shard.py) calls it inside its own transactions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import msgspec
+
+from cdp_actors.audiences.criteria import evaluation_order, leaf_definition
+from cdp_actors.audiences.evaluate import Criteria, facts_of
+from cdp_actors.calculated.engine import Calculation, CAState, Observed, decode_state, encode_state
+from cdp_actors.config import Audience, WorkspaceConfig
+from cdp_actors.integrations.base import MembershipChange
+from cdp_actors.partition import partition_of
+from cdp_actors.profiles.handoff import membership_key
+from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
+from cdp_actors.reports import DAY_MS, day_text
+from cdp_actors.schema.events import Batch, batch_time_ms
+from cdp_actors.schema.records import OutboxRow
+from cdp_actors.storage.lmdb_env import (
+    Db,
+    Store,
+    Txn,
+    add_counts,
+    from_u64,
+    iter_from,
+    iter_prefix,
+    mpid_from_key,
+    mpid_key,
+    read_counts,
+    u64,
+)
+
+log = logging.getLogger(__name__)
+DERIVED_DBS = ("derived", "expiry")
+JOBS = b"derived-jobs"
+KNOWN = b"derived-known"
+CHANGE_NO = b"membership-change-no"
+AUDIENCE_COUNTERS = "audience|"
+"""Counter keys of audience adds and drops per day; they sort after the hourly report counters (digits first)."""
+_encoder = msgspec.msgpack.Encoder()
+
+
+# ---- what the configuration asks for ------------------------------------------------------------------------
+
+
+def ca_key(ca_id: int, generation: int) -> str:
+    return f"c{ca_id}:{generation}"
+
+
+def audience_unit(audience: Audience) -> str:
+    """`a<id>:<digest of the criteria>`: changed criteria are a new derivation, evaluated from scratch."""
+    criteria = audience.criteria.model_dump_json(by_alias=True).encode()
+    return f"a{audience.id}:{hashlib.sha256(criteria).hexdigest()[:12]}"
+
+
+class CADerivation(NamedTuple):
+    key: str
+    ca_id: int
+    generation: int
+    name: str
+    calculation: Calculation
+
+
+class AudienceDerivation(NamedTuple):
+    unit: str
+    audience: Audience
+    criteria: Criteria
+    leaves: list[tuple[str, Calculation]]
+    """(derivation key `<unit>-<n>`, the count of the n-th event leaf) in `criteria.event_leaves` order."""
+
+
+class Derivations:
+    """The active CAs and the real-time audiences (in evaluation order) of one configuration, compiled once."""
+
+    def __init__(self, config: WorkspaceConfig | None) -> None:
+        """`config` None: none at all."""
+        self.cas = [
+            CADerivation(ca_key(ca.id, ca.generation), ca.id, ca.generation, ca.name, Calculation(ca.active_definition))
+            for ca in (config.active_calculated_attributes() if config else [])
+            if ca.active_definition is not None
+        ]
+        self.audiences: list[AudienceDerivation] = []
+        for audience in evaluation_order(config.real_time_audiences()) if config else []:
+            criteria = Criteria(audience.criteria)
+            unit = audience_unit(audience)
+            leaves = [
+                (f"{unit}-{n}", Calculation(leaf_definition(leaf))) for n, leaf in enumerate(criteria.event_leaves)
+            ]
+            self.audiences.append(AudienceDerivation(unit, audience, criteria, leaves))
+        self.calculations: dict[str, Calculation] = {ca.key: ca.calculation for ca in self.cas}
+        self.unit_of: dict[str, str] = {ca.key: ca.key for ca in self.cas}
+        for derivation in self.audiences:
+            for key, calculation in derivation.leaves:
+                self.calculations[key] = calculation
+                self.unit_of[key] = derivation.unit
+        self.units = [ca.key for ca in self.cas] + [a.unit for a in self.audiences]
+        self.ca_by_name = {ca.name: ca for ca in self.cas}
+        self.ca_by_unit = {ca.key: ca for ca in self.cas}
+        self.audience_ids = {a.audience.id for a in self.audiences}
+        self.connected = {(a.audience.id, output) for a in self.audiences for output in a.audience.connected_outputs}
+
+    def __bool__(self) -> bool:
+        return bool(self.cas or self.audiences)
+
+
+# ---- what is stored -------------------------------------------------------------------------------------------
+
+
+class UserDerived(msgspec.Struct, array_like=True):
+    """One user's record in the `derived` db."""
+
+    states: dict[str, bytes] = {}
+    """Derivation key -> `encode_state`."""
+    next_change_ms: int | None = None
+    """Its key in the `expiry` index: the earliest time a state may change with no new data."""
+
+
+class Job(msgspec.Struct, omit_defaults=True):
+    """A backfill (of a CA or an audience: `unit`) or an initial sync (of an audience to one output)."""
+
+    kind: str  # "backfill" | "sync"
+    total: int
+    """Profiles on the shard when it started."""
+    started_ms: int
+    cursor: int | None = None
+    """The last MPID done; None: none yet."""
+    done: int = 0
+    finished: bool = False
+    audience_id: int = 0
+    output_id: int = 0
+
+
+class Known(msgspec.Struct):
+    """What the shard has seen of the configuration, so that a restart starts no job twice."""
+
+    units: list[str] = []
+    synced: list[tuple[int, int]] = []
+    """(audience, output) pairs whose current members the output has been sent."""
+
+
+_record_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(UserDerived))
+_jobs_decoder = msgspec.msgpack.Decoder(dict[str, Job])
+_known_decoder = msgspec.msgpack.Decoder(Known)
+
+
+# ---- the pure part: one user's values and memberships ----------------------------------------------------------
+
+
+class MembershipDelta(NamedTuple):
+    audience: Audience
+    action: str  # "add" | "delete"
+
+
+def event_count(value: str | None) -> int:
+    return int(float(value)) if value else 0
+
+
+def recompute(
+    profile: Profile, states: dict[str, CAState], derivations: Derivations, live: Callable[[str], bool], now_ms: int
+) -> tuple[Profile, list[MembershipDelta]]:
+    """The profile with its CA values and audience memberships as of `now_ms`, and the membership changes.
+    A derivation that is not `live` for this user (its backfill has not reached them) keeps what it had."""
+    calculated = {}
+    for ca in derivations.cas:
+        if live(ca.key):
+            value = ca.calculation.value(states.get(ca.key), now_ms)
+            if value is not None:
+                calculated[ca.name] = value
+        elif ca.name in profile.calculated:  # the previous generation's value until the backfill comes by
+            calculated[ca.name] = profile.calculated[ca.name]
+    profile = msgspec.structs.replace(profile, calculated=calculated)
+    members = {a: entered for a, entered in profile.audiences.items() if a in derivations.audience_ids}
+    changes = []
+    for derivation in derivations.audiences:
+        audience_id = derivation.audience.id
+        if not live(derivation.unit):
+            continue
+        counts = [event_count(calculation.value(states.get(key), now_ms)) for key, calculation in derivation.leaves]
+        facts = facts_of(msgspec.structs.replace(profile, audiences=members), set(members), counts)
+        holds = derivation.criteria.holds(facts)
+        if holds and audience_id not in members:
+            members[audience_id] = now_ms
+            changes.append(MembershipDelta(derivation.audience, "add"))
+        elif not holds and audience_id in members:
+            del members[audience_id]
+            changes.append(MembershipDelta(derivation.audience, "delete"))
+    return msgspec.structs.replace(profile, audiences=members), changes
+
+
+def batch_observed(batch: Batch, received_ms: int) -> Observed:
+    return Observed(
+        events=msgspec.to_builtins(batch.events),
+        user_attributes=batch.user_attributes or {},
+        batch_ms=batch_time_ms(batch, received_ms),
+    )
+
+
+def history_observed(events: list[dict[str, Any]]) -> Observed:
+    """A stored history record (one batch's events) as the CA sees it. The batch's time is its latest event time,
+    as `batch_time_ms` gives a live batch: the engine counts a later event at the batch's time, so the first
+    event's time would move a batch's later events into an earlier day than the live fold did."""
+    stamps = [(event.get("data") or {}).get("timestamp_unixtime_ms") for event in events]
+    return Observed(events=events, user_attributes={}, batch_ms=max((t for t in stamps if t), default=0))
+
+
+def identities_of(profile: Profile) -> dict[str, str]:
+    """The canonical identity type -> value of a profile's user and device identities."""
+    both = {**profile.device_identities, **profile.user_identities}
+    return {name: str(item.value) for name, item in both.items() if item.value is not None}
+
+
+# ---- the storage part -------------------------------------------------------------------------------------------
+
+
+class DerivedState:
+    """The shard's derived state: the derivations of the newest configuration seen, the jobs, and the reads and
+    writes of the `derived`, `expiry`, `outbox`, `counters` and `meta` dbs, in transactions the caller owns or
+    in its own."""
+
+    def __init__(self, store: Store, shard: int, forwarders: int, last_seq: Callable[[], int]) -> None:
+        self.store = store
+        self.shard = shard
+        self.forwarders = forwarders
+        self.last_seq = last_seq
+        self.version = -1
+        self.derivations = Derivations(None)
+        with store.read() as txn:
+            jobs = txn.get(JOBS, db=self._db("meta"))
+        self.jobs: dict[str, Job] = _jobs_decoder.decode(jobs) if jobs else {}
+
+    def _db(self, name: str) -> Db:
+        return self.store.db(name)
+
+    # -- configuration --
+
+    def follow(self, version: int, config: WorkspaceConfig, now_ms: int) -> bool:
+        """Take `config` if it is newer than the one followed. Derived state follows the NEWEST version the shard
+        has seen, whatever version a chunk is stamped with: versions only grow, and a CA activated in version 5
+        must not be skipped for a chunk the dispatcher resolved under version 4 after the shard saw 5. New
+        derivations start their backfill jobs, new connections their initial syncs."""
+        if version <= self.version:
+            return False
+        derivations = Derivations(config)
+        with self.store.write() as txn:
+            data = txn.get(KNOWN, db=self._db("meta"))
+            known = _known_decoder.decode(data) if data else Known()
+            jobs = dict(self.jobs)
+            profiles = txn.stat(self._db("profiles"))["entries"]
+            seen_audiences = {unit.split(":")[0] for unit in known.units if unit.startswith("a")}
+            for unit in derivations.units:
+                if unit not in known.units:
+                    jobs[unit] = Job("backfill", profiles, now_ms, finished=not profiles)
+            synced = {tuple(pair) for pair in known.synced} & derivations.connected
+            for audience_id, output_id in sorted(derivations.connected - synced):
+                if f"a{audience_id}" not in seen_audiences or not profiles:  # a new audience has no members yet
+                    synced.add((audience_id, output_id))
+                else:
+                    jobs.setdefault(
+                        sync_unit(audience_id, output_id),
+                        Job("sync", profiles, now_ms, audience_id=audience_id, output_id=output_id),
+                    )
+            wanted = set(derivations.units) | {sync_unit(a, o) for a, o in derivations.connected - synced}
+            jobs = {unit: job for unit, job in jobs.items() if unit in wanted}
+            known = Known(derivations.units, sorted(synced))  # type: ignore[arg-type]
+            txn.put(KNOWN, _encoder.encode(known), db=self._db("meta"))
+            txn.put(JOBS, _encoder.encode(jobs), db=self._db("meta"))
+        self.version, self.derivations, self.jobs = version, derivations, jobs
+        return True
+
+    def live(self, key: str, mpid: int) -> bool:
+        """Whether live data updates derivation `key` (or unit) for this user: its backfill has passed them."""
+        job = self.jobs.get(self.derivations.unit_of.get(key, key))
+        return job is None or job.finished or (job.cursor is not None and mpid <= job.cursor)
+
+    # -- one user --
+
+    def _read(self, txn: Txn, mpid: int) -> UserDerived | None:
+        data = txn.get(mpid_key(mpid), db=self._db("derived"))
+        return _record_codec[1].decode(data) if data else None
+
+    def _states(self, record: UserDerived | None) -> dict[str, CAState]:
+        if record is None:
+            return {}
+        return {k: decode_state(v) for k, v in record.states.items() if k in self.derivations.calculations}
+
+    def _write(self, txn: Txn, mpid: int, old: UserDerived | None, states: dict[str, CAState]) -> None:
+        calculations = self.derivations.calculations
+        changes = [calculations[k].next_change_ms(s) for k, s in states.items()]
+        next_change = min((max(0, t) for t in changes if t is not None), default=None)
+        old_next = old.next_change_ms if old else None
+        if old_next != next_change:
+            if old_next is not None:
+                txn.delete(u64(old_next) + mpid_key(mpid), db=self._db("expiry"))
+            if next_change is not None:
+                txn.put(u64(next_change) + mpid_key(mpid), b"", db=self._db("expiry"))
+        if states:
+            record = UserDerived({k: encode_state(s) for k, s in states.items()}, next_change)
+            txn.put(mpid_key(mpid), _record_codec[0].encode(record), db=self._db("derived"))
+        elif old is not None:
+            txn.delete(mpid_key(mpid), db=self._db("derived"))
+
+    def on_batch(self, txn: Txn, profile: Profile, batch: Batch, seq: int, input_id: int, received_ms: int) -> Profile:
+        """Fold one applied batch (and its seeds) into the user's derived state; "now" is the batch's receipt,
+        so a replay computes the same."""
+        derivations = self.derivations
+        if not derivations:
+            return profile
+        mpid = profile.mpid
+        old = self._read(txn, mpid)
+        states = self._states(old)
+        if batch.events or batch.user_attributes:
+            observed = batch_observed(batch, received_ms)
+            for key, calculation in derivations.calculations.items():
+                if self.live(key, mpid):
+                    state = calculation.observe(states.get(key), observed)
+                    if state is not None:
+                        states[key] = state
+        for seed in batch.calculated_attribute_seeds or []:
+            ca = derivations.ca_by_name.get(seed.attribute_name)
+            if ca is None:
+                log.info("seed for %r, which is not an active calculated attribute: ignored", seed.attribute_name)
+                continue
+            states[ca.key] = ca.calculation.seeded(states.get(ca.key), seed)  # kept for a backfill to fold onto
+        profile, changes = recompute(profile, states, derivations, lambda key: self.live(key, mpid), received_ms)
+        self._write(txn, mpid, old, states)
+        self._write_changes(txn, profile, changes, seq, input_id, received_ms)
+        return profile
+
+    def _write_changes(
+        self, txn: Txn, profile: Profile, changes: list[MembershipDelta], seq: int, input_id: int, now_ms: int
+    ) -> None:
+        if not changes:
+            return
+        counts: Counter[str] = Counter()
+        day = now_ms // DAY_MS
+        for change in changes:
+            audience = change.audience
+            counts[audience_counter(audience.id, day, "add" if change.action == "add" else "drop")] += 1
+            self._write_rows(txn, profile, audience, change.action, audience.connected_outputs, seq, input_id, now_ms)
+        add_counts(txn, self._db("counters"), counts)
+
+    def _write_rows(
+        self,
+        txn: Txn,
+        profile: Profile,
+        audience: Audience,
+        action: str,
+        outputs: list[int],
+        seq: int,
+        input_id: int,
+        now_ms: int,
+    ) -> None:
+        if not outputs:
+            return
+        change = MembershipChange(audience.id, audience.name, profile.mpid, action, identities_of(profile), now_ms)
+        payload = _encoder.encode(change)
+        forwarder = partition_of(profile.mpid, self.forwarders)
+        stored = txn.get(CHANGE_NO, db=self._db("meta"))
+        change_no = from_u64(stored) if stored else 0
+        for output in outputs:
+            change_no += 1
+            row = OutboxRow(
+                key=membership_key(forwarder, output, seq, audience.id, change_no),
+                shard=self.shard,
+                connection_id=0,
+                input_id=input_id,
+                output_id=output,
+                environment="production",
+                mpid=profile.mpid,
+                event_count=1,
+                payload=payload,
+                received_ms=now_ms,
+                audience_id=audience.id,
+            )
+            txn.put(row.key, _encoder.encode(row), db=self._db("outbox"))
+        txn.put(CHANGE_NO, u64(change_no), db=self._db("meta"))
+
+    def _save_profile(self, txn: Txn, before: Profile, after: Profile) -> None:
+        if after != before:
+            txn.put(mpid_key(after.mpid), encode_profile(after), db=self._db("profiles"))
+
+    # -- time passing --
+
+    def sweep(self, now_ms: int, limit: int) -> int:
+        """Age the states of up to `limit` users whose values may have changed by `now_ms`; returns how many."""
+        if not self.derivations:
+            return 0
+        with self.store.write() as txn:
+            due = []
+            for key, _ in iter_from(txn, self._db("expiry"), b"", limit):
+                if from_u64(key[:8]) > now_ms:
+                    break
+                due.append(mpid_from_key(key[8:]))
+            for mpid in due:
+                old = self._read(txn, mpid)
+                states = {}
+                for key, state in self._states(old).items():
+                    aged = self.derivations.calculations[key].aged(state, now_ms)
+                    if aged is not None:
+                        states[key] = aged
+                self._write(txn, mpid, old, states)
+                self._refresh(txn, mpid, states, now_ms, lambda key, mpid=mpid: self.live(key, mpid))
+        return len(due)
+
+    def _refresh(
+        self, txn: Txn, mpid: int, states: dict[str, CAState], now_ms: int, live: Callable[[str], bool]
+    ) -> None:
+        data = txn.get(mpid_key(mpid), db=self._db("profiles"))
+        if not data:
+            return
+        before = decode_profile(data)
+        after, changes = recompute(before, states, self.derivations, live, now_ms)
+        self._save_profile(txn, before, after)
+        self._write_changes(txn, after, changes, self.last_seq(), 0, now_ms)
+
+    # -- jobs --
+
+    def pending(self) -> bool:
+        return any(not job.finished for job in self.jobs.values())
+
+    def step(self, limit: int, now_ms: int) -> int:
+        """One bounded step of the first unfinished job (backfills before syncs), with every backfill at the same
+        cursor (jobs started together run together). Returns the users visited."""
+        backfills = [(u, j) for u, j in self.jobs.items() if j.kind == "backfill" and not j.finished]
+        if backfills:
+            cursor = backfills[0][1].cursor
+            return self._backfill([u for u, j in backfills if j.cursor == cursor], cursor, limit, now_ms)
+        syncs = [(u, j) for u, j in self.jobs.items() if j.kind == "sync" and not j.finished]
+        if syncs:
+            return self._sync(syncs[0][0], limit, now_ms)
+        return 0
+
+    def _profiles_after(self, txn: Txn, cursor: int | None, limit: int) -> list[Profile]:
+        start = mpid_key(cursor + 1) if cursor is not None else b""
+        return [decode_profile(value) for _, value in iter_from(txn, self._db("profiles"), start, limit)]
+
+    def _history(self, txn: Txn, mpid: int) -> Iterator[Observed]:
+        for _, value in iter_prefix(txn, self._db("history"), mpid_key(mpid)):
+            yield history_observed(msgspec.json.decode(value[2:]))
+
+    def _backfill(self, units: list[str], cursor: int | None, limit: int, now_ms: int) -> int:
+        keys = [k for k, unit in self.derivations.unit_of.items() if unit in units]
+        with self.store.write() as txn:
+            profiles = self._profiles_after(txn, cursor, limit)
+            for profile in profiles:
+                old = self._read(txn, profile.mpid)
+                states = self._states(old)
+                history = list(self._history(txn, profile.mpid))
+                for key in keys:
+                    state = states.get(key)  # a seed at most: live data has left it alone
+                    for observed in history:
+                        state = self.derivations.calculations[key].observe(state, observed) or state
+                    if state is not None:
+                        states[key] = state
+                self._write(txn, profile.mpid, old, states)
+                mpid = profile.mpid
+                live = lambda key, mpid=mpid: self.derivations.unit_of.get(key, key) in units or self.live(key, mpid)  # noqa: E731
+                self._refresh(txn, mpid, states, now_ms, live)
+            jobs = self._advanced(units, profiles, limit)
+            txn.put(JOBS, _encoder.encode(jobs), db=self._db("meta"))
+        self.jobs = jobs
+        return len(profiles)
+
+    def _advanced(self, units: list[str], profiles: list[Profile], limit: int) -> dict[str, Job]:
+        jobs = dict(self.jobs)
+        for unit in units:
+            job = jobs[unit]
+            jobs[unit] = msgspec.structs.replace(
+                job,
+                cursor=profiles[-1].mpid if profiles else job.cursor,
+                done=job.done + len(profiles),
+                finished=len(profiles) < limit,
+            )
+        return jobs
+
+    def _sync(self, unit: str, limit: int, now_ms: int) -> int:
+        job = self.jobs[unit]
+        derivation = next(a for a in self.derivations.audiences if a.audience.id == job.audience_id)
+        with self.store.write() as txn:
+            profiles = self._profiles_after(txn, job.cursor, limit)
+            for profile in profiles:
+                if job.audience_id in profile.audiences:
+                    seq = self.last_seq()
+                    self._write_rows(txn, profile, derivation.audience, "add", [job.output_id], seq, 0, now_ms)
+            jobs = self._advanced([unit], profiles, limit)
+            if jobs[unit].finished:
+                data = txn.get(KNOWN, db=self._db("meta"))
+                known = _known_decoder.decode(data) if data else Known()
+                synced = sorted({*known.synced, (job.audience_id, job.output_id)})
+                txn.put(KNOWN, _encoder.encode(Known(known.units, synced)), db=self._db("meta"))
+            txn.put(JOBS, _encoder.encode(jobs), db=self._db("meta"))
+        self.jobs = jobs
+        return len(profiles)
+
+    # -- reports --
+
+    def backfill_status(self, now_ms: int) -> dict[int, dict[str, Any]]:
+        """Per active CA id: its backfill's progress on this shard."""
+        status = {}
+        for ca in self.derivations.cas:
+            job = self.jobs.get(ca.key) or Job("backfill", 0, now_ms, finished=True)
+            status[ca.ca_id] = {
+                "generation": ca.generation,
+                "done": job.done,
+                "total": max(job.total, job.done),
+                "finished": job.finished,
+                "eta_s": eta_s(job, now_ms),
+            }
+        return status
+
+    def audience_stats(self) -> dict[int, dict[str, Any]]:
+        """Per audience: its members on this shard, and adds and drops per day (YYYY-MM-DD)."""
+        stats: dict[int, dict[str, Any]] = {}
+        with self.store.read() as txn:
+            counters = read_counts(txn, self._db("counters"), AUDIENCE_COUNTERS, AUDIENCE_COUNTERS[:-1] + "}")
+        for key, n in counters:
+            _, audience_id, day, kind = key.split("|")
+            entry = stats.setdefault(int(audience_id), {"size": 0, "adds": {}, "drops": {}})
+            entry[kind + "s"][day_text(int(day))] = n
+            entry["size"] += n if kind == "add" else -n
+        return stats
+
+
+def sync_unit(audience_id: int, output_id: int) -> str:
+    return f"sync:{audience_id}:{output_id}"
+
+
+def audience_counter(audience_id: int, day: int, kind: str) -> str:
+    return f"{AUDIENCE_COUNTERS}{audience_id:010d}|{day:06d}|{kind}"
+
+
+def eta_s(job: Job, now_ms: int) -> float | None:
+    """Seconds left at the rate so far; None before the first step."""
+    if job.finished:
+        return 0.0
+    if not job.done:
+        return None
+    elapsed_s = max(now_ms - job.started_ms, 0) / 1000
+    return round(max(job.total - job.done, 0) * elapsed_s / job.done, 1)
