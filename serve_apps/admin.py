@@ -10,6 +10,7 @@ import asyncio
 import logging
 import math
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -24,11 +25,13 @@ from cdp_actors import handles
 from cdp_actors.access.passwords import MAX_PASSWORD_CHARS, Password
 from cdp_actors.access.roles import Permission
 from cdp_actors.access.sessions import CSRF_HEADER, SESSION_COOKIE, clear_cookie, set_cookie
+from cdp_actors.audiences.standard import RUNS_DIR, latest_run
 from cdp_actors.audit import DEFAULT_PAGE, AuditFilter, AuditPage
 from cdp_actors.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, NotFound, Overloaded, Unauthorized
 from cdp_actors.intake.deadletter import MAX_PAGE
+from cdp_actors.platform.audiences import audience_size, merged_stats
 from cdp_actors.profiles.views import backfill_summary, identity_report, user_detail
 from cdp_actors.reports import DAY_MS, activity_rows, counter_key, day_range, day_text, forwarding_report
 from cdp_actors.schema.events import BatchError, decode_batch
@@ -182,6 +185,7 @@ class AdminApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.live = LiveConfig.plain()
         self.runtime = config.runtime  # fixed until a restart
+        self.runs_dir = Path(data_dir) / RUNS_DIR
         app.state.access = Access(config, data_dir, follow=True)
 
     @app.get("/health")
@@ -260,6 +264,32 @@ class AdminApi:
                 "calculated_attributes": backfill_summary(backfills),
             },
         )
+
+    @app.get("/audiences", dependencies=[needs(Permission.AUDIENCES_READ)])
+    async def audiences(self) -> Response:
+        """Each audience with its kind, size and membership adds / drops per UTC day (real-time audiences, as the
+        shards count them; `null` while they do not); a standard audience's size is its last run's."""
+        config = (await self.live.snapshot()).config
+        stats = await self._audience_stats()
+        rows = []
+        for audience in config.audiences:
+            counted = (stats or {}).get(audience.id, {})
+            last = latest_run(self.runs_dir, audience.id) if audience.kind == "standard" else None
+            rows.append({"id": audience.id, "name": audience.name, "kind": audience.kind,
+                         "size": audience_size(audience, stats, last),
+                         "calculated_at_ms": last.calculated_at_ms if last else None,
+                         "adds": dict(sorted(counted.get("adds", {}).items())),
+                         "drops": dict(sorted(counted.get("drops", {}).items())),
+                         "connected_outputs": audience.connected_outputs})  # fmt: skip
+        return json_response(200, {"audiences": rows})
+
+    async def _audience_stats(self) -> dict[int, dict[str, Any]] | None:
+        """The shards' counts per real-time audience, None while the shards do not keep them."""
+        try:
+            calls = [shard.audience_stats.remote() for shard in handles.shards(self.runtime.shards)]
+        except AttributeError:
+            return None
+        return merged_stats(await asyncio.gather(*calls))
 
     @app.get("/deadletter")
     async def dead_letters(

@@ -16,9 +16,11 @@ The rate limits count per replica (ratelimit.py): the app runs as one replica.
 # No `from __future__ import annotations` here: FastAPI must see the endpoint annotations as real types.
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import ray.exceptions
@@ -30,18 +32,22 @@ from cdp_actors import handles
 from cdp_actors.access import keys
 from cdp_actors.access.passwords import Password, hash_password
 from cdp_actors.access.roles import Permission
-from cdp_actors.config import WorkspaceConfig
+from cdp_actors.audiences import standard
+from cdp_actors.config import Audience, WorkspaceConfig
 from cdp_actors.control.changes import (
     ActivateCalculatedAttribute,
     Change,
     DiscardCalculatedAttributeDraft,
+    RemoveAudience,
     RemoveCalculatedAttribute,
     RemoveConnection,
     RemoveInput,
     RemoveOutput,
     RemoveUser,
 )
-from cdp_actors.errors import BadRequest, Conflict, RequestFailed
+from cdp_actors.errors import BadRequest, Conflict, NotFound, RequestFailed
+from cdp_actors.partition import partition_of
+from cdp_actors.platform import audiences as aud
 from cdp_actors.platform import calculated as ca
 from cdp_actors.platform import resources as r
 from cdp_actors.platform.http import (
@@ -54,6 +60,8 @@ from cdp_actors.platform.http import (
     preflight_headers,
 )
 from cdp_actors.ratelimit import PLATFORM_API_LIMITS, Limit, RateLimiter
+from cdp_actors.tasks import Tasks
+from cdp_actors.telemetry import now_ms
 from serve_apps.access import Access, Principal, access_of
 from serve_apps.errors import install_error_handlers, json_response, unavailable
 
@@ -61,6 +69,9 @@ app = FastAPI(title="cdp platform api", docs_url=None, redoc_url=None)
 install_error_handlers(app)
 
 P = Permission
+SEND_RETRY_S = 1.0
+"""How long a standard audience's send waits before offering again what a full bulk queue refused: a queue drains
+with its next upload, seconds away once it is full."""
 MAX_BODY_BYTES = 256 * 1024
 """A Platform API body is one configuration item: a few KB. Larger is refused before parsing."""
 BACKFILL_STATUS_TIMEOUT_S = 2.0
@@ -138,6 +149,11 @@ class PlatformApi:
         self.access = Access(config, data_dir, follow=True)
         app.state.access = self.access
         app.state.limiter = RateLimiter(limits)
+        self.runtime = config.runtime  # fixed until a restart
+        self.runs_dir = Path(data_dir) / standard.RUNS_DIR
+        self.runs: dict[int, standard.StandardRun] = {}
+        """The standard audience runs started by this replica (the app runs one), the last one per audience."""
+        self.tasks = Tasks("platform api")
 
     async def _current(self) -> tuple[int, WorkspaceConfig]:
         snapshot = await self.access.snapshot()
@@ -509,3 +525,191 @@ class PlatformApi:
         await self._workspace_config(workspace_id)
         change = DiscardCalculatedAttributeDraft(id=ca_id, by=actor_of(principal), at=ca.now_iso())
         return await self._apply_ca(request, principal, change)
+
+    # ---- audiences ----
+
+    async def _audience_stats(self) -> dict[int, dict[str, Any]] | None:
+        """The shards' membership counts per real-time audience; None while the shards do not keep them."""
+        shards = handles.shards(self.runtime.shards)
+        try:
+            calls = [shard.audience_stats.remote() for shard in shards]
+        except AttributeError:
+            return None
+        try:
+            return aud.merged_stats(await asyncio.gather(*calls))
+        except ray.exceptions.RayError as error:
+            raise unavailable(error, "The profile shards") from error
+
+    async def _documents(self, config: WorkspaceConfig, audiences: list[Audience]) -> list[dict[str, Any]]:
+        stats = await self._audience_stats() if any(a.kind == "real_time" for a in audiences) else None
+        return [aud.audience_document(a, config, aud.audience_size(a, stats, self._last_run(a.id))) for a in audiences]
+
+    def _last_run(self, audience_id: int) -> standard.RunResult | None:
+        return standard.latest_run(self.runs_dir, audience_id)
+
+    @app.get("/v1/audiences", dependencies=[platform_call(P.AUDIENCES_READ)])
+    async def audiences(self) -> Response:
+        version, config = await self._current()
+        return answer(version, await self._documents(config, list(config.audiences)))
+
+    @app.get("/v1/workspace/{workspace_id}/audiences", dependencies=[platform_call(P.AUDIENCES_READ)])
+    async def workspace_audiences(self, workspace_id: int) -> Response:
+        version, config = await self._current()
+        if workspace_id != config.workspace.workspace_id:
+            raise NotFound(f"No workspace with id {workspace_id}.")
+        return answer(
+            version, await self._documents(config, [a for a in config.audiences if a.workspaces == [workspace_id]])
+        )
+
+    @app.post("/v1/audiences")
+    async def create_audience(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)]
+    ) -> Response:
+        """`{"name", "external_name", "workspaces", "kind", "criteria"}`: the answer is the audience with its `id`."""
+        change = aud.new_audience(await body_of(request), actor_of(principal), now_ms())
+        version, config = await self._apply(request, principal, change)
+        return answer(version, await self._documents(config, [config.audiences[-1]]), 201)
+
+    @app.get("/v1/audiences/{audience_id}", dependencies=[platform_call(P.AUDIENCES_READ)])
+    async def audience(self, audience_id: int) -> Response:
+        version, config = await self._current()
+        return answer(version, await self._documents(config, [aud.audience_of(config, audience_id)]))
+
+    @app.put("/v1/audiences/{audience_id}")
+    async def update_audience(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)], audience_id: int
+    ) -> Response:
+        change = aud.changed_audience(await body_of(request), audience_id, actor_of(principal), now_ms())
+        version, config = await self._apply(request, principal, change)
+        return answer(version, await self._documents(config, [aud.audience_of(config, audience_id)]))
+
+    @app.delete("/v1/audiences/{audience_id}")
+    async def delete_audience(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)], audience_id: int
+    ) -> Response:
+        """Refused (409) while another audience's criteria name this one."""
+        version, _ = await self._apply(request, principal, RemoveAudience(id=audience_id))
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    @app.post("/v1/audiences/{audience_id}/connections")
+    async def connect_audience(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)], audience_id: int
+    ) -> Response:
+        """`{"output_id"}`: an output that takes audience memberships; the answer is the audience."""
+        change = aud.connection_request(await body_of(request), audience_id, actor_of(principal), now_ms())
+        version, config = await self._apply(request, principal, change)
+        return answer(version, await self._documents(config, [aud.audience_of(config, audience_id)]), 201)
+
+    @app.delete("/v1/audiences/{audience_id}/connections/{output_id}")
+    async def disconnect_audience(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)],
+        audience_id: int,
+        output_id: int,
+    ) -> Response:
+        change = aud.disconnection(audience_id, output_id, actor_of(principal), now_ms())
+        version, _ = await self._apply(request, principal, change)
+        return Response(status_code=204, headers={"ETag": etag(version)})
+
+    # ---- standard audiences: a run over every shard, its CSV, sending it ----
+
+    @app.post("/v1/audiences/{audience_id}/calculate")
+    async def calculate(
+        self,
+        request: Request,
+        principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)],
+        audience_id: int,
+        identities: str | None = None,
+    ) -> Response:
+        """Starts a run of a standard audience over all profiles, one call per shard in parallel; `?identities=`
+        chooses the CSV's identity columns (default customer_id, email). 202 with its progress."""
+        version, config = await self._current()
+        audience = aud.audience_of(config, audience_id)
+        aud.check_standard(audience)
+        running = self.runs.get(audience_id)
+        if running is not None and running.progress()["state"] == "running":
+            raise Conflict(
+                f"Audience {audience_id} is being calculated: {running.done} of {running.shards} shards done."
+            )
+        run = standard.StandardRun(self.runs_dir, audience, self.runtime.shards, standard.identity_columns(identities),
+                                   now_ms())  # fmt: skip
+        self.runs[audience_id] = run
+        self.tasks.spawn(self._run(run), f"standard-audience-{audience_id}")
+        return answer(version, [aud.run_document(audience, run, self._last_run(audience_id))], 202)
+
+    async def _run(self, run: standard.StandardRun) -> None:
+        shards = handles.shards(self.runtime.shards)
+        calls = [shard.standard_audience.remote(run.audience, run.now_ms, tuple(run.identities)) for shard in shards]
+        try:
+            for done in asyncio.as_completed(calls):
+                run.shard_done(await done)
+            await asyncio.to_thread(run.finish)
+        except Exception as error:
+            run.failed(f"{type(error).__name__}: the run stopped; start it again")
+            raise
+
+    @app.get("/v1/audiences/{audience_id}/calculate", dependencies=[platform_call(P.AUDIENCES_READ)])
+    async def calculation(self, audience_id: int) -> Response:
+        """The run's progress (shards done / total) and the last result (size, when)."""
+        version, config = await self._current()
+        audience = aud.audience_of(config, audience_id)
+        aud.check_standard(audience)
+        return answer(version, [aud.run_document(audience, self.runs.get(audience_id), self._last_run(audience_id))])
+
+    @app.get("/v1/audiences/{audience_id}/download", dependencies=[platform_call(P.AUDIENCES_READ)])
+    async def download(self, audience_id: int) -> Response:
+        """The last run's members as CSV: `mpid` and the identity columns the run chose."""
+        _, config = await self._current()
+        aud.check_standard(aud.audience_of(config, audience_id))
+        last = self._require_run(audience_id)
+        data = await asyncio.to_thread((self.runs_dir / last.csv_file).read_bytes)
+        disposition = f'attachment; filename="audience-{audience_id}-{last.calculated_at_ms}.csv"'
+        return Response(data, media_type="text/csv", headers={"Content-Disposition": disposition})
+
+    def _require_run(self, audience_id: int) -> standard.RunResult:
+        last = self._last_run(audience_id)
+        if last is None:
+            raise NotFound(f"Audience {audience_id} has not been calculated: POST .../calculate first.")
+        return last
+
+    @app.post("/v1/audiences/{audience_id}/send")
+    async def send(
+        self, request: Request, principal: Annotated[Principal, platform_call(P.AUDIENCES_WRITE)], audience_id: int
+    ) -> Response:
+        """The last run's members, as membership `add` changes, to each output the audience is connected to."""
+        version, config = await self._current()
+        audience = aud.audience_of(config, audience_id)
+        aud.check_standard(audience)
+        if not audience.connected_outputs:
+            raise BadRequest(f"audience {audience_id} is connected to no output", "connected_outputs")
+        last = self._require_run(audience_id)
+        members = await asyncio.to_thread(standard.run_members, self.runs_dir, last)
+        changes = aud.membership_adds(audience, members, now_ms())
+        by_forwarder: dict[int, list[Any]] = {}
+        for change in changes:
+            by_forwarder.setdefault(partition_of(change.mpid, self.runtime.forwarders), []).append(change)
+        offers = [
+            (f, output_id, items) for f, items in by_forwarder.items() for output_id in audience.connected_outputs
+        ]
+        try:
+            refused = await asyncio.gather(*(self._offer(*offer) for offer in offers))
+        except ray.exceptions.RayError as error:
+            raise unavailable(error, "The forwarders") from error
+        for (forwarder, output_id, _), left in zip(offers, refused, strict=True):
+            if left:
+                self.tasks.spawn(self._offer_until_taken(forwarder, output_id, left), f"send-{audience_id}-{output_id}")
+        sent = {"audience_id": audience_id, "members": len(members), "outputs": audience.connected_outputs,
+                "calculated_at_ms": last.calculated_at_ms, "waiting": sum(len(left) for left in refused)}  # fmt: skip
+        return answer(version, [sent], 202)
+
+    async def _offer(self, forwarder: int, output_id: int, changes: list[Any]) -> list[Any]:
+        """The changes to one forwarder's bulk queue of the output; those it refuses (the queue is full)."""
+        return await handles.forwarder(forwarder).deliver_memberships.remote(output_id, changes)
+
+    async def _offer_until_taken(self, forwarder: int, output_id: int, changes: list[Any]) -> None:
+        """Offered again as the full queue drains (its uploads), until every change is taken."""
+        while changes:
+            await asyncio.sleep(SEND_RETRY_S)
+            with contextlib.suppress(ray.exceptions.RayError):  # a restarting forwarder: offer again
+                changes = await self._offer(forwarder, output_id, changes)

@@ -86,7 +86,8 @@ class ProfileApi:
     def __init__(self, config: WorkspaceConfig, data_dir: str) -> None:
         self.config = config
         self.workspace = config.workspace
-        app.state.access = Access(config, data_dir, follow=True)
+        self.access = Access(config, data_dir, follow=True)
+        app.state.access = self.access
 
     @app.post("/oauth/token", dependencies=[Depends(json_body)])
     async def token(self, request: Request, body: TokenRequest) -> Response:
@@ -107,9 +108,9 @@ class ProfileApi:
         record, profile = await asyncio.gather(handles.identity().record.remote(mpid), shard.profile.remote(mpid))
         if (record is None or record.orphaned) and profile is None:
             raise NotFound(f"No profile with mpid {mpid}.")
-        return Response(
-            msgspec.json.encode(profile_api_body(mpid, record, profile, fields)), media_type="application/json"
-        )
+        names = {a.id: a.name for a in (await self.access.snapshot()).config.audiences}  # the live configuration's
+        body = profile_api_body(mpid, record, profile, fields, names)
+        return Response(msgspec.json.encode(body), media_type="application/json")
 
     # Declared before the by-MPID route, which would otherwise claim /userprofile/v1/resolve/... paths.
     @app.post(

@@ -224,6 +224,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/cdp/reports/activity", P.REPORTS_READ),
     Endpoint("GET", "/cdp/reports/identity", P.REPORTS_READ),
     Endpoint("GET", "/cdp/audit", P.AUDIT_READ),  # issue 15, point 5
+    Endpoint("GET", "/cdp/audiences", P.AUDIENCES_READ),
     # Platform API (https://docs.mparticle.com/developers/apis/platform/overview/), `?accountId=` on each;
     # serve_apps/platform.py, mounted at /platform
     Endpoint("GET", "/platform/v1/accounts", P.ACCOUNTS_READ),
@@ -238,10 +239,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_platform("outputs", P.SERVICES_READ, P.CONNECTIONS_WRITE, item="{output_id}"),
     *_platform("connections", P.CONNECTIONS_READ, P.CONNECTIONS_WRITE, item="{connection_id}"),
     *_platform("users", P.USERS_READ, P.USERS_WRITE, item="{user}"),
-    # issue 9 adds these behind the same roles
-    Endpoint("GET", "/platform/v1/audiences", P.AUDIENCES_READ),
-    Endpoint("GET", "/platform/v1/workspace/{id}/audiences", P.AUDIENCES_READ),
-    Endpoint("DELETE", "/platform/v1/audiences/{id}", P.AUDIENCES_WRITE),
+    # audiences (https://docs.mparticle.com/developers/apis/platform/audiences/) and ours beside them: create,
+    # update, connections to audience outputs, standard audiences' runs, CSV and sending
+    *_platform("audiences", P.AUDIENCES_READ, P.AUDIENCES_WRITE, item="{audience_id}"),
+    Endpoint("GET", "/platform/v1/workspace/{workspace_id}/audiences", P.AUDIENCES_READ),
+    Endpoint("POST", "/platform/v1/audiences/{audience_id}/connections", P.AUDIENCES_WRITE),
+    Endpoint("DELETE", "/platform/v1/audiences/{audience_id}/connections/{output_id}", P.AUDIENCES_WRITE),
+    Endpoint("POST", "/platform/v1/audiences/{audience_id}/calculate", P.AUDIENCES_WRITE),
+    Endpoint("GET", "/platform/v1/audiences/{audience_id}/calculate", P.AUDIENCES_READ),
+    Endpoint("GET", "/platform/v1/audiences/{audience_id}/download", P.AUDIENCES_READ),
+    Endpoint("POST", "/platform/v1/audiences/{audience_id}/send", P.AUDIENCES_WRITE),
     # calculated attributes (Platform API v2, https://docs.mparticle.com/developers/apis/platform/calculated-attributes/)
     *_calculated_attributes("/platform/v2/workspaces/{workspace_id}/calculatedattributes"),
     # Profile API (serve_apps/profile.py)

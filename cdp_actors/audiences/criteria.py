@@ -147,8 +147,8 @@ def node_kind(value: Any) -> str | None:
     """The tag of the node `value` is (the first of its keys that names a kind), None when it names none."""
     if isinstance(value, BaseModel):
         return next((tag for tag, model in _MODELS.items() if isinstance(value, model)), None)
-    if isinstance(value, dict):
-        return next((NODE_KEYS[key] for key in value if key in NODE_KEYS), None)
+    if isinstance(value, dict):  # `not_`: a Not node dumped without aliases (the configuration store's documents)
+        return next((NODE_KEYS[key.rstrip("_")] for key in value if key.rstrip("_") in NODE_KEYS), None)
     return None
 
 

@@ -25,13 +25,13 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from cdp_actors.access.roles import Role
 from cdp_actors.audiences import criteria
 from cdp_actors.calculated.definition import Definition
-from cdp_actors.config import CalculatedAttribute, Connection, ConsoleUser, Input, Output, WorkspaceConfig
+from cdp_actors.config import Audience, CalculatedAttribute, Connection, ConsoleUser, Input, Output, WorkspaceConfig
 from cdp_actors.errors import BadRequest, Conflict, NotFound
-from cdp_actors.integrations.registry import MODULES, takes_events
+from cdp_actors.integrations.registry import MODULES, takes_events, takes_memberships
 
 SECTIONS: dict[str, type[BaseModel]] = {"inputs": Input, "outputs": Output, "connections": Connection}
 """The sections changes edit, each with the model of its items."""
-ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection"}
+ITEM_NAMES = {"inputs": "input", "outputs": "output", "connections": "connection", "audiences": "audience"}
 MAX_CHANGED_PATHS = 50
 """Changed paths kept per history entry: a change touches one item, so more means a replaced section; the
 count of the rest is kept instead."""
@@ -185,12 +185,51 @@ CalculatedAttributeChange = (
 CALCULATED_ATTRIBUTE_CHANGES = (AddCalculatedAttribute, UpdateCalculatedAttribute, RemoveCalculatedAttribute,
                                 ActivateCalculatedAttribute, DiscardCalculatedAttributeDraft)  # fmt: skip
 
+
+class AddAudience(AddItem, tag="add_audience", frozen=True):
+    """An audience: `name`, `external_name`, `workspaces`, `kind`, `criteria` (the Platform API body), made by `by`
+    at `on` (ISO 8601, UTC): its `created_*` and `last_modified_*`."""
+
+    section = "audiences"
+    by: str = ""
+    on: str = ""
+
+
+class UpdateAudience(UpdateItem, tag="update_audience", frozen=True):
+    section = "audiences"
+    by: str = ""
+    on: str = ""
+
+
+class RemoveAudience(RemoveItem, tag="remove_audience", frozen=True):
+    section = "audiences"
+
+
+class ConnectAudience(msgspec.Struct, tag="connect_audience", frozen=True, kw_only=True):
+    """Audience `id` sends its membership changes to output `output_id` from now on."""
+
+    id: int
+    output_id: int
+    by: str = ""
+    on: str = ""
+
+
+class DisconnectAudience(msgspec.Struct, tag="disconnect_audience", frozen=True, kw_only=True):
+    id: int
+    output_id: int
+    by: str = ""
+    on: str = ""
+
+
+AudienceChange = AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
+
 Change = (
     AddInput | UpdateInput | RemoveInput
     | AddOutput | UpdateOutput | RemoveOutput
     | AddConnection | UpdateConnection | RemoveConnection
     | AddUser | UpdateUser | RemoveUser
     | CalculatedAttributeChange
+    | AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
 
@@ -217,6 +256,8 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
         return Applied(_users_changed(config, change), dict(next_ids), f"users/{_user_name(change)}")
     if isinstance(change, CALCULATED_ATTRIBUTE_CHANGES):
         return _calculated_attributes_changed(config, change, next_ids)
+    if isinstance(change, (AddAudience, UpdateAudience, RemoveAudience, ConnectAudience, DisconnectAudience)):
+        return _audiences_changed(config, change, next_ids)
     section = change.section
     items = list(getattr(config, section))
     ids = dict(next_ids)
@@ -309,6 +350,10 @@ def _check_removable(config: WorkspaceConfig, section: str, item_id: int) -> Non
         users = [c.id for c in config.connections if getattr(c, field) == item_id]
         if users:
             raise BadRequest(f"{field} {item_id} is used by connections {users}; remove them first", "$.id")
+    if section == "outputs":
+        connected = [a.id for a in config.audiences if item_id in a.connected_outputs]
+        if connected:
+            raise BadRequest(f"output {item_id} receives audiences {connected}; disconnect them first", "$.id")
 
 
 def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
@@ -327,6 +372,12 @@ def _check_references(config: WorkspaceConfig, section: str, item: Any) -> None:
         users = [c.id for c in config.connections if c.output == item.id]
         if users:
             raise BadRequest(f"{item.kind} takes no event data, and connections {users} send it", "$.kind")
+    if section == "outputs" and not takes_memberships(item.kind):
+        connected = [a.id for a in config.audiences if item.id in a.connected_outputs]
+        if connected:
+            raise BadRequest(
+                f"{item.kind} takes no audience memberships, and audiences {connected} send them", "$.kind"
+            )
 
 
 # ---- console users -------------------------------------------------------------------------------------------
@@ -504,6 +555,170 @@ def _check_not_in_audiences(config: WorkspaceConfig, item: CalculatedAttribute) 
     users = [a.id for a in config.audiences if item.name in criteria.referenced_calculated_attributes(a.criteria)]
     if users:
         raise Conflict(f"Calculated attribute {item.name!r} is used by audiences {users}; change them first.")
+
+
+# ---- audiences -----------------------------------------------------------------------------------------------
+
+AUDIENCE_FIELDS = frozenset({"name", "external_name", "workspaces", "kind", "criteria"})
+"""What an audience change may set: its connections change through connect / disconnect, its stamps by the change."""
+
+
+def _audiences_changed(
+    config: WorkspaceConfig,
+    change: AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience,
+    next_ids: NextIds,
+) -> Applied:
+    audiences = list(config.audiences)
+    ids = dict(next_ids)
+    if isinstance(change, AddAudience):
+        audience = _new_audience(change, max(ids.get("audiences", 1), *(a.id + 1 for a in audiences), 1))
+        ids["audiences"] = audience.id + 1
+        audiences.append(audience)
+    else:
+        position = _position(audiences, "audiences", change.id)
+        audience = audiences[position]
+        if isinstance(change, RemoveAudience):
+            del audiences[position]
+        else:
+            audience = audiences[position] = _changed_audience(config, audience, change)
+    removed = isinstance(change, RemoveAudience)
+    if not removed:
+        _check_workspaces(config, audience)
+    calculated_names = {ca.name for ca in config.calculated_attributes}
+    _check_audience_references(audiences, calculated_names, None if removed else audience.id)
+    after = _rebuilt(config, "audiences", audiences)
+    return Applied(after, ids, f"audiences/{audience.id}")
+
+
+def _new_audience(change: AddAudience, audience_id: int) -> Audience:
+    _check_audience_fields(change.fields)
+    stamps = {"created_by": change.by, "created_on": change.on, "last_modified_by": change.by,
+              "last_modified_on": change.on}  # fmt: skip
+    return _validated_audience({**change.fields, **stamps, "id": audience_id})
+
+
+def _changed_audience(
+    config: WorkspaceConfig, audience: Audience, change: UpdateAudience | ConnectAudience | DisconnectAudience
+) -> Audience:
+    stamps = {"last_modified_by": change.by, "last_modified_on": change.on}
+    if isinstance(change, UpdateAudience):
+        _check_audience_fields(change.fields)
+        return _validated_audience({**item_document(audience), **change.fields, **stamps})
+    outputs = list(audience.connected_outputs)
+    if isinstance(change, DisconnectAudience):
+        if change.output_id not in outputs:
+            raise NotFound(f"Audience {audience.id} is not connected to output {change.output_id}.")
+        outputs.remove(change.output_id)
+    else:
+        output = next((o for o in config.outputs if o.id == change.output_id), None)
+        if output is None:
+            raise BadRequest(f"no output with id {change.output_id}", "$.output_id")
+        if not takes_memberships(output.kind):
+            raise BadRequest(f"{output.kind} takes no audience memberships", "$.output_id")
+        if change.output_id in outputs:
+            raise Conflict(f"Audience {audience.id} is connected to output {change.output_id} already.")
+        outputs.append(change.output_id)
+    return audience.model_copy(update={"connected_outputs": outputs, **stamps})
+
+
+def _check_audience_fields(fields: dict[str, Any]) -> None:
+    _refuse_environment_references(fields)
+    unknown = sorted(set(fields) - AUDIENCE_FIELDS)
+    if unknown:
+        raise BadRequest(f"an audience change sets only {', '.join(sorted(AUDIENCE_FIELDS))}", f"$.{unknown[0]}")
+
+
+def _validated_audience(fields: dict[str, Any]) -> Audience:
+    """The audience, its criteria checked by the criteria module (operators for each type, the values each takes,
+    identity and event types, the tree's size) with refusals naming the node in the request (`$.criteria.all[1]`)."""
+    if "criteria" in fields:
+        fields = {**fields, "criteria": _parsed_criteria(fields["criteria"])}
+    try:
+        return Audience.model_validate(fields)
+    except ValidationError as error:
+        raise _refusal(error) from None
+
+
+def _parsed_criteria(data: Any) -> criteria.Node:
+    try:
+        return criteria.parse_criteria(data, "$.criteria")
+    except BadRequest as error:  # its message starts with the path; ours ends with it
+        raise BadRequest(error.message.removeprefix(f"{error.path}: "), error.path) from None
+
+
+def member_of_nodes(node: Any, path: str = "$.criteria") -> list[tuple[criteria.MemberOf, str]]:
+    """Every `{"audience": ID}` node of a criteria tree, with its path."""
+    if isinstance(node, criteria.MemberOf):
+        return [(node, path)]
+    if isinstance(node, (criteria.All, criteria.Any_)):
+        key = "all" if isinstance(node, criteria.All) else "any"
+        children = node.all if isinstance(node, criteria.All) else node.any
+        return [found for n, child in enumerate(children) for found in member_of_nodes(child, f"{path}.{key}[{n}]")]
+    if isinstance(node, criteria.Not):
+        return member_of_nodes(node.not_, f"{path}.not")
+    return []
+
+
+def _check_audience_references(audiences: list[Audience], calculated_names: set[str], changed: int | None) -> None:
+    """Every `{"audience": ID}` names a real-time audience (the shards keep only those memberships), no audience
+    depends on itself, every `{"calculated_attribute": NAME}` names a calculated attribute. A fault of the changed
+    audience is a 400 naming its node; one the change made in another audience (removing, or turning standard, an
+    audience that one names) is a 409. Checked before the workspace's own validation, which would name the file's
+    paths (`audiences[2].criteria...`) rather than the request's."""
+    kinds = {a.id: a.kind for a in audiences}
+    named = {a.id: {node.audience for node, _ in member_of_nodes(a.criteria)} for a in audiences}
+    for audience in audiences:
+        for node, path in member_of_nodes(audience.criteria):
+            if node.audience not in kinds:
+                fault = f"no audience with id {node.audience}"
+            elif kinds[node.audience] != "real_time":
+                fault = f"audience {node.audience} is a standard audience; membership criteria name real-time ones"
+            elif node.audience == audience.id or audience.id in _depended_on(named, node.audience):
+                fault = f"audience {node.audience} depends on this audience: the criteria would form a cycle"
+            else:
+                continue
+            if audience.id == changed:
+                raise BadRequest(fault, path)
+            raise Conflict(f"Audience {audience.id} ({audience.name}) depends on it: {fault}. Change that one first.")
+    for audience in audiences:
+        for name, path in calculated_attribute_nodes(audience.criteria):
+            if name not in calculated_names and audience.id == changed:
+                raise BadRequest(f"no calculated attribute named {name!r}", path)
+
+
+def calculated_attribute_nodes(node: Any, path: str = "$.criteria") -> list[tuple[str, str]]:
+    """The calculated attribute each `{"calculated_attribute": NAME}` node names, with the node's path."""
+    if isinstance(node, criteria.CalculatedAttribute):
+        return [(node.calculated_attribute, f"{path}.calculated_attribute")]
+    if isinstance(node, (criteria.All, criteria.Any_)):
+        key = "all" if isinstance(node, criteria.All) else "any"
+        children = node.all if isinstance(node, criteria.All) else node.any
+        return [
+            found
+            for n, child in enumerate(children)
+            for found in calculated_attribute_nodes(child, f"{path}.{key}[{n}]")
+        ]
+    if isinstance(node, criteria.Not):
+        return calculated_attribute_nodes(node.not_, f"{path}.not")
+    return []
+
+
+def _depended_on(named: dict[int, set[int]], audience_id: int) -> set[int]:
+    """The audiences `audience_id`'s criteria name, directly or through others."""
+    found: set[int] = set()
+    waiting = list(named.get(audience_id, ()))
+    while waiting:
+        current = waiting.pop()
+        if current not in found:
+            found.add(current)
+            waiting += named.get(current, ())
+    return found
+
+
+def _check_workspaces(config: WorkspaceConfig, audience: Audience) -> None:
+    for n, workspace_id in enumerate(audience.workspaces):
+        if workspace_id != config.workspace.workspace_id:
+            raise BadRequest(f"no workspace with id {workspace_id}", f"$.workspaces[{n}]")
 
 
 # ---- documents: the configuration as plain data --------------------------------------------------------------

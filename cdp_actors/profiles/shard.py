@@ -22,7 +22,8 @@ import ray
 import ray.exceptions
 
 from cdp_actors import handles
-from cdp_actors.config import WorkspaceConfig
+from cdp_actors.audiences.standard import Member, standard_members
+from cdp_actors.config import Audience, WorkspaceConfig
 from cdp_actors.constants import BACKFILL_USERS_PER_STEP, DERIVED_TICK_S, SWEEP_USERS_PER_STEP
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
@@ -491,3 +492,7 @@ class ProfileShard:
 
     def stats(self) -> ShardStats:
         return self.core.stats(self.handoff.holding())
+
+    def standard_audience(self, audience: Audience, now_ms: int, identities: tuple[str, ...] = ()) -> list[Member]:
+        """This shard's members of a standard audience, read in one read transaction (audiences/standard.py)."""
+        return standard_members(self.core.store, audience, now_ms, identities)

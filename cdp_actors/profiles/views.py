@@ -8,6 +8,7 @@ Both combine the IdentityIndex's record (the authoritative identities) with the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from cdp_actors.identity.strategy import IdentityRecord
@@ -55,8 +56,20 @@ def identity_entries(record: IdentityRecord | None, devices: bool) -> list[dict[
     ]
 
 
+def audience_memberships(profile: dict[str, Any] | None, names: Mapping[int, str]) -> list[dict[str, Any]]:
+    """The real-time audiences the user is a member of now (`Profile.audiences`), named from the configuration; an
+    audience removed since is left out. Memberships do not expire here: `expiration_timestamp_ms` is null."""
+    entered = {int(audience_id): ms for audience_id, ms in ((profile or {}).get("audiences") or {}).items()}
+    return [{"audience_id": audience_id, "audience_name": names[audience_id], "expiration_timestamp_ms": None}
+            for audience_id in sorted(entered) if audience_id in names]  # fmt: skip
+
+
 def profile_api_body(
-    mpid: int, record: IdentityRecord | None, profile: dict[str, Any] | None, fields: list[str]
+    mpid: int,
+    record: IdentityRecord | None,
+    profile: dict[str, Any] | None,
+    fields: list[str],
+    audience_names: Mapping[int, str] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "mpid": mpid,
@@ -73,7 +86,7 @@ def profile_api_body(
     if "user_attributes" in fields:
         body["user_attributes"] = {name: _as_strings(value) for name, value in live_attributes(profile).items()}
     if "audience_memberships" in fields:
-        body["audience_memberships"] = []  # audiences arrive with their own issue
+        body["audience_memberships"] = audience_memberships(profile, audience_names or {})
     if "attribution" in fields:
         body["attribution"] = []  # shape undocumented by the Profile API page; install attribution is not stored yet
     return body

@@ -56,8 +56,7 @@ def test_every_platform_route_declares_exactly_the_tables_permission():
             seen.add(key)
             assert declared(route) == {PERMISSION_OF[key]}, key
     implemented = {(e.method, e.path) for e in ENDPOINTS if e.path.startswith("/platform/")}
-    audiences = {key for key in implemented if "audiences" in key[1]}  # issue 9's routes
-    assert seen == implemented - audiences
+    assert seen == implemented
 
 
 # ---- apps and app platforms -----------------------------------------------------------------------------------
