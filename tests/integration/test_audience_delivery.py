@@ -8,13 +8,11 @@ the shard's resend to a forwarder restarted after `kill -9`."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections import Counter
 from typing import Any
 
 import msgspec
-import pytest
 import ray
 
 from cdp_actors.integrations.base import MembershipChange, sha256_hex
@@ -189,7 +187,6 @@ GOLD = {
     "criteria": {"user_attribute": "tier", "type": "string", "operator": "equals", "value": "gold"},
     "connected_outputs": [WEBHOOK, FACEBOOK],
 }
-SHARDS_EVALUATE_AUDIENCES = importlib.util.find_spec("cdp_actors.profiles.derived") is not None
 
 
 def webhook_changes_by_email(receiver: Receiver) -> list[tuple[str, str, str]]:
@@ -218,7 +215,6 @@ def set_tier(api: Api, users: range, tier: str) -> None:
         assert api.post("/v2/events", body).status_code == 202
 
 
-@pytest.mark.skipif(not SHARDS_EVALUATE_AUDIENCES, reason="needs the shards' audience evaluation (merged later)")
 def test_an_audiences_outputs_receive_exactly_its_adds_and_drops(platform, receiver) -> None:
     api = platform(config(receiver, [GOLD]))
     set_tier(api, range(1, 7), "gold")
