@@ -215,3 +215,32 @@ def test_a_standard_audience_is_calculated_over_every_profile_downloaded_as_csv_
     assert bad.status_code == 400 and "identities" in bad.text
     real_time = data(call(base, "POST", "/audiences", admin, {"name": f"Live {tag}", "criteria": criteria}), 201)[0]
     assert call(base, "POST", f"/audiences/{real_time['id']}/calculate", admin).status_code == 400
+
+
+def test_a_real_time_members_audience_memberships_and_sizes(base: str, admin: dict[str, str]) -> None:
+    tag = uuid.uuid4().hex[:8]
+    criteria = {"user_attribute": "plan", "type": "string", "operator": "equals", "value": f"gold-{tag}"}
+    audience = data(call(base, "POST", "/audiences", admin, {"name": f"Live {tag}", "criteria": criteria}), 201)[0]
+    batch = {"environment": "production", "events": [], "user_attributes": {"plan": f"gold-{tag}"},
+             "user_identities": {"customer_id": f"live-{tag}"}}  # fmt: skip
+    sent = requests.post(base + "/v2/events", json=batch, headers={"Authorization": DEMO_AUTH}, timeout=30)
+    assert sent.status_code == 202, sent.text
+
+    def found() -> list[Any]:
+        search = {"identity_type": "customer_id", "value": f"live-{tag}"}
+        return requests.get(base + "/cdp/users/search", params=search, headers=admin, timeout=30).json()["users"]
+
+    mpid = wait_for(found, what="the user's profile")[0]["mpid"]
+    reader = {"Authorization": "Bearer " + token_of(base, "demo-client", "demo-client-secret")}
+    url = f"{base}/userprofile/v1/1/1/1/{mpid}"
+
+    def memberships() -> list[Any]:
+        body = requests.get(url, params={"fields": "audience_memberships"}, headers=reader, timeout=30).json()
+        return body["audience_memberships"]
+
+    listed = wait_for(memberships, what="the membership in the Profile API")
+    assert listed == [{"audience_id": audience["id"], "audience_name": f"Live {tag}", "expiration_timestamp_ms": None}]
+    assert data(call(base, "GET", f"/audiences/{audience['id']}", admin))[0]["size"] == 1
+    rows = requests.get(base + "/cdp/audiences", headers=admin, timeout=30).json()["audiences"]
+    row = next(r for r in rows if r["id"] == audience["id"])
+    assert (row["kind"], row["size"], sum(row["adds"].values()), row["drops"]) == ("real_time", 1, 1, {})
