@@ -26,8 +26,9 @@ client clock ahead) counts as the batch's time, and one before 1970 as 1970. Eve
 `within` N days (weeks: 7N days) keeps a bucket per UTC day (`day = time_ms // DAY_MS`). At `now_ms`, the
 buckets with `day > now_ms // DAY_MS - N` count: "within 1 day" is today (UTC), "within 7 days" today and the six
 days before. A bucket leaves the window at `(day + N) * DAY_MS`; `next_change_ms` is when the oldest leaves.
-Folding a batch drops the buckets (and skips the contributions) already out of the window at the batch's time,
-so a state holds at most N buckets (values are read at a `now_ms` no earlier than the last batch's time).
+Folding a batch drops the buckets (and skips the contributions) already out of the window at the latest time the
+state has seen (the batch's, or its newest bucket's day), so a state holds at most N buckets; values are read at a
+`now_ms` no earlier than any batch's time.
 Without a window the state has one bucket (`day` 0) and never changes by itself.
 
 Values, all strings (numbers: at most 15 significant digits, integral ones without `.0`; timestamps ISO 8601
@@ -415,8 +416,11 @@ class Calculation:
         if not items:
             return state
         window = self.window_days
-        oldest_day = None if window is None else batch.batch_ms // DAY_MS - window + 1
         before = state if state is not None else _EMPTY
+        oldest_day = None
+        if window is not None:  # values are read no earlier than the latest batch: not before its day either
+            today = max(batch.batch_ms // DAY_MS, before.buckets[-1].day if before.buckets else 0)
+            oldest_day = today - window + 1
         work = CAState(before.buckets, before.seed, before.seq)  # `seq` advances on this copy while folding
         touched: dict[int, Bucket] = {}
         changed: set[int] = set()
@@ -455,11 +459,7 @@ class Calculation:
         keys = self.matcher.keys
         if keys is None:
             return bool(batch.events)
-        index = batch_index(batch)
-        for key in keys:
-            if key in index:
-                return True
-        return False
+        return not batch_index(batch).keys().isdisjoint(keys)
 
     def seeded(self, state: CAState | None, seed: CalculatedAttributeSeed) -> CAState:
         """The state with `seed` as what happened before the seed's cutoff (a later seed replaces an earlier one)."""
@@ -538,7 +538,7 @@ def _fold_count(bucket: Bucket, item: Contribution, state: CAState) -> bool:
 
 
 def _fold_sum(bucket: Bucket, item: Contribution, state: CAState) -> bool:
-    if item[2] is None:
+    if not item[2]:  # None (not a number) or 0
         return False
     bucket.total += item[2]
     return True
@@ -562,7 +562,7 @@ def _fold_max(bucket: Bucket, item: Contribution, state: CAState) -> bool:
 
 def _fold_average(bucket: Bucket, item: Contribution, state: CAState) -> bool:
     number, weight = item[2], item[3]
-    if number is None:
+    if number is None or not weight:
         return False
     bucket.total += number * weight
     bucket.count += weight
