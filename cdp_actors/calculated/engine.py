@@ -81,6 +81,7 @@ import msgspec
 
 from cdp_actors.calculated.conditions import MISSING, as_number, as_text, attribute_matches
 from cdp_actors.calculated.definition import Condition, Definition, instant_ms
+from cdp_actors.calculated.seed import seed_fields
 from cdp_actors.schema.events import CalculatedAttributeSeed
 
 DAY_MS = 86_400_000
@@ -466,10 +467,8 @@ class Calculation:
 
     def seeded(self, state: CAState | None, seed: CalculatedAttributeSeed) -> CAState:
         """The state with `seed` as what happened before the seed's cutoff (a later seed replaces an earlier one)."""
-        from cdp_actors.calculated.seed import seed_bucket
-
         day = 0 if self.window_days is None else (seed.cutoff_ms - 1) // DAY_MS
-        bucket = seed_bucket(self.kind, seed, day)
+        bucket = Bucket(day, **seed_fields(self.kind, seed, MAX_DISTINCT_VALUES))
         before = state if state is not None else _EMPTY
         return CAState(list(before.buckets), bucket, before.seq)
 
