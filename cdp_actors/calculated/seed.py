@@ -4,18 +4,16 @@ engine's buckets: what a user did before the seed's cutoff, to combine with what
 A seed carries, by calculation type: `value` (count, sum, min, max, first/last occurrence, first/last occurrence
 timestamp as epoch milliseconds), `key_value_pairs` (average: `sum` and `count`; most frequent: value -> count),
 `values` (unique list, unique values count). `seed_problem` says what is wrong with one, in the documented words
-("Seed value must be numeric"); `seed_bucket` turns a good one into a bucket (a bad part contributes nothing).
+("Seed value must be numeric"); `seed_fields` turns a good one into the fields of the engine's bucket (a bad part
+contributes nothing).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cdp_actors.calculated.conditions import as_number
-
-if TYPE_CHECKING:
-    from cdp_actors.calculated.engine import Bucket
-    from cdp_actors.schema.events import CalculatedAttributeSeed
+from cdp_actors.schema.events import CalculatedAttributeSeed
 
 VALUE_SEEDS = frozenset(
     {
@@ -64,32 +62,30 @@ def seed_problem(calculation_type: str, seed: CalculatedAttributeSeed) -> str | 
     return f"Unknown calculation type {calculation_type}"
 
 
-def seed_bucket(calculation_type: str, seed: CalculatedAttributeSeed, day: int) -> Bucket:
-    """The seed as a bucket of `day`. It precedes every live contribution: first/last values stand at
-    `cutoff_ms - 1`, listed values arrive before any live one (negative arrival numbers)."""
-    from cdp_actors.calculated.engine import MAX_DISTINCT_VALUES, Bucket
-
-    bucket = Bucket(day)
+def seed_fields(calculation_type: str, seed: CalculatedAttributeSeed, cap: int) -> dict[str, Any]:
+    """The seed as the fields of a bucket (`engine.Bucket`). It precedes every live contribution: first/last values
+    stand at `cutoff_ms - 1`, listed values arrive before any live one (negative arrival numbers); at most `cap`
+    distinct values are kept."""
     number = as_number(seed.value) if seed.value is not None else None
     kind = calculation_type
     if kind == "count" and number is not None:
-        bucket.count = number
-    elif kind == "sum" and number is not None:
-        bucket.total = number
-    elif kind in ("min", "max") and number is not None:
-        bucket.extreme = number
-    elif kind in ("first_occurrence", "last_occurrence") and seed.value is not None:
-        bucket.at_ms, bucket.text = seed.cutoff_ms - 1, seed.value
-    elif kind in ("first_occurrence_timestamp", "last_occurrence_timestamp") and number is not None:
-        bucket.at_ms = int(number)
-    elif kind == "average" and seed.key_value_pairs:
+        return {"count": number}
+    if kind == "sum" and number is not None:
+        return {"total": number}
+    if kind in ("min", "max") and number is not None:
+        return {"extreme": number}
+    if kind in ("first_occurrence", "last_occurrence") and seed.value is not None:
+        return {"at_ms": seed.cutoff_ms - 1, "text": seed.value}
+    if kind in ("first_occurrence_timestamp", "last_occurrence_timestamp") and number is not None:
+        return {"at_ms": int(number)}
+    if kind == "average" and seed.key_value_pairs:
         total, count = seed.key_value_pairs.get("sum"), seed.key_value_pairs.get("count")
         if total is not None and count is not None and count > 0:
-            bucket.total, bucket.count = float(total), float(count)
-    elif kind in ("unique_list", "unique_values_count") and seed.values:
-        distinct = list(dict.fromkeys(seed.values))[:MAX_DISTINCT_VALUES]
-        bucket.values = {text: (n - len(distinct), 1.0) for n, text in enumerate(distinct)}
-    elif kind == "most_frequent" and seed.key_value_pairs:
-        pairs = [(text, count) for text, count in seed.key_value_pairs.items() if count > 0][:MAX_DISTINCT_VALUES]
-        bucket.values = {text: (n - len(pairs), float(count)) for n, (text, count) in enumerate(pairs)}
-    return bucket
+            return {"total": float(total), "count": float(count)}
+    if kind in ("unique_list", "unique_values_count") and seed.values:
+        distinct = list(dict.fromkeys(seed.values))[:cap]
+        return {"values": {text: (n - len(distinct), 1.0) for n, text in enumerate(distinct)}}
+    if kind == "most_frequent" and seed.key_value_pairs:
+        pairs = [(text, count) for text, count in seed.key_value_pairs.items() if count > 0][:cap]
+        return {"values": {text: (n - len(pairs), float(count)) for n, (text, count) in enumerate(pairs)}}
+    return {}

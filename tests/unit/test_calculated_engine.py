@@ -8,7 +8,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings, target
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -84,9 +84,9 @@ def definitions(draw: st.DrawFn) -> Definition:
     definition: dict[str, Any] = {
         "data_point": point,
         "calculation_type": calculation,
-        "conditions": draw(st.lists(conditions, max_size=2)),
+        "conditions": draw(st.one_of(st.just([]), st.lists(conditions, min_size=1, max_size=2))),
     }
-    period = draw(st.sampled_from(["none", "since", "within_days", "within_weeks"]))
+    period = draw(st.sampled_from(["none", "since", "within_days", "within_days", "within_weeks"]))
     if period == "since":
         definition["time_period"] = {"type": "since", "date": _iso(T0 + draw(st.integers(-3, 3)) * DAY_MS // 2)}
     elif period.startswith("within"):
@@ -108,11 +108,15 @@ def _iso(ms: int) -> str:
 class Pools:
     """The strategies a batch is drawn from, built once (building strategies per draw dominates the run time)."""
 
-    def __init__(self, values: st.SearchStrategy[Any]) -> None:
+    def __init__(self, values: st.SearchStrategy[Any], *, only_custom: bool = False) -> None:
         self.values = values
-        self.kind = st.sampled_from(["custom_event", "custom_event", "screen_view", "commerce_event"])
-        self.stamp = st.one_of(st.none(), st.integers(-5 * DAY_MS, DAY_MS // 4))  # mostly before the batch
-        self.attributes = st.dictionaries(st.sampled_from(["x", "y", "price"]), values, max_size=3)
+        self.names = st.just("A") if only_custom else names
+        self.steps = st.integers(4, 14) if only_custom else st.integers(1, 12)
+        self.batch_size = st.integers(1, 4) if only_custom else st.integers(0, 6)
+        kinds = ["custom_event"] if only_custom else ["custom_event", "custom_event", "screen_view", "commerce_event"]
+        self.kind = st.sampled_from(kinds)
+        self.stamp = st.one_of(st.none(), st.integers(-2 * DAY_MS, DAY_MS // 4))  # mostly before the batch
+        self.attributes = st.dictionaries(st.sampled_from(["x", "y", "price"]), values, min_size=int(only_custom))
         self.custom_type = st.sampled_from(["navigation", "other"])
         self.products = st.lists(
             st.fixed_dictionaries(
@@ -149,7 +153,7 @@ def events(draw: st.DrawFn, batch_ms: int, pools: Pools) -> dict[str, Any]:
     if attributes:
         data["custom_attributes"] = attributes
     if kind == "custom_event":
-        data["event_name"] = draw(names)
+        data["event_name"] = draw(pools.names)
         data["custom_event_type"] = draw(pools.custom_type)
     elif kind == "screen_view":
         data["screen_name"] = draw(names)
@@ -164,7 +168,7 @@ def events(draw: st.DrawFn, batch_ms: int, pools: Pools) -> dict[str, Any]:
 
 
 steps = st.sampled_from(["batch", "batch", "batch", "batch", "seed", "age", "roundtrip"])
-ticks = st.sampled_from([0, 1, 1000, DAY_MS // 3, DAY_MS, 3 * DAY_MS, -DAY_MS // 2])
+ticks = st.sampled_from([0, 1, 1000, DAY_MS // 3, DAY_MS // 2, DAY_MS, DAY_MS, 2 * DAY_MS, 3 * DAY_MS, -DAY_MS // 2])
 
 
 @st.composite
@@ -173,12 +177,12 @@ def operations(draw: st.DrawFn, pools: Pools) -> list[tuple[str, Any]]:
     clock = T0 + draw(st.integers(0, DAY_MS))
     latest = clock
     ops: list[tuple[str, Any]] = []
-    for _ in range(draw(st.integers(1, 12))):
+    for _ in range(draw(pools.steps)):
         what = draw(steps)
         if what == "batch":
             clock += draw(ticks)
             latest = max(latest, clock)
-            batch_events = [draw(events(clock, pools)) for _ in range(draw(st.integers(0, 6)))]
+            batch_events = [draw(events(clock, pools)) for _ in range(draw(pools.batch_size))]
             ops.append(("batch", Observed(batch_events, draw(pools.user_attributes), clock)))
         elif what == "seed":
             ops.append(("seed", draw(seeds())))
@@ -269,9 +273,12 @@ def run(definition: Definition, ops: list[tuple[str, Any]], nows: list[int]) -> 
         now = latest + offset
         expected = oracle_value(definition, batches, seed, now, cap=engine.MAX_DISTINCT_VALUES)
         got = calculation.value(state, now)
+        if state is not None and calculation.window_days is not None:
+            event(f"window: {min(len(state.buckets), 3)} buckets")
         event(f"{definition.calculation_type}: {'no value' if got in (None, '0') else 'a value'}")
         assert same_value(definition.calculation_type, got, expected), (now, got, expected)
     if state is not None and calculation.window_days is not None:
+        target(float(len(state.buckets)), label="buckets in a window")  # steer towards several days
         assert len(state.buckets) <= calculation.window_days
         change = calculation.next_change_ms(state)
         assert change is not None and change > 0
@@ -285,6 +292,7 @@ def run(definition: Definition, ops: list[tuple[str, Any]], nows: list[int]) -> 
 
 SMALL = Pools(small_values)
 WIDE = Pools(st.one_of(wide_values, small_values))
+CUSTOM = Pools(small_values, only_custom=True)
 later = st.lists(st.integers(0, 30 * DAY_MS), min_size=1, max_size=4)
 
 
@@ -302,6 +310,31 @@ def test_capped_values_equal_the_recomputation(
     """Unique lists and most frequent past their cap (a small cap makes it reachable with few events)."""
     with patch.object(engine, "MAX_DISTINCT_VALUES", cap):
         run(definition, ops, nows)
+
+
+@st.composite
+def windowed_definitions(draw: st.DrawFn) -> Definition:
+    """Every calculation type over custom events named A (or user attribute x), in a window of a few days: what
+    the random definitions above reach less often (several days' buckets in one state)."""
+    calculation = draw(st.sampled_from(CALCULATION_TYPES))
+    if draw(st.booleans()):
+        point = {"type": "user_attribute", "attribute_name": "x"}
+    else:
+        numeric = calculation in {"sum", "min", "max", "average"}
+        point = {"type": "event_attribute" if numeric or draw(st.booleans()) else "event", "event_name": "A"}
+        point |= {"event_type": "custom_event", "attribute_name": draw(st.sampled_from(["x", "y"]))}
+    unit = draw(st.sampled_from(["days", "days", "weeks"]))
+    within = draw(st.integers(2, 4) if unit == "days" else st.just(1))
+    return Definition.model_validate(
+        {"data_point": point, "calculation_type": calculation, "time_period": {"type": "within", "within": within,
+         "within_unit": unit}}
+    )  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(windowed_definitions(), operations(CUSTOM), later)
+def test_windows_equal_the_recomputation(definition: Definition, ops: list[tuple[str, Any]], nows: list[int]) -> None:
+    run(definition, ops, nows)
 
 
 # ---- the rules, one example each ----------------------------------------------------------------------------------
