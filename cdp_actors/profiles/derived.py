@@ -342,7 +342,9 @@ class DerivedState:
             for key, calculation in derivations.calculations.items():
                 if self.live(key, mpid):
                     state = calculation.observe(states.get(key), observed)
-                    if state is not None:
+                    if state is None:  # nothing left in the window: the empty state
+                        states.pop(key, None)
+                    else:
                         states[key] = state
         for seed in batch.calculated_attribute_seeds or []:
             ca = derivations.ca_by_name.get(seed.attribute_name)
@@ -478,7 +480,7 @@ class DerivedState:
                 for key in keys:
                     state = states.get(key)  # a seed at most: live data has left it alone
                     for observed in history:
-                        state = self.derivations.calculations[key].observe(state, observed) or state
+                        state = self.derivations.calculations[key].observe(state, observed)
                     if state is not None:
                         states[key] = state
                 self._write(txn, profile.mpid, old, states)
