@@ -53,6 +53,14 @@ class Facts:
     event_counts: Sequence[int]
     """Matching events within each event leaf's window, one per event leaf of the criteria, in tree order."""
 
+    def with_event_counts(self, event_counts: Sequence[int]) -> Facts:
+        """The same user's facts for another audience's event leaves (a direct call: `dataclasses.replace` costs
+        ten times as much, and the shard makes one per audience per batch)."""
+        return Facts(
+            self.attributes, self.identities, self.gdpr, self.ccpa_opt_out, self.calculated, self.memberships,
+            event_counts,
+        )  # fmt: skip
+
 
 def facts_of(profile: Profile, memberships: Set[int], event_counts: Sequence[int]) -> Facts:
     return Facts(
