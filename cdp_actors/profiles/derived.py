@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import Any, NamedTuple
 
 import msgspec
@@ -185,13 +185,21 @@ def event_count(value: str | None) -> int:
 
 
 def recompute(
-    profile: Profile, states: dict[str, CAState], derivations: Derivations, live: Callable[[str], bool], now_ms: int
+    profile: Profile,
+    states: dict[str, CAState],
+    derivations: Derivations,
+    live: Callable[[str], bool],
+    now_ms: int,
+    unchanged: Container[str] = (),
 ) -> tuple[Profile, list[MembershipDelta]]:
     """The profile with its CA values and audience memberships as of `now_ms`, and the membership changes.
-    A derivation that is not `live` for this user (its backfill has not reached them) keeps what it had."""
+    A derivation that is not `live` for this user (its backfill has not reached them) keeps what it had; a CA
+    without a window whose state is `unchanged` keeps its value (only a window makes time change a value)."""
     calculated = {}
     for ca in derivations.cas:
-        if live(ca.key):
+        if ca.key in unchanged and ca.calculation.window_days is None and ca.name in profile.calculated:
+            calculated[ca.name] = profile.calculated[ca.name]
+        elif live(ca.key):
             value = ca.calculation.value(states.get(ca.key), now_ms)
             if value is not None:
                 calculated[ca.name] = value
@@ -337,6 +345,7 @@ class DerivedState:
         mpid = profile.mpid
         old = self._read(txn, mpid)
         states = self._states(old)
+        before = dict(states)
         if batch.events or batch.user_attributes:
             observed = batch_observed(batch, received_ms)
             for key, calculation in derivations.calculations.items():
@@ -352,7 +361,9 @@ class DerivedState:
                 log.info("seed for %r, which is not an active calculated attribute: ignored", seed.attribute_name)
                 continue
             states[ca.key] = ca.calculation.seeded(states.get(ca.key), seed)  # kept for a backfill to fold onto
-        profile, changes = recompute(profile, states, derivations, lambda key: self.live(key, mpid), received_ms)
+        unchanged = {key for key, state in before.items() if states.get(key) is state}
+        live = lambda key: self.live(key, mpid)  # noqa: E731
+        profile, changes = recompute(profile, states, derivations, live, received_ms, unchanged)
         self._write(txn, mpid, old, states)
         self._write_changes(txn, profile, changes, seq, input_id, received_ms)
         return profile
