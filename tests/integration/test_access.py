@@ -39,6 +39,7 @@ CONCRETE = {  # a request for each admin route: (path, query, body)
     "/cdp/reports/forwarding": ("/cdp/reports/forwarding", {}, None),
     "/cdp/reports/activity": ("/cdp/reports/activity", {}, None),
     "/cdp/reports/identity": ("/cdp/reports/identity", {}, None),
+    "/cdp/audiences": ("/cdp/audiences", {}, None),
 }
 ADMIN_ENDPOINTS = [e for e in ENDPOINTS if e.path in CONCRETE]
 answers: list[requests.Response] = []
