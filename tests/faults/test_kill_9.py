@@ -65,6 +65,8 @@ def test_kill_9_a_forwarder_holding_membership_changes(platform, partner: Flappi
     api = platform(fault_config(partner.base))
 
     def inject(rng: random.Random) -> str:
+        # the shards apply what was accepted so far first: the changes it makes are then held by the forwarders
+        wait_for(lambda: api.status()["intake"]["lag"] == 0, timeout=60, what="the shards caught up")
         name = f"forwarder-{rng.randrange(2)}"
         pid = kill_9_actor(name)
         partner.flap(seed, FLAPPING)
