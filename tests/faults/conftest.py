@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import time
@@ -13,7 +14,7 @@ import yaml
 
 from cdp_actors.config import WorkspaceConfig, parse_workspace
 from tests.conftest import ROOT
-from tests.faults.ledger import Ledger
+from tests.faults.ledger import AUDIENCE_PATH, FAULT_CA, GOLD_AUDIENCE, Ledger
 from tests.faults.load import Load
 from tests.faults.partner import Flapping, FlappingPartner
 from tests.support import Api, wait_for
@@ -27,11 +28,37 @@ FLAPPING = Flapping(unavailable=0.3, hang=0.1, taken_then_hang=0.03, refuse=0.02
 
 PATHS = {1: "/webhook", 2: "/coalesced"}  # connection id -> the partner path of its output
 COALESCE = 10
+AUDIENCE_OUTPUT = 3  # a third webhook on the partner, at AUDIENCE_PATH: membership changes only
+DERIVED = {
+    "calculated_attributes": [
+        {
+            "id": 1,
+            "name": FAULT_CA,
+            "generation": 1,
+            # no time period: the load's events are stamped in 2023, outside any window
+            "active_definition": {
+                "data_point": {"type": "event", "event_type": "custom_event", "event_name": "fault-1"},
+                "calculation_type": "count",
+            },
+        }
+    ],
+    "audiences": [
+        {
+            "id": GOLD_AUDIENCE,
+            "name": "Gold plan",
+            "kind": "real_time",
+            "criteria": {"user_attribute": "plan", "type": "string", "operator": "equals", "value": "gold"},
+            "connected_outputs": [AUDIENCE_OUTPUT],
+        }
+    ],
+}
 
 
 def fault_workspace(partner_base: str, runtime: dict[str, int] = FAULT_RUNTIME) -> dict[str, Any]:
     """The demo workspace with its input connected to two webhooks on the partner: the plain one (a POST per
-    batch, as mParticle sends) and one that coalesces up to COALESCE ready batches into one POST."""
+    batch, as mParticle sends) and one that coalesces up to COALESCE ready batches into one POST; plus one
+    calculated attribute and one real-time audience (DERIVED), the audience connected to a third webhook on the
+    partner (AUDIENCE_PATH) that receives its membership changes."""
     data = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
     data["outputs"][0]["settings"]["url"] = partner_base + PATHS[1]
     data["outputs"].append(
@@ -45,6 +72,15 @@ def fault_workspace(partner_base: str, runtime: dict[str, int] = FAULT_RUNTIME) 
     data["connections"].append(
         {"id": 2, "name": "demo-server → coalescing-webhook", "input": 1, "output": 2, "active": True}
     )
+    data["outputs"].append(
+        {
+            "id": AUDIENCE_OUTPUT,
+            "name": "audience-webhook",
+            "kind": "webhook",
+            "settings": {"url": partner_base + AUDIENCE_PATH, "audience_max_age_s": 0.2},
+        }
+    )
+    data.update(copy.deepcopy(DERIVED))
     data["retry"], data["runtime"] = FAULT_RETRY, runtime
     return data
 

@@ -7,6 +7,24 @@
    given up on that the pipeline took anyway (seen by the partner), each counted once.
 3. Per user and output, batches are first offered in send order, and first taken in send order (but for a
    refused batch offered again after a crash), each carrying the profile as of that batch.
+4. Derived state (the workspace's calculated attribute FAULT_CA and real-time audience GOLD_AUDIENCE, whose
+   membership the batches' `plan` flips), per user, against the same replay as 2:
+   a. the CA value in `/cdp/users/{mpid}` is the replay's count (a chunk replayed after a crash never counts twice);
+   b. the profile's `audiences` hold GOLD_AUDIENCE iff the replay ends with `plan` gold;
+   c. the audience output (AUDIENCE_PATH) got the user's last change, and it matches the replay's end: the change
+      with the highest change number the partner was offered is an add iff the replay ends in gold (none offered
+      if the user never was gold), and it was taken (then the partner, keeping each change_id once, holds the
+      replay's final state) or refused with a 400 (dropped for good, as any refused batch);
+   d. no change_id is offered with two different contents (mpid, audience, action): a change sent again after a
+      crash is the same change, so a receiver may drop it by id;
+   e. per user, the changes taken, each change_id once, arrive in change-number order, and their actions are a
+      subsequence of the replay's transitions (the add / delete after each batch that flipped membership).
+      Not every transition need arrive: a shard applies a chunk's batches of one user together (gold → silver
+      → gold in one chunk changes nothing), and an output's bulk queue keeps only a user's latest change, so a
+      change still waiting is replaced by the next one (add, delete, add may arrive as add ... add: the
+      partner's state is right after each arrival, and at the end). Being a subsequence is what that allows,
+      and all it allows: no change is invented, none arrives twice under new ids (a replayed chunk re-deciding a
+      membership), none arrives out of order, and the partner never ends in a state the user was not in last.
 """
 
 from __future__ import annotations
@@ -22,6 +40,9 @@ from typing import Any, Protocol
 from tests.samples import batch, custom
 from tests.support import Api
 
+AUDIENCE_PATH = "/audience"  # the partner path of the audience output
+GOLD_AUDIENCE = 5  # the real-time audience `plan` equals gold
+FAULT_CA = "fault-1 count"  # the calculated attribute: count of the load's `fault-1` events
 T0 = 1_700_000_000_000
 STEP_MS = 1_000  # a user's batch n has events stamped from T0 + n * STEP_MS: send order is time order
 RECENT = 20  # events `GET /cdp/users/{mpid}` shows
@@ -39,6 +60,10 @@ class Partner(Protocol):
     def bodies_at(self, path: str) -> list[dict[str, Any]]: ...
 
     def history(self, path: str, prefix: str) -> list[tuple[str, str]]: ...
+
+    def taken_changes(self, path: str) -> list[tuple[str, tuple[int, int, str]]]: ...
+
+    changes: dict[str, list[tuple[str, tuple[int, int, str]]]]  # every membership change offered, in order
 
 
 @dataclass
@@ -90,6 +115,34 @@ def replay(applied: list[Sent]) -> Expected:
         event_ids += [e["data"]["source_message_id"] for e in body["events"]]
     expected.recent_event_ids = event_ids[-RECENT:]
     return expected
+
+
+def membership_transitions(applied: list[Sent]) -> list[str]:
+    """The gold audience's add / delete after each batch that flipped the user's `plan` in or out of gold."""
+    plan: Any = None
+    member, transitions = False, []
+    for sent in applied:
+        plan = sent.body.get("user_attributes", {}).get("plan", plan)
+        if "plan" in sent.body.get("deleted_user_attributes", []):
+            plan = None
+        if (plan == "gold") != member:
+            member = not member
+            transitions.append("add" if member else "delete")
+    return transitions
+
+
+def counted(applied: list[Sent], event_name: str) -> int:
+    return sum(e["data"]["event_name"] == event_name for sent in applied for e in sent.body["events"])
+
+
+def is_subsequence(part: list[str], whole: list[str]) -> bool:
+    remaining = iter(whole)
+    return all(any(item == candidate for candidate in remaining) for item in part)
+
+
+def change_number(change_id: str) -> int:
+    """`<shard>-<change number>`: a user lives on one shard, so the number orders the user's changes."""
+    return int(change_id.split("-")[1])
 
 
 def dead_lettered(api: Api) -> set[str]:
@@ -184,7 +237,7 @@ class Ledger:
         summary["dead_lettered"] = len(dead)
         for path, fatal in fatal_alerts.items():
             summary[path] = self._verify_output(partner, path, fatal, dead)
-        self._verify_profiles(api, partner, list(fatal_alerts), dead)
+        summary[AUDIENCE_PATH] = self._verify_profiles(api, partner, list(fatal_alerts), dead)
         summary["answers"] = dict(self.statuses)
         return summary
 
@@ -232,11 +285,14 @@ class Ledger:
             assert self.mpids.setdefault(customer, mpid) == mpid, f"{customer}: another mpid than elsewhere {seed}"
         return {"delivered": len(delivered), "duplicates": len(deliveries) - len(delivered), "refused": len(missing)}
 
-    def _verify_profiles(self, api: Api, partner: Partner, paths: list[str], dead: set[str]) -> None:
+    def _verify_profiles(self, api: Api, partner: Partner, paths: list[str], dead: set[str]) -> dict[str, int]:
         """2. each profile equals the replay of its applied batches: the acknowledged ones but those dead-lettered,
-        and those given up on that the pipeline took anyway (an output was offered them), each once."""
+        and those given up on that the pipeline took anyway (an output was offered them), each once; 4. so does
+        its derived state, at the profile and at the audience output."""
         seed = f"(seed {self.seed})"
         offered = set().union(*(partner.seen[path] for path in paths))
+        changes = self._changes_by_mpid(partner)
+        audience = Counter[str]()
         for customer, sends in self.users.items():
             applied = [s for s in sends if (s.state == "acked" and s.srid not in dead) or s.srid in offered]
             if not applied:
@@ -261,3 +317,47 @@ class Ledger:
             ), customer
             recent = [e["data"]["source_message_id"] for e in profile["recent_events"]]
             assert recent == expected.recent_event_ids, f"{customer}: event history differs from the replay {seed}"
+            audience += self._verify_derived(customer, profile, applied, changes.pop(mpid, ([], [])), partner)
+        assert not changes, f"membership changes for users nobody sent: {sorted(changes)[:5]} {seed}"
+        return dict(audience)
+
+    def _changes_by_mpid(self, partner: Partner) -> dict[int, tuple[list, list]]:
+        """Per mpid: (changes offered, changes taken) at AUDIENCE_PATH; 4d checked over all of them."""
+        contents: dict[str, tuple[int, int, str]] = {}
+        by_mpid: dict[int, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for change_id, change in partner.changes[AUDIENCE_PATH]:
+            known = contents.setdefault(change_id, change)
+            assert known == change, f"change {change_id} offered as {known} and as {change} (seed {self.seed})"
+            assert change[1] == GOLD_AUDIENCE, f"a change of audience {change[1]} (seed {self.seed})"
+            by_mpid[change[0]][0].append((change_id, change))
+        for change_id, change in partner.taken_changes(AUDIENCE_PATH):
+            by_mpid[change[0]][1].append((change_id, change))
+        return dict(by_mpid)
+
+    def _verify_derived(
+        self, customer: str, profile: dict[str, Any], applied: list[Sent], changes: tuple[list, list], partner: Partner
+    ) -> Counter[str]:
+        """4a-c, e for one user (4d: `_changes_by_mpid`)."""
+        seed = f"{customer}, seed {self.seed}"
+        count = counted(applied, "fault-1")
+        value = profile["calculated"].get(FAULT_CA)
+        assert value == (str(count) if count else None), f"{customer}: {FAULT_CA} is {value}, replay {count} ({seed})"
+        transitions = membership_transitions(applied)
+        gold = bool(transitions) and transitions[-1] == "add"
+        assert (str(GOLD_AUDIENCE) in profile["audiences"]) == gold, f"audiences {profile['audiences']} ({seed})"
+
+        offered, taken = changes
+        if not transitions:
+            assert not offered, f"changes {offered} for a user never gold ({seed})"
+            return Counter()
+        history = f"replay {transitions}, offered {offered}, taken {taken} ({seed})"
+        last_id, (_, _, last_action) = max(offered, key=lambda c: change_number(c[0]))
+        assert last_action == transitions[-1], f"the last change offered is not the replay's last: {history}"
+        firsts = list({change_id: change for change_id, change in taken}.items())  # each id at its first arrival
+        numbers = [change_number(change_id) for change_id, _ in firsts]
+        assert numbers == sorted(numbers), f"changes taken out of order: {history}"
+        refused = last_id in partner.refused[AUDIENCE_PATH]
+        assert refused or (firsts and firsts[-1][0] == last_id), f"the last change never arrived: {history}"
+        actions = [action for _, (_, _, action) in firsts]
+        assert is_subsequence(actions, transitions), f"changes taken that the replay does not make: {history}"
+        return Counter(changes=len(firsts), duplicates=len(taken) - len(firsts), skipped=len(transitions) - len(firsts))

@@ -14,6 +14,20 @@ from aiohttp import web
 
 from tests.support import Received, Receiver
 
+MEMBERSHIP_DOCUMENT = "audience_membership_change_request"
+Change = tuple[int, int, str]  # (mpid, audience id, action) of one membership change
+
+
+def membership_changes(document: dict) -> list[tuple[str, Change]]:
+    """(change_id, (mpid, audience id, action)) of each change a Firehose membership document carries."""
+    if not isinstance(document, dict) or document.get("type") != MEMBERSHIP_DOCUMENT:
+        return []
+    return [
+        (audience["change_id"], (int(profile["mpid"]), audience["audience_id"], audience["action"]))
+        for profile in document["user_profiles"]
+        for audience in profile["audiences"]
+    ]
+
 
 @dataclass(frozen=True)
 class Flapping:
@@ -43,6 +57,8 @@ class FlappingPartner(Receiver):
     refused: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     answers: dict[str, int] = field(default_factory=dict)
     log: list[tuple[str, str, str]] = field(default_factory=list)  # (path, source_request_id, what happened)
+    # per path, every audience membership change offered (taken or not), in order: (change_id, its content)
+    changes: defaultdict[str, list[tuple[str, Change]]] = field(default_factory=lambda: defaultdict(list))
 
     def flap(self, seed: int, flapping: Flapping) -> None:
         self.rng = random.Random(seed)
@@ -56,11 +72,16 @@ class FlappingPartner(Receiver):
         self.refused.clear()
         self.answers.clear()
         self.log.clear()
+        self.changes.clear()
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = json.loads(await request.read())
         batches = body if isinstance(body, list) else [body]  # a coalescing webhook POSTs an array of batches
         srids = [b.get("source_request_id", "") for b in batches]
+        if isinstance(body, dict) and body.get("type") == MEMBERSHIP_DOCUMENT:  # its changes stand for batches
+            offered = membership_changes(body)
+            self.changes[request.path] += offered
+            srids = [change_id for change_id, _ in offered]
         self.attempt_times.append(time.monotonic())
         seen = self.seen[request.path]
         self.offered[request.path] += [srid for srid in srids if srid not in seen]
@@ -84,6 +105,10 @@ class FlappingPartner(Receiver):
             self._note(request.path, srids, "taken, hung")
             await asyncio.sleep(f.hang_s)
         return self._answer(200, request.path, srids)
+
+    def taken_changes(self, path: str) -> list[tuple[str, Change]]:
+        """The audience membership changes the partner took at `path`, in arrival order (duplicates included)."""
+        return [change for body in self.bodies_at(path) for change in membership_changes(body)]
 
     def bodies_at(self, path: str) -> list[dict]:
         return [r.body for r in list(self.received) if r.path == path]

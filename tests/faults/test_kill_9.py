@@ -57,6 +57,25 @@ def test_kill_9_a_forwarder_holding_a_backlog(platform, partner: FlappingPartner
     run_under_load(api, partner, seed, "backlog", inject, flapping=down, pad=2000, inject_between=(0.3, 0.5), rounds=40)
 
 
+def test_kill_9_a_forwarder_holding_membership_changes(platform, partner: FlappingPartner, seed: int) -> None:
+    """The partner is down until the kill, near the end of the load, so the killed forwarder holds most users'
+    last membership changes (and batches): each must still arrive, from the rows its shard kept (ledger 4c). A
+    change lost mid-load is not visible at the partner (a newer change of the user covers it, as coalescing
+    does): this is the kill that shows a change acknowledged before its upload was done."""
+    api = platform(fault_config(partner.base))
+
+    def inject(rng: random.Random) -> str:
+        # the shards apply what was accepted so far first: the changes it makes are then held by the forwarders
+        wait_for(lambda: api.status()["intake"]["lag"] == 0, timeout=60, what="the shards caught up")
+        name = f"forwarder-{rng.randrange(2)}"
+        pid = kill_9_actor(name)
+        partner.flap(seed, FLAPPING)
+        return f"{name} (pid {pid}) holding membership changes"
+
+    down = Flapping(unavailable=1.0)
+    run_under_load(api, partner, seed, "changes", inject, flapping=down, inject_between=(0.85, 0.95))
+
+
 def test_kill_9_the_intake_log(platform, partner: FlappingPartner, seed: int) -> None:
     api = platform(fault_config(partner.base))
     inject = lambda _rng: f"intake-0 (pid {kill_9_actor('intake-0')})"  # noqa: E731
