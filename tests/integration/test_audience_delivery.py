@@ -245,3 +245,34 @@ def test_an_audiences_outputs_receive_exactly_its_adds_and_drops(platform, recei
     uploads = [(r.method, len(r.body["payload"]["data"])) for r in receiver.received if r.path == "/fb/fb-7/users"]
     assert sum(n for method, n in uploads if method == "POST") == 6
     assert sum(n for method, n in uploads if method == "DELETE") == 3
+
+
+def test_a_new_connection_first_receives_the_current_members(platform, receiver) -> None:
+    """Initial sync: an output connected to an audience that already has members gets an add for each current
+    member (not for those who left), then the changes that follow."""
+    api = platform(config(receiver, [{**GOLD, "connected_outputs": [FACEBOOK]}]))
+    set_tier(api, range(1, 6), "gold")
+    set_tier(api, range(1, 3), "silver")  # members once, not any more: no add for them
+    wait_for(lambda: api.settled(), what="every batch applied and its rows acknowledged")
+    assert webhook_changes_by_email(receiver) == []
+    answer = api.post(
+        f"/platform/v1/audiences/{BUYERS}/connections?accountId=1", {"output_id": WEBHOOK}, auth=api.bearer()
+    )
+    assert answer.status_code in (200, 201), answer.text
+    current = {f"tier-{n}@x.io" for n in range(3, 6)}
+    wait_for(
+        lambda: {email for _, email, action in webhook_changes_by_email(receiver) if action == "add"} == current,
+        what="the webhook to receive an add for each current member",
+    )
+    set_tier(api, range(3, 4), "silver")
+    wait_for(
+        lambda: (
+            ("tier-3@x.io", "delete") in {(email, action) for _, email, action in webhook_changes_by_email(receiver)}
+        ),
+        what="a later drop after the initial sync",
+    )
+    wait_for(lambda: api.settled(), what="every row acknowledged")
+    received = webhook_changes_by_email(receiver)
+    assert sorted((email, action) for _, email, action in received) == sorted(
+        [(email, "add") for email in current] + [("tier-3@x.io", "delete")]
+    )
