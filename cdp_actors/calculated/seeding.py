@@ -41,6 +41,7 @@ from cdp_actors.errors import BadRequest
 from cdp_actors.schema.events import (
     INT64_MAX,
     MAX_IDENTITY_BYTES,
+    MAX_VALUE_CHARS,
     Batch,
     BatchError,
     CalculatedAttributeSeed,
@@ -255,6 +256,13 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+def _bounded(text: str) -> str:
+    """A seed's text becomes a CA value, kept and forwarded like a user attribute value: bounded the same way."""
+    if len(text) > MAX_VALUE_CHARS:
+        raise ValueError(f"Seed values are at most {MAX_VALUE_CHARS} characters")
+    return text
+
+
 def _seed_value(calculation: str, value: Any) -> str:
     if value is None or isinstance(value, (dict, list)) or value == "":
         raise ValueError("Seed value is required: a single value")
@@ -269,7 +277,7 @@ def _seed_value(calculation: str, value: Any) -> str:
         if number is None or not number.is_integer() or not 0 <= number <= INT64_MAX:
             raise ValueError("Seed value of a timestamp must be epoch milliseconds")
         return str(int(number))
-    return as_text(number) if calculation in NUMERIC and number is not None else as_text(value)
+    return _bounded(as_text(number) if calculation in NUMERIC and number is not None else as_text(value))
 
 
 def _seed_list(values: Any) -> list[str]:
@@ -279,7 +287,7 @@ def _seed_list(values: Any) -> list[str]:
         raise ValueError(f"Seed list holds at most {MAX_SEED_VALUES} values")
     if any(isinstance(v, (bool, dict, list)) or v is None for v in values):
         raise ValueError("Seed list values must be strings or numbers")
-    return list(dict.fromkeys(as_text(v) for v in values))
+    return list(dict.fromkeys(_bounded(as_text(v)) for v in values))
 
 
 def _seed_pairs(calculation: str, pairs: Any) -> dict[str, float]:
@@ -301,7 +309,7 @@ def _seed_pairs(calculation: str, pairs: Any) -> dict[str, float]:
         count = _number(raw)
         if count is None or count <= 0 or not count.is_integer():
             raise ValueError(f"Seed count of {key!r} must be a positive integer")
-        counts[key] = count
+        counts[_bounded(key)] = count
     return counts
 
 
