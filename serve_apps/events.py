@@ -150,7 +150,7 @@ class EventsApi:
         """The CA Seeding API: every request checked against the active definitions, then one append of all."""
         source = await self._authenticate(request)
         body = await read_body(request, self.limits.max_request_bytes)
-        config = self.static_config if self.live is None else (await self.live.snapshot()).config
+        config = self.static_config if self.live is None else (await self.live.fresh()).config
         active = active_definitions(config.calculated_attributes)
         batches = [parse_seed_request(item, active) for item in self._seed_requests(body, bulk)]
         encoded = [msgspec.json.encode(batch) for batch in batches]

@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import ray.exceptions
+
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.control.watcher import CONFIG_POLL_INTERVAL_S, ConfigSnapshot, ConfigWatcher
@@ -51,11 +53,24 @@ class LiveConfig(Generic[T]):
         assert self.watcher is not None
         self.watcher.offer(version, config)
 
+    async def fresh(self) -> ConfigSnapshot[T]:
+        """The newest version at this moment, not at the last poll: for a rare request that must see a change
+        made a moment ago through another replica (a CA seeded right after its activation)."""
+        held = await self.snapshot()
+        try:
+            await self._poll_once()
+        except ray.exceptions.RayError:  # the control actor restarting: the held version, as between polls
+            return held
+        assert self.watcher is not None
+        return self.watcher.held
+
+    async def _poll_once(self) -> None:
+        assert self.watcher is not None
+        found = await handles.control().changed_since.remote(self.watcher.version)
+        if found is not None:
+            self.watcher.offer(*found)
+
     async def _poll_forever(self) -> None:
-        control = handles.control()
         while True:
             await asyncio.sleep(CONFIG_POLL_INTERVAL_S)
-            assert self.watcher is not None
-            found = await control.changed_since.remote(self.watcher.version)
-            if found is not None:
-                self.watcher.offer(*found)
+            await self._poll_once()

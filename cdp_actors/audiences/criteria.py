@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from typing import Annotated, Any, Literal, Protocol, TypeVar, get_args
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
@@ -378,6 +378,27 @@ def referenced_audiences(node: Node) -> set[int]:
 
 def referenced_calculated_attributes(node: Node) -> set[str]:
     return {item.calculated_attribute for _, _, item in _walk(node) if isinstance(item, CalculatedAttribute)}
+
+
+class Reads(NamedTuple):
+    """The facts a criteria tree tests: an audience needs evaluating again only when one of them changed."""
+
+    attributes: frozenset[str]
+    calculated: frozenset[str]
+    audiences: frozenset[int]
+    identities: bool
+    consent: bool
+
+
+def reads(node: Node) -> Reads:
+    leaves = [item for _, _, item in _walk(node)]
+    return Reads(
+        attributes=frozenset(item.user_attribute for item in leaves if isinstance(item, UserAttribute)),
+        calculated=frozenset(referenced_calculated_attributes(node)),
+        audiences=frozenset(referenced_audiences(node)),
+        identities=any(isinstance(item, HasIdentity) for item in leaves),
+        consent=any(isinstance(item, GdprConsented | CcpaOptOut) for item in leaves),
+    )
 
 
 def event_leaves(node: Node) -> list[PerformedEvent]:

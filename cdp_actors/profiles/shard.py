@@ -204,7 +204,7 @@ class ShardCore:
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
         profile = self._append_history(txn, profile, record, batch.events)
-        profile = self.derived.on_batch(txn, profile, batch, record.seq, record.input_id, record.received_ms)
+        profile = self.derived.on_batch(txn, before, profile, batch, record.seq, record.input_id, record.received_ms)
         self._note_activity(txn, profile, record)
         connections = self.config.active_connections(record.input_id)
         if connections:

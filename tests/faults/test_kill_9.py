@@ -73,7 +73,9 @@ def test_kill_9_a_forwarder_holding_membership_changes(platform, partner: Flappi
         return f"{name} (pid {pid}) holding membership changes"
 
     down = Flapping(unavailable=1.0)
-    run_under_load(api, partner, seed, "changes", inject, flapping=down, inject_between=(0.85, 0.95))
+    run_under_load(
+        api, partner, seed, "changes", inject, flapping=down, inject_between=(0.85, 0.95), load_may_end_first=True
+    )
 
 
 def test_kill_9_the_intake_log(platform, partner: FlappingPartner, seed: int) -> None:
