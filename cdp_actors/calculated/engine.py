@@ -509,6 +509,35 @@ class Calculation:
         return (min(days) + self.window_days) * DAY_MS if days else None
 
 
+class CalculationIndex:
+    """Which of many calculations a batch may concern, found from the batch's own index keys and attribute names
+    (a handful of look-ups per batch, not one `may_concern` per calculation). A superset: each found one still
+    decides in `observe`."""
+
+    def __init__(self, calculations: dict[str, Calculation]) -> None:
+        self.by_event_key: dict[tuple[Any, Any], list[str]] = {}
+        self.by_attribute: dict[str, list[str]] = {}
+        self.every_event: list[str] = []
+        for name, calculation in calculations.items():
+            if calculation.is_user_attribute:
+                self.by_attribute.setdefault(calculation.attribute, []).append(name)
+            elif calculation.matcher.keys is None:
+                self.every_event.append(name)
+            else:
+                for key in calculation.matcher.keys:
+                    self.by_event_key.setdefault(key, []).append(name)
+
+    def concerned(self, batch: Observed) -> set[str]:
+        found: set[str] = set()
+        if batch.events:
+            found.update(self.every_event)
+            for key in batch_index(batch):
+                found.update(self.by_event_key.get(key, ()))
+        for attribute in batch.user_attributes:
+            found.update(self.by_attribute.get(attribute, ()))
+        return found
+
+
 _EMPTY = CAState()
 
 

@@ -36,7 +36,14 @@ import msgspec
 
 from cdp_actors.audiences.criteria import Reads, evaluation_order, leaf_definition, reads
 from cdp_actors.audiences.evaluate import Criteria, Facts, facts_of
-from cdp_actors.calculated.engine import Calculation, CAState, Observed, decode_state, encode_state
+from cdp_actors.calculated.engine import (
+    Calculation,
+    CalculationIndex,
+    CAState,
+    Observed,
+    decode_state,
+    encode_state,
+)
 from cdp_actors.config import Audience, WorkspaceConfig
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
@@ -123,6 +130,7 @@ class Derivations:
             for key, calculation in derivation.leaves:
                 self.calculations[key] = calculation
                 self.unit_of[key] = derivation.unit
+        self.index = CalculationIndex(self.calculations)
         self.units = [ca.key for ca in self.cas] + [a.unit for a in self.audiences]
         self.ca_by_name = {ca.name: ca for ca in self.cas}
         self.ca_by_unit = {ca.key: ca for ca in self.cas}
@@ -216,6 +224,10 @@ def identity_types(profile: Profile) -> set[str]:
         for name, item in identities.items()
         if item.value is not None
     }
+
+
+def _always(_key: str) -> bool:
+    return True
 
 
 def event_count(value: str | None) -> int:
@@ -379,6 +391,12 @@ class DerivedState:
         self.version, self.derivations, self.jobs = version, derivations, jobs
         return True
 
+    def live_for(self, mpid: int) -> Callable[[str], bool]:
+        """`live` for one user; with no job running (nearly always), a constant."""
+        if not self.pending():
+            return _always
+        return lambda key: self.live(key, mpid)
+
     def live(self, key: str, mpid: int) -> bool:
         """Whether live data updates derivation `key` (or unit) for this user: its backfill has passed them."""
         job = self.jobs.get(self.derivations.unit_of.get(key, key))
@@ -426,18 +444,18 @@ class DerivedState:
         mpid = profile.mpid
         old = self._read(txn, mpid)
         states = UserStates(old, derivations)
+        live = self.live_for(mpid)
         if batch.events or batch.user_attributes:
             observed = batch_observed(batch, received_ms)
-            for key, calculation in derivations.calculations.items():
-                if calculation.may_concern(observed) and self.live(key, mpid):
-                    states.set(key, calculation.observe(states.get(key), observed))
+            for key in derivations.index.concerned(observed):
+                if live(key):
+                    states.set(key, derivations.calculations[key].observe(states.get(key), observed))
         for seed in batch.calculated_attribute_seeds or []:
             ca = derivations.ca_by_name.get(seed.attribute_name)
             if ca is None:
                 log.info("seed for %r, which is not an active calculated attribute: ignored", seed.attribute_name)
                 continue
             states.set(ca.key, ca.calculation.seeded(states.get(ca.key), seed))  # kept for a backfill to fold onto
-        live = lambda key: self.live(key, mpid)  # noqa: E731
         windows_moved = old is not None and old.next_change_ms is not None and old.next_change_ms <= received_ms
         if old is None or windows_moved:
             every = {key: state for key in derivations.calculations if (state := states.get(key)) is not None}
