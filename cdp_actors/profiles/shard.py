@@ -33,7 +33,7 @@ from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
-from cdp_actors.schema.events import decode_valid_batch, encode
+from cdp_actors.schema.events import decode_valid_batch, encode, stamped_events
 from cdp_actors.schema.records import AliasExport, DayActivity, OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
     Store,
@@ -203,7 +203,7 @@ class ShardCore:
         inbound_counts(batch, record.input_id, record.received_ms, counts)
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
         profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
-        profile = self._append_history(txn, profile, record, batch.events)
+        profile = self._append_history(txn, profile, record, stamped_events(batch, record.received_ms))
         profile = self.derived.on_batch(txn, before, profile, batch, record.seq, record.input_id, record.received_ms)
         self._note_activity(txn, profile, record)
         connections = self.config.active_connections(record.input_id)

@@ -1030,3 +1030,15 @@ def batch_time_ms(batch: Batch, default_ms: int) -> int:
     if stamps:
         return max(stamps)
     return batch.timestamp_unixtime_ms or default_ms
+
+
+def stamped_events(batch: Batch, default_ms: int) -> list[Any]:
+    """The batch's events, each without a time given the batch's (`batch_time_ms`): the time every reader of the
+    batch counts it at, kept with the event so that a reader of the stored history later counts it the same."""
+    at_ms = batch_time_ms(batch, default_ms)
+    return [
+        event
+        if event.data.timestamp_unixtime_ms
+        else msgspec.structs.replace(event, data=msgspec.structs.replace(event.data, timestamp_unixtime_ms=at_ms))
+        for event in batch.events
+    ]

@@ -399,3 +399,16 @@ def assert_fully_evaluated(core: ShardCore, mpid: int, now_ms: int) -> None:
     full, changes = recompute(stored, states.get, derived.derivations, lambda _: True, now_ms)
     assert full.calculated == stored.calculated
     assert set(full.audiences) == set(stored.audiences) and not changes
+
+
+def test_an_event_without_a_time_is_backfilled_at_its_batchs_time(tmp_path: Path) -> None:
+    """The live fold counts events without `timestamp_unixtime_ms` at their batch's time (here its receipt: no
+    event has one); the history keeps that time with each, so a backfill counts them in that day (not at 1970)."""
+    live = ShardCore(tmp_path / "live", 0, workspace(), version=1)
+    later = ShardCore(tmp_path / "later", 0, workspace(cas=[], audiences=[]), version=1)
+    untimed = {"event_type": "custom_event", "data": {"event_name": "Played", "custom_event_type": "navigation"}}
+    for core in (live, later):
+        core.apply([record(1, 5, [untimed, untimed], T0)], None)
+    later.use(2, workspace())
+    finish_jobs(later, T0 + 1000)
+    assert profile(live, 5).calculated["plays"] == profile(later, 5).calculated["plays"] == "2"
