@@ -153,6 +153,8 @@ class PlatformApi:
         self.runs_dir = Path(data_dir) / standard.RUNS_DIR
         self.runs: dict[int, standard.StandardRun] = {}
         """The standard audience runs started by this replica (the app runs one), the last one per audience."""
+        self.resumed = False
+        """Whether the runs a previous replica left unfinished have been started again (at the first look)."""
         self.tasks = Tasks("platform api")
 
     async def _current(self) -> tuple[int, WorkspaceConfig]:
@@ -627,16 +629,33 @@ class PlatformApi:
         version, config = await self._current()
         audience = aud.audience_of(config, audience_id)
         aud.check_standard(audience)
-        running = self.runs.get(audience_id)
+        running = (await self._standard_runs(config)).get(audience_id)
         if running is not None and running.progress()["state"] == "running":
             raise Conflict(
                 f"Audience {audience_id} is being calculated: {running.done} of {running.shards} shards done."
             )
-        run = standard.StandardRun(self.runs_dir, audience, self.runtime.shards, standard.identity_columns(identities),
-                                   now_ms())  # fmt: skip
-        self.runs[audience_id] = run
-        self.tasks.spawn(self._run(run), f"standard-audience-{audience_id}")
+        run = await self._start_run(audience, standard.identity_columns(identities), now_ms())
         return answer(version, [aud.run_document(audience, run, self._last_run(audience_id))], 202)
+
+    async def _start_run(self, audience: Audience, identities: list[str], at_ms: int) -> standard.StandardRun:
+        run = standard.StandardRun(self.runs_dir, audience, self.runtime.shards, identities, at_ms)
+        await asyncio.to_thread(run.mark_started)
+        self.runs[audience.id] = run
+        self.tasks.spawn(self._run(run), f"standard-audience-{audience.id}")
+        return run
+
+    async def _standard_runs(self, config: WorkspaceConfig) -> dict[int, standard.StandardRun]:
+        """This replica's runs, once it has started again those a previous replica left unfinished."""
+        if not self.resumed:
+            self.resumed = False
+            standard_audiences = {a.id: a for a in config.audiences if a.kind == "standard"}
+            for left in await asyncio.to_thread(standard.interrupted_runs, self.runs_dir):
+                audience = standard_audiences.get(left.audience_id)
+                if audience is None or left.audience_id in self.runs:
+                    await asyncio.to_thread(standard.forget_interrupted, self.runs_dir, left)
+                else:
+                    await self._start_run(audience, left.identities, left.now_ms)
+        return self.runs
 
     async def _run(self, run: standard.StandardRun) -> None:
         shards = handles.shards(self.runtime.shards)
@@ -655,7 +674,8 @@ class PlatformApi:
         version, config = await self._current()
         audience = aud.audience_of(config, audience_id)
         aud.check_standard(audience)
-        return answer(version, [aud.run_document(audience, self.runs.get(audience_id), self._last_run(audience_id))])
+        run = (await self._standard_runs(config)).get(audience_id)
+        return answer(version, [aud.run_document(audience, run, self._last_run(audience_id))])
 
     @app.get("/v1/audiences/{audience_id}/download", dependencies=[platform_call(P.AUDIENCES_READ)])
     async def download(self, audience_id: int) -> Response:

@@ -8,7 +8,9 @@ the shards batch by batch.
   attribute leaves read `Profile.calculated`, membership leaves `Profile.audiences` (real-time audiences).
 - `StandardRun`: a run over all shards (progress: shards done / total) and its result, kept as one CSV file per run
   (`mpid` + the chosen identity types) with a small JSON summary beside it, in `<data dir>/audiences/`: the last
-  result of each audience survives restarts and is what `/download` serves and `/send` sends.
+  result of each audience survives restarts and is what `/download` serves and `/send` sends. A run in progress
+  is marked by a `.running` file from its start to its result, so a run cut short by a restart of the process
+  that drove it is found (`interrupted_runs`) and run again, as of the same time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -139,8 +141,18 @@ class StandardRun:
     def failed(self, error: str) -> None:
         self.error = error
 
+    @property
+    def name(self) -> str:
+        return f"{self.audience.id}-{self.now_ms}"
+
+    def mark_started(self) -> None:
+        """The `.running` file that says this run has no result yet (its identities: what a rerun needs)."""
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        _write_synced(self.runs_dir / f"{self.name}.running", msgspec.json.encode(self.identities))
+
     def finish(self) -> RunResult:
         self.result = write_run(self.runs_dir, self.audience.id, self.members, self.identities, self.now_ms)
+        (self.runs_dir / f"{self.name}.running").unlink(missing_ok=True)
         return self.result
 
     def progress(self) -> dict[str, Any]:
@@ -178,6 +190,31 @@ def _write_synced(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+class Interrupted(NamedTuple):
+    audience_id: int
+    now_ms: int
+    identities: list[str]
+
+
+def interrupted_runs(runs_dir: Path) -> list[Interrupted]:
+    """Runs started and never finished (their driver stopped), oldest first."""
+    found = []
+    for marker in sorted(runs_dir.glob("*.running")):
+        audience_id, now_ms = (int(part) for part in marker.stem.split("-"))
+        identities: list[str]
+        try:
+            identities = msgspec.json.decode(marker.read_bytes(), type=list[str])
+        except (OSError, msgspec.DecodeError):  # cut short while written: the run never got past its start
+            identities = list(DEFAULT_IDENTITIES)
+        found.append(Interrupted(audience_id, now_ms, identities))
+    return sorted(found, key=lambda run: run.now_ms)
+
+
+def forget_interrupted(runs_dir: Path, run: Interrupted) -> None:
+    """An interrupted run of an audience that is gone or no longer standard: nothing to run again."""
+    (runs_dir / f"{run.audience_id}-{run.now_ms}.running").unlink(missing_ok=True)
 
 
 def latest_run(runs_dir: Path, audience_id: int) -> RunResult | None:

@@ -46,13 +46,17 @@ def kill_9_actor(name: str, namespace: str = NAMESPACE) -> int:
     return pid
 
 
-def events_replicas() -> list[str]:
-    """Names of the Events API's Serve replica actors (Serve registers each replica as a named actor)."""
+def serve_replicas(app: str, deployment: str) -> list[str]:
+    """Names of a Serve deployment's replica actors (Serve registers each replica as a named actor)."""
     return sorted(
         entry["name"]
         for entry in ray.util.list_named_actors(all_namespaces=True)
-        if entry["namespace"] == SERVE_NAMESPACE and "EventsApi" in entry["name"] and "events" in entry["name"]
+        if entry["namespace"] == SERVE_NAMESPACE and deployment in entry["name"] and app in entry["name"]
     )
+
+
+def events_replicas() -> list[str]:
+    return serve_replicas("events", "EventsApi")
 
 
 def kill_9_events_replica(rng_choice: Any) -> tuple[str, int]:

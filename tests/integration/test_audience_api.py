@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 import ray
 import requests
+from ray import serve
 
 from cdp_actors import handles
 from cdp_actors.access.sessions import CSRF_HEADER
+from cdp_actors.audiences import standard
+from tests.faults.kill import SERVE_NAMESPACE, pid_of, serve_replicas, sigkill
 from tests.integration.test_platform_api import login, platform_config
 from tests.samples import custom
 from tests.support import DEMO_AUTH, token_of, wait_for
@@ -244,3 +247,45 @@ def test_a_real_time_members_audience_memberships_and_sizes(base: str, admin: di
     rows = requests.get(base + "/cdp/audiences", headers=admin, timeout=30).json()["audiences"]
     row = next(r for r in rows if r["id"] == audience["id"])
     assert (row["kind"], row["size"], sum(row["adds"].values()), row["drops"]) == ("real_time", 1, 1, {})
+
+
+def test_a_standard_run_cut_short_by_a_restart_is_run_again(platforms, base: str, admin: dict[str, str]) -> None:
+    """A run's `.running` mark outlives the Platform API replica that drove it (`kill -9`); the next replica runs
+    it again, as of the same time, at its first look at the audience's calculation."""
+    tag = uuid.uuid4().hex[:8]
+    batch = {"environment": "production", "user_attributes": {"plan": f"gold-{tag}"},
+             "user_identities": {"customer_id": f"{tag}-gold"}}  # fmt: skip
+    assert requests.post(base + "/v2/events", json=batch, headers={"Authorization": DEMO_AUTH}, timeout=30).ok
+    criteria = {**GOLD, "value": f"gold-{tag}"}
+    audience_id = data(call(base, "POST", "/audiences", admin, {"name": f"Cut short {tag}", "kind": "standard",
+                                                                 "criteria": criteria}), 201)[0]["id"]  # fmt: skip
+    wait_for(lambda: requests.get(base + "/cdp/users/search", headers=admin, timeout=30,
+                                  params={"identity_type": "customer_id", "value": f"{tag}-gold"}).json()["users"],
+             what="the profile stored")  # fmt: skip
+    started_ms = int(time.time() * 1000) - 60_000
+    runs = platforms.data_dir / standard.RUNS_DIR
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{audience_id}-{started_ms}.running").write_text('["customer_id"]')
+    killed = platform_replica()
+    assert killed is not None
+    sigkill(pid_of(ray.get_actor(killed, namespace=SERVE_NAMESPACE)))
+    wait_for(lambda: platform_replica(running=True) not in (None, killed), timeout=120, what="a new replica")
+
+    def resumed() -> dict[str, Any] | None:
+        answer = call(base, "GET", f"/audiences/{audience_id}/calculate", admin)
+        shown = data(answer)[0] if answer.status_code == 200 else None
+        return shown if shown and shown["state"] == "done" else None
+
+    done = wait_for(resumed, timeout=60, what="the interrupted run, run again")
+    assert (done["size"], done["calculated_at_ms"], done["identities"]) == (1, started_ms, ["customer_id"])
+    assert not list(runs.glob("*.running"))
+
+
+def platform_replica(running: bool = False) -> str | None:
+    """The Platform API's replica actor (the app runs one); with `running`, only once Serve reports it running."""
+    names = serve_replicas("platform", "PlatformApi")
+    if running:
+        states = serve.status().applications["platform"].deployments["PlatformApi"].replica_states
+        if states.get("RUNNING", 0) != 1 or len(names) != 1:  # type: ignore[call-overload]
+            return None
+    return names[0] if names else None
