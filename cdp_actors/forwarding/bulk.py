@@ -58,16 +58,20 @@ class Upload:
 
 class BulkQueue:
     def __init__(self, max_batch: int, max_age_s: float, max_buffered: int) -> None:
-        if max_batch < 1 or max_age_s <= 0:
-            raise ValueError("max_batch must be at least 1 and max_age_s positive")
-        if max_buffered < max_batch:
-            raise ValueError(f"max_buffered ({max_buffered}) must hold at least one batch ({max_batch})")
-        self.max_batch = max_batch
-        self.max_age_s = max_age_s
         self.max_buffered = max_buffered
+        self.retune(max_batch, max_age_s)
         self._pending: dict[tuple[int, int], _Pending] = {}  # insertion order is queue order
         self.held_rows = 0
         """Outbox rows the pending changes stand for (replaced ones included): what they hold of the lane window."""
+
+    def retune(self, max_batch: int, max_age_s: float) -> None:
+        """The group size and age limit from now on (its output's settings changed); what waits stays queued."""
+        if max_batch < 1 or max_age_s <= 0:
+            raise ValueError("max_batch must be at least 1 and max_age_s positive")
+        if self.max_buffered < max_batch:
+            raise ValueError(f"max_buffered ({self.max_buffered}) must hold at least one batch ({max_batch})")
+        self.max_batch = max_batch
+        self.max_age_s = max_age_s
 
     @classmethod
     def for_adapter(cls, adapter: BulkAdapter, max_buffered: int) -> BulkQueue:

@@ -182,6 +182,7 @@ class Delivery:
         self.config = config
         self.largest_ids = tuple(map(max, zip(self.largest_ids, largest_ids(config), strict=True)))  # type: ignore[assignment]
         self._add_outputs({i: self.routing.outputs[i] for i in changes.added | changes.changed})
+        self._retune_bulk_queues(changes.changed)
         parked, self.parked = self.parked, []
         for row in parked:
             if row.audience_id:
@@ -189,6 +190,14 @@ class Delivery:
             else:
                 self._start(row)
         return self.routing
+
+    def _retune_bulk_queues(self, outputs: set[int]) -> None:
+        """The queues of changed audience outputs take the new adapter's group size and age limit at once."""
+        for (output_id, _), queue in self.bulk.items():
+            adapter = self.audience_adapters.get(output_id) if output_id in outputs else None
+            if adapter is not None:
+                queue.retune(adapter.max_batch, adapter.max_age_s)
+                self.bulk_wake.set()  # a deadline may have come closer
 
     def _add_outputs(self, outputs: dict[int, Output]) -> None:
         """Sessions, breakers and slots for outputs that have none yet; the groupers of combining outputs."""

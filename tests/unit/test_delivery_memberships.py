@@ -236,3 +236,20 @@ def test_two_shards_membership_rows_with_equal_keys_are_both_delivered(partner: 
     delivery = run(workspace(partner), steps)
     assert {profile["mpid"] for body in partner.bodies() for profile in body["user_profiles"]} == {"10", "20"}
     assert dict(delivery.acks) == {0: [from_0.key], 1: [from_1.key]}
+
+
+def test_a_queue_takes_its_outputs_new_age_limit_when_the_settings_change(partner: Receiver) -> None:
+    """A change queued under a one-hour age limit goes out once the output's setting says 0.05 s: the queue does
+    not keep the old adapter's limits."""
+    rows = [membership_row(WEBHOOK, 1, mpid=10)]
+    patient = workspace(partner, webhook_age_s=3600)
+
+    async def steps(delivery: Delivery) -> None:
+        delivery.queue(rows)
+        await until(lambda: delivery.bulk, "the change queued")
+        assert not acked(delivery)
+        delivery.use(workspace(partner, webhook_age_s=0.05))
+        await until(lambda: acked(delivery), "the acknowledgement")
+
+    delivery = run(patient, steps)
+    assert len(partner.bodies()) == 1 and acked(delivery) == [rows[0].key]
