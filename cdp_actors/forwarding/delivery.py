@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -191,7 +191,7 @@ class Delivery:
                 self._start(row)
         return self.routing
 
-    def _retune_bulk_queues(self, outputs: set[int]) -> None:
+    def _retune_bulk_queues(self, outputs: Set[int]) -> None:
         """The queues of changed audience outputs take the new adapter's group size and age limit at once."""
         for (output_id, _), queue in self.bulk.items():
             adapter = self.audience_adapters.get(output_id) if output_id in outputs else None
