@@ -55,7 +55,9 @@ def profile_document(record: SubjectRecord, audience_names: Mapping[int, str]) -
         "user_identities": values(profile.user_identities),
         "device_identities": values(profile.device_identities),
         "user_attributes": values(profile.attributes),
-        "consent_state": msgspec.to_builtins(profile.consent),
+        "consent_state": {
+            regulation: msgspec.to_builtins(purposes) for regulation, purposes in profile.consent.items() if purposes
+        },
         "calculated_attributes": dict(profile.calculated),
         "audience_memberships": memberships,
         "first_seen_time": rfc3339(profile.first_seen_ms) if profile.first_seen_ms else None,
