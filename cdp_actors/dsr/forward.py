@@ -91,7 +91,10 @@ async def partner_status(
     def status(state: str, message: str = "") -> PartnerStatus:
         return PartnerStatus(domain=adapter.dsr_domain, name=output.name, status=state, status_message=message)
 
-    prepared = adapter.prepare_dsr(subject, now_ms)
+    try:
+        prepared = adapter.prepare_dsr(subject, now_ms)
+    except ValueError as error:  # a field the partner's request cannot carry (e.g. an unreadable submitted_time)
+        return status("failed", f"request not built: {error}")
     if prepared is None:
         return status("skipped", f"{output.kind} takes no {subject.subject_request_type} requests")
     if not prepared.requests:

@@ -45,9 +45,10 @@ Guesses, where the docs are silent:
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, ClassVar
 
 import msgspec
@@ -692,10 +693,19 @@ DSR_TYPES = frozenset({"erasure"})
 """`DsrProcessingRequest.Type`: the SDK's enum has `erasure` only."""
 
 
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
 def epoch_seconds(rfc3339: str) -> float:
-    """An RFC 3339 time as seconds since the epoch (`Z` read as UTC; Python 3.10 parses only `+00:00`)."""
-    parsed = datetime.fromisoformat(rfc3339.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    """An RFC 3339 time as seconds since the epoch, its fraction kept to the nanosecond (Python 3.10's
+    `fromisoformat` takes neither `Z` nor more than six digits); no offset: UTC. ValueError when it is not one."""
+    found = _RFC3339.fullmatch(rfc3339.strip())
+    if found is None:
+        raise ValueError(f"not an RFC 3339 time: {rfc3339!r}")
+    day, clock, fraction, offset = found.groups()
+    zone = "+00:00" if offset in (None, "Z", "z") else offset
+    whole = datetime.fromisoformat(f"{day}T{clock}{zone}")
+    return whole.timestamp() + float(fraction or 0)
 
 
 def opendsr_identities(identities: dict[str, list[str]]) -> Json:

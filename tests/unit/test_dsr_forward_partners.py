@@ -14,6 +14,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.dsr.forward import dsr_outputs, dsr_subject, forward_to_outputs
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus, SubjectIdentity
 from cdp_actors.integrations.base import DsrSubject, HttpRequest, Prepared
+from cdp_actors.integrations.firehose import epoch_seconds
 from cdp_actors.integrations.registry import build_adapter, settings_model
 from cdp_actors.profiles.model import Profile, Stamped, SubjectRecord
 from tests.conftest import demo_config
@@ -66,6 +67,14 @@ def test_firehose_sends_a_dsr_processing_request_with_opendsr_identities() -> No
     assert again["id"] == message["id"]  # derived from the request: a resend is the same message
     v1 = subject(regulation=None, email=["x"])  # v1 requests have no regulation
     assert json.loads(only(firehose.prepare_dsr(v1, NOW_MS)).body)["regulation"] == "unknown"
+
+
+def test_submitted_times_are_read_as_rfc_3339_to_the_nanosecond() -> None:
+    assert epoch_seconds("2021-11-01T15:00:00Z") == 1635778800.0
+    assert epoch_seconds("2021-11-01t16:00:00.123456789+01:00") == pytest.approx(1635778800.123456789)
+    assert epoch_seconds("2021-11-01T15:00:00") == 1635778800.0  # no offset: UTC
+    with pytest.raises(ValueError, match="RFC 3339"):
+        epoch_seconds("yesterday")
 
 
 def test_firehose_skips_what_its_type_enum_lacks_and_subjects_without_opendsr_identities() -> None:
@@ -267,6 +276,13 @@ def test_a_failing_partner_is_failed_after_the_retries_and_names_no_secret(partn
         "401-Unauthorized after 2 attempts",
         2,
     )
+
+
+def test_a_request_a_partner_cannot_build_is_failed_not_raised() -> None:
+    config = workspace(partner_outputs("http://127.0.0.1:9")[0])
+    (unbuilt,) = statuses(dsr_request(submitted_time="last tuesday"), config, [])
+    assert unbuilt.status == "failed"
+    assert unbuilt.status_message == "request not built: not an RFC 3339 time: 'last tuesday'"
 
 
 def test_an_unreachable_partner_is_failed() -> None:
