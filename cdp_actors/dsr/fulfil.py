@@ -9,8 +9,17 @@ They run in the DSR actor's process and call the runtime's actors through `cdp_a
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.dsr.export import export_results, stored_subjects
+from cdp_actors.dsr.forward import forward_to_outputs
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def resolve(request: DsrRequest, config: WorkspaceConfig) -> list[int]:
@@ -32,11 +41,12 @@ def export(request: DsrRequest, mpids: list[int], config: WorkspaceConfig) -> by
     """Access: the profiles (identities, attributes, consent and its history, calculated attributes, audience
     memberships) and their events as one JSON document; portability: the same as a zip archive holding it. None
     when there are no records."""
-    raise NotImplementedError
+    return export_results(request, stored_subjects(mpids, config), config, _now_ms())
 
 
 def forward(request: DsrRequest, mpids: list[int], config: WorkspaceConfig) -> list[PartnerStatus]:
     """Send the request to every output that supports deletion requests (Firehose `DsrProcessingRequest`, the
     partners' own deletion APIs: Braze, Amplitude, Mixpanel); one status per such output connected to the request's
-    input (`skipped` for request types a partner does not take)."""
-    raise NotImplementedError
+    input (`skipped` for request types a partner does not take). Runs its own event loop: call it from a thread
+    that has none (the DSR actor's worker thread)."""
+    return asyncio.run(forward_to_outputs(request, stored_subjects(mpids, config), config, _now_ms()))

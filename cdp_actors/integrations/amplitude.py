@@ -17,10 +17,16 @@ as an opt-in last resort; the revenue event is Amplitude's `revenue_amount` (whi
 a single product was bought; the purchase or refund `... - Total` event stands for the documented transaction
 event and lists the products; a batch without events sends its user attributes as an `$identify` event;
 only custom, screen view, commerce, session start and end events (and consent changes) are forwarded.
+
+Data subject requests: an erasure goes to Amplitude's User Privacy API (`POST {privacy_api_url}/api/2/deletions/users`,
+HTTP Basic with the project's API key and secret key, at most 100 `user_ids` per request), naming the subject by
+its `user_id_type` identity; without a `secret_key` setting, or a user id, nothing is sent (the request's status
+says why). Amplitude takes no access or portability request through that API: those are skipped.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -29,11 +35,13 @@ from pydantic import Field
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     ZERO_AD_ID,
+    DsrSubject,
     HttpRequest,
     NonBlankSecret,
     PartnerUrl,
     Prepared,
     Rejection,
+    Secret,
     SettingsModel,
     chunks,
     consent_events,
@@ -41,12 +49,17 @@ from cdp_actors.integrations.base import (
     identity_or_device_id,
     insert_ids,
     json_body,
+    missing_dsr_identity,
     mpid_text,
     present,
+    subject_values,
 )
 from cdp_actors.integrations.commerce import Expanded, expand_commerce
 
 DEFAULT_API_URL = "https://api2.amplitude.com"
+DEFAULT_PRIVACY_API_URL = "https://amplitude.com"
+MAX_DELETIONS_PER_REQUEST = 100
+"""The User Privacy API's limit of ids in one deletion request."""
 MAX_EVENTS_PER_REQUEST = 2000
 AMPLITUDE_MIN_ID_LENGTH = 5
 REVENUE_EVENT_TYPE = "revenue_amount"
@@ -97,6 +110,10 @@ class Settings(SettingsModel):
     min_id_length: int | None = Field(default=None, ge=1)
     """Sent as `options.min_id_length` when set; shorter user and device ids are treated as missing."""
     max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=MAX_EVENTS_PER_REQUEST)
+    secret_key: Secret | None = None
+    """The project's secret key: with it, erasures are sent to the User Privacy API."""
+    privacy_api_url: PartnerUrl = DEFAULT_PRIVACY_API_URL
+    """`https://analytics.eu.amplitude.com` for an EU organisation."""
 
 
 @dataclass
@@ -144,6 +161,7 @@ class BatchContext:
 
 class Adapter:
     status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+    dsr_domain: ClassVar[str] = "amplitude.com"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -163,6 +181,24 @@ class Adapter:
         if translated.without_products:
             skipped["commerce_event"] = skipped.get("commerce_event", 0) + translated.without_products
         return Prepared(self._requests(translated.events), translated.rejections, skipped, translated.forwarded)
+
+    def prepare_dsr(self, subject: DsrSubject, now_ms: int) -> Prepared | None:
+        """An erasure as User Privacy API deletions of the subject's user ids; other request types: None."""
+        if subject.subject_request_type != "erasure":
+            return None
+        if self.settings.secret_key is None:
+            message = "erasures need the project's secret_key setting (User Privacy API)"
+            return Prepared(rejections=[Rejection("Missing Required Setting", message)])
+        kind = self.settings.user_id_type
+        user_ids = [] if kind == "none" else subject_values(subject, kind)
+        if not user_ids:
+            return missing_dsr_identity("Amplitude", f"user ids ({kind})")
+        credentials = f"{self.api_key}:{self.settings.secret_key.get_secret_value()}".encode()
+        authorization = "Basic " + base64.b64encode(credentials).decode()
+        headers = {"Content-Type": "application/json", "Authorization": authorization}
+        url = self.settings.privacy_api_url.rstrip("/") + "/api/2/deletions/users"
+        parts = chunks(user_ids, MAX_DELETIONS_PER_REQUEST)
+        return Prepared([HttpRequest(url, json_body({"user_ids": part}), headers) for part in parts])
 
     def _identifiers(self, batch: dict[str, Any]) -> dict[str, str]:
         """Amplitude's `user_id` and `device_id`, those found."""

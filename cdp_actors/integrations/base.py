@@ -112,6 +112,49 @@ class CombiningAdapter(Adapter, Protocol):
     def combine(self, requests: list[HttpRequest]) -> HttpRequest: ...
 
 
+class DsrSubject(msgspec.Struct, frozen=True):
+    """A data subject request as outputs are told of it: the request's own fields and every identity known of the
+    subject (the request's and its profiles'), by canonical type (`cdp_actors/schema/identity_types.py`)."""
+
+    subject_request_id: str
+    subject_request_type: str
+    """`erasure`, `access` or `portability`."""
+    regulation: str | None
+    submitted_time: str
+    """RFC 3339, as the controller sent it."""
+    api_version: str
+    mpids: list[int] = []
+    identities: dict[str, list[str]] = {}
+
+
+class DsrAdapter(Protocol):
+    """An output that takes data subject requests: Firehose's `DsrProcessingRequest`, or a partner's own deletion
+    API. `prepare_dsr` returns None for a request type the partner does not take; a `Prepared` without requests
+    (its rejections saying why) when the subject has no identity the partner knows users by."""
+
+    @property
+    def dsr_domain(self) -> str:
+        """The partner's domain, as the request status names it (`extensions[].domain`)."""
+        ...
+
+    def prepare_dsr(self, subject: DsrSubject, now_ms: int) -> Prepared | None: ...
+
+
+def takes_dsr(adapter: Any) -> TypeGuard[DsrAdapter]:
+    return hasattr(adapter, "prepare_dsr")
+
+
+def subject_values(subject: DsrSubject, kind: str) -> list[str]:
+    """The subject's MPIDs (as text) when `kind` is ``mpid``, else its identities of type `kind`."""
+    return [str(mpid) for mpid in subject.mpids] if kind == "mpid" else list(subject.identities.get(kind, []))
+
+
+def missing_dsr_identity(partner: str, wanted: str) -> Prepared:
+    """Nothing to send: the subject has no identity of the type the partner knows its users by."""
+    message = f"{partner} knows users by {wanted}: the subject has none"
+    return Prepared(rejections=[Rejection("Missing Identity", message)])
+
+
 def sends_raw(adapter: Adapter) -> TypeGuard[RawAdapter]:
     # hasattr, not isinstance: this runs per row, and a runtime Protocol check costs tens of microseconds
     return hasattr(adapter, "prepare_raw")

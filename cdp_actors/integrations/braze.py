@@ -17,6 +17,11 @@ batch sends the user's full attribute set (the outbound batch carries no attribu
 values Braze cannot take are dropped, as are the reserved `time` / `event_name` properties; a product
 without a price is sold at 0; currency defaults to USD; push message / registration events, Bundle
 Commerce Event Data, subscription groups and consent mapping to `$google_ad_*` are not implemented.
+
+Data subject requests: an erasure goes to Braze's "Delete users" endpoint (`POST /users/delete`, API key with
+the `users.delete` permission, at most 50 identifiers of one kind per request): the subject's external ids, and
+(guessed) its MPID aliases too, since users without the external identity were sent under them. Braze takes no
+access or portability request through its API: those are skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pydantic import Field
 
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    DsrSubject,
     HttpRequest,
     PartnerUrl,
     Prepared,
@@ -37,16 +43,21 @@ from cdp_actors.integrations.base import (
     SettingsModel,
     UserIdentityOrMpid,
     bearer_json_headers,
+    chunks,
     consent_events,
     events_of,
     identities,
     json_body,
+    missing_dsr_identity,
     mpid_text,
+    subject_values,
     user_identity,
 )
 from cdp_actors.integrations.commerce import expand_commerce
 
 MAX_ITEMS_PER_ARRAY = 75
+MAX_DELETIONS_PER_REQUEST = 50
+"""Braze's limit of identifiers in one `/users/delete` request."""
 MPID_ALIAS_LABEL = "mparticle_id"
 DEFAULT_CURRENCY = "USD"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -129,6 +140,7 @@ class _Collected:
 
 class Adapter:
     status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+    dsr_domain: ClassVar[str] = "braze.com"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -137,6 +149,21 @@ class Adapter:
         self.supported = _ALWAYS_SUPPORTED | (
             frozenset(_SESSION_EVENT_NAMES) if settings.forward_session_events else frozenset()
         )
+
+    def prepare_dsr(self, subject: DsrSubject, now_ms: int) -> Prepared | None:
+        """An erasure as `/users/delete` requests: the external ids, then the MPID aliases; other types: None."""
+        if subject.subject_request_type != "erasure":
+            return None
+        wanted = self.settings.external_identity_type
+        external_ids = subject_values(subject, wanted)
+        alias_mpids = [] if wanted == "mpid" else subject.mpids  # the MPID is the external id then
+        aliases = [{"alias_label": MPID_ALIAS_LABEL, "alias_name": str(mpid)} for mpid in alias_mpids]
+        bodies = [{"external_ids": part} for part in chunks(external_ids, MAX_DELETIONS_PER_REQUEST)]
+        bodies += [{"user_aliases": part} for part in chunks(aliases, MAX_DELETIONS_PER_REQUEST)]
+        if not bodies:
+            return missing_dsr_identity("Braze", f"{wanted} or an MPID alias")
+        url = self.settings.api_url.rstrip("/") + "/users/delete"
+        return Prepared([HttpRequest(url, json_body(body), self.headers) for body in bodies])
 
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
         kept, skipped = events_of(batch, self.supported)

@@ -33,6 +33,11 @@ Guesses, where the docs are silent:
   `allow_eventless_batches`, after the registration permission of that name;
 - membership changes wait in the bulk queue up to `bulk_max_age_s` (default 5 minutes) or until 1,000 are
   waiting; the partner's registration declares its own bulk settings, which we do not read;
+- a data subject request goes out as a `dsr_processing_request` (the SDK's `DsrProcessingRequest`: `account`,
+  `subject_request_id`, `subject_request_type`, `submitted_time` as epoch seconds with a fraction, as the SDK writes
+  an `Instant`, `subject_identities` keyed by OpenDSR identity type, `api_version`, `regulation`); its type enum
+  has only `erasure`, so access and portability requests are skipped; identity types OpenDSR has no name for
+  (`other`, phone numbers, ...) are left out, and a subject with none of the others is not sent;
 - `integration_attributes` and `platform_fields` are not sent (the outbound batch has no integration id and
   no workspace names); audiences carry no `audience_subscription_settings` (membership changes have none).
 """
@@ -40,8 +45,10 @@ Guesses, where the docs are silent:
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar
 
 import msgspec
@@ -50,6 +57,7 @@ from pydantic import Field
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
     BulkMaxAge,
+    DsrSubject,
     HttpRequest,
     MembershipChange,
     Prepared,
@@ -57,6 +65,7 @@ from cdp_actors.integrations.base import (
     SettingsModel,
     chunks,
     json_body,
+    missing_dsr_identity,
 )
 
 FIREHOSE_VERSION = "3.2.0"
@@ -663,6 +672,66 @@ def audience_membership_change_request(
     }
 
 
+# ---- data subject requests -------------------------------------------------------------------------------------
+
+
+OPENDSR_IDENTITY_TYPES = {
+    "customer_id": "controller_customer_id",
+    "email": "email",
+    "android_advertising_id": "android_advertising_id",
+    "android_uuid": "android_id",
+    "fire_advertising_id": "fire_advertising_id",
+    "ios_advertising_id": "ios_advertising_id",
+    "ios_idfv": "ios_vendor_id",
+    "microsoft_advertising_id": "microsoft_advertising_id",
+    "microsoft_publisher_id": "microsoft_publisher_id",
+    "roku_advertising_id": "roku_advertising_id",
+    "roku_publisher_id": "roku_publisher_id",
+}
+"""Our (canonical) identity types → Firehose `OpenDsrIdentity.Type`; the others have no OpenDSR name."""
+DSR_TYPES = frozenset({"erasure"})
+"""`DsrProcessingRequest.Type`: the SDK's enum has `erasure` only."""
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
+
+
+def epoch_seconds(rfc3339: str) -> float:
+    """An RFC 3339 time as seconds since the epoch, its fraction kept to the nanosecond (Python 3.10's
+    `fromisoformat` takes neither `Z` nor more than six digits); no offset: UTC. ValueError when it is not one."""
+    found = _RFC3339.fullmatch(rfc3339.strip())
+    if found is None:
+        raise ValueError(f"not an RFC 3339 time: {rfc3339!r}")
+    day, clock, fraction, offset = found.groups()
+    zone = "+00:00" if offset in (None, "Z", "z") else offset
+    whole = datetime.fromisoformat(f"{day}T{clock}{zone}")
+    return whole.timestamp() + float(fraction or 0)
+
+
+def opendsr_identities(identities: dict[str, list[str]]) -> Json:
+    """The first value of each identity type OpenDSR names, keyed by its OpenDSR type."""
+    return {
+        OPENDSR_IDENTITY_TYPES[kind]: {"encoding": "raw", "value": values[0]}
+        for kind, values in identities.items()
+        if kind in OPENDSR_IDENTITY_TYPES and values
+    }
+
+
+def dsr_processing_request(subject: DsrSubject, account: Json, timestamp_ms: int, version: str) -> Json:
+    """Its id derives from the subject request id, so a resent request is the same message."""
+    return {
+        **message_base("dsr_processing_request", derived_uuid("dsr_processing_request", subject.subject_request_id),
+                       timestamp_ms, version),
+        "account": account,
+        "subject_request_id": subject.subject_request_id,
+        "subject_request_type": subject.subject_request_type,
+        "submitted_time": epoch_seconds(subject.submitted_time),
+        "subject_identities": opendsr_identities(subject.identities),
+        "api_version": subject.api_version,
+        "regulation": subject.regulation or "unknown",
+    }  # fmt: skip
+
+
 # ---- adapters --------------------------------------------------------------------------------------------
 
 
@@ -683,6 +752,19 @@ class FirehoseClient:
 
     def request(self, message: Json) -> HttpRequest:
         return HttpRequest(self.settings.url, json_body(message), self.headers)
+
+    @property
+    def dsr_domain(self) -> str:
+        """The partner endpoint's host: a Firehose partner has no domain of its own in its settings."""
+        return self.settings.url.split("://", 1)[1].split("/", 1)[0]
+
+    def prepare_dsr(self, subject: DsrSubject, now_ms: int) -> Prepared | None:
+        if subject.subject_request_type not in DSR_TYPES:
+            return None
+        if not opendsr_identities(subject.identities):
+            return missing_dsr_identity("Firehose", "OpenDSR identity types (customer id, email, device ids)")
+        message = dsr_processing_request(subject, self.account, now_ms, self.settings.firehose_version)
+        return Prepared([self.request(message)])
 
 
 class Adapter(FirehoseClient):

@@ -14,6 +14,13 @@ missing the MPID stands in; the mParticle reserved user attributes map as `$Firs
 `$LastName` → `$last_name`, `$Mobile` → `$phone`, `$City` → `$city`, `$State` → `$region`, the others just
 lose their `$`; the people update is one `/engage` request after the event requests; refunds record a
 negative `$transactions` amount; events of one expanded commerce event get `<event id>-<n>` insert ids.
+
+Data subject requests go to Mixpanel's GDPR and CCPA API (v3), authorised with the GDPR OAuth token as a bearer
+token and the project token in the query: an erasure as `POST /api/app/data-deletions/v3.0/`, an access or
+portability request as `POST /api/app/data-retrievals/v3.0/` (Mixpanel sends the export to the project's owner),
+each with `distinct_ids` (at most 2000) and `compliance_type` `GDPR` or `CCPA` (CCPA retrievals with
+`disclosure_type: Data`). The distinct ids are the subject's `distinct_id_type` identities and its MPIDs (which
+stand in when a batch lacks the chosen identity). Without a `gdpr_api_token` setting nothing is sent.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ import base64
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal, NamedTuple
+from urllib.parse import urlencode
 
 from pydantic import Field
 
 from cdp_actors.integrations.base import (
     PARTNER_STATUS_ALERTS,
+    DsrSubject,
     HttpRequest,
     NonBlankSecret,
     PartnerUrl,
@@ -42,11 +51,21 @@ from cdp_actors.integrations.base import (
     identity_or_device_id,
     insert_ids,
     json_body,
+    missing_dsr_identity,
     present,
+    subject_values,
 )
 from cdp_actors.integrations.commerce import TOTAL_ACTIONS, expand_commerce
 
 DEFAULT_API_URL = "https://api.mixpanel.com"
+DEFAULT_GDPR_API_URL = "https://mixpanel.com"
+MAX_DISTINCT_IDS_PER_DSR = 2000
+"""The GDPR API's limit of distinct ids in one deletion or retrieval request."""
+DSR_PATHS = {
+    "erasure": "/api/app/data-deletions/v3.0/",
+    "access": "/api/app/data-retrievals/v3.0/",
+    "portability": "/api/app/data-retrievals/v3.0/",
+}
 MAX_EVENTS_PER_REQUEST = 2000
 TRACK_WINDOW_MS = 5 * 24 * 60 * 60 * 1000
 SUPPORTED_EVENT_TYPES = frozenset({"custom_event", "screen_view", "commerce_event"})
@@ -95,6 +114,10 @@ class Settings(SettingsModel):
     include_user_attributes: bool = False
     """Also put the user attributes and the email identity on every event."""
     max_events_per_request: int = Field(default=MAX_EVENTS_PER_REQUEST, ge=1, le=MAX_EVENTS_PER_REQUEST)
+    gdpr_api_token: Secret | None = None
+    """The GDPR OAuth token (Mixpanel's personal settings, Data & Privacy): with it, data subject requests are sent."""
+    gdpr_api_url: PartnerUrl = DEFAULT_GDPR_API_URL
+    """`https://eu.mixpanel.com` for EU data residency."""
 
 
 class Plain(NamedTuple):
@@ -120,6 +143,7 @@ class Routed:
 
 class Adapter:
     status_alerts: ClassVar[dict[int, str]] = PARTNER_STATUS_ALERTS
+    dsr_domain: ClassVar[str] = "mixpanel.com"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -134,6 +158,26 @@ class Adapter:
         if settings.api_secret is not None:
             credentials = f"{settings.api_secret.get_secret_value()}:".encode()
             self.import_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+
+    def prepare_dsr(self, subject: DsrSubject, now_ms: int) -> Prepared | None:
+        """A deletion (erasure) or retrieval (access, portability) request per 2000 distinct ids."""
+        path = DSR_PATHS.get(subject.subject_request_type)
+        if path is None:
+            return None
+        if self.settings.gdpr_api_token is None:
+            message = "data subject requests need the gdpr_api_token setting (GDPR OAuth token)"
+            return Prepared(rejections=[Rejection("Missing Required Setting", message)])
+        kind = self.settings.distinct_id_type
+        distinct_ids = list(dict.fromkeys([*subject_values(subject, kind), *subject_values(subject, "mpid")]))
+        if not distinct_ids:
+            return missing_dsr_identity("Mixpanel", f"distinct ids ({kind} or MPID)")
+        ccpa = subject.regulation == "ccpa"
+        extra = {"disclosure_type": "Data"} if ccpa and subject.subject_request_type != "erasure" else {}
+        url = f"{self.settings.gdpr_api_url.rstrip('/')}{path}?{urlencode({'token': self.token})}"
+        headers = {**self.json_headers, "Authorization": f"Bearer {self.settings.gdpr_api_token.get_secret_value()}"}
+        fields = {"compliance_type": "CCPA" if ccpa else "GDPR", **extra}
+        parts = chunks(distinct_ids, MAX_DISTINCT_IDS_PER_DSR)
+        return Prepared([HttpRequest(url, json_body({"distinct_ids": part, **fields}), headers) for part in parts])
 
     def prepare(self, batch: dict[str, Any], now_ms: int) -> Prepared:
         """`forwarded_events` counts source events (consent changes included), not the events they expand to."""

@@ -46,6 +46,14 @@ class Profile(msgspec.Struct, omit_defaults=True):
         return {**live, **self.calculated} if self.calculated else live
 
 
+class SubjectRecord(msgspec.Struct):
+    """Everything a shard stores of one user, read in one transaction: for data subject access requests."""
+
+    profile: Profile
+    events: list[dict[str, Any]]
+    """The stored event history, oldest first (at most `runtime.history_per_user` events)."""
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Profile)
 

@@ -29,7 +29,7 @@ from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.derived import DERIVED_DBS, DerivedState
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, lane_window, outbox_key, outbox_lane
-from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
+from cdp_actors.profiles.model import Profile, SubjectRecord, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
 from cdp_actors.profiles.update import apply_batch
 from cdp_actors.reports import DAY_MS, formatted, inbound_counts
@@ -75,6 +75,17 @@ configuration it was created with (the dispatcher's first chunk then brings its 
 
 def history_key(mpid: int, seq: int) -> bytes:
     return mpid_key(mpid) + u64(seq)
+
+
+def read_subject(store: Store, mpid: int) -> SubjectRecord | None:
+    """The user's profile and its whole event history, in one read transaction; None when there is no profile."""
+    with store.read() as txn:
+        data = txn.get(mpid_key(mpid), db=store.db("profiles"))
+        if not data:
+            return None
+        history = iter_prefix(txn, store.db("history"), mpid_key(mpid))
+        events = [event for _, value in history for event in msgspec.json.decode(value[2:])]
+    return SubjectRecord(decode_profile(data), events)
 
 
 def activity_key(day: int, input_id: int, mpid: int) -> bytes:
@@ -477,6 +488,10 @@ class ProfileShard:
 
     def profile(self, mpid: int) -> dict[str, Any] | None:
         return self.core.profile(mpid)
+
+    def subject(self, mpid: int) -> SubjectRecord | None:
+        """The user's profile and event history, for a data subject request (`read_subject`)."""
+        return read_subject(self.core.store, mpid)
 
     def alias_export(self, job: AliasJob) -> AliasExport:
         return self.core.alias_export(job)
