@@ -175,7 +175,7 @@ def _check_raw(encoding: Any, path: str) -> None:
 
 
 def _v3_entries(identities: Any, path: str) -> list[tuple[str, Any, str]]:
-    """(type, value, its path) of a v3 identities dict, encodings checked."""
+    """(type, value, the identity's path) of a v3 identities dict, encodings checked."""
     if identities is None:
         return []
     if not isinstance(identities, dict):
@@ -186,7 +186,7 @@ def _v3_entries(identities: Any, path: str) -> list[tuple[str, Any, str]]:
         if not isinstance(entry, dict):
             raise BadRequest("An identity must be an object with value and encoding.", where)
         _check_raw(entry.get("encoding"), f"{where}.encoding")
-        entries.append((name, entry.get("value"), f"{where}.value"))
+        entries.append((name, entry.get("value"), where))
     return entries
 
 
@@ -194,13 +194,15 @@ def _v3_identities(body: dict[str, Any], extension: dict[str, Any]) -> tuple[lis
     identities: list[SubjectIdentity] = []
     mpids: list[int] = []
     for name, value, where in _v3_entries(body.get("subject_identities"), "$.subject_identities"):
-        identities.append(SubjectIdentity(_identity_type(name, where, OPENDSR_TYPES), _value(value, where)))
+        kind = _identity_type(name, where, OPENDSR_TYPES)
+        identities.append(SubjectIdentity(kind, _value(value, f"{where}.value")))
     ext_path = f"$.extensions.{PROCESSOR_DOMAIN}.subject_identities"
     for name, value, where in _v3_entries(extension.get("subject_identities"), ext_path):
         if name == "mpid":
-            mpids.append(_mpid(value, where))
+            mpids.append(_mpid(value, f"{where}.value"))
         else:
-            identities.append(SubjectIdentity(_identity_type(name, where, EXTENSION_TYPES), _value(value, where)))
+            kind = _identity_type(name, where, EXTENSION_TYPES)
+            identities.append(SubjectIdentity(kind, _value(value, f"{where}.value")))
     return identities, mpids
 
 
