@@ -127,7 +127,8 @@ def is_relayed(path: str) -> bool:
 
 
 def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Scheme and host the client used (not Starlette's `base_url`, which carries the app's route prefix)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=5, graceful_shutdown_wait_loop_s=1)

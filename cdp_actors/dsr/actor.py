@@ -9,12 +9,12 @@ up every request where its recorded steps left it.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +45,21 @@ def signed_headers(signer: Signer, domain: str, api_version: str, body: bytes) -
 
 
 def post_callback(url: str, body: bytes, headers: dict[str, str]) -> bool:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
+    """POST a callback; True on a 2xx. http.client keeps the header names' case (urllib would send
+    `X-opendsr-signature`)."""
+    target = urllib.parse.urlsplit(url)
+    connection_class = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+    path = (target.path or "/") + (f"?{target.query}" if target.query else "")
+    connection = connection_class(target.netloc, timeout=CALLBACK_TIMEOUT_S)
     try:
-        with urllib.request.urlopen(request, timeout=CALLBACK_TIMEOUT_S) as answer:
-            return 200 <= answer.status < 300
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        connection.request("POST", path, body, {"Content-Type": "application/json", **headers})
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as error:
         log.info("DSR callback to %s failed: %r", url, error)
         return False
+    finally:
+        connection.close()
+    return 200 <= status < 300
 
 
 class DsrCore:

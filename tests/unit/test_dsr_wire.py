@@ -118,14 +118,19 @@ def test_mpid_with_another_identity_is_refused():
         ({"regulation": None}, "$.regulation"),
         ({"api_version": "2.0"}, "$.api_version"),
         ({"subject_identities": {"fax": {"value": "1", "encoding": "raw"}}}, "$.subject_identities.fax"),
-        ({"subject_identities": {"email": {"value": "x", "encoding": "sha256"}}}, "$.subject_identities.email.encoding"),
+        (
+            {"subject_identities": {"email": {"value": "x", "encoding": "sha256"}}},
+            "$.subject_identities.email.encoding",
+        ),
         ({"subject_identities": {"email": {"value": "", "encoding": "raw"}}}, "$.subject_identities.email.value"),
         ({"subject_identities": [{"identity_type": "email"}]}, "$.subject_identities"),
         ({"subject_identities": {}, "extensions": {}}, "$.subject_identities"),
         ({"status_callback_urls": "https://x"}, "$.status_callback_urls"),
         ({"status_callback_urls": ["ftp://x"]}, "$.status_callback_urls"),
-        ({"extensions": {"opendsr.mparticle.com": {"skip_waiting_period": "yes"}}},
-         "$.extensions.opendsr.mparticle.com.skip_waiting_period"),
+        (
+            {"extensions": {"opendsr.mparticle.com": {"skip_waiting_period": "yes"}}},
+            "$.extensions.opendsr.mparticle.com.skip_waiting_period",
+        ),
         ({"group_id": 5}, "$.group_id"),
     ],
 )
@@ -144,13 +149,23 @@ def test_unknown_identity_type_is_named():
 @pytest.mark.parametrize(
     ("change", "path"),
     [
-        ({"subject_identities": [{"identity_type": "email", "identity_value": "x", "identity_format": "md5"}]},
-         "$.subject_identities[0].identity_format"),
+        (
+            {"subject_identities": [{"identity_type": "email", "identity_value": "x", "identity_format": "md5"}]},
+            "$.subject_identities[0].identity_format",
+        ),
         ({"subject_identities": {"email": "x"}}, "$.subject_identities"),
-        ({"extensions": {"opendsr.mparticle.com": {"mpids": ["not-a-number"]}}},
-         "$.extensions.opendsr.mparticle.com.mpids[0]"),
-        ({"extensions": {"opendsr.mparticle.com": {"identities": [{"identity_type": "email", "identity_value": "x"}]}}},
-         "$.extensions.opendsr.mparticle.com.identities[0].identity_type"),
+        (
+            {"extensions": {"opendsr.mparticle.com": {"mpids": ["not-a-number"]}}},
+            "$.extensions.opendsr.mparticle.com.mpids[0]",
+        ),
+        (
+            {
+                "extensions": {
+                    "opendsr.mparticle.com": {"identities": [{"identity_type": "email", "identity_value": "x"}]}
+                }
+            },
+            "$.extensions.opendsr.mparticle.com.identities[0].identity_type",
+        ),
     ],
 )
 def test_v2_refusals_name_the_field(change: dict[str, Any], path: str):
