@@ -26,7 +26,7 @@ from cdp_actors import handles
 from cdp_actors.access.keys import InputKeys, KeyVerifier
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.dsr.model import DsrRequest
-from cdp_actors.dsr.requests import ResultsExpired, results_url
+from cdp_actors.dsr.requests import results_url
 from cdp_actors.dsr.wire import (
     Received,
     cancelled_body,
@@ -69,9 +69,8 @@ def _routes() -> Routes[tuple[str, str]]:
 
 
 ROUTES = _routes()
-STATUSES = {Forbidden: 401, ResultsExpired: 410}
-"""Where the DSR API answers otherwise than the common table: bad credentials are a 401 (the DSR docs), an expired
-results URL a 410 Gone."""
+STATUSES = {Forbidden: 401}
+"""Where the DSR API answers otherwise than the common table: bad credentials are a 401 (the DSR docs)."""
 
 
 class Answer(msgspec.Struct, array_like=True):

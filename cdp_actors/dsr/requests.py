@@ -24,7 +24,7 @@ import msgspec
 
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus
 from cdp_actors.dsr.wire import DAY_MS, callback_body, same_subject
-from cdp_actors.errors import BadRequest, Conflict, NotFound
+from cdp_actors.errors import BadRequest, Conflict, Gone, NotFound
 from cdp_actors.storage.lmdb_env import Store, Txn, from_u64, iter_prefix, u64
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,6 @@ CALLBACK_MAX_ATTEMPTS = 30
 """About 5 hours of attempts at the longest interval: a controller endpoint down longer misses that status."""
 CALLBACKS_PER_ROUND = 100
 ACTIVE = ("pending", "in_progress")
-
-
-class ResultsExpired(NotFound):
-    """A results URL past its 7 days: 410 Gone."""
 
 
 class Progress(msgspec.Struct):
@@ -174,14 +170,14 @@ class DsrBook:
 
     def results(self, request_id: str, now_ms: int) -> tuple[DsrRequest, bytes]:
         """An access or portability request's results: NotFound while there are none (or no records: count 0),
-        ResultsExpired from `results_expire_ms` on."""
+        Gone from `results_expire_ms` on."""
         with self.store.read() as txn:
             request = self._request(txn, request_id.encode())
             data = txn.get(request_id.encode(), db=self.store.db("results"))
         if request is None or request.status != "completed" or request.subject_request_type == "erasure":
             raise NotFound(f"No results for subject request {request_id}.")
         if request.results_expire_ms is not None and now_ms >= request.results_expire_ms:
-            raise ResultsExpired(f"The results of subject request {request_id} expired.")
+            raise Gone(f"The results of subject request {request_id} expired.")
         if not request.results_count or data is None:
             raise NotFound(f"Subject request {request_id} found no records.")
         return request, data

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus, SubjectIdentity
-from cdp_actors.dsr.requests import RESULTS_VALID_MS, DsrBook, ResultsExpired, Steps
+from cdp_actors.dsr.requests import RESULTS_VALID_MS, DsrBook, Steps
 from cdp_actors.dsr.signing import KEY_FILE, Signer, verify
-from cdp_actors.errors import BadRequest, Conflict, NotFound
+from cdp_actors.errors import BadRequest, Conflict, Gone, NotFound
 
 T0 = 1_700_000_000_000
 WAIT_MS = 1_000
@@ -105,10 +105,10 @@ def test_access_exports_after_resolving_and_serves_results_for_seven_days(book: 
     assert data == b'{"profiles": [1]}' and done.results_count == 2
     callbacks = [json.loads(cb.body) for _, cb in book.due_callbacks(T0 * 2)]
     assert callbacks[-1]["results_url"] == f"{BASE}/v3/requests/{rid}/results"
-    with pytest.raises(ResultsExpired):
+    with pytest.raises(Gone):
         book.results(rid, T0 + WAIT_MS + RESULTS_VALID_MS)
     book.expire_results(T0 + WAIT_MS + RESULTS_VALID_MS)
-    with pytest.raises(ResultsExpired):  # still Gone, not a 404, once the bytes are dropped
+    with pytest.raises(Gone):  # still Gone, not a 404, once the bytes are dropped
         book.results(rid, T0 + WAIT_MS + RESULTS_VALID_MS + 1)
 
 
@@ -120,7 +120,7 @@ def test_no_records_completes_with_count_zero_and_a_404(book: DsrBook):
     assert book.get(request().subject_request_id).results_count == 0
     with pytest.raises(NotFound) as raised:
         book.results(request().subject_request_id, T0 + WAIT_MS)
-    assert not isinstance(raised.value, ResultsExpired)
+    assert not isinstance(raised.value, Gone)
 
 
 def test_cancel_only_while_pending(book: DsrBook):
