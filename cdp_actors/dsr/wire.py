@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -332,3 +333,45 @@ def same_subject(a: DsrRequest, b: DsrRequest) -> bool:
         == sorted((i.identity_type, i.value) for i in b.identities)
         and sorted(a.mpids) == sorted(b.mpids)
     )
+
+
+def console_request(mpid: int, request_type: str, regulation: str, skip: bool, received: Received) -> DsrRequest:
+    """A request submitted from the console's User Activity detail for one profile: its MPID is the only identity
+    (as the v3 `mpid` extension identity), under a new id; the workspace's waiting period applies unless skipped."""
+    waiting_ms = 0 if skip else received.waiting_period_ms
+    return DsrRequest(
+        subject_request_id=str(uuid.uuid4()),
+        subject_request_type=request_type,
+        api_version="3.0",
+        regulation=regulation,
+        submitted_time=rfc3339(received.received_ms),
+        received_ms=received.received_ms,
+        input_id=received.input_id,
+        mpids=[mpid],
+        skip_waiting_period=skip,
+        due_ms=received.received_ms + waiting_ms,
+        expected_completion_ms=received.received_ms + waiting_ms + PROCESSING_MS,
+    )
+
+
+def console_row(request: DsrRequest, steps_done: list[str], attempts: int, last_error: str) -> dict[str, Any]:
+    """One request in `/cdp/dsr`: its state, and where its processing stands."""
+    return {
+        "subject_request_id": request.subject_request_id,
+        "subject_request_type": request.subject_request_type,
+        "request_status": request.status,
+        "regulation": request.regulation,
+        "api_version": request.api_version,
+        "group_id": request.group_id,
+        "identities": [{"identity_type": i.identity_type, "value": i.value} for i in request.identities],
+        "mpids": [str(m) for m in request.mpids],
+        "received_time": rfc3339(request.received_ms),
+        "due_time": rfc3339(request.due_ms),
+        "expected_completion_time": rfc3339(request.expected_completion_ms),
+        "completed_time": None if request.completed_ms is None else rfc3339(request.completed_ms),
+        "results_count": request.results_count,
+        "steps_done": steps_done,
+        "attempts": attempts,
+        "last_error": last_error,
+        "partners": [_partner(p) for p in request.partners],
+    }

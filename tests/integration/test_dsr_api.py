@@ -21,14 +21,18 @@ from typing import Any
 import pytest
 import ray
 import requests
+import yaml
 from aiohttp import web
 
 from cdp_actors import handles
+from cdp_actors.access.sessions import CSRF_HEADER
+from cdp_actors.config import parse_workspace
 from cdp_actors.dsr.signing import verify
-from tests.conftest import demo_config
+from tests.conftest import ROOT
 from tests.support import DEMO_AUTH, Api, Receiver, wait_for
 
 WAIT_S = 3600
+PRIVACY_PASSWORD = "dsr-privacy-password-1"
 BAD_AUTH = "Basic " + base64.b64encode(b"demo-key:wrong").decode()
 
 
@@ -55,7 +59,11 @@ def controller() -> Iterator[Controller]:
 
 @pytest.fixture
 def api(platform: Callable[..., Api], receiver: Receiver) -> Api:
-    return platform(demo_config(receiver.url, dsr={"waiting_period_s": WAIT_S}))
+    document = yaml.safe_load((ROOT / "configs" / "workspace.yaml").read_text())
+    document["outputs"][0]["settings"]["url"] = receiver.url
+    document["dsr"] = {"waiting_period_s": WAIT_S}
+    document["users"].append({"name": "privacy", "role": "admin_compliance", "password": PRIVACY_PASSWORD})
+    return platform(parse_workspace(document))
 
 
 def new_id() -> str:
@@ -229,3 +237,22 @@ def test_kill_9_with_a_request_pending_then_in_progress_resumes(api: Api):
     assert call(api, "GET", f"/v3/requests/{rid}").json()["request_status"] == "in_progress"
     ray.get(actor().tick.remote(progress.next_try_ms))
     assert ray.get(actor().progress.remote(rid)).attempts == 2  # picked up again after the restart
+
+
+def test_the_console_lists_requests_and_submits_one_for_a_profile(api: Api):
+    session = requests.post(api.base + "/cdp/login", json={"user": "privacy", "password": PRIVACY_PASSWORD}, timeout=30)
+    assert session.status_code == 200, session.text
+    cookies, csrf = session.cookies, {CSRF_HEADER: session.json()["csrf_token"]}
+    submitted = requests.post(api.base + "/cdp/users/4242/dsr", json={"subject_request_type": "access"},
+                              cookies=cookies, headers=csrf, timeout=30)  # fmt: skip
+    assert submitted.status_code == 201, submitted.text
+    rid = submitted.json()["subject_request_id"]
+    listed = requests.get(api.base + "/cdp/dsr", cookies=cookies, timeout=30)
+    assert listed.status_code == 200
+    [row] = [r for r in listed.json()["requests"] if r["subject_request_id"] == rid]
+    assert (row["request_status"], row["mpids"], row["subject_request_type"]) == ("pending", ["4242"], "access")
+    assert call(api, "GET", f"/v3/requests/{rid}").json()["request_status"] == "pending"  # one book for both
+    again = requests.post(api.base + "/cdp/users/4242/dsr", json={"subject_request_type": "access"},
+                          cookies=cookies, headers=csrf, timeout=30)  # fmt: skip
+    assert again.status_code == 409  # the identical request is pending
+    assert api.get("/cdp/dsr").status_code == 403  # the Admin role has no privacy permissions
