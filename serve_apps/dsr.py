@@ -35,10 +35,10 @@ from cdp_actors.dsr.wire import (
     parse_request,
     status_body,
 )
-from cdp_actors.errors import BadRequest, Forbidden, RequestFailed
+from cdp_actors.errors import BadRequest, Forbidden, RequestFailed, Unavailable
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.telemetry import now_ms, setup_process
-from serve_apps.auth import verify_basic
+from serve_apps.auth import read_body, verify_basic
 from serve_apps.errors import ANSWERS, internal_error, unavailable
 from serve_apps.live import LiveConfig
 from serve_apps.routes import Route, Routes
@@ -113,11 +113,17 @@ def to_response(answer: Answer) -> Response:
 
 async def relay(request: Request) -> Response:
     """A v1/v2 DSR request that reached the Events or Identity API, answered by this app."""
-    body = await request.body()
-    handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME)
-    answer: Answer = await handle.answer.remote(
-        request.method, request.url.path, dict(request.query_params), dict(request.headers), body, _base_url(request)
-    )
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+        handle = serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME)
+        query, headers = dict(request.query_params), dict(request.headers)
+        answer: Answer = await handle.answer.remote(
+            request.method, request.url.path, query, headers, body, _base_url(request)
+        )
+    except RequestFailed as error:
+        answer = refusal(error)
+    except (ray.exceptions.RayError, ValueError) as error:  # the DSR app is not deployed (ValueError) or restarting
+        answer = refusal(Unavailable(f"The DSR service is unavailable ({type(error).__name__}); retry shortly.", 1))
     return to_response(answer)
 
 
@@ -139,7 +145,10 @@ class DsrApi:
         self.dsr = handles.dsr()
 
     async def __call__(self, request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY_BYTES)
+        except RequestFailed as error:
+            return to_response(refusal(error))
         answer = await self.answer(
             request.method,
             request.url.path,
@@ -160,8 +169,6 @@ class DsrApi:
                 return Answer(200, pem, "application/x-pem-file")
             held = await self.live.snapshot()
             source = await verify_basic(held.derived, headers.get("authorization"))
-            if len(body) > MAX_BODY_BYTES:
-                raise BadRequest(f"The body is over {MAX_BODY_BYTES} bytes.", "$")
             call = Call(operation, version, arguments, query, body, base_url, source.id)
             return await self._dispatch(call, held.config)
         except ray.exceptions.RayError as error:

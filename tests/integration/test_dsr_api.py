@@ -130,6 +130,13 @@ def test_v2_and_v1_forms(api: Api):
     status = call(api, "GET", f"/v1/opengdpr_requests/{rid1}")
     assert status.status_code == 200 and status.json()["request_status"] == "pending"
     assert call(api, "DELETE", f"/v2/requests/{rid2}").status_code == 202
+    no_regulation = {**v2, "subject_request_id": new_id()}
+    del no_regulation["regulation"]
+    assert "regulation" in refusal(call(api, "POST", "/v2/requests", no_regulation), 400)  # required from v2 on
+    by_mpid = {**v1, "subject_request_id": new_id(), "subject_identities": [],
+               "extensions": {"opendsr.mparticle.com": {"mpids": [777]}}}  # fmt: skip
+    assert call(api, "POST", "/v1/opengdpr_requests", by_mpid).status_code == 201
+    assert refusal(call(api, "GET", f"/v1/opengdpr_requests/{new_id()}"), 404)
     assert call(api, "GET", "/v2/discovery").json()["api_version"] == "2.0"
 
 
