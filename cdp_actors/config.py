@@ -337,6 +337,16 @@ class Telemetry(_Strict):
     """With exporter ``file``: where spans go, relative to the data dir."""
 
 
+class Dsr(_Strict):
+    """Data subject requests (https://docs.mparticle.com/developers/apis/dsr-api/v3/)."""
+
+    waiting_period_s: int = Field(default=7 * 86_400, ge=0)
+    """A request stays pending (cancellable) this long before it is processed: mParticle's 7 days by default;
+    `skip_waiting_period` in a request makes it 0. Tests and demos use seconds."""
+    processor_domain: str = Field(default="opendsr.mparticle.com", min_length=1)
+    """`X-OpenDSR-Processor-Domain` of answers and callbacks, and the name the signing certificate is issued to."""
+
+
 class WorkspaceConfig(_Strict):
     workspace: Workspace = Workspace()
     inputs: list[Input] = Field(min_length=1)
@@ -351,6 +361,7 @@ class WorkspaceConfig(_Strict):
     retry: Retry = Retry()
     runtime: Runtime = Runtime()
     telemetry: Telemetry = Telemetry()
+    dsr: Dsr = Dsr()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> WorkspaceConfig:

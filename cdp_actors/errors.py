@@ -49,6 +49,10 @@ class NotFound(RequestFailed):
     """What the request names (a profile, a workspace, an identity) does not exist."""
 
 
+class Gone(RequestFailed):
+    """What the request names existed and is no longer served (a DSR results URL past its 7 days)."""
+
+
 class ImmutableIdentity(BadRequest):
     """A change to an identity the workspace declares immutable."""
 

@@ -15,6 +15,7 @@ from cdp_actors.partition import (
     ALERTS_NAME,
     CONTROL_NAME,
     DISPATCHER_NAME,
+    DSR_NAME,
     IDENTITY_NAME,
     INTAKE_NAME,
     NAMESPACE,
@@ -84,3 +85,8 @@ def sessions() -> ActorHandle:
 def control() -> ActorHandle:
     """The owner of the versioned workspace configuration and the audit log (cdp_actors/control/owner.py)."""
     return named(CONTROL_NAME)
+
+
+def dsr() -> ActorHandle:
+    """The owner of the data subject requests (cdp_actors/dsr/actor.py)."""
+    return named(DSR_NAME)

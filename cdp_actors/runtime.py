@@ -28,6 +28,7 @@ from cdp_actors.access.setup import load_access_key, prepare_users
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.constants import NODE_WAIT_S
 from cdp_actors.control.owner import ControlCore
+from cdp_actors.dsr.actor import DsrActor
 from cdp_actors.forwarding.alerts import AlertStore
 from cdp_actors.forwarding.forwarder import Forwarder
 from cdp_actors.identity.index import IdentityIndex
@@ -37,6 +38,7 @@ from cdp_actors.partition import (
     ALERTS_NAME,
     CONTROL_NAME,
     DISPATCHER_NAME,
+    DSR_NAME,
     IDENTITY_NAME,
     INTAKE_NAME,
     NAMESPACE,
@@ -119,7 +121,8 @@ def ensure_runtime(
     dispatcher = _named(Dispatcher, DISPATCHER_NAME, HEAD).remote(  # it reads the intake log's LMDB
         data_dir, INTAKE_NAME, runtime.shards, runtime.max_chunk_batches, config
     )
-    _ready(*forwarders, dispatcher)
+    dsr = _named(DsrActor, DSR_NAME, HEAD).remote(data_dir, config)
+    _ready(*forwarders, dispatcher, dsr)
     return config
 
 
@@ -225,6 +228,7 @@ def runtime_actor_names(config: WorkspaceConfig) -> list[str]:
         *(shard_name(i) for i in range(config.runtime.shards)),
         ALERTS_NAME,
         SESSIONS_NAME,
+        DSR_NAME,
         CONTROL_NAME,
     ]
 

@@ -29,6 +29,7 @@ from cdp_actors.audiences.standard import RUNS_DIR, latest_run
 from cdp_actors.audit import DEFAULT_PAGE, AuditFilter, AuditPage
 from cdp_actors.audit import MAX_PAGE as MAX_AUDIT_PAGE
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.dsr.wire import Received, console_request, console_row
 from cdp_actors.errors import BadRequest, NotFound, Overloaded, Unauthorized
 from cdp_actors.intake.deadletter import MAX_PAGE
 from cdp_actors.platform.audiences import audience_size, merged_stats
@@ -61,6 +62,20 @@ def parse_time_ms(value: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
+
+
+class DsrSubmission(BaseModel):
+    """A data subject request for one profile, from its User Activity detail."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject_request_type: Literal["erasure", "access", "portability"]
+    regulation: Literal["gdpr", "ccpa"] = "gdpr"
+    skip_waiting_period: StrictBool = False
+
+
+DSR_SUBMIT_ACTION = "dsr.submit"
+MAX_DSR_LISTING = 1000
 
 
 class ProfileEdit(BaseModel):
@@ -365,6 +380,35 @@ class AdminApi:
         fields = edit.model_dump(exclude_defaults=True)
         await record_audit(principal.name, PROFILE_EDIT_ACTION, f"profile:{value}", fields, personal=True)
         return Response(status_code=202)
+
+    @app.get("/dsr", dependencies=[needs(Permission.DSR_READ)])
+    async def dsr_requests(self, limit: int = Query(100, ge=1, le=MAX_DSR_LISTING)) -> Response:
+        """The newest data subject requests with their state (any API version or the console submitted them)."""
+        rows = await handles.dsr().listing.remote(limit)
+        requests = [console_row(r, p.steps_done, p.attempts, p.last_error) for r, p in rows]
+        return json_response(200, {"requests": requests})
+
+    @app.post("/users/{mpid}/dsr")
+    async def submit_dsr(
+        self,
+        request: Request,
+        mpid: str,
+        submission: DsrSubmission,
+        principal: Annotated[Principal, needs(Permission.DSR_WRITE)],
+    ) -> Response:
+        """A request for this profile (its MPID the only identity), processed like one from the DSR API. The
+        console has no input key: the request counts as the workspace's first input's (partners connected to it
+        are told)."""
+        value = required_mpid(mpid, "mpid")
+        config = (await self.live.snapshot()).config
+        received = Received(config.inputs[0].id, now_ms(), config.dsr.waiting_period_s * 1000)
+        dsr_request = console_request(
+            value, submission.subject_request_type, submission.regulation, submission.skip_waiting_period, received
+        )
+        await handles.dsr().create.remote(dsr_request, f"{request.url.scheme}://{request.url.netloc}")
+        fields = submission.model_dump()
+        await record_audit(principal.name, DSR_SUBMIT_ACTION, f"profile:{value}", fields, personal=True)
+        return json_response(201, {"subject_request_id": dsr_request.subject_request_id, "request_status": "pending"})
 
     @app.get("/audit", dependencies=[needs(Permission.AUDIT_READ)])
     async def audit(

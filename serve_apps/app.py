@@ -15,6 +15,7 @@ from ray.serve.config import BackpressureConfig
 
 from cdp_actors.config import WorkspaceConfig, load_workspace
 from serve_apps.admin import AdminApi
+from serve_apps.dsr import DsrApi
 from serve_apps.events import RETRY_AFTER_S, EventsApi
 from serve_apps.identity import IdentityApi
 from serve_apps.platform import PlatformApi
@@ -57,6 +58,10 @@ def profile_app(config: WorkspaceConfig, data_dir: str) -> Application:
     return ProfileApi.bind(config, data_dir)
 
 
+def dsr_app(config: WorkspaceConfig, data_dir: str) -> Application:
+    return DsrApi.bind(config, data_dir)
+
+
 def platform_app(config: WorkspaceConfig, data_dir: str) -> Application:
     return PlatformApi.bind(config, data_dir)
 
@@ -67,7 +72,9 @@ APPS = {  # name: (route prefix, builder)
     "cdp": ("/cdp", admin_app),
     "platform": ("/platform", platform_app),
     "profile": ("/", profile_app),
+    "dsr": ("/v3", dsr_app),
 }
+"""The DSR app answers its v1/v2 paths too, relayed by the Events and Identity apps (serve_apps/dsr.py)."""
 
 
 def build_events_app(args: dict[str, Any]) -> Application:
@@ -88,6 +95,10 @@ def build_profile_app(args: dict[str, Any]) -> Application:
 
 def build_platform_app(args: dict[str, Any]) -> Application:
     return platform_app(*_args(args))
+
+
+def build_dsr_app(args: dict[str, Any]) -> Application:
+    return dsr_app(*_args(args))
 
 
 def deploy(config: WorkspaceConfig, data_dir: str) -> None:

@@ -38,6 +38,7 @@ from cdp_actors.intake.log import AppendResult
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.schema.events import Batch, BatchError, decode_batch, decode_raw_list
 from cdp_actors.telemetry import count, now_ms, setup_process, span
+from serve_apps import dsr
 from serve_apps.auth import Source, authenticate, read_body, verify_basic
 from serve_apps.errors import RETRY_AFTER_S, answer, check_media_type, json_response, unavailable
 from serve_apps.live import LiveConfig
@@ -101,6 +102,8 @@ class EventsApi:
     async def __call__(self, request: Request) -> Response:
         try:
             path = request.url.path
+            if dsr.is_relayed(path):  # the DSR API's v2 paths: answered by its app
+                return await dsr.relay(request)
             if path.rstrip("/") in SEEDING_ROUTES.exact:
                 bulk, _ = SEEDING_ROUTES.find(request.method, path)
                 check_media_type(request.headers.get("content-type"))

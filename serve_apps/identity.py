@@ -34,6 +34,7 @@ from cdp_actors.schema.identity import (
 )
 from cdp_actors.schema.identity_types import CANONICAL_TO_IDSYNC
 from cdp_actors.telemetry import count, now_ms, setup_process, span
+from serve_apps import dsr
 from serve_apps.auth import authenticate_signed, read_body
 from serve_apps.errors import IDSYNC_CODES, STORAGE_ERRORS, answer, check_media_type, json_response, unavailable
 from serve_apps.live import LiveConfig
@@ -91,6 +92,8 @@ class IdentityApi:
 
     async def __call__(self, request: Request) -> Response:
         try:
+            if dsr.is_relayed(request.url.path):  # the DSR API's v1 paths: answered by its app
+                return await dsr.relay(request)
             return await self._handle(request)
         except Exception as error:  # the app's one handler: a refusal's answer from the table, a bug's 500
             return answer(error, request, IDSYNC_CODES)

@@ -225,6 +225,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/cdp/reports/identity", P.REPORTS_READ),
     Endpoint("GET", "/cdp/audit", P.AUDIT_READ),  # issue 15, point 5
     Endpoint("GET", "/cdp/audiences", P.AUDIENCES_READ),
+    Endpoint("GET", "/cdp/dsr", P.DSR_READ),  # issue 10, point 7
+    Endpoint("POST", "/cdp/users/{mpid}/dsr", P.DSR_WRITE),
     # Platform API (https://docs.mparticle.com/developers/apis/platform/overview/), `?accountId=` on each;
     # serve_apps/platform.py, mounted at /platform
     Endpoint("GET", "/platform/v1/accounts", P.ACCOUNTS_READ),
