@@ -28,6 +28,7 @@ from cdp_actors.constants import BACKFILL_USERS_PER_STEP, DERIVED_TICK_S, SWEEP_
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.derived import DERIVED_DBS, DerivedState
+from cdp_actors.profiles.erasure import subject_keys
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, lane_window, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
@@ -312,6 +313,25 @@ class ShardCore:
             txn.put(done, b"1", db=self.store.db("meta"))
         return True
 
+    def erase(self, mpids: list[int], now_ms: int) -> int:
+        """Remove every record of these profiles in one transaction (a profile in audiences then gets its `delete`
+        membership rows to their connected outputs: those stay, to be delivered), then compact the
+        environment so that no freed page keeps their bytes. Idempotent: an MPID with no records is skipped,
+        and the compaction runs again. Returns the records removed."""
+        removed = 0
+        dbs = {name: self.store.db(name) for name in SHARD_DBS}
+        with self.store.write() as txn:
+            for mpid in mpids:
+                data = txn.get(mpid_key(mpid), db=dbs["profiles"])
+                keys = subject_keys(txn, dbs, mpid, self.derived.next_change_of(txn, mpid))
+                for name, key in keys.items():
+                    txn.delete(key, db=dbs[name])
+                removed += len(keys)
+                if data:  # after its rows went: these stay
+                    self.derived.drop_memberships(txn, decode_profile(data), now_ms)
+        self.store.compact()
+        return removed
+
     def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> Window:
         """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
         start = after + b"\x00" if after else lane
@@ -439,6 +459,14 @@ class ProfileShard:
 
     def config_version(self) -> int:
         return self.core.version
+
+    def erase(self, mpids: list[int]) -> int:
+        """Erase these profiles (`ShardCore.erase`): between two chunks, as every call of this actor runs, so a
+        chunk is applied wholly before or wholly after. Returns the records removed."""
+        with span("profile.erase", shard=self.core.index, profiles=len(mpids)):
+            removed = self.core.erase(mpids, wall_ms())
+        self._pump_all()  # the membership drops
+        return removed
 
     def ack(self, keys: list[bytes]) -> None:
         self.core.delete_outbox(keys)
