@@ -27,11 +27,12 @@ profiles takes seconds: compacting a 100k-profile shard is well under that)."""
 
 
 def resolve(request: DsrRequest, config: WorkspaceConfig) -> list[int]:
-    """The MPIDs the request names, then those its identities resolve to: an IDSync search by each identity
-    alone (the identity index's read-only lookup; an identity nobody holds resolves to nothing)."""
+    """The MPIDs the request names, then every profile that holds one of its identities, by the identity index's
+    exact lookup (`holders`, as `/cdp/users/search`): an IDSync search would hide a known profile from a request
+    naming only a non-login identity (its email, say). An identity nobody holds resolves to nothing."""
     identity = handles.identity()
-    searches = [identity.search.remote({i.identity_type: i.value}) for i in request.identities]
-    found = [outcome.mpid for outcome in ray.get(searches) if outcome is not None]
+    lookups = [identity.holders.remote(i.identity_type, i.value) for i in request.identities]
+    found = [mpid for holders in ray.get(lookups) for mpid, _ in holders]
     return list(dict.fromkeys([*request.mpids, *found]))
 
 
