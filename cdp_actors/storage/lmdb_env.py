@@ -10,6 +10,8 @@ process umask: profiles, identities and event history are personal data.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import struct
@@ -82,8 +84,9 @@ class Store:
         identifiers). A compacting copy writes the live pages alone, without their unused middles, and no free
         list. Crash-safe: the copy is complete and synced before it atomically replaces the data file.
 
-        The caller holds the environment's only writer and no transaction, and no other process has the
-        environment open (it would keep the old file, and the lock file's last transaction id with it)."""
+        The caller holds the environment's only writer and no transaction. No other process may have the
+        environment open (it would keep the old file, and the lock file's last transaction id with it): if one
+        has, the data file stays as it was and `SharedEnvironment` is raised."""
         scratch = _scratch(self.path)
         shutil.rmtree(scratch, ignore_errors=True)
         make_private_dir(scratch)
@@ -95,10 +98,14 @@ class Store:
         finally:
             os.close(fd)
         self.env.close()
-        os.replace(copy, self.path / DATA_FILE)
-        _fsync_dir(self.path)
+        with _alone(self.path / "lock.mdb") as alone:
+            if alone:
+                os.replace(copy, self.path / DATA_FILE)
+                _fsync_dir(self.path)
         shutil.rmtree(scratch, ignore_errors=True)
         self._open()
+        if not alone:
+            raise SharedEnvironment(f"{self.path} is open in another process: not compacted")
 
     def write(self) -> Txn:
         return self.env.begin(write=True)
@@ -111,6 +118,28 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+
+
+class SharedEnvironment(RuntimeError):
+    """A compaction found another process holding the environment open, and left it as it was."""
+
+
+@contextlib.contextmanager
+def _alone(lock_file: Path) -> Iterator[bool]:
+    """Whether no process has the environment open, held so while inside: every process that opens an LMDB
+    environment holds a shared lock on the lock file's first byte for as long as it keeps it open, so this
+    process, having closed its own, gets the exclusive one only if nobody else has it open (and an opener
+    arriving meanwhile waits, then opens the file in place afterwards)."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _scratch(path: Path) -> Path:

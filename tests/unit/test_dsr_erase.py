@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -20,7 +22,7 @@ from cdp_actors.intake.log import IntakeLogCore, _Pending
 from cdp_actors.profiles.erasure import subject_keys
 from cdp_actors.profiles.shard import SHARD_DBS, ShardCore
 from cdp_actors.schema.records import ShardRecord
-from cdp_actors.storage.lmdb_env import Store, mpid_key
+from cdp_actors.storage.lmdb_env import SharedEnvironment, Store, mpid_key
 from tests.samples import batch
 from tests.unit.test_shard_derived import MEMBERS_OUTPUT, T0, membership_rows, played, workspace
 
@@ -197,3 +199,35 @@ def test_a_compaction_interrupted_by_a_crash_is_cleaned_at_the_next_open(tmp_pat
     assert not (tmp_path / "env.compacting").exists()
     with reopened.read() as txn:
         assert txn.get(b"k", db=reopened.db("a")) == b"v"
+
+
+def test_a_compaction_refuses_while_another_process_has_the_environment_open(tmp_path: Path) -> None:
+    store = Store(tmp_path / "env", ("a",))
+    with store.write() as txn:
+        txn.put(b"gone", b"subject-bytes" * 10, db=store.db("a"))
+    with store.write() as txn:
+        txn.delete(b"gone", db=store.db("a"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(tmp_path / "env")], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        with pytest.raises(SharedEnvironment):
+            store.compact()
+        assert files_holding(tmp_path, "subject-bytes")  # left as it was
+        with store.write() as txn:  # and still usable
+            txn.put(b"k", b"v", db=store.db("a"))
+    finally:
+        holder.communicate(b"\n", timeout=30)
+    store.compact()  # alone now
+    assert not files_holding(tmp_path, "subject-bytes")
+    with store.read() as txn:
+        assert txn.get(b"k", db=store.db("a")) == b"v"
+
+
+HOLD_OPEN = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=2)
+print("open", flush=True)
+sys.stdin.readline()
+"""
