@@ -53,6 +53,10 @@ SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters", *D
 ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"
+ERASURE_DROPS = b"erasure-drops"
+"""The outbox keys of the membership drops erasures wrote and partners have not acknowledged yet: their rows carry
+the erased profiles' identities, so the store is compacted again once the last one is gone."""
+_keys_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[bytes]))
 _row_encoder = msgspec.msgpack.Encoder()
 
 
@@ -131,6 +135,9 @@ class ShardCore:
         self.last_seq = from_u64(value) if value else 0
         self.applied_since_start = 0
         self.derived = DerivedState(self.store, index, self.forwarders, lambda: self.last_seq)
+        with self.store.read() as txn:
+            owed = txn.get(ERASURE_DROPS, db=self.store.db("meta"))
+        self.erasure_drops: set[bytes] = set(_keys_codec[1].decode(owed)) if owed else set()
         self.derived.follow(version, config, wall_ms())
 
     def use(self, version: int, config: WorkspaceConfig) -> None:
@@ -329,8 +336,16 @@ class ShardCore:
                 removed += len(keys)
                 if data:  # after its rows went: these stay
                     self.derived.drop_memberships(txn, decode_profile(data), now_ms)
+                    self.erasure_drops.update(subject_keys(txn, dbs, mpid, None).outbox)
+            self._note_erasure_drops(txn)
         self.store.compact()
         return removed
+
+    def _note_erasure_drops(self, txn: Any) -> None:
+        if self.erasure_drops:
+            txn.put(ERASURE_DROPS, _keys_codec[0].encode(sorted(self.erasure_drops)), db=self.store.db("meta"))
+        else:
+            txn.delete(ERASURE_DROPS, db=self.store.db("meta"))
 
     def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> Window:
         """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
@@ -344,9 +359,17 @@ class ShardCore:
         return window
 
     def delete_outbox(self, keys: list[bytes]) -> None:
+        """Rows acknowledged (delivered, or dropped with an alert). When they were the last membership drops of
+        erased profiles, the store is compacted again: those rows held the profiles' identities."""
+        delivered = self.erasure_drops.intersection(keys)
         with self.store.write() as txn:
             for key in keys:
                 txn.delete(key, db=self.store.db("outbox"))
+            if delivered:
+                self.erasure_drops -= delivered
+                self._note_erasure_drops(txn)
+        if delivered and not self.erasure_drops:
+            self.store.compact()
 
     def profile(self, mpid: int, recent: int = 20) -> dict[str, Any] | None:
         with self.store.read() as txn:
