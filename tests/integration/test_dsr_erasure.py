@@ -23,6 +23,7 @@ from cdp_actors.dsr.model import DsrRequest, SubjectIdentity
 from cdp_actors.partition import partition_of, shard_name
 from tests.conftest import demo_config
 from tests.faults.kill import kill_9_actor
+from tests.integration.test_forwarding import with_outputs
 from tests.integration.test_identity_api import idsync
 from tests.integration.test_profiles_api import FIELDS, token
 from tests.samples import batch, custom
@@ -195,3 +196,47 @@ def test_a_kill_9_of_the_shard_during_erasure_then_erasing_again_leaves_no_trace
     assert_untouched(api, {n: mpid for n, mpid in mpids.items() if n != subject})
     status = ray.get(handles.dispatcher().status.remote())
     assert status.failing is None  # dispatching goes on: the pause was lifted
+
+
+VIEWERS = {  # viewed anything within 30 days: every user ingested here
+    "id": 1,
+    "name": "viewers",
+    "criteria": {"event": {"event_type": "custom_event", "event_name": "viewed"}, "count": {"value": 1},
+                 "within_days": 30},
+    "connected_outputs": [2],
+}  # fmt: skip
+
+
+def audience_bodies(receiver: Any, mpid: int, action: str) -> list[Any]:
+    """The membership documents the audience output received that hold `action` for `mpid`."""
+    return [
+        body
+        for body in receiver.bodies()
+        if isinstance(body, dict) and body.get("type") == "audience_membership_change_request"
+        for profile in body["user_profiles"]
+        if profile["mpid"] == str(mpid) and any(a.get("action") == action for a in profile["audiences"])
+    ]
+
+
+def test_an_erased_audience_member_is_dropped_at_the_partner_and_then_leaves_no_bytes(platforms, receiver) -> None:
+    audience_output = {"settings": {"url": f"{receiver.base}/audience", "audience_max_age_s": 0.2}}
+    outputs = with_outputs(demo_config(receiver.url), {"settings": {"url": receiver.url}}, audience_output)
+    config = outputs.model_validate({**outputs.model_dump(mode="python"), "audiences": [VIEWERS]})
+    api = platforms(config)
+    data_dir = Path(platforms.data_dir)
+    now = int(time.time() * 1000)
+    numbers = list(range(200, 220))
+    ingest(api, numbers, first_event=now - T0)
+    mpids = {n: mpid_of(api, n) for n in numbers}
+    subject = numbers[5]
+    wait_for(lambda: audience_bodies(receiver, mpids[subject], "add"), timeout=120, what="the subject's add")
+    wait_for(api.settled, timeout=120, what="settled")
+
+    fulfil.erase(fulfil.resolve(erasure_request(subject), config), config)
+    wait_for(lambda: audience_bodies(receiver, mpids[subject], "delete"), timeout=120, what="the subject's drop")
+    wait_for(api.settled, timeout=120, what="the drop acknowledged")
+    wait_for(lambda: files_holding(data_dir, [email(subject), customer(subject)]) == [], timeout=30,
+             what="the compaction after the drop was acknowledged")  # fmt: skip
+    assert_gone(api, data_dir, subject, mpids[subject])
+    assert_untouched(api, {n: mpid for n, mpid in mpids.items() if n != subject})
+    assert not any(audience_bodies(receiver, mpids[n], "delete") for n in numbers if n != subject)
