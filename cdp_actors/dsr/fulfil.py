@@ -13,6 +13,7 @@ import asyncio
 import time
 
 from cdp_actors.config import WorkspaceConfig
+from cdp_actors.dsr import erasure
 from cdp_actors.dsr.export import export_results, stored_subjects
 from cdp_actors.dsr.forward import forward_to_outputs
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus
@@ -25,7 +26,7 @@ def _now_ms() -> int:
 def resolve(request: DsrRequest, config: WorkspaceConfig) -> list[int]:
     """The MPIDs of the request's subject: the `mpids` it names, and the profiles its identities resolve to
     (each identity through the identity index; a subject nobody knows: [])."""
-    raise NotImplementedError
+    return erasure.resolve(request, config)
 
 
 def erase(mpids: list[int], config: WorkspaceConfig) -> None:
@@ -34,7 +35,7 @@ def erase(mpids: list[int], config: WorkspaceConfig) -> None:
     and its raw copies in the intake log; then compact what LMDB kept in freed pages, so that no file in the data
     directory still contains the subject's identifiers. New data for the same identities afterwards creates a new
     profile."""
-    raise NotImplementedError
+    erasure.erase(mpids, config)
 
 
 def export(request: DsrRequest, mpids: list[int], config: WorkspaceConfig) -> bytes | None:

@@ -18,7 +18,7 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,38 @@ class LmdbState:
 
     def finish_alias_job(self, job: int) -> None:
         self.txn.delete(u64(job), db=self.jobs_db)
+
+    def delete(self, mpid: int) -> None:
+        self.txn.delete(mpid_key(mpid), db=self.records_db)
+
+    def records(self) -> Iterator[tuple[int, IdentityRecord]]:
+        for key, value in self.txn.cursor(db=self.records_db).iternext():
+            yield mpid_from_key(key), _record_codec[1].decode(value)
+
+
+def erase_profiles(state: LmdbState, mpids: list[int]) -> dict[str, list[str]]:
+    """Remove the profiles' records, the index entries of each of their identities that map to them, the alias
+    jobs they are the source or destination of, and other profiles' pointers to them (a Profile Link's
+    `alias_source`). Returns the identities the profiles held. Idempotent: an MPID with no record is skipped."""
+    erased = set(mpids)
+    held: dict[str, list[str]] = {}
+    for mpid in mpids:
+        record = state.record(mpid)
+        if record is None:
+            continue
+        for identity_type, values in record.identities.items():
+            for value in values:
+                state.set_holders(identity_type, value, [m for m in state.holders(identity_type, value) if m != mpid])
+                held.setdefault(identity_type, []).append(value)
+        state.delete(mpid)
+    for job in state.alias_jobs():
+        if job.source in erased or job.destination in erased:
+            state.finish_alias_job(job.job)
+    pointing = [(mpid, record) for mpid, record in state.records() if record.alias_source in erased]
+    for mpid, record in pointing:
+        record.alias_source = None
+        state.put(mpid, record)
+    return held
 
 
 Operation = Callable[[LmdbState], Any]
@@ -282,6 +314,14 @@ class IdentityIndex:
 
     def holders(self, identity_type: str, value: str) -> list[tuple[int, IdentityRecord]]:
         return self.core.holders_with_records(identity_type, value)
+
+    async def erase(self, mpids: list[int]) -> dict[str, list[str]]:
+        """Erase the profiles from the index (`erase_profiles`), then compact its environment so that no freed
+        page keeps their identities. The compaction runs on the event loop, as every commit does: no call of this
+        actor runs meanwhile. Returns the identities the profiles held."""
+        held = await self._submit(lambda s: erase_profiles(s, mpids))
+        self.core.store.compact()
+        return held
 
     def stats(self) -> IdentityStats:
         profiles, identities = self.core.count()

@@ -74,6 +74,10 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(DeadLetter)
 
 
+def decode_dead_letter(data: bytes) -> DeadLetter:
+    return _decoder.decode(data)
+
+
 class DeadLetters:
     """The store's operations, on an environment another part opened (the intake's)."""
 

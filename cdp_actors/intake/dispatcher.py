@@ -50,7 +50,8 @@ class DispatcherCore:
     def __init__(self, data_dir: str | Path, intake_name: str, shards: int, max_chunk: int) -> None:
         self.origin = origin_key(intake_name)
         self.mpid_secret = load_mpid_secret(data_dir)
-        self.intake = Store(intake_path(data_dir, intake_name), INTAKE_DBS)
+        self.intake_path = intake_path(data_dir, intake_name)
+        self.intake = Store(self.intake_path, INTAKE_DBS)
         self.shards = shards
         self.max_chunk = max_chunk
 
@@ -97,6 +98,14 @@ class DispatcherCore:
         cursor = txn.cursor(self.intake.db("log"))
         while cursor.first() and from_u64(cursor.key()) < next_seq:
             cursor.delete()
+
+    def close(self) -> None:
+        """Let go of the intake's environment (while an erasure compacts it); `reopen` takes it again."""
+        self.intake.close()
+        self.__dict__.pop("dead_letters", None)  # its database handle belongs to the closed environment
+
+    def reopen(self) -> None:
+        self.intake = Store(self.intake_path, INTAKE_DBS)
 
     @functools.cached_property
     def dead_letters(self) -> DeadLetters:
@@ -210,6 +219,12 @@ class Dispatcher:
         self.transient_failures = 0  # parts tried again after a failure of the runtime or the storage
         self.stall = Stall()
         self.isolation = Isolation()
+        self.dispatching = asyncio.Lock()
+        """Held while a part of the log is dispatched, and by `pause` while the intake's store is closed."""
+        self.paused: asyncio.Task | None = None
+        self.store_open = asyncio.Event()
+        """Clear while `pause` holds the intake's store closed: readers of dead letters wait."""
+        self.store_open.set()
         note_ray_address(data_dir)
         keep_running(self._run, "dispatch")
 
@@ -219,7 +234,8 @@ class Dispatcher:
             keep_running(lambda: follow(self._watcher()), "configuration poll")
         while True:
             try:
-                moved = await self._dispatch_once()
+                async with self.dispatching:
+                    moved = await self._dispatch_once()
             except Exception as error:  # reading the log, or writing a dead letter, failed: the same again later
                 if self.stall.failed(error, now_ms()):
                     log.exception("dispatch failed; retrying from the cursor")
@@ -295,6 +311,36 @@ class Dispatcher:
         except Exception:  # the entry is stored: /cdp/status and /cdp/deadletter show it even without the alert
             log.exception("the alert for dead-lettered batch %d was not recorded", seq)
 
+    async def pause(self, lease_s: float) -> None:
+        """Stop dispatching once the part in flight is applied, and close the intake's store, so that an erasure
+        can compact it and no batch of its subject is resolved or applied meanwhile. Until `resume`, or for
+        `lease_s` at most (the eraser's process may die)."""
+        if self.paused is not None:
+            self.paused.cancel()
+        held = asyncio.get_running_loop().create_future()
+        self.paused = asyncio.create_task(self._hold(lease_s, held))
+        await held
+
+    async def _hold(self, lease_s: float, held: asyncio.Future) -> None:
+        async with self.dispatching:
+            self.store_open.clear()
+            self.core.close()
+            held.set_result(None)
+            try:
+                await asyncio.sleep(lease_s)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                self.core.reopen()
+                self.store_open.set()
+
+    async def resume(self) -> None:
+        """Dispatch again, from the reopened store."""
+        if self.paused is not None:
+            self.paused.cancel()
+            await asyncio.gather(self.paused, return_exceptions=True)
+            self.paused = None
+
     def config_version(self) -> int:
         """The configuration version the next chunk is dispatched under (0 before dispatching starts)."""
         return 0 if self.watcher is None else self.watcher.version
@@ -302,20 +348,24 @@ class Dispatcher:
     def status(self) -> DispatcherStatus:
         return DispatcherStatus(self.dispatched, self.stall.status(), self.isolation.isolating, self.transient_failures)
 
-    def dead_letter_summary(self) -> DeadLetterSummary:
+    async def dead_letter_summary(self) -> DeadLetterSummary:
         """How many batches are set aside, and the latest ones' reasons (for `/cdp/status`)."""
+        await self.store_open.wait()  # not while an erasure holds it closed
         return self.core.dead_letters.summary()
 
-    def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> DeadLetterPage:
+    async def dead_letters(self, after: int = 0, limit: int = 100, include_body: bool = False) -> DeadLetterPage:
         """A page of entries with seq > `after`, oldest first; `next_after` continues, None at the end."""
         limit = min(limit, MAX_PAGE)
+        await self.store_open.wait()
         entries = self.core.dead_letters.page(after, limit)
+        total = self.core.dead_letters.count()
         return DeadLetterPage(
-            self.core.dead_letters.count(),
+            total,
             [e.view(include_body) for e in entries],
             entries[-1].seq if entries and len(entries) == limit else None,
         )
 
-    def forget_dead_letters(self, seqs: list[int]) -> list[int]:
+    async def forget_dead_letters(self, seqs: list[int]) -> list[int]:
         """Remove entries once they were accepted again (`cdp deadletter replay`); returns those removed."""
+        await self.store_open.wait()
         return self.core.dead_letters.remove(seqs)

@@ -18,7 +18,9 @@ import msgspec
 import ray
 
 from cdp_actors.constants import DEDUPE_PRUNE_INTERVAL_S
-from cdp_actors.schema.records import LogRecord, encode_log_record
+from cdp_actors.intake.deadletter import DEAD_LETTER_DB, decode_dead_letter
+from cdp_actors.intake.erasure import batch_of_subject
+from cdp_actors.schema.records import LogRecord, decode_log_record, encode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, u64
 from cdp_actors.tasks import keep_running, spawn
 
@@ -119,6 +121,23 @@ class IntakeLogCore:
             accepted += 1
         return accepted, duplicates
 
+    def erase(self, identities: dict[str, list[str]], mpids: list[int]) -> int:
+        """Remove the subject's batches the log still keeps (not dispatched yet) and their dead letters, then
+        compact the environment so that no freed page keeps them (nor any batch trimmed before). The caller
+        makes sure no other process has the environment open (the dispatcher is paused). Returns the batches
+        removed."""
+        dead_letters = self.store.env.open_db(DEAD_LETTER_DB)
+        removed = 0
+        with self.store.write() as txn:
+            for key, value in list(txn.cursor(self.store.db("log")).iternext()):
+                if batch_of_subject(decode_log_record(value).raw, identities, mpids):
+                    removed += txn.delete(key, db=self.store.db("log"))
+            for key, value in list(txn.cursor(dead_letters).iternext()):
+                if batch_of_subject(decode_dead_letter(value).raw, identities, mpids):
+                    removed += txn.delete(key, db=dead_letters)
+        self.store.compact()
+        return removed
+
     def prune_dedupe(self, older_than_ms: int) -> int:
         """Forget source_request_ids accepted before `older_than_ms`."""
         srid, srid_age = self.store.db("srid"), self.store.db("srid_age")
@@ -139,6 +158,8 @@ class IntakeLog:
         self.retention_ms = dedupe_retention_days * 86_400_000
         self.pending: list[_Pending] = []
         self.committing = False
+        self.writing = asyncio.Lock()
+        """Held by each group commit, the dedupe prune and an erasure: the last closes and reopens the store."""
         keep_running(self._prune_forever, "dedupe prune")
 
     async def append(self, input_id: int, received_ms: int, batches: list[tuple[str | None, bytes]]) -> AppendResult:
@@ -158,7 +179,8 @@ class IntakeLog:
             while self.pending:
                 group, self.pending = self.pending, []
                 try:
-                    results = await asyncio.to_thread(self.core.write, group)
+                    async with self.writing:
+                        results = await asyncio.to_thread(self.core.write, group)
                 except Exception as error:  # nothing in this group was committed: fail every request
                     for item in group:
                         if not item.done.done():  # done: the caller was cancelled
@@ -173,8 +195,15 @@ class IntakeLog:
     async def _prune_forever(self) -> None:
         while True:
             cutoff = int(time.time() * 1000) - self.retention_ms
-            await asyncio.to_thread(self.core.prune_dedupe, cutoff)
+            async with self.writing:
+                await asyncio.to_thread(self.core.prune_dedupe, cutoff)
             await asyncio.sleep(DEDUPE_PRUNE_INTERVAL_S)
+
+    async def erase(self, identities: dict[str, list[str]], mpids: list[int]) -> int:
+        """`IntakeLogCore.erase`, between two group commits; appends wait meanwhile (they queue and go together
+        in the next commit). Runs on the event loop, so that no other call reads the store while it is reopened."""
+        async with self.writing:
+            return self.core.erase(identities, mpids)
 
     def status(self) -> IntakeStatus:
         self.core.refresh_cursor()

@@ -529,6 +529,18 @@ class DerivedState:
             txn.put(row.key, _encoder.encode(row), db=self._db("outbox"))
         txn.put(CHANGE_NO, u64(change_no), db=self._db("meta"))
 
+    def next_change_of(self, txn: Txn, mpid: int) -> int | None:
+        """The user's key time in the `expiry` index (None: not there)."""
+        record = self._read(txn, mpid)
+        return record.next_change_ms if record else None
+
+    def drop_memberships(self, txn: Txn, profile: Profile, now_ms: int) -> None:
+        """A profile is erased: a `delete` membership row to the connected outputs of each real-time audience it
+        is in, so partners drop it as when it leaves one (and the day's drop counters)."""
+        by_id = {derivation.audience.id: derivation.audience for derivation in self.derivations.audiences}
+        drops = [MembershipDelta(by_id[a], "delete") for a in sorted(profile.audiences) if a in by_id]
+        self._write_changes(txn, profile, drops, self.last_seq(), 0, now_ms)
+
     def _save_profile(self, txn: Txn, before: Profile, after: Profile) -> None:
         if after != before:
             txn.put(mpid_key(after.mpid), encode_profile(after), db=self._db("profiles"))

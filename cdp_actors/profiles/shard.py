@@ -28,6 +28,7 @@ from cdp_actors.constants import BACKFILL_USERS_PER_STEP, DERIVED_TICK_S, SWEEP_
 from cdp_actors.identity.strategy import AliasJob
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.derived import DERIVED_DBS, DerivedState
+from cdp_actors.profiles.erasure import subject_keys
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, lane_window, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, SubjectRecord, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
@@ -52,6 +53,10 @@ SHARD_DBS = ("profiles", "history", "outbox", "meta", "activity", "counters", *D
 ACTIVITY_RETENTION_DAYS = 400  # the identity report's reach
 LAST_SEQ = b"last_seq"
 ALIAS_DONE = b"alias-done:"
+ERASURE_DROPS = b"erasure-drops"
+"""The outbox keys of the membership drops erasures wrote and partners have not acknowledged yet: their rows carry
+the erased profiles' identities, so the store is compacted again once the last one is gone."""
+_keys_codec = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[bytes]))
 _row_encoder = msgspec.msgpack.Encoder()
 
 
@@ -141,6 +146,9 @@ class ShardCore:
         self.last_seq = from_u64(value) if value else 0
         self.applied_since_start = 0
         self.derived = DerivedState(self.store, index, self.forwarders, lambda: self.last_seq)
+        with self.store.read() as txn:
+            owed = txn.get(ERASURE_DROPS, db=self.store.db("meta"))
+        self.erasure_drops: set[bytes] = set(_keys_codec[1].decode(owed)) if owed else set()
         self.derived.follow(version, config, wall_ms())
 
     def use(self, version: int, config: WorkspaceConfig) -> None:
@@ -323,6 +331,33 @@ class ShardCore:
             txn.put(done, b"1", db=self.store.db("meta"))
         return True
 
+    def erase(self, mpids: list[int], now_ms: int) -> int:
+        """Remove every record of these profiles in one transaction (a profile in audiences then gets its `delete`
+        membership rows to their connected outputs: those stay, to be delivered), then compact the
+        environment so that no freed page keeps their bytes. Idempotent: an MPID with no records is skipped,
+        and the compaction runs again. Returns the records removed."""
+        removed = 0
+        dbs = {name: self.store.db(name) for name in SHARD_DBS}
+        with self.store.write() as txn:
+            for mpid in mpids:
+                data = txn.get(mpid_key(mpid), db=dbs["profiles"])
+                keys = subject_keys(txn, dbs, mpid, self.derived.next_change_of(txn, mpid))
+                for name, key in keys.items():
+                    txn.delete(key, db=dbs[name])
+                removed += len(keys)
+                if data:  # after its rows went: these stay
+                    self.derived.drop_memberships(txn, decode_profile(data), now_ms)
+                    self.erasure_drops.update(subject_keys(txn, dbs, mpid, None).outbox)
+            self._note_erasure_drops(txn)
+        self.store.compact()
+        return removed
+
+    def _note_erasure_drops(self, txn: Any) -> None:
+        if self.erasure_drops:
+            txn.put(ERASURE_DROPS, _keys_codec[0].encode(sorted(self.erasure_drops)), db=self.store.db("meta"))
+        else:
+            txn.delete(ERASURE_DROPS, db=self.store.db("meta"))
+
     def outbox_window(self, lane: bytes, after: bytes | None, limit: int) -> Window:
         """Up to `limit` rows of one lane, in key (acceptance) order, after the key `after`."""
         start = after + b"\x00" if after else lane
@@ -335,9 +370,17 @@ class ShardCore:
         return window
 
     def delete_outbox(self, keys: list[bytes]) -> None:
+        """Rows acknowledged (delivered, or dropped with an alert). When they were the last membership drops of
+        erased profiles, the store is compacted again: those rows held the profiles' identities."""
+        delivered = self.erasure_drops.intersection(keys)
         with self.store.write() as txn:
             for key in keys:
                 txn.delete(key, db=self.store.db("outbox"))
+            if delivered:
+                self.erasure_drops -= delivered
+                self._note_erasure_drops(txn)
+        if delivered and not self.erasure_drops:
+            self.store.compact()
 
     def profile(self, mpid: int, recent: int = 20) -> dict[str, Any] | None:
         with self.store.read() as txn:
@@ -450,6 +493,14 @@ class ProfileShard:
 
     def config_version(self) -> int:
         return self.core.version
+
+    def erase(self, mpids: list[int]) -> int:
+        """Erase these profiles (`ShardCore.erase`): between two chunks, as every call of this actor runs, so a
+        chunk is applied wholly before or wholly after. Returns the records removed."""
+        with span("profile.erase", shard=self.core.index, profiles=len(mpids)):
+            removed = self.core.erase(mpids, wall_ms())
+        self._pump_all()  # the membership drops
+        return removed
 
     def ack(self, keys: list[bytes]) -> None:
         self.core.delete_outbox(keys)

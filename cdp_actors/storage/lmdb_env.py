@@ -10,7 +10,10 @@ process umask: profiles, identities and event history are personal data.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +30,9 @@ _U64 = struct.Struct(">Q")
 PRIVATE_DIR_MODE = 0o700  # rwx for the owner only: no other account may list or read the data directory
 PRIVATE_FILE_MODE = 0o600  # rw for the owner only
 LMDB_FILES = ("data.mdb", "lock.mdb")
+DATA_FILE = "data.mdb"
+COMPACTING_SUFFIX = ".compacting"
+"""The sibling directory a compaction writes the new data file into before it replaces the old one."""
 
 
 def make_private_dir(path: str | Path) -> Path:
@@ -51,21 +57,55 @@ class Store:
     """An LMDB environment with named sub-databases."""
 
     def __init__(self, path: str | Path, names: tuple[str, ...]) -> None:
+        self.path, self.names = Path(path), names
         make_private_dir(path)
+        shutil.rmtree(_scratch(self.path), ignore_errors=True)  # a compaction a crash interrupted
+        self._open()
+
+    def _open(self) -> None:
         # py-lmdb creates data.mdb and lock.mdb with `mode` minus the execute bits: 0600
         self.env = lmdb.open(
-            str(path),
+            str(self.path),
             map_size=MAP_SIZE,
-            max_dbs=len(names) + 1,
+            max_dbs=len(self.names) + 1,
             sync=True,
             metasync=True,
             max_readers=256,
             mode=PRIVATE_DIR_MODE,
         )
         for name in LMDB_FILES:  # files an earlier version created 0644
-            os.chmod(Path(path) / name, PRIVATE_FILE_MODE)
+            os.chmod(self.path / name, PRIVATE_FILE_MODE)
         self.env.reader_check()  # clear reader slots left by a killed process
-        self.dbs = {name: self.env.open_db(name.encode()) for name in names}
+        self.dbs = {name: self.env.open_db(name.encode()) for name in self.names}
+
+    def compact(self) -> None:
+        """Rewrite the data file with its live pages only, and reopen it. LMDB keeps the pages a commit freed,
+        with the bytes of the records deleted, until it reuses them; erasure must leave none (a data subject's
+        identifiers). A compacting copy writes the live pages alone, without their unused middles, and no free
+        list. Crash-safe: the copy is complete and synced before it atomically replaces the data file.
+
+        The caller holds the environment's only writer and no transaction. No other process may have the
+        environment open (it would keep the old file, and the lock file's last transaction id with it): if one
+        has, the data file stays as it was and `SharedEnvironment` is raised."""
+        scratch = _scratch(self.path)
+        shutil.rmtree(scratch, ignore_errors=True)
+        make_private_dir(scratch)
+        self.env.copy(str(scratch), compact=True)
+        copy = scratch / DATA_FILE
+        fd = open_private(copy, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.env.close()
+        with _alone(self.path / "lock.mdb") as alone:
+            if alone:
+                os.replace(copy, self.path / DATA_FILE)
+                _fsync_dir(self.path)
+        shutil.rmtree(scratch, ignore_errors=True)
+        self._open()
+        if not alone:
+            raise SharedEnvironment(f"{self.path} is open in another process: not compacted")
 
     def write(self) -> Txn:
         return self.env.begin(write=True)
@@ -78,6 +118,40 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+
+
+class SharedEnvironment(RuntimeError):
+    """A compaction found another process holding the environment open, and left it as it was."""
+
+
+@contextlib.contextmanager
+def _alone(lock_file: Path) -> Iterator[bool]:
+    """Whether no process has the environment open, held so while inside: every process that opens an LMDB
+    environment holds a shared lock on the lock file's first byte for as long as it keeps it open, so this
+    process, having closed its own, gets the exclusive one only if nobody else has it open (and an opener
+    arriving meanwhile waits, then opens the file in place afterwards)."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 0)
+        except OSError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _scratch(path: Path) -> Path:
+    return path.with_name(path.name + COMPACTING_SUFFIX)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def u64(n: int) -> bytes:
