@@ -530,6 +530,9 @@ class Calculation:
         if window is not None:  # values are read no earlier than the latest batch: not before its day either
             today = max(batch_ms // DAY_MS, before.buckets[-1].day if before.buckets else 0)
             oldest_day = today - window + 1
+            day = items[0][0] // DAY_MS
+            if self.start_ms is None and self._one_day(before, items, day, oldest_day):
+                return self._observe_one_day(state, before, items, day)
         work = CAState(before.buckets, before.seed, before.seq)  # `seq` advances on this copy while folding
         touched: dict[int, Bucket] = {}
         changed: set[int] = set()
@@ -563,6 +566,39 @@ class Calculation:
             return None  # all aged out: nothing to keep
         work.buckets, work.seed = buckets, seed
         return work
+
+    @staticmethod
+    def _one_day(before: CAState, items: list[Contribution], day: int, oldest_day: int) -> bool:
+        """Whether every contribution falls on `day`, in the window, not before the state's latest day, and nothing
+        of the state leaves the window: a batch's common case (its events are of one day)."""
+        buckets, seed = before.buckets, before.seed
+        return (
+            day >= oldest_day
+            and (not buckets or (buckets[-1].day <= day and buckets[0].day >= oldest_day))
+            and (seed is None or seed.day >= oldest_day)
+            and all(item[0] // DAY_MS == day for item in items)
+        )
+
+    def _observe_one_day(
+        self, state: CAState | None, before: CAState, items: list[Contribution], day: int
+    ) -> CAState | None:
+        """`_observe_by_day` when `_one_day` holds: one bucket to change (the latest or a new one after it), the
+        others kept as they are."""
+        buckets = before.buckets
+        if buckets and buckets[-1].day == day:
+            bucket, others = _copy(buckets[-1]), buckets[:-1]
+        else:
+            bucket, others = Bucket(day), buckets
+        after = CAState(others, before.seed, before.seq)  # `seq` advances on it while folding
+        fold = self.fold
+        changed = False
+        for item in items:
+            if fold(bucket, item, after):
+                changed = True
+        if not changed:
+            return state
+        after.buckets = [*others, bucket]
+        return after
 
     def may_concern(self, batch: Observed) -> bool:
         """False when no event of the batch can match (one dict lookup), or the batch sets no such attribute."""
