@@ -229,13 +229,11 @@ class BatchView:
             data = event.get("data") or {}
             name = _name_of(kind, data)
             self.names.append(name)
-            keys = [(kind, ANY), (kind, name), (None, name)]
+            keys = {(kind, ANY), (kind, name), (None, name)}  # a set: keys may coincide (an event with no type)
             if kind == "commerce_event":
-                keys.extend((kind, "action:" + action) for action in commerce_actions(data))
+                keys.update((kind, "action:" + action) for action in commerce_actions(data))
             for key in keys:
-                found = index.setdefault(key, [])
-                if not found or found[-1] != position:  # two keys may coincide (no type; two actions of one name)
-                    found.append(position)
+                index.setdefault(key, []).append(position)
 
     def time(self, position: int) -> int:
         """`event_time` of the event at `position`."""
@@ -839,7 +837,7 @@ def timestamp_text(ms: int) -> str:
 
 
 def _read_count(parts: list[Bucket]) -> str:
-    return number_text(sum(bucket.count for bucket in parts))
+    return number_text(sum([bucket.count for bucket in parts]))
 
 
 def _read_sum(parts: list[Bucket]) -> str:
