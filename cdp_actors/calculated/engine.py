@@ -440,7 +440,9 @@ class Calculation:
 
     def contributions(self, batch: Observed) -> list[Contribution]:
         """What the batch yields for this data point, in arrival order (shared: do not change the list)."""
-        view = batch_view(batch)
+        return self._contributions(batch_view(batch))
+
+    def _contributions(self, view: BatchView) -> list[Contribution]:
         found = view.contributions.get(self.source)
         if found is None:
             found = view.contributions[self.source] = self.read_batch(view)
@@ -501,9 +503,10 @@ class Calculation:
         """The state with the batch folded in; `state` None is the empty state. Returns None when the state was
         None and nothing in the batch concerns this CA (the shard then stores nothing), or when the batch's time
         leaves nothing of the state in the window."""
-        if not self.may_concern(batch):  # one look-up: what a backfill, folding every CA, meets most
+        view = batch_view(batch)
+        if not self._may_concern(view):  # one look-up: what a backfill, folding every CA, meets most
             return state
-        items = self.contributions(batch)
+        items = self._contributions(view)
         if not items:
             return state
         before = state if state is not None else _EMPTY
@@ -607,12 +610,15 @@ class Calculation:
 
     def may_concern(self, batch: Observed) -> bool:
         """False when no event of the batch can match (one dict lookup), or the batch sets no such attribute."""
+        return self._may_concern(batch_view(batch))
+
+    def _may_concern(self, view: BatchView) -> bool:
         if self.is_user_attribute:
-            return self.attribute in batch.user_attributes
+            return self.attribute in view.batch.user_attributes
         keys = self.matcher.keys
         if keys is None:
-            return bool(batch.events)
-        return not batch_view(batch).index.keys().isdisjoint(keys)
+            return bool(view.batch.events)
+        return not view.index.keys().isdisjoint(keys)
 
     def seeded(self, state: CAState | None, seed: CalculatedAttributeSeed) -> CAState:
         """The state with `seed` as what happened before the seed's cutoff (a later seed replaces an earlier one)."""
