@@ -59,7 +59,7 @@ most 4,096 characters (values are bounded at that), so 16 MB at the very worst."
 def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):  # a tuple: `int | float` would build a union on each call
         return float(value) if math.isfinite(value) else None
     return _text_number(value if isinstance(value, str) else str(value))
 

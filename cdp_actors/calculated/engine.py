@@ -200,7 +200,7 @@ def _time_of(kind: Any, data: dict[str, Any], batch_ms: int) -> int:
     if kind == "commerce_event":
         return batch_ms
     stamp = data.get("timestamp_unixtime_ms")
-    if not isinstance(stamp, int | float) or isinstance(stamp, bool):
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):  # a tuple: see `as_number`
         return batch_ms
     return max(0, min(int(stamp), batch_ms))
 
@@ -519,14 +519,15 @@ class Calculation:
     def _observe_all_time(self, state: CAState | None, before: CAState, items: list[Contribution]) -> CAState | None:
         """`observe` without a window: one bucket (day 0), nothing ever leaves."""
         start_ms = self.start_ms
-        bucket = _copy(before.buckets[0]) if before.buckets else Bucket(0)
+        original = before.buckets[0] if before.buckets else None
+        bucket = _copy(original) if original is not None else Bucket(0)
         after = CAState([bucket], before.seed, before.seq)  # `seq` advances on it while folding
         fold = self.fold
         changed = False
         for item in items:
             if (start_ms is None or item[0] >= start_ms) and fold(bucket, item, after):
                 changed = True
-        return after if changed else state
+        return after if changed and bucket != original else state  # changes may undo each other (last: B, then A)
 
     def _observe_by_day(
         self, state: CAState | None, before: CAState, items: list[Contribution], batch_ms: int
@@ -557,6 +558,7 @@ class Calculation:
                 bucket = touched[day] = _copy(original) if original is not None else Bucket(day)
             if fold(bucket, item, work):
                 changed.add(day)
+        changed = {day for day in changed if touched[day] != _bucket_of(before.buckets, day)}  # may undo each other
         pruned = oldest_day is not None and (
             (before.buckets and before.buckets[0].day < oldest_day)
             or (before.seed is not None and before.seed.day < oldest_day)
@@ -593,8 +595,9 @@ class Calculation:
         """`_observe_by_day` when `_one_day` holds: one bucket to change (the latest or a new one after it), the
         others kept as they are."""
         buckets = before.buckets
-        if buckets and buckets[-1].day == day:
-            bucket, others = _copy(buckets[-1]), buckets[:-1]
+        original = buckets[-1] if buckets and buckets[-1].day == day else None
+        if original is not None:
+            bucket, others = _copy(original), buckets[:-1]
         else:
             bucket, others = Bucket(day), buckets
         after = CAState(others, before.seed, before.seq)  # `seq` advances on it while folding
@@ -603,7 +606,7 @@ class Calculation:
         for item in items:
             if fold(bucket, item, after):
                 changed = True
-        if not changed:
+        if not changed or bucket == original:  # changes may undo each other (last: B, then A)
             return state
         after.buckets = [*others, bucket]
         return after
