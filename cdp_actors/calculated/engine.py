@@ -60,18 +60,19 @@ distinct values). A `Bucket` has the fields every type may use (`count`, `total`
 `values`: value -> [first arrival, weight]); each type fills the ones it needs. States are never changed in place:
 `observe` returns the very same object when the batch changes nothing (the shard skips the write by identity).
 
-Speed (`python -m benchmarks.ca_engine`, best of several runs on the shared 2-core machine at load average 4-30,
-so upper bounds). A batch of 10 custom events folded into 20 CAs (a mix of every type, half `within` windows): one
+Speed (`python -m benchmarks.ca_engine`, best of several runs on the shared 2-core machine at load average ~4, so
+upper bounds). A batch of 10 custom events folded into 20 CAs (a mix of every type, half `within` windows): one
 that concerns no CA 14 µs (`may_concern`: one look-up per CA in the batch's index, built once per batch); one whose
-events match (2 events per CA) 137 µs for `observe`, 166 µs with each changed state decoded and encoded. The shard's
-mix (the audiences benchmark's 20 CAs and 20 audiences' event counts over the load's screen views, purchases and
-custom events; decode, observe, encode and value of each concerned state) 93 µs a batch, against 149 µs before the
-per-batch view (1.5 times fewer interpreter instructions, counted with callgrind). What pays: each batch's
-`BatchView` (built once: event names, the index; each data point's contributions computed once and shared by the
-calculations that read them), a one-bucket path in `observe` for the common batch (its events of one day, nothing
-leaving the window), values read from the state's own bucket list, numbers of texts remembered. Matchers are
-compiled once per configuration version (`Calculation.__init__`). The shard calls `CalculationIndex.concerned`
-before decoding a state: a batch that concerns no CA then costs no decode either.
+events match (2 events per CA) 130 µs for `observe` (162 before the per-batch view), 164 µs with each changed state
+decoded and encoded. The shard's mix (the audiences benchmark's 20 CAs and 20 audiences' event counts over the
+load's screen views, purchases and custom events; decode, observe, encode and value of each concerned state) 96 µs
+a batch, against 146 µs before the per-batch view (1.5 times fewer interpreter instructions, counted with
+callgrind). What pays: each batch's `BatchView` (built once: event names, the index; each data point's
+contributions computed once and shared by the calculations that read them), a one-bucket path in `observe` for the
+common batch (its events of one day, nothing leaving the window), values read from the state's own bucket list,
+numbers of texts remembered. Matchers are compiled once per configuration version (`Calculation.__init__`). The
+shard calls `CalculationIndex.concerned` before decoding a state: a batch that concerns no CA then costs no decode
+either.
 """
 
 from __future__ import annotations
