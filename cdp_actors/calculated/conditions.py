@@ -50,13 +50,24 @@ def as_text(value: Any) -> str:
     return str(value)
 
 
+TEXT_NUMBERS_KEPT = 4096
+"""Texts whose number `as_number` remembers: a condition's operand and the values that recur (product ids, pages)
+parse once, not per event (a failed parse raises, which costs more than the look-up); at most 4,096 texts of at
+most 4,096 characters (values are bounded at that), so 16 MB at the very worst."""
+
+
 def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):  # a tuple: `int | float` would build a union on each call
         return float(value) if math.isfinite(value) else None
+    return _text_number(value if isinstance(value, str) else str(value))
+
+
+@lru_cache(maxsize=TEXT_NUMBERS_KEPT)
+def _text_number(text: str) -> float | None:
     try:
-        number = float(str(value).strip())
+        number = float(text.strip())
     except ValueError:
         return None
     return number if math.isfinite(number) else None

@@ -337,6 +337,43 @@ def test_windows_equal_the_recomputation(definition: Definition, ops: list[tuple
     run(definition, ops, nows)
 
 
+@st.composite
+def siblings(draw: st.DrawFn) -> list[Definition]:
+    """A definition and others of the same data point, conditions and time period but other calculation types:
+    calculations that share what a batch contributes (`engine.BatchView`)."""
+    first = draw(definitions())
+    numeric_ok = first.data_point.type in ("event_attribute", "user_attribute")
+    kinds = [k for k in CALCULATION_TYPES if numeric_ok or k not in ("sum", "min", "max", "average")]
+    fields = first.model_dump(exclude_none=True)
+    others = [
+        Definition.model_validate({**fields, "calculation_type": kind})
+        for kind in draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=4))
+    ]
+    return [first, *others]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(siblings(), definitions(), operations(SMALL), later)
+def test_calculations_folding_the_same_batches_each_equal_the_recomputation(
+    related: list[Definition], other: Definition, ops: list[tuple[str, Any]], nows: list[int]
+) -> None:
+    """The shard folds each batch into every concerned calculation in turn; those reading the same data point share
+    the batch's contributions. Each value still equals its own recomputation."""
+    definitions_ = [*related, other]
+    calculations = [Calculation(definition) for definition in definitions_]
+    states: list[CAState | None] = [None] * len(calculations)
+    batches = [item for what, item in ops if what == "batch"]
+    for batch in batches:
+        for n, calculation in enumerate(calculations):
+            states[n] = calculation.observe(states[n], batch)
+    latest = max((batch.batch_ms for batch in batches), default=T0)
+    for definition, calculation, state in zip(definitions_, calculations, states, strict=True):
+        for now in (latest, *(latest + offset for offset in nows)):
+            expected = oracle_value(definition, batches, None, now, cap=engine.MAX_DISTINCT_VALUES)
+            got = calculation.value(state, now)
+            assert same_value(definition.calculation_type, got, expected), (definition.calculation_type, now)
+
+
 # ---- the rules, one example each ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,74 @@
+"""What calculated attributes and real-time audiences cost a profile shard, in process: `python -m
+benchmarks.derived_apply`.
+
+Two `ShardCore`s (no Ray), each in its own temporary directory: one with the demo workspace
+(`configs/workspace.yaml`) as it is, one with `benchmarks.audiences.derived_workspace`'s 20 active calculated
+attributes and 20 real-time audiences added. Each applies the same 6,000 batches of `Workload(2000, seed=3)` (10
+mixed events each, over 2,000 users; the user's MPID from its customer id) in chunks of 200, as the dispatcher
+sends them. Prints batches per second for both and their ratio (derived / plain), each the best of 3 runs on a
+fresh shard: on a shared machine the best run is the closest to the code's own cost.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+
+from benchmarks.audiences import derived_workspace
+from benchmarks.workload import Workload
+from cdp_actors.config import WorkspaceConfig, load_workspace
+from cdp_actors.profiles.shard import ShardCore
+from cdp_actors.schema.records import ShardRecord
+
+BATCHES = 6_000
+USERS = 2_000
+CHUNK = 200
+"""Records per `apply` call: one LMDB transaction each, as a dispatcher chunk."""
+RUNS = 3
+WORKSPACE = Path(__file__).resolve().parent.parent / "configs" / "workspace.yaml"
+MEMBERSHIP_URL = "http://127.0.0.1:9/m"
+"""Never contacted: the shard only writes membership changes to its outbox."""
+NOW_MS = 1_764_000_000_000
+"""The batches' receipt time (fixed, so every run folds the same days)."""
+
+
+def records() -> list[ShardRecord]:
+    workload = Workload(USERS, seed=3)
+    made = []
+    for seq in range(1, BATCHES + 1):
+        body = workload.batch(NOW_MS)
+        mpid = int(body["user_identities"]["customer_id"].removeprefix("user-")) + 1
+        made.append(ShardRecord(seq, seq, mpid, 1, NOW_MS, msgspec.json.encode(body)))
+    return made
+
+
+def batches_per_s(config: WorkspaceConfig, batch_records: list[ShardRecord]) -> float:
+    """The best of `RUNS` runs, each applying every record to a fresh shard."""
+    best = 0.0
+    for _ in range(RUNS):
+        with tempfile.TemporaryDirectory() as directory:
+            core = ShardCore(directory, 0, config)
+            started = time.perf_counter()
+            for first in range(0, len(batch_records), CHUNK):
+                core.apply(batch_records[first : first + CHUNK], None)
+            best = max(best, len(batch_records) / (time.perf_counter() - started))
+            core.store.close()
+    return best
+
+
+def main() -> None:
+    plain = load_workspace(WORKSPACE)
+    derived = derived_workspace(plain, MEMBERSHIP_URL)
+    batch_records = records()
+    plain_rate = batches_per_s(plain, batch_records)
+    derived_rate = batches_per_s(derived, batch_records)
+    print(f"plain: {plain_rate:,.0f} batches/s")
+    print(f"derived (20 CAs, 20 audiences): {derived_rate:,.0f} batches/s")
+    print(f"ratio derived/plain: {derived_rate / plain_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
