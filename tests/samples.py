@@ -6,6 +6,8 @@ import itertools
 import uuid
 from typing import Any
 
+from cdp_actors.dsr.model import DsrRequest, SubjectIdentity
+
 _ids = itertools.count(1)
 PRODUCT = {
     "id": "sku-1",
@@ -117,3 +119,19 @@ def batch(customer_id: str | None = None, events: list | None = None, **fields: 
         body["user_identities"] = {"customer_id": customer_id}
     body.update(fields)
     return body
+
+
+def dsr_request(request_id: str, kind: str, customer_id: str, received_ms: int) -> DsrRequest:
+    """A stored data subject request for one customer id, due at once (as the DSR actor hands it to its steps)."""
+    return DsrRequest(
+        subject_request_id=request_id,
+        subject_request_type=kind,
+        api_version="3.0",
+        regulation="gdpr",
+        submitted_time="2021-11-01T15:00:00Z",
+        received_ms=received_ms,
+        input_id=1,
+        due_ms=received_ms,
+        expected_completion_ms=received_ms,
+        identities=[SubjectIdentity("customer_id", customer_id)],
+    )

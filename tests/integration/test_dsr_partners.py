@@ -14,7 +14,8 @@ from typing import Any
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.dsr import fulfil
 from cdp_actors.dsr.export import DOCUMENT_NAME, EVENTS_NAME
-from cdp_actors.dsr.model import DsrRequest, SubjectIdentity
+from cdp_actors.dsr.model import DsrRequest
+from tests import samples
 from tests.samples import batch, custom
 from tests.support import Api, Receiver, wait_for
 from tests.unit.test_dsr_forward_partners import FAST_RETRY, SECRETS, partner_outputs, workspace
@@ -32,19 +33,7 @@ def partners_config(receiver: Receiver) -> WorkspaceConfig:
 
 
 def dsr_request(kind: str, customer: str) -> DsrRequest:
-    now = int(time.time() * 1000)
-    return DsrRequest(
-        subject_request_id=REQUEST_ID,
-        subject_request_type=kind,
-        api_version="3.0",
-        regulation="gdpr",
-        submitted_time="2026-12-01T10:00:00Z",
-        received_ms=now,
-        input_id=1,
-        due_ms=now,
-        expected_completion_ms=now,
-        identities=[SubjectIdentity("customer_id", customer)],
-    )
+    return samples.dsr_request(REQUEST_ID, kind, customer, int(time.time() * 1000))
 
 
 def ingested_mpid(api: Api, customer: str) -> int:

@@ -9,9 +9,10 @@ import zipfile
 from pathlib import Path
 
 from cdp_actors.dsr.export import DOCUMENT_NAME, EVENTS_NAME, export_results
-from cdp_actors.dsr.model import DsrRequest, SubjectIdentity
+from cdp_actors.dsr.model import DsrRequest
 from cdp_actors.profiles.model import SubjectRecord
 from cdp_actors.profiles.shard import ShardCore, read_subject
+from tests import samples
 from tests.unit.test_shard_derived import T0, bought, played, record, workspace
 
 REQUEST_ID = "a7551968-d5d6-44b2-9831-815ac9017798"
@@ -20,18 +21,7 @@ CONSENT = {"gdpr": {"marketing": {"consented": True, "timestamp_unixtime_ms": T0
 
 
 def dsr_request(kind: str) -> DsrRequest:
-    return DsrRequest(
-        subject_request_id=REQUEST_ID,
-        subject_request_type=kind,
-        api_version="3.0",
-        regulation="gdpr",
-        submitted_time="2021-11-01T15:00:00Z",
-        received_ms=T0,
-        input_id=1,
-        due_ms=T0,
-        expected_completion_ms=T0,
-        identities=[SubjectIdentity("customer_id", "user-7")],
-    )
+    return samples.dsr_request(REQUEST_ID, kind, "user-7", T0)
 
 
 def stored_user(tmp_path: Path) -> tuple[ShardCore, SubjectRecord]:
