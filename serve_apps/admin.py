@@ -247,7 +247,7 @@ class AdminApi:
         if environment not in (None, "production", "development"):
             raise BadRequest("environment must be production or development")
         connections = await handles.alerts().summary.remote(since_ms, until_ms, environment)
-        config = (await self.live.snapshot()).config
+        config = (await self.live.fresh()).config
         for entry in connections:
             _name_connection(config, entry)
         return json_response(
@@ -284,7 +284,7 @@ class AdminApi:
     async def audiences(self) -> Response:
         """Each audience with its kind, size and membership adds / drops per UTC day (real-time audiences, as the
         shards count them; `null` while they do not); a standard audience's size is its last run's."""
-        config = (await self.live.snapshot()).config
+        config = (await self.live.fresh()).config
         stats = await self._audience_stats()
         rows = []
         for audience in config.audiences:
@@ -355,7 +355,7 @@ class AdminApi:
         connected outputs receive the change like any other. Once accepted, the edit is in the audit log as
         personal data: who, which profile, which paths; no values."""
         value = required_mpid(mpid, "mpid")
-        if not any(i.id == edit.input_id for i in (await self.live.snapshot()).config.inputs):
+        if not any(i.id == edit.input_id for i in (await self.live.fresh()).config.inputs):
             raise BadRequest(f"input_id: no input with id {edit.input_id}")
         edit.check()
         try:
@@ -400,7 +400,7 @@ class AdminApi:
         console has no input key: the request counts as the workspace's first input's (partners connected to it
         are told)."""
         value = required_mpid(mpid, "mpid")
-        config = (await self.live.snapshot()).config
+        config = (await self.live.fresh()).config
         received = Received(config.inputs[0].id, now_ms(), config.dsr.waiting_period_s * 1000)
         dsr_request = console_request(
             value, submission.subject_request_type, submission.regulation, submission.skip_waiting_period, received
@@ -450,7 +450,7 @@ class AdminApi:
         _, day = report_days(date, date)
         first = day * 24 + (hour or 0)
         last = first if hour is not None else first + 23
-        names = {o.id: (o.name, o.kind) for o in (await self.live.snapshot()).config.outputs}
+        names = {o.id: (o.name, o.kind) for o in (await self.live.fresh()).config.outputs}
         report = forwarding_report(await self._counts(first, last), names)
         return json_response(200, {"date": day_text(day), "hour": hour, **report})
 
@@ -494,7 +494,7 @@ class AdminApi:
         first, last = report_days(since, until)
         shards = handles.shards(self.runtime.shards)
         reports = await asyncio.gather(*(shard.activity.remote(first, last) for shard in shards))
-        names = {i.id: i.name for i in (await self.live.snapshot()).config.inputs}
+        names = {i.id: i.name for i in (await self.live.fresh()).config.inputs}
         return json_response(
             200, {"since": day_text(first), "until": day_text(last), "days": identity_report(reports, names)}
         )
