@@ -84,3 +84,15 @@ def test_the_limits_are_workspace_settings_changed_live() -> None:
         apply_change(config, UpdateDsrSettings(fields={"requests_per_day": 0}), first_next_ids(config))
     assert refused.value.path == "$.requests_per_day"
     assert parse_workspace({**config.model_dump(mode="json"), "dsr": {"requests_per_day": 7}}).dsr.requests_per_day == 7
+
+
+def test_the_settings_change_is_applied_recorded_and_audited(tmp_path: Path) -> None:
+    from cdp_actors.control.owner import ControlCore
+    from tests.conftest import demo_config
+
+    control = ControlCore(tmp_path)
+    control.seed(demo_config("http://partner.example"))
+    version, config = control.apply(UpdateDsrSettings(fields={"requests_per_day": 9}), None, "test")
+    assert config.dsr.requests_per_day == 9 and control.current() == (version, config)
+    assert (control.history()[-1].change, control.history()[-1].target) == ("update_dsr_settings", "dsr")
+    control.close()
