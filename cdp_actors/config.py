@@ -345,6 +345,10 @@ class Dsr(_Strict):
     `skip_waiting_period` in a request makes it 0. Tests and demos use seconds."""
     processor_domain: str = Field(default="opendsr.mparticle.com", min_length=1)
     """`X-OpenDSR-Processor-Domain` of answers and callbacks, and the name the signing certificate is issued to."""
+    requests_per_minute: int = Field(default=1_000, ge=1)
+    """DSR API calls (create, status, group, cancel, discovery) per minute per workspace: mParticle's limit."""
+    requests_per_day: int = Field(default=80_000, ge=1)
+    """New requests per UTC day per workspace: mParticle's limit."""
 
 
 class WorkspaceConfig(_Strict):

@@ -5,6 +5,12 @@ The app owns `/v3`. The v2 paths (`/v2/requests`, `/v2/discovery`) and v1's (`/v
 `/v1/discovery`) fall under the Events and Identity APIs' prefixes: those apps hand them over whole through
 `relay` (one call to this deployment), so every version is answered here, by one table of routes.
 
+Rate limits as mParticle's DSR API v3 documents them: `dsr.requests_per_minute` (1,000) calls per minute per
+workspace, every authenticated call counted (GET, POST, DELETE), by a token bucket per replica (`ratelimit.py`:
+with N replicas the workspace may get up to N times the limit); `dsr.requests_per_day` (80,000) new requests per
+UTC day per workspace, counted by the DSR actor in the request book, in the create's transaction (so across
+replicas and restarts). Past either: 429 with `Retry-After` and `X-mp-rate-limit-exceeded: workspace`.
+
 Basic auth with an input's key and secret, as the Events API. Refusals answer in mParticle's DSR shape,
 `{"code", "message", "errors": [{"domain", "reason", "message"}]}` (not wrapped in `error`, unlike the OpenDSR
 spec's example); bad credentials are a 401 as the DSR docs say.
@@ -12,6 +18,7 @@ spec's example); bad credentials are a 401 as the DSR docs say.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +42,8 @@ from cdp_actors.dsr.wire import (
     parse_request,
     status_body,
 )
-from cdp_actors.errors import BadRequest, Forbidden, RequestFailed, Unavailable
+from cdp_actors.errors import BadRequest, Forbidden, RateLimited, RequestFailed, Unavailable
+from cdp_actors.ratelimit import Limit, RateLimiter
 from cdp_actors.runtime import ensure_runtime
 from cdp_actors.telemetry import now_ms, setup_process
 from serve_apps.auth import read_body, verify_basic
@@ -69,6 +77,7 @@ def _routes() -> Routes[tuple[str, str]]:
 
 
 ROUTES = _routes()
+MINUTE_S = 60.0
 STATUSES = {Forbidden: 401}
 """Where the DSR API answers otherwise than the common table: bad credentials are a 401 (the DSR docs)."""
 
@@ -104,6 +113,8 @@ def refusal(error: RequestFailed) -> Answer:
             "errors": [{"domain": domain, "reason": reason, "message": error.message}]}  # fmt: skip
     retry_after = getattr(error, "retry_after_s", None)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    if isinstance(error, RateLimited):
+        headers["X-mp-rate-limit-exceeded"] = error.exceeded
     return Answer(status, msgspec.json.encode(body), headers=headers)
 
 
@@ -143,6 +154,14 @@ class DsrApi:
         ensure_runtime(config, data_dir)
         self.live: LiveConfig[KeyVerifier] = LiveConfig(InputKeys())
         self.dsr = handles.dsr()
+        self.limiter = RateLimiter(())
+
+    def _admit(self, config: WorkspaceConfig) -> None:
+        """Count one call against the workspace's per-minute limit (a changed limit starts a full bucket)."""
+        limit = Limit("workspace", config.dsr.requests_per_minute, MINUTE_S)
+        if self.limiter.limits != (limit,):
+            self.limiter = RateLimiter((limit,))
+        self.limiter.admit({"workspace": config.workspace.workspace_id}, time.monotonic())
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -169,6 +188,7 @@ class DsrApi:
                 return Answer(200, pem, "application/x-pem-file")
             held = await self.live.snapshot()
             source = await verify_basic(held.derived, headers.get("authorization"))
+            self._admit(held.config)
             call = Call(operation, version, arguments, query, body, base_url, source.id)
             return await self._dispatch(call, held.config)
         except ray.exceptions.RayError as error:
@@ -195,10 +215,11 @@ class DsrApi:
             return Answer(200, msgspec.json.encode([status_body(r, controller, results_url(b, r)) for r, b in found]))
         if operation == "status":
             request, base = await self.dsr.get.remote(arguments["id"])
-            return await self._signed(200, status_body(request, controller, results_url(base, request)), version)
+            body = status_body(request, controller, results_url(base, request))
+            return await self._signed(200, body, version, config)
         if operation == "cancel":
             request = await self.dsr.cancel.remote(arguments["id"])
-            return await self._signed(202, cancelled_body(request, controller, now_ms()), version)
+            return await self._signed(202, cancelled_body(request, controller, now_ms()), version, config)
         request, data = await self.dsr.results.remote(arguments["id"])
         zipped = request.subject_request_type == "portability"
         return Answer(200, data, "application/zip" if zipped else "application/json")
@@ -210,10 +231,12 @@ class DsrApi:
             raise BadRequest("The body is not valid JSON.", "$") from None
         received = Received(call.input_id, now_ms(), config.dsr.waiting_period_s * 1000)
         request: DsrRequest = parse_request(parsed, call.version, received)
-        await self.dsr.create.remote(request, call.base_url)
-        return await self._signed(201, created_body(request, config.workspace.workspace_id, call.body), call.version)
+        await self.dsr.create.remote(request, call.base_url, config.dsr.requests_per_day)
+        body = created_body(request, config.workspace.workspace_id, call.body)
+        return await self._signed(201, body, call.version, config)
 
-    async def _signed(self, status: int, body: dict[str, Any], version: str) -> Answer:
+    async def _signed(self, status: int, body: dict[str, Any], version: str, config: WorkspaceConfig) -> Answer:
+        """Signed as the live configuration's `dsr.processor_domain` names the processor."""
         encoded = msgspec.json.encode(body)
-        headers = await self.dsr.sign.remote(encoded, version)
+        headers = await self.dsr.sign.remote(encoded, version, config.dsr.processor_domain)
         return Answer(status, encoded, headers=headers)

@@ -223,6 +223,13 @@ class DisconnectAudience(msgspec.Struct, tag="disconnect_audience", frozen=True,
 
 AudienceChange = AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
 
+
+class UpdateDsrSettings(msgspec.Struct, tag="update_dsr_settings", frozen=True, kw_only=True):
+    """The workspace's data subject request settings (`dsr:`): the given fields replace theirs."""
+
+    fields: dict[str, Any]
+
+
 Change = (
     AddInput | UpdateInput | RemoveInput
     | AddOutput | UpdateOutput | RemoveOutput
@@ -230,6 +237,7 @@ Change = (
     | AddUser | UpdateUser | RemoveUser
     | CalculatedAttributeChange
     | AddAudience | UpdateAudience | RemoveAudience | ConnectAudience | DisconnectAudience
+    | UpdateDsrSettings
 )  # fmt: skip
 """Every change the store takes; a tagged union, so a change crosses an actor call or a log as msgpack."""
 
@@ -256,6 +264,8 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
         return Applied(_users_changed(config, change), dict(next_ids), f"users/{_user_name(change)}")
     if isinstance(change, CALCULATED_ATTRIBUTE_CHANGES):
         return _calculated_attributes_changed(config, change, next_ids)
+    if isinstance(change, UpdateDsrSettings):
+        return Applied(_dsr_changed(config, change), dict(next_ids), "dsr")
     if isinstance(change, (AddAudience, UpdateAudience, RemoveAudience, ConnectAudience, DisconnectAudience)):
         return _audiences_changed(config, change, next_ids)
     section = change.section
@@ -277,6 +287,15 @@ def apply_change(config: WorkspaceConfig, change: Change, next_ids: NextIds) -> 
         items[position] = item
     _check_references(config.model_copy(update={section: items}), section, item)
     return Applied(_rebuilt(config, section, items), ids, f"{section}/{item.id}")
+
+
+def _dsr_changed(config: WorkspaceConfig, change: UpdateDsrSettings) -> WorkspaceConfig:
+    _refuse_environment_references(change.fields)
+    try:
+        dsr = type(config.dsr).model_validate({**config.dsr.model_dump(), **change.fields})
+    except ValidationError as error:
+        raise _refusal(error) from None
+    return config.model_copy(update={"dsr": dsr})
 
 
 def first_next_ids(config: WorkspaceConfig) -> dict[str, int]:

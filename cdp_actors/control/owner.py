@@ -153,7 +153,10 @@ def _item(config: WorkspaceConfig | None, section: str, key: str) -> Any:
     """The item a change's target names: by id, or by name for a console user."""
     if config is None:
         return None
-    return next((item for item in getattr(config, section) if str(getattr(item, "id", item.name)) == key), None)
+    value = getattr(config, section)
+    if not isinstance(value, list):  # a settings section (`dsr`): the whole of it
+        return value
+    return next((item for item in value if str(getattr(item, "id", item.name)) == key), None)
 
 
 def placeholder_name(config: WorkspaceConfig, path: tuple[str | int, ...]) -> str:

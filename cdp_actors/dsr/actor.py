@@ -67,6 +67,8 @@ class DsrCore:
         directory = Path(data_dir) / "dsr"
         self.book = DsrBook(directory, config.workspace.workspace_id)
         self.domain = config.dsr.processor_domain
+        """The processor domain of the configuration version last read (the certificate keeps the name it was
+        issued to: a new key would break the controllers that pinned the published certificate)."""
         self.signer = Signer(directory, self.domain)
         self.work_lock = threading.Lock()
         self.callback_lock = threading.Lock()
@@ -76,8 +78,9 @@ class DsrCore:
 
     # --- the API's calls
 
-    def create(self, request: DsrRequest, base_url: str) -> DsrRequest:
-        created = self.book.create(request, base_url)
+    def create(self, request: DsrRequest, base_url: str, requests_per_day: int | None = None) -> DsrRequest:
+        """Store a new request (`DsrBook.create`); `requests_per_day`: the live configuration's daily limit."""
+        created = self.book.create(request, base_url, requests_per_day)
         threading.Thread(target=self._deliver, args=(now_ms(),), daemon=True).start()  # its `pending` callbacks now
         return created
 
@@ -102,8 +105,9 @@ class DsrCore:
     def certificate(self) -> bytes:
         return self.signer.certificate_pem
 
-    def sign(self, body: bytes, api_version: str) -> dict[str, str]:
-        return signed_headers(self.signer, self.domain, api_version, body)
+    def sign(self, body: bytes, api_version: str, domain: str | None = None) -> dict[str, str]:
+        """The processor headers of an answer; `domain`: the caller's live configuration's processor domain."""
+        return signed_headers(self.signer, domain or self.domain, api_version, body)
 
     # --- the lifecycle
 
@@ -140,7 +144,10 @@ class DsrCore:
 
     def _deliver(self, at_ms: int) -> None:
         with self.callback_lock:
-            for key, callback in self.book.due_callbacks(at_ms):
+            due = self.book.due_callbacks(at_ms)
+            if due:  # the live configuration's processor domain signs them (`dsr.processor_domain` may change)
+                self.domain = self._config().dsr.processor_domain
+            for key, callback in due:
                 if self._post(callback):
                     self.book.callback_sent(key)
                 else:

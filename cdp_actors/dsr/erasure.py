@@ -4,7 +4,9 @@ Order of `erase`, and why: the dispatcher is paused first (it finishes the part 
 intake's store), so no batch of the subject is resolved or applied while its records go. Then the profiles'
 identities are gathered (from the identity index and the profiles themselves, so a re-run after a crash still
 finds them in whichever store kept them), the identity index forgets them (a batch for the same identities
-afterwards creates a new profile, a new MPID), the shards remove the profiles' records, and the intake removes
+afterwards creates a new profile, a new MPID), the shards remove the profiles' records (their outbox rows too),
+every forwarder discards the rows of theirs it holds in memory (and returns once none is held: `Delivery.forget`
+says what is guaranteed of a request on the wire at that moment), and the intake removes
 the subject's batches not dispatched yet, last: a batch accepted until then is removed with the rest. Each store
 compacts its environment after its removal, so no file keeps the bytes. Every step is idempotent.
 """
@@ -49,6 +51,7 @@ def erase(mpids: list[int], config: WorkspaceConfig) -> None:
         for identity_type, values in held.items():
             identities[identity_type] = sorted({*identities.get(identity_type, ()), *values})
         ray.get([handles.shard(shard).erase.remote(owned) for shard, owned in by_shard(mpids, shards).items()])
+        ray.get([forwarder.forget.remote(mpids) for forwarder in handles.forwarders(config.runtime.forwarders)])
         ray.get(handles.intake().erase.remote(identities, mpids))
     finally:
         ray.get(dispatcher.resume.remote())

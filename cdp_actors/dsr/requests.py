@@ -24,7 +24,7 @@ import msgspec
 
 from cdp_actors.dsr.model import DsrRequest, PartnerStatus
 from cdp_actors.dsr.wire import DAY_MS, callback_body, same_subject
-from cdp_actors.errors import BadRequest, Conflict, Gone, NotFound
+from cdp_actors.errors import BadRequest, Conflict, Gone, NotFound, RateLimited
 from cdp_actors.storage.lmdb_env import Store, Txn, from_u64, iter_prefix, u64
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ CALLBACK_RETRY_MAX_MS = 900_000
 CALLBACK_MAX_ATTEMPTS = 30
 """About 5 hours of attempts at the longest interval: a controller endpoint down longer misses that status."""
 CALLBACKS_PER_ROUND = 100
+CREATED_ON_PREFIX = b"created-on:"
+"""`meta` key of the count of requests created on one UTC day (`created-on:<day number>`), in the same
+transaction as each creation: the daily limit holds across restarts and however many API replicas there are."""
 ACTIVE = ("pending", "in_progress")
 
 
@@ -107,11 +110,13 @@ class DsrBook:
 
     # --- the API's calls
 
-    def create(self, request: DsrRequest, base_url: str) -> DsrRequest:
+    def create(self, request: DsrRequest, base_url: str, requests_per_day: int | None = None) -> DsrRequest:
         """Store a new pending request and queue its `pending` callbacks; BadRequest for a known id, Conflict for an
-        identical request pending or in progress."""
+        identical request pending or in progress, RateLimited past `requests_per_day` created this UTC day (a
+        refused request is not counted)."""
         key = request.subject_request_id.encode()
         with self.store.write() as txn:
+            self._count_creation(txn, request.received_ms, requests_per_day)
             if txn.get(key, db=self.store.db("requests")) is not None:
                 raise BadRequest("Subject request already exists.", "$.subject_request_id")
             for _, other_id in iter_prefix(txn, self.store.db("active"), subject_key(request)):
@@ -126,6 +131,27 @@ class DsrBook:
             txn.put(key, _encode(Progress(base_url, next_try_ms=request.due_ms)), db=self.store.db("progress"))
             self._save(txn, request, base_url)
         return request
+
+    def created_on(self, at_ms: int) -> int:
+        """Requests created on the UTC day of `at_ms`."""
+        with self.store.read() as txn:
+            raw = txn.get(CREATED_ON_PREFIX + u64(at_ms // DAY_MS), db=self.store.db("meta"))
+        return from_u64(raw) if raw else 0
+
+    def _count_creation(self, txn: Txn, at_ms: int, limit: int | None) -> None:
+        """One more request created on `at_ms`'s UTC day, or RateLimited (until the next day) past `limit`; earlier
+        days' counts are dropped. A refusal raised later in the same transaction undoes the count."""
+        day = at_ms // DAY_MS
+        meta = self.store.db("meta")
+        raw = txn.get(CREATED_ON_PREFIX + u64(day), db=meta)
+        created = from_u64(raw) if raw else 0
+        if limit is not None and created >= limit:
+            retry_after_s = -(-((day + 1) * DAY_MS - at_ms) // 1000)
+            raise RateLimited(f"Rate limit exceeded: at most {limit} new requests per day.", retry_after_s, "workspace")
+        for old in [bytes(k) for k, _ in iter_prefix(txn, meta, CREATED_ON_PREFIX)]:
+            if old != CREATED_ON_PREFIX + u64(day):
+                txn.delete(old, db=meta)
+        txn.put(CREATED_ON_PREFIX + u64(day), u64(created + 1), db=meta)
 
     def get(self, request_id: str) -> DsrRequest:
         with self.store.read() as txn:

@@ -40,6 +40,12 @@ class Breaker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=None if until == math.inf else until - now)
 
+    def release_probe(self) -> None:
+        """A probe admitted but not sent (its row was discarded): the next request may probe at once."""
+        if self.state == HALF_OPEN and self.probing:
+            self.state, self.probing, self.reopens_at = OPEN, False, time.monotonic()
+            self.changed.set()
+
     def record(self, healthy: bool) -> None:
         """`healthy`: the output answered (even with a non-retryable error); else it failed or timed out."""
         if healthy:

@@ -38,6 +38,7 @@ from cdp_actors.control.diff import is_newer_item, largest_ids, output_changes
 from cdp_actors.forwarding.breaker import CLOSED, Breaker
 from cdp_actors.forwarding.bulk import BulkQueue, RowRef, Upload
 from cdp_actors.forwarding.coalesce import Grouper
+from cdp_actors.forwarding.erased import ErasedSubjects
 from cdp_actors.forwarding.http import send
 from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, RetryPolicy
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
@@ -52,6 +53,8 @@ from cdp_actors.telemetry import count, now_ms, span
 log = logging.getLogger(__name__)
 OUTPUT_REMOVED, CONNECTION_REMOVED = "Output Removed", "Connection Removed"
 """The alert types of a row dropped because its output, or its connection, was removed before it was sent."""
+FORGET_POLL_S = 0.02
+"""How often `forget` looks whether the erased users' rows held here are gone (a few lane heads finishing)."""
 INTERNAL_ERROR = "Internal Error"
 """The alert type of a row dropped because screening, preparing or sending it raised (a bug, or data no check
 at the door caught): the row fails alone."""
@@ -70,6 +73,10 @@ class AudienceTarget:
 
 Target = OutboxRow | AudienceTarget
 """What a request delivers, as alerts name it."""
+
+
+class SubjectErased(Exception):
+    """A row about to be (re)sent is of an erased user: it is discarded instead (`Delivery.forget`)."""
 
 
 @dataclass
@@ -163,6 +170,9 @@ class Delivery:
         self.skipped_events: Counter[tuple[int, str]] = Counter()
         self.report_counts: Counter[str] = Counter()
         self.forwarded_memberships: Counter[int] = Counter()
+        self.erased = ErasedSubjects()
+        self.erasure_signal = asyncio.Event()  # set (and replaced) by `forget`: retries and breaker waits look again
+        self.discarded = 0
 
     outputs = property(lambda self: self.routing.outputs)
     adapters = property(lambda self: self.routing.adapters)
@@ -245,6 +255,9 @@ class Delivery:
                     self._queue_membership_row(row)
                 continue
             if row.key in self.known:
+                continue
+            if self.erased and row.mpid in self.erased:  # handed over before the erasure, arriving after it
+                self._discard_held(row)
                 continue
             self.known.add(row.key)
             lane = (row.connection_id, row.mpid)
@@ -337,6 +350,8 @@ class Delivery:
             for request in prepared.requests:  # every request is tried, even after one failed
                 delivered = await self._deliver_request(row.output_id, request, expires_at, [row]) and delivered
             self._done(row, prepared, delivered)
+        except SubjectErased:
+            self._discard(row)
         except Exception as error:
             self._fail([row], "sending the batch", error)
 
@@ -362,6 +377,8 @@ class Delivery:
         if together:
             try:
                 await self._deliver_together(output_id, adapter, together)
+            except SubjectErased:
+                self._split_erased(together)
             except Exception as error:
                 self._fail([row for row, _ in together], "sending the batches", error)
 
@@ -378,7 +395,7 @@ class Delivery:
             for row, prepared in together:
                 self.tasks.spawn(self._deliver_prepared(row, prepared))
             return
-        attempt = await self._attempt(output_id, request, len(together))
+        attempt = await self._attempt(output_id, request, [row for row, _ in together])
         if attempt.ok:
             for row, prepared in together:
                 self._done(row, prepared, True)
@@ -394,6 +411,8 @@ class Delivery:
             delivered = await self._deliver_request(output_id, request, expires_at, rows, failed)
             for row, prepared in together:
                 self._done(row, prepared, delivered)
+        except SubjectErased:
+            self._split_erased(together)
         except Exception as error:
             self._fail(rows, "sending the batches", error)
 
@@ -406,6 +425,9 @@ class Delivery:
         """The row's requests, built by `routing`'s adapter; None when it has none to send: screened out, failed
         (an exception while decoding, screening or preparing it fails the row alone, with a Fatal alert), or not
         routable (its output or connection removed, or of a version not held yet: see `_routable`)."""
+        if self._erased(row):
+            self._discard(row)
+            return None
         if not self._routable(row, routing):
             return None
         try:
@@ -460,12 +482,18 @@ class Delivery:
         while True:
             attempt_no += 1
             if attempt is None:
+                self._refuse_erased(about)
                 # a closed breaker admits at once: skip creating the coroutine on the per-row path
-                if breaker.state != CLOSED and not await breaker.admit(expires_at):
-                    detail = f"output {output_id} unavailable past retry.max_age_s"
-                    self._alert_all(about, RETRY_COUNT_EXCEEDED, FATAL, detail)
-                    return False
-                attempt = await self._attempt(output_id, request, len(about))
+                if breaker.state != CLOSED:
+                    admitted = await self._admit(breaker, expires_at)
+                    if admitted is None:  # an erasure meanwhile: look at the rows again
+                        attempt_no -= 1
+                        continue
+                    if not admitted:
+                        detail = f"output {output_id} unavailable past retry.max_age_s"
+                        self._alert_all(about, RETRY_COUNT_EXCEEDED, FATAL, detail)
+                        return False
+                attempt = await self._attempt(output_id, request, about)
             if attempt.ok:
                 return True
             verdict = self.policy.judge(attempt_no, attempt)
@@ -475,12 +503,15 @@ class Delivery:
             self._alert_all(about, alert_type, verdict.severity, f"{detail} delivering to output {output_id}")
             if not verdict.retry:
                 return False
-            await asyncio.sleep(verdict.delay_s)
+            await self._pause(verdict.delay_s)
             attempt = None
 
-    async def _attempt(self, output_id: int, request: HttpRequest, batches: int) -> Attempt:
-        with span("forward.deliver", output=output_id, batches=batches) as s:
+    async def _attempt(self, output_id: int, request: HttpRequest, about: Sequence[Target]) -> Attempt:
+        with span("forward.deliver", output=output_id, batches=len(about)) as s:
             async with self.slots[output_id]:
+                if self.erased and any(self._erased(row) for row in about):  # erased while waiting for the slot
+                    self.breakers[output_id].release_probe()
+                    raise SubjectErased()
                 attempt = await send(self.sessions[output_id], request, self.timeout)
             s.set_attribute("http.status_code", attempt.status or 0)
         self.breakers[output_id].record(attempt.ok or not attempt.retryable)
@@ -628,6 +659,81 @@ class Delivery:
         if delivered:
             self.forwarded_memberships[output_id] += prepared.forwarded_events or len(changes)
 
+    # --- erasure: the rows of erased users are discarded wherever they are held here
+
+    async def forget(self, mpids: list[int], timeout_s: float) -> int:
+        """The erased users' event rows are discarded (acknowledged to their shards, which removed them already,
+        counted in `discarded`), never sent: those waiting in lanes at once, a lane head as soon as it is looked at
+        (before preparing it, before each attempt, after its slot is free, in a retry's pause or a breaker's
+        wait). Returns once no row of theirs is held here, with the rows discarded; TimeoutError past
+        `timeout_s` (the erasure's step is tried again). A request already on the wire when this is called
+        finishes: its outcome stands (the partner may have the row, as it may have every row delivered before;
+        the deletion request the erasure sent it covers both). Membership rows are kept: the erasure's
+        membership drops replace the users' pending changes in the bulk queues."""
+        before = self.discarded
+        wanted = set(mpids)
+        self.erased.add(wanted)
+        for lane, waiting in list(self.lanes.items()):
+            while lane[1] in wanted and len(waiting) > 1:  # the head is out: it sees the erasure itself
+                self._discard_held(waiting.pop())
+        parked, self.parked = self.parked, []
+        for row in parked:
+            if self._erased(row):
+                self._discard_held(row)
+            else:
+                self.parked.append(row)
+        signal, self.erasure_signal = self.erasure_signal, asyncio.Event()
+        signal.set()
+        deadline = time.monotonic() + timeout_s
+        while any(mpid in wanted for _, mpid in self.lanes):
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"rows of {len(wanted)} erased users still held after {timeout_s:g} s")
+            await asyncio.sleep(FORGET_POLL_S)
+        return self.discarded - before
+
+    def _erased(self, row: Target) -> bool:
+        return isinstance(row, OutboxRow) and not row.audience_id and row.mpid in self.erased
+
+    def _refuse_erased(self, about: Sequence[Target]) -> None:
+        if self.erased and any(self._erased(row) for row in about):
+            raise SubjectErased()
+
+    def _discard_held(self, row: OutboxRow) -> None:
+        """A row not (or no longer) in a lane: counted and acknowledged."""
+        self.discarded += 1
+        self.acks[row.shard].append(row.key)
+
+    def _discard(self, row: OutboxRow) -> None:
+        """A lane head of an erased user: counted, acknowledged, the lane's next row started."""
+        if self._unfinished(row):
+            self.discarded += 1
+            self._done(row, None, False)
+
+    def _split_erased(self, together: list[tuple[OutboxRow, Prepared]]) -> None:
+        """A group with rows of an erased user: those are discarded, the others go on their own."""
+        for row, prepared in together:
+            if self._erased(row):
+                self._discard(row)
+            elif self._unfinished(row):
+                self.tasks.spawn(self._deliver_prepared(row, prepared))
+
+    async def _pause(self, delay_s: float) -> None:
+        """A retry's wait, cut short by an erasure (the retry then looks at its rows again)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.erasure_signal.wait(), delay_s)
+
+    async def _admit(self, breaker: Breaker, expires_at: float) -> bool | None:
+        """The breaker's admission, or None if an erasure came first (the caller looks at its rows again)."""
+        admit = asyncio.ensure_future(breaker.admit(expires_at))
+        erasure = asyncio.ensure_future(self.erasure_signal.wait())
+        try:
+            await asyncio.wait({admit, erasure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            erasure.cancel()
+            if not admit.done():
+                admit.cancel()  # still waiting: it granted nothing
+        return admit.result() if admit.done() and not admit.cancelled() else None
+
     async def close(self) -> None:
         """Close the outputs' HTTP sessions (the Forwarder's live as long as its process)."""
         for session in self.sessions.values():
@@ -646,6 +752,7 @@ class Delivery:
             forwarded_memberships=dict(self.forwarded_memberships),
             lanes=len(self.lanes),
             held_rows=len(self.known) + len(self.known_changes),
+            discarded_batches=self.discarded,
         )
 
 
@@ -667,6 +774,8 @@ class ForwarderStatus(msgspec.Struct):
     lanes: int
     held_rows: int
     """Outbox rows queued, in flight, or delivered and awaiting the shard's acknowledgement."""
+    discarded_batches: int = 0
+    """Rows of erased users discarded instead of delivered (`Delivery.forget`)."""
 
 
 def change_id_of(row: OutboxRow) -> str:

@@ -32,6 +32,9 @@ from cdp_actors.tasks import keep_running
 from cdp_actors.telemetry import count
 
 log = logging.getLogger(__name__)
+FORGET_TIMEOUT_REQUESTS = 3
+"""An erasure waits this many request timeouts at most for the erased users' lane heads to leave (one may be on
+the wire, and wait for its output's slot first); past that the erasure step fails and is tried again."""
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0)
@@ -42,6 +45,7 @@ class Forwarder:
         setup_process(config, data_dir, f"forwarder-{index}")
         self.index = index
         self.delivery = Delivery(config)
+        self.forget_timeout_s = FORGET_TIMEOUT_REQUESTS * config.retry.request_timeout_s
         self.watcher = ConfigWatcher((0, config), self.delivery.use)  # the current version comes with the first poll
         self.loaded = asyncio.Event()  # the current version is held: rows handed over now go as it says
         self.shards = handles.shards(config.runtime.shards)
@@ -140,6 +144,10 @@ class Forwarder:
                 else:
                     self.early.pop(index, None)
                     self.resent.add(index)
+
+    async def forget(self, mpids: list[int]) -> int:
+        """Erased users: their event rows held here are discarded (`Delivery.forget`); returns how many."""
+        return await self.delivery.forget(mpids, self.forget_timeout_s)
 
     def status(self) -> ForwarderStatus:
         return self.delivery.status(self.index)

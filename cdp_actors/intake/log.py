@@ -19,7 +19,7 @@ import ray
 
 from cdp_actors.constants import DEDUPE_PRUNE_INTERVAL_S
 from cdp_actors.intake.deadletter import DEAD_LETTER_DB, decode_dead_letter
-from cdp_actors.intake.erasure import batch_of_subject
+from cdp_actors.intake.erasure import batch_of_subject, names_subject
 from cdp_actors.schema.records import LogRecord, decode_log_record, encode_log_record
 from cdp_actors.storage.lmdb_env import Store, from_u64, last_key, u64
 from cdp_actors.tasks import keep_running, spawn
@@ -32,8 +32,12 @@ def intake_path(data_dir: str | Path, name: str) -> Path:
     return Path(data_dir) / name
 
 
+SRID_INPUT_BYTES = 4
+"""A deduplication key is the input id (4 bytes) then the source_request_id."""
+
+
 def srid_key(input_id: int, source_request_id: str) -> bytes:
-    return input_id.to_bytes(4, "big") + source_request_id.encode()
+    return input_id.to_bytes(SRID_INPUT_BYTES, "big") + source_request_id.encode()
 
 
 def read_cursor(txn, meta_db) -> int:
@@ -135,8 +139,17 @@ class IntakeLogCore:
             for key, value in list(txn.cursor(dead_letters).iternext()):
                 if batch_of_subject(decode_dead_letter(value).raw, identities, mpids):
                     removed += txn.delete(key, db=dead_letters)
+            self._forget_request_ids(txn, identities)
         self.store.compact()
         return removed
+
+    def _forget_request_ids(self, txn: lmdb.Transaction, identities: dict[str, list[str]]) -> None:
+        """The deduplication entries whose source_request_id embeds one of the subject's identity values."""
+        srid, srid_age = self.store.db("srid"), self.store.db("srid_age")
+        for key in [bytes(k) for k in txn.cursor(srid_age).iternext(values=False)]:
+            if names_subject(key[8 + SRID_INPUT_BYTES :], identities):
+                txn.delete(key, db=srid_age)
+                txn.delete(key[8:], db=srid)
 
     def prune_dedupe(self, older_than_ms: int) -> int:
         """Forget source_request_ids accepted before `older_than_ms`."""

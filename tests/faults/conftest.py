@@ -160,10 +160,11 @@ def run_under_load(
     inject_between: tuple[float, float] = (0.1, 0.7),
     rounds: int = 15,
     load_may_end_first: bool = False,
+    on_start: Callable[[Ledger, Load], Any] | None = None,
 ) -> dict[str, Any]:
     """Load with a flapping partner, `inject` the fault once at a seeded random point of it (within the
     `inject_between` shares of the load), let the pipeline recover and settle, then prove invariants 1-3 with
-    the ledger. Clients may see, besides 202, only the
+    the ledger (`on_start` is given the ledger and the load as they start). Clients may see, besides 202, only the
     answers in `allowed` (and have to send those requests again). `load_may_end_first`: the fault hits what the
     pipeline holds, not requests in flight, so the last requests may be acknowledged before it. Returns the
     ledger's summary."""
@@ -173,6 +174,8 @@ def run_under_load(
     fatal_before = fatal_alerts(api)
     ledger = Ledger(f"{tag}-{seed}", seed, pad)
     load = Load(api.base, ledger, WORKERS, users_per_worker=6, rounds=rounds, give_up_after_s=give_up_after_s).start()
+    if on_start is not None:
+        on_start(ledger, load)
     try:
         first, last = (int(load.planned_requests * share) for share in inject_between)
         inject_at = rng.randint(first, last)

@@ -25,6 +25,10 @@
       partner's state is right after each arrival, and at the end). Being a subsequence is what that allows,
       and all it allows: no change is invented, none arrives twice under new ids (a replayed chunk re-deciding a
       membership), none arrives out of order, and the partner never ends in a state the user was not in last.
+
+A user erased during the load (a data subject request: `exclude`) is expected to vanish: its acknowledged batches
+need not reach the outputs (a forwarder discards those it holds at the erasure), its profile and membership
+changes are not checked; what the partner did get of it must still be in order (3).
 """
 
 from __future__ import annotations
@@ -169,7 +173,13 @@ class Ledger:
         self.by_srid: dict[str, Sent] = {}
         self.statuses: Counter[str] = Counter()  # answers to load requests: "202", "503", "ConnectionError", ...
         self.mpids: dict[str, int] = {}  # customer -> the mpid its deliveries carried
+        self.erased: dict[str, int] = {}  # customer -> mpid of users erased during the load (`exclude`)
         self.lock = threading.Lock()
+
+    def exclude(self, customer: str, mpid: int) -> None:
+        """The user (its profile `mpid`) is erased: its entries are expected to vanish (see the module's doc)."""
+        with self.lock:
+            self.erased[customer] = mpid
 
     def new_batch(self, customer: str, rng: random.Random) -> Sent:
         """The user's next batch: 1-3 events, a `step` attribute, sometimes a plan change or removal, sometimes
@@ -212,7 +222,7 @@ class Ledger:
     def delivered_or_refused(self, partner: Partner, paths: list[str], api: Api | None = None) -> bool:
         """The wait condition before verifying: every acknowledged batch reached each output path or was refused
         there, or (given the `api`) was dead-lettered."""
-        acked = self.batches("acked")
+        acked = [s for s in self.batches("acked") if s.customer not in self.erased]
         dead = dead_lettered(api) if api else set()
         for path in paths:
             delivered = {b["source_request_id"] for b in partner.bodies_at(path)} | partner.refused[path] | dead
@@ -232,6 +242,7 @@ class Ledger:
             "sent": len(self.by_srid),
             "acked": len(self.batches("acked")),
             "gave_up": len(self.batches("gave_up")),
+            "erased_users": len(self.erased),
         }
         dead = dead_lettered(api) & self.by_srid.keys()
         summary["dead_lettered"] = len(dead)
@@ -249,7 +260,11 @@ class Ledger:
         unknown = {b.get("source_request_id") for b in deliveries} - self.by_srid.keys()
         assert not unknown, f"the partner got batches nobody sent: {sorted(unknown)[:5]} {seed}"
         delivered = {b["source_request_id"] for b in deliveries}
-        missing = [s for s in self.batches("acked") if s.srid not in delivered and s.srid not in dead]
+        missing = [
+            s
+            for s in self.batches("acked")
+            if s.srid not in delivered and s.srid not in dead and s.customer not in self.erased
+        ]
         unexplained = [s.srid for s in missing if s.srid not in partner.refused[path]]
         assert not unexplained, f"{len(unexplained)} acknowledged batches lost, e.g. {unexplained[:5]} {seed}"
         assert len(missing) <= fatal_alerts, f"{len(missing)} batches dropped, {fatal_alerts} Fatal alerts {seed}"
@@ -292,8 +307,12 @@ class Ledger:
         seed = f"(seed {self.seed})"
         offered = set().union(*(partner.seen[path] for path in paths))
         changes = self._changes_by_mpid(partner)
+        for mpid in self.erased.values():
+            changes.pop(mpid, None)
         audience = Counter[str]()
         for customer, sends in self.users.items():
+            if customer in self.erased:
+                continue
             applied = [s for s in sends if (s.state == "acked" and s.srid not in dead) or s.srid in offered]
             if not applied:
                 continue

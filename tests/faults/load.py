@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import requests
 
 from tests.faults.ledger import Ledger, Sent
-from tests.support import DEMO_AUTH
+from tests.support import DEMO_AUTH, wait_for
 
 HEADERS = {"Content-Type": "application/json", "Authorization": DEMO_AUTH}
 
@@ -38,12 +38,15 @@ class Load:
     errors: list[BaseException] = field(default_factory=list)
     first_bodies: dict[str, str] = field(default_factory=dict)  # the first body of each refusing status
     lock: threading.Lock = field(default_factory=threading.Lock)
+    retired: set[str] = field(default_factory=set)  # users sent nothing more (`retire`)
+    rounds_begun: list[int] = field(default_factory=list)  # per worker
 
     @property
     def planned_requests(self) -> int:
         return self.workers * self.rounds
 
     def start(self) -> Load:
+        self.rounds_begun = [0] * self.workers
         for worker in range(self.workers):
             thread = threading.Thread(target=self._guarded, args=(worker,), daemon=True, name=f"load-{worker}")
             thread.start()
@@ -52,6 +55,16 @@ class Load:
 
     def done(self) -> bool:
         return not any(thread.is_alive() for thread in self.threads)
+
+    def retire(self, customer: str) -> None:
+        """Send nothing more for this user (about to be erased); returns once none of its batches is in flight:
+        its worker began a round after this call (the previous one was acknowledged or given up), or ended."""
+        worker = int(customer.split("-w")[-1].split("-")[0])
+        with self.lock:
+            self.retired.add(customer)
+            begun = self.rounds_begun[worker]
+        wait_for(lambda: self.rounds_begun[worker] > begun or not self.threads[worker].is_alive(), timeout=120,
+                 what=f"{customer}'s batches in flight settled")  # fmt: skip
 
     def stop(self) -> None:
         self.stopping.set()
@@ -72,7 +85,10 @@ class Load:
         for _ in range(self.rounds):
             if self.stopping.is_set():
                 return
-            sent = [self.ledger.new_batch(user, rng) for user in users if rng.random() < 0.9]
+            with self.lock:
+                self.rounds_begun[worker] += 1
+                retired = set(self.retired)
+            sent = [self.ledger.new_batch(user, rng) for user in users if rng.random() < 0.9 and user not in retired]
             if not sent:
                 continue
             if not self._send_until_acknowledged(http, sent):

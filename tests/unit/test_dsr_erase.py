@@ -235,3 +235,19 @@ env = lmdb.open(sys.argv[1], max_dbs=2)
 print("open", flush=True)
 sys.stdin.readline()
 """
+
+
+def test_the_intake_forgets_request_ids_that_embed_the_subjects_identity(tmp_path: Path) -> None:
+    """A `source_request_id` like `<customer id>-<n>` stays in the deduplication index after its batch was
+    dispatched and trimmed: the erasure removes it too, and only it (another user's id still deduplicates)."""
+    log = IntakeLogCore(tmp_path / "intake", max_lag=1000)
+    loop = asyncio.new_event_loop()
+    sent = [(f"{customer(1)}-0", raw_batch(1, [])), (f"{customer(2)}-0", raw_batch(2, [])), ("id-1", raw_batch(3, []))]
+    log.write([_Pending(1, T0, sent, loop.create_future())])
+    with log.store.write() as txn:  # dispatched and trimmed: only the ids are left of those batches
+        for key in [bytes(k) for k in txn.cursor(log.store.db("log")).iternext(values=False)]:
+            txn.delete(key, db=log.store.db("log"))
+    log.erase({"customer_id": [customer(1)], "email": [email(1)], "other": ["1"]}, [])
+    assert files_holding(tmp_path, customer(1)) == []
+    again = log.write([_Pending(1, T0, sent, loop.create_future())])[0]
+    assert (again.accepted, again.duplicates) == (1, 2)  # the subject's id is new again; "1" matched no other id
