@@ -39,7 +39,7 @@ FAMILIES = (
 
 NOT_BOOLEANS = ("true", 1, 0, [], {}, "x" * 300)
 """Values of boolean flags (`is_opted_out`, `gpc`) that the door refuses with a 400 naming the field."""
-GPC_HEADERS = ("1", " 1 ", "0", "true", "1, 1", "x" * 2000)
+GPC_HEADERS = ("1", "1 ", "0", "true", "1, 1", "x" * 2000)  # no leading space: the client refuses it
 
 
 # ---- symbolic values, resolved when the request is rendered ----------------------------------------------
