@@ -351,6 +351,30 @@ class Dsr(_Strict):
     """New requests per UTC day per workspace: mParticle's limit."""
 
 
+class Gpc(_Strict):
+    """What a Global Privacy Control signal (https://globalprivacycontrol.github.io/gpc-spec/) means for the user:
+    exactly one of CCPA's data-sale opt-out (`data_sale_opt_out` consented) or a GDPR purpose not consented."""
+
+    ccpa_data_sale_opt_out: bool = False
+    gdpr_purpose: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_meaning(self) -> Gpc:
+        if self.ccpa_data_sale_opt_out == (self.gdpr_purpose is not None):
+            raise ValueError("set exactly one of ccpa_data_sale_opt_out: true or gdpr_purpose: NAME (or gpc: off)")
+        return self
+
+
+def _gpc_off(value: Any) -> Any:
+    """`gpc: off` (YAML reads a bare `off` as false), `false` or null: GPC signals are ignored."""
+    return None if value in (False, None, "off") else value
+
+
+class Privacy(_Strict):
+    gpc: Annotated[Gpc | None, BeforeValidator(_gpc_off)] = Gpc(ccpa_data_sale_opt_out=True)
+    """GPC is honoured by default as the CCPA opt-out of sale (California treats it as one); `off` ignores it."""
+
+
 class WorkspaceConfig(_Strict):
     workspace: Workspace = Workspace()
     inputs: list[Input] = Field(min_length=1)
@@ -366,6 +390,7 @@ class WorkspaceConfig(_Strict):
     runtime: Runtime = Runtime()
     telemetry: Telemetry = Telemetry()
     dsr: Dsr = Dsr()
+    privacy: Privacy = Privacy()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> WorkspaceConfig:

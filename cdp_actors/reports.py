@@ -73,6 +73,10 @@ def formatted(counts: Counter[tuple]) -> dict[str, int]:
     return {counter_key(*parts): n for parts, n in counts.items()}
 
 
+OPTED_OUT = "opted_out"
+"""The counter kind of events not forwarded to an output because their user had opted out (per output id)."""
+
+
 def outbound_key(received_ms: int, environment: str, input_id: int, output_id: int) -> str:
     return counter_key(received_ms // HOUR_MS, "forwarded", environment, input_id, str(output_id))
 
@@ -98,10 +102,12 @@ def day_of(hour: int) -> str:
 
 
 def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int, tuple[str, str]]) -> dict[str, Any]:
-    """Inbound counts per message type and event name, outbound counts per output."""
+    """Inbound counts per message type and event name, outbound counts per output, and per output the events
+    withheld because their user had opted out."""
     types: Counter[str] = Counter()
     names: Counter[str] = Counter()
     outbound: Counter[int] = Counter()
+    opted_out: Counter[int] = Counter()
     events = 0
     for key, n in counts:
         _hour, kind, _environment, _input, name = parse_key(key)
@@ -113,6 +119,8 @@ def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int,
             names[name] += n
         elif kind == "forwarded":
             outbound[int(name)] += n
+        elif kind == OPTED_OUT:
+            opted_out[int(name)] += n
     return {
         "inbound": {
             "events": events,
@@ -127,6 +135,10 @@ def forwarding_report(counts: Iterable[tuple[str, int]], output_names: dict[int,
                 "events": n,
             }
             for output, n in sorted(outbound.items())
+        ],
+        "withheld_opted_out": [
+            {"output_id": output, "output": output_names.get(output, ("", ""))[0], "events": n}
+            for output, n in sorted(opted_out.items())
         ],
     }
 

@@ -1,7 +1,8 @@
 """Events API: `POST /v2/events` and `POST /v2/bulkevents`, a thin HTTP face over the intake log.
 
 Authenticate the input, bound the sizes, validate every batch, then one actor call appends all valid
-batches durably; 202 only after that commit.
+batches durably; 202 only after that commit. A request with `Sec-GPC: 1` has each of its batches marked
+`"gpc": true` before the append (`mark_gpc`), so the signal is logged with the batch it came with.
 
 The CA Seeding API (`POST /v2/calculatedattributes`, `POST /v2/bulkcalculatedattributes`,
 https://docs.mparticle.com/developers/apis/ca-seeding-api/) shares the app, its authentication and its intake path:
@@ -36,7 +37,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.errors import BadRequest, Overloaded, TooLarge
 from cdp_actors.intake.log import AppendResult
 from cdp_actors.runtime import ensure_runtime
-from cdp_actors.schema.events import Batch, BatchError, decode_batch, decode_raw_list
+from cdp_actors.schema.events import Batch, BatchError, decode_batch, decode_raw_list, mark_gpc
 from cdp_actors.telemetry import count, now_ms, setup_process, span
 from serve_apps import dsr
 from serve_apps.auth import Source, authenticate, read_body, verify_basic
@@ -62,7 +63,14 @@ class Validated:
     rejected: list[dict[str, Any]]
 
 
-def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
+def gpc_signalled(headers: Any) -> bool:
+    """`Sec-GPC: 1` (https://globalprivacycontrol.github.io/gpc-spec/): the only value the spec defines."""
+    return headers.get("sec-gpc", "").strip() == "1"
+
+
+def validate_batches(items: list[bytes], max_batch_bytes: int, gpc: bool = False) -> Validated:
+    """`gpc`: the request carried `Sec-GPC: 1`; each accepted batch is marked with it (`mark_gpc`) before the append,
+    so that what the shards apply is what was logged. Without the header the raw bytes are kept as they came."""
     accepted: list[tuple[str | None, bytes]] = []
     rejected: list[dict[str, Any]] = []
     events = 0
@@ -79,7 +87,7 @@ def validate_batches(items: list[bytes], max_batch_bytes: int) -> Validated:
         if batch.calculated_attribute_seeds is not None:
             rejected.append({"index": index, "code": "BAD_REQUEST", "message": SEEDS_REFUSED})
             continue
-        accepted.append((batch.source_request_id, raw))
+        accepted.append((batch.source_request_id, mark_gpc(raw) if gpc else raw))
         events += len(batch.events)
     return Validated(accepted, events, rejected)
 
@@ -125,7 +133,7 @@ class EventsApi:
         source = await self._authenticate(request)
         body = await read_body(request, self.limits.max_request_bytes)
         items = self._split(body, bulk)
-        checked = validate_batches(items, self.limits.max_batch_bytes)
+        checked = validate_batches(items, self.limits.max_batch_bytes, gpc_signalled(request.headers))
         if not checked.accepted:
             return self._all_rejected(checked, bulk)
         result = await self._append(source.id, checked.accepted)

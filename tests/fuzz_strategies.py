@@ -37,6 +37,11 @@ FAMILIES = (
 )
 
 
+NOT_BOOLEANS = ("true", 1, 0, [], {}, "x" * 300)
+"""Values of boolean flags (`is_opted_out`, `gpc`) that the door refuses with a 400 naming the field."""
+GPC_HEADERS = ("1", "1 ", "0", "true", "1, 1", "x" * 2000)  # no leading space: the client refuses it
+
+
 # ---- symbolic values, resolved when the request is rendered ----------------------------------------------
 
 
@@ -97,6 +102,7 @@ class BatchSpec:
 class EventsOp:
     bulk: bool
     batches: list[BatchSpec]
+    gpc_header: str | None = None  # `Sec-GPC`: only "1" means a signal; the rest must change nothing
 
 
 @dataclass
@@ -230,6 +236,8 @@ def events(draw: st.DrawFn, families: frozenset[str]) -> dict[str, Any]:
             action["total_amount"] = draw(amounts(families))
             action["products"][0]["price"] = draw(amounts(families))
             action["products"][0]["quantity"] = draw(amounts(families))
+    if event_type == "opt_out":  # never true: an opted-out user's batches are not delivered (invariant 3)
+        data["is_opted_out"] = draw(st.one_of(st.just(False), st.sampled_from(NOT_BOOLEANS)))
     if event_type == "crash_report" and "deep" in families and draw(st.booleans()):
         data["breadcrumbs"] = draw(st.builds(Deep, st.sampled_from([100, 985, 1000, 5000]), st.booleans()))
     if draw(st.booleans()):
@@ -272,6 +280,8 @@ def batches(draw: st.DrawFn, families: frozenset[str]) -> BatchSpec:
         body["deleted_user_attributes"] = draw(deleted_names(families))
     if draw(st.integers(0, 5)) == 0:
         body["timestamp_unixtime_ms"] = draw(ints(families))
+    if draw(st.integers(0, 5)) == 0:  # the GPC flag (a consent state on the profile: the batch is still delivered)
+        body["gpc"] = draw(st.one_of(st.booleans(), st.none(), st.sampled_from(NOT_BOOLEANS)))
     return BatchSpec(body)
 
 
@@ -297,9 +307,10 @@ def replay_batches(draw: st.DrawFn, families: frozenset[str]) -> BatchSpec:
 
 def events_ops(families: frozenset[str]) -> st.SearchStrategy[EventsOp]:
     one = st.one_of(batches(families), batches(families), replay_batches(families))
+    gpc = st.one_of(st.none(), st.none(), st.sampled_from(GPC_HEADERS))
     return st.one_of(
-        st.builds(lambda b: EventsOp(False, [b]), one),
-        st.builds(lambda bs: EventsOp(True, bs), st.lists(one, min_size=1, max_size=6)),
+        st.builds(lambda b, h: EventsOp(False, [b], h), one, gpc),
+        st.builds(lambda bs, h: EventsOp(True, bs, h), st.lists(one, min_size=1, max_size=6), gpc),
     )
 
 

@@ -35,7 +35,7 @@ EVENT_DATA: dict[str, dict[str, Any]] = {
         "exception_handled": False,
         "session_number": 3,
     },
-    "opt_out": {"is_opted_out": True},
+    "opt_out": {"is_opted_out": False},  # true would stop the user's forwarding (tests/integration/test_opt_out.py)
     "first_run": {},
     "pre_attribution": {},
     "push_registration": {"register": True, "registration_token": "tok-1"},

@@ -30,6 +30,7 @@ from cdp_actors.calculated.engine import Calculation, Observed
 from cdp_actors.config import Audience
 from cdp_actors.errors import BadRequest
 from cdp_actors.profiles.model import Profile, decode_profile
+from cdp_actors.profiles.privacy import is_opted_out
 from cdp_actors.schema.identity_types import DEVICE_TYPES, USER_TYPES, canonical
 from cdp_actors.storage.lmdb_env import Store, iter_prefix, mpid_key
 
@@ -62,7 +63,7 @@ def standard_members(store: Store, audience: Audience, now_ms: int, identity_typ
         for _, value in txn.cursor(store.db("profiles")).iternext():
             profile = decode_profile(value)
             counts = event_counts(counting, _batches(txn, history, profile.mpid), now_ms) if counting else []
-            if compiled.holds(facts_of(profile, frozenset(profile.audiences), counts)):
+            if not is_opted_out(profile) and compiled.holds(facts_of(profile, frozenset(profile.audiences), counts)):
                 members.append(Member(profile.mpid, identities_of(profile, wanted)))
     return members
 

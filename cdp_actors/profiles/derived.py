@@ -49,6 +49,7 @@ from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.handoff import membership_key
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
+from cdp_actors.profiles.privacy import is_opted_out
 from cdp_actors.reports import DAY_MS, day_text
 from cdp_actors.schema.events import Batch, batch_time_ms
 from cdp_actors.schema.records import OutboxRow
@@ -504,7 +505,7 @@ class DerivedState:
         input_id: int,
         now_ms: int,
     ) -> None:
-        if not outputs:
+        if not outputs or is_opted_out(profile):  # an opted-out user's membership changes are not forwarded
             return
         change = MembershipChange(audience.id, audience.name, profile.mpid, action, identities_of(profile), now_ms)
         payload = _encoder.encode(change)

@@ -39,6 +39,9 @@ class Profile(msgspec.Struct, omit_defaults=True):
     """Calculated attribute name -> its current value (CA values are strings); shown among the user attributes."""
     audiences: dict[int, int] = {}
     """Audience id -> when the user entered it (epoch ms): the real-time audiences the user is a member of now."""
+    opt_out: Stamped | None = None
+    """The user's latest `opt_out` event: `is_opted_out` and its event time (last write wins, as attributes). While
+    True, nothing of the user is forwarded (`cdp_actors/profiles/privacy.py`); None: the user never sent one."""
 
     def live_attributes(self) -> dict[str, Any]:
         """The user attributes with a value, calculated attributes included (a CA's name wins over an attribute's)."""

@@ -15,7 +15,7 @@ from cdp_actors.profiles.model import Profile
 from cdp_actors.schema.events import Batch
 from cdp_actors.schema.records import ShardRecord
 
-_INPUT_ONLY = ("api_key", "api_keys", "mpid", "batch_id", "timestamp_unixtime_ms")
+_INPUT_ONLY = ("api_key", "api_keys", "mpid", "batch_id", "timestamp_unixtime_ms", "gpc")  # GPC: in consent_state
 
 
 def outbound_consent(profile: Profile) -> dict[str, Any] | None:

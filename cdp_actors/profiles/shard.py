@@ -32,8 +32,9 @@ from cdp_actors.profiles.erasure import subject_keys
 from cdp_actors.profiles.handoff import LANE_BYTES, HandOff, lane_window, outbox_key, outbox_lane
 from cdp_actors.profiles.model import Profile, SubjectRecord, decode_profile, encode_profile
 from cdp_actors.profiles.outbound import build_outbound
+from cdp_actors.profiles.privacy import is_opted_out, opted_in
 from cdp_actors.profiles.update import apply_batch
-from cdp_actors.reports import DAY_MS, formatted, inbound_counts
+from cdp_actors.reports import DAY_MS, HOUR_MS, OPTED_OUT, formatted, inbound_counts
 from cdp_actors.schema.events import decode_valid_batch, encode, stamped_events
 from cdp_actors.schema.records import AliasExport, DayActivity, OutboxRow, ShardRecord, Window
 from cdp_actors.storage.lmdb_env import (
@@ -91,6 +92,15 @@ def read_subject(store: Store, mpid: int) -> SubjectRecord | None:
         history = iter_prefix(txn, store.db("history"), mpid_key(mpid))
         events = [event for _, value in history for event in msgspec.json.decode(value[2:])]
     return SubjectRecord(decode_profile(data), events)
+
+
+def withheld_counts(batch: Any, record: ShardRecord, connections: list[Any], counts: Counter[tuple]) -> None:
+    """An opted-out user's batch: the events each connected output did not get, under the forwarding report's
+    `opted_out` kind (per output, as `forwarded`)."""
+    hour, environment = record.received_ms // HOUR_MS, batch.environment or "production"
+    events = len(batch.events) + len(record.identity_changes)  # as a row would have carried them
+    for connection in connections:
+        counts[(hour, OPTED_OUT, environment, record.input_id, str(connection.output))] += events
 
 
 def activity_key(day: int, input_id: int, mpid: int) -> bytes:
@@ -221,11 +231,15 @@ class ShardCore:
         batch = decode_valid_batch(record.raw)
         inbound_counts(batch, record.input_id, record.received_ms, counts)
         before = profiles.get(record.mpid) or self._load(txn, record.mpid)
-        profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms)
+        gpc = self.config.privacy.gpc
+        profile, notifications = apply_batch(before, batch, record.input_id, record.received_ms, gpc)
         profile = self._append_history(txn, profile, record, stamped_events(batch, record.received_ms))
         profile = self.derived.on_batch(txn, before, profile, batch, record.seq, record.input_id, record.received_ms)
         self._note_activity(txn, profile, record)
         connections = self.config.active_connections(record.input_id)
+        if connections and is_opted_out(profile):  # no outbox row at all: no output can be reached past this
+            withheld_counts(batch, record, connections, counts)
+            connections = []
         if connections:
             created = {n for n, v in profile.user_identities.items() if before.user_identities.get(n) != v}
             payload = encode(build_outbound(batch, profile, record, notifications, created))
@@ -346,7 +360,7 @@ class ShardCore:
                     txn.delete(key, db=dbs[name])
                 removed += len(keys)
                 if data:  # after its rows went: these stay
-                    self.derived.drop_memberships(txn, decode_profile(data), now_ms)
+                    self.derived.drop_memberships(txn, opted_in(decode_profile(data)), now_ms)  # partners drop it
                     self.erasure_drops.update(subject_keys(txn, dbs, mpid, None).outbox)
             self._note_erasure_drops(txn)
         self.store.compact()

@@ -10,7 +10,9 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from cdp_actors.config import Gpc
 from cdp_actors.profiles.model import ConsentRecord, Profile, Stamped
+from cdp_actors.profiles.privacy import gpc_consent, merged_opt_out, with_gpc
 from cdp_actors.schema.events import Batch, batch_time_ms, device_identities_of, user_identities_of
 
 REGULATIONS = ("gdpr", "ccpa")
@@ -133,10 +135,14 @@ def _seen_range(batch: Batch, batch_ms: int) -> tuple[int, int]:
     return min(stamps, default=batch_ms), max(stamps, default=batch_ms)
 
 
-def apply_batch(profile: Profile, batch: Batch, input_id: int, received_ms: int) -> Applied:
+def apply_batch(profile: Profile, batch: Batch, input_id: int, received_ms: int, gpc: Gpc | None = None) -> Applied:
+    """`gpc`: what a GPC signal means in this workspace (`privacy.gpc`; None: ignored)."""
     batch_ms = batch_time_ms(batch, received_ms)
     first, last = _seen_range(batch, batch_ms)
-    consent = merge_consent(profile.consent, incoming_consent(batch, batch_ms))
+    incoming = incoming_consent(batch, batch_ms)
+    if batch.gpc:
+        incoming = with_gpc(incoming, gpc_consent(gpc, batch_ms))
+    consent = merge_consent(profile.consent, incoming)
     updated = msgspec.structs.replace(
         profile,
         user_identities=_merge_identities(profile.user_identities, user_identities_of(batch), batch_ms, "first"),
@@ -150,5 +156,6 @@ def apply_batch(profile: Profile, batch: Batch, input_id: int, received_ms: int)
         inputs=profile.inputs if input_id in profile.inputs else [*profile.inputs, input_id],
         batches=profile.batches + 1,
         events=profile.events + len(batch.events),
+        opt_out=merged_opt_out(profile.opt_out, batch, batch_ms),
     )
     return Applied(updated, consent_notifications(profile.consent, consent))

@@ -64,6 +64,18 @@ def audience_memberships(profile: dict[str, Any] | None, names: Mapping[int, str
             for audience_id in sorted(entered) if audience_id in names]  # fmt: skip
 
 
+def profile_opted_out(profile: dict[str, Any] | None) -> bool:
+    """Whether the stored profile (as `ShardCore.profile` gives it) is opted out: `opt_out` is [is_opted_out, ms]."""
+    opt_out = (profile or {}).get("opt_out")
+    return bool(opt_out) and opt_out[0] is True
+
+
+def opt_out_view(profile: dict[str, Any]) -> dict[str, Any] | None:
+    """The user's latest opt_out event: whether it opted out and its time; None when the user never sent one."""
+    opt_out = profile.get("opt_out")
+    return {"is_opted_out": opt_out[0], "timestamp_unixtime_ms": opt_out[1]} if opt_out else None
+
+
 def profile_api_body(
     mpid: int,
     record: IdentityRecord | None,
@@ -75,7 +87,7 @@ def profile_api_body(
         "mpid": mpid,
         "created_timestamp_ms": (record.created_ms if record else 0) or (profile or {}).get("first_seen_ms"),
         "last_stored_timestamp_ms": (profile or {}).get("last_seen_ms"),
-        "is_opted_out": False,
+        "is_opted_out": profile_opted_out(profile),
         "limit_ad_tracking": None,
         "account_userattributes": None,
     }
@@ -118,6 +130,7 @@ def user_detail(mpid: int, record: IdentityRecord | None, profile: dict[str, Any
         "calculated": dict(sorted(profile.get("calculated", {}).items())),
         "audiences": {str(audience): entered for audience, entered in sorted(profile.get("audiences", {}).items())},
         "consent": profile.get("consent", {}),
+        "opt_out": opt_out_view(profile),
         "first_seen_ms": profile.get("first_seen_ms"),
         "last_seen_ms": profile.get("last_seen_ms"),
         "inputs": profile.get("inputs", []),

@@ -718,6 +718,10 @@ class Batch(_Base, kw_only=True):
     sdk_version: str | None = None
     job_id: str | None = None
     modified: bool | None = None
+    gpc: bool | None = None
+    """The Global Privacy Control signal (https://globalprivacycontrol.github.io/gpc-spec/): true when the user's
+    agent sent `Sec-GPC: 1`. Not an mParticle field (the SDKs never send it, and mParticle ignores unknown top-level
+    fields); the Events API sets it from the header (`mark_gpc`), and a server may send it in the batch itself."""
     calculated_attribute_seeds: list[CalculatedAttributeSeed] | None = None
     """Set only by the CA Seeding API (`/v2/calculatedattributes`), which turns a seed request into an eventless
     batch of the user's identities, user attributes and seeds; the Events API refuses it."""
@@ -756,6 +760,17 @@ def decode_batch(raw: bytes) -> Batch:
     # Non-ASCII bytes, or a JSON escape (a backslash: searching one byte costs 0.2 µs a batch, `\\u` 2 µs).
     check_batch(batch, maybe_non_ascii=not raw.isascii() or raw.find(b"\\") >= 0)
     return batch
+
+
+GPC_MARK = b',"gpc":true}'
+
+
+def mark_gpc(raw: bytes) -> bytes:
+    """A batch `decode_batch` accepted, with `"gpc": true` as its last member: the header's signal is logged with
+    the batch it came with, and a `gpc` the body already has is overridden (the decoder keeps a key's last value)."""
+    body = raw.rstrip()
+    inside = body[:-1].rstrip()  # an object: its last byte is `}`
+    return inside + (GPC_MARK[1:] if inside.endswith(b"{") else GPC_MARK)
 
 
 def decode_valid_batch(raw: bytes) -> Batch:

@@ -133,9 +133,9 @@ class Session:
             self.log.append(item)
         self.next_seq += 1
 
-    def send(self, method: str, path: str, raw: bytes) -> Sent:
+    def send(self, method: str, path: str, raw: bytes, extra: dict[str, str] | None = None) -> Sent:
         sent = Sent(method, path, raw)
-        headers = {"Content-Type": "application/json", "Authorization": self.api.auth_for(path) or ""}
+        headers = {"Content-Type": "application/json", "Authorization": self.api.auth_for(path) or "", **(extra or {})}
         response = self.api.http.request(method, self.api.base + path, data=raw, headers=headers, timeout=60)
         sent.status, sent.answer = response.status_code, response.text
         self.statuses[str(response.status_code)] += 1
@@ -206,10 +206,12 @@ class Example:
 
     def events(self, op: EventsOp) -> None:
         rendered = [self.render_batch(spec) for spec in op.batches]
+        extra = {"Sec-GPC": op.gpc_header} if op.gpc_header is not None else None
         if op.bulk:
-            sent = self.session.send("POST", "/v2/bulkevents", b"[" + b",".join(raw for _, _, raw in rendered) + b"]")
+            body = b"[" + b",".join(raw for _, _, raw in rendered) + b"]"
+            sent = self.session.send("POST", "/v2/bulkevents", body, extra)
         else:
-            sent = self.session.send("POST", "/v2/events", rendered[0][2])
+            sent = self.session.send("POST", "/v2/events", rendered[0][2], extra)
         if sent.status != 202:
             return
         rejected = {r["index"] for r in json.loads(sent.answer).get("rejected", [])} if sent.answer else set()
