@@ -1,5 +1,6 @@
 """`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`), see and replay batches
-set aside (`deadletter`), write the configuration store back to a workspace file (`config export`)."""
+set aside (`deadletter`), write the configuration store back to a workspace file (`config export`), export profiles
+and events as Parquet (`export`), train and score predictive attributes (`predict`)."""
 
 from __future__ import annotations
 
@@ -716,6 +717,10 @@ def parser() -> argparse.ArgumentParser:
         "--include-secrets", action="store_true", help="secrets in clear, not as ${NAME} placeholders (see above)"
     )
     config.set_defaults(run=cmd_config)
+
+    from cdp_actors.predict.cli import add_commands
+
+    add_commands(commands)  # export, predict
     return root
 
 

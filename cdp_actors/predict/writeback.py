@@ -174,7 +174,7 @@ def chunk_batches(run: ScoringRun, scores: pd.DataFrame, chunk: int) -> list[tup
     """Chunk `chunk`'s batches as the intake takes them, each validated as the Events API validates one."""
     rows = scores.iloc[chunk * CHUNK_USERS : (chunk + 1) * CHUNK_USERS]
     encoded = []
-    for mpid, score, percentile in zip(rows["mpid"], rows["score"], rows["percentile"]):
+    for mpid, score, percentile in zip(rows["mpid"], rows["score"], rows["percentile"], strict=True):
         batch = score_batch(run.run_id, run.name, int(mpid), float(score), int(percentile))
         raw = msgspec.json.encode(batch)
         decode_batch(raw)  # raises BatchError: a batch the door would refuse is never appended

@@ -4,6 +4,7 @@ user however often the run is sent again or resumed after it was cut off between
 from __future__ import annotations
 
 from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -30,7 +31,7 @@ def appender(log: IntakeLogCore) -> writeback.Append:
     return append
 
 
-def logged_users(log: IntakeLogCore) -> list[int | None]:
+def logged_users(log: IntakeLogCore) -> list[int]:
     with log.store.read() as txn:
         records = [decode_log_record(value) for _, value in txn.cursor(log.store.db("log"))]
     users = []
@@ -39,6 +40,7 @@ def logged_users(log: IntakeLogCore) -> list[int | None]:
         batch = decode_batch(record.raw)
         assert batch.events == []
         assert set(batch.user_attributes or {}) == {"predicted_buy_score", "predicted_buy_percentile"}
+        assert batch.mpid is not None
         users.append(batch.mpid)
     return users
 
