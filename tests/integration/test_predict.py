@@ -7,6 +7,9 @@ attributes for every user, the same run sent again adds no batch to the intake, 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ import requests
 from sklearn.linear_model import LogisticRegression
 
 from cdp_actors import handles
-from cdp_actors.predict import export, writeback
+from cdp_actors.cli import main
+from cdp_actors.predict import writeback
 from cdp_actors.predict.snapshot import EVENTS_DIR, MANIFEST, PROFILES_DIR
 from tests.integration.test_platform_api import platform_config
 from tests.samples import batch, custom
@@ -27,6 +31,8 @@ from tests.support import DEMO_AUTH, token_of, wait_for
 USERS = 300
 T0 = 1_760_000_000_000
 ACCOUNT = {"accountId": "1"}
+ROOT = Path(__file__).resolve().parents[2]
+CLI_TIMEOUT_S = 180  # a `cdp export` process: Ray attach (~5 s on 2 cores) and two shards' files
 
 
 def plays(i: int) -> int:
@@ -35,14 +41,27 @@ def plays(i: int) -> int:
 
 def send_users(base: str, tag: str) -> None:
     batches = [
-        batch(f"pr-{tag}-{i}", [custom("Played", T0 + n * 1000, round=n) for n in range(plays(i))],
-              user_attributes={"tag": tag, "n": i, "bucket": f"b{i % 3}"})  # fmt: skip
+        batch(
+            f"pr-{tag}-{i}",
+            [custom("Played", T0 + n * 1000, round=n) for n in range(plays(i))],
+            user_attributes={"tag": tag, "n": i, "bucket": f"b{i % 3}"},
+        )  # fmt: skip
         for i in range(USERS)
     ]
     for first in range(0, USERS, 100):
         sent = requests.post(base + "/v2/bulkevents", json=batches[first : first + 100],
                              headers={"Authorization": DEMO_AUTH}, timeout=30)  # fmt: skip
         assert sent.status_code == 202, sent.text
+
+
+def cdp(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_ADDRESS")}
+    command = [sys.executable, "-m", "cdp_actors.cli", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+
+
+def shard_count() -> int:
+    return ray.get(handles.control().current.remote())[1].runtime.shards
 
 
 def percentiles(scores: pd.Series) -> pd.Series:
@@ -71,17 +90,18 @@ def test_export_score_write_back_and_an_audience_on_the_percentile(platforms, re
     wait_for(api.settled, timeout=120, what="the users applied")
 
     # export: every file set loads as it is, in three readers; our users' rows match the Profile API
-    out = tmp_path / "snapshot"
-    manifest = export.export_snapshot(out, export.KINDS, export.Window())
-    shards = json.loads((out / MANIFEST).read_text())["shards"]
-    assert manifest.shards == shards == len(list((out / PROFILES_DIR).glob("*.parquet")))
+    out, data_dir = tmp_path / "snapshot", platforms.data_dir
+    exported = cdp("export", "all", "--out", str(out), "--data-dir", str(data_dir))  # a separate process attaches
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["shards"] == len(list((out / PROFILES_DIR).glob("*.parquet"))) == shard_count()
     profiles = pd.read_parquet(out / PROFILES_DIR)
-    mine = profiles[profiles["user_attributes"].map(lambda text: json.loads(text).get("tag") == tag)]
+    mine = [row for row in profiles.to_dict("records") if json.loads(row["user_attributes"]).get("tag") == tag]
     assert len(mine) == USERS
-    assert ray.data.read_parquet(str(out / PROFILES_DIR)).count() == len(profiles) == manifest.profiles
-    events = pl.read_parquet(out / EVENTS_DIR / "*.parquet").filter(pl.col("mpid").is_in(list(mine["mpid"])))
+    assert ray.data.read_parquet(str(out / PROFILES_DIR)).count() == len(profiles) == manifest["profiles"]
+    events = pl.read_parquet(out / EVENTS_DIR / "*.parquet").filter(pl.col("mpid").is_in([row["mpid"] for row in mine]))
     per_user = dict(events.group_by("mpid").len().iter_rows())
-    for row in mine.to_dict("records"):
+    for row in mine:
         attributes = json.loads(row["user_attributes"])
         assert per_user[row["mpid"]] == plays(attributes["n"])
         shown = profile_attributes(base, reader, row["mpid"])
@@ -89,18 +109,17 @@ def test_export_score_write_back_and_an_audience_on_the_percentile(platforms, re
 
     # score with a tiny model (plays -> bucket b0) and write back through the internal input
     features = pd.DataFrame({"mpid": list(per_user), "plays": list(per_user.values())})
-    buckets = {row["mpid"]: json.loads(row["user_attributes"])["bucket"] for row in mine.to_dict("records")}
+    buckets = {row["mpid"]: json.loads(row["user_attributes"])["bucket"] for row in mine}
     features["label"] = features["mpid"].map(lambda mpid: buckets[mpid] == "b0")
     model = LogisticRegression().fit(features[["plays"]], features["label"])
     scores = pd.DataFrame({"mpid": features["mpid"], "score": model.predict_proba(features[["plays"]])[:, 1]})
     scores["percentile"] = percentiles(scores["score"])
-    data_dir = platforms.data_dir
     run = writeback.start_run(data_dir, name, scores, now_ms=T0)
     append = writeback.intake_append(writeback.ensure_internal_input(handles.control()))
     writeback.send_run(data_dir, run, append, lambda r: None)
     assert (run.accepted, run.duplicates) == (USERS, 0)
     wait_for(api.settled, timeout=120, what="the scores applied")
-    expected = {int(r.mpid): (r.score, r.percentile) for r in scores.itertuples()}
+    expected = {int(m): (float(s), int(p)) for m, s, p in zip(*(scores[c] for c in scores.columns), strict=True)}
     for mpid, (score, percentile) in expected.items():
         shown = profile_attributes(base, reader, mpid)
         assert float(shown[writeback.score_attribute(name)]) == round(score, 6)
@@ -108,9 +127,11 @@ def test_export_score_write_back_and_an_audience_on_the_percentile(platforms, re
 
     # the same run again: every batch a duplicate, nothing new in the intake log
     accepted_before = api.accepted_batches()
-    run.done = []
-    writeback.send_run(data_dir, run, append, lambda r: None)
-    assert (run.accepted, run.duplicates) == (USERS, USERS)
+    run.done, run.accepted = [], 0
+    writeback.save_run(data_dir, run)
+    assert main(["predict", "score", "--name", name, "--run-id", run.run_id, "--data-dir", str(data_dir)]) == 0
+    again = writeback.load_run(data_dir, run.run_id)
+    assert again.finished and (again.accepted, again.duplicates) == (0, USERS)
     assert api.accepted_batches() == accepted_before
 
     # the audience on the percentile: exactly the users at 80 or above
