@@ -101,6 +101,7 @@ class ScoringRun(msgspec.Struct):
     created_ms: int
     users: int
     chunks: int
+    chunk_users: int = CHUNK_USERS
     done: list[int] = []
     """The chunks the intake acknowledged."""
     accepted: int = 0
@@ -146,13 +147,15 @@ def unfinished_run(data_dir: str | Path, name: str) -> ScoringRun | None:
     return max(pending, key=lambda r: r.created_ms) if pending else None
 
 
-def start_run(data_dir: str | Path, name: str, scores: pd.DataFrame, now_ms: int) -> ScoringRun:
+def start_run(
+    data_dir: str | Path, name: str, scores: pd.DataFrame, now_ms: int, chunk_users: int = CHUNK_USERS
+) -> ScoringRun:
     """Record a new run with its scores (columns mpid, score, percentile), before anything is sent."""
     run_id = f"{name}-{now_ms}-{secrets.token_hex(3)}"
     directory = run_dir(data_dir, run_id)
     directory.mkdir(parents=True, mode=0o700)
     scores[["mpid", "score", "percentile"]].to_parquet(directory / SCORES_FILE, index=False)
-    run = ScoringRun(run_id, name, now_ms, len(scores), -(-len(scores) // CHUNK_USERS))
+    run = ScoringRun(run_id, name, now_ms, len(scores), -(-len(scores) // chunk_users), chunk_users)
     save_run(data_dir, run)
     return run
 
@@ -172,7 +175,7 @@ def score_batch(run_id: str, name: str, mpid: int, score: float, percentile: int
 
 def chunk_batches(run: ScoringRun, scores: pd.DataFrame, chunk: int) -> list[tuple[str | None, bytes]]:
     """Chunk `chunk`'s batches as the intake takes them, each validated as the Events API validates one."""
-    rows = scores.iloc[chunk * CHUNK_USERS : (chunk + 1) * CHUNK_USERS]
+    rows = scores.iloc[chunk * run.chunk_users : (chunk + 1) * run.chunk_users]
     encoded = []
     for mpid, score, percentile in zip(rows["mpid"], rows["score"], rows["percentile"], strict=True):
         batch = score_batch(run.run_id, run.name, int(mpid), float(score), int(percentile))

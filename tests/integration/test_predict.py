@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cdp_actors import handles
 from cdp_actors.cli import main
-from cdp_actors.predict import writeback
+from cdp_actors.predict import export, writeback
 from cdp_actors.predict.snapshot import EVENTS_DIR, MANIFEST, PROFILES_DIR
 from tests.integration.test_platform_api import platform_config
 from tests.samples import batch, custom
@@ -146,3 +146,49 @@ def test_export_score_write_back_and_an_audience_on_the_percentile(platforms, re
     wait_for(size, timeout=120, what="the audience's members")
     internal = writeback.internal_input(ray.get(handles.control().current.remote())[1])
     assert internal is not None and internal.kind == "feed"
+
+
+KILLED_USERS = 100  # one /v2/bulkevents request (limits.max_bulk_batches)
+
+
+def test_a_scoring_run_killed_mid_way_completes_after_a_restart_with_one_batch_per_user(
+    platforms, receiver, tmp_path: Path
+) -> None:
+    api = platforms(platform_config(receiver.url))
+    base, tag = api.base, uuid.uuid4().hex[:8]
+    name, data_dir = f"kill_{tag}", platforms.data_dir
+    reader = {"Authorization": "Bearer " + token_of(base, "demo-client", "demo-client-secret")}
+    users = [batch(f"pk-{tag}-{i}", [], user_attributes={"tag": tag}) for i in range(KILLED_USERS)]
+    assert requests.post(base + "/v2/bulkevents", json=users, headers={"Authorization": DEMO_AUTH},
+                         timeout=30).status_code == 202  # fmt: skip
+    wait_for(api.settled, timeout=120, what="the users applied")
+    export.export_snapshot(tmp_path, (PROFILES_DIR,), export.Window())
+    profiles = pd.read_parquet(tmp_path / PROFILES_DIR)
+    mpids = [m for m, a in zip(profiles["mpid"], profiles["user_attributes"], strict=True) if tag in a]
+    assert len(mpids) == KILLED_USERS
+    scores = pd.DataFrame({"mpid": mpids, "score": [i / KILLED_USERS for i in range(KILLED_USERS)]})
+    scores["percentile"] = percentiles(scores["score"])
+    run = writeback.start_run(data_dir, name, scores, now_ms=T0, chunk_users=1)  # one fsynced note per user
+    accepted_before = api.accepted_batches()
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_ADDRESS")}
+    command = [sys.executable, "-m", "cdp_actors.cli", "predict", "score", "--name", name, "--data-dir", str(data_dir)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(writeback.load_run(data_dir, run.run_id).done) >= 3, timeout=CLI_TIMEOUT_S,
+                 what="the run under way")  # fmt: skip
+    finally:
+        process.kill()  # SIGKILL
+        process.wait(timeout=30)
+    cut = writeback.load_run(data_dir, run.run_id)
+    assert 0 < len(cut.done) < cut.chunks, "killed mid-way"
+
+    assert main(["predict", "score", "--name", name, "--data-dir", str(data_dir)]) == 0  # resumes the unfinished run
+    done = writeback.load_run(data_dir, run.run_id)
+    assert done.finished and writeback.unfinished_run(data_dir, name) is None
+    wait_for(api.settled, timeout=120, what="the scores applied")
+    assert api.accepted_batches() - accepted_before == KILLED_USERS  # exactly one batch per user
+    for mpid, percentile in zip(scores["mpid"], scores["percentile"], strict=True):
+        url = f"{base}/userprofile/v1/1/1/1/{mpid}"
+        shown = requests.get(url, params={"fields": "user_attributes"}, headers=reader, timeout=30).json()
+        assert shown["user_attributes"][writeback.percentile_attribute(name)] == str(percentile)
