@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -32,14 +32,18 @@ SYNTH_RETRIES: Final = 20
 RETRY_WAIT_S: Final = 1.0  # after a 429/503: the platform's Retry-After is about this
 
 
-def add_commands(commands: Any) -> None:
-    """Register `export` and `predict` on the `cdp` parser's subcommands."""
+Join = Callable[[argparse.Namespace], None]
+"""Joins the Ray of the platform that `--data-dir` / `--address` name (`cdp_actors.cli.join_platform_ray`)."""
+
+
+def add_commands(commands: Any, join: Join) -> None:
+    """Register `export` and `predict` on the `cdp` parser's subcommands; `join` attaches to the platform."""
     export = commands.add_parser("export", help="write profiles or events as Parquet, one file per shard")
     export.add_argument("what", choices=(PROFILES_DIR, EVENTS_DIR, "all"))
     export.add_argument("--out", required=True, help="the snapshot directory (shared by every node on a cluster)")
     export.add_argument("--since", default=None, help="events at or after: ISO date/time (UTC) or epoch ms")
     export.add_argument("--until", default=None, help="events before: ISO date/time (UTC) or epoch ms")
-    attach_arguments(export)
+    attach_arguments(export, join)
     export.set_defaults(run=cmd_export)
 
     predict = commands.add_parser("predict", help="predictive attributes: train, score, list, show, synth")
@@ -51,13 +55,13 @@ def add_commands(commands: Any) -> None:
     train.add_argument("--window-days", type=int, default=30)
     train.add_argument("--lookback-days", type=int, default=90)
     train.add_argument("--out", default=None, help="the run's report directory")
-    attach_arguments(train)
+    attach_arguments(train, join)
     train.set_defaults(run=cmd_train)
 
     score = actions.add_parser("score", help="score every profile now and write the scores back as attributes")
     score.add_argument("--name", required=True)
     score.add_argument("--run-id", default=None, help="resume this run (default: the name's unfinished run, if any)")
-    attach_arguments(score)
+    attach_arguments(score, join)
     score.set_defaults(run=cmd_score)
 
     listing = actions.add_parser("list", help="the models in the registry")
@@ -78,9 +82,10 @@ def add_commands(commands: Any) -> None:
     synth.set_defaults(run=cmd_synth)
 
 
-def attach_arguments(parser: argparse.ArgumentParser) -> None:
+def attach_arguments(parser: argparse.ArgumentParser, join: Join) -> None:
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="the running platform's data dir")
     parser.add_argument("--address", default=None, help="the platform's Ray (default: the one noted in --data-dir)")
+    parser.set_defaults(join=join)
 
 
 def attach(args: argparse.Namespace) -> str:
@@ -89,14 +94,9 @@ def attach(args: argparse.Namespace) -> str:
     import ray
 
     from cdp_actors import handles
-    from cdp_actors.cli import is_loopback, node_ip_on_loopback, platform_ray_address
-    from cdp_actors.partition import NAMESPACE
 
     data_dir = str(Path(args.data_dir).resolve())
-    if not ray.is_initialized():
-        address = platform_ray_address(args)
-        with node_ip_on_loopback(is_loopback(address.rpartition(":")[0])):
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    args.join(args)
     try:
         running = str(ray.get(handles.control().data_directory.remote()))
     except ValueError:
