@@ -11,6 +11,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -168,6 +169,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         snapshot = snapshot_now(data_dir, f"score-{name}")
         phase("score")
         run = writeback.start_run(data_dir, name, writeback.score_now(name, snapshot, data_dir), now_ms())
+        shutil.rmtree(snapshot)  # the run keeps its scores; a copy of every profile need not outlive it
     else:
         phase(f"resume {run.run_id}: {len(run.done)}/{run.chunks} chunks sent")
     run = write_back(data_dir, run)

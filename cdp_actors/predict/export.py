@@ -7,8 +7,9 @@ events are one consistent state. Rows go out in record batches of `BATCH_ROWS`: 
 the shard holds. The task is a streaming generator: it yields its progress, which the driver shows per shard.
 
 The files are written where the task runs: on a cluster, `--out` must be a directory every node sees (a shared
-file system). An erasure's compaction of a shard that is being exported waits for the next chunk (it finds the
-environment open and tries again later; `Store.compact`).
+file system). An erasure of a shard's users while that shard is being exported completes after the export: its
+compaction finds the environment open in another process and refuses (`Store.compact`), and the DSR actor's next
+tick runs the (idempotent) erasure again. A snapshot is a copy of personal data that erasure does not reach.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ class Progress:
     kind: str
     rows: int
     total: int
-    """The profiles the shard holds (for events too: the bar counts users' worth of profiles is not known; rows)."""
+    """The profiles the shard holds: the bar's 100% for profiles (an events file shows its row count only)."""
     done: bool = False
 
 
