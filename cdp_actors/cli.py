@@ -1,5 +1,6 @@
 """`cdp`: run the platform (`serve`), watch deliveries (`sink`), measure it (`bench`), see and replay batches
-set aside (`deadletter`), write the configuration store back to a workspace file (`config export`)."""
+set aside (`deadletter`), write the configuration store back to a workspace file (`config export`), export profiles
+and events as Parquet (`export`), train and score predictive attributes (`predict`)."""
 
 from __future__ import annotations
 
@@ -504,6 +505,18 @@ def platform_ray_address(args: argparse.Namespace) -> str:
     return noted.read_text().strip() if noted.exists() else "auto"
 
 
+def join_platform_ray(args: argparse.Namespace) -> None:
+    """Join the Ray of the platform on --data-dir (or --address), unless this process already is in one."""
+    import ray
+
+    from cdp_actors.partition import NAMESPACE
+
+    if not ray.is_initialized():
+        address = platform_ray_address(args)
+        with node_ip_on_loopback(is_loopback(address.rpartition(":")[0])):  # else Ray looks on the LAN address
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+
+
 def cmd_deadletter(args: argparse.Namespace) -> int:
     import ray
 
@@ -716,6 +729,10 @@ def parser() -> argparse.ArgumentParser:
         "--include-secrets", action="store_true", help="secrets in clear, not as ${NAME} placeholders (see above)"
     )
     config.set_defaults(run=cmd_config)
+
+    from cdp_actors.predict.cli import add_commands
+
+    add_commands(commands, join_platform_ray)  # export, predict
     return root
 
 

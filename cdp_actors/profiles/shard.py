@@ -554,6 +554,10 @@ class ProfileShard:
     def profile(self, mpid: int) -> dict[str, Any] | None:
         return self.core.profile(mpid)
 
+    def location(self) -> tuple[str, str]:
+        """The Ray node this shard runs on and its LMDB environment's path there (for `cdp export`'s readers)."""
+        return ray.get_runtime_context().get_node_id(), str(self.core.store.path)
+
     def subject(self, mpid: int) -> SubjectRecord | None:
         """The user's profile and event history, for a data subject request (`read_subject`)."""
         return read_subject(self.core.store, mpid)
