@@ -3,9 +3,9 @@
 Per user, one record in the `derived` db holds the encoded engine state of every derivation: `c<id>:<generation>`
 for a CA, `a<id>:<leaf>` for an event leaf ("performed E at least N times within D days") of a real-time
 audience. Applying a batch folds it into each state in the chunk's own transaction, sets the CA values on the
-profile, re-evaluates the audiences in their evaluation order and writes each membership change to the outbox
-(one row per connected output), all in the same transaction as the batch: a replayed chunk is skipped by the
-high-water mark, so nothing is counted twice.
+profile, re-evaluates the audiences in their evaluation order and writes the batch's membership changes to the
+outbox (one row per connected output, carrying all of that output's changes), all in the same transaction as the
+batch: a replayed chunk is skipped by the high-water mark, so nothing is counted twice.
 
 Time alone changes values too ("within 7 days"): the `expiry` index (`u64(next_change_ms) + mpid_key`) names the
 users whose value may change next, and `sweep` ages their states when that time comes.
@@ -45,9 +45,8 @@ from cdp_actors.calculated.engine import (
     encode_state,
 )
 from cdp_actors.config import Audience, WorkspaceConfig
-from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
-from cdp_actors.profiles.handoff import membership_key
+from cdp_actors.profiles.handoff import MembershipChanges, membership_key
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.reports import DAY_MS, day_text
 from cdp_actors.schema.events import Batch, batch_time_ms
@@ -487,46 +486,50 @@ class DerivedState:
             return
         counts: Counter[str] = Counter()
         day = now_ms // DAY_MS
+        by_output: dict[int, list[MembershipDelta]] = {}
         for change in changes:
             audience = change.audience
             counts[audience_counter(audience.id, day, "add" if change.action == "add" else "drop")] += 1
-            self._write_rows(txn, profile, audience, change.action, audience.connected_outputs, seq, input_id, now_ms)
+            for output in audience.connected_outputs:
+                by_output.setdefault(output, []).append(change)
+        self._write_rows(txn, profile, by_output, seq, input_id, now_ms)
         add_counts(txn, self._db("counters"), counts)
 
     def _write_rows(
         self,
         txn: Txn,
         profile: Profile,
-        audience: Audience,
-        action: str,
-        outputs: list[int],
+        by_output: dict[int, list[MembershipDelta]],
         seq: int,
         input_id: int,
         now_ms: int,
     ) -> None:
-        if not outputs:
+        """One outbox row per output, carrying all of `by_output[output]` (`handoff.MembershipChanges`); its
+        changes take the next change numbers, the first in the row's key."""
+        if not by_output:
             return
-        change = MembershipChange(audience.id, audience.name, profile.mpid, action, identities_of(profile), now_ms)
-        payload = _encoder.encode(change)
+        identities = identities_of(profile)
         forwarder = partition_of(profile.mpid, self.forwarders)
         stored = txn.get(CHANGE_NO, db=self._db("meta"))
         change_no = from_u64(stored) if stored else 0
-        for output in outputs:
-            change_no += 1
+        for output, deltas in by_output.items():
+            first = deltas[0].audience
+            made = [(delta.audience.id, delta.audience.name, delta.action) for delta in deltas]
             row = OutboxRow(
-                key=membership_key(forwarder, output, seq, audience.id, change_no),
+                key=membership_key(forwarder, output, seq, first.id, change_no + 1),
                 shard=self.shard,
                 connection_id=0,
                 input_id=input_id,
                 output_id=output,
                 environment="production",
                 mpid=profile.mpid,
-                event_count=1,
-                payload=payload,
+                event_count=len(made),
+                payload=_encoder.encode(MembershipChanges(profile.mpid, identities, now_ms, made)),
                 received_ms=now_ms,
-                audience_id=audience.id,
+                audience_id=first.id,
             )
             txn.put(row.key, _encoder.encode(row), db=self._db("outbox"))
+            change_no += len(made)
         txn.put(CHANGE_NO, u64(change_no), db=self._db("meta"))
 
     def next_change_of(self, txn: Txn, mpid: int) -> int | None:
@@ -646,8 +649,8 @@ class DerivedState:
             profiles = self._profiles_after(txn, job.cursor, limit)
             for profile in profiles:
                 if job.audience_id in profile.audiences:
-                    seq = self.last_seq()
-                    self._write_rows(txn, profile, derivation.audience, "add", [job.output_id], seq, 0, now_ms)
+                    add = MembershipDelta(derivation.audience, "add")
+                    self._write_rows(txn, profile, {job.output_id: [add]}, self.last_seq(), 0, now_ms)
             jobs = self._advanced([unit], profiles, limit)
             if jobs[unit].finished:
                 data = txn.get(KNOWN, db=self._db("meta"))

@@ -16,13 +16,13 @@ from cdp_actors.config import WorkspaceConfig, parse_workspace
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
 from cdp_actors.profiles.derived import UserStates, recompute
-from cdp_actors.profiles.handoff import membership_key, outbox_lane
+from cdp_actors.profiles.handoff import membership_changes, membership_key, outbox_lane
 from cdp_actors.profiles.model import decode_profile
 from cdp_actors.profiles.shard import ShardCore
 from cdp_actors.profiles.views import backfill_summary, live_attributes, user_detail
 from cdp_actors.reports import DAY_MS
 from cdp_actors.schema.records import OutboxRow, ShardRecord
-from cdp_actors.storage.lmdb_env import mpid_key
+from cdp_actors.storage.lmdb_env import mpid_key, u64
 from tests.samples import batch, custom
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def rows(core: ShardCore) -> list[OutboxRow]:
 
 
 def membership_rows(core: ShardCore) -> list[tuple[OutboxRow, MembershipChange]]:
-    return [(r, msgspec.msgpack.decode(r.payload, type=MembershipChange)) for r in rows(core) if r.audience_id]
+    return [(r, change) for r in rows(core) if r.audience_id for change in membership_changes(r)]
 
 
 def finish_jobs(core: ShardCore, now_ms: int, limit: int = 1000) -> None:
@@ -183,7 +183,37 @@ def test_membership_rows_have_their_keys_payload_and_identities(tmp_path: Path) 
     )
     row, change = next((r, c) for r, c in found if r.mpid == 7)
     assert (row.connection_id, row.audience_id, row.output_id) == (0, 1, MEMBERS_OUTPUT)
-    assert change == MembershipChange(1, "players", 7, "add", {"customer_id": "user-7"}, T0 + 5)
+    assert change == MembershipChange(1, "players", 7, "add", {"customer_id": "user-7"}, T0 + 5, "0-1")
+
+
+def test_a_batch_writes_one_membership_row_per_output_carrying_all_its_changes_in_evaluation_order(
+    tmp_path: Path,
+) -> None:
+    both = [MEMBERS_OUTPUT, SYNC_OUTPUT]
+    audiences = [
+        {**CASUAL_BIG_SPENDERS, "connected_outputs": [MEMBERS_OUTPUT]},
+        PLAYERS,
+        {**BIG_SPENDERS, "connected_outputs": both},
+    ]
+    core = ShardCore(tmp_path, 0, workspace(audiences=audiences), version=1)
+    core.apply([record(1, 8, [bought(T0, 11)], T0)], None)  # a big spender, and so a casual one
+    by_row = {r.key: (r.output_id, r.event_count) for r in rows(core) if r.audience_id}
+    forwarder = partition_of(8, core.forwarders)
+    assert by_row == {
+        membership_key(forwarder, MEMBERS_OUTPUT, 1, 2, 1): (MEMBERS_OUTPUT, 2),
+        membership_key(forwarder, SYNC_OUTPUT, 1, 2, 3): (SYNC_OUTPUT, 1),
+    }
+    changes = [(r.output_id, c.audience_id, c.action, c.change_id) for r, c in membership_rows(core)]
+    assert changes == [
+        (MEMBERS_OUTPUT, 2, "add", "0-1"),
+        (MEMBERS_OUTPUT, 3, "add", "0-2"),
+        (SYNC_OUTPUT, 2, "add", "0-3"),
+    ]
+    core.apply([record(2, 8, [played(T0 + 1), played(T0 + 2)], T0 + 2)], 1)  # a player: no longer a casual one
+    later = [
+        (r.output_id, c.audience_id, c.action, c.change_id) for r, c in membership_rows(core) if r.key[-8:] > u64(3)
+    ]
+    assert later == [(MEMBERS_OUTPUT, 1, "add", "0-4"), (MEMBERS_OUTPUT, 3, "delete", "0-5")]
 
 
 def test_a_new_connection_sends_the_current_members_first(tmp_path: Path) -> None:
