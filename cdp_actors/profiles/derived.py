@@ -135,6 +135,9 @@ class Derivations:
         self.ca_by_unit = {ca.key: ca for ca in self.cas}
         self.audience_ids = {a.audience.id for a in self.audiences}
         self.connected = {(a.audience.id, output) for a in self.audiences for output in a.audience.connected_outputs}
+        self.attributes_read: frozenset[str] = frozenset().union(*(a.reads.attributes for a in self.audiences))
+        """The user attributes some audience's criteria test: a batch's change to any other one changes nothing
+        derived (a CA's `user_attribute` data point reads the batch's attributes, not the profile's)."""
 
     def __bool__(self) -> bool:
         return bool(self.cas or self.audiences)
@@ -191,12 +194,12 @@ class MembershipDelta(NamedTuple):
 class Changed:
     """What one batch changed of a user's facts: the CAs and audiences that read none of it keep their value."""
 
-    def __init__(self, before: Profile, after: Profile, states: Set[str]) -> None:
+    def __init__(self, before: Profile, after: Profile, states: Set[str], attributes_read: Set[str]) -> None:
         self.states = states
         """Derivation keys whose state the batch changed."""
-        self.attributes = {
-            n for n in {*before.attributes, *after.attributes} if before.attributes.get(n) != after.attributes.get(n)
-        }
+        old, new = before.attributes, after.attributes
+        self.attributes = {name for name in attributes_read if old.get(name) != new.get(name)}
+        """Of `attributes_read` (the names some audience tests), those the batch changed."""
         self.identities = identity_types(before) != identity_types(after)
         self.consent = before.consent != after.consent
         self.calculated: set[str] = set()
@@ -461,7 +464,7 @@ class DerivedState:
             profile, changes = recompute(profile, every.get, derivations, live, received_ms)
             self._write(txn, mpid, old, every)
         else:
-            changed = Changed(before, profile, states.changed)
+            changed = Changed(before, profile, states.changed, derivations.attributes_read)
             profile, changes = recompute(profile, states.get, derivations, live, received_ms, changed)
             if states.changed:
                 self._put(txn, mpid, old, states.encoded(), self._next_change(old, states))
