@@ -232,8 +232,12 @@ def _always(_key: str) -> bool:
     return True
 
 
-def event_count(value: str | None) -> int:
-    return int(float(value)) if value else 0
+def leaf_count(calculation: Calculation, state: CAState | None, now_ms: int) -> int:
+    """An event leaf's count (a `count` calculation over events, `criteria.leaf_definition`) as of `now_ms`, read
+    from its buckets: its `value` would format the number as text for `holds` to parse back."""
+    if state is None:
+        return 0
+    return int(sum([bucket.count for bucket in calculation.visible(state, now_ms)]))
 
 
 def recompute(
@@ -269,7 +273,7 @@ def recompute(
         if not live(derivation.unit) or (changed is not None and not changed.reaches(derivation)):
             continue
         user = user or facts_of(profile, members.keys(), ())
-        counts = [event_count(calculation.value(state_of(key), now_ms)) for key, calculation in derivation.leaves]
+        counts = [leaf_count(calculation, state_of(key), now_ms) for key, calculation in derivation.leaves]
         holds = derivation.criteria.holds(user.with_event_counts(counts))
         if holds == (audience_id in members):
             continue
