@@ -523,7 +523,7 @@ class DerivedState:
             first = deltas[0].audience
             made = [(delta.audience.id, delta.audience.name, delta.action) for delta in deltas]
             row = OutboxRow(
-                key=membership_key(forwarder, output, seq, first.id, change_no + 1),
+                key=membership_key(forwarder, output, seq, 0, change_no + 1),
                 shard=self.shard,
                 connection_id=0,
                 input_id=input_id,

@@ -48,9 +48,11 @@ AUDIENCE_MARK = 0x8000_0000
 
 
 def membership_key(forwarder: int, output_id: int, seq: int, audience_id: int, change_no: int) -> bytes:
-    """A membership row's outbox key: after the rows of batches up to `seq` in its lane; `audience_id` is its
-    first change's audience, `change_no` (the shard's count of membership changes, kept in its meta) its first
-    change's number, which makes it unique and orders rows made together."""
+    """A membership row's outbox key: after the rows of batches up to `seq` in its lane; `change_no` (the shard's
+    count of membership changes, kept in its meta) is its first change's number, which makes it unique and orders
+    rows of the same `seq`. `audience_id` is 0 since a row carries several audiences' changes (rows of the same
+    `seq` then order by change number, so a user's changes of one audience stay in order); a row stored before
+    carried its one change's audience there."""
     return (
         outbox_lane(forwarder, output_id) + u64(seq) + (AUDIENCE_MARK | audience_id).to_bytes(4, "big") + u64(change_no)
     )
