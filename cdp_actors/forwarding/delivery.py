@@ -1,9 +1,10 @@
 """Delivery: outbox rows and audience changes to their outputs, in order per (connection, user), with retries.
 
-Membership-change rows (`OutboxRow.audience_id` non-zero) do not wait in lanes: each goes into the bulk queue of
-its (output, audience), which uploads by size or age; the row is acknowledged once the upload carrying its change
-(or the newer change of the same user that replaced it) is done, delivered or dropped with a Fatal alert. Until
-then it stays in its shard's outbox, so a forwarder crash loses no change: the shard hands it over again.
+Membership rows (`OutboxRow.audience_id` non-zero) do not wait in lanes: each of a row's changes (one batch's, of
+one user, for one output) goes into the bulk queue of its (output, audience), which uploads by size or age; the
+row is acknowledged once the uploads carrying all of its changes (or the newer changes of the same user that
+replaced them) are done, delivered or dropped with a Fatal alert. Until then it stays in its shard's outbox, so a
+forwarder crash loses no change: the shard hands it over again.
 
 Rows wait in (connection, MPID) lanes and only a lane's head is out, so a user's batches leave in acceptance
 order while lanes run concurrently (bounded per output); when the head is done, the lane's next row starts.
@@ -44,6 +45,7 @@ from cdp_actors.forwarding.retry import FATAL, RETRY_COUNT_EXCEEDED, Attempt, Re
 from cdp_actors.forwarding.screening import Screened, passes_everything, screen
 from cdp_actors.integrations.base import Adapter, HttpRequest, MembershipChange, Prepared, combines, sends_raw
 from cdp_actors.integrations.registry import build_adapter, build_audience_adapter, takes_events
+from cdp_actors.profiles.handoff import membership_changes
 from cdp_actors.redaction import code_location, describe
 from cdp_actors.reports import outbound_key
 from cdp_actors.schema.records import Alert, OutboxRow
@@ -162,6 +164,7 @@ class Delivery:
         # the same, of membership rows: by shard too, as two shards' membership keys may be equal (each numbers
         # its own changes), while a batch's rows are the one shard's that applied its sequence number
         self.known_changes: set[RowRef] = set()
+        self.parts_left: dict[RowRef, int] = {}  # membership rows' changes not uploaded yet (only rows of 2 or more)
         self.lanes: dict[tuple[int, int], deque[OutboxRow]] = {}
         self.acks: dict[int, list[bytes]] = defaultdict(list)
         self.alerts: list[Alert] = []
@@ -558,15 +561,26 @@ class Delivery:
             detail = f"output {row.output_id} was removed or takes no audiences before the change was sent"
             return self._drop_membership_row(row, target, OUTPUT_REMOVED, detail)
         try:
-            change = msgspec.msgpack.decode(row.payload, type=MembershipChange)
+            changes = membership_changes(row)
         except Exception as error:
             detail = f"decoding an audience change failed: {describe(error)}"
             return self._drop_membership_row(row, target, INTERNAL_ERROR, detail)
-        if not change.change_id:
-            change = msgspec.structs.replace(change, change_id=change_id_of(row))
-        if not self._bulk_add(row.output_id, change, (row.shard, row.key)):
-            self.refused.append((row, change))
+        if not changes:
+            return self._membership_row_done(row.shard, row.key)
+        if len(changes) > 1:
+            self.parts_left[(row.shard, row.key)] = len(changes)
+        for change in changes:
+            if not self._bulk_add(row.output_id, change, (row.shard, row.key)):
+                self.refused.append((row, change))
         self.bulk_wake.set()
+
+    def _membership_row_done(self, shard: int, key: bytes) -> None:
+        """One of a membership row's changes was uploaded (or dropped): the row is acknowledged with its last."""
+        left = self.parts_left.pop((shard, key), 1) - 1
+        if left > 0:
+            self.parts_left[(shard, key)] = left
+        else:
+            self.acks[shard].append(key)
 
     def _drop_membership_row(self, row: OutboxRow, target: AudienceTarget, alert_type: str, detail: str) -> None:
         self._alert(target, alert_type, FATAL, detail)
@@ -642,7 +656,7 @@ class Delivery:
             self._alert(target, INTERNAL_ERROR, FATAL, detail)
         finally:
             for shard, key in upload.rows:
-                self.acks[shard].append(key)
+                self._membership_row_done(shard, key)
 
     async def _upload(self, output_id: int, target: AudienceTarget, changes: list[MembershipChange]) -> None:
         adapter = self.audience_adapters.get(output_id)
@@ -776,12 +790,6 @@ class ForwarderStatus(msgspec.Struct):
     """Outbox rows queued, in flight, or delivered and awaiting the shard's acknowledgement."""
     discarded_batches: int = 0
     """Rows of erased users discarded instead of delivered (`Delivery.forget`)."""
-
-
-def change_id_of(row: OutboxRow) -> str:
-    """A membership row's change id: `<shard>-<change number>`, the number being the last 8 bytes of its key
-    (`handoff.membership_key`), so a resent row's change keeps its id."""
-    return f"{row.shard}-{int.from_bytes(row.key[-8:], 'big')}"
 
 
 def _attempt_detail(attempt: Attempt) -> str:

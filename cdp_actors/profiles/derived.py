@@ -3,9 +3,9 @@
 Per user, one record in the `derived` db holds the encoded engine state of every derivation: `c<id>:<generation>`
 for a CA, `a<id>:<leaf>` for an event leaf ("performed E at least N times within D days") of a real-time
 audience. Applying a batch folds it into each state in the chunk's own transaction, sets the CA values on the
-profile, re-evaluates the audiences in their evaluation order and writes each membership change to the outbox
-(one row per connected output), all in the same transaction as the batch: a replayed chunk is skipped by the
-high-water mark, so nothing is counted twice.
+profile, re-evaluates the audiences in their evaluation order and writes the batch's membership changes to the
+outbox (one row per connected output, carrying all of that output's changes), all in the same transaction as the
+batch: a replayed chunk is skipped by the high-water mark, so nothing is counted twice.
 
 Time alone changes values too ("within 7 days"): the `expiry` index (`u64(next_change_ms) + mpid_key`) names the
 users whose value may change next, and `sweep` ages their states when that time comes.
@@ -45,9 +45,8 @@ from cdp_actors.calculated.engine import (
     encode_state,
 )
 from cdp_actors.config import Audience, WorkspaceConfig
-from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
-from cdp_actors.profiles.handoff import membership_key
+from cdp_actors.profiles.handoff import MembershipChanges, membership_key
 from cdp_actors.profiles.model import Profile, decode_profile, encode_profile
 from cdp_actors.profiles.privacy import is_opted_out
 from cdp_actors.reports import DAY_MS, day_text
@@ -137,6 +136,9 @@ class Derivations:
         self.ca_by_unit = {ca.key: ca for ca in self.cas}
         self.audience_ids = {a.audience.id for a in self.audiences}
         self.connected = {(a.audience.id, output) for a in self.audiences for output in a.audience.connected_outputs}
+        self.attributes_read: frozenset[str] = frozenset().union(*(a.reads.attributes for a in self.audiences))
+        """The user attributes some audience's criteria test: a batch's change to any other one changes nothing
+        derived (a CA's `user_attribute` data point reads the batch's attributes, not the profile's)."""
 
     def __bool__(self) -> bool:
         return bool(self.cas or self.audiences)
@@ -193,12 +195,12 @@ class MembershipDelta(NamedTuple):
 class Changed:
     """What one batch changed of a user's facts: the CAs and audiences that read none of it keep their value."""
 
-    def __init__(self, before: Profile, after: Profile, states: Set[str]) -> None:
+    def __init__(self, before: Profile, after: Profile, states: Set[str], attributes_read: Set[str]) -> None:
         self.states = states
         """Derivation keys whose state the batch changed."""
-        self.attributes = {
-            n for n in {*before.attributes, *after.attributes} if before.attributes.get(n) != after.attributes.get(n)
-        }
+        old, new = before.attributes, after.attributes
+        self.attributes = {name for name in attributes_read if old.get(name) != new.get(name)}
+        """Of `attributes_read` (the names some audience tests), those the batch changed."""
         self.identities = identity_types(before) != identity_types(after)
         self.consent = before.consent != after.consent
         self.calculated: set[str] = set()
@@ -231,8 +233,12 @@ def _always(_key: str) -> bool:
     return True
 
 
-def event_count(value: str | None) -> int:
-    return int(float(value)) if value else 0
+def leaf_count(calculation: Calculation, state: CAState | None, now_ms: int) -> int:
+    """An event leaf's count (a `count` calculation over events, `criteria.leaf_definition`) as of `now_ms`, read
+    from its buckets: its `value` would format the number as text for `holds` to parse back."""
+    if state is None:
+        return 0
+    return int(sum([bucket.count for bucket in calculation.visible(state, now_ms)]))
 
 
 def recompute(
@@ -268,7 +274,7 @@ def recompute(
         if not live(derivation.unit) or (changed is not None and not changed.reaches(derivation)):
             continue
         user = user or facts_of(profile, members.keys(), ())
-        counts = [event_count(calculation.value(state_of(key), now_ms)) for key, calculation in derivation.leaves]
+        counts = [leaf_count(calculation, state_of(key), now_ms) for key, calculation in derivation.leaves]
         holds = derivation.criteria.holds(user.with_event_counts(counts))
         if holds == (audience_id in members):
             continue
@@ -463,7 +469,7 @@ class DerivedState:
             profile, changes = recompute(profile, every.get, derivations, live, received_ms)
             self._write(txn, mpid, old, every)
         else:
-            changed = Changed(before, profile, states.changed)
+            changed = Changed(before, profile, states.changed, derivations.attributes_read)
             profile, changes = recompute(profile, states.get, derivations, live, received_ms, changed)
             if states.changed:
                 self._put(txn, mpid, old, states.encoded(), self._next_change(old, states))
@@ -488,46 +494,50 @@ class DerivedState:
             return
         counts: Counter[str] = Counter()
         day = now_ms // DAY_MS
+        by_output: dict[int, list[MembershipDelta]] = {}
         for change in changes:
             audience = change.audience
             counts[audience_counter(audience.id, day, "add" if change.action == "add" else "drop")] += 1
-            self._write_rows(txn, profile, audience, change.action, audience.connected_outputs, seq, input_id, now_ms)
+            for output in audience.connected_outputs:
+                by_output.setdefault(output, []).append(change)
+        self._write_rows(txn, profile, by_output, seq, input_id, now_ms)
         add_counts(txn, self._db("counters"), counts)
 
     def _write_rows(
         self,
         txn: Txn,
         profile: Profile,
-        audience: Audience,
-        action: str,
-        outputs: list[int],
+        by_output: dict[int, list[MembershipDelta]],
         seq: int,
         input_id: int,
         now_ms: int,
     ) -> None:
-        if not outputs or is_opted_out(profile):  # an opted-out user's membership changes are not forwarded
+        """One outbox row per output, carrying all of `by_output[output]` (`handoff.MembershipChanges`); its
+        changes take the next change numbers, the first in the row's key. None for an opted-out user."""
+        if not by_output or is_opted_out(profile):  # an opted-out user's membership changes are not forwarded
             return
-        change = MembershipChange(audience.id, audience.name, profile.mpid, action, identities_of(profile), now_ms)
-        payload = _encoder.encode(change)
+        identities = identities_of(profile)
         forwarder = partition_of(profile.mpid, self.forwarders)
         stored = txn.get(CHANGE_NO, db=self._db("meta"))
         change_no = from_u64(stored) if stored else 0
-        for output in outputs:
-            change_no += 1
+        for output, deltas in by_output.items():
+            first = deltas[0].audience
+            made = [(delta.audience.id, delta.audience.name, delta.action) for delta in deltas]
             row = OutboxRow(
-                key=membership_key(forwarder, output, seq, audience.id, change_no),
+                key=membership_key(forwarder, output, seq, 0, change_no + 1),
                 shard=self.shard,
                 connection_id=0,
                 input_id=input_id,
                 output_id=output,
                 environment="production",
                 mpid=profile.mpid,
-                event_count=1,
-                payload=payload,
+                event_count=len(made),
+                payload=_encoder.encode(MembershipChanges(profile.mpid, identities, now_ms, made)),
                 received_ms=now_ms,
-                audience_id=audience.id,
+                audience_id=first.id,
             )
             txn.put(row.key, _encoder.encode(row), db=self._db("outbox"))
+            change_no += len(made)
         txn.put(CHANGE_NO, u64(change_no), db=self._db("meta"))
 
     def next_change_of(self, txn: Txn, mpid: int) -> int | None:
@@ -647,8 +657,8 @@ class DerivedState:
             profiles = self._profiles_after(txn, job.cursor, limit)
             for profile in profiles:
                 if job.audience_id in profile.audiences:
-                    seq = self.last_seq()
-                    self._write_rows(txn, profile, derivation.audience, "add", [job.output_id], seq, 0, now_ms)
+                    add = MembershipDelta(derivation.audience, "add")
+                    self._write_rows(txn, profile, {job.output_id: [add]}, self.last_seq(), 0, now_ms)
             jobs = self._advanced([unit], profiles, limit)
             if jobs[unit].finished:
                 data = txn.get(KNOWN, db=self._db("meta"))

@@ -16,9 +16,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, KeysView
 from typing import TYPE_CHECKING
 
+import msgspec
+
+from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.integrations.registry import AUDIENCE_ONLY
-from cdp_actors.schema.records import Window
-from cdp_actors.storage.lmdb_env import u64
+from cdp_actors.schema.records import OutboxRow, Window
+from cdp_actors.storage.lmdb_env import from_u64, u64
 
 if TYPE_CHECKING:
     from cdp_actors.config import WorkspaceConfig
@@ -45,11 +48,47 @@ AUDIENCE_MARK = 0x8000_0000
 
 
 def membership_key(forwarder: int, output_id: int, seq: int, audience_id: int, change_no: int) -> bytes:
-    """A membership change's outbox key: after the rows of batches up to `seq` in its lane; `change_no` (the
-    shard's count of membership changes, kept in its meta) makes it unique and orders changes made together."""
+    """A membership row's outbox key: after the rows of batches up to `seq` in its lane; `change_no` (the shard's
+    count of membership changes, kept in its meta) is its first change's number, which makes it unique and orders
+    rows of the same `seq`. `audience_id` is 0 since a row carries several audiences' changes (rows of the same
+    `seq` then order by change number, so a user's changes of one audience stay in order); a row stored before
+    carried its one change's audience there."""
     return (
         outbox_lane(forwarder, output_id) + u64(seq) + (AUDIENCE_MARK | audience_id).to_bytes(4, "big") + u64(change_no)
     )
+
+
+class MembershipChanges(msgspec.Struct, array_like=True, frozen=True):
+    """A membership row's payload: what one batch (or one sweep or sync step) changed of one user's memberships of
+    the audiences connected to one output, in evaluation order. One row per (user, batch, output), not per change:
+    rows are what the outbox stores, the shard hands over and the forwarder acknowledges."""
+
+    mpid: int
+    identities: dict[str, str]
+    timestamp_ms: int
+    changes: list[tuple[int, str, str]]
+    """(audience id, audience name, "add" | "delete")."""
+
+
+_membership_payload = msgspec.msgpack.Decoder(MembershipChanges)
+_one_change = msgspec.msgpack.Decoder(MembershipChange)
+
+
+def membership_changes(row: OutboxRow) -> list[MembershipChange]:
+    """A membership row's changes, each with a change id stable across resends: `<shard>-<number>`, the row key's
+    last 8 bytes numbering its first change and the next numbers the others. A row stored before rows carried
+    several changes holds one `MembershipChange` (a msgpack map, where `MembershipChanges` is an array)."""
+    first = from_u64(row.key[-8:])
+    try:
+        payload = _membership_payload.decode(row.payload)
+    except msgspec.ValidationError:
+        change = _one_change.decode(row.payload)
+        return [change if change.change_id else msgspec.structs.replace(change, change_id=f"{row.shard}-{first}")]
+    mpid, identities, ts = payload.mpid, payload.identities, payload.timestamp_ms
+    return [
+        MembershipChange(audience_id, name, mpid, action, identities, ts, f"{row.shard}-{first + n}")
+        for n, (audience_id, name, action) in enumerate(payload.changes)
+    ]
 
 
 def forwarder_of(lane: bytes) -> int:

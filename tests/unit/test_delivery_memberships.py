@@ -16,7 +16,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import OUTPUT_REMOVED, Delivery
 from cdp_actors.forwarding.retry import FATAL
 from cdp_actors.integrations.base import MembershipChange
-from cdp_actors.profiles.handoff import HandOff, lane_window, membership_key, outbox_lane
+from cdp_actors.profiles.handoff import HandOff, MembershipChanges, lane_window, membership_key, outbox_lane
 from cdp_actors.schema.records import OutboxRow, Window
 from tests.conftest import demo_config
 from tests.support import Receiver
@@ -47,6 +47,8 @@ def workspace(partner: Receiver, webhook_age_s: float = 0.05, retry: dict[str, A
 def membership_row(
     output_id: int, change_no: int, mpid: int, action: str = "add", ts: int = 1_000, shard: int = 0
 ) -> OutboxRow:
+    """A row of one change in the shape stored before rows carried all of a batch's changes (an upgraded shard may
+    hold some): the tests below show these still deliver."""
     change = MembershipChange(BUYERS, "Buyers", mpid, action, {"email": f"u{mpid}@example.com"}, ts)
     return OutboxRow(
         key=membership_key(0, output_id, change_no, BUYERS, change_no),
@@ -60,6 +62,17 @@ def membership_row(
         payload=msgspec.msgpack.encode(change),
         received_ms=int(time.time() * 1000),
         audience_id=BUYERS,
+    )
+
+
+def changes_row(output_id: int, change_no: int, mpid: int, changes: list[tuple[int, str, str]]) -> OutboxRow:
+    """A row of one batch's membership changes of one user for one output, as shards write them now."""
+    payload = MembershipChanges(mpid, {"email": f"u{mpid}@example.com"}, 1_000, changes)
+    return msgspec.structs.replace(
+        membership_row(output_id, change_no, mpid),
+        payload=msgspec.msgpack.encode(payload),
+        event_count=len(changes),
+        audience_id=changes[0][0],
     )
 
 
@@ -253,3 +266,31 @@ def test_a_queue_takes_its_outputs_new_age_limit_when_the_settings_change(partne
 
     delivery = run(patient, steps)
     assert len(partner.bodies()) == 1 and acked(delivery) == [rows[0].key]
+
+
+def test_a_row_of_several_changes_is_acknowledged_once_the_uploads_of_all_of_them_are_done(partner: Receiver) -> None:
+    partner.script = [200, 503, 503]  # one audience's upload goes at once, the other's is retried twice
+    row = changes_row(WEBHOOK, 5, mpid=10, changes=[(BUYERS, "Buyers", "add"), (BUYERS + 1, "Sellers", "delete")])
+    acked_early = []
+
+    def acknowledged(delivery: Delivery) -> bool:
+        delivered = sum(len(body["user_profiles"]) for body in partner.bodies())
+        if acked(delivery) and delivered < 2:
+            acked_early.append(delivered)
+        return bool(acked(delivery))
+
+    async def steps(delivery: Delivery) -> None:
+        delivery.queue([row])
+        await until(lambda: partner.received, "the first upload")
+        await until(lambda: acknowledged(delivery), "the acknowledgement")
+
+    delivery = run(workspace(partner), steps)
+    assert acked_early == []
+    assert partner.attempts == 4 and acked(delivery) == [row.key] and not delivery.parts_left
+    sent = sorted(
+        (a["audience_id"], a["action"], a["change_id"])
+        for body in partner.bodies()
+        for profile in body["user_profiles"]
+        for a in profile["audiences"]
+    )
+    assert sent == [(BUYERS, "add", "0-5"), (BUYERS + 1, "delete", "0-6")]

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdp_actors.config import ConfigError, Gpc, Privacy, WorkspaceConfig, parse_workspace
-from cdp_actors.integrations.base import MembershipChange
+from cdp_actors.profiles.handoff import membership_changes
 from cdp_actors.profiles.model import ConsentRecord, Profile, Stamped
 from cdp_actors.profiles.privacy import GPC_DOCUMENT, gpc_consent, is_opted_out, merged_opt_out, opt_out_of
 from cdp_actors.profiles.shard import ShardCore
@@ -208,7 +208,7 @@ def ccpa(consented: bool, ts: int) -> dict[str, Any]:
 
 
 def membership_actions(core: ShardCore) -> list[str]:
-    return [msgspec.msgpack.decode(r.payload, type=MembershipChange).action for r in rows(core) if r.audience_id]
+    return [change.action for r in rows(core) if r.audience_id for change in membership_changes(r)]
 
 
 def test_membership_changes_are_not_sent_while_opted_out_and_erasure_still_drops(tmp_path: Path) -> None:

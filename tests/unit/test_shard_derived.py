@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from cdp_actors.config import WorkspaceConfig, parse_workspace
 from cdp_actors.integrations.base import MembershipChange
 from cdp_actors.partition import partition_of
-from cdp_actors.profiles.derived import UserStates, recompute
-from cdp_actors.profiles.handoff import membership_key, outbox_lane
+from cdp_actors.profiles.derived import MembershipDelta, UserStates, recompute
+from cdp_actors.profiles.handoff import membership_changes, membership_key, outbox_lane
 from cdp_actors.profiles.model import decode_profile
 from cdp_actors.profiles.shard import ShardCore
 from cdp_actors.profiles.views import backfill_summary, live_attributes, user_detail
 from cdp_actors.reports import DAY_MS
 from cdp_actors.schema.records import OutboxRow, ShardRecord
-from cdp_actors.storage.lmdb_env import mpid_key
+from cdp_actors.storage.lmdb_env import mpid_key, u64
 from tests.samples import batch, custom
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ def rows(core: ShardCore) -> list[OutboxRow]:
 
 
 def membership_rows(core: ShardCore) -> list[tuple[OutboxRow, MembershipChange]]:
-    return [(r, msgspec.msgpack.decode(r.payload, type=MembershipChange)) for r in rows(core) if r.audience_id]
+    return [(r, change) for r in rows(core) if r.audience_id for change in membership_changes(r)]
 
 
 def finish_jobs(core: ShardCore, now_ms: int, limit: int = 1000) -> None:
@@ -177,13 +177,60 @@ def test_membership_rows_have_their_keys_payload_and_identities(tmp_path: Path) 
     forwarders = core.forwarders
     assert sorted(r.key for r, _ in found) == sorted(
         [
-            membership_key(partition_of(7, forwarders), MEMBERS_OUTPUT, 3, 1, 1),
-            membership_key(partition_of(8, forwarders), MEMBERS_OUTPUT, 4, 1, 2),
+            membership_key(partition_of(7, forwarders), MEMBERS_OUTPUT, 3, 0, 1),
+            membership_key(partition_of(8, forwarders), MEMBERS_OUTPUT, 4, 0, 2),
         ]
     )
     row, change = next((r, c) for r, c in found if r.mpid == 7)
     assert (row.connection_id, row.audience_id, row.output_id) == (0, 1, MEMBERS_OUTPUT)
-    assert change == MembershipChange(1, "players", 7, "add", {"customer_id": "user-7"}, T0 + 5)
+    assert change == MembershipChange(1, "players", 7, "add", {"customer_id": "user-7"}, T0 + 5, "0-1")
+
+
+def test_a_batch_writes_one_membership_row_per_output_carrying_all_its_changes_in_evaluation_order(
+    tmp_path: Path,
+) -> None:
+    both = [MEMBERS_OUTPUT, SYNC_OUTPUT]
+    audiences = [
+        {**CASUAL_BIG_SPENDERS, "connected_outputs": [MEMBERS_OUTPUT]},
+        PLAYERS,
+        {**BIG_SPENDERS, "connected_outputs": both},
+    ]
+    core = ShardCore(tmp_path, 0, workspace(audiences=audiences), version=1)
+    core.apply([record(1, 8, [bought(T0, 11)], T0)], None)  # a big spender, and so a casual one
+    by_row = {r.key: (r.output_id, r.event_count) for r in rows(core) if r.audience_id}
+    forwarder = partition_of(8, core.forwarders)
+    assert by_row == {
+        membership_key(forwarder, MEMBERS_OUTPUT, 1, 0, 1): (MEMBERS_OUTPUT, 2),
+        membership_key(forwarder, SYNC_OUTPUT, 1, 0, 3): (SYNC_OUTPUT, 1),
+    }
+    changes = [(r.output_id, c.audience_id, c.action, c.change_id) for r, c in membership_rows(core)]
+    assert changes == [
+        (MEMBERS_OUTPUT, 2, "add", "0-1"),
+        (MEMBERS_OUTPUT, 3, "add", "0-2"),
+        (SYNC_OUTPUT, 2, "add", "0-3"),
+    ]
+    core.apply([record(2, 8, [played(T0 + 1), played(T0 + 2)], T0 + 2)], 1)  # a player: no longer a casual one
+    later = [
+        (r.output_id, c.audience_id, c.action, c.change_id) for r, c in membership_rows(core) if r.key[-8:] > u64(3)
+    ]
+    assert later == [(MEMBERS_OUTPUT, 1, "add", "0-4"), (MEMBERS_OUTPUT, 3, "delete", "0-5")]
+
+
+def test_membership_rows_of_the_same_sequence_number_keep_a_users_changes_in_order(tmp_path: Path) -> None:
+    """Sweeps and syncs write at the last applied sequence number: two such rows of one user must reach the
+    forwarder (which reads its lane in key order) in the order they were made, whatever audiences they start with."""
+    audiences = [{**a, "connected_outputs": [MEMBERS_OUTPUT]} for a in (CASUAL_BIG_SPENDERS, PLAYERS, BIG_SPENDERS)]
+    core = ShardCore(tmp_path, 0, workspace(audiences=audiences), version=1)
+    core.apply([record(1, 8, [bought(T0, 11)], T0)], None)
+    by_id = {a.audience.id: a.audience for a in core.derived.derivations.audiences}
+    user = profile(core, 8)
+    with core.store.write() as txn:  # as two sweeps at the same sequence number would
+        core.derived._write_changes(txn, user, [MembershipDelta(by_id[3], "delete")], 1, 0, T0 + 5)
+        core.derived._write_changes(
+            txn, user, [MembershipDelta(by_id[1], "add"), MembershipDelta(by_id[3], "add")], 1, 0, T0 + 5
+        )
+    of_casual = [c.action for _, c in membership_rows(core) if c.audience_id == 3]
+    assert of_casual == ["add", "delete", "add"]
 
 
 def test_a_new_connection_sends_the_current_members_first(tmp_path: Path) -> None:
@@ -194,7 +241,7 @@ def test_a_new_connection_sends_the_current_members_first(tmp_path: Path) -> Non
     core.use(2, workspace(audiences=[CASUAL_BIG_SPENDERS, connected, BIG_SPENDERS]))
     finish_jobs(core, T0 + 10, limit=1)
     synced = [(r.key, c.mpid, c.action) for r, c in membership_rows(core)[before:] if r.output_id == SYNC_OUTPUT]
-    assert synced == [(membership_key(partition_of(7, core.forwarders), SYNC_OUTPUT, 2, 1, 2), 7, "add")]
+    assert synced == [(membership_key(partition_of(7, core.forwarders), SYNC_OUTPUT, 2, 0, 2), 7, "add")]
     core.use(3, workspace(audiences=[CASUAL_BIG_SPENDERS, connected, BIG_SPENDERS]))  # already synced: nothing again
     finish_jobs(core, T0 + 20)
     assert len(membership_rows(core)) == before + 1
