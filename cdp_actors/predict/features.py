@@ -36,7 +36,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import numpy as np
 import pandas as pd
@@ -114,10 +114,10 @@ def shard_counts(
     profiles: pd.DataFrame, events: pd.DataFrame, cutoff_ms: int, exclude: Iterable[str] = ()
 ) -> VocabularyCounts:
     """One shard's share of the vocabulary: event names and types at or before the cutoff, attribute values."""
-    before = events[events["timestamp_ms"] <= cutoff_ms]
+    before = _rows(events, events["timestamp_ms"] <= cutoff_ms)
     counts = VocabularyCounts(
-        event_names=Counter(before["event_name"].dropna().value_counts().to_dict()),
-        event_types=Counter(before["event_type"].dropna().value_counts().to_dict()),
+        event_names=Counter(_column(before, "event_name").dropna().value_counts().to_dict()),
+        event_types=Counter(_column(before, "event_type").dropna().value_counts().to_dict()),
     )
     left_out = set(exclude)
     for text in profiles["user_attributes"]:
@@ -208,7 +208,7 @@ def features(
     """One shard's features: a float frame indexed by mpid (every profile of the shard, sorted), `columns(vocab)`."""
     users = pd.Index(profiles["mpid"].astype("int64").unique(), name="mpid").sort_values()
     stamps = events["timestamp_ms"]
-    history = events[(stamps <= cutoff_ms) & (stamps > cutoff_ms - lookback_days * DAY_MS)]
+    history = _rows(events, (stamps <= cutoff_ms) & (stamps > cutoff_ms - lookback_days * DAY_MS))
     parts = [_window_counts(history, vocab, cutoff_ms, days, users) for days in WINDOWS_DAYS]
     parts.append(_history_summary(history, cutoff_ms, users))
     parts.append(_profile_state(profiles, vocab, users))
@@ -219,16 +219,16 @@ def features(
 def _window_counts(
     history: pd.DataFrame, vocab: Vocabulary, cutoff_ms: int, days: int, users: pd.Index
 ) -> pd.DataFrame:
-    window = history[history["timestamp_ms"] > cutoff_ms - days * DAY_MS]
+    window = _rows(history, history["timestamp_ms"] > cutoff_ms - days * DAY_MS)
     by_user = window.groupby("mpid")
-    purchases = window[_is_purchase(window)]
+    purchases = _rows(window, _is_purchase(window))
     out = pd.DataFrame(
         {
             f"events_{days}d": by_user.size(),
-            f"active_days_{days}d": (window["timestamp_ms"] // DAY_MS).groupby(window["mpid"]).nunique(),
-            f"sessions_{days}d": window["session_id"].groupby(window["mpid"]).nunique(),
+            f"active_days_{days}d": (_column(window, "timestamp_ms") // DAY_MS).groupby(window["mpid"]).nunique(),
+            f"sessions_{days}d": _column(window, "session_id").groupby(window["mpid"]).nunique(),
             f"purchases_{days}d": purchases.groupby("mpid").size(),
-            f"revenue_{days}d": purchases["revenue"].fillna(0.0).groupby(purchases["mpid"]).sum(),
+            f"revenue_{days}d": _column(purchases, "revenue").fillna(0.0).groupby(purchases["mpid"]).sum(),
         }
     ).reindex(users)
     kinds = _counts_by(window, "event_type", vocab.event_types, f"type_{days}d:")
@@ -237,9 +237,9 @@ def _window_counts(
 
 
 def _counts_by(window: pd.DataFrame, column: str, kept: list[str], prefix: str) -> pd.DataFrame:
-    chosen = window[window[column].isin(kept)]
+    chosen = _rows(window, window[column].isin(kept))
     table = chosen.groupby(["mpid", column]).size().unstack(fill_value=0)
-    return table.reindex(columns=kept, fill_value=0).add_prefix(prefix)
+    return pd.DataFrame(table).reindex(columns=kept, fill_value=0).add_prefix(prefix)
 
 
 def _is_purchase(events: pd.DataFrame) -> pd.Series:
@@ -247,14 +247,14 @@ def _is_purchase(events: pd.DataFrame) -> pd.Series:
 
 
 def _history_summary(history: pd.DataFrame, cutoff_ms: int, users: pd.Index) -> pd.DataFrame:
-    stamps = history["timestamp_ms"].groupby(history["mpid"])
-    purchases = history[_is_purchase(history)]
-    revenue = purchases["revenue"].fillna(0.0).groupby(purchases["mpid"])
+    stamps = _column(history, "timestamp_ms").groupby(history["mpid"])
+    purchases = _rows(history, _is_purchase(history))
+    revenue = _column(purchases, "revenue").fillna(0.0).groupby(purchases["mpid"])
     return pd.DataFrame(
         {
             "mean_order_value": revenue.sum() / revenue.size(),
-            "recency_days": (cutoff_ms - stamps.max()) / DAY_MS,
-            "tenure_days": (cutoff_ms - stamps.min()) / DAY_MS,
+            "recency_days": (cutoff_ms - _series(stamps.max())) / DAY_MS,
+            "tenure_days": (cutoff_ms - _series(stamps.min())) / DAY_MS,
         }
     ).reindex(users)
 
@@ -262,7 +262,7 @@ def _history_summary(history: pd.DataFrame, cutoff_ms: int, users: pd.Index) -> 
 def _profile_state(profiles: pd.DataFrame, vocab: Vocabulary, users: pd.Index) -> pd.DataFrame:
     rows = [_profile_row(row, vocab) for row in profiles.itertuples(index=False)]
     frame = pd.DataFrame(rows, index=pd.Index(profiles["mpid"].astype("int64"), name="mpid"))
-    return frame[~frame.index.duplicated(keep="last")].reindex(users)
+    return _rows(frame, ~frame.index.duplicated(keep="last")).reindex(users)
 
 
 def _profile_row(row: Any, vocab: Vocabulary) -> dict[str, float]:
@@ -289,6 +289,18 @@ def _profile_row(row: Any, vocab: Vocabulary) -> dict[str, float]:
     return values
 
 
+def _rows(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:
+    return cast(pd.DataFrame, frame[mask])
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return cast(pd.Series, frame[name])
+
+
+def _series(value: Any) -> pd.Series:
+    return cast(pd.Series, value)
+
+
 def _number(value: Any) -> float:
     number = None if value is None else as_number(value)
     return np.nan if number is None else number
@@ -301,7 +313,7 @@ def _text(value: Any) -> str:
 
 
 def _strings(values: Any) -> list[str]:
-    if values is None or (isinstance(values, float) and np.isnan(values)):
+    if values is None or isinstance(values, float):  # NaN: no list
         return []
     return [str(value) for value in values]
 

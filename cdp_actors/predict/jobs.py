@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -149,15 +149,15 @@ def _fit_and_register(
     tell: Progress,
 ) -> Trained:
     every = pd.concat([part.features for part in parts]).sort_index()
-    outcome = pd.concat([part.labels for part in parts]).sort_index()
+    outcome = cast(pd.Series, pd.concat([part.labels for part in parts]).sort_index())
     examples = every.loc[outcome.index]
     holdout = in_holdout(outcome.index)
-    trained = fit(examples[~holdout], outcome[~holdout], kind)
+    trained = fit(examples[~holdout], cast(pd.Series, outcome[~holdout]), kind)
     tell("train", 1, 1)
     from cdp_actors.predict.evaluate import evaluate
 
     truth = _truth_by_mpid(parts, true_probability)
-    metrics = evaluate(trained.model, examples[holdout], outcome[holdout], truth)
+    metrics = evaluate(trained.model, examples[holdout], cast(pd.Series, outcome[holdout]), truth)
     metrics["model"] = {
         "kind": trained.kind,
         "fit_seconds": round(trained.fit_seconds, 3),
@@ -187,9 +187,9 @@ def _fit_and_register(
 def _truth_by_mpid(parts: list[ShardExamples], truth: Mapping[str, float] | None) -> pd.Series | None:
     if truth is None:
         return None
-    ids = pd.concat([part.customer_ids for part in parts])
-    known = ids[ids.index.isin(list(truth))]
-    return pd.Series([truth[key] for key in known.index], index=pd.Index(known.to_numpy(), name="mpid"))
+    ids = cast(pd.Series, pd.concat([part.customer_ids for part in parts]))
+    known = cast(pd.Series, ids[ids.index.isin(list(truth))])
+    return pd.Series([truth[str(key)] for key in known.index], index=pd.Index(known.to_numpy(), name="mpid"))
 
 
 def _goal_words(target: Goal) -> str:

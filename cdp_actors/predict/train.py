@@ -84,7 +84,7 @@ def fit(features: pd.DataFrame, labels: pd.Series, kind: str = DEFAULT_MODEL) ->
 
 def as_matrix(features: pd.DataFrame) -> np.ndarray:
     """Models are fitted on plain arrays: feature names stay ours (LightGBM refuses some characters in names)."""
-    return features.to_numpy(dtype=np.float64)
+    return features.to_numpy(dtype=np.float64, copy=True)
 
 
 def _new_model(kind: ModelKind) -> Any:
@@ -108,7 +108,9 @@ def _new_model(kind: ModelKind) -> Any:
 
     return _ThreadLimited(
         HistGradientBoostingClassifier(
-            learning_rate=0.05, max_iter=300, early_stopping=True, l2_regularization=1.0, random_state=SEED
+            learning_rate=0.05,
+            max_iter=300,
+            early_stopping=True,  # type: ignore[arg-type]  # the stubs say str: True is documented l2_regularization=1.0, random_state=SEED
         )
     )
 
