@@ -16,6 +16,8 @@ from sklearn.metrics import log_loss, roc_auc_score, roc_curve
 from cdp_actors.predict.train import probabilities
 
 BINS: Final = 10
+HISTOGRAM_BINS: Final = 40
+"""Bins of the score distribution kept in the metrics (not every score: the metrics stay small at any size)."""
 IMPORTANCE_SAMPLE: Final = 5_000
 """Holdout rows the permutation importance scores: enough for a stable AUC, bounded so it stays seconds."""
 IMPORTANCE_TOP: Final = 20
@@ -54,6 +56,12 @@ def lift_by_decile(labels: np.ndarray, scores: np.ndarray) -> list[dict[str, flo
         rate = float(labels[part].mean()) if len(part) else 0.0
         rows.append({"decile": decile, "users": len(part), "rate": rate, "lift": rate / base if base else 0.0})
     return rows
+
+
+def score_histogram(scores: np.ndarray) -> dict[str, list[float]]:
+    """Holdout users per bin of predicted probability (`HISTOGRAM_BINS` bins over [0, 1])."""
+    counts, edges = np.histogram(scores, bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    return {"edges": [float(edge) for edge in edges], "users": [float(count) for count in counts]}
 
 
 def permutation_importance(
@@ -97,7 +105,7 @@ def evaluate(
         "importance_kind": "permutation (holdout AUC lost when the feature is shuffled)",
         "importance": permutation_importance(model, features, truth),
         "roc": {"fpr": [float(x) for x in false_positive], "tpr": [float(y) for y in true_positive]},
-        "scores": [float(score) for score in scores],
+        "score_histogram": score_histogram(scores),
         "oracle_auc": None,
     }
     if true_probability is not None:

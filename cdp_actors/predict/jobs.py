@@ -150,6 +150,7 @@ def _fit_and_register(
 ) -> Trained:
     every = pd.concat([part.features for part in parts]).sort_index()
     outcome = cast(pd.Series, pd.concat([part.labels for part in parts]).sort_index())
+    outcome = cast(pd.Series, outcome[outcome.index.isin(every.index)])  # events of a profile gone since: no row
     examples = every.loc[outcome.index]
     holdout = in_holdout(outcome.index)
     trained = fit(examples[~holdout], cast(pd.Series, outcome[~holdout]), kind)

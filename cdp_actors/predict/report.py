@@ -56,7 +56,9 @@ def _calibration(axes: Any, metrics: dict[str, Any]) -> None:
 
 
 def _scores(axes: Any, metrics: dict[str, Any]) -> None:
-    axes.hist(metrics["scores"], bins=40)
+    histogram = metrics["score_histogram"]
+    edges = histogram["edges"]
+    axes.stairs(histogram["users"], edges, fill=True)
     axes.set(xlabel="predicted probability", ylabel="users", title="Score distribution (holdout)")
 
 

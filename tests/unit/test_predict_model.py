@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from cdp_actors.errors import BadRequest, NotFound
 from cdp_actors.predict import jobs, registry
+from cdp_actors.predict.evaluate import calibration, lift_by_decile
 from cdp_actors.predict.report import CHARTS
 from cdp_actors.predict.score import percentiles, score
 from cdp_actors.predict.synth import SYNTH_ID_ATTRIBUTE, snapshot_frames, synthesize
@@ -64,6 +65,7 @@ def test_report_and_registry(trained: tuple[jobs.Trained, Path]) -> None:
         path.name for path in (root / "report").iterdir()
     }
     assert json.loads((root / "report" / "metrics.json").read_text())["auc"] == result.metrics["auc"]
+    assert sum(result.metrics["score_histogram"]["users"]) == result.metrics["holdout_users"]
     assert result.registered.version == 1
     assert registry.list_models(root / "data") == [
         {"name": "buyers", "versions": [1], "latest": 1, "auc": result.metrics["auc"]}
@@ -126,6 +128,17 @@ def test_synthetic_batches_are_valid_events_api_batches_and_deterministic() -> N
         event for batch in first.batches for event in batch["events"] if event["event_type"] == "commerce_event"
     ]
     assert purchases and all(event["data"]["product_action"]["total_amount"] > 0 for event in purchases)
+
+
+def test_lift_by_decile_and_calibration() -> None:
+    scores = np.linspace(0.0, 0.99, 100)
+    labels = (scores >= 0.895).astype(np.int8)
+    lift = lift_by_decile(labels, scores)
+    assert [row["lift"] for row in lift] == [10.0] + [0.0] * 9
+    curve = calibration(labels, scores)
+    assert [row["users"] for row in curve] == [10] * 10
+    assert curve[9]["observed"] == 1.0 and curve[8]["observed"] == 0.0
+    assert curve[0]["predicted"] == pytest.approx(0.045)
 
 
 def test_percentile_examples() -> None:
