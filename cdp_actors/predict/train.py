@@ -1,9 +1,9 @@
 """Training: a holdout by user, then a gradient-boosted classifier on the rest.
 
 The default model is scikit-learn's `HistGradientBoostingClassifier`; LightGBM stays selectable. Both were measured
-on the synthetic set (README, "Predictive attributes"): their holdout AUCs are within noise of each other, and
-scikit-learn's fits as fast at this size with early stopping on its own validation split and no second native
-runtime in the process, so it is the default."""
+on the synthetic set (README, "Predictive attributes"): shallow, regularised trees (8 leaves, at least 80 users a
+leaf) came nearest the oracle for both; scikit-learn's was a little nearer on each seed measured, and its early
+stopping (on a validation split of its own) picks the number of trees, so it is the default. LightGBM fits faster."""
 
 from __future__ import annotations
 
@@ -92,14 +92,15 @@ def _new_model(kind: ModelKind) -> Any:
         from lightgbm import LGBMClassifier
 
         return LGBMClassifier(
-            n_estimators=300,
-            learning_rate=0.05,
-            num_leaves=31,
-            min_child_samples=20,
+            n_estimators=200,
+            learning_rate=0.03,
+            num_leaves=8,
+            max_depth=4,
+            min_child_samples=80,
             subsample=0.8,
             subsample_freq=1,
             colsample_bytree=0.8,
-            reg_lambda=1.0,
+            reg_lambda=2.0,
             n_jobs=THREADS,
             random_state=SEED,
             verbose=-1,
@@ -108,9 +109,14 @@ def _new_model(kind: ModelKind) -> Any:
 
     return _ThreadLimited(
         HistGradientBoostingClassifier(
-            learning_rate=0.05,
-            max_iter=300,
-            early_stopping=True,  # type: ignore[arg-type]  # the stubs say str: True is documented l2_regularization=1.0, random_state=SEED
+            learning_rate=0.03,
+            max_iter=500,
+            early_stopping=True,  # type: ignore[arg-type]  # the stubs say str: True is documented
+            l2_regularization=2.0,
+            max_leaf_nodes=8,
+            max_depth=4,
+            min_samples_leaf=80,
+            random_state=SEED,
         )
     )
 
