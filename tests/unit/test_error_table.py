@@ -29,6 +29,7 @@ from cdp_actors.errors import (
     Unauthorized,
     Unavailable,
 )
+from cdp_actors.predict.train import NotEnoughExamples
 from cdp_actors.schema.events import BatchError
 from cdp_actors.schema.identity import RequestError
 from serve_apps import events, identity
@@ -57,6 +58,7 @@ DOCUMENTED: list[tuple[RequestFailed, int, str, str, dict[str, str]]] = [
     ),
     (BadRequest("Given time range is invalid."), 400, "BAD_REQUEST", "Given time range is invalid.", {}),
     (ImmutableIdentity("other"), 400, "BAD_REQUEST", "other is an immutable identity.", {}),
+    (NotEnoughExamples(99, 901), 400, "BAD_REQUEST", NotEnoughExamples(99, 901).message, {}),
     (RequestError("bad - at `$.data`"), 400, "BAD_REQUEST", "bad - at `$.data`", {}),
     (BatchError("bad - at `$.events[0]`"), 400, "BAD_REQUEST", "bad - at `$.events[0]`", {}),
     (Unauthorized("no key"), 401, "UNAUTHORIZED", "no key", {}),
