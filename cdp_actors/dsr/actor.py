@@ -132,9 +132,9 @@ class DsrCore:
     def _steps(self) -> Steps:
         config = self._config()
         return Steps(
-            resolve=lambda request: fulfil.subject(request, config),
+            resolve=lambda request: fulfil.resolve(request, config),
             forward=lambda request, mpids: fulfil.forward(request, mpids, config),
-            erase=lambda subject: fulfil.erase(subject.mpids, config, subject.identities),
+            erase=lambda mpids: fulfil.erase(mpids, config),
             export=lambda request, mpids: fulfil.export(request, mpids, config),
         )
 

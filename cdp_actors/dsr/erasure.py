@@ -14,14 +14,13 @@ compacts its environment after its removal, so no file keeps the bytes. Every st
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 import ray
 
 from cdp_actors import handles
 from cdp_actors.config import WorkspaceConfig
-from cdp_actors.dsr.model import DsrRequest, SubjectIdentity
+from cdp_actors.dsr.model import DsrRequest
 from cdp_actors.partition import partition_of
 
 PAUSE_LEASE_S = 600.0
@@ -39,17 +38,18 @@ def resolve(request: DsrRequest, config: WorkspaceConfig) -> list[int]:
     return list(dict.fromkeys([*request.mpids, *found]))
 
 
-def erase(mpids: list[int], config: WorkspaceConfig, known: dict[str, list[str]]) -> None:
-    """See the module's docstring. `known`: identities recorded before this run (a run after a crash finds none
-    in the stores that were already erased)."""
+def erase(mpids: list[int], config: WorkspaceConfig) -> None:
+    """See the module's docstring."""
     if not mpids:
         return
     shards = config.runtime.shards
     dispatcher = handles.dispatcher()
     ray.get(dispatcher.pause.remote(PAUSE_LEASE_S))
     try:
+        identities = _identities_of(mpids, shards)
         held: dict[str, list[str]] = ray.get(handles.identity().erase.remote(mpids))
-        identities = merged(known, identities_of(mpids, shards), held)
+        for identity_type, values in held.items():
+            identities[identity_type] = sorted({*identities.get(identity_type, ()), *values})
         ray.get([handles.shard(shard).erase.remote(owned) for shard, owned in by_shard(mpids, shards).items()])
         ray.get([forwarder.forget.remote(mpids) for forwarder in handles.forwarders(config.runtime.forwarders)])
         ray.get(handles.intake().erase.remote(identities, mpids))
@@ -64,23 +64,12 @@ def by_shard(mpids: list[int], shards: int) -> dict[int, list[int]]:
     return dict(owned)
 
 
-def merged(*found: dict[str, list[str]]) -> dict[str, list[str]]:
-    union: dict[str, set[str]] = defaultdict(set)
-    for identities in found:
-        for identity_type, values in identities.items():
-            union[identity_type].update(values)
-    return {identity_type: sorted(values) for identity_type, values in union.items()}
-
-
-def identities_of(mpids: list[int], shards: int, named: Sequence[SubjectIdentity] = ()) -> dict[str, list[str]]:
-    """The user and device identities the profiles hold, as the identity index and their shards record them, and
-    those the request names."""
+def _identities_of(mpids: list[int], shards: int) -> dict[str, list[str]]:
+    """The user and device identities the profiles hold, as the identity index and their shards record them."""
     identity = handles.identity()
     records = ray.get([identity.record.remote(mpid) for mpid in mpids])
     profiles = ray.get([handles.shard_for(mpid, shards).profile.remote(mpid) for mpid in mpids])
     found: dict[str, set[str]] = defaultdict(set)
-    for identity in named:
-        found[identity.identity_type].add(identity.value)
     for record in records:
         for identity_type, values in (record.identities if record else {}).items():
             found[identity_type].update(values)

@@ -16,7 +16,7 @@ from cdp_actors.config import WorkspaceConfig
 from cdp_actors.dsr import erasure
 from cdp_actors.dsr.export import export_results, stored_subjects
 from cdp_actors.dsr.forward import forward_to_outputs
-from cdp_actors.dsr.model import DsrRequest, PartnerStatus, Subject
+from cdp_actors.dsr.model import DsrRequest, PartnerStatus
 
 
 def _now_ms() -> int:
@@ -29,21 +29,13 @@ def resolve(request: DsrRequest, config: WorkspaceConfig) -> list[int]:
     return erasure.resolve(request, config)
 
 
-def subject(request: DsrRequest, config: WorkspaceConfig) -> Subject:
-    """`resolve`, with the identities the profiles hold now (and the request names), to be recorded with the
-    request before anything is erased."""
-    mpids = resolve(request, config)
-    return Subject(mpids, erasure.identities_of(mpids, config.runtime.shards, request.identities))
-
-
-def erase(mpids: list[int], config: WorkspaceConfig, known: dict[str, list[str]] | None = None) -> None:
+def erase(mpids: list[int], config: WorkspaceConfig) -> None:
     """Remove every trace of the profiles: the profile, its identity index entries, its event history, its
     calculated-attribute and audience state (drops sent to connected audience outputs), its pending outbox rows,
     and its raw copies in the intake log; then compact what LMDB kept in freed pages, so that no file in the data
     directory still contains the subject's identifiers. New data for the same identities afterwards creates a new
-    profile. `known`: identities recorded before (`subject`), removed from the intake whatever the stores still
-    hold."""
-    erasure.erase(mpids, config, known or {})
+    profile."""
+    erasure.erase(mpids, config)
 
 
 def export(request: DsrRequest, mpids: list[int], config: WorkspaceConfig) -> bytes | None:

@@ -58,12 +58,3 @@ class DsrRequest(msgspec.Struct, kw_only=True):
     results_expire_ms: int | None = None
     """Access and portability: the results URL answers 410 Gone from then on (7 days after completion)."""
     partners: list[PartnerStatus] = []
-
-
-class Subject(msgspec.Struct):
-    """What the resolve step found, recorded with the request: the MPIDs, and the identities their profiles held
-    then. An erasure that dies after the identity index and the shards forgot them still knows which raw batches
-    and deduplication ids to remove when it runs again."""
-
-    mpids: list[int]
-    identities: dict[str, list[str]] = {}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from cdp_actors.dsr.model import DsrRequest, PartnerStatus, Subject
+from cdp_actors.dsr.model import DsrRequest, PartnerStatus
 from cdp_actors.dsr.wire import DAY_MS, callback_body, same_subject
 from cdp_actors.errors import BadRequest, Conflict, Gone, NotFound, RateLimited
 from cdp_actors.storage.lmdb_env import Store, Txn, from_u64, iter_prefix, u64
@@ -53,8 +53,6 @@ class Progress(msgspec.Struct):
     base_url: str
     steps_done: list[str] = []
     mpids: list[int] = []
-    identities: dict[str, list[str]] = {}
-    """The subject's identities as the resolve step found them (`Subject`)."""
     attempts: int = 0
     next_try_ms: int = 0
     last_error: str = ""
@@ -71,9 +69,9 @@ class Callback(msgspec.Struct):
 class Steps:
     """The fulfilment steps, bound to the configuration (the actor's: `fulfil.*`; tests inject their own)."""
 
-    resolve: Callable[[DsrRequest], Subject]
+    resolve: Callable[[DsrRequest], list[int]]
     forward: Callable[[DsrRequest, list[int]], list[PartnerStatus]]
-    erase: Callable[[Subject], None]
+    erase: Callable[[list[int]], None]
     export: Callable[[DsrRequest, list[int]], bytes | None]
 
 
@@ -296,7 +294,7 @@ class DsrBook:
         if step == "forward":
             return steps.forward(request, progress.mpids)
         if step == "erase":
-            return steps.erase(Subject(progress.mpids, progress.identities))
+            return steps.erase(progress.mpids)
         return steps.export(request, progress.mpids)
 
     def _step_done(self, request_id: str, step: str, outcome: object, now_ms: int) -> None:
@@ -305,8 +303,7 @@ class DsrBook:
             request, progress = self._request(txn, key), self._progress(txn, key)
             assert request is not None
             if step == "resolve":
-                assert isinstance(outcome, Subject)
-                progress.mpids, progress.identities = outcome.mpids, outcome.identities
+                progress.mpids = list(outcome)  # type: ignore[call-overload]
             elif step == "forward":
                 request.partners = list(outcome)  # type: ignore[call-overload]
             elif step == "export":
