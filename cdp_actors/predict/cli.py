@@ -27,6 +27,8 @@ DEMO_KEY: Final = ("demo-key", "demo-secret")
 """The demo workspace's input (configs/workspace.yaml): what `synth` sends as unless told otherwise."""
 SYNTH_BULK: Final = 100
 """Batches per `/v2/bulkevents` request: the platform's default `limits.max_bulk_batches`."""
+SYNTH_BULK_BYTES: Final = 200_000
+"""Bytes of JSON per request: under the Events API's 256 KB a request, with room for the array's own syntax."""
 SYNTH_CONCURRENCY: Final = 4
 """Requests in flight at once: enough to keep two cores' ingest busy without piling into its backpressure."""
 SYNTH_RETRIES: Final = 20
@@ -326,13 +328,17 @@ def loopback_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
+def chunked(items: Iterable[dict[str, Any]], size: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Requests of at most `size` batches and about `max_bytes` of JSON (a lone larger batch goes alone)."""
+    chunk: list[dict[str, Any]] = []
+    used = 0
     for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
+        length = len(json.dumps(item)) + 1
+        if chunk and (len(chunk) == size or used + length > max_bytes):
             yield chunk
-            chunk = []
+            chunk, used = [], 0
+        chunk.append(item)
+        used += length
     if chunk:
         yield chunk
 
@@ -356,7 +362,7 @@ def send_bulk(base: str, auth: tuple[str, str], batches: Iterable[dict[str, Any]
     sent = 0
     with concurrent.futures.ThreadPoolExecutor(SYNTH_CONCURRENCY) as pool:
         pending: set[concurrent.futures.Future[int]] = set()
-        for chunk in chunked(batches, SYNTH_BULK):
+        for chunk in chunked(batches, SYNTH_BULK, SYNTH_BULK_BYTES):
             if len(pending) >= SYNTH_CONCURRENCY:
                 done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 sent += sum(future.result() for future in done)
