@@ -190,26 +190,28 @@ def train_summary(result: Any, seconds: dict[str, float]) -> dict[str, Any]:
 
 
 class PhaseBars:
-    """`jobs.train`'s progress callback: a heading and a bar per phase on stderr, and each phase's seconds."""
+    """`jobs.train`'s progress callback: a heading and a bar per phase on stderr, and each phase's seconds. A phase
+    is told of as its steps finish, so its time runs from the previous phase's last step to its own last."""
 
     def __init__(self) -> None:
         self.current: str | None = None
-        self.started = time.monotonic()
+        self.last_step = time.monotonic()
+        self.began = self.last_step
         self.seconds: dict[str, float] = {}
 
     def __call__(self, name: str, done: int, total: int) -> None:
+        now = time.monotonic()
         if name != self.current:
             self.end()
-            self.current = name
+            self.current, self.began = name, self.last_step
             phase(name)
         bar(done, total)
+        self.seconds[name] = now - self.began
+        self.last_step = now
 
     def end(self) -> None:
-        """Close the current phase: its time is from the previous phase's end to now."""
         if self.current is not None:
             print(file=sys.stderr)
-            self.seconds[self.current] = time.monotonic() - self.started
-        self.started = time.monotonic()
         self.current = None
 
 
@@ -226,9 +228,15 @@ def ray_map_shards(function: Callable[[Any], Any], shards: list[Any]) -> Iterato
     """A `jobs` shard mapper: `function` over each shard's file pair as a Ray Data `map_batches` (one shard a
     batch, one CPU a task), results yielded as the shards finish. Results travel pickled: they are DataFrames and
     dataclasses, not Arrow rows."""
+    import logging
     import pickle
 
     import ray
+    import ray.data
+
+    # its per-dataset lines (and the notice that its own bars are off) would break the bars; errors still show
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
     def run(batch: Any) -> Any:  # a numpy batch: column -> array
         return {"result": [pickle.dumps(function(shards[int(index)])) for index in batch["shard"]]}
