@@ -152,22 +152,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     data_dir = attach(args)
     snapshot = snapshot_now(data_dir, f"train-{args.name}")
     progress = PhaseBars()
-    result = jobs.train(
-        snapshot,
-        args.name,
-        args.goal_event,
-        goal_event_type=args.goal_event_type,
-        window_days=args.window_days,
-        lookback_days=args.lookback_days,
-        data_dir=data_dir,
-        out=args.out,
-        model=args.model,
-        true_probability=read_truth(args.truth) if args.truth else None,
-        progress=progress,
-        map_shards=ray_map_shards,
-    )
-    progress.end()
-    shutil.rmtree(snapshot)  # the model keeps what it needs; a copy of every profile need not outlive the job
+    try:
+        result = jobs.train(
+            snapshot,
+            args.name,
+            args.goal_event,
+            goal_event_type=args.goal_event_type,
+            window_days=args.window_days,
+            lookback_days=args.lookback_days,
+            data_dir=data_dir,
+            out=args.out,
+            model=args.model,
+            true_probability=read_truth(args.truth) if args.truth else None,
+            progress=progress,
+            map_shards=ray_map_shards,
+        )
+    finally:
+        progress.end()
+        shutil.rmtree(snapshot)  # the model keeps what it needs; a copy of every profile need not outlive the job
     print(json.dumps(train_summary(result, progress.seconds)), flush=True)
     return 0
 
@@ -341,7 +343,7 @@ def chunked(items: Iterable[dict[str, Any]], size: int, max_bytes: int) -> Itera
     chunk: list[dict[str, Any]] = []
     used = 0
     for item in items:
-        length = len(json.dumps(item)) + 1
+        length = len(json.dumps(item)) + 2  # and its ", "
         if chunk and (len(chunk) == size or used + length > max_bytes):
             yield chunk
             chunk, used = [], 0

@@ -131,3 +131,11 @@ def test_show_prints_the_models_goal_windows_and_metrics(scored: dict, capsys: p
     assert "vocabulary" not in shown["description"]
     with pytest.raises(NotFound):
         cli.cmd_show(argparse.Namespace(data_dir=data_dir, name="buyers", version=2))
+
+
+def test_synth_requests_stay_under_the_events_apis_size_and_count_limits() -> None:
+    batches = synthesize(300, seed=1).batches
+    requests = list(cli.chunked(batches, cli.SYNTH_BULK, cli.SYNTH_BULK_BYTES))
+    assert [batch for request in requests for batch in request] == batches
+    assert all(len(request) <= cli.SYNTH_BULK for request in requests)
+    assert all(len(json.dumps(request)) <= cli.SYNTH_BULK_BYTES for request in requests)
