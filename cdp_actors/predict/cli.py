@@ -27,9 +27,13 @@ DEMO_KEY: Final = ("demo-key", "demo-secret")
 """The demo workspace's input (configs/workspace.yaml): what `synth` sends as unless told otherwise."""
 SYNTH_BULK: Final = 100
 """Batches per `/v2/bulkevents` request: the platform's default `limits.max_bulk_batches`."""
+SYNTH_BULK_BYTES: Final = 200_000
+"""Bytes of JSON per request: under the Events API's 256 KB a request, with room for the array's own syntax."""
 SYNTH_CONCURRENCY: Final = 4
 """Requests in flight at once: enough to keep two cores' ingest busy without piling into its backpressure."""
 SYNTH_RETRIES: Final = 20
+TRUTH_FILE: Final = "truth.parquet"
+"""`synth`'s true probability per customer_id, which `train --truth` reads for the oracle's AUC."""
 RETRY_WAIT_S: Final = 1.0  # after a 429/503: the platform's Retry-After is about this
 
 
@@ -56,6 +60,8 @@ def add_commands(commands: Any, join: Join) -> None:
     train.add_argument("--window-days", type=int, default=30)
     train.add_argument("--lookback-days", type=int, default=90)
     train.add_argument("--out", default=None, help="the run's report directory")
+    train.add_argument("--model", default="sklearn", choices=("sklearn", "lightgbm"))
+    train.add_argument("--truth", default=None, help="synth's --out: adds the oracle's AUC to the metrics")
     attach_arguments(train, join)
     train.set_defaults(run=cmd_train)
 
@@ -70,6 +76,7 @@ def add_commands(commands: Any, join: Join) -> None:
     listing.set_defaults(run=cmd_list)
     show = actions.add_parser("show", help="one model: its goal, windows, metrics, features")
     show.add_argument("name")
+    show.add_argument("--version", type=int, default=None, help="default: the latest")
     show.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     show.set_defaults(run=cmd_show)
 
@@ -140,23 +147,106 @@ def snapshot_now(data_dir: str, purpose: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import jobs  # type: ignore[attr-defined]  # the core's module
+    from cdp_actors.predict import jobs
 
     data_dir = attach(args)
     snapshot = snapshot_now(data_dir, f"train-{args.name}")
-    phase("train")
-    result = jobs.train(
-        name=args.name,
-        goal_event=args.goal_event,
-        goal_event_type=args.goal_event_type,
-        window_days=args.window_days,
-        lookback_days=args.lookback_days,
-        snapshot_dir=snapshot,
-        data_dir=data_dir,
-        out=args.out,
-    )
-    print(json.dumps(result, default=str), flush=True)
+    progress = PhaseBars()
+    try:
+        result = jobs.train(
+            snapshot,
+            args.name,
+            args.goal_event,
+            goal_event_type=args.goal_event_type,
+            window_days=args.window_days,
+            lookback_days=args.lookback_days,
+            data_dir=data_dir,
+            out=args.out,
+            model=args.model,
+            true_probability=read_truth(args.truth) if args.truth else None,
+            progress=progress,
+            map_shards=ray_map_shards,
+        )
+    finally:
+        progress.end()
+        shutil.rmtree(snapshot)  # the model keeps what it needs; a copy of every profile need not outlive the job
+    print(json.dumps(train_summary(result, progress.seconds)), flush=True)
     return 0
+
+
+def train_summary(result: Any, seconds: dict[str, float]) -> dict[str, Any]:
+    """What `train` prints: the version registered and its headline metrics (`show` has the rest)."""
+    metrics = result.metrics
+    return {
+        "name": result.registered.name,
+        "version": result.registered.version,
+        "auc": metrics.get("auc"),
+        "oracle_auc": metrics.get("oracle_auc"),
+        "log_loss": metrics.get("log_loss"),
+        "base_rate": metrics.get("base_rate"),
+        "holdout_users": metrics.get("holdout_users"),
+        "model": metrics.get("model"),
+        "report": str(result.report) if result.report else None,
+        "seconds": {name: round(value, 2) for name, value in seconds.items()},
+    }
+
+
+class PhaseBars:
+    """`jobs.train`'s progress callback: a heading and a bar per phase on stderr, and each phase's seconds. A phase
+    is told of as its steps finish, so its time runs from the previous phase's last step to its own last."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.last_step = time.monotonic()
+        self.began = self.last_step
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if name != self.current:
+            self.end()
+            self.current, self.began = name, self.last_step
+            phase(name)
+        bar(done, total)
+        self.seconds[name] = now - self.began
+        self.last_step = now
+
+    def end(self) -> None:
+        if self.current is not None:
+            print(file=sys.stderr)
+        self.current = None
+
+
+def read_truth(path: str) -> dict[str, float]:
+    """`synth`'s true probabilities file (the file, or the `--out` directory holding it)."""
+    import pandas as pd
+
+    file = Path(path) / TRUTH_FILE if Path(path).is_dir() else Path(path)
+    truth = pd.read_parquet(file)
+    return dict(zip(truth["customer_id"].astype(str), truth["true_probability"].astype(float), strict=True))
+
+
+def ray_map_shards(function: Callable[[Any], Any], shards: list[Any]) -> Iterator[Any]:
+    """A `jobs` shard mapper: `function` over each shard's file pair as a Ray Data `map_batches` (one shard a
+    batch, one CPU a task), results yielded as the shards finish. Results travel pickled: they are DataFrames and
+    dataclasses, not Arrow rows."""
+    import logging
+    import pickle
+
+    import ray
+    import ray.data
+
+    # its per-dataset lines (and the notice that its own bars are off) would break the bars; errors still show
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+    def run(batch: Any) -> Any:  # a numpy batch: column -> array
+        return {"result": [pickle.dumps(function(shards[int(index)])) for index in batch["shard"]]}
+
+    dataset = ray.data.from_items([{"shard": index} for index in range(len(shards))], override_num_blocks=len(shards))
+    mapped = dataset.map_batches(run, batch_size=1, batch_format="numpy", num_cpus=1)
+    for row in mapped.iter_rows():
+        yield pickle.loads(row["result"])
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -168,7 +258,9 @@ def cmd_score(args: argparse.Namespace) -> int:
     if run is None:
         snapshot = snapshot_now(data_dir, f"score-{name}")
         phase("score")
-        run = writeback.start_run(data_dir, name, writeback.score_now(name, snapshot, data_dir), now_ms())
+        started = now_ms()
+        scores = writeback.score_now(name, snapshot, data_dir, started, ray_map_shards)
+        run = writeback.start_run(data_dir, name, scores, started)
         shutil.rmtree(snapshot)  # the run keeps its scores; a copy of every profile need not outlive it
     else:
         phase(f"resume {run.run_id}: {len(run.done)}/{run.chunks} chunks sent")
@@ -191,31 +283,45 @@ def write_back(data_dir: str, run: Any) -> Any:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import registry  # type: ignore[attr-defined]  # the core's module
+    from cdp_actors.predict import registry
 
     for model in registry.list_models(args.data_dir):
-        print(json.dumps(model, default=str), flush=True)
+        print(json.dumps(model), flush=True)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import registry  # type: ignore[attr-defined]  # the core's module
+    from cdp_actors.predict import registry
 
-    print(json.dumps(registry.show(args.name, args.data_dir), default=str, indent=2), flush=True)
+    shown = registry.show(args.data_dir, args.name, args.version)
+    shown["description"].pop("vocabulary", None)  # long, and the feature list says the same
+    for bulky in ("roc", "score_histogram", "calibration"):  # the report's charts; metrics.json keeps them
+        shown["metrics"].pop(bulky, None)
+    print(json.dumps(shown, indent=2), flush=True)
     return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import synth  # type: ignore[attr-defined]  # the core's module
+    import pandas as pd
+
+    from cdp_actors.predict import synth
 
     base = loopback_url(args.url)
-    generated = synth.generate(users=args.users, seed=args.seed)
+    generated = synth.synthesize(args.users, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    generated.truth.to_parquet(out / "truth.parquet", index=False)
-    phase(f"send {args.users} users to {base}/v2/bulkevents")
+    ids = list(generated.true_probability)
+    truth = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "true_probability": [generated.true_probability[i] for i in ids],
+            "purchased": [generated.purchased[i] for i in ids],
+        }
+    )
+    truth.to_parquet(out / TRUTH_FILE, index=False)
+    phase(f"send {args.users} users ({len(generated.batches)} batches) to {base}/v2/bulkevents")
     sent = send_bulk(base, (args.key, args.secret), generated.batches)
-    print(f"\ncdp predict synth: {sent} batches accepted; true probabilities in {out / 'truth.parquet'}",
+    print(f"\ncdp predict synth: {sent} batches accepted; true probabilities in {out / TRUTH_FILE}",
           file=sys.stderr)  # fmt: skip
     return 0
 
@@ -232,13 +338,17 @@ def loopback_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
+def chunked(items: Iterable[dict[str, Any]], size: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Requests of at most `size` batches and about `max_bytes` of JSON (a lone larger batch goes alone)."""
+    chunk: list[dict[str, Any]] = []
+    used = 0
     for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
+        length = len(json.dumps(item)) + 2  # and its ", "
+        if chunk and (len(chunk) == size or used + length > max_bytes):
             yield chunk
-            chunk = []
+            chunk, used = [], 0
+        chunk.append(item)
+        used += length
     if chunk:
         yield chunk
 
@@ -262,7 +372,7 @@ def send_bulk(base: str, auth: tuple[str, str], batches: Iterable[dict[str, Any]
     sent = 0
     with concurrent.futures.ThreadPoolExecutor(SYNTH_CONCURRENCY) as pool:
         pending: set[concurrent.futures.Future[int]] = set()
-        for chunk in chunked(batches, SYNTH_BULK):
+        for chunk in chunked(batches, SYNTH_BULK, SYNTH_BULK_BYTES):
             if len(pending) >= SYNTH_CONCURRENCY:
                 done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
                 sent += sum(future.result() for future in done)

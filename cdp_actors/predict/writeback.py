@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 import pandas as pd
@@ -31,6 +31,11 @@ from cdp_actors.access.keys import Secret, hash_secret
 from cdp_actors.config import Input, WorkspaceConfig
 from cdp_actors.control.changes import AddInput
 from cdp_actors.errors import BadRequest, NotFound
+from cdp_actors.predict import features as feature_set
+from cdp_actors.predict import registry
+from cdp_actors.predict import score as scoring
+from cdp_actors.predict.jobs import MapShards, ShardPaths, read_shard, shards
+from cdp_actors.predict.registry import Registered
 from cdp_actors.schema.events import MAX_SOURCE_REQUEST_ID_CHARS, decode_batch
 
 INTERNAL_INPUT_NAME: Final = "cdp predictive attributes (internal)"
@@ -243,9 +248,33 @@ def intake_append(input_id: int) -> Append:
 # ---- scoring as of now -----------------------------------------------------------------------------------------
 
 
-def score_now(name: str, snapshot_dir: Path, data_dir: str | Path) -> pd.DataFrame:
-    """The registry's model `name` applied to a snapshot: columns mpid, score, percentile (0-100). The scoring
-    itself is the core's (`cdp_actors.predict.score`), imported here so that this module stands without it."""
-    from cdp_actors.predict import score  # type: ignore[attr-defined]  # the core's module
+def score_now(
+    name: str, snapshot_dir: Path, data_dir: str | Path, now_ms: int, map_shards: MapShards | None = None
+) -> pd.DataFrame:
+    """The registry's latest model `name` applied to a snapshot as of `now_ms`: columns mpid, score, percentile."""
+    return score_snapshot(registry.latest(data_dir, name), snapshot_dir, now_ms, map_shards)
 
-    return score.score_snapshot(name=name, snapshot_dir=snapshot_dir, data_dir=data_dir)
+
+def score_snapshot(
+    model: Registered, snapshot_dir: str | Path, now_ms: int, map_shards: MapShards | None = None
+) -> pd.DataFrame:
+    """Every profile of the snapshot scored: features per shard with the model's vocabulary and lookback, as of
+    `now_ms` (a profile with no event in the lookback still gets a row: zero counts); probabilities per shard;
+    percentiles once over every user, so a user is ranked among all users, not among its shard's."""
+    mapper: MapShards = map_shards or (lambda function, items: map(function, items))
+    lookback_days = int(model.description["lookback_days"])
+
+    def shard_scores(paths: ShardPaths) -> pd.Series:
+        profiles, events = read_shard(paths)
+        frame = feature_set.features(profiles, events, model.vocabulary, now_ms, lookback_days)
+        return scoring.probability(model, frame) if len(frame) else pd.Series(dtype="float64", name="score")
+
+    parts = [part for part in mapper(shard_scores, shards(snapshot_dir)) if len(part)]
+    scores = cast(pd.Series, pd.concat(parts).sort_index()) if parts else pd.Series(dtype="float64", name="score")
+    return pd.DataFrame(
+        {
+            "mpid": scores.index.to_numpy(dtype="int64"),
+            "score": scores.to_numpy(dtype="float64"),
+            "percentile": scoring.percentiles(scores).to_numpy(dtype="int64"),
+        }
+    )
