@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import msgspec
-import pytest
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import INTERNAL_ERROR, Delivery
@@ -125,13 +124,6 @@ def acked(delivery: Delivery) -> list[bytes]:
 
 def fatal(alerts: list[Alert]) -> list[tuple[str, str]]:
     return [(alert.type, alert.message) for alert in alerts if alert.severity == FATAL]
-
-
-@pytest.fixture
-def partner() -> Any:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def test_a_poisoned_row_in_a_group_fails_alone_and_its_lane_goes_on(partner: Receiver, caplog) -> None:

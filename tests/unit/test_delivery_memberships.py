@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import pytest
 
 from cdp_actors.config import WorkspaceConfig
 from cdp_actors.forwarding.delivery import OUTPUT_REMOVED, Delivery
@@ -24,13 +23,6 @@ from tests.unit.test_delivery_faults import FAST_RETRY, row
 
 WEBHOOK, FACEBOOK = 1, 2
 BUYERS = 7
-
-
-@pytest.fixture
-def partner() -> Any:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def workspace(partner: Receiver, webhook_age_s: float = 0.05, retry: dict[str, Any] = FAST_RETRY) -> WorkspaceConfig:

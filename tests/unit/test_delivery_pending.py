@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Any
-
-import pytest
 
 from cdp_actors.forwarding.delivery import Delivery, Pending
 from cdp_actors.schema.records import Alert
 from tests.support import Receiver
 from tests.unit.test_delivery_faults import config, deliver, row
-
-
-@pytest.fixture
-def partner() -> Any:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def alert(n: int) -> Alert:

@@ -210,13 +210,6 @@ def test_outputs_connected_to_the_input_that_take_requests_active_or_paused() ->
 FAST_RETRY = {"max_attempts": 3, "base_delay_s": 0.01, "max_delay_s": 0.05, "request_timeout_s": 2}
 
 
-@pytest.fixture
-def partner() -> Any:
-    server = Receiver().start()
-    yield server
-    server.stop()
-
-
 def partner_outputs(base: str) -> list[dict[str, Any]]:
     """Firehose, Braze, Amplitude and Mixpanel outputs whose endpoints are paths of the local partner at `base`."""
     amplitude = {"api_key": "amp-key", "secret_key": "amp-secret", "privacy_api_url": f"{base}/amplitude"}

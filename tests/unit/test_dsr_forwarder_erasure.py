@@ -21,13 +21,6 @@ HOLDING_RETRY = {"max_attempts": 1_000, "base_delay_s": 0.05, "max_delay_s": 0.2
 """Retries that never give up while the test holds the partner down (a dropped row would pass the test)."""
 
 
-@pytest.fixture
-def partner() -> Any:
-    server = Receiver().start()
-    yield server
-    server.stop()
-
-
 def held_then_erased(partner: Receiver, batches_per_request: int, retry: dict[str, Any]) -> tuple[Delivery, int]:
     """Queue three rows of each user while the partner fails, erase ERASED while they are held, let the partner
     recover; returns the delivery once no lane is left, and what `forget` counted."""
