@@ -6,39 +6,47 @@ inside each command."""
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
-import datetime as dt
-import ipaddress
 import json
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
+from cdp_actors.predict.api import DEFAULT_DATA_DIR, DEFAULT_EVENTS_URL, DEMO_KEY
+from cdp_actors.predict.api import SYNTH_BULK as SYNTH_BULK
+from cdp_actors.predict.api import SYNTH_BULK_BYTES as SYNTH_BULK_BYTES
+from cdp_actors.predict.api import TRUTH_FILE as TRUTH_FILE
+from cdp_actors.predict.api import chunked as chunked
+from cdp_actors.predict.api import epoch_ms as epoch_ms
+from cdp_actors.predict.api import loopback_url as loopback_url
+from cdp_actors.predict.api import ray_map_shards as ray_map_shards
+from cdp_actors.predict.api import read_truth as read_truth
+from cdp_actors.predict.api import send_bulk as send_bulk
+from cdp_actors.predict.api import snapshot_now as snapshot_now
 from cdp_actors.predict.snapshot import EVENTS_DIR, PROFILES_DIR
-
-DEFAULT_DATA_DIR: Final = ".cdp-data"
-DEFAULT_EVENTS_URL: Final = "http://127.0.0.1:8000"
-DEMO_KEY: Final = ("demo-key", "demo-secret")
-"""The demo workspace's input (configs/workspace.yaml): what `synth` sends as unless told otherwise."""
-SYNTH_BULK: Final = 100
-"""Batches per `/v2/bulkevents` request: the platform's default `limits.max_bulk_batches`."""
-SYNTH_BULK_BYTES: Final = 200_000
-"""Bytes of JSON per request: under the Events API's 256 KB a request, with room for the array's own syntax."""
-SYNTH_CONCURRENCY: Final = 4
-"""Requests in flight at once: enough to keep two cores' ingest busy without piling into its backpressure."""
-SYNTH_RETRIES: Final = 20
-TRUTH_FILE: Final = "truth.parquet"
-"""`synth`'s true probability per customer_id, which `train --truth` reads for the oracle's AUC."""
-RETRY_WAIT_S: Final = 1.0  # after a 429/503: the platform's Retry-After is about this
-
 
 Join = Callable[[argparse.Namespace], None]
 """Joins the Ray of the platform that `--data-dir` / `--address` name (`cdp_actors.cli.join_platform_ray`)."""
+Command = Callable[[argparse.Namespace], int]
+USAGE_ERROR: Final = 2
+"""The exit code of a refused command (argparse's own for a bad flag): nothing was registered or written."""
+FLAGS: Final = {
+    "condition": "--goal-condition",
+    "goal_event": "--goal-event",
+    "goal_event_type": "--goal-event-type",
+    "window_days": "--window-days",
+    "lookback_days": "--lookback-days",
+    "name": "--name",
+    "model": "--model",
+    "run_id": "--run-id",
+    "data_dir": "--data-dir",
+    "url": "--url",
+    "since/until": "--since/--until",
+    "what": "what",
+}
+"""The API's argument (a refusal's path) -> the flag the command line user typed."""
 
 
 def add_commands(commands: Any, join: Join) -> None:
@@ -49,7 +57,7 @@ def add_commands(commands: Any, join: Join) -> None:
     export.add_argument("--since", default=None, help="events at or after: ISO date/time (UTC) or epoch ms")
     export.add_argument("--until", default=None, help="events before: ISO date/time (UTC) or epoch ms")
     attach_arguments(export, join)
-    export.set_defaults(run=cmd_export)
+    export.set_defaults(run=refusing(cmd_export))
 
     predict = commands.add_parser("predict", help="predictive attributes: train, score, list, show, synth")
     actions = predict.add_subparsers(dest="action", required=True)
@@ -57,37 +65,51 @@ def add_commands(commands: Any, join: Join) -> None:
     train.add_argument("--name", required=True)
     train.add_argument("--goal-event", required=True, help="an event name, or the preset purchase or churn")
     train.add_argument("--goal-event-type", default="custom_event")
+    train.add_argument(
+        "--goal-condition",
+        default=None,
+        type=json_object,
+        help="a calculated attribute condition on the goal event's custom attributes, as JSON: "
+        '\'{"type": "number", "operator": "greater_than", "attribute_name": "amount", "value": "100"}\'',
+    )
     train.add_argument("--window-days", type=int, default=30)
     train.add_argument("--lookback-days", type=int, default=90)
+    leaks = "a user attribute never used as a feature (one that leaks the goal); repeatable"
+    train.add_argument("--exclude-attribute", action="append", default=[], metavar="NAME", help=leaks)
     train.add_argument("--out", default=None, help="the run's report directory")
     train.add_argument("--model", default="sklearn", choices=("sklearn", "lightgbm"))
     train.add_argument("--truth", default=None, help="synth's --out: adds the oracle's AUC to the metrics")
+    snapshot_argument(train)
     attach_arguments(train, join)
-    train.set_defaults(run=cmd_train)
+    train.set_defaults(run=refusing(cmd_train))
 
     score = actions.add_parser("score", help="score every profile now and write the scores back as attributes")
     score.add_argument("--name", required=True)
     score.add_argument("--run-id", default=None, help="resume this run (default: the name's unfinished run, if any)")
+    snapshot_argument(score)
     attach_arguments(score, join)
-    score.set_defaults(run=cmd_score)
+    score.set_defaults(run=refusing(cmd_score))
 
     listing = actions.add_parser("list", help="the models in the registry")
     listing.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    listing.set_defaults(run=cmd_list)
+    listing.set_defaults(run=refusing(cmd_list))
     show = actions.add_parser("show", help="one model: its goal, windows, metrics, features")
     show.add_argument("name")
     show.add_argument("--version", type=int, default=None, help="default: the latest")
     show.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    show.set_defaults(run=cmd_show)
+    show.set_defaults(run=refusing(cmd_show))
 
     synth = actions.add_parser("synth", help="send synthetic users with known true probabilities to the Events API")
     synth.add_argument("--users", type=int, required=True)
     synth.add_argument("--out", required=True, help="where the true probabilities file goes")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--history-days", type=int, default=90, help="days of history per user")
+    synth.add_argument("--window-days", type=int, default=14, help="the purchase goal's window, ending the history")
+    synth.add_argument("--as-of", default=None, help="the history's end: ISO date/time or epoch ms (default: fixed)")
     synth.add_argument("--url", default=DEFAULT_EVENTS_URL, help="the platform's Events API (loopback only)")
     synth.add_argument("--key", default=os.environ.get("CDP_SYNTH_KEY", DEMO_KEY[0]))
     synth.add_argument("--secret", default=os.environ.get("CDP_SYNTH_SECRET", DEMO_KEY[1]))
-    synth.set_defaults(run=cmd_synth)
+    synth.set_defaults(run=refusing(cmd_synth))
 
 
 def attach_arguments(parser: argparse.ArgumentParser, join: Join) -> None:
@@ -96,80 +118,104 @@ def attach_arguments(parser: argparse.ArgumentParser, join: Join) -> None:
     parser.set_defaults(join=join)
 
 
+def snapshot_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--snapshot-dir",
+        default=None,
+        help="where the job's snapshot goes (default: DATA_DIR/predict/snapshots); on a cluster, a directory every "
+        "node sees (NFS, or any path every node mounts)",
+    )
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """`--goal-condition`'s value: a JSON object (argparse reports a ValueError as a bad value for the flag)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error.msg} at character {error.pos}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object (a calculated attribute condition)")
+    return value
+
+
+def refusing(command: Command) -> Command:
+    """`command`, with a refusal (bad arguments, an unknown model, too few examples) told on stderr naming the flag
+    at fault, and exit code 2 instead of a traceback."""
+    from cdp_actors.errors import BadRequest, RequestFailed
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except RequestFailed as error:
+            where = getattr(error, "path", None) if isinstance(error, BadRequest) else None
+            print(f"cdp {command_name(args)}: {refusal_text(error.message, where)}", file=sys.stderr, flush=True)
+            return USAGE_ERROR
+
+    return run
+
+
+def command_name(args: argparse.Namespace) -> str:
+    action = getattr(args, "action", None)
+    return f"predict {action}" if action else "export"
+
+
+def refusal_text(message: str, path: str | None) -> str:
+    """`message` with its path as the command line's flag: `--goal-condition (operator): ...`."""
+    if not path:
+        return message
+    text = message.removesuffix(f" - at `{path}`")
+    field, _, inner = path.partition(".")
+    flag = FLAGS.get(field, field)
+    return f"{flag} ({inner}): {text}" if inner else f"{flag}: {text}"
+
+
 def attach(args: argparse.Namespace) -> str:
     """Join the running platform's Ray (unless this process already is in it); its data directory, checked to be
     the one `--data-dir` names."""
     import ray
 
-    from cdp_actors import handles
+    from cdp_actors.predict import api
 
-    data_dir = str(Path(args.data_dir).resolve())
-    args.join(args)
-    try:
-        running = str(ray.get(handles.control().data_directory.remote()))
-    except ValueError:
-        raise SystemExit("no platform runs in this Ray; start `cdp serve`, or give --data-dir / --address") from None
-    if running != data_dir and not args.address:
-        raise SystemExit(f"the platform in this Ray keeps its data in {running}, not {data_dir}: give --data-dir")
-    return running
-
-
-def epoch_ms(text: str | None) -> int | None:
-    """Epoch milliseconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
-    if text is None:
-        return None
-    if text.lstrip("-").isdigit():
-        return int(text)
-    moment = dt.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return int(moment.timestamp() * 1000)
+    if not ray.is_initialized():
+        args.join(args)
+    return api.attach(args.data_dir, args.address)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cdp_actors.predict.export import KINDS, Window, export_snapshot
+    from cdp_actors.predict import api
 
     attach(args)
-    kinds = KINDS if args.what == "all" else (args.what,)
-    manifest = export_snapshot(args.out, kinds, Window(epoch_ms(args.since), epoch_ms(args.until)))
+    manifest = api.export(args.what, args.out, args.since, args.until, data_dir=args.data_dir, address=args.address)
     print(f"cdp export: {manifest.profiles} profiles, {manifest.events} events in {args.out}", file=sys.stderr)
     return 0
 
 
-def snapshot_now(data_dir: str, purpose: str) -> Path:
-    """A fresh snapshot of profiles and events for a job, in the data directory."""
-    from cdp_actors.predict.export import KINDS, Window, export_snapshot
-
-    out = Path(data_dir) / "predict" / "snapshots" / f"{purpose}-{int(time.time() * 1000)}"
-    phase(f"export ({purpose})")
-    export_snapshot(out, KINDS, Window())
-    return out
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import jobs
+    from cdp_actors.predict import api
 
-    data_dir = attach(args)
-    snapshot = snapshot_now(data_dir, f"train-{args.name}")
+    api.check_train(args.name, args.goal_event, args.goal_event_type, args.window_days, args.lookback_days,
+                    args.goal_condition, args.model)  # fmt: skip
+    attach(args)
     progress = PhaseBars()
     try:
-        result = jobs.train(
-            snapshot,
+        result = api.train(
             args.name,
             args.goal_event,
-            goal_event_type=args.goal_event_type,
-            window_days=args.window_days,
-            lookback_days=args.lookback_days,
-            data_dir=data_dir,
+            args.goal_event_type,
+            args.window_days,
+            args.lookback_days,
+            goal_condition=args.goal_condition,
+            exclude_attributes=args.exclude_attribute,
             out=args.out,
             model=args.model,
-            true_probability=read_truth(args.truth) if args.truth else None,
+            truth=args.truth,
+            data_dir=args.data_dir,
+            address=args.address,
+            snapshot_dir=args.snapshot_dir,
             progress=progress,
-            map_shards=ray_map_shards,
         )
     finally:
         progress.end()
-        shutil.rmtree(snapshot)  # the model keeps what it needs; a copy of every profile need not outlive the job
     print(json.dumps(train_summary(result, progress.seconds)), flush=True)
     return 0
 
@@ -192,8 +238,8 @@ def train_summary(result: Any, seconds: dict[str, float]) -> dict[str, Any]:
 
 
 class PhaseBars:
-    """`jobs.train`'s progress callback: a heading and a bar per phase on stderr, and each phase's seconds. A phase
-    is told of as its steps finish, so its time runs from the previous phase's last step to its own last."""
+    """A job's progress callback: a heading and a bar per phase on stderr, and each phase's seconds. A phase is
+    told of as its steps finish, so its time runs from the previous phase's last step to its own last."""
 
     def __init__(self) -> None:
         self.current: str | None = None
@@ -217,69 +263,20 @@ class PhaseBars:
         self.current = None
 
 
-def read_truth(path: str) -> dict[str, float]:
-    """`synth`'s true probabilities file (the file, or the `--out` directory holding it)."""
-    import pandas as pd
-
-    file = Path(path) / TRUTH_FILE if Path(path).is_dir() else Path(path)
-    truth = pd.read_parquet(file)
-    return dict(zip(truth["customer_id"].astype(str), truth["true_probability"].astype(float), strict=True))
-
-
-def ray_map_shards(function: Callable[[Any], Any], shards: list[Any]) -> Iterator[Any]:
-    """A `jobs` shard mapper: `function` over each shard's file pair as a Ray Data `map_batches` (one shard a
-    batch, one CPU a task), results yielded as the shards finish. Results travel pickled: they are DataFrames and
-    dataclasses, not Arrow rows."""
-    import logging
-    import pickle
-
-    import ray
-    import ray.data
-
-    # its per-dataset lines (and the notice that its own bars are off) would break the bars; errors still show
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-
-    def run(batch: Any) -> Any:  # a numpy batch: column -> array
-        return {"result": [pickle.dumps(function(shards[int(index)])) for index in batch["shard"]]}
-
-    dataset = ray.data.from_items([{"shard": index} for index in range(len(shards))], override_num_blocks=len(shards))
-    mapped = dataset.map_batches(run, batch_size=1, batch_format="numpy", num_cpus=1)
-    for row in mapped.iter_rows():
-        yield pickle.loads(row["result"])
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    from cdp_actors.predict import writeback
+    from cdp_actors.predict import api, registry
 
-    name = writeback.check_name(args.name)
-    data_dir = attach(args)
-    run = writeback.load_run(data_dir, args.run_id) if args.run_id else writeback.unfinished_run(data_dir, name)
-    if run is None:
-        snapshot = snapshot_now(data_dir, f"score-{name}")
-        phase("score")
-        started = now_ms()
-        scores = writeback.score_now(name, snapshot, data_dir, started, ray_map_shards)
-        run = writeback.start_run(data_dir, name, scores, started)
-        shutil.rmtree(snapshot)  # the run keeps its scores; a copy of every profile need not outlive it
-    else:
-        phase(f"resume {run.run_id}: {len(run.done)}/{run.chunks} chunks sent")
-    run = write_back(data_dir, run)
+    registry.check_name(args.name)
+    attach(args)
+    progress = PhaseBars()
+    try:
+        run = api.score(args.name, run_id=args.run_id, data_dir=args.data_dir, address=args.address,
+                        snapshot_dir=args.snapshot_dir, progress=progress)  # fmt: skip
+    finally:
+        progress.end()
     print(json.dumps({"run_id": run.run_id, "users": run.users, "accepted": run.accepted,
                       "duplicates": run.duplicates}), flush=True)  # fmt: skip
     return 0
-
-
-def write_back(data_dir: str, run: Any) -> Any:
-    """Send a run's remaining chunks through the platform's internal input, with a bar."""
-    from cdp_actors import handles
-    from cdp_actors.predict import writeback
-
-    phase("write back")
-    input_id = writeback.ensure_internal_input(handles.control())
-    writeback.send_run(data_dir, run, writeback.intake_append(input_id), lambda r: bar(len(r.done), r.chunks))
-    print(file=sys.stderr)
-    return run
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -302,88 +299,16 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from cdp_actors.predict import api
 
-    from cdp_actors.predict import synth
-
-    base = loopback_url(args.url)
-    generated = synth.synthesize(args.users, seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ids = list(generated.true_probability)
-    truth = pd.DataFrame(
-        {
-            "customer_id": ids,
-            "true_probability": [generated.true_probability[i] for i in ids],
-            "purchased": [generated.purchased[i] for i in ids],
-        }
-    )
-    truth.to_parquet(out / TRUTH_FILE, index=False)
-    phase(f"send {args.users} users ({len(generated.batches)} batches) to {base}/v2/bulkevents")
-    sent = send_bulk(base, (args.key, args.secret), generated.batches)
-    print(f"\ncdp predict synth: {sent} batches accepted; true probabilities in {out / TRUTH_FILE}",
+    base = api.loopback_url(args.url)
+    phase(f"send {args.users} users to {base}/v2/bulkevents")
+    sent = api.synth(args.users, args.out, args.seed, history_days=args.history_days, window_days=args.window_days,
+                     as_of=args.as_of, url=base, key=args.key, secret=args.secret,
+                     progress=lambda _, done, total: bar(done, total))  # fmt: skip
+    print(f"\ncdp predict synth: {sent} batches accepted; true probabilities in {Path(args.out) / TRUTH_FILE}",
           file=sys.stderr)  # fmt: skip
     return 0
-
-
-def loopback_url(url: str) -> str:
-    """`synth` sends personal-looking data; it only ever sends it to a platform on this machine."""
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise SystemExit(f"cdp predict synth sends to a platform on this machine only (127.0.0.1), not {host!r}")
-    return url.rstrip("/")
-
-
-def chunked(items: Iterable[dict[str, Any]], size: int, max_bytes: int) -> Iterator[list[dict[str, Any]]]:
-    """Requests of at most `size` batches and about `max_bytes` of JSON (a lone larger batch goes alone)."""
-    chunk: list[dict[str, Any]] = []
-    used = 0
-    for item in items:
-        length = len(json.dumps(item)) + 2  # and its ", "
-        if chunk and (len(chunk) == size or used + length > max_bytes):
-            yield chunk
-            chunk, used = [], 0
-        chunk.append(item)
-        used += length
-    if chunk:
-        yield chunk
-
-
-def send_bulk(base: str, auth: tuple[str, str], batches: Iterable[dict[str, Any]]) -> int:
-    """POST the batches to `/v2/bulkevents` in requests of SYNTH_BULK, SYNTH_CONCURRENCY at a time (a bounded
-    window: the generator is read only as fast as the platform accepts); returns the batches accepted."""
-    import requests
-
-    session = requests.Session()
-
-    def post(chunk: list[dict[str, Any]]) -> int:
-        for _ in range(SYNTH_RETRIES):
-            answer = session.post(f"{base}/v2/bulkevents", json=chunk, auth=auth, timeout=60)
-            if answer.status_code not in (429, 503):
-                answer.raise_for_status()
-                return len(chunk)
-            time.sleep(RETRY_WAIT_S)
-        raise SystemExit(f"the platform kept refusing with {answer.status_code}: it is overloaded")
-
-    sent = 0
-    with concurrent.futures.ThreadPoolExecutor(SYNTH_CONCURRENCY) as pool:
-        pending: set[concurrent.futures.Future[int]] = set()
-        for chunk in chunked(batches, SYNTH_BULK, SYNTH_BULK_BYTES):
-            if len(pending) >= SYNTH_CONCURRENCY:
-                done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                sent += sum(future.result() for future in done)
-                print(f"\r{sent} batches sent", end="", file=sys.stderr, flush=True)
-            pending.add(pool.submit(post, chunk))
-        sent += sum(future.result() for future in concurrent.futures.as_completed(pending))
-    return sent
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def phase(name: str) -> None:
@@ -394,5 +319,5 @@ BAR_WIDTH: Final = 30
 
 
 def bar(done: int, total: int) -> None:
-    filled = BAR_WIDTH * done // total if total else BAR_WIDTH
+    filled = min(BAR_WIDTH, BAR_WIDTH * done // total) if total else BAR_WIDTH
     print(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)

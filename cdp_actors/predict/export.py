@@ -197,6 +197,8 @@ class Progress:
 class ShardResult:
     shard: int
     rows: dict[str, int] = field(default_factory=dict)
+    node_id: str = ""
+    """The Ray node the shard's files were written on (set by the Ray task)."""
 
 
 def export_shard(
@@ -237,7 +239,14 @@ def write_parquet(path: Path, schema: pa.Schema, rows: Iterable[dict[str, Any]])
     os.replace(partial, path)
 
 
-def write_manifest(out_dir: str | Path, window: Window, shards: int, counts: dict[str, int], now_ms: int) -> Manifest:
+def write_manifest(
+    out_dir: str | Path,
+    window: Window,
+    shards: int,
+    counts: dict[str, int],
+    now_ms: int,
+    nodes: dict[str, str] | None = None,
+) -> Manifest:
     """`manifest.json`; a kind not exported now keeps the count an earlier export into the same directory wrote."""
     path = Path(out_dir) / MANIFEST
     earlier = msgspec.json.decode(path.read_bytes(), type=Manifest) if path.exists() else None
@@ -248,6 +257,7 @@ def write_manifest(out_dir: str | Path, window: Window, shards: int, counts: dic
         shards=shards,
         profiles=counts.get(PROFILES_DIR, earlier.profiles if earlier else 0),
         events=counts.get(EVENTS_DIR, earlier.events if earlier else 0),
+        nodes=nodes or {},
     )
     path.write_text(json.dumps(msgspec.to_builtins(manifest), indent=2) + "\n")
     return manifest
@@ -311,6 +321,7 @@ def export_snapshot(out_dir: str | Path, kinds: Sequence[str], window: Window, s
         options = task.options(scheduling_strategy=strategy, num_returns="streaming")
         generators.append(options.remote(store_path, index, str(out), list(kinds), window))
     counts = dict.fromkeys(kinds, 0)
+    nodes: dict[str, str] = {}
     bars = Bars(shards, stream)
     try:
         for item in _merged(generators):
@@ -319,9 +330,10 @@ def export_snapshot(out_dir: str | Path, kinds: Sequence[str], window: Window, s
             else:
                 for kind, rows in item.rows.items():
                     counts[kind] += rows
+                nodes[str(item.shard)] = item.node_id
     finally:
         bars.close()
-    return write_manifest(out, window, shards, counts, int(time.time() * 1000))
+    return write_manifest(out, window, shards, counts, int(time.time() * 1000), nodes)
 
 
 def _merged(generators: list[Any]) -> Iterator[Progress | ShardResult]:
@@ -357,4 +369,9 @@ _END: Final = object()
 def _export_task(
     store_path: str, shard: int, out_dir: str, kinds: list[str], window: Window
 ) -> Iterator[Progress | ShardResult]:
-    yield from export_shard(store_path, shard, out_dir, kinds, window)
+    import ray
+
+    for item in export_shard(store_path, shard, out_dir, kinds, window):
+        if isinstance(item, ShardResult):
+            item.node_id = ray.get_runtime_context().get_node_id()
+        yield item

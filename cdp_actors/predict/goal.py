@@ -113,7 +113,8 @@ def _condition(condition: dict[str, Any] | Condition | None) -> Condition | None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise BadRequest(first["msg"], f"condition.{where}" if where else "condition") from None
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's own refusal
+        raise BadRequest(message, f"condition.{where}" if where else "condition") from None
 
 
 def goal_events(goal: Goal, events: pd.DataFrame) -> pd.Series:

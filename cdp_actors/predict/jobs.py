@@ -94,7 +94,7 @@ def train(
     goal_event: str,
     goal_event_type: str = "custom_event",
     window_days: int = 30,
-    lookback_days: int = 180,
+    lookback_days: int = 90,
     data_dir: str | Path = ".",
     out: str | Path | None = None,
     model: str = DEFAULT_MODEL,

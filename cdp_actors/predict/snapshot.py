@@ -56,3 +56,5 @@ class Manifest(msgspec.Struct):
     shards: int
     profiles: int
     events: int
+    nodes: dict[str, str] = {}
+    """Shard index -> the Ray node id its files were written on (the node holding the shard)."""

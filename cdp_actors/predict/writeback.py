@@ -52,13 +52,8 @@ OVERLOADED_GIVE_UP_S: Final = 600.0
 RUNS_DIR: Final = "predict/runs"
 RUN_FILE: Final = "run.json"
 SCORES_FILE: Final = "scores.parquet"
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-def check_name(name: str) -> str:
-    if not NAME.match(name):
-        raise BadRequest("a prediction's name is 1-64 of a-z, 0-9 and _, starting with a letter", "name")
-    return name
+RUN_ID: Final = re.compile(r"[a-z][a-z0-9_]{0,47}-[0-9]{1,16}-[0-9a-f]{6}")
+"""`<name>-<created ms>-<6 hex digits>` (`start_run`): a run id names a directory, so nothing else is taken."""
 
 
 def score_attribute(name: str) -> str:
@@ -138,6 +133,8 @@ def save_run(data_dir: str | Path, run: ScoringRun) -> None:
 
 
 def load_run(data_dir: str | Path, run_id: str) -> ScoringRun:
+    if not RUN_ID.fullmatch(run_id):
+        raise BadRequest("run_id must be a scoring run's id, as `cdp predict score` printed it", "run_id")
     path = run_dir(data_dir, run_id) / RUN_FILE
     if not path.exists():
         raise NotFound(f"no scoring run {run_id!r}")
@@ -147,7 +144,8 @@ def load_run(data_dir: str | Path, run_id: str) -> ScoringRun:
 def unfinished_run(data_dir: str | Path, name: str) -> ScoringRun | None:
     """The newest run of `name` that has not sent every chunk (a run ended by a kill), if any."""
     root = runs_dir(data_dir)
-    runs = [load_run(data_dir, d.name) for d in root.iterdir() if (d / RUN_FILE).exists()] if root.exists() else []
+    found = [d.name for d in root.iterdir() if RUN_ID.fullmatch(d.name)] if root.exists() else []
+    runs = [load_run(data_dir, run_id) for run_id in found if (root / run_id / RUN_FILE).exists()]
     pending = [r for r in runs if r.name == name and not r.finished]
     return max(pending, key=lambda r: r.created_ms) if pending else None
 
@@ -156,7 +154,7 @@ def start_run(
     data_dir: str | Path, name: str, scores: pd.DataFrame, now_ms: int, chunk_users: int = CHUNK_USERS
 ) -> ScoringRun:
     """Record a new run with its scores (columns mpid, score, percentile), before anything is sent."""
-    run_id = f"{name}-{now_ms}-{secrets.token_hex(3)}"
+    run_id = f"{registry.check_name(name)}-{now_ms}-{secrets.token_hex(3)}"
     directory = run_dir(data_dir, run_id)
     directory.mkdir(parents=True, mode=0o700)
     scores[["mpid", "score", "percentile"]].to_parquet(directory / SCORES_FILE, index=False)

@@ -10,7 +10,7 @@ import pytest
 
 from cdp_actors.errors import BadRequest
 from cdp_actors.intake.log import AppendResult, IntakeLogCore, _Pending
-from cdp_actors.predict import writeback
+from cdp_actors.predict import registry, writeback
 from cdp_actors.schema.events import decode_batch
 from cdp_actors.schema.records import decode_log_record
 
@@ -82,11 +82,22 @@ def test_sending_the_same_run_again_writes_nothing(tmp_path: Path, log: IntakeLo
         assert txn.stat(log.store.db("log"))["entries"] == USERS
 
 
-def test_a_prediction_name_is_a_plain_attribute_word() -> None:
-    assert writeback.check_name("churn_30d") == "churn_30d"
-    for bad in ("", "Buy", "9lives", "a-b", "x" * 65):
+def test_a_prediction_name_is_a_plain_attribute_word_by_one_rule_for_training_and_scoring(tmp_path: Path) -> None:
+    assert registry.check_name("churn_30d") == "churn_30d"
+    assert registry.check_name("x" * 48) == "x" * 48
+    for bad in ("", "Buy", "9lives", "a-b", "x" * 49):
         with pytest.raises(BadRequest):
-            writeback.check_name(bad)
+            registry.check_name(bad)
+        with pytest.raises(BadRequest):
+            writeback.start_run(tmp_path, bad, scores(), now_ms=1)  # scoring refuses what the registry refuses
+
+
+def test_a_run_id_names_a_run_and_nothing_else(tmp_path: Path) -> None:
+    run = writeback.start_run(tmp_path, "buy", scores(), now_ms=1)
+    assert writeback.load_run(tmp_path, run.run_id).run_id == run.run_id
+    for bad in ("../../etc", "buy-1", run.run_id + "/..", ""):
+        with pytest.raises(BadRequest):
+            writeback.load_run(tmp_path, bad)
 
 
 def test_the_internal_input_keeps_no_secret_a_client_could_use() -> None:
@@ -97,7 +108,7 @@ def test_the_internal_input_keeps_no_secret_a_client_could_use() -> None:
 
 
 def test_source_request_ids_fit_the_intakes_limit() -> None:
-    run = writeback.ScoringRun("x" * 64 + "-1764547200000-abcdef", "x" * 64, 1, 1, 1)
+    run = writeback.ScoringRun("x" * 48 + "-1764547200000-abcdef", "x" * 48, 1, 1, 1)
     table = pd.DataFrame({"mpid": [-(2**63)], "score": [0.5], "percentile": [50]})
     [(srid, _)] = writeback.chunk_batches(run, table, 0)
     assert srid is not None and len(srid) <= 120
