@@ -253,7 +253,8 @@ class PhaseBars:
             self.end()
             self.current, self.began = name, self.last_step
             phase(name)
-        bar(done, total)
+        if done:  # a phase's start only heads it: the export draws its own bars under the heading
+            bar(done, total)
         self.seconds[name] = now - self.began
         self.last_step = now
 
