@@ -175,9 +175,11 @@ def run(work: Path) -> dict[str, Any]:
 
 
 def predict_on_cluster(work: Path, api: Api, data_dir: Path, shard_nodes: list[str], shards: int) -> dict[str, Any]:
-    """synth -> train -> score on the cluster, through the command line as a data scientist runs it (in this
-    process, which is already in the cluster's Ray: the commands attach to it)."""
+    """synth (the Python API, a history ending now) -> train -> score on the cluster, through the command line as a
+    data scientist runs it (in this process, which is already in the cluster's Ray: the commands attach to it)."""
     started = time.monotonic()
+    audience_id = create_audience(api, {"user_attribute": writeback.percentile_attribute(MODEL), "type": "number",
+                                        "operator": "greater_or_equal", "value": "80"})  # fmt: skip
     ends_ms = int(time.time() * 1000) - HOUR_MS  # the history ends now, so scoring "as of now" sees it
     sent = predict.synth(SYNTH_USERS, work / "synth", SYNTH_SEED, history_days=SYNTH_HISTORY_DAYS, window_days=7,
                          as_of=ends_ms, url=api.base)  # fmt: skip
@@ -208,16 +210,35 @@ def predict_on_cluster(work: Path, api: Api, data_dir: Path, shard_nodes: list[s
     assert run.users == len(scores) >= SYNTH_USERS and scores["percentile"].nunique() > 10  # real scores, ranked
     per_shard = check_scores(api, scores, shards)
     assert all(per_shard.values()) and len(per_shard) == shards, per_shard
+    # the real-time audience on the percentile holds exactly the users scored at 80 or above
+    top = int((scores["percentile"] >= 80).sum())
+    assert 0 < top < run.users
+    wait_for(lambda: audience_size(api, audience_id) == top, timeout=120, what="the audience's members")
     return {
         "synth_batches": sent,
         "users_scored": run.users,
         "users_checked_per_shard": per_shard,
         "auc": shown["metrics"]["auc"],
+        "audience_members": top,
         "export_nodes": [export_nodes[str(index)] for index in range(shards)],
         "synth_s": round(synth_s, 1),
         "train_s": round(trained_s - synth_s, 1),
         "score_s": round(scored_s - trained_s, 1),
     }
+
+
+def create_audience(api: Api, criteria: dict[str, Any]) -> int:
+    body = {"name": "Top wishers", "criteria": criteria}
+    answer = api.http.post(f"{api.base}/platform/v1/audiences", params={"accountId": "1"}, json=body, timeout=30,
+                           headers={"Authorization": api.bearer()})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["data"][0]["id"])
+
+
+def audience_size(api: Api, audience_id: int) -> int:
+    answer = api.http.get(f"{api.base}/platform/v1/audiences/{audience_id}", params={"accountId": "1"}, timeout=30,
+                          headers={"Authorization": api.bearer()})  # fmt: skip
+    return int(answer.json()["data"][0]["size"])
 
 
 def check_scores(api: Api, scores: pd.DataFrame, shards: int) -> dict[int, int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 from tests.integration.test_recovery import kill_9
 
-SCENARIO_TIMEOUT_S = 300  # ~3 min on two cores shared with two other Ray clusters (~30 s of it the predictions)
+SCENARIO_TIMEOUT_S = 420  # ~1 min on two quiet cores; 3-4 min at a load average of 8 (other Ray clusters on them)
 
 
 def test_shards_spread_over_nodes_stay_pinned_and_the_flow_and_predictions_run_end_to_end(tmp_path: Path) -> None:
@@ -50,3 +50,4 @@ def test_shards_spread_over_nodes_stay_pinned_and_the_flow_and_predictions_run_e
     assert predict["export_nodes"] == ["data-a", "data-b (new)"]
     assert all(users > 0 for users in predict["users_checked_per_shard"].values())
     assert predict["users_scored"] >= 400 and 0.5 < predict["auc"] <= 1
+    assert 0 < predict["audience_members"] < predict["users_scored"]  # the audience on percentile >= 80
