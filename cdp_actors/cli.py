@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import ipaddress
 import json
 import os
 import random
@@ -19,7 +18,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from cdp_actors.lifetime import (
     end_processes,
     reap_adopted,
 )
+from cdp_actors.ray_attach import is_loopback, join_platform_ray, node_ip_on_loopback, platform_ray_address
 
 if TYPE_CHECKING:
     from cdp_actors.intake.deadletter import DeadLetterPage
@@ -191,35 +191,6 @@ def start_ray(
             object_store_memory=OBJECT_STORE_BYTES,
             log_to_driver=False,
         )
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name
-        return False
-
-
-@contextlib.contextmanager
-def node_ip_on_loopback(enabled: bool) -> Iterator[None]:
-    """While Ray starts, make it take 127.0.0.1 as this node's address, as it does on macOS and Windows.
-
-    Ray 2.58 binds its GCS, raylet, object manager, worker, agent and metrics ports to every interface unless
-    the node's address is a loopback one, and turns any loopback address given to `ray.init(_node_ip_address=)`
-    into the machine's network address, unless `ray_constants.ENABLE_RAY_CLUSTER` (env
-    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, read once at import) is off. Set for the start only: Ray's own processes
-    get the address as an argument, and the flag means nothing else on Linux."""
-    if not enabled:
-        yield
-        return
-    from ray._private import ray_constants
-
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
-        yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def stop_orphaned_ingress(port: int) -> list[int]:
@@ -493,28 +464,6 @@ def replay_dead_letters(seqs: list[int] | None) -> dict[str, Any]:
         ray.get(dispatcher.forget_dead_letters.remote([entry["seq"]]))
         report["replayed"].append(entry["seq"])
     return report
-
-
-def platform_ray_address(args: argparse.Namespace) -> str:
-    """--address, else the address the platform on --data-dir wrote (its dispatcher does at start), else auto."""
-    from cdp_actors.intake.dispatcher import RAY_ADDRESS_FILE
-
-    if args.address:
-        return args.address
-    noted = Path(args.data_dir) / RAY_ADDRESS_FILE
-    return noted.read_text().strip() if noted.exists() else "auto"
-
-
-def join_platform_ray(args: argparse.Namespace) -> None:
-    """Join the Ray of the platform on --data-dir (or --address), unless this process already is in one."""
-    import ray
-
-    from cdp_actors.partition import NAMESPACE
-
-    if not ray.is_initialized():
-        address = platform_ray_address(args)
-        with node_ip_on_loopback(is_loopback(address.rpartition(":")[0])):  # else Ray looks on the LAN address
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:

@@ -69,7 +69,7 @@ def attach(data_dir: str | Path = DEFAULT_DATA_DIR, address: str | None = None) 
 
     wanted = str(Path(data_dir).resolve())
     if not ray.is_initialized():
-        from cdp_actors.cli import join_platform_ray  # finds the address as every `cdp` command does
+        from cdp_actors.ray_attach import join_platform_ray  # finds the address as every `cdp` command does
 
         join_platform_ray(argparse.Namespace(data_dir=str(data_dir), address=address))
     try:

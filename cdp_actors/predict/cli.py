@@ -28,7 +28,7 @@ from cdp_actors.predict.api import snapshot_now as snapshot_now
 from cdp_actors.predict.snapshot import EVENTS_DIR, PROFILES_DIR
 
 Join = Callable[[argparse.Namespace], None]
-"""Joins the Ray of the platform that `--data-dir` / `--address` name (`cdp_actors.cli.join_platform_ray`)."""
+"""Joins the Ray of the platform that `--data-dir` / `--address` name (`cdp_actors.ray_attach.join_platform_ray`)."""
 Command = Callable[[argparse.Namespace], int]
 USAGE_ERROR: Final = 2
 """The exit code of a refused command (argparse's own for a bad flag): nothing was registered or written."""
