@@ -434,6 +434,7 @@ BENCH_USERS = {
     "overload": 10_000,
     "delivery": 10_000,
     "audiences": 10_000,
+    "predict": 200_000,
 }
 
 
@@ -675,7 +676,8 @@ def parser() -> argparse.ArgumentParser:
         "--users",
         type=int,
         default=None,
-        help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
+        help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles; "
+        "predict: 200,000 synthetic users",
     )
     bench.add_argument(
         "--rate",
@@ -699,6 +701,9 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--backfill-users", type=int, default=None, help="audiences: users whose history a CA backfills (20,000)"
     )
+    bench.add_argument("--history-days", type=int, default=30, help="predict: days of synthetic history")
+    bench.add_argument("--session-rate", type=float, default=0.1, help="predict: scale of synthetic sessions a day")
+    bench.add_argument("--seed", type=int, default=0, help="predict: the synthetic users' seed")
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
     add_ingress_argument(bench)
