@@ -434,7 +434,7 @@ BENCH_USERS = {
     "overload": 10_000,
     "delivery": 10_000,
     "audiences": 10_000,
-    "predict": 200_000,
+    "predict": 1_000_000,
 }
 
 
@@ -677,7 +677,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles; "
-        "predict: 200,000 synthetic users",
+        "predict: 1,000,000 synthetic users (speed)",
     )
     bench.add_argument(
         "--rate",
@@ -701,8 +701,12 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--backfill-users", type=int, default=None, help="audiences: users whose history a CA backfills (20,000)"
     )
-    bench.add_argument("--history-days", type=int, default=30, help="predict: days of synthetic history")
-    bench.add_argument("--session-rate", type=float, default=0.1, help="predict: scale of synthetic sessions a day")
+    bench.add_argument("--predict-phases", default="quality,speed", help="predict: quality, speed or both")
+    bench.add_argument("--history-days", type=int, default=30, help="predict, speed: days of synthetic history")
+    bench.add_argument("--session-rate", type=float, default=0.15, help="predict, speed: sessions a day, scaled")
+    bench.add_argument("--quality-users", type=int, default=200_000, help="predict: users of the quality phase")
+    bench.add_argument("--quality-history-days", type=int, default=90, help="predict, quality: days of history")
+    bench.add_argument("--quality-session-rate", type=float, default=1.0, help="predict, quality: sessions scale")
     bench.add_argument("--seed", type=int, default=0, help="predict: the synthetic users' seed")
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")

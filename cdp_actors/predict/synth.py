@@ -187,33 +187,46 @@ def synthesize_frames(
     as_of_ms: int = 1_790_000_000_000,
     session_rate: float = 1.0,
 ) -> SyntheticFrames:
-    """The frames `snapshot_frames(synthesize(...).batches)` gives, for the same arguments, built from the columns:
-    for populations whose batches (a dict per event) would not fit in memory."""
-    rng = np.random.default_rng(seed)
-    shape = _Shape(as_of_ms - history_days * DAY_MS, history_days, window_days, session_rate)
-    profiles, events, truth = [], [], {}
-    for first in range(0, users, BLOCK_USERS):
-        block = _users(rng, seed, range(first, min(users, first + BLOCK_USERS)), shape)
-        mpids = np.array([_mpid(customer_id) for customer_id in block.ids], dtype=np.int64)
-        events.append(_event_frame(mpids, block.columns))
-        profiles.append(_profile_frame(mpids, block))
-        truth.update(zip(block.ids, block.probability.tolist(), strict=True))
+    """The frames `snapshot_frames(synthesize(...).batches)` gives, for the same arguments, built from the columns
+    with no batch in between."""
+    blocks = list(synthesize_frame_blocks(users, seed, history_days, window_days, as_of_ms, session_rate))
     return SyntheticFrames(
-        pd.concat(profiles, ignore_index=True),
-        pd.concat(events, ignore_index=True),
-        truth,
+        pd.concat([block.profiles for block in blocks], ignore_index=True),
+        pd.concat([block.events for block in blocks], ignore_index=True),
+        {key: value for block in blocks for key, value in block.true_probability.items()},
         as_of_ms,
         window_days,
         history_days,
     )
 
 
+def synthesize_frame_blocks(
+    users: int,
+    seed: int = 0,
+    history_days: int = 90,
+    window_days: int = 14,
+    as_of_ms: int = 1_790_000_000_000,
+    session_rate: float = 1.0,
+) -> Iterator[SyntheticFrames]:
+    """`synthesize_frames`, `BLOCK_USERS` users at a time: populations whose events would not fit in memory at once
+    are written block by block (a snapshot shard each)."""
+    rng = np.random.default_rng(seed)
+    shape = _Shape(as_of_ms - history_days * DAY_MS, history_days, window_days, session_rate)
+    for first in range(0, users, BLOCK_USERS):
+        block = _users(rng, seed, range(first, min(users, first + BLOCK_USERS)), shape)
+        mpids = np.array([_mpid(customer_id) for customer_id in block.ids], dtype=np.int64)
+        truth = dict(zip(block.ids, block.probability.tolist(), strict=True))
+        events, profiles = _event_frame(mpids, block.columns), _profile_frame(mpids, block)
+        yield SyntheticFrames(profiles, events, truth, as_of_ms, window_days, history_days)
+
+
+_NONE: Final = np.array(None, dtype=object)
 _KIND_TYPES: Final = np.array(["session_start", "screen_view", "custom_event", "commerce_event"], dtype=object)
 
 
 def _event_frame(mpids: np.ndarray, columns: dict[str, np.ndarray]) -> pd.DataFrame:
     kind = columns["kind"]
-    names = np.where(kind == _CUSTOM, np.array(EVENT_NAMES, dtype=object)[np.maximum(columns["name"], 0)], None)
+    names = np.where(kind == _CUSTOM, np.array(EVENT_NAMES, dtype=object)[np.maximum(columns["name"], 0)], _NONE)
     names = np.where(kind == _SCREEN, "home", names)
     purchase = kind == _PURCHASE
     return pd.DataFrame(
@@ -222,8 +235,8 @@ def _event_frame(mpids: np.ndarray, columns: dict[str, np.ndarray]) -> pd.DataFr
             "timestamp_ms": columns["at"].astype(np.int64),
             "event_type": _KIND_TYPES[kind],
             "event_name": names,
-            "custom_event_type": np.where(kind == _CUSTOM, "navigation", None),
-            "product_action": np.where(purchase, "purchase", None),
+            "custom_event_type": np.where(kind == _CUSTOM, "navigation", _NONE),
+            "product_action": np.where(purchase, "purchase", _NONE),
             "revenue": np.where(purchase, columns["amount"], np.nan),
             "session_id": columns["session"].astype(np.int64),
             "attributes": "{}",
@@ -235,13 +248,14 @@ def _profile_frame(mpids: np.ndarray, users: _Users) -> pd.DataFrame:
     user = users.columns["user"]
     counts = np.bincount(user, minlength=len(mpids))
     at = users.columns["at"]
-    first = np.where(counts > 0, np.minimum.reduceat(at, np.minimum(np.cumsum(counts) - counts, len(at) - 1)), 0)
-    last = np.where(counts > 0, at[np.maximum(np.cumsum(counts) - 1, 0)], 0)
+    ends = np.cumsum(counts)  # a user's events are contiguous and sorted by time
+    first = np.where(counts > 0, at[np.minimum(ends - counts, max(len(at) - 1, 0))], 0) if len(at) else counts
+    last = np.where(counts > 0, at[np.maximum(ends - 1, 0)], 0) if len(at) else counts
     return pd.DataFrame(
         {
             "mpid": mpids,
-            "first_seen_ms": first.astype(np.int64) if len(at) else np.zeros(len(mpids), np.int64),
-            "last_seen_ms": last.astype(np.int64) if len(at) else np.zeros(len(mpids), np.int64),
+            "first_seen_ms": first.astype(np.int64),
+            "last_seen_ms": last.astype(np.int64),
             "user_attributes": [json.dumps(attributes) for attributes in users.attributes],
             "identity_types": [["customer_id", "email"] for _ in mpids],
             "gdpr_consent": "{}",

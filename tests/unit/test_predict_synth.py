@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 
 from cdp_actors.predict.goal import DAY_MS
-from cdp_actors.predict.synth import LAPSED_SHARE, synthesize, synthesize_blocks
+from cdp_actors.predict.synth import (
+    LAPSED_SHARE,
+    snapshot_frames,
+    synthesize,
+    synthesize_blocks,
+    synthesize_frame_blocks,
+    synthesize_frames,
+)
 
 AS_OF = 1_790_000_000_000
 
@@ -72,3 +80,13 @@ def test_blocks_are_the_same_users_as_one_call() -> None:
     assert [len(block.true_probability) for block in blocks] == [100, 100, 50]
     ids = [customer_id for block in blocks for customer_id in block.true_probability]
     assert ids == [f"synth-3-{number:07d}" for number in range(250)]
+
+
+def test_frames_are_the_snapshot_of_the_batches() -> None:
+    batches = synthesize(400, seed=5, history_days=30, session_rate=0.3).batches
+    profiles, events = snapshot_frames(batches)
+    direct = synthesize_frames(400, seed=5, history_days=30, session_rate=0.3)
+    pd.testing.assert_frame_equal(direct.profiles, profiles.reset_index(drop=True), check_dtype=False)
+    pd.testing.assert_frame_equal(direct.events, events.reset_index(drop=True), check_dtype=False)
+    blocks = list(synthesize_frame_blocks(400, seed=5, history_days=30, session_rate=0.3))
+    assert sum(len(block.events) for block in blocks) == len(events)
