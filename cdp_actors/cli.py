@@ -405,6 +405,7 @@ BENCH_USERS = {
     "overload": 10_000,
     "delivery": 10_000,
     "audiences": 10_000,
+    "predict": 1_000_000,
 }
 
 
@@ -624,7 +625,8 @@ def parser() -> argparse.ArgumentParser:
         "--users",
         type=int,
         default=None,
-        help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles",
+        help="ingest, fanout, overload, delivery: 10,000; e2e, skew: 1,000,000; identity: 1,000,000 profiles; "
+        "predict: 1,000,000 synthetic users (speed)",
     )
     bench.add_argument(
         "--rate",
@@ -648,6 +650,13 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--backfill-users", type=int, default=None, help="audiences: users whose history a CA backfills (20,000)"
     )
+    bench.add_argument("--predict-phases", default="quality,speed", help="predict: quality, speed or both")
+    bench.add_argument("--history-days", type=int, default=30, help="predict, speed: days of synthetic history")
+    bench.add_argument("--session-rate", type=float, default=0.15, help="predict, speed: sessions a day, scaled")
+    bench.add_argument("--quality-users", type=int, default=200_000, help="predict: users of the quality phase")
+    bench.add_argument("--quality-history-days", type=int, default=90, help="predict, quality: days of history")
+    bench.add_argument("--quality-session-rate", type=float, default=1.0, help="predict, quality: sessions scale")
+    bench.add_argument("--seed", type=int, default=0, help="predict: the synthetic users' seed")
     bench.add_argument("--shards", type=int, default=None, help="profile shards (default: the config's)")
     bench.add_argument("--forwarders", type=int, default=None, help="forwarders (default: the config's)")
     add_ingress_argument(bench)

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, cast
 
+import msgspec
 import numpy as np
 import pandas as pd
 
@@ -120,17 +121,23 @@ def shard_counts(
         event_types=Counter(_column(before, "event_type").dropna().value_counts().to_dict()),
     )
     left_out = set(exclude)
-    for text in profiles["user_attributes"]:
-        for name, value in _object(text).items():
+    for attributes in _objects(profiles["user_attributes"]):
+        for name, value in attributes.items():
             if name.startswith(WRITTEN_BACK_PREFIX) or name in left_out or isinstance(value, (list, dict)):
                 continue
             _count_attribute(counts, name, value)
-    for text in profiles["calculated_attributes"]:
-        counts.calculated.update(name for name in _object(text) if name not in left_out)
-    for text in profiles["gdpr_consent"]:
-        counts.purposes.update(_object(text))
-    for types in profiles["identity_types"]:
-        counts.identity_types.update(_strings(types))
+    codes, calculated = _unique_objects(profiles["calculated_attributes"])
+    per_value = np.bincount(codes, minlength=len(calculated))
+    for times, value in zip(per_value.tolist(), calculated, strict=True):
+        counts.calculated.update(dict.fromkeys((name for name in value if name not in left_out), times))
+    codes, consents = _unique_objects(profiles["gdpr_consent"])
+    per_value = np.bincount(codes, minlength=len(consents))
+    for times, value in zip(per_value.tolist(), consents, strict=True):
+        counts.purposes.update(dict.fromkeys(value, times))
+    codes, kinds = _unique(profiles["identity_types"].map(_strings_key))
+    per_value = np.bincount(codes, minlength=len(kinds))
+    for times, key in zip(per_value.tolist(), kinds, strict=True):
+        counts.identity_types.update(dict.fromkeys(_key_strings(key), times))
     return counts
 
 
@@ -260,33 +267,68 @@ def _history_summary(history: pd.DataFrame, cutoff_ms: int, users: pd.Index) -> 
 
 
 def _profile_state(profiles: pd.DataFrame, vocab: Vocabulary, users: pd.Index) -> pd.DataFrame:
-    rows = [_profile_row(row, vocab) for row in profiles.itertuples(index=False)]
-    frame = pd.DataFrame(rows, index=pd.Index(profiles["mpid"].astype("int64"), name="mpid"))
+    """Attributes, consent, CAs and identities as columns. Columns of few distinct values (consent, CAs, identity
+    types) are decoded once per distinct value; user attributes (all distinct: ids) once per row."""
+    values: dict[str, np.ndarray] = {}
+    attributes = _objects(profiles["user_attributes"])
+    for name in vocab.numeric_attributes:
+        values[f"attr_num:{name}"] = np.array([_number(given.get(name)) for given in attributes], dtype=np.float64)
+    for name, levels in vocab.categorical_levels.items():
+        texts = np.array([_level(given.get(name)) for given in attributes], dtype=object)
+        for level in levels:
+            values[f"attr_cat:{name}={level}"] = (texts == level).astype(np.float64)
+    codes, consents = _unique_objects(profiles["gdpr_consent"])
+    for purpose in vocab.consent_purposes:
+        given = [float(bool(value[purpose])) if purpose in value else np.nan for value in consents]
+        values[f"consent:{purpose}"] = np.array(given, dtype=np.float64)[codes]
+    values["ccpa_data_sale_opt_out"] = _opt_out(profiles["ccpa_data_sale_opt_out"])
+    codes, calculated = _unique_objects(profiles["calculated_attributes"])
+    for name in vocab.calculated_attributes:
+        values[f"ca:{name}"] = np.array([_number(value.get(name)) for value in calculated], dtype=np.float64)[codes]
+    codes, kinds = _unique(profiles["identity_types"].map(_strings_key))
+    present = [set(_key_strings(key)) for key in kinds]
+    for kind in vocab.identity_types:
+        values[f"identity:{kind}"] = np.array([float(kind in held) for held in present], dtype=np.float64)[codes]
+    frame = pd.DataFrame(values, index=pd.Index(profiles["mpid"].astype("int64"), name="mpid"))
     return _rows(frame, ~frame.index.duplicated(keep="last")).reindex(users)
 
 
-def _profile_row(row: Any, vocab: Vocabulary) -> dict[str, float]:
-    attributes = _object(row.user_attributes)
-    values: dict[str, float] = {}
-    for name in vocab.numeric_attributes:
-        values[f"attr_num:{name}"] = _number(attributes.get(name))
-    for name, levels in vocab.categorical_levels.items():
-        given = attributes.get(name)
-        text = None if given is None else _text(given)
-        for level in levels:
-            values[f"attr_cat:{name}={level}"] = float(text == level)
-    consent = _object(row.gdpr_consent)
-    for purpose in vocab.consent_purposes:
-        values[f"consent:{purpose}"] = float(bool(consent[purpose])) if purpose in consent else np.nan
-    opt_out = row.ccpa_data_sale_opt_out
-    values["ccpa_data_sale_opt_out"] = np.nan if opt_out is None or pd.isna(opt_out) else float(bool(opt_out))
-    calculated = _object(row.calculated_attributes)
-    for name in vocab.calculated_attributes:
-        values[f"ca:{name}"] = _number(calculated.get(name))
-    present = set(_strings(row.identity_types))
-    for kind in vocab.identity_types:
-        values[f"identity:{kind}"] = float(kind in present)
-    return values
+def _level(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _opt_out(column: pd.Series) -> np.ndarray:
+    codes, kinds = _unique(column.map(lambda value: None if value is None or pd.isna(value) else bool(value)))
+    return np.array([float(kind) if isinstance(kind, bool) else np.nan for kind in kinds], dtype=np.float64)[codes]
+
+
+def _unique(column: pd.Series) -> tuple[np.ndarray, list[Any]]:
+    """Each row's index into the distinct values (None is a value too), and those values."""
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=False)
+    return np.asarray(codes, dtype=np.int64), list(uniques)
+
+
+def _unique_objects(column: pd.Series) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    codes, texts = _unique(column)
+    return codes, [_object(text) for text in texts]
+
+
+def _objects(column: pd.Series) -> list[dict[str, Any]]:
+    """Every row's JSON object, each distinct text decoded once."""
+    codes, decoded = _unique_objects(column)
+    return [decoded[code] for code in codes.tolist()]
+
+
+_KEY_SEPARATOR: Final = "\x1f"
+"""Joins a row's identity types into one hashable key (a control character no identity type name holds)."""
+
+
+def _strings_key(values: Any) -> str | None:
+    return None if values is None or isinstance(values, float) else _KEY_SEPARATOR.join(_strings(values))
+
+
+def _key_strings(key: str | None) -> list[str]:
+    return [] if not key else key.split(_KEY_SEPARATOR)
 
 
 def _rows(frame: pd.DataFrame, mask: Any) -> pd.DataFrame:
@@ -321,5 +363,8 @@ def _strings(values: Any) -> list[str]:
 def _object(text: Any) -> dict[str, Any]:
     if not isinstance(text, str) or not text:
         return {}
-    value = json.loads(text)
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:  # what json.dumps writes and strict JSON refuses (NaN, Infinity)
+        value = json.loads(text)
     return value if isinstance(value, dict) else {}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdp_actors.errors import BadRequest
-from cdp_actors.predict.features import columns, features, vocabulary
+from cdp_actors.predict.features import Vocabulary, columns, features, vocabulary
 from cdp_actors.predict.goal import DAY_MS, goal
 from cdp_actors.predict.labels import labels, split
 
@@ -140,3 +144,74 @@ def test_profile_state_features() -> None:
     assert seen.loc[1, "attr_cat:plan=pro"] == 1 and seen.loc[2, "attr_cat:plan=pro"] == 0
     assert seen.loc[1, "consent:marketing"] == 1 and pd.isna(seen.loc[2, "consent:marketing"])
     assert seen.loc[1, "ca:visits"] == 12 and seen.loc[1, "identity:customer_id"] == 1
+
+
+def row_by_row(profiles: pd.DataFrame, vocab: Vocabulary) -> pd.DataFrame:
+    """The profile-state columns recomputed one profile at a time, from the table in `features`' docstring."""
+    rows = {}
+    for row in profiles.to_dict("records"):
+        row = argparse.Namespace(**row)
+        attributes = json.loads(row.user_attributes or "{}")
+        consent, calculated = json.loads(row.gdpr_consent or "{}"), json.loads(row.calculated_attributes or "{}")
+        values = {f"attr_num:{name}": as_float(attributes.get(name)) for name in vocab.numeric_attributes}
+        for name, levels in vocab.categorical_levels.items():
+            given = attributes.get(name)
+            text = None if given is None else ("true" if given is True else "false" if given is False else str(given))
+            values |= {f"attr_cat:{name}={level}": float(text == level) for level in levels}
+        values |= {
+            f"consent:{purpose}": float(bool(consent[purpose])) if purpose in consent else math.nan
+            for purpose in vocab.consent_purposes
+        }
+        opt_out = row.ccpa_data_sale_opt_out
+        values["ccpa_data_sale_opt_out"] = math.nan if opt_out is None else float(opt_out)
+        values |= {f"ca:{name}": as_float(calculated.get(name)) for name in vocab.calculated_attributes}
+        values |= {f"identity:{kind}": float(kind in row.identity_types) for kind in vocab.identity_types}
+        rows[row.mpid] = values
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def as_float(value: object) -> float:
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+attribute_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(["a", "b", "7", " 2.5", "x y"]), st.floats(0, 3)
+)
+profile_rows = st.fixed_dictionaries(
+    {
+        "user_attributes": st.dictionaries(st.sampled_from(["plan", "age", "tier"]), attribute_values, max_size=3),
+        "gdpr_consent": st.dictionaries(st.sampled_from(["marketing", "ads"]), st.booleans(), max_size=2),
+        "calculated_attributes": st.dictionaries(st.sampled_from(["visits", "label"]), attribute_values, max_size=2),
+        "ccpa_data_sale_opt_out": st.sampled_from([None, True, False]),
+        "identity_types": st.lists(st.sampled_from(["customer_id", "email", "other_id_2"]), unique=True),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(profile_rows, min_size=1, max_size=12))
+def test_profile_state_columns_match_a_row_by_row_recomputation(rows: list[dict]) -> None:
+    profiles = pd.DataFrame(
+        [
+            {
+                **profile(mpid),
+                **{key: json.dumps(row[key]) for key in ("user_attributes", "gdpr_consent", "calculated_attributes")},
+                "ccpa_data_sale_opt_out": row["ccpa_data_sale_opt_out"],
+                "identity_types": row["identity_types"],
+            }
+            for mpid, row in enumerate(rows, start=1)
+        ]
+    )
+    events = pd.DataFrame([event(1, C)])
+    vocab = vocabulary([(profiles, events)], C)
+    seen = features(profiles, events, vocab, C, 90)
+    expected = row_by_row(profiles, vocab)
+    pd.testing.assert_frame_equal(
+        seen.loc[:, list(expected.columns)], expected, check_names=False, check_index_type=False
+    )
