@@ -27,7 +27,7 @@ from cdp_actors.audiences.criteria import (
     UserAttribute,
     event_leaves,
 )
-from cdp_actors.calculated.conditions import MISSING, matches
+from cdp_actors.calculated.conditions import MISSING, compiled_condition
 from cdp_actors.profiles.model import Profile
 
 CCPA_PURPOSE = "data_sale_opt_out"
@@ -114,11 +114,11 @@ class Criteria:
 
 def _leaf_test(node: Node) -> Test:
     if isinstance(node, UserAttribute):
-        name, condition = node.user_attribute, node.condition(node.user_attribute)
-        return lambda facts: matches(condition, facts.attributes.get(name, MISSING))
+        name, test = node.user_attribute, compiled_condition(node.condition(node.user_attribute))
+        return lambda facts: test(facts.attributes.get(name, MISSING))
     if isinstance(node, CalculatedAttribute):
-        name, condition = node.calculated_attribute, node.condition(node.calculated_attribute)
-        return lambda facts: matches(condition, facts.calculated.get(name, MISSING))
+        name, test = node.calculated_attribute, compiled_condition(node.condition(node.calculated_attribute))
+        return lambda facts: test(facts.calculated.get(name, MISSING))
     if isinstance(node, HasIdentity):
         identity = node.identity
         return lambda facts: identity in facts.identities

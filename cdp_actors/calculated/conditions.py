@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
 from functools import lru_cache
+from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 from cdp_actors.calculated.definition import Condition
@@ -172,3 +174,118 @@ def _date(condition: Condition, value: Any) -> bool:
 
 
 _TESTS = {"string": _string, "number": _number, "boolean": _boolean, "date": _date}
+
+
+# ---- compiled once per definition: `matches` as a function of the value alone -----------------------------------
+
+ValueTest = Callable[[Any], bool]
+
+
+def compiled_condition(condition: Condition) -> ValueTest:
+    """`lambda value: matches(condition, value)`, with the operator chosen and the operands parsed once: what the
+    shard evaluates on every batch of a user (audience leaves, CA conditions)."""
+    operator = condition.operator
+    if operator == "exists":
+        return lambda value: value is not MISSING and value is not None
+    if operator == "not_exists":
+        return lambda value: value is MISSING or value is None
+    if operator == "empty":
+        return lambda value: value is not MISSING and value is not None and (value == "" or value == [])
+    build = _COMPILERS.get(condition.type)
+    test = build(condition) if build is not None else None
+    if test is None:
+        return _never
+    return lambda value: value is not MISSING and value is not None and test(value)
+
+
+def compiled_attribute_test(condition: Condition) -> Callable[[dict[str, Any]], bool]:
+    """`lambda attributes: attribute_matches(condition, attributes)`, compiled."""
+    name, test = condition.attribute_name or "", compiled_condition(condition)
+    return lambda attributes: test(attributes.get(name, MISSING))
+
+
+def _never(_value: Any) -> bool:
+    return False
+
+
+def _compiled_string(condition: Condition) -> ValueTest | None:
+    given = condition.value
+    match condition.operator:
+        case "equals":
+            return lambda value: as_text(value) == given
+        case "not_equals":
+            return lambda value: as_text(value) != given
+        case "in_list":
+            listed = frozenset(condition.values or ())
+            return lambda value: as_text(value) in listed
+        case "contains":
+            part = given or ""
+            return lambda value: part in as_text(value)
+        case "not_contains":
+            part = given or ""
+            return lambda value: part not in as_text(value)
+        case "pattern":
+            try:
+                search = compiled(given or "").search
+            except re.error:  # refused when the definition is validated; as `matches`, fail when evaluated
+                return lambda value: compiled(given or "").search(as_text(value)) is not None
+            return lambda value: search(as_text(value)) is not None
+    return None
+
+
+_ORDERED: dict[str, Callable[[float, float], bool]] = {
+    "equals": eq,
+    "not_equals": ne,
+    "greater_than": gt,
+    "greater_or_equal": ge,
+    "less_than": lt,
+    "less_than_or_equal": le,
+}
+
+
+def _compiled_number(condition: Condition) -> ValueTest | None:
+    kind = condition.operator
+    if kind == "in_list":
+        listed = {as_number(v) for v in condition.values or ()}
+        return lambda value: (number := as_number(value)) is not None and number in listed
+    if kind == "between":
+        low, high = as_number(condition.min_value), as_number(condition.max_value)
+        if low is None or high is None:
+            return None
+        return lambda value: (number := as_number(value)) is not None and low <= number <= high
+    given, compare = as_number(condition.value), _ORDERED.get(kind)
+    if given is None or compare is None:
+        return None
+    if kind == "greater_than":  # the common ones without the extra call
+        return lambda value: (number := as_number(value)) is not None and number > given
+    if kind == "less_than":
+        return lambda value: (number := as_number(value)) is not None and number < given
+    return lambda value: (number := as_number(value)) is not None and compare(number, given)
+
+
+def _compiled_boolean(condition: Condition) -> ValueTest | None:
+    given = as_boolean(condition.value)
+    if condition.operator != "equals" or given is None:
+        return None
+    return lambda value: as_boolean(value) == given
+
+
+def _compiled_date(condition: Condition) -> ValueTest | None:
+    if condition.operator == "between_dates":
+        low, high = as_instant_ms(condition.min_value), as_instant_ms(condition.max_value)
+        if low is None or high is None:
+            return None
+        return lambda value: (instant := as_instant_ms(value)) is not None and low <= instant <= high
+    given = as_instant_ms(condition.value)
+    compare = {"equals": eq, "before": lt, "after": gt}.get(condition.operator)
+    if given is None or compare is None:
+        return None
+    return lambda value: (instant := as_instant_ms(value)) is not None and compare(instant, given)
+
+
+_COMPILERS: dict[str, Callable[[Condition], ValueTest | None]] = {
+    "string": _compiled_string,
+    "number": _compiled_number,
+    "boolean": _compiled_boolean,
+    "date": _compiled_date,
+}

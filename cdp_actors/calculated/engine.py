@@ -85,7 +85,7 @@ from typing import Any
 
 import msgspec
 
-from cdp_actors.calculated.conditions import MISSING, as_number, as_text, attribute_matches
+from cdp_actors.calculated.conditions import MISSING, as_number, as_text, compiled_attribute_test
 from cdp_actors.calculated.definition import Condition, Definition, instant_ms
 from cdp_actors.calculated.seed import seed_fields
 from cdp_actors.schema.events import CalculatedAttributeSeed
@@ -289,6 +289,7 @@ class EventMatcher:
         self.by_action = by_action
         self.event_name = None if by_action else event_name
         self.conditions = tuple(conditions) if event_conditions else ()
+        self.condition_tests = tuple(compiled_attribute_test(condition) for condition in self.conditions)
         if by_action:
             self.keys: tuple[tuple[Any, Any], ...] | None = ((event_type, "action:" + (self.custom_event_type or "")),)
         elif self.event_name is not None:
@@ -338,9 +339,9 @@ class EventMatcher:
         return self.meets_conditions(data)
 
     def meets_conditions(self, data: dict[str, Any]) -> bool:
-        if self.conditions:
+        if self.condition_tests:
             attributes = data.get("custom_attributes") or {}
-            return all(attribute_matches(condition, attributes) for condition in self.conditions)
+            return all(test(attributes) for test in self.condition_tests)
         return True
 
     def matching(self, batch: Observed) -> list[dict[str, Any]]:
@@ -402,6 +403,7 @@ class Calculation:
         self.category = point.attribute_category
         self.use_quantity = point.use_product_quantity
         self.conditions = tuple(definition.conditions)
+        self.condition_tests = tuple(compiled_attribute_test(condition) for condition in self.conditions)
         on_items = point.type == "event_attribute" and self.category != "event_attribute"
         self.matcher = EventMatcher(
             point.event_type, point.event_name, point.custom_event_type, self.conditions, event_conditions=not on_items
@@ -465,7 +467,7 @@ class Calculation:
 
     def _item_values(self, view: BatchView) -> list[Contribution]:
         action_key, list_key, fields = self.items
-        name, numeric, conditions = self.attribute, self.needs_number, self.conditions
+        name, numeric, conditions = self.attribute, self.needs_number, self.condition_tests
         is_field = name in fields
         weighed = self.use_quantity and list_key == "products"
         found: list[Contribution] = []
@@ -479,7 +481,7 @@ class Calculation:
                 if conditions:
                     attributes = item_attributes(item, fields)
                     raw = attributes.get(name)
-                    if raw is None or not all(attribute_matches(c, attributes) for c in conditions):
+                    if raw is None or not all(test(attributes) for test in conditions):
                         continue
                 else:
                     raw = item_attribute(item, name, is_field)
@@ -493,7 +495,7 @@ class Calculation:
         batch = view.batch
         attributes = batch.user_attributes
         values = _scalar_values(attributes.get(self.attribute, MISSING))
-        if not values or not all(attribute_matches(c, attributes) for c in self.conditions):
+        if not values or not all(test(attributes) for test in self.condition_tests):
             return []
         numeric = self.needs_number
         return [(batch.batch_ms, as_text(value), as_number(value) if numeric else None, 1.0) for value in values]

@@ -95,6 +95,8 @@ class CADerivation(NamedTuple):
     generation: int
     name: str
     calculation: Calculation
+    empty_value: str | None
+    """Its value with no state (count: "0"; first occurrence: None): what a user without its state has."""
 
 
 class AudienceDerivation(NamedTuple):
@@ -106,13 +108,46 @@ class AudienceDerivation(NamedTuple):
     reads: Reads
 
 
+def ca_derivation(ca_id: int, generation: int, name: str, calculation: Calculation) -> CADerivation:
+    key = ca_key(ca_id, generation)
+    return CADerivation(key, ca_id, generation, name, calculation, calculation.value(None, 0))
+
+
+class Readers:
+    """Which real-time audiences (by position in the evaluation order) read each fact, so that a batch's changes
+    name the audiences to evaluate again in a few look-ups, not a test of every audience."""
+
+    def __init__(self, audiences: list[AudienceDerivation]) -> None:
+        self.of_attribute: dict[str, list[int]] = {}
+        self.of_calculated: dict[str, list[int]] = {}
+        self.of_audience: dict[int, list[int]] = {}
+        self.of_state: dict[str, int] = {}
+        """An event leaf's derivation key -> its audience."""
+        self.of_identities: list[int] = []
+        self.of_consent: list[int] = []
+        for position, derivation in enumerate(audiences):
+            read = derivation.reads
+            for name in read.attributes:
+                self.of_attribute.setdefault(name, []).append(position)
+            for name in read.calculated:
+                self.of_calculated.setdefault(name, []).append(position)
+            for audience_id in read.audiences:
+                self.of_audience.setdefault(audience_id, []).append(position)
+            for key, _ in derivation.leaves:
+                self.of_state[key] = position
+            if read.identities:
+                self.of_identities.append(position)
+            if read.consent:
+                self.of_consent.append(position)
+
+
 class Derivations:
     """The active CAs and the real-time audiences (in evaluation order) of one configuration, compiled once."""
 
     def __init__(self, config: WorkspaceConfig | None) -> None:
         """`config` None: none at all."""
         self.cas = [
-            CADerivation(ca_key(ca.id, ca.generation), ca.id, ca.generation, ca.name, Calculation(ca.active_definition))
+            ca_derivation(ca.id, ca.generation, ca.name, Calculation(ca.active_definition))
             for ca in (config.active_calculated_attributes() if config else [])
             if ca.active_definition is not None
         ]
@@ -139,6 +174,7 @@ class Derivations:
         self.attributes_read: frozenset[str] = frozenset().union(*(a.reads.attributes for a in self.audiences))
         """The user attributes some audience's criteria test: a batch's change to any other one changes nothing
         derived (a CA's `user_attribute` data point reads the batch's attributes, not the profile's)."""
+        self.readers = Readers(self.audiences)
 
     def __bool__(self) -> bool:
         return bool(self.cas or self.audiences)
@@ -203,21 +239,23 @@ class Changed:
         """Of `attributes_read` (the names some audience tests), those the batch changed."""
         self.identities = identity_types(before) != identity_types(after)
         self.consent = before.consent != after.consent
-        self.calculated: set[str] = set()
-        """CA names whose value changed (filled while recomputing)."""
-        self.audiences: set[int] = set()
-        """Audiences whose membership changed (filled in evaluation order, so a reader comes after them)."""
 
-    def reaches(self, derivation: AudienceDerivation) -> bool:
-        read = derivation.reads
-        return bool(
-            (read.identities and self.identities)
-            or (read.consent and self.consent)
-            or not read.attributes.isdisjoint(self.attributes)
-            or not read.calculated.isdisjoint(self.calculated)
-            or not read.audiences.isdisjoint(self.audiences)
-            or any(key in self.states for key, _ in derivation.leaves)
-        )
+    def audiences_reached(self, readers: Readers) -> set[int]:
+        """The audiences (positions in the evaluation order) that read a fact the batch changed, before CA values
+        and memberships are known: `recompute` adds the readers of those as they change."""
+        reached: set[int] = set()
+        for name in self.attributes:
+            reached.update(readers.of_attribute.get(name, ()))
+        if self.identities:
+            reached.update(readers.of_identities)
+        if self.consent:
+            reached.update(readers.of_consent)
+        of_state = readers.of_state
+        for key in self.states:
+            position = of_state.get(key)
+            if position is not None:
+                reached.add(position)
+        return reached
 
 
 def identity_types(profile: Profile) -> set[str]:
@@ -250,29 +288,53 @@ def recompute(
     changed: Changed | None = None,
 ) -> tuple[Profile, list[MembershipDelta]]:
     """The profile with its CA values and audience memberships as of `now_ms`, and the membership changes.
-    `changed` None: every value and audience is evaluated; else only those reading something in `changed` (and
-    CAs the profile has no value for). A derivation that is not `live` for this user (its backfill has not
-    reached them) keeps what it had."""
+    `changed` None: every value and audience is evaluated; else only the CAs whose state the batch changed (and
+    those the profile lacks a value for that it could have: a renamed CA), and the audiences reading something
+    that changed. A derivation that is not `live` for this user (its backfill has not reached them) keeps what
+    it had."""
+    every = changed is None
     calculated = {name: value for name, value in profile.calculated.items() if name in derivations.ca_by_name}
+    values_changed: list[str] = []
     for ca in derivations.cas:
-        if not live(ca.key) or (changed is not None and ca.key not in changed.states and ca.name in calculated):
+        key, name = ca.key, ca.name
+        if (
+            not every
+            and key not in changed.states
+            and (  # type: ignore[union-attr]
+                name in calculated or (ca.empty_value is None and state_of(key) is None)
+            )
+        ):
+            continue  # no new data, and no time passed (`on_batch` evaluates everything then): the same value
+        if live is not _always and not live(key):
             continue  # not live: the previous generation's value until the backfill comes by
-        value = ca.calculation.value(state_of(ca.key), now_ms)
-        if value != calculated.get(ca.name):
+        value = ca.calculation.value(state_of(key), now_ms)
+        if value != calculated.get(name):
             if value is None:
-                del calculated[ca.name]
+                del calculated[name]
             else:
-                calculated[ca.name] = value
-            if changed is not None:
-                changed.calculated.add(ca.name)
+                calculated[name] = value
+            values_changed.append(name)
     profile = msgspec.structs.replace(profile, calculated=calculated)
     members = {a: entered for a, entered in profile.audiences.items() if a in derivations.audience_ids}
+    audiences = derivations.audiences
+    readers = derivations.readers
+    if every:
+        pending: set[int] = set(range(len(audiences)))
+    else:
+        pending = changed.audiences_reached(readers)  # type: ignore[union-attr]
+        for name in values_changed:
+            pending.update(readers.of_calculated.get(name, ()))
     changes = []
     user: Facts | None = None  # built once per user, when the first audience needs it
-    for derivation in derivations.audiences:
-        audience_id = derivation.audience.id
-        if not live(derivation.unit) or (changed is not None and not changed.reaches(derivation)):
+    for position, derivation in enumerate(audiences):
+        if not pending:
+            break
+        if position not in pending:
             continue
+        pending.discard(position)
+        if live is not _always and not live(derivation.unit):
+            continue
+        audience_id = derivation.audience.id
         user = user or facts_of(profile, members.keys(), ())
         counts = [leaf_count(calculation, state_of(key), now_ms) for key, calculation in derivation.leaves]
         holds = derivation.criteria.holds(user.with_event_counts(counts))
@@ -283,8 +345,7 @@ def recompute(
         else:
             del members[audience_id]
         changes.append(MembershipDelta(derivation.audience, "add" if holds else "delete"))
-        if changed is not None:
-            changed.audiences.add(audience_id)
+        pending.update(readers.of_audience.get(audience_id, ()))  # later in the order: they read this one
     return msgspec.structs.replace(profile, audiences=members), changes
 
 
