@@ -79,10 +79,13 @@ class Store:
         self.dbs = {name: self.env.open_db(name.encode()) for name in self.names}
 
     def compact(self) -> None:
-        """Rewrite the data file with its live pages only, and reopen it. LMDB keeps the pages a commit freed,
+        """Rewrite the data file with its live records only, and reopen it. LMDB keeps the pages a commit freed,
         with the bytes of the records deleted, until it reuses them; erasure must leave none (a data subject's
-        identifiers). A compacting copy writes the live pages alone, without their unused middles, and no free
-        list. Crash-safe: the copy is complete and synced before it atomically replaces the data file.
+        identifiers). Nor may a branch page: its separator keys are copies of the keys that began a leaf page
+        when it split, and stay there after those records are deleted, so LMDB's own compacting copy (which
+        copies the live branch pages as they are) can keep an erased key. Every record goes into a fresh
+        environment instead (`_rewrite`), whose B-trees are built from live keys alone. Crash-safe: the new file
+        is complete and synced before it atomically replaces the data file.
 
         The caller holds the environment's only writer and no transaction. No other process may have the
         environment open (it would keep the old file, and the lock file's last transaction id with it): if one
@@ -90,7 +93,7 @@ class Store:
         scratch = _scratch(self.path)
         shutil.rmtree(scratch, ignore_errors=True)
         make_private_dir(scratch)
-        self.env.copy(str(scratch), compact=True)
+        _rewrite(self.env, scratch)
         copy = scratch / DATA_FILE
         fd = open_private(copy, os.O_RDONLY)
         try:
@@ -140,6 +143,27 @@ def _alone(lock_file: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # releases the lock
+
+
+_DB_FLAGS = ("reverse_key", "dupsort", "integerkey", "integerdup", "dupfixed")
+
+
+def _rewrite(env: lmdb.Environment, target: Path) -> None:
+    """Every record of every named database of `env` into a new environment at `target`, in key order, with the
+    databases' flags. The main database lists the named ones (their names are its keys)."""
+    out = lmdb.open(str(target), map_size=MAP_SIZE, max_dbs=256, sync=False, mode=PRIVATE_DIR_MODE)
+    try:
+        with env.begin(buffers=False) as source, out.begin(write=True) as sink:
+            for name in [key for key, _ in source.cursor()]:
+                db = env.open_db(name, txn=source, create=False)
+                flags = db.flags()
+                copied = out.open_db(name, txn=sink, **{flag: flags[flag] for flag in _DB_FLAGS})
+                append = not flags["dupsort"]  # MDB_APPEND needs keys in order: a cursor gives them so
+                for key, value in source.cursor(db):
+                    sink.put(key, value, db=copied, append=append, dupdata=True)
+        out.sync(force=True)
+    finally:
+        out.close()
 
 
 def _scratch(path: Path) -> Path:

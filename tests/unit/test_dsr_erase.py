@@ -251,3 +251,23 @@ def test_the_intake_forgets_request_ids_that_embed_the_subjects_identity(tmp_pat
     assert files_holding(tmp_path, customer(1)) == []
     again = log.write([_Pending(1, T0, sent, loop.create_future())])[0]
     assert (again.accepted, again.duplicates) == (1, 2)  # the subject's id is new again; "1" matched no other id
+
+
+def test_compaction_leaves_no_deleted_key_in_a_branch_page(tmp_path: Path) -> None:
+    """A key that began a leaf page when it split stays in the parent branch page as its separator after the
+    record is deleted; LMDB's compacting copy keeps branch pages as they are, so it kept such a key (an erased
+    source_request_id naming a customer was found so in the intake's file)."""
+    store = Store(tmp_path / "env", ("srid",))
+    keys = [f"customer-{n:05d}-request".encode() for n in range(3000)]  # ~80 leaf pages: ~80 separators
+    with store.write() as txn:
+        for key in keys:
+            txn.put(key, b"x" * 8, db=store.db("srid"))
+    erased, kept = keys[1::2], keys[::2]
+    with store.write() as txn:
+        for key in erased:
+            txn.delete(key, db=store.db("srid"))
+    store.compact()
+    data = (tmp_path / "env" / "data.mdb").read_bytes()
+    assert [key for key in erased if key in data] == []
+    with store.read() as txn:
+        assert [key for key, _ in txn.cursor(store.db("srid"))] == kept
