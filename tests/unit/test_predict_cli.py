@@ -1,18 +1,33 @@
 """`cdp predict train` refuses a bad goal before it attaches to anything: a clear message naming the flag, exit
-code 2, nothing registered (and no Ray started: the refusal comes before the export)."""
+code 2, nothing registered (and the platform never attached to: the refusal comes before the export)."""
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 from pathlib import Path
 
 import pytest
-import ray
 
 from cdp_actors.cli import main, parser
 from cdp_actors.predict import api, registry
+from cdp_actors.predict import cli as predict_cli
 from cdp_actors.predict.cli import refusal_text
+
+
+@pytest.fixture(autouse=True)
+def attached(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The data directories a command attached to (none may be: the suite's own Ray may be running)."""
+    calls: list[str] = []
+
+    def attach(args: argparse.Namespace) -> str:
+        calls.append(args.data_dir)
+        raise AssertionError("attached to the platform before refusing")
+
+    monkeypatch.setattr(predict_cli, "attach", attach)
+    return calls
+
 
 NUMBER_OVER_100 = '{"type": "number", "operator": "greater_than", "attribute_name": "amount", "value": "100"}'
 
@@ -31,13 +46,13 @@ def train(data_dir: Path, *extra: str) -> int:
     ],
 )
 def test_a_goal_condition_that_is_not_a_json_object_is_a_usage_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], condition: str, said: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], attached: list[str], condition: str, said: str
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         train(tmp_path, "--goal-condition", condition)
     assert exited.value.code == 2
     assert said in capsys.readouterr().err
-    assert registry.list_models(tmp_path) == [] and not ray.is_initialized()
+    assert registry.list_models(tmp_path) == [] and attached == []
 
 
 @pytest.mark.parametrize(
@@ -53,16 +68,16 @@ def test_a_goal_condition_that_is_not_a_json_object_is_a_usage_error(
     ],
 )
 def test_a_bad_goal_condition_is_refused_naming_its_field_and_nothing_is_registered(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], condition: str, said: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], attached: list[str], condition: str, said: str
 ) -> None:
     assert train(tmp_path, "--goal-condition", condition) == 2
     err = capsys.readouterr().err
     assert err.startswith("cdp predict train: ") and said in err, err
-    assert registry.list_models(tmp_path) == [] and not ray.is_initialized()
+    assert registry.list_models(tmp_path) == [] and attached == []
 
 
 def test_churn_takes_no_condition_and_other_bad_flags_are_named(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], attached: list[str]
 ) -> None:
     churn = ["predict", "train", "--name", "gone", "--goal-event", "churn", "--goal-condition", NUMBER_OVER_100]
     assert main([*churn, "--data-dir", str(tmp_path)]) == 2
@@ -75,7 +90,7 @@ def test_churn_takes_no_condition_and_other_bad_flags_are_named(
     assert "--name: name must be 1 to 48" in capsys.readouterr().err
     assert main(["predict", "score", "--name", "Bad-Name", "--data-dir", str(tmp_path)]) == 2
     assert "--name: name must be 1 to 48" in capsys.readouterr().err
-    assert registry.list_models(tmp_path) == [] and not ray.is_initialized()
+    assert registry.list_models(tmp_path) == [] and attached == []
 
 
 COMMANDS = {
