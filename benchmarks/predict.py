@@ -203,7 +203,7 @@ def platform_job(snapshot: Path, work: Path, population: Population) -> dict[str
     """export → vocabulary → features → train → evaluate → register → score → write back, each timed."""
     from cdp_actors import handles
     from cdp_actors.predict import writeback
-    from cdp_actors.predict.cli import ray_map_shards
+    from cdp_actors.predict.api import ray_map_shards
     from cdp_actors.predict.export import KINDS, Window, export_snapshot
 
     clock = PhaseClock()

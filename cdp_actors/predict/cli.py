@@ -15,16 +15,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from cdp_actors.predict.api import DEFAULT_DATA_DIR, DEFAULT_EVENTS_URL, DEMO_KEY
-from cdp_actors.predict.api import SYNTH_BULK as SYNTH_BULK
-from cdp_actors.predict.api import SYNTH_BULK_BYTES as SYNTH_BULK_BYTES
 from cdp_actors.predict.api import TRUTH_FILE as TRUTH_FILE
-from cdp_actors.predict.api import chunked as chunked
-from cdp_actors.predict.api import epoch_ms as epoch_ms
 from cdp_actors.predict.api import loopback_url as loopback_url
-from cdp_actors.predict.api import ray_map_shards as ray_map_shards
-from cdp_actors.predict.api import read_truth as read_truth
-from cdp_actors.predict.api import send_bulk as send_bulk
-from cdp_actors.predict.api import snapshot_now as snapshot_now
 from cdp_actors.predict.snapshot import EVENTS_DIR, PROFILES_DIR
 
 Join = Callable[[argparse.Namespace], None]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cdp_actors.errors import NotFound
-from cdp_actors.predict import cli, jobs, writeback
+from cdp_actors.predict import api, cli, jobs, writeback
 from cdp_actors.predict.features import features
 from cdp_actors.predict.score import probability
 from cdp_actors.predict.synth import snapshot_frames, synthesize
@@ -135,7 +135,7 @@ def test_show_prints_the_models_goal_windows_and_metrics(scored: dict, capsys: p
 
 def test_synth_requests_stay_under_the_events_apis_size_and_count_limits() -> None:
     batches = synthesize(300, seed=1).batches
-    requests = list(cli.chunked(batches, cli.SYNTH_BULK, cli.SYNTH_BULK_BYTES))
+    requests = list(api.chunked(batches, api.SYNTH_BULK, api.SYNTH_BULK_BYTES))
     assert [batch for request in requests for batch in request] == batches
-    assert all(len(request) <= cli.SYNTH_BULK for request in requests)
-    assert all(len(json.dumps(request)) <= cli.SYNTH_BULK_BYTES for request in requests)
+    assert all(len(request) <= api.SYNTH_BULK for request in requests)
+    assert all(len(json.dumps(request)) <= api.SYNTH_BULK_BYTES for request in requests)
